@@ -1,0 +1,198 @@
+//! Router overhead and switch-under-load benchmark (loopback only, bounded).
+//!
+//! 1. Throughput and p50/p99 latency of a trivial upstream hit directly, then through
+//!    `cutover-router`, with the same keep-alive load; prints the ratio (goal ≥ 0.8×).
+//! 2. Ten `switch`es between two upstream versions during load; prints total requests,
+//!    failures and, per switch, how many requests sent after it returned were answered by
+//!    the older version (must be 0), plus what `drain` saw.
+//!
+//! Usage: `cargo run --release -p cutover-bench --bin router_overhead [-- --secs N --conns N]`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use cutover_bench::{Load, Sample, micros, process_cpu_time, run_load, summarize, trivial_upstream};
+use cutover_router::{Backend, RouteKey, Router, RouterConfig};
+use tokio::net::TcpListener;
+
+const MAX_REQUESTS: usize = 5_000_000;
+const SWITCHES: usize = 10;
+const SWITCH_EVERY: Duration = Duration::from_millis(300);
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn sha(c: char) -> String {
+    std::iter::repeat_n(c, 40).collect()
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let secs = arg("--secs", 5);
+    let conns = arg("--conns", 32) as usize;
+    let load = Load {
+        connections: conns,
+        duration: Duration::from_secs(secs),
+        max_requests: MAX_REQUESTS,
+    };
+    let warmup = Load {
+        duration: Duration::from_millis(500),
+        ..load
+    };
+
+    let v1 = trivial_upstream(&sha('1')).await?;
+    let v2 = trivial_upstream(&sha('2')).await?;
+    let router = Router::new(RouterConfig::default());
+    let route = RouteKey::new("bench", "prod", "web").expect("static key is valid");
+    let host = router.host_of(&route);
+    router.switch(&route, Backend::new(sha('1'), vec![v1]));
+    let router_addr = start_router(&router).await?;
+
+    println!(
+        "router_overhead: {conns} keep-alive connections, {secs} s per run, \
+         at most {MAX_REQUESTS} requests, loopback, {} CPU(s)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    run_load(v1, &host, warmup).await;
+    let cpu0 = process_cpu_time();
+    let (direct, direct_t) = run_load(v1, &host, load).await;
+    let cpu1 = process_cpu_time();
+    run_load(router_addr, &host, warmup).await;
+    let cpu2 = process_cpu_time();
+    let (proxied, proxied_t) = run_load(router_addr, &host, load).await;
+    let cpu3 = process_cpu_time();
+    let d = summarize(&direct, direct_t);
+    let p = summarize(&proxied, proxied_t);
+    println!();
+    let per_req = |a: Option<Duration>, b: Option<Duration>, n: usize| match (a, b) {
+        (Some(a), Some(b)) if n > 0 => micros((b - a) / n as u32),
+        _ => "n/a".to_owned(),
+    };
+    println!(
+        "{:<14}{:>10}{:>10}{:>9}{:>11}{:>11}{:>14}",
+        "", "requests", "req/s", "failed", "p50", "p99", "CPU/request"
+    );
+    for (name, s, cpu) in [
+        ("direct", d, per_req(cpu0, cpu1, d.requests)),
+        ("via router", p, per_req(cpu2, cpu3, p.requests)),
+    ] {
+        println!(
+            "{name:<14}{:>10}{:>10.0}{:>9}{:>11}{:>11}{:>14}",
+            s.requests,
+            s.rps,
+            s.failures,
+            micros(s.p50),
+            micros(s.p99),
+            cpu
+        );
+    }
+    println!("(CPU/request: whole process: load generator, upstream and, second row, router)");
+    println!(
+        "throughput ratio router/direct: {:.2}x (goal >= 0.80x); p50 +{}, p99 +{}",
+        p.rps / d.rps,
+        micros(p.p50.saturating_sub(d.p50)),
+        micros(p.p99.saturating_sub(d.p99)),
+    );
+
+    switch_under_load(&router, &route, router_addr, (v1, v2), conns).await;
+    Ok(())
+}
+
+async fn start_router(router: &Router) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let r = router.clone();
+    tokio::spawn(async move { r.serve(listener, std::future::pending()).await });
+    Ok(addr)
+}
+
+async fn switch_under_load(
+    router: &Router,
+    route: &RouteKey,
+    router_addr: SocketAddr,
+    (v1, v2): (SocketAddr, SocketAddr),
+    conns: usize,
+) {
+    router.switch(route, Backend::new(sha('1'), vec![v1]));
+    let load = Load {
+        connections: conns,
+        duration: SWITCH_EVERY * (SWITCHES as u32 + 2),
+        max_requests: MAX_REQUESTS,
+    };
+    let host = router.host_of(route);
+    let load_task = tokio::spawn(async move { run_load(router_addr, &host, load).await });
+
+    // Per switch: instant before calling `switch`, instant it returned, the version switched
+    // to, requests still on the old generation then, and how many drain left after 5 s.
+    let mut switches = Vec::with_capacity(SWITCHES);
+    tokio::time::sleep(SWITCH_EVERY).await;
+    for i in 0..SWITCHES {
+        let (version, addr) = if i % 2 == 0 {
+            (sha('2'), v2)
+        } else {
+            (sha('1'), v1)
+        };
+        let before = Instant::now();
+        let old = router.switch(route, Backend::new(version.clone(), vec![addr]));
+        let at = Instant::now();
+        let in_flight = old.as_ref().map_or(0, |g| g.in_flight());
+        let left = match old {
+            Some(g) => g.drain(Duration::from_secs(5)).await,
+            None => 0,
+        };
+        switches.push((before, at, version, in_flight, left));
+        tokio::time::sleep(SWITCH_EVERY).await;
+    }
+    let Ok((samples, elapsed)) = load_task.await else {
+        println!("switch under load: load task panicked");
+        return;
+    };
+    let s = summarize(&samples, elapsed);
+    println!();
+    println!(
+        "switch under load: {SWITCHES} switches every {} ms between 2 versions, {} requests, \
+         {} failed, {:.0} req/s",
+        SWITCH_EVERY.as_millis(),
+        s.requests,
+        s.failures,
+        s.rps
+    );
+    println!(
+        "{:<8}{:>9}{:>14}{:>11}{:>10}{:>12}{:>13}",
+        "switch", "to", "in-flight@sw", "undrained", "checked", "straddling", "old answers"
+    );
+    // A request sent after switch `i` returned and answered before switch `i + 1` began must
+    // carry version `i`. One sent after `i` but still running when `i + 1` began may carry
+    // either (the versions alternate, so the body cannot tell them apart): not checked.
+    let mut total_old = 0;
+    for (i, (_, at, version, in_flight, left)) in switches.iter().enumerate() {
+        let next = switches.get(i + 1).map(|s| s.0);
+        let after: Vec<&Sample> = samples.iter().filter(|x| x.sent > *at).collect();
+        let (checked, straddling): (Vec<&Sample>, Vec<&Sample>) = after
+            .iter()
+            .filter(|x| next.is_none_or(|n| x.sent < n))
+            .partition(|x| next.is_none_or(|n| x.sent + x.latency < n));
+        let old = checked
+            .iter()
+            .filter(|x| x.answer.is_some_and(|b| b != version.as_bytes()[0]))
+            .count();
+        total_old += old;
+        println!(
+            "{:<8}{:>9}{:>14}{:>11}{:>10}{:>12}{:>13}",
+            i + 1,
+            &version[..7],
+            in_flight,
+            left,
+            checked.len(),
+            straddling.len(),
+            old
+        );
+    }
+    println!("old-version answers after a switch, total: {total_old}");
+}

@@ -1,0 +1,470 @@
+//! Walks the located node tree into [`Config`]: top level, services, hooks,
+//! scheduler, RabbitMQ and router. Environments are in `environments.rs`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_saphyr::Location;
+
+use super::cron::check_cron;
+use super::environments;
+use super::extract::{
+    Ctx, Fields, SNode, boolean, count, integer, join, list, named_entries, nonempty, parsed, string,
+};
+use super::node::Node;
+use super::resolve_repo;
+use super::types::*;
+use super::values::parse_duration;
+use crate::{AppName, JobName, ServiceName};
+
+const TOP_KEYS: &[&str] = &[
+    "app",
+    "repo",
+    "services",
+    "hooks",
+    "scheduler",
+    "rabbitmq",
+    "environments",
+    "router",
+];
+
+pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
+    if !matches!(root.value, Node::Map(_)) {
+        let message = format!(
+            "the file must be a mapping with the keys {}; found {}",
+            TOP_KEYS.join(", "),
+            root.value.kind()
+        );
+        ctx.error(root.referenced, "", message);
+        return None;
+    }
+    let top = Fields::new(ctx, root, root.referenced, "", TOP_KEYS)?;
+
+    let app = top
+        .required(ctx, "app", "the application's name, e.g. `app: shop`")
+        .and_then(|n| {
+            let s = string(ctx, n, "app")?;
+            AppName::parse(s)
+                .map_err(|e| ctx.error(n.referenced, "app", e.to_string()))
+                .ok()
+        });
+
+    let repo = match top.get("repo") {
+        None => Some(resolve_repo(".", ctx.file())),
+        Some(n) => nonempty(ctx, n, "repo", "a path relative to this file, or a URL")
+            .map(|raw| resolve_repo(raw.trim(), ctx.file())),
+    };
+
+    let services =
+        match top.required_even_if_null(ctx, "services", "at least one service with a `run` command") {
+            Some(n) => services(ctx, n, top.key_location("services")),
+            None => None,
+        };
+    let hooks = top.get("hooks").map_or(Some(Hooks::default()), |n| {
+        hooks(ctx, n, top.key_location("hooks"))
+    });
+    let scheduler = top.get("scheduler").map_or(Some(Scheduler::default()), |n| {
+        scheduler(ctx, n, top.key_location("scheduler"))
+    });
+    let rabbitmq = match top.get("rabbitmq") {
+        None => Some(None),
+        Some(n) => rabbitmq(ctx, n, top.key_location("rabbitmq")).map(Some),
+    };
+    let router = top.get("router").map_or(Some(RouterConfig::default()), |n| {
+        router(ctx, n, top.key_location("router"))
+    });
+    let service_names: Vec<ServiceName> = services
+        .as_ref()
+        .map(|s| s.keys().cloned().collect())
+        .unwrap_or_default();
+    let environments =
+        match top.required_even_if_null(ctx, "environments", "at least one environment with a `tier`") {
+            Some(n) => environments::environments(ctx, n, top.key_location("environments"), &service_names),
+            None => None,
+        };
+
+    Some(Config {
+        file: ctx.file().to_path_buf(),
+        app: app?,
+        repo: repo?,
+        services: services?,
+        hooks: hooks?,
+        scheduler: scheduler?,
+        rabbitmq: rabbitmq?,
+        environments: environments?,
+        router: router?,
+    })
+}
+
+const SERVICE_KEYS: &[&str] = &[
+    "build",
+    "run",
+    "health",
+    "replicas",
+    "public",
+    "port",
+    "dockerfile",
+];
+
+fn services(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<BTreeMap<ServiceName, Service>> {
+    let named = named_entries(
+        ctx,
+        node,
+        "services",
+        "a mapping of service names to services",
+        ServiceName::parse,
+    );
+    if is_empty_map(node) {
+        ctx.error(
+            at,
+            "services",
+            "must list at least one service, e.g. `web: { run: \"bin/web --port $PORT\" }`",
+        );
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (name, key_at, value) in named {
+        let path = join("services", name.as_str());
+        match service(ctx, value, key_at, &path) {
+            Some(s) => {
+                out.insert(name, s);
+            }
+            None => ok = false,
+        }
+    }
+    (ok && !out.is_empty()).then_some(out)
+}
+
+fn service(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Service> {
+    let f = Fields::new(ctx, node, at, path, SERVICE_KEYS)?;
+    let mut ok = true;
+    let run = f
+        .required(ctx, "run", "the command that starts one replica")
+        .and_then(|n| nonempty(ctx, n, &f.path("run"), "the command that starts one replica"));
+    let build = optional_command(ctx, &f, "build", &mut ok);
+    let health = match f.get("health") {
+        None => None,
+        Some(n) => {
+            let p = f.path("health");
+            let checked = parsed(ctx, n, &p, |s| {
+                if !s.starts_with('/') {
+                    Err(format!("health path {s:?} must start with '/', e.g. \"/health\""))
+                } else if s.contains(char::is_whitespace) {
+                    Err(format!("health path {s:?} must not contain spaces"))
+                } else {
+                    Ok(s.to_owned())
+                }
+            });
+            ok &= checked.is_some();
+            checked
+        }
+    };
+    let replicas = opt(ctx, &f, "replicas", &mut ok, |ctx, n, p| count(ctx, n, p, 1)).unwrap_or(1);
+    let public = opt(ctx, &f, "public", &mut ok, boolean).unwrap_or(false);
+    let port = opt(ctx, &f, "port", &mut ok, |ctx, n, p| {
+        integer(ctx, n, p, 1, 65_535).and_then(|v| u16::try_from(v).ok())
+    });
+    let dockerfile = opt(ctx, &f, "dockerfile", &mut ok, |ctx, n, p| {
+        nonempty(ctx, n, p, "a path to a Dockerfile").map(str::to_owned)
+    });
+    let run = run?.to_owned();
+    ok.then_some(Service {
+        build,
+        run,
+        health,
+        replicas,
+        public,
+        port,
+        dockerfile,
+    })
+}
+
+/// Null or `{}`: a section that lists nothing.
+pub(crate) fn is_empty_map(node: &SNode) -> bool {
+    match &node.value {
+        Node::Null => true,
+        Node::Map(entries) => entries.is_empty(),
+        _ => false,
+    }
+}
+
+/// Reads an optional key with `read`, recording failure in `ok`.
+pub(crate) fn opt<T>(
+    ctx: &mut Ctx<'_>,
+    f: &Fields<'_>,
+    key: &str,
+    ok: &mut bool,
+    read: impl FnOnce(&mut Ctx<'_>, &SNode, &str) -> Option<T>,
+) -> Option<T> {
+    let node = f.get(key)?;
+    let value = read(ctx, node, &f.path(key));
+    *ok &= value.is_some();
+    value
+}
+
+/// An optional shell command; an empty string means "not configured".
+fn optional_command(ctx: &mut Ctx<'_>, f: &Fields<'_>, key: &str, ok: &mut bool) -> Option<String> {
+    let node = f.get(key)?;
+    match string(ctx, node, &f.path(key)) {
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => Some(s.to_owned()),
+        None => {
+            *ok = false;
+            None
+        }
+    }
+}
+
+const HOOK_KEYS: &[&str] = &["pre_deploy", "install", "destructive_install", "post_deploy"];
+
+fn hooks(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Hooks> {
+    let f = Fields::new(ctx, node, at, "hooks", HOOK_KEYS)?;
+    let mut ok = true;
+    let hooks = Hooks {
+        pre_deploy: optional_command(ctx, &f, "pre_deploy", &mut ok),
+        install: optional_command(ctx, &f, "install", &mut ok),
+        destructive_install: optional_command(ctx, &f, "destructive_install", &mut ok),
+        post_deploy: optional_command(ctx, &f, "post_deploy", &mut ok),
+    };
+    ok.then_some(hooks)
+}
+
+fn scheduler(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Scheduler> {
+    let f = Fields::new(ctx, node, at, "scheduler", &["jobs", "suspend_timeout"])?;
+    let mut ok = true;
+    let suspend_timeout = opt(ctx, &f, "suspend_timeout", &mut ok, |ctx, n, p| {
+        duration(ctx, n, p)
+    })
+    .unwrap_or(Scheduler::default().suspend_timeout);
+    let mut jobs = BTreeMap::new();
+    if let Some(n) = f.get("jobs") {
+        for (name, key_at, value) in named_entries(
+            ctx,
+            n,
+            "scheduler.jobs",
+            "a mapping of job names to jobs",
+            JobName::parse,
+        ) {
+            let path = join("scheduler.jobs", name.as_str());
+            match job(ctx, value, key_at, &path) {
+                Some(j) => {
+                    jobs.insert(name, j);
+                }
+                None => ok = false,
+            }
+        }
+    }
+    ok.then_some(Scheduler {
+        jobs,
+        suspend_timeout,
+    })
+}
+
+fn job(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Job> {
+    let f = Fields::new(ctx, node, at, path, &["schedule", "run"])?;
+    let schedule = f
+        .required(ctx, "schedule", "a 5-field cron expression, e.g. \"*/5 * * * *\"")
+        .and_then(|n| {
+            parsed(ctx, n, &f.path("schedule"), |s| {
+                check_cron(s).map(|()| s.trim().to_owned())
+            })
+        });
+    let run = f
+        .required(ctx, "run", "the job's command")
+        .and_then(|n| nonempty(ctx, n, &f.path("run"), "the job's command"));
+    Some(Job {
+        schedule: schedule?,
+        run: run?.to_owned(),
+    })
+}
+
+pub(crate) fn duration(ctx: &mut Ctx<'_>, node: &SNode, path: &str) -> Option<Duration> {
+    if let Node::Int(n) = node.value {
+        // `ttl: 72` reads as a number; say what is missing rather than "expected a string".
+        let message = parse_duration(&n.to_string()).err().unwrap_or_default();
+        ctx.error(node.referenced, path, message);
+        return None;
+    }
+    parsed(ctx, node, path, parse_duration)
+}
+
+fn router(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<RouterConfig> {
+    let f = Fields::new(ctx, node, at, "router", &["port"])?;
+    let mut ok = true;
+    let port = opt(ctx, &f, "port", &mut ok, |ctx, n, p| {
+        integer(ctx, n, p, 0, 65_535).and_then(|v| u16::try_from(v).ok())
+    });
+    ok.then_some(RouterConfig { port })
+}
+
+const RABBIT_KEYS: &[&str] = &["url", "admin_user", "admin_password_secret", "vhosts"];
+
+fn rabbitmq(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<RabbitMq> {
+    let f = Fields::new(ctx, node, at, "rabbitmq", RABBIT_KEYS)?;
+    let mut ok = true;
+    let url = f
+        .required(ctx, "url", "the management API URL, e.g. http://127.0.0.1:15672")
+        .and_then(|n| {
+            parsed(ctx, n, "rabbitmq.url", |s| {
+                if (s.starts_with("http://") || s.starts_with("https://")) && !s.contains(char::is_whitespace)
+                {
+                    Ok(s.trim_end_matches('/').to_owned())
+                } else {
+                    Err(format!(
+                        "{s:?} is not an http:// or https:// URL of the RabbitMQ management API"
+                    ))
+                }
+            })
+        });
+    let admin_user = opt(ctx, &f, "admin_user", &mut ok, |ctx, n, p| {
+        nonempty(ctx, n, p, "a user name").map(str::to_owned)
+    });
+    let admin_password_secret = opt(ctx, &f, "admin_password_secret", &mut ok, secret_name);
+    let mut vhosts: Vec<Vhost> = Vec::new();
+    if let Some(n) = f.get("vhosts") {
+        for (i, item) in list(ctx, n, "rabbitmq.vhosts", "a list of vhosts")
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let path = format!("rabbitmq.vhosts[{i}]");
+            match vhost(ctx, item, &path) {
+                Some(v) if vhosts.iter().any(|o| o.name == v.name) => {
+                    ctx.error(
+                        item.referenced,
+                        &path,
+                        format!("vhost {:?} is declared twice", v.name),
+                    );
+                    ok = false;
+                }
+                Some(v) => vhosts.push(v),
+                None => ok = false,
+            }
+        }
+    }
+    let url = url?;
+    ok.then_some(RabbitMq {
+        url,
+        admin_user,
+        admin_password_secret,
+        vhosts,
+    })
+}
+
+fn vhost(ctx: &mut Ctx<'_>, node: &SNode, path: &str) -> Option<Vhost> {
+    let f = Fields::new(ctx, node, node.referenced, path, &["name", "users"])?;
+    let mut ok = true;
+    let name = f
+        .required(ctx, "name", "the vhost's name, e.g. /shop")
+        .and_then(|n| {
+            parsed(ctx, n, &f.path("name"), |s| {
+                if s.is_empty() || s.chars().any(char::is_control) {
+                    Err(format!("vhost name {s:?} must be non-empty and printable"))
+                } else {
+                    Ok(s.to_owned())
+                }
+            })
+        });
+    let mut users: Vec<RabbitUser> = Vec::new();
+    if let Some(n) = f.get("users") {
+        let users_path = f.path("users");
+        for (i, item) in list(ctx, n, &users_path, "a list of users")
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let path = format!("{users_path}[{i}]");
+            match rabbit_user(ctx, item, &path) {
+                Some(u) if users.iter().any(|o| o.name == u.name) => {
+                    ctx.error(
+                        item.referenced,
+                        &path,
+                        format!("user {:?} is declared twice in this vhost", u.name),
+                    );
+                    ok = false;
+                }
+                Some(u) => users.push(u),
+                None => ok = false,
+            }
+        }
+    }
+    let name = name?;
+    ok.then_some(Vhost { name, users })
+}
+
+const USER_KEYS: &[&str] = &["name", "password_secret", "configure", "write", "read"];
+
+fn rabbit_user(ctx: &mut Ctx<'_>, node: &SNode, path: &str) -> Option<RabbitUser> {
+    let f = Fields::new(ctx, node, node.referenced, path, USER_KEYS)?;
+    let name = f
+        .required(ctx, "name", "the RabbitMQ user name")
+        .and_then(|n| nonempty(ctx, n, &f.path("name"), "the RabbitMQ user name"));
+    let secret = f
+        .required(
+            ctx,
+            "password_secret",
+            "the parameter-store secret holding the password",
+        )
+        .and_then(|n| secret_name(ctx, n, &f.path("password_secret")));
+    let mut perm = |key: &'static str| {
+        f.required(ctx, key, "a permission regex such as \".*\", or \"\" for none")
+            .and_then(|n| parsed(ctx, n, &f.path(key), |s| check_regex(s).map(|()| s.to_owned())))
+    };
+    let configure = perm("configure");
+    let write = perm("write");
+    let read = perm("read");
+    Some(RabbitUser {
+        name: name?.to_owned(),
+        password_secret: secret?,
+        configure: configure?,
+        write: write?,
+        read: read?,
+    })
+}
+
+/// A parameter-store secret name: letters, digits, `_`, `-`, `.`, `/`.
+fn secret_name(ctx: &mut Ctx<'_>, node: &SNode, path: &str) -> Option<String> {
+    parsed(ctx, node, path, |s| {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c)) {
+            Ok(s.to_owned())
+        } else {
+            Err(format!(
+                "{s:?} is not a secret name; use letters, digits, '_', '-', '.' or '/', e.g. \"rabbit_shop\""
+            ))
+        }
+    })
+}
+
+/// A light check of a permission regex: printable, balanced brackets, no
+/// dangling escape. The broker does the full check when it is applied.
+fn check_regex(s: &str) -> Result<(), String> {
+    if s.chars().any(char::is_control) {
+        return Err(format!("permission regex {s:?} contains a control character"));
+    }
+    let mut depth = 0i32;
+    let mut in_class = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.next().is_none() => {
+                return Err(format!("permission regex {s:?} ends with a lone '\\'"));
+            }
+            '\\' => {}
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            '(' if !in_class => depth += 1,
+            ')' if !in_class => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(format!("permission regex {s:?} has an unmatched ')'"));
+                }
+            }
+            _ => {}
+        }
+    }
+    if in_class || depth != 0 {
+        return Err(format!("permission regex {s:?} has an unclosed '(' or '['"));
+    }
+    Ok(())
+}

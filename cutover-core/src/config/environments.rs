@@ -1,0 +1,363 @@
+//! Environments: per-tier rules (which keys each tier takes), defaults, and
+//! the cross-references between environments (`like:`) and to services
+//! (`replicas:` overrides).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_saphyr::Location;
+
+use super::build::{duration, is_empty_map, opt};
+use super::extract::{Ctx, Fields, SNode, boolean, choice, count, join, named_entries, parsed, string};
+use super::types::{Autoscale, Environment, RuntimeKind, Strategy, Tier};
+use super::values::{check_branch, nearest};
+use crate::{EnvName, ServiceName};
+
+const ENV_KEYS: &[&str] = &[
+    "tier",
+    "branch",
+    "approval",
+    "approval_for_rollback",
+    "auto_deploy",
+    "strategy",
+    "runtime",
+    "ttl",
+    "like",
+    "max_active",
+    "autoscale",
+    "replicas",
+    "hook_timeout",
+    "approval_timeout",
+];
+
+const TIERS: &[(&str, Tier)] = &[
+    ("dev", Tier::Dev),
+    ("stage", Tier::Stage),
+    ("prod-like", Tier::ProdLike),
+    ("prod", Tier::Prod),
+    ("integration", Tier::Integration),
+];
+const STRATEGIES: &[(&str, Strategy)] = &[
+    ("blue-green", Strategy::BlueGreen),
+    ("rolling", Strategy::Rolling),
+];
+const RUNTIMES: &[(&str, RuntimeKind)] = &[
+    ("process", RuntimeKind::Process),
+    ("docker", RuntimeKind::Docker),
+    ("swarm", RuntimeKind::Swarm),
+];
+
+/// Which tiers may use a tier-specific key, and why.
+const TIER_KEYS: &[(&str, &[Tier], &str)] = &[
+    (
+        "like",
+        &[Tier::ProdLike],
+        "only a prod-like environment copies another one",
+    ),
+    (
+        "ttl",
+        &[Tier::ProdLike, Tier::Integration],
+        "only prod-like and integration environments expire",
+    ),
+    (
+        "max_active",
+        &[Tier::Integration],
+        "only integration environments are created per branch",
+    ),
+    (
+        "branch",
+        &[Tier::Dev, Tier::Stage, Tier::Prod],
+        "its branch comes from elsewhere: a prod-like copy runs what its target runs, an integration environment gets its branch when it is created",
+    ),
+    (
+        "autoscale",
+        &[Tier::Prod, Tier::ProdLike],
+        "dev, stage and integration environments have a fixed size; set `replicas` instead",
+    ),
+];
+
+pub(crate) const DEFAULT_MAX_ACTIVE: u32 = 8;
+const DEFAULT_PROD_LIKE_TTL: Duration = Duration::from_secs(72 * 3600);
+const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
+
+/// An environment before cross-references are resolved; `None` = not given.
+struct Draft {
+    name: EnvName,
+    key_at: Location,
+    env: Environment,
+    like: Option<(String, Location)>,
+    strategy_set: bool,
+    runtime_set: bool,
+}
+
+pub(crate) fn environments(
+    ctx: &mut Ctx<'_>,
+    node: &SNode,
+    at: Location,
+    services: &[ServiceName],
+) -> Option<BTreeMap<EnvName, Environment>> {
+    let named = named_entries(
+        ctx,
+        node,
+        "environments",
+        "a mapping of environment names to environments",
+        EnvName::parse,
+    );
+    if is_empty_map(node) {
+        ctx.error(
+            at,
+            "environments",
+            "must list at least one environment, e.g. `dev: { tier: dev }`",
+        );
+        return None;
+    }
+    let mut ok = true;
+    let mut drafts = Vec::new();
+    let declared: Vec<String> = named.iter().map(|(n, _, _)| n.to_string()).collect();
+    for (name, key_at, value) in named {
+        match draft(ctx, name, key_at, value, services) {
+            Some(d) => drafts.push(d),
+            None => ok = false,
+        }
+    }
+    ok &= resolve_like(ctx, &mut drafts, &declared, ok);
+    ok.then(|| drafts.into_iter().map(|d| (d.name, d.env)).collect())
+}
+
+fn draft(
+    ctx: &mut Ctx<'_>,
+    name: EnvName,
+    key_at: Location,
+    node: &SNode,
+    services: &[ServiceName],
+) -> Option<Draft> {
+    let path = join("environments", name.as_str());
+    let f = Fields::new(ctx, node, key_at, &path, ENV_KEYS)?;
+    let mut ok = true;
+    let tier = f
+        .required(ctx, "tier", "one of dev, stage, prod-like, prod, integration")
+        .and_then(|n| choice(ctx, n, &f.path("tier"), "tier", TIERS));
+    if let Some(tier) = tier {
+        for (key, tiers, why) in TIER_KEYS {
+            if f.get(key).is_some() && !tiers.contains(&tier) {
+                let article = if tier == Tier::Integration { "an" } else { "a" };
+                let message = format!("{key:?} is not allowed on {article} {tier} environment: {why}");
+                ctx.error(f.key_location(key), &f.path(key), message);
+                ok = false;
+            }
+        }
+    }
+    let branch = opt(ctx, &f, "branch", &mut ok, |ctx, n, p| {
+        parsed(ctx, n, p, |s| check_branch(s).map(|()| s.to_owned()))
+    });
+    let approval = opt(ctx, &f, "approval", &mut ok, boolean);
+    let approval_for_rollback = opt(ctx, &f, "approval_for_rollback", &mut ok, boolean);
+    let auto_deploy = opt(ctx, &f, "auto_deploy", &mut ok, boolean).unwrap_or(false);
+    let strategy = opt(ctx, &f, "strategy", &mut ok, |ctx, n, p| {
+        choice(ctx, n, p, "strategy", STRATEGIES)
+    });
+    let runtime = opt(ctx, &f, "runtime", &mut ok, |ctx, n, p| {
+        choice(ctx, n, p, "runtime", RUNTIMES)
+    });
+    let ttl = opt(ctx, &f, "ttl", &mut ok, duration);
+    let like = f.get("like").and_then(|n| {
+        let s = string(ctx, n, &f.path("like"));
+        ok &= s.is_some();
+        s.map(|s| (s.to_owned(), n.referenced))
+    });
+    let max_active = opt(ctx, &f, "max_active", &mut ok, |ctx, n, p| count(ctx, n, p, 1));
+    let autoscale = opt(ctx, &f, "autoscale", &mut ok, |ctx, n, p| {
+        autoscale(ctx, n, f.key_location("autoscale"), p)
+    });
+    let replicas = opt(ctx, &f, "replicas", &mut ok, |ctx, n, p| {
+        replicas(ctx, n, p, services)
+    })
+    .unwrap_or_default();
+    let hook_timeout = opt(ctx, &f, "hook_timeout", &mut ok, duration).unwrap_or(DEFAULT_HOOK_TIMEOUT);
+    let approval_timeout =
+        opt(ctx, &f, "approval_timeout", &mut ok, duration).unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+
+    let tier = tier?;
+    if !ok {
+        return None;
+    }
+    let approval = approval.unwrap_or(tier == Tier::Prod);
+    let env = Environment {
+        tier,
+        branch,
+        approval,
+        approval_for_rollback: approval_for_rollback.unwrap_or(approval),
+        auto_deploy,
+        strategy: strategy.unwrap_or(Strategy::BlueGreen),
+        runtime: runtime.unwrap_or(RuntimeKind::Process),
+        ttl: ttl.or((tier == Tier::ProdLike).then_some(DEFAULT_PROD_LIKE_TTL)),
+        like: None,
+        max_active: max_active.or((tier == Tier::Integration).then_some(DEFAULT_MAX_ACTIVE)),
+        autoscale,
+        replicas,
+        hook_timeout,
+        approval_timeout,
+    };
+    Some(Draft {
+        name,
+        key_at,
+        env,
+        like,
+        strategy_set: strategy.is_some(),
+        runtime_set: runtime.is_some(),
+    })
+}
+
+fn autoscale(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Autoscale> {
+    let f = Fields::new(ctx, node, at, path, &["min", "max", "target_rps_per_replica"])?;
+    let min = f
+        .required(ctx, "min", "the fewest replicas, at least 1")
+        .and_then(|n| count(ctx, n, &f.path("min"), 1));
+    let max = f
+        .required(ctx, "max", "the most replicas, at least min")
+        .and_then(|n| count(ctx, n, &f.path("max"), 1));
+    let mut ok = true;
+    let target = opt(ctx, &f, "target_rps_per_replica", &mut ok, |ctx, n, p| {
+        count(ctx, n, p, 1)
+    });
+    let (min, max) = (min?, max?);
+    if min > max {
+        let message = format!("min ({min}) is greater than max ({max}); give 1 <= min <= max");
+        ctx.error(f.key_location("min"), path, message);
+        return None;
+    }
+    ok.then_some(Autoscale {
+        min,
+        max,
+        target_rps_per_replica: target,
+    })
+}
+
+fn replicas(
+    ctx: &mut Ctx<'_>,
+    node: &SNode,
+    path: &str,
+    services: &[ServiceName],
+) -> Option<BTreeMap<ServiceName, u32>> {
+    let mut ok = true;
+    let mut out = BTreeMap::new();
+    let names: Vec<&str> = services.iter().map(ServiceName::as_str).collect();
+    for (service, key_at, value) in named_entries(
+        ctx,
+        node,
+        path,
+        "a mapping of service names to replica counts",
+        ServiceName::parse,
+    ) {
+        let p = join(path, service.as_str());
+        if !services.is_empty() && !services.contains(&service) {
+            let hint = nearest(service.as_str(), &names)
+                .map(|n| format!(" did you mean {n:?}?"))
+                .unwrap_or_default();
+            let message = format!(
+                "unknown service {:?};{hint} services are {}",
+                service.as_str(),
+                names.join(", ")
+            );
+            ctx.error(key_at, &p, message);
+            ok = false;
+            continue;
+        }
+        match count(ctx, value, &p, 1) {
+            Some(n) => {
+                out.insert(service, n);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Resolves `like:` on prod-like environments and copies what they inherit
+/// from their target (strategy, runtime, autoscale, replica overrides).
+///
+/// `declared` names every environment, including those whose own errors kept
+/// them out of `drafts`; references to those are not reported a second time.
+fn resolve_like(ctx: &mut Ctx<'_>, drafts: &mut [Draft], declared: &[String], drafts_ok: bool) -> bool {
+    let mut ok = true;
+    let prods: Vec<EnvName> = drafts
+        .iter()
+        .filter(|d| d.env.tier == Tier::Prod)
+        .map(|d| d.name.clone())
+        .collect();
+    let all = declared;
+    let all_refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    for i in 0..drafts.len() {
+        if drafts[i].env.tier != Tier::ProdLike {
+            continue;
+        }
+        let path = join("environments", drafts[i].name.as_str());
+        let target = match drafts[i].like.clone() {
+            Some((raw, at)) => {
+                let like_path = join(&path, "like");
+                let Some(target) = drafts.iter().find(|d| d.name.as_str() == raw) else {
+                    ok = false;
+                    if all.contains(&raw) {
+                        continue; // declared, but invalid: already reported
+                    }
+                    let hint = nearest(&raw, &all_refs)
+                        .map(|n| format!(" did you mean {n:?}?"))
+                        .unwrap_or_default();
+                    let message = format!(
+                        "environment {raw:?} does not exist;{hint} environments are {}",
+                        all.join(", ")
+                    );
+                    ctx.error(at, &like_path, message);
+                    continue;
+                };
+                if target.env.tier != Tier::Prod {
+                    let message = format!(
+                        "environment {raw:?} is tier {}; a prod-like environment copies a tier prod environment",
+                        target.env.tier
+                    );
+                    ctx.error(at, &like_path, message);
+                    ok = false;
+                    continue;
+                }
+                target.name.clone()
+            }
+            None if prods.len() == 1 && drafts_ok => prods[0].clone(),
+            None if !drafts_ok => {
+                ok = false; // the missing target may be among the invalid ones
+                continue;
+            }
+            None => {
+                let message = if prods.is_empty() {
+                    "missing required key \"like\": a prod-like environment copies a tier prod environment, and there is none".to_owned()
+                } else {
+                    format!(
+                        "missing required key \"like\" (one of {})",
+                        prods.iter().map(EnvName::as_str).collect::<Vec<_>>().join(", ")
+                    )
+                };
+                ctx.error(drafts[i].key_at, &path, message);
+                ok = false;
+                continue;
+            }
+        };
+        let source = drafts.iter().find(|d| d.name == target).map(|d| d.env.clone());
+        let draft = &mut drafts[i];
+        if let Some(source) = source {
+            if !draft.strategy_set {
+                draft.env.strategy = source.strategy;
+            }
+            if !draft.runtime_set {
+                draft.env.runtime = source.runtime;
+            }
+            if draft.env.autoscale.is_none() {
+                draft.env.autoscale = source.autoscale;
+            }
+            if draft.env.replicas.is_empty() {
+                draft.env.replicas = source.replicas;
+            }
+        }
+        draft.env.like = Some(target);
+    }
+    ok
+}

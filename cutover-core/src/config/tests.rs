@@ -1,0 +1,291 @@
+use std::path::Path;
+
+use super::*;
+use crate::ServiceName;
+
+const MINIMAL: &str = "app: shop\nservices:\n  web: { run: bin/web }\nenvironments:\n  dev: { tier: dev }\n";
+
+fn ok(text: &str) -> Config {
+    parse(text, Path::new("/srv/shop/cutover.yml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn errors(text: &str) -> String {
+    match parse(text, Path::new("cutover.yml")) {
+        Ok(cfg) => panic!("accepted: {cfg:#?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn error_display_has_file_line_column_path_and_message() {
+    let e = ConfigError {
+        file: "cutover.yml".into(),
+        line: 12,
+        column: 9,
+        path: "environments.prod.tier".into(),
+        message: "unknown tier \"production\"; expected one of dev, stage, prod-like, prod, integration"
+            .into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "cutover.yml:12:9: environments.prod.tier: unknown tier \"production\"; expected one of dev, stage, prod-like, prod, integration"
+    );
+    let all = ConfigErrors {
+        errors: vec![e.clone(), e],
+    };
+    assert_eq!(all.to_string().lines().count(), 2);
+    assert!(serde_json::to_value(&all).unwrap()["errors"][0]["line"] == 12);
+}
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let cfg = ok(MINIMAL);
+    let web = &cfg.services[&ServiceName::parse("web").unwrap()];
+    assert_eq!((web.replicas, web.public, web.port), (1, false, None));
+    let (name, dev) = cfg.environment("dev").unwrap();
+    assert_eq!(cfg.param_prefix(name), "/shop-dev");
+    assert_eq!(
+        cfg.artifact_name(name, &ServiceName::parse("web").unwrap()),
+        "shop-dev-web"
+    );
+    assert_eq!(
+        (dev.strategy, dev.runtime),
+        (Strategy::BlueGreen, RuntimeKind::Process)
+    );
+    assert!(!dev.approval && !dev.auto_deploy && dev.ttl.is_none() && dev.max_active.is_none());
+    assert_eq!(cfg.hooks, Hooks::default());
+}
+
+#[test]
+fn repo_paths_resolve_against_the_file_and_urls_stay_urls() {
+    let with_repo = |repo: &str| ok(&format!("repo: {repo:?}\n{MINIMAL}")).repo;
+    assert_eq!(
+        with_repo("."),
+        RepoSource::Path {
+            raw: ".".into(),
+            path: "/srv/shop".into()
+        }
+    );
+    assert_eq!(
+        with_repo("../code/./app"),
+        RepoSource::Path {
+            raw: "../code/./app".into(),
+            path: "/srv/code/app".into()
+        }
+    );
+    assert_eq!(
+        with_repo("/abs/repo"),
+        RepoSource::Path {
+            raw: "/abs/repo".into(),
+            path: "/abs/repo".into()
+        }
+    );
+    for url in [
+        "https://github.com/acme/shop.git",
+        "ssh://git@host/shop",
+        "git@github.com:acme/shop.git",
+        "file:///srv/git/shop",
+    ] {
+        assert_eq!(with_repo(url), RepoSource::Url { url: url.into() }, "{url}");
+    }
+    // A relative file name resolves against the current directory.
+    let cfg = parse(MINIMAL, Path::new("cutover.yml")).unwrap();
+    let RepoSource::Path { path, .. } = cfg.repo else {
+        panic!()
+    };
+    assert!(path.is_absolute());
+    assert_eq!(path, std::env::current_dir().unwrap());
+}
+
+#[test]
+fn tiers_and_enums_print_and_serialize_as_written() {
+    for tier in Tier::ALL {
+        assert_eq!(tier.to_string().parse::<Tier>().unwrap(), tier);
+        assert_eq!(serde_json::to_value(tier).unwrap(), tier.as_str());
+    }
+    assert_eq!(Tier::ProdLike.to_string(), "prod-like");
+    assert!(Tier::Prod.is_production() && !Tier::ProdLike.is_production());
+    assert!(Tier::Dev.accepts_any_branch() && Tier::Integration.accepts_any_branch());
+    assert!(!Tier::Stage.accepts_any_branch() && !Tier::Prod.accepts_any_branch());
+    assert!(
+        "production"
+            .parse::<Tier>()
+            .unwrap_err()
+            .contains("expected one of")
+    );
+    assert_eq!(serde_json::to_value(Strategy::BlueGreen).unwrap(), "blue-green");
+    assert_eq!(RuntimeKind::Swarm.to_string(), "swarm");
+}
+
+#[test]
+fn prod_defaults_and_overrides() {
+    let cfg = ok("app: a\nservices: { web: { run: x } }\nenvironments:\n  \
+                  prod: { tier: prod, runtime: docker, strategy: rolling, hook_timeout: 1h, approval_timeout: 2d }\n  \
+                  p2: { tier: prod, approval: false, branch: release }\n  \
+                  st: { tier: stage, approval: true, approval_for_rollback: false }\n");
+    let prod = cfg.environment("prod").unwrap().1;
+    assert!(prod.approval && prod.approval_for_rollback);
+    assert_eq!(
+        (prod.runtime, prod.strategy),
+        (RuntimeKind::Docker, Strategy::Rolling)
+    );
+    assert_eq!(format_duration(prod.hook_timeout), "1h");
+    assert_eq!(format_duration(prod.approval_timeout), "2d");
+    let (p2_name, p2) = cfg.environment("p2").unwrap();
+    assert!(!p2.approval && !p2.approval_for_rollback);
+    assert_eq!(cfg.accepted_branch(p2_name), Some("release"));
+    let st = cfg.environment("st").unwrap().1;
+    assert!(st.approval && !st.approval_for_rollback);
+}
+
+#[test]
+fn prod_like_inherits_from_its_target() {
+    let cfg = ok("app: a\nservices: { web: { run: x } }\nenvironments:\n  \
+                  prod: { tier: prod, branch: release, runtime: swarm, replicas: { web: 3 }, autoscale: { min: 1, max: 4 } }\n  \
+                  copy: { tier: prod-like, ttl: 1d }\n  \
+                  copy2: { tier: prod-like, like: prod, strategy: rolling, replicas: { web: 1 } }\n");
+    let (name, copy) = cfg.environment("copy").unwrap();
+    assert_eq!(
+        copy.like.as_ref().unwrap().as_str(),
+        "prod",
+        "the only prod is the default target"
+    );
+    assert_eq!(copy.runtime, RuntimeKind::Swarm);
+    assert_eq!(copy.autoscale.as_ref().map(|a| (a.min, a.max)), Some((1, 4)));
+    assert_eq!(copy.replicas.values().copied().collect::<Vec<_>>(), [3]);
+    assert_eq!(format_duration(copy.ttl.unwrap()), "1d");
+    assert_eq!(cfg.accepted_branch(name), Some("release"));
+    let copy2 = cfg.environment("copy2").unwrap().1;
+    assert_eq!(copy2.strategy, Strategy::Rolling);
+    assert_eq!(copy2.replicas.values().copied().collect::<Vec<_>>(), [1]);
+    let web = ServiceName::parse("web").unwrap();
+    assert_eq!(copy2.replicas_of(&web, &cfg.services[&web]), 1);
+}
+
+#[test]
+fn prod_like_needs_a_target_when_ambiguous() {
+    let text = "app: a\nservices: { web: { run: x } }\nenvironments:\n  \
+                eu: { tier: prod }\n  us: { tier: prod }\n  copy: { tier: prod-like }\n";
+    assert_eq!(
+        errors(text),
+        "cutover.yml:6:3: environments.copy: missing required key \"like\" (one of eu, us)"
+    );
+}
+
+#[test]
+fn references_to_invalid_environments_are_not_reported_twice() {
+    let text = "app: a\nservices: { web: { run: x } }\nenvironments:\n  \
+                prod: { tier: prod, replicas: 0 }\n  copy: { tier: prod-like, like: prod }\n";
+    let out = errors(text);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("environments.prod.replicas"), "{out}");
+}
+
+#[test]
+fn all_invalid_names_do_not_claim_the_section_is_empty() {
+    let out = errors("app: a\nservices: { Web: { run: x } }\nenvironments: { dev: { tier: dev } }\n");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("service name \"Web\""), "{out}");
+}
+
+#[test]
+fn anchors_and_merge_keys_work() {
+    let cfg = ok(
+        "app: a\nservices:\n  web: &base { run: x, replicas: 2 }\n  api: { <<: *base, run: y }\n\
+                  environments: { dev: { tier: dev } }\n",
+    );
+    let api = &cfg.services[&ServiceName::parse("api").unwrap()];
+    assert_eq!((api.run.as_str(), api.replicas), ("y", 2));
+}
+
+#[test]
+fn quoted_numbers_and_booleans_get_a_hint() {
+    let out = errors(
+        "app: a\nservices: { web: { run: x, replicas: \"2\", public: \"true\" } }\nenvironments: { dev: { tier: dev } }\n",
+    );
+    assert!(
+        out.contains("found the string \"2\" (remove the quotes)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("found the string \"true\" (remove the quotes)"),
+        "{out}"
+    );
+    let out = errors("app: 5\nservices: { web: { run: true } }\nenvironments: { dev: { tier: dev } }\n");
+    assert!(
+        out.contains("app: expected a string, found an integer 5 (put it in quotes"),
+        "{out}"
+    );
+}
+
+#[test]
+fn rabbitmq_section_is_read() {
+    let cfg = ok(&format!(
+        "{MINIMAL}rabbitmq:\n  url: https://mq.example/\n  admin_user: admin\n  admin_password_secret: mq/admin\n  vhosts:\n    \
+         - name: /a\n      users:\n        - {{ name: u, password_secret: s, configure: \"^a\\\\.\", write: \"\", read: \"[a-z]+\" }}\n    \
+         - name: /b\n"
+    ));
+    let r = cfg.rabbitmq.unwrap();
+    assert_eq!(r.url, "https://mq.example");
+    assert_eq!(r.admin_password_secret.as_deref(), Some("mq/admin"));
+    assert_eq!(r.vhosts.len(), 2);
+    assert_eq!(r.vhosts[0].users[0].configure, "^a\\.");
+    assert_eq!(r.vhosts[0].users[0].write, "");
+    assert!(r.vhosts[1].users.is_empty());
+}
+
+#[test]
+fn ports_dockerfile_router_and_job_defaults() {
+    let cfg = ok(
+        "app: a\nrouter: { port: 8080 }\nservices: { web: { run: x, port: 80, dockerfile: docker/web.Dockerfile, public: true } }\n\
+                  scheduler: { suspend_timeout: 5m, jobs: { nightly: { schedule: '@daily', run: bin/n } } }\n\
+                  environments: { review: { tier: integration, ttl: 2d, max_active: 3, auto_deploy: true } }\n",
+    );
+    assert_eq!(cfg.router.port, Some(8080));
+    let web = &cfg.services[&ServiceName::parse("web").unwrap()];
+    assert_eq!(
+        (web.port, web.dockerfile.as_deref()),
+        (Some(80), Some("docker/web.Dockerfile"))
+    );
+    assert_eq!(format_duration(cfg.scheduler.suspend_timeout), "5m");
+    let review = cfg.environment("review").unwrap().1;
+    assert_eq!(
+        (review.max_active, review.ttl.map(format_duration)),
+        (Some(3), Some("2d".into()))
+    );
+}
+
+#[test]
+fn null_optional_values_count_as_absent() {
+    let cfg = ok(
+        "app: a\nhooks: { install: ~, post_deploy: }\nrabbitmq:\nservices: { web: { run: x, health: ~ } }\n\
+                  environments: { dev: { tier: dev, branch: } }\n",
+    );
+    assert_eq!(cfg.hooks, Hooks::default());
+    assert!(cfg.rabbitmq.is_none());
+}
+
+#[test]
+fn malformed_yaml_reports_the_parser_location() {
+    let out = errors("app: a\nservices:\n  web:\n    run: x\n   bad: indent\n");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("cutover.yml:5:"), "{out}");
+    assert!(out.contains("invalid YAML"), "{out}");
+}
+
+#[test]
+fn odd_keys_are_reported_not_panicked_on() {
+    for text in [
+        "app: a\nservices: { 1: { run: x } }\nenvironments: { dev: { tier: dev } }\n",
+        "app: a\ntrue: x\nservices: { web: { run: x } }\nenvironments: { dev: { tier: dev } }\n",
+        "app: a\n~: x\nservices: { web: { run: x } }\nenvironments: { dev: { tier: dev } }\n",
+        "app: a\n? [x, y]\n: z\nservices: { web: { run: x } }\n",
+        "app: a\n---\napp: b\n",
+        "app: [a\n",
+        "\"app\": !!str 5\nservices: { web: { run: !custom x } }\nenvironments: { dev: { tier: dev } }\n",
+    ] {
+        let errors = parse(text, Path::new("c.yml")).unwrap_err();
+        assert_eq!(errors.len(), 1, "{text:?}: {errors}");
+        assert!(errors.errors[0].line >= 1, "{text:?}: {errors}");
+    }
+}

@@ -1,0 +1,300 @@
+//! The typed, validated configuration. Every value here has been checked;
+//! defaults are already applied, so consumers never re-interpret raw YAML.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{ser_duration, ser_opt_duration};
+use crate::{AppName, EnvName, JobName, ServiceName};
+
+/// A validated `cutover.yml`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The file this was read from, as given.
+    pub file: PathBuf,
+    pub app: AppName,
+    pub repo: RepoSource,
+    pub services: BTreeMap<ServiceName, Service>,
+    pub hooks: Hooks,
+    pub scheduler: Scheduler,
+    pub rabbitmq: Option<RabbitMq>,
+    pub environments: BTreeMap<EnvName, Environment>,
+    pub router: RouterConfig,
+}
+
+/// Where the application's git repository is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RepoSource {
+    /// A local path: `raw` as written, `path` absolute (resolved against the
+    /// config file's directory, normalised lexically).
+    Path { raw: String, path: PathBuf },
+    /// A remote URL (`https://…`, `ssh://…`, `git@host:org/repo`). Cloning is
+    /// the caller's concern.
+    Url { url: String },
+}
+
+impl fmt::Display for RepoSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Path { raw, .. } => f.write_str(raw),
+            Self::Url { url } => f.write_str(url),
+        }
+    }
+}
+
+/// One service of the application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// Build command, run in the checked-out release at the version's SHA.
+    pub build: Option<String>,
+    /// Command that runs one replica; `PORT` and `CUTOVER_*` are set.
+    pub run: String,
+    /// HTTP path (starting with `/`) that answers 2xx when ready.
+    pub health: Option<String>,
+    /// Default replica count (environments may override or autoscale). At least 1.
+    pub replicas: u32,
+    /// Served through the router. Default false.
+    pub public: bool,
+    /// Port the service listens on inside a container (docker/swarm runtimes).
+    pub port: Option<u16>,
+    /// Dockerfile for the docker/swarm runtimes, relative to the repository.
+    pub dockerfile: Option<String>,
+}
+
+/// Shell commands run in the new release's directory. Empty strings in the
+/// file mean "not configured" and are `None` here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Hooks {
+    pub pre_deploy: Option<String>,
+    pub install: Option<String>,
+    pub destructive_install: Option<String>,
+    pub post_deploy: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Scheduler {
+    pub jobs: BTreeMap<JobName, Job>,
+    /// How long a suspend waits for running jobs. Default 15m.
+    #[serde(serialize_with = "ser_duration")]
+    pub suspend_timeout: Duration,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Self {
+            jobs: BTreeMap::new(),
+            suspend_timeout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// A cron-style job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Job {
+    /// A validated 5-field cron expression (or `@daily`-style nickname).
+    pub schedule: String,
+    pub run: String,
+}
+
+/// Declared RabbitMQ vhosts, users and permissions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RabbitMq {
+    /// Management API URL, e.g. `http://127.0.0.1:15672`.
+    pub url: String,
+    /// Management API user (default: the broker's own default).
+    pub admin_user: Option<String>,
+    /// Parameter-store secret holding the management API password.
+    pub admin_password_secret: Option<String>,
+    pub vhosts: Vec<Vhost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Vhost {
+    pub name: String,
+    pub users: Vec<RabbitUser>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RabbitUser {
+    pub name: String,
+    /// Name of the secret in the parameter store that holds the password.
+    pub password_secret: String,
+    /// Permission regexes, as RabbitMQ takes them.
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// The built-in router.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RouterConfig {
+    /// Port to listen on; `None` lets the control plane choose; 0 = any free port.
+    pub port: Option<u16>,
+}
+
+/// What an environment is for; decides defaults and policies (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    Dev,
+    Stage,
+    ProdLike,
+    Prod,
+    Integration,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 5] = [
+        Tier::Dev,
+        Tier::Stage,
+        Tier::ProdLike,
+        Tier::Prod,
+        Tier::Integration,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Dev => "dev",
+            Tier::Stage => "stage",
+            Tier::ProdLike => "prod-like",
+            Tier::Prod => "prod",
+            Tier::Integration => "integration",
+        }
+    }
+
+    /// Only `prod` is production: destructive pipelines are refused, approval
+    /// is required by default and the starter of a run cannot approve it.
+    pub fn is_production(self) -> bool {
+        self == Tier::Prod
+    }
+
+    /// Dev and integration deploy any branch; stage, prod and prod-like only
+    /// their accepted branch.
+    pub fn accepts_any_branch(self) -> bool {
+        matches!(self, Tier::Dev | Tier::Integration)
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Tier {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Tier::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            format!("unknown tier {s:?}; expected one of dev, stage, prod-like, prod, integration")
+        })
+    }
+}
+
+/// How a new version replaces the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Start the whole new version, switch traffic atomically, drain the old.
+    BlueGreen,
+    /// Replace instance by instance.
+    Rolling,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::BlueGreen => "blue-green",
+            Strategy::Rolling => "rolling",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an environment's services run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    Process,
+    Docker,
+    Swarm,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Swarm => "swarm",
+        }
+    }
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Autoscaling bounds: `1 <= min <= max`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    /// Requests per second one replica should handle; scaling target.
+    pub target_rps_per_replica: Option<u32>,
+}
+
+/// One environment, with every default applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Environment {
+    pub tier: Tier,
+    /// As written. For stage/prod the accepted branch (see
+    /// `Config::accepted_branch`); for dev the branch auto-deploy follows.
+    pub branch: Option<String>,
+    /// Runs wait for approval. Default: true on `prod`, false elsewhere.
+    pub approval: bool,
+    /// Rollbacks wait for approval too. Default: same as `approval`.
+    pub approval_for_rollback: bool,
+    /// Deploy every new build automatically. Default false.
+    pub auto_deploy: bool,
+    /// Default blue-green (a prod-like copy inherits its target's).
+    pub strategy: Strategy,
+    /// Default process (a prod-like copy inherits its target's).
+    pub runtime: RuntimeKind,
+    /// Lifetime of a temporary environment: prod-like (default 72h) and
+    /// integration (default none).
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub ttl: Option<Duration>,
+    /// For prod-like: the production environment it copies.
+    pub like: Option<EnvName>,
+    /// For integration: how many may be active at once (default 8).
+    pub max_active: Option<u32>,
+    /// Autoscaling (prod and prod-like; prod-like inherits its target's).
+    pub autoscale: Option<Autoscale>,
+    /// Per-service replica counts overriding the service defaults.
+    pub replicas: BTreeMap<ServiceName, u32>,
+    /// Longest a hook may run. Default 30m.
+    #[serde(serialize_with = "ser_duration")]
+    pub hook_timeout: Duration,
+    /// Longest a run waits for approval before it is rejected. Default 7d.
+    #[serde(serialize_with = "ser_duration")]
+    pub approval_timeout: Duration,
+}
+
+impl Environment {
+    /// Replica count of `service` here: the override, else the service default.
+    pub fn replicas_of(&self, service: &ServiceName, default: &Service) -> u32 {
+        self.replicas.get(service).copied().unwrap_or(default.replicas)
+    }
+}

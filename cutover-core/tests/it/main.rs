@@ -1,0 +1,10 @@
+//! Integration tests of `cutover-core`: `cutover.yml` fixtures.
+
+mod config_bad;
+mod config_good;
+
+use std::path::{Path, PathBuf};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}

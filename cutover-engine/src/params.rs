@@ -1,0 +1,192 @@
+//! Parameter-store rules: which keys are well known, who may write them, and
+//! how a typed version reference becomes a full SHA before it is stored.
+//!
+//! `desired_version` accepts `latest`, a full or short SHA, a branch or a tag;
+//! everything but `latest` is resolved through git once, here, and only the
+//! full 40-hex SHA is stored. `last_build_version` and `last_deployed_version`
+//! are facts recorded by pipelines, so people cannot write them.
+
+use cutover_core::{Actor, EnvName, VersionRef};
+use cutover_store::{ParamKey, ParamVersion};
+use serde_json::json;
+
+use crate::{Engine, EngineError};
+
+/// The per-environment keys of SPEC section 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WellKnownKey {
+    DesiredVersion,
+    LastBuildVersion,
+    LastDeployedVersion,
+}
+
+impl WellKnownKey {
+    pub const ALL: [WellKnownKey; 3] = [
+        Self::DesiredVersion,
+        Self::LastBuildVersion,
+        Self::LastDeployedVersion,
+    ];
+
+    pub fn leaf(self) -> &'static str {
+        match self {
+            Self::DesiredVersion => "desired_version",
+            Self::LastBuildVersion => "last_build_version",
+            Self::LastDeployedVersion => "last_deployed_version",
+        }
+    }
+}
+
+/// A key people may not write, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservedKey {
+    pub why: &'static str,
+}
+
+impl Engine {
+    /// The store key of a well-known parameter of `env`.
+    pub fn key(&self, env: &EnvName, which: WellKnownKey) -> ParamKey {
+        let raw = format!("{}/{}", self.config().param_prefix(env), which.leaf());
+        // App and environment names are validated newtypes, so this key is
+        // always well-formed.
+        ParamKey::parse(&raw).unwrap_or_else(|e| panic!("well-known key {raw} must be valid: {e}"))
+    }
+
+    /// Which environment and well-known key `key` is, if any.
+    fn classify(&self, key: &ParamKey) -> Option<(EnvName, WellKnownKey)> {
+        self.config().environments.keys().find_map(|env| {
+            WellKnownKey::ALL
+                .into_iter()
+                .find(|which| self.key(env, *which).as_str() == key.as_str())
+                .map(|which| (env.clone(), which))
+        })
+    }
+
+    pub async fn param_get(&self, key: &str) -> Result<ParamVersion, EngineError> {
+        let key = ParamKey::parse(key)?;
+        self.store()
+            .param_get(&key)
+            .await?
+            .ok_or_else(|| EngineError::ParamNotFound { key: key.to_string() })
+    }
+
+    /// The newest value of a well-known key, if it was ever written.
+    pub async fn well_known(
+        &self,
+        env: &EnvName,
+        which: WellKnownKey,
+    ) -> Result<Option<String>, EngineError> {
+        Ok(self
+            .store()
+            .param_get(&self.key(env, which))
+            .await?
+            .map(|p| p.value))
+    }
+
+    pub async fn param_history(&self, key: &str) -> Result<Vec<ParamVersion>, EngineError> {
+        let key = ParamKey::parse(key)?;
+        let history = self.store().param_history(&key).await?;
+        if history.is_empty() {
+            return Err(EngineError::ParamNotFound { key: key.to_string() });
+        }
+        Ok(history)
+    }
+
+    pub async fn param_list(&self, prefix: &str) -> Result<Vec<ParamVersion>, EngineError> {
+        Ok(self.store().param_list(prefix).await?)
+    }
+
+    /// Writes a parameter as a person (or a script acting for one).
+    ///
+    /// `desired_version` values are resolved to full SHAs (and, on tiers that
+    /// accept one branch only, checked to be on it) before anything is
+    /// written; pipeline-owned keys are refused. `expect_version` is a
+    /// compare-and-set whose mismatch names the current version.
+    pub async fn param_put(
+        &self,
+        key: &str,
+        value: &str,
+        actor: &Actor,
+        expect_version: Option<i64>,
+    ) -> Result<ParamVersion, EngineError> {
+        let key = ParamKey::parse(key)?;
+        let (stored, typed) = match self.classify(&key) {
+            Some((env, WellKnownKey::DesiredVersion)) => {
+                let stored = self.resolve_desired(&env, &key, value).await?;
+                (stored, Some(value.to_owned()))
+            }
+            Some((env, which)) => {
+                return Err(EngineError::ReservedKey {
+                    key: key.to_string(),
+                    prefix: self
+                        .config()
+                        .param_prefix(&env)
+                        .trim_start_matches('/')
+                        .to_owned(),
+                    why: match which {
+                        WellKnownKey::LastBuildVersion => "the build records it",
+                        _ => "a successful pipeline run records it",
+                    },
+                });
+            }
+            None => (value.to_owned(), None),
+        };
+        let written = self
+            .store()
+            .param_put(&key, &stored, actor.as_str(), expect_version)
+            .await?;
+        self.audit(
+            actor,
+            "param.put",
+            key.as_str(),
+            json!({ "version": written.version, "value": stored, "typed": typed }),
+        )
+        .await;
+        Ok(written)
+    }
+
+    /// Turns what a user typed for `desired_version` into what is stored:
+    /// `latest` or a full SHA that exists and, for stage and prod tiers, is on
+    /// the environment's branch.
+    async fn resolve_desired(
+        &self,
+        env: &EnvName,
+        key: &ParamKey,
+        typed: &str,
+    ) -> Result<String, EngineError> {
+        let reference = match VersionRef::parse(typed)? {
+            VersionRef::Latest => return Ok("latest".to_owned()),
+            VersionRef::Git(r) => r,
+        };
+        let branch = self.config().accepted_branch(env).map(str::to_owned);
+        let env_cfg = &self.config().environments[env];
+        let tier = env_cfg.tier;
+        let key_s = key.to_string();
+        let env_s = env.to_string();
+        self.with_repo(move |repo| {
+            let version = repo.resolve(&reference).map_err(|source| EngineError::Resolve {
+                key: key_s.clone(),
+                reference: reference.clone(),
+                source: Box::new(source),
+            })?;
+            if let Some(branch) = branch.filter(|_| !tier.accepts_any_branch()) {
+                let on_branch =
+                    repo.branch_contains(&branch, &version)
+                        .map_err(|source| EngineError::Resolve {
+                            key: key_s.clone(),
+                            reference: reference.clone(),
+                            source: Box::new(source),
+                        })?;
+                if !on_branch {
+                    return Err(EngineError::NotOnBranch {
+                        version: version.to_string(),
+                        branch,
+                        env: env_s,
+                        tier: tier.to_string(),
+                    });
+                }
+            }
+            Ok(version.to_string())
+        })
+        .await
+    }
+}

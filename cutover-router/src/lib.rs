@@ -1,0 +1,227 @@
+//! Cutover's zero-downtime HTTP router.
+//!
+//! One job: route HTTP/1.1 requests by `Host` (`<service>.<env>.<app>.localhost`) — or, on a
+//! fixed per-service listener, all requests — to the *current generation* (upstream set) of a
+//! route, and replace that generation atomically with [`Router::switch`]. It knows nothing
+//! about pipelines, git or databases; the engine calls `switch`, then
+//! [`Generation::drain`] on the returned old generation, then stops the old instances.
+//!
+//! Guarantees:
+//! * Each request picks its generation exactly once, when it is dispatched, from an atomically
+//!   swapped routing table (`arc-swap`). Keep-alive client connections do not pin a generation.
+//! * Once `switch` has returned, no request reaching the router afterwards is sent to the old
+//!   generation; requests admitted before keep running on it and are counted until their
+//!   response body is fully streamed or dropped, which is what `drain` waits for (see the
+//!   admission protocol in the `generation` module).
+//! * Round-robin within a generation; a connect failure (nothing sent yet) moves on to the next
+//!   upstream of the same generation (bounded by [`RouterConfig::max_connect_attempts`]); other
+//!   upstream failures answer `502`, an upstream that sends no response head within
+//!   [`RouterConfig::response_header_timeout`] answers `504`.
+//! * Unknown host → `404` listing the known hosts; a route without upstreams → `503`.
+//! * Bodies are streamed both ways (never buffered); hop-by-hop headers are removed;
+//!   `X-Forwarded-For` (appended), `X-Forwarded-Host` and `X-Forwarded-Proto` are set; every
+//!   proxied response carries `X-Cutover-Version: <sha>`. Upstream connections are pooled
+//!   (hyper-util's legacy client, keep-alive).
+//! * WebSocket / `Upgrade` **is passed through**: a `101 Switching Protocols` answer turns the
+//!   exchange into a byte tunnel (`hyper::upgrade::on` on both sides). A tunnel counts as in
+//!   flight on its generation until either side closes it, so `drain` waits for it (bounded by
+//!   its timeout); tunnels are cut when `serve` returns.
+//! * Graceful shutdown: when the shutdown future resolves, `serve` stops accepting, lets
+//!   in-flight requests finish for up to [`RouterConfig::shutdown_grace`], then returns.
+//!
+//! Rejected: pingora (it owns the process and its runtime, so it cannot be embedded in
+//! `cutover serve`); HTTP/2 towards upstreams (apps behind Cutover speak HTTP/1.1, and h2 would
+//! multiplex many requests on one connection, blurring per-generation draining); a mutex-held
+//! table during dispatch (switches would wait behind slow requests).
+
+mod generation;
+mod proxy;
+mod route;
+mod serve;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+pub use generation::{Backend, Generation};
+pub use proxy::RouterBody;
+pub use route::{RouteKey, RouteKeyError};
+
+use generation::GenInner;
+
+/// Router settings. `Default` gives sensible values for local services.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// Domain under which route hosts live: `<service>.<env>.<app>.<base_domain>`.
+    pub base_domain: String,
+    /// Time allowed for a TCP connect to an upstream.
+    pub connect_timeout: Duration,
+    /// Time allowed from sending a request upstream to receiving its response head.
+    pub response_header_timeout: Duration,
+    /// Time a client has to send a complete request head.
+    pub client_header_timeout: Duration,
+    /// How long idle pooled upstream connections are kept.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept per upstream address.
+    pub pool_max_idle_per_upstream: usize,
+    /// Upstreams of one generation tried when connecting fails (at least 1).
+    pub max_connect_attempts: usize,
+    /// On shutdown, how long in-flight requests may still run.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            base_domain: "localhost".to_owned(),
+            connect_timeout: Duration::from_secs(2),
+            response_header_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(60),
+            pool_max_idle_per_upstream: 256,
+            max_connect_attempts: 3,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+pub(crate) struct Entry {
+    pub(crate) key: RouteKey,
+    pub(crate) generation: Arc<GenInner>,
+}
+
+/// Routing table: normalised host → current generation. Replaced whole on every change.
+pub(crate) type Table = HashMap<String, Entry>;
+
+pub(crate) struct Inner {
+    pub(crate) config: RouterConfig,
+    pub(crate) table: ArcSwap<Table>,
+    /// Serialises writers (switch/remove); readers never take it.
+    write: Mutex<()>,
+    next_id: AtomicU64,
+    pub(crate) client: proxy::UpstreamClient,
+}
+
+/// The router: a routing table plus an upstream connection pool. Cheap to clone (an `Arc`);
+/// clones share the table, so `switch` on one is seen by `serve` on another.
+#[derive(Clone)]
+pub struct Router {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("config", &self.inner.config)
+            .field("routes", &self.inner.table.load().len())
+            .finish()
+    }
+}
+
+impl Router {
+    /// Creates a router with an empty routing table.
+    pub fn new(config: RouterConfig) -> Self {
+        let client = proxy::build_client(&config);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                table: ArcSwap::from_pointee(HashMap::new()),
+                write: Mutex::new(()),
+                next_id: AtomicU64::new(1),
+                client,
+            }),
+        }
+    }
+
+    /// The settings this router was built with.
+    pub fn config(&self) -> &RouterConfig {
+        &self.inner.config
+    }
+
+    /// The host name `route` is served under by [`Router::serve`].
+    pub fn host_of(&self, route: &RouteKey) -> String {
+        route.host(&self.inner.config.base_domain)
+    }
+
+    /// Atomically replaces the route's backend (creating the route if needed). Returns the
+    /// previous generation, now retired: nothing reaching the router after this returns is
+    /// sent to it; [`Generation::drain`] waits for what it still serves.
+    pub fn switch(&self, route: &RouteKey, backend: Backend) -> Option<Generation> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let generation = Arc::new(GenInner::new(id, backend));
+        let host = self.host_of(route);
+        self.update(|table| {
+            table
+                .insert(
+                    host,
+                    Entry {
+                        key: route.clone(),
+                        generation,
+                    },
+                )
+                .map(|e| e.generation)
+        })
+    }
+
+    /// Removes the route (its host then answers 404). Returns its last generation, retired.
+    pub fn remove(&self, route: &RouteKey) -> Option<Generation> {
+        let host = self.host_of(route);
+        self.update(|table| table.remove(&host).map(|e| e.generation))
+    }
+
+    /// The route's current backend.
+    pub fn current(&self, route: &RouteKey) -> Option<Backend> {
+        self.generation(route).map(|g| g.backend().clone())
+    }
+
+    /// The route's current generation (not retired).
+    pub fn generation(&self, route: &RouteKey) -> Option<Generation> {
+        let host = self.host_of(route);
+        self.inner.table.load().get(&host).map(|e| Generation {
+            inner: Arc::clone(&e.generation),
+        })
+    }
+
+    /// All routes with their current backends, sorted by key.
+    pub fn routes(&self) -> Vec<(RouteKey, Backend)> {
+        let table = self.inner.table.load();
+        let mut routes: Vec<_> = table
+            .values()
+            .map(|e| (e.key.clone(), e.generation.backend.clone()))
+            .collect();
+        routes.sort_by(|a, b| a.0.cmp(&b.0));
+        routes
+    }
+
+    /// Copy-on-write update of the table under the writer lock; retires the generation the
+    /// closure returns *after* the new table is published (see the `generation` module).
+    fn update(&self, f: impl FnOnce(&mut Table) -> Option<Arc<GenInner>>) -> Option<Generation> {
+        let _writer = self
+            .inner
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.inner.table.load_full();
+        let mut next: Table = current
+            .iter()
+            .map(|(host, e)| {
+                (
+                    host.clone(),
+                    Entry {
+                        key: e.key.clone(),
+                        generation: Arc::clone(&e.generation),
+                    },
+                )
+            })
+            .collect();
+        let old = f(&mut next);
+        self.inner.table.store(Arc::new(next));
+        old.map(|inner| {
+            inner.retire();
+            Generation { inner }
+        })
+    }
+}

@@ -1,0 +1,502 @@
+//! Forwarding one request: generation pick, header rewriting, upstream call with connect
+//! retry, streamed bodies and `Upgrade` tunnels.
+//!
+//! The request body is handed to the upstream client through a shared slot
+//! ([`UpstreamBody`]): if connecting fails, the client never polled it, so the body is still in
+//! the slot and the request can go to the next upstream; once polled, bytes may have left and
+//! no retry happens. Rejected: buffering request bodies to make every request retryable
+//! (unbounded memory, breaks streaming uploads).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{self, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::watch;
+
+use crate::generation::InFlightGuard;
+use crate::route::normalize_host;
+use crate::{Inner, RouterConfig};
+
+pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+const X_CUTOVER_VERSION: HeaderName = HeaderName::from_static("x-cutover-version");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Times the table is re-read when the picked generation was retired in between (each retry
+/// sees a table published after that retirement, so more than one is already rare).
+const MAX_ADMIT_ATTEMPTS: usize = 16;
+
+pub(crate) fn build_client(config: &RouterConfig) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_upstream)
+        .build(connector)
+}
+
+/// Which route a listener serves.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// Pick the route from the `Host` header.
+    ByHost,
+    /// Always this normalised host (a fixed per-service port).
+    Fixed(Arc<str>),
+}
+
+/// Per-connection context.
+pub(crate) struct ConnCtx {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) target: Target,
+    pub(crate) peer: SocketAddr,
+    /// Flips to `true` when `serve` returns; upgraded tunnels close then.
+    pub(crate) hard_stop: watch::Receiver<bool>,
+}
+
+/// Response body of the router: either a streamed upstream body (holding the generation's
+/// in-flight guard until it ends or is dropped) or a small body the router wrote itself.
+pub struct RouterBody {
+    kind: Kind,
+    guard: Option<InFlightGuard>,
+}
+
+enum Kind {
+    Upstream(Incoming),
+    Local(Option<Bytes>),
+}
+
+impl RouterBody {
+    fn local(text: impl Into<Bytes>) -> Self {
+        Self {
+            kind: Kind::Local(Some(text.into())),
+            guard: None,
+        }
+    }
+}
+
+impl Body for RouterBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Upstream(body) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+                    this.guard = None; // body over: the request leaves its generation
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Local(data) => data.is_none(),
+            Kind::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Local(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            Kind::Local(None) => SizeHint::with_exact(0),
+            Kind::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Request body sent upstream. `Slot` keeps the client's body retrievable until first polled.
+pub(crate) enum UpstreamBody {
+    Empty,
+    Slot {
+        slot: Arc<Mutex<Option<Incoming>>>,
+        body: Option<Incoming>,
+    },
+}
+
+impl UpstreamBody {
+    fn with_slot(slot: &Arc<Mutex<Option<Incoming>>>) -> Self {
+        Self::Slot {
+            slot: Arc::clone(slot),
+            body: None,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Empty => Poll::Ready(None),
+            UpstreamBody::Slot { slot, body } => {
+                if body.is_none() {
+                    *body = lock(slot).take();
+                }
+                match body {
+                    Some(b) => Pin::new(b).poll_frame(cx),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Empty => true,
+            UpstreamBody::Slot { body: Some(b), .. } => b.is_end_stream(),
+            UpstreamBody::Slot { slot, body: None } => lock(slot).as_ref().is_none_or(Body::is_end_stream),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Slot { body: Some(b), .. } => b.size_hint(),
+            UpstreamBody::Slot { slot, body: None } => lock(slot)
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), Body::size_hint),
+        }
+    }
+}
+
+fn text_response(status: StatusCode, text: String) -> Response<RouterBody> {
+    let mut resp = Response::new(RouterBody::local(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn not_found(inner: &Inner, host: &str) -> Response<RouterBody> {
+    let table = inner.table.load();
+    let mut hosts: Vec<&String> = table.keys().collect();
+    hosts.sort();
+    let mut text = format!("cutover router: no route for host {host:?}\n");
+    if hosts.is_empty() {
+        text.push_str("no routes are configured\n");
+    } else {
+        text.push_str("known routes:\n");
+        for h in hosts {
+            let _ = writeln!(text, "  {h}");
+        }
+    }
+    text_response(StatusCode::NOT_FOUND, text)
+}
+
+/// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers, including those named by `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<HeaderValue>) {
+    let ip = peer.ip().to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+}
+
+/// hyper service entry point: never fails, errors become HTTP answers.
+pub(crate) async fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<RouterBody>, Infallible> {
+    Ok(forward(&ctx, req).await)
+}
+
+async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBody> {
+    let inner = &*ctx.inner;
+    let host_header = req
+        .headers()
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| req.uri().authority().and_then(|a| a.as_str().parse().ok()));
+    let host: std::borrow::Cow<'_, str> = match &ctx.target {
+        Target::Fixed(h) => std::borrow::Cow::Borrowed(&**h),
+        Target::ByHost => {
+            match host_header
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .and_then(normalize_host)
+            {
+                Some(h) => h,
+                None => {
+                    return text_response(
+                        StatusCode::BAD_REQUEST,
+                        "cutover router: request has no Host\n".into(),
+                    );
+                }
+            }
+        }
+    };
+
+    // Pick the generation exactly once, and get admitted to it (see `generation`).
+    let mut guard = None;
+    for _ in 0..MAX_ADMIT_ATTEMPTS {
+        let table = inner.table.load();
+        let Some(entry) = table.get(&*host) else {
+            return not_found(inner, &host);
+        };
+        if let Some(g) = InFlightGuard::enter(Arc::clone(&entry.generation)) {
+            guard = Some(g);
+            break;
+        }
+    }
+    let Some(guard) = guard else {
+        return text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cutover router: route {host} is switching too fast\n"),
+        );
+    };
+    let generation = Arc::clone(guard.generation());
+    let upstreams = &generation.backend.upstreams;
+    if upstreams.is_empty() {
+        return text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cutover router: route {host} has no upstreams\n"),
+        );
+    }
+
+    let upgrade = wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let upgrade_value = req.headers().get(header::UPGRADE).cloned();
+    let (parts, body) = req.into_parts();
+    let method = parts.method;
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    // hyper answers `Expect: 100-continue` to the client itself when the body is first read
+    // (i.e. when the upstream starts pulling it); forwarding it would ask twice.
+    headers.remove(header::EXPECT);
+    set_forwarded(&mut headers, ctx.peer, host_header.clone());
+    if let Some(up) = upgrade_value.filter(|_| upgrade) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, up);
+    }
+
+    let slot = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body))));
+    let attempts = upstreams.len().min(inner.config.max_connect_attempts.max(1));
+    let start = generation.next_index();
+    let mut last_err = String::new();
+    for attempt in 0..attempts {
+        let index = (start + attempt) % upstreams.len();
+        let addr = upstreams[index];
+        let mut uri = uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(generation.authorities[index].clone());
+        uri.path_and_query = Some(path.clone());
+        let Ok(uri) = Uri::from_parts(uri) else {
+            return text_response(StatusCode::BAD_REQUEST, "cutover router: bad path\n".into());
+        };
+        let last = attempt + 1 == attempts;
+        let mut up_req = Request::new(match &slot {
+            Some(s) => UpstreamBody::with_slot(s),
+            None => UpstreamBody::Empty,
+        });
+        *up_req.method_mut() = method.clone();
+        *up_req.uri_mut() = uri;
+        *up_req.headers_mut() = if last {
+            std::mem::take(&mut headers)
+        } else {
+            headers.clone()
+        };
+        let sent =
+            tokio::time::timeout(inner.config.response_header_timeout, inner.client.request(up_req)).await;
+        let resp = match sent {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                let body_untouched = slot.as_ref().is_none_or(|s| lock(s).is_some());
+                tracing::debug!(%addr, error = ?e, "upstream request failed");
+                if e.is_connect() && body_untouched {
+                    last_err = format!("connect to {addr} failed");
+                    continue;
+                }
+                return text_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("cutover router: upstream {addr} failed\n"),
+                );
+            }
+            Err(_) => {
+                return text_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("cutover router: upstream {addr} sent no response in time\n"),
+                );
+            }
+        };
+        return respond(ctx, resp, guard, client_upgrade);
+    }
+    tracing::warn!(route = %host, "{last_err}; no upstream reachable");
+    text_response(
+        StatusCode::BAD_GATEWAY,
+        format!("cutover router: {last_err} (no upstream of {host} reachable)\n"),
+    )
+}
+
+fn respond(
+    ctx: &ConnCtx,
+    mut resp: Response<Incoming>,
+    guard: InFlightGuard,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<RouterBody> {
+    let version = guard.generation().version_header.clone();
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return text_response(
+                StatusCode::BAD_GATEWAY,
+                "cutover router: upstream switched protocols unasked\n".into(),
+            );
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let mut hard_stop = ctx.hard_stop.clone();
+        tokio::spawn(async move {
+            let _guard = guard; // the tunnel counts as in flight until it closes
+            let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
+                (Ok(c), Ok(u)) => (c, u),
+                (c, u) => {
+                    tracing::debug!(client = ?c.err(), upstream = ?u.err(), "upgrade failed");
+                    return;
+                }
+            };
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            tokio::select! {
+                r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                    tracing::debug!(result = ?r, "tunnel closed");
+                }
+                () = async { let _ = hard_stop.wait_for(|stop| *stop).await; } => {}
+            }
+        });
+        let (mut parts, _) = resp.into_parts();
+        parts.headers.insert(X_CUTOVER_VERSION, version);
+        return Response::from_parts(parts, RouterBody::local(Bytes::new()));
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(X_CUTOVER_VERSION, version);
+    Response::from_parts(
+        parts,
+        RouterBody {
+            kind: Kind::Upstream(body),
+            guard: Some(guard),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn upgrade_detection_and_forwarded_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(wants_upgrade(&h));
+        h.remove(header::UPGRADE);
+        assert!(!wants_upgrade(&h));
+
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        set_forwarded(&mut h, peer, Some(HeaderValue::from_static("a.b.c.localhost")));
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_HOST], "a.b.c.localhost");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+    }
+}

@@ -1,0 +1,110 @@
+//! Runs service instances: start, supervise, health-check, stop, report.
+//!
+//! This crate never decides *when* to deploy; the engine calls it. The
+//! [`Runtime`] trait is what the engine sees; [`ProcessRuntime`] (local,
+//! supervised processes, the embedded default) is its first backend, and
+//! the docker and swarm backends will implement the same trait.
+//!
+//! Why a trait with `async fn`s through `async-trait` (rejected: a concrete
+//! enum of backends, and native `async fn` in traits): the engine holds the
+//! runtime of each environment as `Arc<dyn Runtime>` chosen at run time
+//! from configuration, which needs object safety; native async trait
+//! methods are not `dyn`-compatible yet, and an enum would make this crate
+//! depend on every backend's client (bollard) even for process-only users.
+//! One boxed future per call is nothing next to spawning a process.
+//!
+//! Code map:
+//! - [`types`]: the spec, ids, status and settings crossing the trait.
+//! - [`process`]: the process runtime (start, supervision, stop, status).
+//! - [`health`]: the HTTP probe and `wait_healthy`.
+//! - [`logs`]: per-instance timestamped log files, tail and follow.
+//! - [`recover`]: state files and clean-up after a server crash.
+//! - [`os`]: `/proc` reading and process-group signals (Linux).
+//!
+//! Architecture invariant: user-typed values (versions, branch names) reach
+//! an instance only as environment variables, never inside its command
+//! line; the command is the `run` string of `cutover.yml`, run by `sh -c`.
+//!
+//! Architecture invariant: no `unsafe` (workspace lint); signals go through
+//! `rustix`.
+
+pub mod error;
+pub mod health;
+pub mod logs;
+pub mod os;
+pub mod process;
+pub mod recover;
+pub mod types;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+pub use error::{RuntimeError, UnhealthyReport};
+pub use health::ProbeResult;
+pub use logs::{LogLine, LogStream};
+pub use process::ProcessRuntime;
+pub use recover::{RecoveredInstance, RecoveryAction, RecoveryReport, StateFile};
+pub use types::{
+    BackoffPolicy, HealthSettings, InstanceId, InstanceSpec, InstanceState, InstanceStatus, RuntimeConfig,
+    StopOutcome, VersionSource,
+};
+
+/// A place where service instances run. Every method is safe to call
+/// concurrently; implementations are shared as `Arc<dyn Runtime>`.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// Starts one instance and returns at once (it is not healthy yet: call
+    /// [`Runtime::wait_healthy`]). From here on the instance is supervised.
+    async fn start(&self, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError>;
+
+    /// Stops an instance (SIGTERM, SIGKILL after the grace period) and ends
+    /// its supervision. The instance is gone from [`Runtime::status`] when
+    /// this returns.
+    async fn stop(&self, id: &InstanceId) -> Result<StopOutcome, RuntimeError>;
+
+    /// Every instance of this runtime, sorted by app, env, service, replica.
+    async fn status(&self) -> Result<Vec<InstanceStatus>, RuntimeError>;
+
+    /// One instance.
+    async fn instance(&self, id: &InstanceId) -> Result<InstanceStatus, RuntimeError>;
+
+    /// One health probe (`GET path`); the result becomes the instance's
+    /// `healthy` flag.
+    async fn probe(
+        &self,
+        id: &InstanceId,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<ProbeResult, RuntimeError>;
+
+    /// Probes until 2xx or the deadline; the error
+    /// ([`RuntimeError::Unhealthy`]) carries the last status or error seen
+    /// and the instance's last log lines.
+    async fn wait_healthy(
+        &self,
+        id: &InstanceId,
+        path: &str,
+        settings: &HealthSettings,
+    ) -> Result<(), RuntimeError>;
+
+    /// The last `lines` lines of the instance's log, timestamped.
+    async fn log_tail(&self, id: &InstanceId, lines: usize) -> Result<Vec<String>, RuntimeError>;
+
+    /// New log lines as they are written (a lagging follower loses lines;
+    /// the stream ends when the instance is stopped).
+    async fn follow_logs(&self, id: &InstanceId) -> Result<broadcast::Receiver<LogLine>, RuntimeError>;
+
+    /// Cleans up instances left by a previous server process. Call once at
+    /// start-up, before [`Runtime::start`].
+    async fn recover(&self) -> Result<RecoveryReport, RuntimeError>;
+
+    /// Stops every instance (in parallel) and refuses new starts.
+    async fn shutdown(&self) -> Result<Vec<StopOutcome>, RuntimeError>;
+}
+
+/// Now, as unix milliseconds.
+pub(crate) fn unix_ms() -> u64 {
+    logs::unix_ms_of(std::time::SystemTime::now())
+}

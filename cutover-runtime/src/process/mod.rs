@@ -1,0 +1,379 @@
+//! The `process` runtime: each service replica is a local process started
+//! from its release directory, supervised by this server.
+//!
+//! - **Start**: a free port on 127.0.0.1 is picked by binding port 0 and
+//!   closing the socket again; the process gets it as `PORT`. The tiny race
+//!   (another program takes the port in between) is accepted: the instance
+//!   then fails its health check or exits, and the run fails with the old
+//!   version still serving. Ports of this runtime's own instances (also
+//!   those waiting to restart) are never handed out twice.
+//! - **Run**: `sh -c <run>` with the release directory as working
+//!   directory, in its own process group (`process_group(0)`), stdin from
+//!   `/dev/null`, stdout/stderr into the instance log (see
+//!   [`logs`]).
+//! - **Supervise**: an unexpected exit is logged, leftovers of the group
+//!   are killed, and the process is restarted on the same port after a
+//!   back-off delay (100 ms doubling to 10 s by default, back to 100 ms
+//!   after 30 s of uptime); `restarts` counts the restarts.
+//! - **Stop**: SIGTERM to the process group, SIGKILL after the grace period
+//!   (default 10 s). A stop also ends supervision.
+//! - **Status**: pid, port, restarts, state from the supervisor; the
+//!   *version* is read from the process itself (`/proc/<pid>/cwd`, which
+//!   lies in `<data>/releases/<app>/<sha>`, else `CUTOVER_VERSION` in
+//!   `/proc/<pid>/environ`). When the process has died (the instance waits
+//!   to restart, or it died between the supervisor's look and ours) the
+//!   version is reported as `None` with [`VersionSource::Unavailable`]; it is
+//!   never filled in from what was asked for (`requested_version` says that).
+//! - **No orphans**: [`Runtime::shutdown`] stops every instance; dropping
+//!   the runtime stops them too (in the background, while the tokio runtime
+//!   lives); if the server is killed outright, `kill_on_drop` is moot and
+//!   the state files let [`Runtime::recover`] clean up on the next start.
+//!   Rejected: `PR_SET_PDEATHSIG`, which needs `unsafe` in `pre_exec` and
+//!   fires when the spawning *thread* exits (a tokio worker), not the server.
+
+mod supervise;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::{RuntimeError, UnhealthyReport};
+use crate::health::{self, ProbeResult};
+use crate::logs::{self, LogLine, LogSink};
+use crate::recover::{self, RecoveryReport};
+use crate::types::{
+    HealthSettings, InstanceId, InstanceSpec, InstanceStatus, RuntimeConfig, StopOutcome, VersionSource,
+};
+use crate::{Runtime, os};
+use supervise::{Instance, error_chain, spawn_process, supervise};
+
+/// How many log lines an [`UnhealthyReport`] carries.
+const UNHEALTHY_LOG_LINES: usize = 20;
+
+/// The process runtime. Cheap to clone; clones share the instances.
+#[derive(Clone, Debug)]
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Arc<RuntimeConfig>,
+    table: Mutex<Table>,
+    closed: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<InstanceId, Entry>,
+    /// Ports handed out to starts that are not in `entries` yet.
+    reserved: HashSet<u16>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    inst: Arc<Instance>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<StopOutcome>,
+}
+
+impl ProcessRuntime {
+    /// Creates `<state_dir>/logs` and `<state_dir>/instances`. Starts
+    /// nothing; call [`Runtime::recover`] next.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        for (what, path) in [("logs", config.logs_dir()), ("instances", config.instances_dir())] {
+            std::fs::create_dir_all(&path).map_err(|source| RuntimeError::CreateDir {
+                what,
+                path,
+                source,
+            })?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config: Arc::new(config),
+                table: Mutex::new(Table::default()),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lookup(&self, id: &InstanceId) -> Result<Arc<Instance>, RuntimeError> {
+        self.table()
+            .entries
+            .get(id)
+            .map(|e| e.inst.clone())
+            .ok_or_else(|| RuntimeError::UnknownInstance { id: id.clone() })
+    }
+
+    /// Picks a free loopback port that none of our instances uses and
+    /// reserves it until [`Self::release`].
+    fn reserve_port(&self) -> Result<u16, RuntimeError> {
+        let mut table = self.table();
+        let mut last = None;
+        for _ in 0..32 {
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port());
+            match port {
+                Ok(port)
+                    if !table.reserved.contains(&port)
+                        && !table.entries.values().any(|e| e.inst.port == port) =>
+                {
+                    table.reserved.insert(port);
+                    return Ok(port);
+                }
+                Ok(_) => {}
+                Err(err) => last = Some(err),
+            }
+        }
+        let source =
+            last.unwrap_or_else(|| std::io::Error::other("every port offered was in use by an instance"));
+        Err(RuntimeError::NoFreePort { source })
+    }
+
+    fn release(&self, port: u16) {
+        self.table().reserved.remove(&port);
+    }
+
+    async fn log_tail_of(inst: &Instance, lines: usize) -> Result<Vec<String>, RuntimeError> {
+        let path = inst.log.path().to_owned();
+        let shown = path.clone();
+        tokio::task::spawn_blocking(move || logs::tail_file(&path, lines))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| RuntimeError::Log {
+                action: "read",
+                path: shown,
+                source,
+            })
+    }
+}
+
+fn snapshot(inst: &Instance) -> InstanceStatus {
+    let live = inst.live().clone();
+    let (version, version_source) = match live.pid {
+        Some(pid) => os::observed_version(pid),
+        None => (None, VersionSource::Unavailable),
+    };
+    InstanceStatus {
+        id: inst.id.clone(),
+        app: inst.spec.app.clone(),
+        env: inst.spec.env.clone(),
+        service: inst.spec.service.clone(),
+        replica: inst.spec.replica,
+        requested_version: inst.spec.version.clone(),
+        version,
+        version_source,
+        pid: live.pid,
+        port: inst.port,
+        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, inst.port)),
+        healthy: live.healthy,
+        restarts: live.restarts,
+        started_at: live.started_at,
+        created_at: inst.created_at,
+        state: live.state,
+        last_exit: live.last_exit,
+    }
+}
+
+#[async_trait]
+impl Runtime for ProcessRuntime {
+    async fn start(&self, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(RuntimeError::ShutDown);
+        }
+        let service = format!("{}-{}-{}", spec.app, spec.env, spec.service);
+        if !spec.release_dir.is_dir() {
+            return Err(RuntimeError::ReleaseDirMissing {
+                service,
+                path: spec.release_dir,
+            });
+        }
+        let config = self.inner.config.clone();
+        let id = loop {
+            let id = InstanceId::generate(&spec.version, spec.replica);
+            if !self.table().entries.contains_key(&id) && !config.state_file(&id).exists() {
+                break id;
+            }
+        };
+        let log_path = config.log_file(&spec.app, &spec.env, &spec.service, &id);
+        let log = LogSink::open(&log_path).map_err(|source| RuntimeError::Log {
+            action: "open",
+            path: log_path,
+            source,
+        })?;
+        let port = self.reserve_port()?;
+        let inst = Arc::new(Instance::new(id.clone(), spec, port, log, config));
+        let running = match spawn_process(&inst).await {
+            Ok(running) => running,
+            Err(err) => {
+                inst.log
+                    .event(format!("start failed: {}", error_chain(&err)))
+                    .await;
+                self.release(port);
+                return Err(err);
+            }
+        };
+        let (stop, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(supervise(inst.clone(), running, stop_rx));
+        let status = snapshot(&inst);
+        {
+            let mut table = self.table();
+            table.reserved.remove(&port);
+            table.entries.insert(id, Entry { inst, stop, task });
+        }
+        // A shutdown that ran while we were spawning missed this instance.
+        if self.inner.closed.load(Ordering::SeqCst) {
+            let _ = self.stop(&status.id).await;
+            return Err(RuntimeError::ShutDown);
+        }
+        Ok(status)
+    }
+
+    async fn stop(&self, id: &InstanceId) -> Result<StopOutcome, RuntimeError> {
+        let entry = self
+            .table()
+            .entries
+            .remove(id)
+            .ok_or_else(|| RuntimeError::UnknownInstance { id: id.clone() })?;
+        let _ = entry.stop.send(());
+        entry.task.await.map_err(|source| RuntimeError::Supervisor {
+            id: id.clone(),
+            source,
+        })
+    }
+
+    async fn status(&self) -> Result<Vec<InstanceStatus>, RuntimeError> {
+        let instances: Vec<Arc<Instance>> = self.table().entries.values().map(|e| e.inst.clone()).collect();
+        let mut list: Vec<InstanceStatus> = instances.iter().map(|i| snapshot(i)).collect();
+        list.sort_by(|a, b| {
+            (&a.app, &a.env, &a.service, a.replica, a.created_at, &a.id).cmp(&(
+                &b.app,
+                &b.env,
+                &b.service,
+                b.replica,
+                b.created_at,
+                &b.id,
+            ))
+        });
+        Ok(list)
+    }
+
+    async fn instance(&self, id: &InstanceId) -> Result<InstanceStatus, RuntimeError> {
+        let inst = self.lookup(id)?;
+        Ok(snapshot(&inst))
+    }
+
+    async fn probe(
+        &self,
+        id: &InstanceId,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<ProbeResult, RuntimeError> {
+        if !health::valid_path(path) {
+            return Err(RuntimeError::BadHealthPath {
+                path: path.to_owned(),
+            });
+        }
+        let inst = self.lookup(id)?;
+        let result = health::probe(SocketAddr::from((Ipv4Addr::LOCALHOST, inst.port)), path, timeout).await;
+        inst.live().healthy = Some(result.is_healthy());
+        Ok(result)
+    }
+
+    async fn wait_healthy(
+        &self,
+        id: &InstanceId,
+        path: &str,
+        settings: &HealthSettings,
+    ) -> Result<(), RuntimeError> {
+        if !health::valid_path(path) {
+            return Err(RuntimeError::BadHealthPath {
+                path: path.to_owned(),
+            });
+        }
+        let inst = self.lookup(id)?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, inst.port));
+        match health::wait_healthy(addr, path, settings).await {
+            Ok(_) => {
+                inst.live().healthy = Some(true);
+                Ok(())
+            }
+            Err(not) => {
+                let (restarts, last_exit) = {
+                    let mut live = inst.live();
+                    live.healthy = Some(false);
+                    (live.restarts, live.last_exit.clone())
+                };
+                let log_tail = Self::log_tail_of(&inst, UNHEALTHY_LOG_LINES)
+                    .await
+                    .unwrap_or_else(|e| vec![format!("(log unreadable: {})", error_chain(&e))]);
+                Err(RuntimeError::Unhealthy(Box::new(UnhealthyReport {
+                    id: inst.id.clone(),
+                    service: inst.service_label(),
+                    url: format!("http://{addr}{path}"),
+                    addr,
+                    deadline: settings.deadline,
+                    attempts: not.attempts,
+                    last: not.last.to_string(),
+                    restarts,
+                    last_exit,
+                    log_tail,
+                })))
+            }
+        }
+    }
+
+    async fn log_tail(&self, id: &InstanceId, lines: usize) -> Result<Vec<String>, RuntimeError> {
+        let inst = self.lookup(id)?;
+        Self::log_tail_of(&inst, lines).await
+    }
+
+    async fn follow_logs(&self, id: &InstanceId) -> Result<broadcast::Receiver<LogLine>, RuntimeError> {
+        Ok(self.lookup(id)?.log.subscribe())
+    }
+
+    async fn recover(&self) -> Result<RecoveryReport, RuntimeError> {
+        let ours: Vec<InstanceId> = self.table().entries.keys().cloned().collect();
+        let config = &self.inner.config;
+        recover::recover(&config.instances_dir(), config.stop_grace, &ours).await
+    }
+
+    async fn shutdown(&self) -> Result<Vec<StopOutcome>, RuntimeError> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let entries: Vec<(InstanceId, Entry)> = self.table().entries.drain().collect();
+        // Signal every supervisor first so the instances stop in parallel.
+        let mut tasks = Vec::with_capacity(entries.len());
+        for (id, entry) in entries {
+            let _ = entry.stop.send(());
+            tasks.push((id, entry.task));
+        }
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        let mut failed = None;
+        for (id, task) in tasks {
+            match task.await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(source) => failed = Some(RuntimeError::Supervisor { id, source }),
+            }
+        }
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(outcomes),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Crash recovery: the per-instance state files and what is done with them
+//! when a server starts.
+//!
+//! Every running instance has `<state_dir>/instances/<id>.json`
+//! ([`StateFile`]: pid, process group, port, what it runs, the pid's
+//! `/proc` start time), rewritten on each restart and removed by `stop`. If
+//! the server dies without stopping its instances (SIGKILL, OOM, power), the
+//! files stay, and [`recover`] reads them on the next start.
+//!
+//! Decision: leftovers are **cleaned up, not adopted**. Their stdout/stderr
+//! pipes died with the old server (no more logs, and a full pipe would block
+//! them), nobody is supervising them, and the router state is rebuilt from
+//! the store by the engine, which re-deploys the last deployed version.
+//! Adopting would mean a second, weaker kind of instance (no logs, no
+//! restart) for a few seconds of saved start-up. So for each file:
+//!
+//! - the pid is alive **and** its `/proc` start time is the recorded one:
+//!   it is ours, its process group gets SIGTERM, then SIGKILL after the
+//!   grace period;
+//! - the pid is gone but live processes remain in its process group (e.g. a
+//!   worker the service forked): a pgid cannot be reused while its group has
+//!   members, so they are ours too and are terminated the same way;
+//! - the pid is alive with another start time: the pid was reused by an
+//!   unrelated process, which is left alone;
+//! - nothing is left: nothing to do.
+//!
+//! In every case the file is removed; an unreadable file is removed too and
+//! reported. Call `recover` once, before starting instances.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cutover_core::{AppName, EnvName, ServiceName, Version};
+use serde::{Deserialize, Serialize};
+
+use crate::error::RuntimeError;
+use crate::os;
+use crate::types::InstanceId;
+
+/// The content of `<state_dir>/instances/<id>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFile {
+    pub id: InstanceId,
+    pub pid: u32,
+    pub pgid: u32,
+    pub port: u16,
+    pub app: AppName,
+    pub env: EnvName,
+    pub service: ServiceName,
+    pub version: Version,
+    pub replica: u32,
+    pub release_dir: PathBuf,
+    /// When this process was started (unix ms).
+    pub started_at: u64,
+    /// `/proc/<pid>/stat` start time (clock ticks since boot); `None` if it
+    /// could not be read, in which case a live pid is never killed.
+    pub proc_start_time: Option<u64>,
+    /// The server process that wrote the file.
+    pub server_pid: u32,
+}
+
+impl StateFile {
+    /// Writes atomically (temporary file + rename) into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), RuntimeError> {
+        let path = dir.join(format!("{}.json", self.id));
+        let tmp = dir.join(format!(".{}.json.tmp", self.id));
+        let err = |action, source| RuntimeError::StateFile {
+            action,
+            path: path.clone(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(self).map_err(|e| err("serialise", e.into()))?;
+        std::fs::write(&tmp, json).map_err(|e| err("write", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| err("write", e))
+    }
+
+    pub fn remove(dir: &Path, id: &InstanceId) -> Result<(), RuntimeError> {
+        let path = dir.join(format!("{id}.json"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(RuntimeError::StateFile {
+                action: "remove",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+/// What was done about one leftover state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum RecoveryAction {
+    /// The instance was still running; its process group was terminated.
+    /// `graceful`: SIGTERM was enough.
+    Terminated { graceful: bool },
+    /// The main process was gone but members of its group were left; they
+    /// were terminated.
+    TerminatedOrphans { count: usize, graceful: bool },
+    /// Nothing of it was running any more.
+    AlreadyGone,
+    /// The pid now belongs to another process (start time differs or could
+    /// not be compared); it was left alone.
+    PidReused,
+    /// Terminating failed (e.g. permission denied).
+    KillFailed { error: String },
+    /// The file could not be read or parsed.
+    Unreadable { error: String },
+}
+
+/// One leftover and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveredInstance {
+    pub file: PathBuf,
+    /// `None` when the file was unreadable.
+    pub state: Option<StateFile>,
+    #[serde(flatten)]
+    pub action: RecoveryAction,
+}
+
+/// What [`recover`] found, for the server's start-up log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryReport {
+    pub instances: Vec<RecoveredInstance>,
+}
+
+impl RecoveryReport {
+    /// How many leftovers had something running that was terminated.
+    pub fn terminated(&self) -> usize {
+        self.instances
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i.action,
+                    RecoveryAction::Terminated { .. } | RecoveryAction::TerminatedOrphans { .. }
+                )
+            })
+            .count()
+    }
+}
+
+/// Cleans up after a previous server process; see the module docs. `skip`
+/// names instances of the current process, whose files are left alone.
+pub async fn recover(
+    dir: &Path,
+    grace: Duration,
+    skip: &[InstanceId],
+) -> Result<RecoveryReport, RuntimeError> {
+    let mut report = RecoveryReport::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(source) => {
+            return Err(RuntimeError::StateFile {
+                action: "list",
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for file in files {
+        let parsed = std::fs::read(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<StateFile>(&b).map_err(|e| e.to_string()));
+        let entry = match parsed {
+            Err(error) => RecoveredInstance {
+                file: file.clone(),
+                state: None,
+                action: RecoveryAction::Unreadable { error },
+            },
+            Ok(state) if skip.contains(&state.id) => continue,
+            Ok(state) => {
+                let action = clean_up(&state, grace).await;
+                RecoveredInstance {
+                    file: file.clone(),
+                    state: Some(state),
+                    action,
+                }
+            }
+        };
+        tracing::info!(file = %file.display(), action = ?entry.action, "recovered a leftover instance");
+        if let Err(e) = std::fs::remove_file(&file)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(RuntimeError::StateFile {
+                action: "remove",
+                path: file,
+                source: e,
+            });
+        }
+        report.instances.push(entry);
+    }
+    Ok(report)
+}
+
+async fn clean_up(state: &StateFile, grace: Duration) -> RecoveryAction {
+    let terminate = |count: Option<usize>| async move {
+        match os::terminate_group(state.pgid, grace).await {
+            Ok(graceful) => match count {
+                None => RecoveryAction::Terminated { graceful },
+                Some(count) => RecoveryAction::TerminatedOrphans { count, graceful },
+            },
+            Err((signal, e)) => RecoveryAction::KillFailed {
+                error: format!("{} to process group {}: {e}", os::signal_name(signal), state.pgid),
+            },
+        }
+    };
+    match os::proc_stat(state.pid) {
+        Some(stat) if !stat.is_zombie() => {
+            let same = state.proc_start_time == Some(stat.start_time);
+            if same {
+                terminate(None).await
+            } else {
+                RecoveryAction::PidReused
+            }
+        }
+        // Gone, or a zombie: whatever is left in its group is ours.
+        _ => {
+            let members = os::group_members(state.pgid);
+            if members.is_empty() {
+                RecoveryAction::AlreadyGone
+            } else {
+                terminate(Some(members.len())).await
+            }
+        }
+    }
+}

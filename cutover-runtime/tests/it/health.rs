@@ -1,0 +1,116 @@
+//! Health checks and what their failures say.
+
+use std::time::Duration;
+
+use cutover_runtime::{HealthSettings, InstanceState, ProbeResult, Runtime, RuntimeError, VersionSource};
+
+use crate::support::*;
+
+fn short_deadline() -> HealthSettings {
+    HealthSettings {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(500),
+        deadline: Duration::from_secs(1),
+    }
+}
+
+#[tokio::test]
+async fn a_deadline_error_names_the_last_status_and_the_last_log_lines() {
+    let fx = Fixture::new(Duration::from_secs(5));
+    let s = fx.rt.start(fx.spec(run_testapp("UNHEALTHY=1"), 0)).await.unwrap();
+    let err = fx
+        .rt
+        .wait_healthy(&s.id, "/health", &short_deadline())
+        .await
+        .unwrap_err();
+    let RuntimeError::Unhealthy(report) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(report.last, "HTTP 503");
+    assert!(report.attempts >= 2, "{report:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "instance {} of shop-staging-web was not healthy within 1s",
+            s.id
+        )),
+        "{text}"
+    );
+    assert!(text.contains("the last saw HTTP 503"), "{text}");
+    assert!(
+        text.contains("stderr UNHEALTHY=1: /health will answer 503"),
+        "{text}"
+    );
+    assert!(text.contains("stdout GET /health"), "{text}");
+    assert_eq!(fx.rt.instance(&s.id).await.unwrap().healthy, Some(false));
+
+    assert_eq!(
+        fx.rt
+            .probe(&s.id, "/health", Duration::from_secs(1))
+            .await
+            .unwrap(),
+        ProbeResult::Status(503)
+    );
+    assert_eq!(
+        fx.rt.probe(&s.id, "/", Duration::from_secs(1)).await.unwrap(),
+        ProbeResult::Status(200)
+    );
+    assert_eq!(fx.rt.instance(&s.id).await.unwrap().healthy, Some(true));
+    assert!(matches!(
+        fx.rt.probe(&s.id, "/x y", Duration::from_secs(1)).await,
+        Err(RuntimeError::BadHealthPath { .. })
+    ));
+    fx.rt.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_looping_instance_reports_refusals_restarts_and_its_output() {
+    let fx = Fixture::new(Duration::from_secs(5));
+    let s = fx
+        .rt
+        .start(fx.spec("echo \"boom in $CUTOVER_SERVICE\" >&2; exit 3".into(), 0))
+        .await
+        .unwrap();
+    let err = fx
+        .rt
+        .wait_healthy(&s.id, "/health", &short_deadline())
+        .await
+        .unwrap_err();
+    let RuntimeError::Unhealthy(report) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(report.last, "connection refused");
+    assert!(report.restarts >= 2, "{report:?}");
+    assert_eq!(report.last_exit.as_deref(), Some("exit status 3"));
+    let text = err.to_string();
+    assert!(text.contains("stderr boom in web"), "{text}");
+    assert!(text.contains("exited unexpectedly (exit status 3)"), "{text}");
+    // Between restarts there is no process: the version is unknown, not
+    // filled in from memory.
+    let waiting = eventually(Duration::from_secs(5), "a back-off snapshot", || async {
+        let s = fx.rt.instance(&s.id).await.unwrap();
+        (s.state == InstanceState::Backoff).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        (waiting.pid, waiting.version, waiting.version_source),
+        (None, None, VersionSource::Unavailable)
+    );
+    let outcome = fx.rt.stop(&s.id).await.unwrap();
+    assert!(outcome.graceful);
+}
+
+#[tokio::test]
+async fn a_probe_of_a_silent_port_times_out() {
+    // A listener that accepts but never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let r = cutover_runtime::health::probe(addr, "/health", Duration::from_millis(200)).await;
+    assert_eq!(r, ProbeResult::Failed("no answer within 200ms".into()));
+}

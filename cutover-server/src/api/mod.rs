@@ -1,0 +1,54 @@
+//! The JSON HTTP API, version 1. Handlers parse and validate the request at
+//! the edge, call the engine, and serialize its typed answer; they hold no
+//! domain rules and never retry.
+
+mod environments;
+mod params;
+
+use axum::Json;
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use cutover_core::Actor;
+use cutover_engine::Engine;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+
+/// Header that names who makes a change, until API tokens exist.
+pub const ACTOR_HEADER: &str = "x-cutover-actor";
+
+pub fn routes(engine: Engine) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/config", get(config))
+        .merge(environments::routes())
+        .merge(params::routes())
+        .with_state(engine)
+}
+
+async fn health(axum::extract::State(engine): axum::extract::State<Engine>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "app": engine.config().app,
+        "cutover_version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn config(axum::extract::State(engine): axum::extract::State<Engine>) -> Json<Value> {
+    Json(json!(engine.config()))
+}
+
+/// The actor of a change, from the `X-Cutover-Actor` header.
+fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
+    let raw = headers
+        .get(ACTOR_HEADER)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "changes need an actor: send the X-Cutover-Actor header (the CLI sends your OS user, or --as NAME)",
+            )
+        })?
+        .to_str()
+        .map_err(|_| ApiError::bad_request("X-Cutover-Actor must be plain ASCII"))?;
+    Ok(Actor::parse(raw)?)
+}

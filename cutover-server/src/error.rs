@@ -1,0 +1,65 @@
+//! The one place where engine errors become HTTP statuses and JSON bodies.
+//!
+//! Body shape, stable for scripts: `{"error": {"kind": "...", "message": "..."}}`
+//! where `message` carries the whole cause chain.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cutover_engine::{EngineError, ErrorKind};
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            kind: "bad_request",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let (status, kind) = match e.kind() {
+            ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
+            ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let message = e.chain();
+        if status.is_server_error() {
+            tracing::error!(error = %message, "request failed");
+        } else {
+            tracing::debug!(error = %message, "request refused");
+        }
+        Self {
+            status,
+            kind,
+            message,
+        }
+    }
+}
+
+impl From<cutover_core::NameError> for ApiError {
+    fn from(e: cutover_core::NameError) -> Self {
+        Self::bad_request(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": { "kind": self.kind, "message": self.message } })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,169 @@
+//! `cutover serve`: the control plane's HTTP server.
+//!
+//! `App::build` loads and validates `cutover.yml`, opens the application's git
+//! repository and the state store in the data directory (taking an exclusive
+//! lock on it, so one process owns the database), and binds the listener;
+//! `run_until_stopped` serves until SIGINT or SIGTERM and then finishes the
+//! requests in flight.
+//!
+//! Architecture invariant: handlers hold no domain logic; they call
+//! `cutover-engine`. Errors become HTTP statuses in `error.rs` only.
+
+mod api;
+mod error;
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cutover_core::config::{self, Config, ConfigErrors, RepoSource};
+use cutover_engine::Engine;
+use cutover_git::{GitError, Repo};
+use cutover_store::{SqliteStore, StoreError};
+use tokio::net::TcpListener;
+
+pub use api::ACTOR_HEADER;
+
+/// What `cutover serve` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error(
+        "repo {url:?} in {config} is a URL; this version of Cutover reads a local clone only: clone it and set `repo:` to its path"
+    )]
+    RemoteRepo { url: String, config: String },
+    #[error("the application repository named by `repo:` in {config} cannot be opened")]
+    Repo {
+        config: String,
+        #[source]
+        source: GitError,
+    },
+    #[error("cannot create the data directory {path}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another Cutover server is already using the data directory {path}; stop it first, or start this one with a different --data-dir"
+    )]
+    Locked { path: String },
+    #[error("cannot open the state store")]
+    Store(#[source] StoreError),
+    #[error("cannot listen on {addr}; is another server using that port? choose another with --listen")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct App {
+    listener: TcpListener,
+    engine: Engine,
+    _lock: File,
+}
+
+impl App {
+    pub async fn build(opts: ServeOptions) -> Result<App, StartError> {
+        let config = config::load(&opts.config).map_err(StartError::Config)?;
+        let repo = open_repo(&config)?;
+        let lock = lock_data_dir(&opts.data_dir)?;
+        let store = SqliteStore::open(&opts.data_dir)
+            .await
+            .map_err(StartError::Store)?;
+        let listener = TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: opts.listen,
+                source,
+            })?;
+        let engine = Engine::new(config, Arc::new(store), repo);
+        Ok(App {
+            listener,
+            engine,
+            _lock: lock,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Serves until SIGINT/SIGTERM, then lets requests in flight finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let app = api::routes(self.engine.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        tracing::info!("server stopped");
+        Ok(())
+    }
+}
+
+fn open_repo(config: &Config) -> Result<Repo, StartError> {
+    let cfg = config.file.display().to_string();
+    match &config.repo {
+        RepoSource::Path { path, .. } => {
+            Repo::open(path).map_err(|source| StartError::Repo { config: cfg, source })
+        }
+        RepoSource::Url { url } => Err(StartError::RemoteRepo {
+            url: url.clone(),
+            config: cfg,
+        }),
+    }
+}
+
+fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
+    let path = dir.display().to_string();
+    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+        path: path.clone(),
+        source,
+    })?;
+    let file = File::create(dir.join("server.lock")).map_err(|source| StartError::DataDir {
+        path: path.clone(),
+        source,
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked { path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir { path, source }),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

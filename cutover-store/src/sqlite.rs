@@ -1,0 +1,351 @@
+//! `SqliteStore`: the [`Store`] in one SQLite file, `<data_dir>/cutover.db`.
+//!
+//! WAL journal (readers never block the writer), `synchronous = FULL` (a
+//! commit is on disk before `param_put` returns, also across power loss),
+//! a 5 s busy timeout, foreign keys on. Writers that read-then-write start
+//! with `BEGIN IMMEDIATE`, which takes SQLite's write lock up front: two
+//! writers can never both read version `n` and both append `n + 1`, whether
+//! they share this pool or are separate processes.
+//!
+//! Rejected: a process-wide mutex around writes (does not protect against a
+//! second process on the same file, and hides whether the SQL is atomic) and
+//! deferred `BEGIN` (the read takes a shared lock that must later be upgraded,
+//! which fails with SQLITE_BUSY immediately instead of waiting).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+
+use crate::error::{StoreError, sqlite_code};
+use crate::migrate::migrate_sqlite;
+use crate::{AuditEntry, NewAuditEntry, ParamKey, ParamVersion, Store, check_text, now_ms, parse_prefix};
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CONNECTIONS: u32 = 8;
+
+/// The SQLite-backed [`Store`].
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// The database file, or `:memory:`; for messages.
+    path: PathBuf,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// The database file's name inside the data directory.
+    pub const FILE_NAME: &'static str = "cutover.db";
+
+    /// Creates `data_dir` if needed and opens (or creates) `data_dir/cutover.db`
+    /// with WAL, a 5 s busy timeout and foreign keys on, then applies pending
+    /// migrations. Refuses a database written by a newer Cutover.
+    pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        tokio::fs::create_dir_all(data_dir)
+            .await
+            .map_err(|source| StoreError::CreateDataDir {
+                path: data_dir.to_owned(),
+                hint: io_hint(&source),
+                source,
+            })?;
+        let path = data_dir.join(Self::FILE_NAME);
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                hint: open_hint(&source),
+                source,
+            })?;
+        Self::migrated(pool, path).await
+    }
+
+    /// A private in-memory database, for tests. One connection, kept open for
+    /// the store's lifetime (each SQLite connection to `:memory:` would
+    /// otherwise see its own empty database).
+    pub async fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                hint: open_hint(&source),
+                source,
+            })?;
+        Self::migrated(pool, path).await
+    }
+
+    async fn migrated(pool: SqlitePool, path: PathBuf) -> Result<SqliteStore, StoreError> {
+        if let Err(e) = migrate_sqlite(&pool, &path).await {
+            pool.close().await;
+            return Err(e);
+        }
+        Ok(SqliteStore { pool, path })
+    }
+
+    /// The database file (`:memory:` for an in-memory store).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version recorded in the database.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map(Option::unwrap_or_default)
+            .map_err(StoreError::db("reading the schema version"))
+    }
+}
+
+fn io_hint(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied: give the user running Cutover write access to it, or choose another data directory"
+                .to_owned()
+        }
+        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
+            "a file is in the way where a directory is needed: move it, or choose another data directory".to_owned()
+        }
+        std::io::ErrorKind::ReadOnlyFilesystem => "the file system is read-only: choose another data directory".to_owned(),
+        _ => "check that the path is a writable directory, or choose another data directory".to_owned(),
+    }
+}
+
+fn open_hint(e: &sqlx::Error) -> String {
+    if let sqlx::Error::Io(io) = e {
+        return io_hint(io);
+    }
+    match sqlite_code(e) {
+        Some(26) => "the file is not a SQLite database: move it away, or choose another data directory".to_owned(),
+        Some(11) => "the database file is corrupt: restore it from a backup, or move it away to start empty".to_owned(),
+        Some(14) => {
+            "SQLite cannot open the file: check that it and its directory exist and are readable and writable by the \
+             user running Cutover"
+                .to_owned()
+        }
+        Some(8) | Some(3) => {
+            "the file or its directory is read-only or not accessible: give the user running Cutover write access"
+                .to_owned()
+        }
+        Some(5) | Some(6) => {
+            "the database is locked by another program: stop it (or the other Cutover using this data directory)"
+                .to_owned()
+        }
+        _ => "check that it is a Cutover database in a writable directory".to_owned(),
+    }
+}
+
+fn param_from_row(row: &SqliteRow) -> Result<ParamVersion, sqlx::Error> {
+    Ok(ParamVersion {
+        key: row.try_get("key")?,
+        version: row.try_get("version")?,
+        value: row.try_get("value")?,
+        actor: row.try_get("actor")?,
+        at_ms: row.try_get("at_ms")?,
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
+    let read = |row: &SqliteRow| -> Result<(AuditEntry, String), sqlx::Error> {
+        let entry = AuditEntry {
+            id: row.try_get("id")?,
+            at_ms: row.try_get("at_ms")?,
+            actor: row.try_get("actor")?,
+            action: row.try_get("action")?,
+            target: row.try_get("target")?,
+            detail: serde_json::Value::Null,
+        };
+        Ok((entry, row.try_get("detail")?))
+    };
+    let (mut entry, detail) = read(row).map_err(StoreError::db("reading the audit log"))?;
+    entry.detail = serde_json::from_str(&detail).map_err(|e| StoreError::Corrupt {
+        what: format!("detail of audit entry {}", entry.id),
+        source: Box::new(e),
+    })?;
+    Ok(entry)
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn param_get(&self, key: &ParamKey) -> Result<Option<ParamVersion>, StoreError> {
+        let row = sqlx::query(
+            "SELECT key, version, value, actor, at_ms FROM param_versions WHERE key = ? ORDER BY version DESC LIMIT 1",
+        )
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("reading a parameter"))?;
+        row.as_ref()
+            .map(param_from_row)
+            .transpose()
+            .map_err(StoreError::db("reading a parameter"))
+    }
+
+    async fn param_put(
+        &self,
+        key: &ParamKey,
+        value: &str,
+        actor: &str,
+        expect_version: Option<i64>,
+    ) -> Result<ParamVersion, StoreError> {
+        const OP: &str = "writing a parameter";
+        check_text(&[("value", value), ("actor", actor)], key.as_str())?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::db(OP))?;
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM param_versions WHERE key = ?")
+                .bind(key.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::db(OP))?;
+        if let Some(expected) = expect_version
+            && current.unwrap_or(0) != expected
+        {
+            // Dropping `tx` rolls back; nothing was written.
+            return Err(StoreError::VersionMismatch {
+                key: key.to_string(),
+                expected,
+                current,
+            });
+        }
+        let written = ParamVersion {
+            key: key.to_string(),
+            version: current.unwrap_or(0) + 1,
+            value: value.to_owned(),
+            actor: actor.to_owned(),
+            at_ms: now_ms(),
+        };
+        sqlx::query("INSERT INTO param_versions (key, version, value, actor, at_ms) VALUES (?, ?, ?, ?, ?)")
+            .bind(&written.key)
+            .bind(written.version)
+            .bind(&written.value)
+            .bind(&written.actor)
+            .bind(written.at_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(OP))?;
+        tx.commit().await.map_err(StoreError::db(OP))?;
+        Ok(written)
+    }
+
+    async fn param_history(&self, key: &ParamKey) -> Result<Vec<ParamVersion>, StoreError> {
+        const OP: &str = "reading a parameter's history";
+        let rows = sqlx::query("SELECT key, version, value, actor, at_ms FROM param_versions WHERE key = ? ORDER BY version DESC")
+            .bind(key.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db(OP))?;
+        rows.iter()
+            .map(param_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::db(OP))
+    }
+
+    async fn param_list(&self, prefix: &str) -> Result<Vec<ParamVersion>, StoreError> {
+        const OP: &str = "listing parameters";
+        // Keys are ASCII and compare byte-wise, and '0' is the byte after '/':
+        // the keys strictly below `p` are exactly those in [p + "/", p + "0").
+        // Unlike LIKE, this has no wildcard characters to escape ('_' is one)
+        // and can use the primary key index.
+        let exact = parse_prefix(prefix)?.map(|k| k.to_string()).unwrap_or_default();
+        let rows = sqlx::query(
+            "SELECT p.key, p.version, p.value, p.actor, p.at_ms FROM param_versions p \
+             WHERE (p.key = ? OR (p.key >= ? AND p.key < ?)) \
+             AND p.version = (SELECT MAX(q.version) FROM param_versions q WHERE q.key = p.key) \
+             ORDER BY p.key",
+        )
+        .bind(&exact)
+        .bind(format!("{exact}/"))
+        .bind(format!("{exact}0"))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db(OP))?;
+        rows.iter()
+            .map(param_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::db(OP))
+    }
+
+    async fn audit_append(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
+        const OP: &str = "appending to the audit log";
+        check_text(
+            &[
+                ("actor", &entry.actor),
+                ("action", &entry.action),
+                ("target", &entry.target),
+            ],
+            "an audit entry",
+        )?;
+        let at_ms = now_ms();
+        let detail = serde_json::to_string(&entry.detail).map_err(|e| StoreError::Corrupt {
+            what: "audit detail to store".to_owned(),
+            source: Box::new(e),
+        })?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO audit_log (at_ms, actor, action, target, detail) VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(at_ms)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(&detail)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::db(OP))?;
+        Ok(AuditEntry {
+            id,
+            at_ms,
+            actor: entry.actor,
+            action: entry.action,
+            target: entry.target,
+            detail: entry.detail,
+        })
+    }
+
+    async fn audit_list(&self, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, actor, action, target, detail FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("reading the audit log"))?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,121 @@
+//! The HTTP client every subcommand but `serve` and `config check` uses.
+//!
+//! Errors are turned into sentences a person can act on: no server answering
+//! says how to start one; an API error prints the server's message.
+
+use anyhow::{Context, anyhow, bail};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub struct Client {
+    base: String,
+    actor: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(server: &str, actor: Option<&str>) -> anyhow::Result<Self> {
+        let base = server.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!(
+                "--server / CUTOVER_URL must start with http:// (got {server:?}), e.g. http://127.0.0.1:7070"
+            );
+        }
+        let actor = match actor {
+            Some(a) => a.to_owned(),
+            None => std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_else(|_| "unknown".to_owned()),
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self { base, actor, http })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send::<(), T>(Method::GET, path, None).await
+    }
+
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
+    async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .header(cutover_server::ACTOR_HEADER, &self.actor);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() {
+                anyhow!(
+                    "no Cutover server answers at {}; start one with `cutover serve --config cutover.yml` \
+                     (or point --server / CUTOVER_URL at a running one)",
+                    self.base
+                )
+            } else {
+                anyhow!("request to {url} failed: {e}")
+            }
+        })?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("reading the answer of {url}"))?;
+        if !status.is_success() {
+            return Err(api_error(status, &text));
+        }
+        serde_json::from_str(&text)
+            .with_context(|| format!("the server's answer to {path} is not what this CLI expects"))
+    }
+}
+
+fn api_error(status: StatusCode, body: &str) -> anyhow::Error {
+    let message = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned));
+    match message {
+        Some(m) => anyhow!("{m}"),
+        None if status == StatusCode::NOT_FOUND => {
+            anyhow!("the server does not know this request (404); is it an older Cutover than this CLI?")
+        }
+        None => anyhow!("the server answered {status}: {}", body.trim()),
+    }
+}
+
+/// Encodes a parameter key for the URL: `/shop-prod/x` → `/api/v1/params/shop-prod/x`.
+pub fn param_path(route: &str, key: &str) -> anyhow::Result<String> {
+    if !key.starts_with('/') {
+        bail!("parameter keys start with '/', e.g. /shop-prod/desired_version (got {key:?})");
+    }
+    let mut out = format!("/api/v1/{route}");
+    for seg in key.split('/').skip(1) {
+        out.push('/');
+        out.push_str(&urlencode(seg));
+    }
+    Ok(out)
+}
+
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,73 @@
+//! One function per subcommand. Each fetches from the server (or reads a
+//! local file), then prints a table or the JSON answer.
+
+mod config;
+mod env;
+mod param;
+mod serve;
+
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::cli::{Cli, Command};
+use crate::client::Client;
+use crate::output;
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = || Client::new(&cli.global.server, cli.global.actor.as_deref());
+    let out = cli.global.output;
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Config(cmd) => config::run(cmd, out),
+        Command::Env(cmd) => env::run(&client()?, cmd, out).await,
+        Command::Param(cmd) => param::run(&client()?, cmd, out).await,
+        Command::Versions(args) => {
+            let path = format!(
+                "/api/v1/environments/{}/versions?limit={}",
+                crate::client::urlencode(&args.env),
+                args.limit
+            );
+            let report: Value = client()?.get(&path).await?;
+            output::emit(out, &report, versions_table)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn versions_table(report: &Value) {
+    println!(
+        "{} · branch {} · desired {} · built {} · deployed {}",
+        report["environment"].as_str().unwrap_or("?"),
+        report["branch"].as_str().unwrap_or("?"),
+        output::short(report["desired_version"].as_str()),
+        output::short(report["last_build_version"].as_str()),
+        output::short(report["last_deployed_version"].as_str()),
+    );
+    let rows: Vec<Vec<String>> = report["commits"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            let mut marks = Vec::new();
+            for (flag, label) in [
+                ("deployed", "deployed"),
+                ("desired", "desired"),
+                ("built", "built"),
+            ] {
+                if c[flag].as_bool() == Some(true) {
+                    marks.push(label);
+                }
+            }
+            vec![
+                output::short(c["version"].as_str()),
+                output::time(c["time_unix"].as_i64().unwrap_or(0) * 1000),
+                c["author"].as_str().unwrap_or("").to_owned(),
+                marks.join(","),
+                c["subject"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    output::table(&["COMMIT", "DATE", "AUTHOR", "MARKS", "SUBJECT"], &rows);
+}

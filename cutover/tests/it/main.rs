@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `cutover` binary, a real git repository, real
+//! sockets on loopback. Each test gets its own repository, data directory and
+//! server on port 0.
+
+mod support;
+
+mod cli_config;
+mod cli_params;
+mod server_lifecycle;

@@ -1,0 +1,202 @@
+//! Test fixtures: a git repository with history, a config file, a running
+//! server, and a way to run the CLI against it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cutover");
+
+/// Runs git for fixture building only (Cutover itself never runs git).
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Test Author",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    /// Commits on main, oldest first.
+    pub main: Vec<String>,
+    /// A commit on `develop` only.
+    pub develop_only: String,
+}
+
+pub const CONFIG: &str = r#"
+app: shop
+repo: repo
+services:
+  yves:
+    run: "bin/yves --port $PORT"
+    health: /health
+    replicas: 2
+    public: true
+  zed:
+    run: "bin/zed --port $PORT"
+environments:
+  dev:     { tier: dev, branch: develop }
+  staging: { tier: stage, branch: main }
+  prod:    { tier: prod, branch: main }
+"#;
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        let mut main = Vec::new();
+        for i in 1..=3 {
+            std::fs::write(repo.join("VERSION"), format!("{i}\n")).unwrap();
+            git(&repo, &["add", "."]);
+            git(&repo, &["commit", "-q", "-m", &format!("release {i}")]);
+            main.push(git(&repo, &["rev-parse", "HEAD"]));
+        }
+        git(&repo, &["tag", "v1.0", &main[0]]);
+        git(&repo, &["checkout", "-q", "-b", "develop"]);
+        std::fs::write(repo.join("FEATURE"), "wip\n").unwrap();
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-q", "-m", "work in progress"]);
+        let develop_only = git(&repo, &["rev-parse", "HEAD"]);
+        git(&repo, &["checkout", "-q", "main"]);
+        std::fs::write(dir.path().join("cutover.yml"), CONFIG).unwrap();
+        Fixture {
+            dir,
+            main,
+            develop_only,
+        }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("cutover.yml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn start(&self) -> Server {
+        Server::start(&self.config(), &self.data_dir())
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Server {
+    pub fn start(config: &Path, data_dir: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cutover serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("cutover: listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server prints its address");
+        Server { child, url }
+    }
+
+    /// Runs the CLI against this server as `actor`.
+    pub fn cli(&self, actor: &str, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("CUTOVER_URL", &self.url)
+            .env("CUTOVER_ACTOR", actor)
+            .output()
+            .expect("cutover runs")
+    }
+
+    /// Runs the CLI with `-o json` and parses its answer, asserting success.
+    pub fn cli_json(&self, actor: &str, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        json(&self.cli(actor, &all))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "command failed: {}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+/// Asserts the command failed with exit code 1 and its stderr mentions every needle.
+pub fn fails_with(o: &Output, needles: &[&str]) {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected exit 1; stdout: {} stderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+    let err = stderr(o);
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+}
