@@ -73,6 +73,13 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
 
+    /// A request that policy or the current state refuses; the message says why and what to do.
+    #[error("{0}")]
+    Refused(String),
+
+    #[error("run {id} does not exist; `cutover runs` lists recent runs")]
+    RunNotFound { id: i64 },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -80,10 +87,13 @@ pub enum EngineError {
 impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::UnknownEnvironment { .. } | Self::ParamNotFound { .. } => ErrorKind::NotFound,
-            Self::InvalidInput(_) | Self::ReservedKey { .. } | Self::NotOnBranch { .. } => {
-                ErrorKind::BadRequest
+            Self::UnknownEnvironment { .. } | Self::ParamNotFound { .. } | Self::RunNotFound { .. } => {
+                ErrorKind::NotFound
             }
+            Self::InvalidInput(_)
+            | Self::ReservedKey { .. }
+            | Self::NotOnBranch { .. }
+            | Self::Refused(_) => ErrorKind::BadRequest,
             Self::Resolve { source, .. } => match source.as_ref() {
                 GitError::UnknownRef { .. } | GitError::AmbiguousRef { .. } | GitError::NotACommit { .. } => {
                     ErrorKind::BadRequest
@@ -91,7 +101,10 @@ impl EngineError {
                 _ => ErrorKind::Internal,
             },
             Self::Store(e) => match e {
-                StoreError::VersionMismatch { .. } => ErrorKind::Conflict,
+                StoreError::VersionMismatch { .. }
+                | StoreError::RunStateConflict { .. }
+                | StoreError::JobRunConflict { .. } => ErrorKind::Conflict,
+                StoreError::RunNotFound { .. } | StoreError::JobRunNotFound { .. } => ErrorKind::NotFound,
                 StoreError::InvalidKey { .. } | StoreError::InvalidText { .. } => ErrorKind::BadRequest,
                 _ => ErrorKind::Internal,
             },

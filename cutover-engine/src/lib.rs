@@ -8,39 +8,149 @@
 //! Architecture invariant: the engine never speaks HTTP and never formats for
 //! a terminal; it returns typed results and `EngineError`s.
 
+mod deploy;
 mod environments;
 mod error;
 mod params;
+pub mod pipeline;
+mod releases;
+mod scheduler;
+mod status;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cutover_core::config::Config;
-use cutover_core::{Actor, EnvName};
+use cutover_core::{Actor, EnvName, Version};
 use cutover_git::Repo;
+use cutover_router::Router;
+use cutover_runtime::Runtime;
 use cutover_store::{NewAuditEntry, Store};
 
 pub use environments::{EnvironmentSummary, VersionRow, VersionsReport};
 pub use error::{EngineError, ErrorKind};
 pub use params::{ReservedKey, WellKnownKey};
+pub use pipeline::{LogEvent, ReleaseRequest, RunView, SYSTEM_ACTOR};
+pub use scheduler::{JobStatus, SchedulerStatus};
+pub use status::{EnvStatus, InstanceView, ServiceStatus};
 
-/// The control plane's shared state: configuration, store and repository.
-/// Cheap to clone.
+/// The control plane's shared state: configuration, store, repository,
+/// runtime and router. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+}
+
+/// What the engine needs besides configuration, store and repository.
+pub struct EngineParts {
+    /// Releases, environment directories and runtime state live here.
+    pub data_dir: PathBuf,
+    pub runtime: Arc<dyn Runtime>,
+    pub router: Router,
 }
 
 struct Inner {
     config: Config,
     store: Arc<dyn Store>,
     repo: Repo,
+    data_dir: PathBuf,
+    runtime: Arc<dyn Runtime>,
+    router: Router,
+    router_port: OnceLock<u16>,
+    shared: pipeline::Shared,
+    deployments: Mutex<HashMap<EnvName, deploy::EnvServices>>,
+    build_locks: Mutex<HashMap<Version, Arc<tokio::sync::Mutex<()>>>>,
+    scheduler: scheduler::SchedulerShared,
 }
 
 impl Engine {
-    pub fn new(config: Config, store: Arc<dyn Store>, repo: Repo) -> Self {
+    pub fn new(config: Config, store: Arc<dyn Store>, repo: Repo, parts: EngineParts) -> Self {
         Self {
-            inner: Arc::new(Inner { config, store, repo }),
+            inner: Arc::new(Inner {
+                config,
+                store,
+                repo,
+                data_dir: parts.data_dir,
+                runtime: parts.runtime,
+                router: parts.router,
+                router_port: OnceLock::new(),
+                shared: pipeline::Shared::default(),
+                deployments: Mutex::new(HashMap::new()),
+                build_locks: Mutex::new(HashMap::new()),
+                scheduler: scheduler::SchedulerShared::default(),
+            }),
         }
+    }
+
+    /// Recovers from a previous server's death and starts the per-environment
+    /// workers (which first bring each environment back to its deployed
+    /// version) and the scheduler. Call once, after the router listens.
+    pub async fn start(&self) -> Result<(), EngineError> {
+        let report = self
+            .runtime()
+            .recover()
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        for item in &report.instances {
+            tracing::warn!(file = %item.file.display(), action = ?item.action, "leftover instance from a previous server");
+        }
+        self.interrupt_leftover_runs().await?;
+        pipeline::Executor::spawn_workers(self);
+        self.spawn_scheduler();
+        Ok(())
+    }
+
+    /// Cancels active runs and stops every instance and task (server shutdown).
+    pub async fn shutdown(&self) {
+        for control in self
+            .shared()
+            .controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            control.cancel.cancel();
+        }
+        if let Err(e) = self.runtime().shutdown().await {
+            tracing::error!(error = %e, "stopping instances failed");
+        }
+    }
+
+    pub fn set_router_port(&self, port: u16) {
+        let _ = self.inner.router_port.set(port);
+    }
+
+    pub fn router_port(&self) -> Option<u16> {
+        self.inner.router_port.get().copied()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.inner.runtime
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    pub(crate) fn shared(&self) -> &pipeline::Shared {
+        &self.inner.shared
+    }
+
+    pub(crate) fn deployments(&self) -> &Mutex<HashMap<EnvName, deploy::EnvServices>> {
+        &self.inner.deployments
+    }
+
+    pub(crate) fn build_locks(&self) -> &Mutex<HashMap<Version, Arc<tokio::sync::Mutex<()>>>> {
+        &self.inner.build_locks
+    }
+
+    pub(crate) fn scheduler_state(&self) -> &scheduler::SchedulerShared {
+        &self.inner.scheduler
     }
 
     pub fn config(&self) -> &Config {
@@ -75,7 +185,7 @@ impl Engine {
     }
 
     /// Runs blocking git work off the async threads.
-    async fn with_repo<T, F>(&self, f: F) -> Result<T, EngineError>
+    pub(crate) async fn with_repo<T, F>(&self, f: F) -> Result<T, EngineError>
     where
         T: Send + 'static,
         F: FnOnce(&Repo) -> Result<T, EngineError> + Send + 'static,
@@ -86,7 +196,7 @@ impl Engine {
             .map_err(|e| EngineError::Internal(format!("git task failed: {e}")))?
     }
 
-    async fn audit(&self, actor: &Actor, action: &str, target: &str, detail: serde_json::Value) {
+    pub(crate) async fn audit(&self, actor: &Actor, action: &str, target: &str, detail: serde_json::Value) {
         let entry = NewAuditEntry {
             actor: actor.to_string(),
             action: action.to_owned(),
@@ -99,4 +209,12 @@ impl Engine {
             tracing::error!(error = %e, action, target, "could not append to the audit log");
         }
     }
+}
+
+/// Now, as unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }

@@ -47,7 +47,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 pub use generation::{Backend, Generation};
-pub use proxy::RouterBody;
 pub use route::{RouteKey, RouteKeyError};
 
 use generation::GenInner;
@@ -223,5 +222,39 @@ impl Router {
             inner.retire();
             Generation { inner }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_and_generation_are_send_sync_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Router>();
+        check::<Generation>();
+        check::<Backend>();
+        check::<RouteKey>();
+    }
+
+    #[test]
+    fn switch_remove_and_listing() {
+        let router = Router::new(RouterConfig::default());
+        let yves = RouteKey::new("shop", "stage", "yves").unwrap();
+        let zed = RouteKey::new("shop", "stage", "zed").unwrap();
+        let addr = "127.0.0.1:9".parse().unwrap();
+        assert!(router.switch(&zed, Backend::new("z", vec![addr])).is_none());
+        assert!(router.switch(&yves, Backend::new("a", vec![addr])).is_none());
+        let old = router.switch(&yves, Backend::new("b", vec![])).unwrap();
+        assert_eq!(old.backend().version, "a");
+        assert!(old.is_retired());
+        assert!(old.id() < router.generation(&yves).unwrap().id());
+        let keys: Vec<_> = router.routes().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![yves.clone(), zed.clone()]);
+        assert_eq!(router.host_of(&yves), "yves.stage.shop.localhost");
+        assert_eq!(router.remove(&yves).unwrap().backend().version, "b");
+        assert!(router.current(&yves).is_none());
+        assert!(router.remove(&yves).is_none());
     }
 }

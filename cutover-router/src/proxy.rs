@@ -74,7 +74,7 @@ pub(crate) struct ConnCtx {
 
 /// Response body of the router: either a streamed upstream body (holding the generation's
 /// in-flight guard until it ends or is dropped) or a small body the router wrote itself.
-pub struct RouterBody {
+pub(crate) struct RouterBody {
     kind: Kind,
     guard: Option<InFlightGuard>,
 }

@@ -41,6 +41,25 @@ pub enum RuntimeError {
         source: io::Error,
     },
 
+    #[error("working directory {path} of the {label} does not exist or is not a directory")]
+    TaskDirMissing { label: String, path: PathBuf },
+
+    #[error("could not start the {label} (`sh -c {command:?}` in {dir})")]
+    TaskSpawn {
+        label: String,
+        command: String,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("could not wait for the {label} to exit")]
+    TaskWait {
+        label: String,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("no instance {id} is managed by this runtime")]
     UnknownInstance { id: InstanceId },
 
@@ -80,7 +99,7 @@ pub enum RuntimeError {
         source: tokio::task::JoinError,
     },
 
-    #[error("the runtime has been shut down; no instance can be started")]
+    #[error("the runtime has been shut down; no instance or task can be started")]
     ShutDown,
 
     #[error("{0}")]

@@ -1,4 +1,5 @@
-//! Runs service instances: start, supervise, health-check, stop, report.
+//! Runs service instances (start, supervise, health-check, stop, report)
+//! and one-shot tasks (hooks, builds, scheduler jobs).
 //!
 //! This crate never decides *when* to deploy; the engine calls it. The
 //! [`Runtime`] trait is what the engine sees; [`ProcessRuntime`] (local,
@@ -15,15 +16,18 @@
 //!
 //! Code map:
 //! - [`types`]: the spec, ids, status and settings crossing the trait.
-//! - [`process`]: the process runtime (start, supervision, stop, status).
+//! - [`process`]: the process runtime (start, supervision, stop, status,
+//!   background health monitor).
+//! - [`task`]: one-shot tasks, their output lines and outcome.
 //! - [`health`]: the HTTP probe and `wait_healthy`.
 //! - [`logs`]: per-instance timestamped log files, tail and follow.
 //! - [`recover`]: state files and clean-up after a server crash.
 //! - [`os`]: `/proc` reading and process-group signals (Linux).
 //!
 //! Architecture invariant: user-typed values (versions, branch names) reach
-//! an instance only as environment variables, never inside its command
-//! line; the command is the `run` string of `cutover.yml`, run by `sh -c`.
+//! an instance or a task only as environment variables, never inside its
+//! command line; the command is the `run` (or hook, `build`, job) string of
+//! `cutover.yml`, run by `sh -c`.
 //!
 //! Architecture invariant: no `unsafe` (workspace lint); signals go through
 //! `rustix`.
@@ -34,18 +38,21 @@ pub mod logs;
 pub mod os;
 pub mod process;
 pub mod recover;
+pub mod task;
 pub mod types;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 pub use error::{RuntimeError, UnhealthyReport};
 pub use health::ProbeResult;
 pub use logs::{LogLine, LogStream};
 pub use process::ProcessRuntime;
 pub use recover::{RecoveredInstance, RecoveryAction, RecoveryReport, StateFile};
+pub use task::{MAX_TASK_LINE, TaskExit, TaskLine, TaskOutcome, TaskSpec};
 pub use types::{
     BackoffPolicy, HealthSettings, InstanceId, InstanceSpec, InstanceState, InstanceStatus, RuntimeConfig,
     StopOutcome, VersionSource,
@@ -96,11 +103,29 @@ pub trait Runtime: Send + Sync {
     /// the stream ends when the instance is stopped).
     async fn follow_logs(&self, id: &InstanceId) -> Result<broadcast::Receiver<LogLine>, RuntimeError>;
 
+    /// Runs a one-shot command (hook, build, scheduler job) to its end in
+    /// its own process group, streaming every stdout/stderr line to
+    /// `lines` as it arrives (see [`task`]). Ends with the command's exit,
+    /// with [`TaskExit::TimedOut`] after `spec.timeout`, or with
+    /// [`TaskExit::Cancelled`] when `cancel` fires or the runtime shuts
+    /// down; the last two terminate the group (SIGTERM, SIGKILL after the
+    /// stop grace). No process of the group is left when this returns.
+    /// Errors: the working directory is missing, `sh` could not be
+    /// started, or the runtime was shut down; a failing command is an
+    /// `Ok` outcome that is not [`TaskOutcome::success`].
+    async fn run_task(
+        &self,
+        spec: TaskSpec,
+        lines: mpsc::UnboundedSender<TaskLine>,
+        cancel: CancellationToken,
+    ) -> Result<TaskOutcome, RuntimeError>;
+
     /// Cleans up instances left by a previous server process. Call once at
     /// start-up, before [`Runtime::start`].
     async fn recover(&self) -> Result<RecoveryReport, RuntimeError>;
 
-    /// Stops every instance (in parallel) and refuses new starts.
+    /// Stops every instance (in parallel), cancels running tasks and waits
+    /// for them, and refuses new starts and tasks.
     async fn shutdown(&self) -> Result<Vec<StopOutcome>, RuntimeError>;
 }
 

@@ -36,7 +36,7 @@ pub enum LogStream {
 }
 
 impl LogStream {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Stdout => "stdout",
             Self::Stderr => "stderr",

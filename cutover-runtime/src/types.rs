@@ -36,6 +36,13 @@ pub struct InstanceSpec {
     pub env_vars: Vec<(String, String)>,
     /// Replica number, 0-based.
     pub replica: u32,
+    /// The service's `health` path from `cutover.yml` (e.g. `/health`).
+    /// When set, the runtime probes it every
+    /// [`RuntimeConfig::health_interval`] while the instance runs, so
+    /// [`InstanceStatus::healthy`] stays current without callers probing;
+    /// when `None`, `healthy` changes only through `probe`/`wait_healthy`.
+    /// Checked at `start` ([`RuntimeError::BadHealthPath`](crate::RuntimeError::BadHealthPath)).
+    pub health_path: Option<String>,
 }
 
 /// Names one started instance. Unique per start (a restart by the supervisor
@@ -141,8 +148,9 @@ pub struct InstanceStatus {
     pub port: u16,
     /// `127.0.0.1:<port>`: where the router sends traffic.
     pub addr: SocketAddr,
-    /// Result of the last health probe; `None` until one was made or after
-    /// a restart.
+    /// Result of the last health probe (the background monitor's, when
+    /// the spec has a `health_path`, or an explicit `probe`/`wait_healthy`);
+    /// `None` until one was made or after a restart.
     pub healthy: Option<bool>,
     /// How often the supervisor restarted the process.
     pub restarts: u32,
@@ -215,15 +223,20 @@ pub struct RuntimeConfig {
     /// Time between SIGTERM and SIGKILL when stopping.
     pub stop_grace: Duration,
     pub backoff: BackoffPolicy,
+    /// Pause between two background probes of an instance with a
+    /// `health_path`; each probe is bounded by this too, at most 2 s.
+    pub health_interval: Duration,
 }
 
 impl RuntimeConfig {
-    /// Defaults: 10 s stop grace, 100 ms → 10 s back-off reset after 30 s.
+    /// Defaults: 10 s stop grace, 100 ms → 10 s back-off reset after 30 s,
+    /// background health probes every 2 s.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             state_dir: state_dir.into(),
             stop_grace: Duration::from_secs(10),
             backoff: BackoffPolicy::default(),
+            health_interval: Duration::from_secs(2),
         }
     }
 

@@ -18,19 +18,28 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cutover_core::config::{self, Config, ConfigErrors, RepoSource};
-use cutover_engine::Engine;
+use cutover_engine::{Engine, EngineParts};
 use cutover_git::{GitError, Repo};
+use cutover_router::{Router, RouterConfig};
+use cutover_runtime::{ProcessRuntime, RuntimeConfig};
 use cutover_store::{SqliteStore, StoreError};
 use tokio::net::TcpListener;
 
 pub use api::ACTOR_HEADER;
+
+/// Where the router listens unless told otherwise.
+pub const DEFAULT_ROUTER_PORT: u16 = 7080;
 
 /// What `cutover serve` was asked to do.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub config: PathBuf,
     pub data_dir: PathBuf,
+    /// The API.
     pub listen: SocketAddr,
+    /// The router for the application's public services; None: 127.0.0.1 on
+    /// `router.port` from cutover.yml, else 7080.
+    pub router_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +68,8 @@ pub enum StartError {
     Locked { path: String },
     #[error("cannot open the state store")]
     Store(#[source] StoreError),
+    #[error("cannot set up the process runtime: {0}")]
+    Runtime(String),
     #[error("cannot listen on {addr}; is another server using that port? choose another with --listen")]
     Listen {
         addr: SocketAddr,
@@ -69,6 +80,7 @@ pub enum StartError {
 
 pub struct App {
     listener: TcpListener,
+    router_listener: TcpListener,
     engine: Engine,
     _lock: File,
 }
@@ -87,12 +99,40 @@ impl App {
                 addr: opts.listen,
                 source,
             })?;
-        let engine = Engine::new(config, Arc::new(store), repo);
+        let router_addr = opts.router_listen.unwrap_or_else(|| {
+            SocketAddr::from(([127, 0, 0, 1], config.router.port.unwrap_or(DEFAULT_ROUTER_PORT)))
+        });
+        let router_listener = TcpListener::bind(router_addr)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: router_addr,
+                source,
+            })?;
+        let runtime = ProcessRuntime::new(RuntimeConfig::new(opts.data_dir.join("runtime")))
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        let parts = EngineParts {
+            data_dir: opts.data_dir.clone(),
+            runtime: Arc::new(runtime),
+            router: Router::new(RouterConfig::default()),
+        };
+        let engine = Engine::new(config, Arc::new(store), repo, parts);
+        let port = router_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: router_addr,
+                source,
+            })?;
+        engine.set_router_port(port.port());
         Ok(App {
             listener,
+            router_listener,
             engine,
             _lock: lock,
         })
+    }
+
+    pub fn router_addr(&self) -> std::io::Result<SocketAddr> {
+        self.router_listener.local_addr()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -103,14 +143,37 @@ impl App {
         &self.engine
     }
 
-    /// Serves until SIGINT/SIGTERM, then lets requests in flight finish.
+    /// Starts the engine (recovery, workers, scheduler) and the router, then
+    /// serves the API until SIGINT/SIGTERM; then lets requests in flight
+    /// finish, cancels active runs and stops every instance.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let router = self.engine.router().clone();
+        let mut router_stop = stop_rx.clone();
+        let router_listener = self.router_listener;
+        let router_task = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = router_stop.wait_for(|s| *s).await;
+            };
+            router.serve(router_listener, stopped).await
+        });
+        if let Err(e) = self.engine.start().await {
+            tracing::error!(error = %e.chain(), "engine start failed");
+            return Err(std::io::Error::other(e.chain()));
+        }
         let app = api::routes(self.engine.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        let result = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        self.engine.shutdown().await;
+        if let Ok(Err(e)) = router_task.await {
+            tracing::error!(error = %e, "router stopped with an error");
+        }
         tracing::info!("server stopped");
-        Ok(())
+        result
     }
 }
 

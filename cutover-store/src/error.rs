@@ -7,7 +7,9 @@
 
 use std::path::PathBuf;
 
-use cutover_core::NameError;
+use cutover_core::{NameError, RunState};
+
+use crate::JobRunState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +36,32 @@ pub enum StoreError {
         "the {field} for {target} contains a NUL character (\\0), which cannot be stored; remove it and retry"
     )]
     InvalidText { field: &'static str, target: String },
+
+    /// No pipeline run has this id.
+    #[error("there is no pipeline run {id}; list the runs to find the right id")]
+    RunNotFound { id: i64 },
+
+    /// A run state compare-and-set failed: the run is not in a state it may
+    /// move from to `wanted`. Nothing was written.
+    #[error("run {id} is {current}, so it cannot become {wanted}: {message}")]
+    RunStateConflict {
+        id: i64,
+        current: RunState,
+        wanted: RunState,
+        message: String,
+    },
+
+    /// No scheduler job run has this id.
+    #[error("there is no job run {id}; list the environment's job runs to find the right id")]
+    JobRunNotFound { id: i64 },
+
+    /// A job run can be finished once, with a final state. Nothing was written.
+    #[error("{}", job_conflict_message(*.id, *.current, *.wanted))]
+    JobRunConflict {
+        id: i64,
+        current: JobRunState,
+        wanted: JobRunState,
+    },
 
     #[error("cannot create the data directory {path}; {hint}")]
     CreateDataDir {
@@ -109,6 +137,35 @@ fn mismatch_message(key: &str, expected: i64, current: Option<i64>) -> String {
         None => "retry with expected version 0 to create it".to_owned(),
     };
     format!("parameter {key} {now}, but the write {wanted}; nothing was written. To overwrite, {retry}")
+}
+
+/// A stored row with a value this build does not know (e.g. a run state a
+/// newer Cutover wrote, or a hand edit).
+pub(crate) fn corrupt(what: String, value: &str, expected: &str) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        source: Box::new(UnknownValue(format!("{value:?} is not {expected}"))),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UnknownValue(String);
+
+fn job_conflict_message(id: i64, current: JobRunState, wanted: JobRunState) -> String {
+    if current == JobRunState::Running {
+        format!(
+            "job run {id} cannot be finished as {}: finish it with a final state (succeeded, failed, skipped, \
+             interrupted or terminated)",
+            wanted.as_str()
+        )
+    } else {
+        format!(
+            "job run {id} already ended ({}); it cannot be finished again as {}",
+            current.as_str(),
+            wanted.as_str()
+        )
+    }
 }
 
 fn busy_hint(source: &sqlx::Error) -> &'static str {

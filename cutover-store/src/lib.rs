@@ -1,9 +1,13 @@
 //! Persistence for Cutover, behind one trait: [`Store`].
 //!
 //! The store keeps the parameter store (every write a new numbered version,
-//! with compare-and-set) and the append-only audit log. It holds no business
-//! rules: which keys are reserved, who may write what, and what gets audited
-//! are decided by the engine; the store only stores, atomically and durably.
+//! with compare-and-set), the append-only audit log, pipeline runs (state,
+//! stages, logs, approvals; see [`runs`]) and the scheduler (its state per
+//! environment and the job runs with their logs; see [`scheduler`]). It holds
+//! no business rules: which keys are reserved, who may write what, who may
+//! approve and what gets audited are decided by the engine; the store only
+//! stores, atomically and durably. Run states move by compare-and-set, along
+//! the legal moves `cutover_core::RunState` defines.
 //!
 //! Backends: [`SqliteStore`] (the default, one file in the data directory).
 //! A PostgreSQL adapter for multi-instance deployments will implement the same
@@ -25,15 +29,22 @@ pub mod conformance;
 mod error;
 mod key;
 pub mod migrate;
+pub mod runs;
+pub mod scheduler;
 mod sqlite;
+mod sqlite_runs;
+mod sqlite_scheduler;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cutover_core::{RunState, Stage, StageStatus};
 use serde::{Deserialize, Serialize};
 
 pub use error::StoreError;
 pub use key::{PARAM_KEY_MAX_LEN, ParamKey};
 pub use migrate::SCHEMA_VERSION;
+pub use runs::{ApprovalRecord, Decision, NewRun, RunLogLine, RunRecord, RunUpdate, StageRecord};
+pub use scheduler::{JobRun, JobRunState, SchedulerState};
 pub use sqlite::SqliteStore;
 
 /// One version of a parameter.
@@ -111,6 +122,145 @@ pub trait Store: Send + Sync + 'static {
     /// At most `limit` audit entries, newest first, with an id below
     /// `before_id` if given (pass the last id of a page to get the next one).
     async fn audit_list(&self, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditEntry>, StoreError>;
+
+    // --- Pipeline runs -------------------------------------------------------
+
+    /// In one transaction: every `Queued` run of `new.env` becomes
+    /// `Superseded` (`superseded_by` = the new id, `ended_at_ms` = now, its
+    /// pending stages `NotRun`), and the new run is inserted as `Queued` with
+    /// its 13 stages `Pending`. Returns the new run and the ids it superseded
+    /// (ascending). Runs in other states or other environments are untouched.
+    /// A NUL character in any text is [`StoreError::InvalidText`].
+    async fn run_enqueue(&self, new: NewRun) -> Result<(RunRecord, Vec<i64>), StoreError>;
+
+    /// The run with its 13 stages, or `None`.
+    async fn run_get(&self, id: i64) -> Result<Option<RunRecord>, StoreError>;
+
+    /// At most `limit` runs, newest first, of one environment (`env`) or all
+    /// (`None`), with an id below `before_id` if given (pass the last id of a
+    /// page to get the next one).
+    async fn run_list(
+        &self,
+        env: Option<&str>,
+        limit: u32,
+        before_id: Option<i64>,
+    ) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Compare-and-set on the run's state: moves it to `to` and writes the
+    /// `Some` fields of `update`, only if its current state is one of `from`
+    /// and may become `to` ([`RunState::transition`]). Otherwise
+    /// [`StoreError::RunStateConflict`] names the current state and nothing is
+    /// written; an unknown id is [`StoreError::RunNotFound`]. Returns the run
+    /// as it is afterwards.
+    async fn run_transition(
+        &self,
+        id: i64,
+        from: &[RunState],
+        to: RunState,
+        update: RunUpdate,
+    ) -> Result<RunRecord, StoreError>;
+
+    /// Writes the `Some` fields of `update` on a run that has not ended,
+    /// without changing its state (e.g. the version resolved by Source). An
+    /// ended run is [`StoreError::RunStateConflict`]; unknown: [`StoreError::RunNotFound`].
+    async fn run_update(&self, id: i64, update: RunUpdate) -> Result<RunRecord, StoreError>;
+
+    /// Sets a stage's status, and its note if `note` is `Some`. `Running`
+    /// stamps the stage's `started_at_ms` (clearing `ended_at_ms`) and makes it
+    /// the run's `current_stage`; a done status ([`StageStatus::is_done`])
+    /// stamps `ended_at_ms`. Unknown run: [`StoreError::RunNotFound`].
+    async fn stage_update(
+        &self,
+        run_id: i64,
+        stage: Stage,
+        status: StageStatus,
+        note: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Every `Pending` stage of the run becomes `NotRun` (when a run ends
+    /// early); their times stay empty, as they never ran.
+    async fn stages_mark_not_run(&self, run_id: i64) -> Result<(), StoreError>;
+
+    /// Appends one line to the run's log; returns it with its `seq` (1, 2,
+    /// 3... per run, without gaps, also under concurrent appends).
+    async fn log_append(&self, run_id: i64, stage: Stage, line: &str) -> Result<RunLogLine, StoreError>;
+
+    /// At most `limit` lines with `seq > after_seq`, of `stage` only if given,
+    /// in ascending `seq`. Pass the last `seq` seen to follow a log.
+    async fn log_read(
+        &self,
+        run_id: i64,
+        stage: Option<Stage>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<RunLogLine>, StoreError>;
+
+    /// Every run that is `Queued`, `Running` or `AwaitingApproval`, in any
+    /// environment, oldest first: for the executor's start and crash recovery.
+    async fn runs_unfinished(&self) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Records one approval or rejection with the current time (the engine
+    /// decides who may). Unknown run: [`StoreError::RunNotFound`].
+    async fn approval_add(
+        &self,
+        run_id: i64,
+        actor: &str,
+        decision: Decision,
+        comment: Option<&str>,
+    ) -> Result<ApprovalRecord, StoreError>;
+
+    /// The run's approvals and rejections, oldest first.
+    async fn approvals(&self, run_id: i64) -> Result<Vec<ApprovalRecord>, StoreError>;
+
+    // --- Scheduler -----------------------------------------------------------
+
+    /// The environment's scheduler state, or `None` if never written.
+    async fn scheduler_get(&self, env: &str) -> Result<Option<SchedulerState>, StoreError>;
+
+    /// Inserts or replaces the state of `state.env`; the store stamps
+    /// `updated_at_ms` with the current time (the given value is ignored).
+    async fn scheduler_put(&self, state: &SchedulerState) -> Result<(), StoreError>;
+
+    /// Records a job run starting now, as `Running`.
+    async fn job_run_start(
+        &self,
+        env: &str,
+        job: &str,
+        version: &str,
+        trigger: &str,
+    ) -> Result<JobRun, StoreError>;
+
+    /// Ends a `Running` job run with a final `state` and the current time.
+    /// Unknown id: [`StoreError::JobRunNotFound`]; already ended, or `state`
+    /// `Running`: [`StoreError::JobRunConflict`], nothing written.
+    async fn job_run_finish(
+        &self,
+        id: i64,
+        state: JobRunState,
+        exit_code: Option<i32>,
+        note: Option<&str>,
+    ) -> Result<JobRun, StoreError>;
+
+    /// At most `limit` job runs of the environment (of one job if given), newest first.
+    async fn job_runs(&self, env: &str, job: Option<&str>, limit: u32) -> Result<Vec<JobRun>, StoreError>;
+
+    /// Every `Running` job run, in any environment, oldest first.
+    async fn job_runs_unfinished(&self) -> Result<Vec<JobRun>, StoreError>;
+
+    /// Appends one line to a job run's log; returns its seq (1, 2, 3... per job run).
+    async fn job_log_append(&self, job_run_id: i64, line: &str) -> Result<i64, StoreError>;
+
+    /// At most `limit` `(seq, at_ms, line)` with `seq > after_seq`, ascending.
+    async fn job_log_read(
+        &self,
+        job_run_id: i64,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, i64, String)>, StoreError>;
+
+    /// For the destructive pipeline: deletes the environment's job runs and
+    /// their logs (its scheduler state stays); returns how many runs went.
+    async fn job_history_reset(&self, env: &str) -> Result<u64, StoreError>;
 
     /// Waits for pending work and releases connections; calls after this fail.
     async fn close(&self) {}

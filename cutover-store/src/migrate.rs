@@ -65,6 +65,7 @@ macro_rules! migrations {
 
 migrations! {
     1 "0001_init",
+    2 "0002_runs",
 }
 
 /// The newest schema version this build knows.

@@ -7,6 +7,9 @@
 //! writers can never both read version `n` and both append `n + 1`, whether
 //! they share this pool or are separate processes.
 //!
+//! The run and scheduler queries live in `sqlite_runs` and `sqlite_scheduler`;
+//! the trait impl here delegates to them.
+//!
 //! Rejected: a process-wide mutex around writes (does not protect against a
 //! second process on the same file, and hides whether the SQL is atomic) and
 //! deferred `BEGIN` (the read takes a shared lock that must later be upgraded,
@@ -23,7 +26,12 @@ use sqlx::sqlite::{
 
 use crate::error::{StoreError, sqlite_code};
 use crate::migrate::migrate_sqlite;
-use crate::{AuditEntry, NewAuditEntry, ParamKey, ParamVersion, Store, check_text, now_ms, parse_prefix};
+use crate::{
+    ApprovalRecord, AuditEntry, Decision, JobRun, JobRunState, NewAuditEntry, NewRun, ParamKey, ParamVersion,
+    RunLogLine, RunRecord, RunUpdate, SchedulerState, Store, check_text, now_ms, parse_prefix, sqlite_runs,
+    sqlite_scheduler,
+};
+use cutover_core::{RunState, Stage, StageStatus};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 8;
@@ -343,6 +351,136 @@ impl Store for SqliteStore {
         .await
         .map_err(StoreError::db("reading the audit log"))?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn run_enqueue(&self, new: NewRun) -> Result<(RunRecord, Vec<i64>), StoreError> {
+        sqlite_runs::enqueue(&self.pool, new).await
+    }
+
+    async fn run_get(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
+        sqlite_runs::get(&self.pool, id).await
+    }
+
+    async fn run_list(
+        &self,
+        env: Option<&str>,
+        limit: u32,
+        before_id: Option<i64>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        sqlite_runs::list(&self.pool, env, limit, before_id).await
+    }
+
+    async fn run_transition(
+        &self,
+        id: i64,
+        from: &[RunState],
+        to: RunState,
+        update: RunUpdate,
+    ) -> Result<RunRecord, StoreError> {
+        sqlite_runs::transition(&self.pool, id, from, to, update).await
+    }
+
+    async fn run_update(&self, id: i64, update: RunUpdate) -> Result<RunRecord, StoreError> {
+        sqlite_runs::update(&self.pool, id, update).await
+    }
+
+    async fn stage_update(
+        &self,
+        run_id: i64,
+        stage: Stage,
+        status: StageStatus,
+        note: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlite_runs::stage_update(&self.pool, run_id, stage, status, note).await
+    }
+
+    async fn stages_mark_not_run(&self, run_id: i64) -> Result<(), StoreError> {
+        sqlite_runs::stages_mark_not_run(&self.pool, run_id).await
+    }
+
+    async fn log_append(&self, run_id: i64, stage: Stage, line: &str) -> Result<RunLogLine, StoreError> {
+        sqlite_runs::log_append(&self.pool, run_id, stage, line).await
+    }
+
+    async fn log_read(
+        &self,
+        run_id: i64,
+        stage: Option<Stage>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<RunLogLine>, StoreError> {
+        sqlite_runs::log_read(&self.pool, run_id, stage, after_seq, limit).await
+    }
+
+    async fn runs_unfinished(&self) -> Result<Vec<RunRecord>, StoreError> {
+        sqlite_runs::unfinished(&self.pool).await
+    }
+
+    async fn approval_add(
+        &self,
+        run_id: i64,
+        actor: &str,
+        decision: Decision,
+        comment: Option<&str>,
+    ) -> Result<ApprovalRecord, StoreError> {
+        sqlite_runs::approval_add(&self.pool, run_id, actor, decision, comment).await
+    }
+
+    async fn approvals(&self, run_id: i64) -> Result<Vec<ApprovalRecord>, StoreError> {
+        sqlite_runs::approvals(&self.pool, run_id).await
+    }
+
+    async fn scheduler_get(&self, env: &str) -> Result<Option<SchedulerState>, StoreError> {
+        sqlite_scheduler::get(&self.pool, env).await
+    }
+
+    async fn scheduler_put(&self, state: &SchedulerState) -> Result<(), StoreError> {
+        sqlite_scheduler::put(&self.pool, state).await
+    }
+
+    async fn job_run_start(
+        &self,
+        env: &str,
+        job: &str,
+        version: &str,
+        trigger: &str,
+    ) -> Result<JobRun, StoreError> {
+        sqlite_scheduler::job_run_start(&self.pool, env, job, version, trigger).await
+    }
+
+    async fn job_run_finish(
+        &self,
+        id: i64,
+        state: JobRunState,
+        exit_code: Option<i32>,
+        note: Option<&str>,
+    ) -> Result<JobRun, StoreError> {
+        sqlite_scheduler::job_run_finish(&self.pool, id, state, exit_code, note).await
+    }
+
+    async fn job_runs(&self, env: &str, job: Option<&str>, limit: u32) -> Result<Vec<JobRun>, StoreError> {
+        sqlite_scheduler::job_runs(&self.pool, env, job, limit).await
+    }
+
+    async fn job_runs_unfinished(&self) -> Result<Vec<JobRun>, StoreError> {
+        sqlite_scheduler::job_runs_unfinished(&self.pool).await
+    }
+
+    async fn job_log_append(&self, job_run_id: i64, line: &str) -> Result<i64, StoreError> {
+        sqlite_scheduler::job_log_append(&self.pool, job_run_id, line).await
+    }
+
+    async fn job_log_read(
+        &self,
+        job_run_id: i64,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        sqlite_scheduler::job_log_read(&self.pool, job_run_id, after_seq, limit).await
+    }
+
+    async fn job_history_reset(&self, env: &str) -> Result<u64, StoreError> {
+        sqlite_scheduler::job_history_reset(&self.pool, env).await
     }
 
     async fn close(&self) {

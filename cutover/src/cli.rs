@@ -72,6 +72,142 @@ pub enum Command {
     /// Recent commits of an environment's branch, marked built / desired / deployed.
     #[command(after_help = "Example: cutover versions staging --limit 10")]
     Versions(VersionsArgs),
+
+    /// Run the deployment pipeline for an environment (queued behind its active run).
+    #[command(after_help = "Examples:\n  cutover release staging --version main\n  \
+                            cutover release dev --destructive --yes\n  cutover release prod --follow")]
+    Release(ReleaseArgs),
+
+    /// Recent pipeline runs, newest first.
+    Runs {
+        /// Only this environment's runs.
+        env: Option<String>,
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: u32,
+    },
+
+    /// One run: its stages with status, start and duration.
+    Run { id: i64 },
+
+    /// A run's log, all stages or one; --follow streams it live until the run ends.
+    #[command(after_help = "Example: cutover logs 42 --stage install --follow")]
+    Logs {
+        id: i64,
+        /// Only this stage (e.g. build, install, deploy-services).
+        #[arg(long)]
+        stage: Option<String>,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+
+    /// Cancel a queued or active run; an active run puts the serving version back.
+    Cancel { id: i64 },
+
+    /// Approve a run waiting in its Approval stage (not your own, on production).
+    Approve {
+        id: i64,
+        #[arg(long, short = 'm')]
+        comment: Option<String>,
+    },
+
+    /// Reject a run waiting in its Approval stage; the comment is required.
+    Reject {
+        id: i64,
+        #[arg(long, short = 'm')]
+        comment: Option<String>,
+    },
+
+    /// Roll back: deploy an older version through the pipeline, or --fast switch to the warm previous release.
+    #[command(
+        after_help = "Examples:\n  cutover rollback prod            # the version deployed before the current one\n  \
+                            cutover rollback prod --to 3f2a9c1\n  cutover rollback prod --fast     # traffic only, under a second"
+    )]
+    Rollback {
+        env: String,
+        /// Version to roll back to (default: the one deployed before the current one).
+        #[arg(long)]
+        to: Option<String>,
+        /// Switch traffic back to the still-warm previous release (no build, no hooks).
+        #[arg(long, conflicts_with = "to")]
+        fast: bool,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+
+    /// Deploy what one environment runs to another (sets its desired_version, starts a run).
+    #[command(after_help = "Example: cutover promote staging prod")]
+    Promote {
+        from: String,
+        to: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+
+    /// What really runs: per service, each instance's version read from the process, health, restarts.
+    Status { env: String },
+
+    /// A service's instance logs.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+
+    /// The cron scheduler of an environment.
+    #[command(subcommand)]
+    Scheduler(SchedulerCommand),
+
+    /// The append-only audit log of every change, newest first.
+    Audit {
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// Environment name, e.g. staging.
+    pub env: String,
+    /// Set desired_version first: `latest`, a SHA (short or full), a branch or a tag.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Run the destructive pipeline (resets data; refused on production tiers).
+    #[arg(long)]
+    pub destructive: bool,
+    /// Confirm the destructive pipeline.
+    #[arg(long)]
+    pub yes: bool,
+    /// Stream the run's log until it ends; exit 1 unless it succeeded.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// The last lines of every instance of a service.
+    Logs {
+        env: String,
+        service: String,
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulerCommand {
+    /// Suspended or not, active version, jobs with last and next run.
+    Status { env: String },
+    /// No new jobs start; waits for running jobs (bounded).
+    Suspend { env: String },
+    /// Jobs start again on schedule.
+    Resume { env: String },
+    /// Run a job now from the active release.
+    Run { env: String, job: String },
+    /// Recent job runs, with the log of the newest one (or of --run ID).
+    Logs {
+        env: String,
+        job: String,
+        /// A specific job run id (see `cutover scheduler logs ENV JOB`).
+        #[arg(long)]
+        run: Option<i64>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +223,11 @@ pub struct ServeArgs {
     /// Where state lives (the SQLite database, releases, logs).
     #[arg(long, env = "CUTOVER_DATA_DIR", default_value = "./.cutover")]
     pub data_dir: PathBuf,
+
+    /// Address of the router in front of public services (default: 127.0.0.1 and
+    /// `router.port` from cutover.yml, else 7080; port 0 picks a free one).
+    #[arg(long, env = "CUTOVER_ROUTER_LISTEN")]
+    pub router_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

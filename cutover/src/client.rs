@@ -44,6 +44,53 @@ impl Client {
         self.send(Method::PUT, path, Some(body)).await
     }
 
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// GETs a newline-delimited JSON stream and hands each object to `each`
+    /// as it arrives, until the server closes the stream.
+    pub async fn stream_lines(&self, path: &str, mut each: impl FnMut(Value)) -> anyhow::Result<()> {
+        use futures::StreamExt;
+        let url = format!("{}{}", self.base, path);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.connect_error(&url, e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(api_error(status, &text));
+        }
+        let mut stream = resp.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.with_context(|| format!("reading the stream from {url}"))?;
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                    each(v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn connect_error(&self, url: &str, e: reqwest::Error) -> anyhow::Error {
+        if e.is_connect() || e.is_timeout() {
+            anyhow!(
+                "no Cutover server answers at {}; start one with `cutover serve --config cutover.yml` \
+                 (or point --server / CUTOVER_URL at a running one)",
+                self.base
+            )
+        } else {
+            anyhow!("request to {url} failed: {e}")
+        }
+    }
+
     async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -58,17 +105,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_connect() || e.is_timeout() {
-                anyhow!(
-                    "no Cutover server answers at {}; start one with `cutover serve --config cutover.yml` \
-                     (or point --server / CUTOVER_URL at a running one)",
-                    self.base
-                )
-            } else {
-                anyhow!("request to {url} failed: {e}")
-            }
-        })?;
+        let resp = req.send().await.map_err(|e| self.connect_error(&url, e))?;
         let status = resp.status();
         let text = resp
             .text()

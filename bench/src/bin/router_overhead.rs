@@ -6,7 +6,8 @@
 //!    failures and, per switch, how many requests sent after it returned were answered by
 //!    the older version (must be 0), plus what `drain` saw.
 //!
-//! Usage: `cargo run --release -p cutover-bench --bin router_overhead [-- --secs N --conns N]`.
+//! Usage: `cargo run --release -p cutover-bench --bin router_overhead [-- --secs N --conns N
+//! --threads N]`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -32,8 +33,24 @@ fn sha(c: char) -> String {
     std::iter::repeat_n(c, 40).collect()
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
+    // `--threads 0` (default): tokio's multi-thread runtime with one worker per CPU, as in
+    // `cutover serve`; `--threads 1`: a current-thread runtime (no cross-thread wake-ups);
+    // `--threads N`: N workers.
+    let runtime = match arg("--threads", 0) {
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n as usize)
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(run())
+}
+
+async fn run() -> std::io::Result<()> {
     let secs = arg("--secs", 5);
     let conns = arg("--conns", 32) as usize;
     let load = Load {
@@ -56,8 +73,13 @@ async fn main() -> std::io::Result<()> {
 
     println!(
         "router_overhead: {conns} keep-alive connections, {secs} s per run, \
-         at most {MAX_REQUESTS} requests, loopback, {} CPU(s)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+         at most {MAX_REQUESTS} requests, loopback, {} CPU(s), runtime threads: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        match arg("--threads", 0) {
+            0 => "one per CPU".to_owned(),
+            1 => "current-thread".to_owned(),
+            n => n.to_string(),
+        }
     );
     run_load(v1, &host, warmup).await;
     let cpu0 = process_cpu_time();

@@ -96,10 +96,14 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
     })
 }
 
+/// How long a new instance may take to answer its health path.
+const DEFAULT_HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 const SERVICE_KEYS: &[&str] = &[
     "build",
     "run",
     "health",
+    "health_timeout",
     "replicas",
     "public",
     "port",
@@ -160,6 +164,7 @@ fn service(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<
             checked
         }
     };
+    let health_timeout = opt(ctx, &f, "health_timeout", &mut ok, duration).unwrap_or(DEFAULT_HEALTH_TIMEOUT);
     let replicas = opt(ctx, &f, "replicas", &mut ok, |ctx, n, p| count(ctx, n, p, 1)).unwrap_or(1);
     let public = opt(ctx, &f, "public", &mut ok, boolean).unwrap_or(false);
     let port = opt(ctx, &f, "port", &mut ok, |ctx, n, p| {
@@ -173,6 +178,7 @@ fn service(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<
         build,
         run,
         health,
+        health_timeout,
         replicas,
         public,
         port,

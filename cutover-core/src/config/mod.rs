@@ -23,6 +23,7 @@ mod values;
 
 use std::path::{Path, PathBuf};
 
+pub use cron::{CivilMinute, CronSchedule};
 pub use error::{ConfigError, ConfigErrors};
 pub use types::*;
 pub use values::format_duration;

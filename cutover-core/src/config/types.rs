@@ -57,6 +57,10 @@ pub struct Service {
     pub run: String,
     /// HTTP path (starting with `/`) that answers 2xx when ready.
     pub health: Option<String>,
+    /// How long a new instance may take to answer `health` with 2xx before
+    /// the rollout fails. Default 60s.
+    #[serde(serialize_with = "ser_duration")]
+    pub health_timeout: Duration,
     /// Default replica count (environments may override or autoscale). At least 1.
     pub replicas: u32,
     /// Served through the router. Default false.

@@ -15,6 +15,17 @@
 //!   are killed, and the process is restarted on the same port after a
 //!   back-off delay (100 ms doubling to 10 s by default, back to 100 ms
 //!   after 30 s of uptime); `restarts` counts the restarts.
+//! - **Health**: when the spec has a `health_path`, a monitor task per
+//!   instance probes it every `health_interval` (2 s by default) while a
+//!   process is alive, so `InstanceStatus::healthy` stays current without
+//!   callers probing. Rejected: a `spawn_health_monitor` method, which
+//!   could be forgotten, started twice, or outlive its instance; the
+//!   monitor here is created by `start` and aborted by `stop` (it lives in
+//!   the instance's table entry), and the docker backend can map the same
+//!   field to a container health check.
+//! - **Tasks**: one-shot commands (hooks, builds, jobs) run through
+//!   [`crate::task`]; `shutdown` cancels the running ones and waits for
+//!   their groups to be gone.
 //! - **Stop**: SIGTERM to the process group, SIGKILL after the grace period
 //!   (default 10 s). A stop also ends supervision.
 //! - **Status**: pid, port, restarts, state from the supervisor; the
@@ -35,23 +46,25 @@ mod supervise;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{RuntimeError, UnhealthyReport};
 use crate::health::{self, ProbeResult};
 use crate::logs::{self, LogLine, LogSink};
 use crate::recover::{self, RecoveryReport};
+use crate::task::{self, TaskLine, TaskOutcome, TaskSpec};
 use crate::types::{
     HealthSettings, InstanceId, InstanceSpec, InstanceStatus, RuntimeConfig, StopOutcome, VersionSource,
 };
 use crate::{Runtime, os};
-use supervise::{Instance, error_chain, spawn_process, supervise};
+use supervise::{Instance, error_chain, monitor_health, spawn_process, supervise};
 
 /// How many log lines an [`UnhealthyReport`] carries.
 const UNHEALTHY_LOG_LINES: usize = 20;
@@ -67,6 +80,10 @@ struct Inner {
     config: Arc<RuntimeConfig>,
     table: Mutex<Table>,
     closed: AtomicBool,
+    /// Cancelled by `shutdown`: ends every running task.
+    tasks_shutdown: CancellationToken,
+    /// Tasks inside `run_task` right now.
+    active_tasks: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +98,34 @@ struct Entry {
     inst: Arc<Instance>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<StopOutcome>,
+    /// The health monitor, when the spec has a `health_path`.
+    monitor: Option<AbortOnDrop>,
+}
+
+/// Aborts a background task when its owner goes.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Counts one task in `run_task` for as long as it lives.
+struct ActiveTask<'a>(&'a AtomicUsize);
+
+impl<'a> ActiveTask<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for ActiveTask<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl ProcessRuntime {
@@ -99,6 +144,8 @@ impl ProcessRuntime {
                 config: Arc::new(config),
                 table: Mutex::new(Table::default()),
                 closed: AtomicBool::new(false),
+                tasks_shutdown: CancellationToken::new(),
+                active_tasks: AtomicUsize::new(0),
             }),
         })
     }
@@ -204,6 +251,11 @@ impl Runtime for ProcessRuntime {
                 path: spec.release_dir,
             });
         }
+        if let Some(path) = &spec.health_path
+            && !health::valid_path(path)
+        {
+            return Err(RuntimeError::BadHealthPath { path: path.clone() });
+        }
         let config = self.inner.config.clone();
         let id = loop {
             let id = InstanceId::generate(&spec.version, spec.replica);
@@ -231,11 +283,22 @@ impl Runtime for ProcessRuntime {
         };
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(supervise(inst.clone(), running, stop_rx));
+        let monitor = inst
+            .spec
+            .health_path
+            .clone()
+            .map(|path| AbortOnDrop(tokio::spawn(monitor_health(inst.clone(), path))));
         let status = snapshot(&inst);
         {
             let mut table = self.table();
             table.reserved.remove(&port);
-            table.entries.insert(id, Entry { inst, stop, task });
+            let entry = Entry {
+                inst,
+                stop,
+                task,
+                monitor,
+            };
+            table.entries.insert(id, entry);
         }
         // A shutdown that ran while we were spawning missed this instance.
         if self.inner.closed.load(Ordering::SeqCst) {
@@ -251,6 +314,7 @@ impl Runtime for ProcessRuntime {
             .entries
             .remove(id)
             .ok_or_else(|| RuntimeError::UnknownInstance { id: id.clone() })?;
+        drop(entry.monitor);
         let _ = entry.stop.send(());
         entry.task.await.map_err(|source| RuntimeError::Supervisor {
             id: id.clone(),
@@ -354,12 +418,30 @@ impl Runtime for ProcessRuntime {
         recover::recover(&config.instances_dir(), config.stop_grace, &ours).await
     }
 
+    async fn run_task(
+        &self,
+        spec: TaskSpec,
+        lines: mpsc::UnboundedSender<TaskLine>,
+        cancel: CancellationToken,
+    ) -> Result<TaskOutcome, RuntimeError> {
+        // Counted before the check, so a concurrent `shutdown` either sees
+        // this task or this task sees `closed`.
+        let _active = ActiveTask::enter(&self.inner.active_tasks);
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(RuntimeError::ShutDown);
+        }
+        let grace = self.inner.config.stop_grace;
+        task::run(spec, lines, cancel, &self.inner.tasks_shutdown, grace).await
+    }
+
     async fn shutdown(&self) -> Result<Vec<StopOutcome>, RuntimeError> {
         self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.tasks_shutdown.cancel();
         let entries: Vec<(InstanceId, Entry)> = self.table().entries.drain().collect();
         // Signal every supervisor first so the instances stop in parallel.
         let mut tasks = Vec::with_capacity(entries.len());
         for (id, entry) in entries {
+            drop(entry.monitor);
             let _ = entry.stop.send(());
             tasks.push((id, entry.task));
         }
@@ -370,6 +452,12 @@ impl Runtime for ProcessRuntime {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(source) => failed = Some(RuntimeError::Supervisor { id, source }),
             }
+        }
+        // Cancelled tasks end within the stop grace (plus the SIGKILL wait).
+        let limit = self.inner.config.stop_grace + Duration::from_secs(10);
+        let until = tokio::time::Instant::now() + limit;
+        while self.inner.active_tasks.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         match failed {
             Some(err) => Err(err),

@@ -8,7 +8,12 @@
 //! race a restart: the task either is waiting for the process (and
 //! terminates it) or is waiting out a back-off delay (and just ends).
 //! Dropping the sender (the runtime itself was dropped) counts as `stop`.
+//!
+//! An instance whose spec has a `health_path` also has a health monitor
+//! task ([`monitor_health`]), owned by the runtime's table entry and aborted
+//! with it.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::RuntimeError;
+use crate::health;
 use crate::logs::{LogSink, LogStream};
 use crate::recover::StateFile;
 use crate::types::{InstanceId, InstanceSpec, InstanceState, RuntimeConfig, StopOutcome};
@@ -177,6 +183,33 @@ pub(crate) async fn spawn_process(inst: &Instance) -> Result<Running, RuntimeErr
         ))
         .await;
     Ok(Running { child, pid, readers })
+}
+
+/// Probes `path` every `health_interval` while the instance has a live
+/// process and records the result as its `healthy` flag. A result is
+/// dropped if the process changed during the probe (a restart resets
+/// `healthy` to `None`; a late answer from the old process must not undo
+/// that). Runs until aborted.
+pub(crate) async fn monitor_health(inst: Arc<Instance>, path: String) {
+    let interval = inst.config.health_interval.max(Duration::from_millis(10));
+    let timeout = interval.min(Duration::from_secs(2));
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, inst.port));
+    loop {
+        tokio::time::sleep(interval).await;
+        let process = {
+            let live = inst.live();
+            match (live.state, live.pid) {
+                (InstanceState::Running, Some(pid)) => (pid, live.started_at),
+                _ => continue,
+            }
+        };
+        let healthy = health::probe(addr, &path, timeout).await.is_healthy();
+        let mut live = inst.live();
+        if live.state == InstanceState::Running && live.pid.map(|pid| (pid, live.started_at)) == Some(process)
+        {
+            live.healthy = Some(healthy);
+        }
+    }
 }
 
 /// Runs until `stop` fires (or its sender is dropped), restarting the

@@ -114,3 +114,39 @@ async fn a_probe_of_a_silent_port_times_out() {
     let r = cutover_runtime::health::probe(addr, "/health", Duration::from_millis(200)).await;
     assert_eq!(r, ProbeResult::Failed("no answer within 200ms".into()));
 }
+
+#[tokio::test]
+async fn a_health_path_keeps_the_healthy_flag_current_in_the_background() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let fx = Fixture::new(Duration::from_secs(5));
+    let with_path = |prefix: &str, replica, path: &str| {
+        let mut spec = fx.spec(run_testapp(prefix), replica);
+        spec.health_path = Some(path.into());
+        spec
+    };
+    let good = fx.rt.start(with_path("", 0, "/health")).await.unwrap();
+    let bad = fx.rt.start(with_path("UNHEALTHY=1", 1, "/health")).await.unwrap();
+    assert_eq!(good.healthy, None);
+    for (s, want) in [(&good, true), (&bad, false)] {
+        eventually(Duration::from_secs(10), "a background probe", || async {
+            (fx.rt.instance(&s.id).await.unwrap().healthy == Some(want)).then_some(())
+        })
+        .await;
+    }
+    // After a crash and restart the flag is reset, then probed again.
+    let old = good.pid.unwrap();
+    kill_process(Pid::from_raw(old as i32).unwrap(), Signal::KILL).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "healthy again after a restart",
+        || async {
+            let s = fx.rt.instance(&good.id).await.unwrap();
+            (s.pid.is_some_and(|p| p != old) && s.restarts == 1 && s.healthy == Some(true)).then_some(())
+        },
+    )
+    .await;
+
+    let err = fx.rt.start(with_path("", 2, "health")).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::BadHealthPath { .. }), "{err}");
+    fx.rt.shutdown().await.unwrap();
+}

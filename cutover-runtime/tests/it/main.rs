@@ -6,3 +6,4 @@ mod support;
 mod health;
 mod lifecycle;
 mod recover;
+mod task;

@@ -35,6 +35,7 @@ impl Fixture {
         std::fs::create_dir_all(release.join("web")).expect("release dir");
         let mut config = RuntimeConfig::new(dir.path().join("state"));
         config.stop_grace = stop_grace;
+        config.health_interval = Duration::from_millis(100);
         config.backoff = BackoffPolicy {
             initial: Duration::from_millis(50),
             max: Duration::from_millis(400),
@@ -54,6 +55,7 @@ impl Fixture {
             run,
             env_vars: vec![("CUTOVER_RUN_ID".into(), "42".into())],
             replica,
+            health_path: None,
         }
     }
 }

@@ -3,7 +3,9 @@
 //! domain rules and never retry.
 
 mod environments;
+mod ops;
 mod params;
+mod runs;
 
 use axum::Json;
 use axum::Router;
@@ -24,6 +26,8 @@ pub fn routes(engine: Engine) -> Router {
         .route("/api/v1/config", get(config))
         .merge(environments::routes())
         .merge(params::routes())
+        .merge(runs::routes())
+        .merge(ops::routes())
         .with_state(engine)
 }
 
@@ -50,5 +54,12 @@ fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
         })?
         .to_str()
         .map_err(|_| ApiError::bad_request("X-Cutover-Actor must be plain ASCII"))?;
-    Ok(Actor::parse(raw)?)
+    let actor = Actor::parse(raw)?;
+    if actor.as_str() == cutover_engine::SYSTEM_ACTOR {
+        return Err(ApiError::bad_request(format!(
+            "the actor name {:?} is reserved for Cutover's own writes; act under your own name (--as NAME)",
+            actor.as_str()
+        )));
+    }
+    Ok(actor)
 }

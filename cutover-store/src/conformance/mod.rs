@@ -10,7 +10,10 @@
 //! close and reopen its store in between, so the backend's test calls it.
 //!
 //! Cases are grouped by subject: `params`, `audit`, `concurrency` (racing
-//! writers) and `persistence` (survives a reopen).
+//! writers), `runs` (queueing, state compare-and-set, stages), `run_logs`
+//! (logs, approvals, refused text), `scheduler` (state, job runs, job logs)
+//! and `persistence` (survives a reopen: [`reopen_write`]/[`reopen_check`]
+//! and [`runs_reopen_write`]/[`runs_reopen_check`]).
 //!
 //! Rejected: one big test (a failure would hide the rest) and per-backend
 //! copies of the tests (they drift; the point is that both pass the same).
@@ -19,10 +22,16 @@ mod audit;
 mod concurrency;
 mod params;
 mod persistence;
+mod run_logs;
+mod runs;
+mod scheduler;
+mod stages;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::{NewAuditEntry, ParamKey, ParamVersion};
+use cutover_core::RunKind;
+
+use crate::{NewAuditEntry, NewRun, ParamKey, ParamVersion};
 
 pub use audit::{audit_append_and_list, audit_paging};
 pub use concurrency::{
@@ -33,7 +42,22 @@ pub use params::{
     history_is_newest_first, list_by_path_prefix, list_rejects_invalid_prefix, nul_characters_are_refused,
     put_then_get, values_round_trip_verbatim, versions_are_numbered_per_key,
 };
-pub use persistence::{reopen_check, reopen_write};
+pub use persistence::{reopen_check, reopen_write, runs_reopen_check, runs_reopen_write};
+pub use run_logs::{
+    approvals_are_recorded_in_order, concurrent_log_appends_are_gapless,
+    log_read_filters_by_stage_and_after_seq, run_text_with_nul_is_refused,
+};
+pub use runs::{
+    concurrent_transitions_one_winner, enqueue_supersedes_only_queued_runs_of_the_same_env,
+    illegal_transitions_conflict_and_write_nothing, legal_transitions_write_the_update,
+    new_run_has_thirteen_pending_stages_in_order, run_list_pages_newest_first,
+    run_update_writes_fields_but_not_on_ended_runs, runs_unfinished_lists_queued_and_active_oldest_first,
+};
+pub use scheduler::{
+    job_history_reset_deletes_runs_and_logs, job_log_append_and_read, job_runs_start_finish_and_list,
+    job_runs_unfinished_oldest_first, scheduler_state_upsert,
+};
+pub use stages::{stage_update_sets_times_and_current_stage, stages_mark_not_run_touches_only_pending};
 
 /// Generates one `#[tokio::test]` per conformance case. `$fresh` is the path
 /// of an `async fn() -> (Arc<dyn Store>, G)` giving a fresh, empty store and a
@@ -46,8 +70,16 @@ macro_rules! conformance_tests {
             ref: put_then_get, versions_are_numbered_per_key, history_is_newest_first, list_by_path_prefix,
                  list_rejects_invalid_prefix, cas_success, cas_mismatch_names_current_and_writes_nothing,
                  cas_zero_on_existing_key, values_round_trip_verbatim, nul_characters_are_refused,
-                 audit_append_and_list, audit_paging;
-            arc: concurrent_cas_writers_one_winner_per_version, concurrent_writers_without_cas_lose_nothing);
+                 audit_append_and_list, audit_paging,
+                 new_run_has_thirteen_pending_stages_in_order, enqueue_supersedes_only_queued_runs_of_the_same_env,
+                 run_list_pages_newest_first, legal_transitions_write_the_update, run_update_writes_fields_but_not_on_ended_runs,
+                 illegal_transitions_conflict_and_write_nothing, stage_update_sets_times_and_current_stage,
+                 stages_mark_not_run_touches_only_pending, runs_unfinished_lists_queued_and_active_oldest_first,
+                 log_read_filters_by_stage_and_after_seq, approvals_are_recorded_in_order,
+                 run_text_with_nul_is_refused, scheduler_state_upsert, job_runs_start_finish_and_list,
+                 job_runs_unfinished_oldest_first, job_log_append_and_read, job_history_reset_deletes_runs_and_logs;
+            arc: concurrent_cas_writers_one_winner_per_version, concurrent_writers_without_cas_lose_nothing,
+                 concurrent_transitions_one_winner, concurrent_log_appends_are_gapless);
     };
     (@cases $fresh:path; ref: $($r:ident),*; arc: $($a:ident),*) => {
         $(
@@ -91,4 +123,15 @@ fn audit(actor: &str, action: &str, target: &str, detail: serde_json::Value) -> 
 
 fn keys_of(list: &[ParamVersion]) -> Vec<&str> {
     list.iter().map(|p| p.key.as_str()).collect()
+}
+
+/// A run request by alice with no target version and no reason.
+fn new_run(env: &str, kind: RunKind) -> NewRun {
+    NewRun {
+        env: env.into(),
+        kind,
+        requested_by: "alice".into(),
+        target_version: None,
+        reason: None,
+    }
 }

@@ -66,6 +66,102 @@ async fn data_survives_close_and_reopen() {
 }
 
 #[tokio::test]
+async fn a_run_caught_mid_way_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    conformance::runs_reopen_write(&store).await;
+    store.close().await;
+    drop(store);
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    conformance::runs_reopen_check(&store).await;
+    store.close().await;
+}
+
+/// A database created by a Cutover that knew only 0001 is upgraded in place.
+#[tokio::test]
+async fn a_schema_1_database_is_upgraded_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteConnectOptions::new()
+        .filename(dir.path().join(SqliteStore::FILE_NAME))
+        .create_if_missing(true);
+    let pool = SqlitePool::connect_with(options).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, \
+         applied_at_ms BIGINT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let first = &migrate::SQLITE[0];
+    sqlx::raw_sql(first.sql).execute(&pool).await.unwrap();
+    sqlx::query("INSERT INTO schema_migrations (version, name, checksum, applied_at_ms) VALUES (1, ?, ?, 0)")
+        .bind(first.name)
+        .bind(first.checksum())
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO param_versions (key, version, value, actor, at_ms) VALUES ('/old-prod/x', 1, 'v', 'a', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let key = cutover_store::ParamKey::parse("/old-prod/x").unwrap();
+    assert_eq!(store.param_get(&key).await.unwrap().unwrap().value, "v");
+    let (run, _) = store.run_enqueue(run_request("old-prod")).await.unwrap();
+    assert_eq!(run.stages.len(), 13);
+    store.close().await;
+}
+
+fn run_request(env: &str) -> cutover_store::NewRun {
+    cutover_store::NewRun {
+        env: env.into(),
+        kind: cutover_core::RunKind::Normal,
+        requested_by: "alice".into(),
+        target_version: None,
+        reason: None,
+    }
+}
+
+/// Log seqs stay gapless when two stores (two processes) append to one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_seqs_are_gapless_across_two_stores_on_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let (run, _) = a.run_enqueue(run_request("two-procs")).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for j in 0..10 {
+                    let line = format!("{i}-{j}");
+                    seqs.push(
+                        store
+                            .log_append(run.id, cutover_core::Stage::Build, &line)
+                            .await
+                            .unwrap()
+                            .seq,
+                    );
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=80).collect::<Vec<i64>>());
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
 async fn open_creates_the_data_dir_and_a_wal_database_in_it() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("nested/data/dir");

@@ -3,7 +3,9 @@
 
 mod config;
 mod env;
+mod ops;
 mod param;
+mod runs;
 mod serve;
 
 use std::process::ExitCode;
@@ -22,6 +24,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => config::run(cmd, out),
         Command::Env(cmd) => env::run(&client()?, cmd, out).await,
         Command::Param(cmd) => param::run(&client()?, cmd, out).await,
+        Command::Status { env } => ops::status(&client()?, &env, out).await,
+        Command::Service(cmd) => ops::service(&client()?, cmd, out).await,
+        Command::Scheduler(cmd) => ops::scheduler(&client()?, cmd, out).await,
+        Command::Audit { limit } => ops::audit(&client()?, limit, out).await,
+        cmd @ (Command::Release(_)
+        | Command::Runs { .. }
+        | Command::Run { .. }
+        | Command::Logs { .. }
+        | Command::Cancel { .. }
+        | Command::Approve { .. }
+        | Command::Reject { .. }
+        | Command::Rollback { .. }
+        | Command::Promote { .. }) => runs::run(&client()?, cmd, out).await,
         Command::Versions(args) => {
             let path = format!(
                 "/api/v1/environments/{}/versions?limit={}",

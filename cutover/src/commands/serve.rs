@@ -13,6 +13,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config: args.config,
         data_dir: args.data_dir,
         listen: args.listen,
+        router_listen: args.router_listen,
     })
     .await
     {
@@ -28,6 +29,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let addr = app.local_addr().context("reading the listening address")?;
     // Tests and scripts read this line to learn the port when --listen used port 0.
+    let router = app.router_addr().context("reading the router address")?;
+    println!("cutover: router on http://{router}");
     println!("cutover: listening on http://{addr}");
     std::io::stdout().flush().ok();
     app.run_until_stopped().await.context("serving HTTP")?;

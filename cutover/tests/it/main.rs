@@ -6,4 +6,5 @@ mod support;
 
 mod cli_config;
 mod cli_params;
+pub(crate) mod example_shop;
 mod server_lifecycle;

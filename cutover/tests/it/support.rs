@@ -101,17 +101,34 @@ impl Fixture {
 
 pub struct Server {
     pub child: Child,
+    /// The API, e.g. http://127.0.0.1:41234
     pub url: String,
+    /// The router's port on 127.0.0.1.
+    pub router_port: u16,
 }
 
 impl Server {
     pub fn start(config: &Path, data_dir: &Path) -> Server {
+        Server::start_with(config, data_dir, &[])
+    }
+
+    /// Starts `cutover serve` on free ports with extra environment variables
+    /// (inherited by instances and hooks).
+    pub fn start_with(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--router-listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
             .arg(config)
             .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -119,16 +136,24 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut router = 0u16;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("cutover: router on http://") {
+                    router = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                }
                 if let Some(url) = line.strip_prefix("cutover: listening on ") {
-                    let _ = tx.send(url.to_owned());
+                    let _ = tx.send((url.to_owned(), router));
                 }
             }
         });
-        let url = rx
+        let (url, router_port) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("server prints its address");
-        Server { child, url }
+        Server {
+            child,
+            url,
+            router_port,
+        }
     }
 
     /// Runs the CLI against this server as `actor`.

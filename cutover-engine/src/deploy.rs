@@ -1,0 +1,590 @@
+//! Deploy services: start the new version's instances, wait for health,
+//! switch the router atomically, drain, and keep the previous release warm.
+//!
+//! Blue-green (default): every new instance of every service is started and
+//! healthy before any route moves; then all public routes are switched back
+//! to back, the old generations drained (bounded), the old non-public
+//! instances stopped and the old public instances kept warm, receiving no
+//! traffic, for a sub-second fast rollback. A new version that fails its
+//! health check never receives traffic: its instances are stopped and the
+//! old version keeps serving. Rolling replaces one instance at a time; while
+//! it runs the route's `X-Cutover-Version` names both versions (`old+new`),
+//! because both really answer.
+//!
+//! What serves is kept in memory (`EnvServices`) and rebuilt at start by
+//! `reconcile_env` from `last_deployed_version`; what *really* runs is always
+//! read from the runtime (`status`). Rejected: persisting instance ids, which
+//! die with the server anyway (the runtime cleans leftovers up at start).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use cutover_core::config::Strategy;
+use cutover_core::{EnvName, ServiceName, Version};
+use cutover_router::{Backend, RouteKey};
+use cutover_runtime::{HealthSettings, InstanceId, InstanceSpec};
+use tokio_util::sync::CancellationToken;
+
+use crate::Engine;
+use crate::pipeline::executor::StageError;
+use crate::pipeline::logs::StageLog;
+
+/// How long in-flight requests of a switched-out generation may finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The instances of one service at one version.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceSet {
+    pub version: Version,
+    pub instances: Vec<(InstanceId, SocketAddr)>,
+}
+
+/// What serves an environment, and what is kept warm.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EnvServices {
+    pub version: Option<Version>,
+    pub current: BTreeMap<ServiceName, ServiceSet>,
+    /// The previous release's public instances: running, no traffic.
+    pub warm_version: Option<Version>,
+    pub warm: BTreeMap<ServiceName, ServiceSet>,
+}
+
+/// What a run changed, so a failure can put it back.
+#[derive(Debug)]
+pub(crate) struct Rollout {
+    before: EnvServices,
+    started: Vec<InstanceId>,
+    switched: bool,
+}
+
+impl Engine {
+    pub(crate) fn env_services(&self, env: &EnvName) -> EnvServices {
+        self.deployments()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(env)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn set_env_services(&self, env: &EnvName, services: EnvServices) {
+        self.deployments()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(env.clone(), services);
+    }
+
+    /// The version whose instances receive traffic now, if any.
+    pub fn serving_version(&self, env: &EnvName) -> Option<Version> {
+        self.env_services(env).version
+    }
+
+    /// The previous release, still running without traffic, if any.
+    pub fn warm_previous(&self, env: &EnvName) -> Option<Version> {
+        let s = self.env_services(env);
+        s.warm_version.filter(|_| !s.warm.is_empty())
+    }
+
+    pub(crate) fn route(&self, env: &EnvName, service: &ServiceName) -> Result<RouteKey, StageError> {
+        RouteKey::new(self.config().app.as_str(), env.as_str(), service.as_str())
+            .map_err(|e| StageError::Failed(e.to_string()))
+    }
+
+    fn health_settings(deadline: Duration) -> HealthSettings {
+        HealthSettings {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(2),
+            deadline,
+        }
+    }
+
+    /// Starts `replicas` instances of one service at `version` and waits until
+    /// every one is healthy. Started ids are pushed to `started` as they come,
+    /// so a failure half-way can stop them.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_healthy(
+        &self,
+        env: &EnvName,
+        service: &ServiceName,
+        version: &Version,
+        release_dir: &Path,
+        env_vars: &[(String, String)],
+        replicas: std::ops::Range<u32>,
+        started: &mut Vec<InstanceId>,
+        log: &StageLog,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<(InstanceId, SocketAddr)>, StageError> {
+        let svc = &self.config().services[service];
+        let mut out = Vec::new();
+        for replica in replicas.clone() {
+            let spec = InstanceSpec {
+                app: self.config().app.clone(),
+                env: env.clone(),
+                service: service.clone(),
+                version: version.clone(),
+                release_dir: release_dir.to_owned(),
+                run: svc.run.clone(),
+                env_vars: env_vars.to_vec(),
+                replica,
+                health_path: svc.health.clone(),
+            };
+            let status = self
+                .runtime()
+                .start(spec)
+                .await
+                .map_err(|e| StageError::Failed(e.to_string()))?;
+            started.push(status.id.clone());
+            log.line(format!(
+                "{service} r{replica}: started {} on {}",
+                status.id.as_str(),
+                status.addr
+            ))
+            .await;
+            out.push((status.id, status.addr));
+        }
+        for (id, addr) in &out {
+            match &svc.health {
+                Some(path) => {
+                    let settings = Self::health_settings(svc.health_timeout);
+                    let wait = self.runtime().wait_healthy(id, path, &settings);
+                    tokio::select! {
+                        r = wait => r.map_err(|e| StageError::Failed(format!("{service} is not healthy: {e}")))?,
+                        () = cancel.cancelled() => return Err(StageError::Cancelled),
+                    }
+                    log.line(format!("{service} {}: healthy at {addr}{path}", id.as_str()))
+                        .await;
+                }
+                None => {
+                    // No health path: alive after a short grace is the best we can know.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let st = self
+                        .runtime()
+                        .instance(id)
+                        .await
+                        .map_err(|e| StageError::Failed(e.to_string()))?;
+                    if st.pid.is_none() {
+                        return Err(StageError::Failed(format!(
+                            "{service} {} exited right after starting ({}); add a `health` path to check readiness",
+                            id.as_str(),
+                            st.last_exit.unwrap_or_default()
+                        )));
+                    }
+                    log.line(format!(
+                        "{service} {}: running (no health path configured)",
+                        id.as_str()
+                    ))
+                    .await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rolls every service out to `version`. `slot` receives the undo record
+    /// before anything changes.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn roll_out(
+        &self,
+        env: &EnvName,
+        version: &Version,
+        release_dir: &Path,
+        env_vars: Vec<(String, String)>,
+        log: &StageLog,
+        cancel: &CancellationToken,
+        slot: &mut Option<Rollout>,
+    ) -> Result<String, StageError> {
+        let before = self.env_services(env);
+        *slot = Some(Rollout {
+            before: before.clone(),
+            started: Vec::new(),
+            switched: false,
+        });
+        let strategy = self.config().environments[env].strategy;
+        let mut started = Vec::new();
+        let result = match strategy {
+            Strategy::BlueGreen => {
+                self.blue_green(
+                    env,
+                    version,
+                    release_dir,
+                    &env_vars,
+                    log,
+                    cancel,
+                    &before,
+                    &mut started,
+                    slot,
+                )
+                .await
+            }
+            Strategy::Rolling => {
+                self.rolling(
+                    env,
+                    version,
+                    release_dir,
+                    &env_vars,
+                    log,
+                    cancel,
+                    &before,
+                    &mut started,
+                    slot,
+                )
+                .await
+            }
+        };
+        if let Some(r) = slot.as_mut() {
+            r.started = started;
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn blue_green(
+        &self,
+        env: &EnvName,
+        version: &Version,
+        release_dir: &Path,
+        env_vars: &[(String, String)],
+        log: &StageLog,
+        cancel: &CancellationToken,
+        before: &EnvServices,
+        started: &mut Vec<InstanceId>,
+        slot: &mut Option<Rollout>,
+    ) -> Result<String, StageError> {
+        let env_cfg = &self.config().environments[env];
+        let mut next = BTreeMap::new();
+        for (name, svc) in &self.config().services {
+            let n = env_cfg.replicas_of(name, svc);
+            let set = self
+                .start_healthy(
+                    env,
+                    name,
+                    version,
+                    release_dir,
+                    env_vars,
+                    0..n,
+                    started,
+                    log,
+                    cancel,
+                )
+                .await?;
+            next.insert(
+                name.clone(),
+                ServiceSet {
+                    version: version.clone(),
+                    instances: set,
+                },
+            );
+        }
+        // Everything is healthy: switch every public route, back to back.
+        let mut old_generations = Vec::new();
+        for (name, set) in &next {
+            if !self.config().services[name].public {
+                continue;
+            }
+            let route = self.route(env, name)?;
+            let addrs = set.instances.iter().map(|(_, a)| *a).collect();
+            if let Some(old) = self
+                .router()
+                .switch(&route, Backend::new(version.to_string(), addrs))
+            {
+                old_generations.push((name.clone(), old));
+            }
+        }
+        if let Some(r) = slot.as_mut() {
+            r.switched = true;
+        }
+        log.line(format!(
+            "traffic switched to {} on every public service",
+            version.short()
+        ))
+        .await;
+        for (name, generation) in old_generations {
+            let left = generation.drain(DRAIN_TIMEOUT).await;
+            if left > 0 {
+                log.line(format!(
+                    "{name}: {left} requests of the old version still running after {DRAIN_TIMEOUT:?}"
+                ))
+                .await;
+            }
+        }
+        // Old public instances become warm; everything older and every old
+        // non-public instance is stopped (workers must not run old code).
+        let mut warm = BTreeMap::new();
+        for (name, set) in &before.current {
+            if self.config().services.get(name).is_some_and(|s| s.public) && set.version != *version {
+                warm.insert(name.clone(), set.clone());
+            } else {
+                self.stop_set(set, log).await;
+            }
+        }
+        for set in before.warm.values() {
+            self.stop_set(set, log).await;
+        }
+        let warm_version = if warm.is_empty() {
+            None
+        } else {
+            before.version.clone()
+        };
+        if let Some(w) = &warm_version {
+            log.line(format!(
+                "previous release {} kept warm for `cutover rollback --fast`",
+                w.short()
+            ))
+            .await;
+        }
+        self.set_env_services(
+            env,
+            EnvServices {
+                version: Some(version.clone()),
+                current: next,
+                warm_version,
+                warm,
+            },
+        );
+        Ok(format!("blue-green to {}", version.short()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn rolling(
+        &self,
+        env: &EnvName,
+        version: &Version,
+        release_dir: &Path,
+        env_vars: &[(String, String)],
+        log: &StageLog,
+        cancel: &CancellationToken,
+        before: &EnvServices,
+        started: &mut Vec<InstanceId>,
+        slot: &mut Option<Rollout>,
+    ) -> Result<String, StageError> {
+        let env_cfg = &self.config().environments[env];
+        let mut next = BTreeMap::new();
+        for (name, svc) in &self.config().services {
+            let n = env_cfg.replicas_of(name, svc);
+            let old: Vec<(InstanceId, SocketAddr)> = before
+                .current
+                .get(name)
+                .map(|s| s.instances.clone())
+                .unwrap_or_default();
+            let old_version = before.current.get(name).map(|s| s.version.clone());
+            let mut new_set = Vec::new();
+            for replica in 0..n {
+                let one = self
+                    .start_healthy(
+                        env,
+                        name,
+                        version,
+                        release_dir,
+                        env_vars,
+                        replica..replica + 1,
+                        started,
+                        log,
+                        cancel,
+                    )
+                    .await?;
+                new_set.extend(one);
+                let remaining: Vec<_> = old.iter().skip(new_set.len()).cloned().collect();
+                if svc.public {
+                    let route = self.route(env, name)?;
+                    let label = match (&old_version, remaining.is_empty()) {
+                        (Some(o), false) if o != version => format!("{o}+{version}"),
+                        _ => version.to_string(),
+                    };
+                    let addrs = new_set.iter().chain(remaining.iter()).map(|(_, a)| *a).collect();
+                    if let Some(old_gen) = self.router().switch(&route, Backend::new(label, addrs)) {
+                        if let Some(r) = slot.as_mut() {
+                            r.switched = true;
+                        }
+                        old_gen.drain(DRAIN_TIMEOUT).await;
+                    }
+                }
+                if let Some((id, _)) = old.get(replica as usize) {
+                    let _ = self.runtime().stop(id).await;
+                    log.line(format!("{name}: replaced old instance {}", id.as_str()))
+                        .await;
+                }
+            }
+            for (id, _) in old.iter().skip(n as usize) {
+                let _ = self.runtime().stop(id).await;
+            }
+            next.insert(
+                name.clone(),
+                ServiceSet {
+                    version: version.clone(),
+                    instances: new_set,
+                },
+            );
+        }
+        for set in before.warm.values() {
+            self.stop_set(set, log).await;
+        }
+        self.set_env_services(
+            env,
+            EnvServices {
+                version: Some(version.clone()),
+                current: next,
+                ..Default::default()
+            },
+        );
+        Ok(format!("rolling to {}", version.short()))
+    }
+
+    async fn stop_set(&self, set: &ServiceSet, log: &StageLog) {
+        for (id, _) in &set.instances {
+            if let Err(e) = self.runtime().stop(id).await {
+                log.line(format!("could not stop {}: {e}", id.as_str())).await;
+            }
+        }
+    }
+
+    /// Undoes a rollout: routes back to what served before, instances this
+    /// run started stopped, the remembered state restored.
+    pub(crate) async fn undo_rollout(&self, env: &EnvName, rollout: Rollout, log: &StageLog) {
+        if rollout.switched {
+            for (name, svc) in &self.config().services {
+                if !svc.public {
+                    continue;
+                }
+                let Ok(route) = self.route(env, name) else {
+                    continue;
+                };
+                match rollout.before.current.get(name) {
+                    Some(set) => {
+                        let addrs = set.instances.iter().map(|(_, a)| *a).collect();
+                        self.router()
+                            .switch(&route, Backend::new(set.version.to_string(), addrs));
+                    }
+                    None => {
+                        self.router().remove(&route);
+                    }
+                }
+            }
+            log.line("traffic switched back to the previous version").await;
+        }
+        for id in &rollout.started {
+            let _ = self.runtime().stop(id).await;
+        }
+        if !rollout.started.is_empty() {
+            log.line(format!(
+                "stopped {} instances of the new version",
+                rollout.started.len()
+            ))
+            .await;
+        }
+        // Old non-public instances were stopped at the switch (workers must
+        // not run two versions); bring them back at the old version.
+        let mut before = rollout.before;
+        if let Some(version) = before.version.clone() {
+            let vars = self.instance_env_for(env, &version).await;
+            let dir = self.release_dir(&version);
+            for (name, set) in before.current.iter_mut() {
+                let mut alive = true;
+                for (id, _) in &set.instances {
+                    alive &= self.runtime().instance(id).await.is_ok();
+                }
+                if alive {
+                    continue;
+                }
+                let n = set.instances.len() as u32;
+                let mut started = Vec::new();
+                let cancel = CancellationToken::new();
+                match self
+                    .start_healthy(env, name, &version, &dir, &vars, 0..n, &mut started, log, &cancel)
+                    .await
+                {
+                    Ok(instances) => set.instances = instances,
+                    Err(e) => {
+                        log.line(format!("could not restart {name} at {}: {e:?}", version.short()))
+                            .await
+                    }
+                }
+            }
+        }
+        self.set_env_services(env, before);
+    }
+
+    /// Fast rollback: switch public routes to the warm release, restart the
+    /// non-public services at that version, keep the current one warm.
+    pub(crate) async fn switch_to_warm(
+        &self,
+        env: &EnvName,
+        version: &Version,
+        log: &StageLog,
+    ) -> Result<Rollout, StageError> {
+        let before = self.env_services(env);
+        if before.warm_version.as_ref() != Some(version) || before.warm.is_empty() {
+            return Err(StageError::Failed(format!(
+                "{} is no longer warm; run a full rollback: cutover rollback {env} --to {version}",
+                version.short()
+            )));
+        }
+        let t0 = std::time::Instant::now();
+        let mut started = Vec::new();
+        let mut current = before.warm.clone();
+        let dir = self.release_dir(version);
+        for (name, svc) in &self.config().services {
+            if svc.public {
+                continue;
+            }
+            let n = self.config().environments[env].replicas_of(name, svc);
+            let vars = self.instance_env_for(env, version).await;
+            let set = self
+                .start_healthy(
+                    env,
+                    name,
+                    version,
+                    &dir,
+                    &vars,
+                    0..n,
+                    &mut started,
+                    log,
+                    &CancellationToken::new(),
+                )
+                .await?;
+            current.insert(
+                name.clone(),
+                ServiceSet {
+                    version: version.clone(),
+                    instances: set,
+                },
+            );
+        }
+        for (name, set) in &before.warm {
+            let route = self.route(env, name)?;
+            let addrs = set.instances.iter().map(|(_, a)| *a).collect();
+            self.router()
+                .switch(&route, Backend::new(version.to_string(), addrs));
+        }
+        log.line(format!(
+            "traffic switched to {} in {} ms",
+            version.short(),
+            t0.elapsed().as_millis()
+        ))
+        .await;
+        let mut warm = BTreeMap::new();
+        for (name, set) in &before.current {
+            if self.config().services[name].public {
+                warm.insert(name.clone(), set.clone());
+            } else {
+                self.stop_set(set, log).await;
+            }
+        }
+        let rollout = Rollout {
+            before: before.clone(),
+            started,
+            switched: true,
+        };
+        self.set_env_services(
+            env,
+            EnvServices {
+                version: Some(version.clone()),
+                current,
+                warm_version: before.version.clone(),
+                warm,
+            },
+        );
+        Ok(rollout)
+    }
+}

@@ -1,0 +1,425 @@
+//! Pipeline runs: what people ask for (release, cancel, approve, reject,
+//! rollback, promote) and how runs are found and read.
+//!
+//! A request only records a queued run and wakes the environment's worker
+//! (`executor`); the worker runs one run at a time per environment through
+//! the 13 stages (`stages`). Everything a request checks is checked before
+//! anything is written, so a refused request changes nothing.
+
+pub(crate) mod executor;
+mod hooks;
+pub mod logs;
+mod stages;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cutover_core::config::Tier;
+use cutover_core::{Actor, EnvName, RunKind, RunState, Version};
+use cutover_store::{ApprovalRecord, Decision, NewRun, RunLogLine, RunRecord, RunUpdate};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub use executor::Executor;
+pub use logs::{LogEvent, LogHub};
+
+use crate::{Engine, EngineError, WellKnownKey};
+
+/// The actor the engine itself writes as (pipeline-owned keys, scheduler).
+pub const SYSTEM_ACTOR: &str = "cutover";
+
+/// Live handles of a run that is executing: how to cancel it and how to hand
+/// it an approval decision.
+pub(crate) struct RunControl {
+    pub cancel: CancellationToken,
+    pub decisions: mpsc::UnboundedSender<ApprovalRecord>,
+}
+
+/// State shared by request handlers and workers.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub wakeups: Mutex<HashMap<EnvName, Arc<Notify>>>,
+    pub controls: Mutex<HashMap<i64, RunControl>>,
+    pub logs: LogHub,
+}
+
+impl Shared {
+    pub fn wakeup(&self, env: &EnvName) -> Arc<Notify> {
+        self.wakeups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(env.clone())
+            .or_default()
+            .clone()
+    }
+}
+
+/// A release request as the API receives it.
+#[derive(Debug, Clone)]
+pub struct ReleaseRequest {
+    pub env: String,
+    /// Sets desired_version first (any ref form); None deploys the current desired_version.
+    pub version: Option<String>,
+    pub destructive: bool,
+    /// The destructive pipeline needs an explicit confirmation.
+    pub confirmed: bool,
+    pub actor: Actor,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    #[serde(flatten)]
+    pub run: RunRecord,
+    pub approvals: Vec<ApprovalRecord>,
+}
+
+impl Engine {
+    /// Queues a run of the normal or destructive pipeline.
+    pub async fn release(&self, req: ReleaseRequest) -> Result<RunRecord, EngineError> {
+        let env = self.env_name(&req.env)?;
+        let tier = self.config().environments[&env].tier;
+        let kind = if req.destructive {
+            if matches!(tier, Tier::Prod | Tier::ProdLike) {
+                return Err(EngineError::Refused(format!(
+                    "the destructive pipeline resets data and is refused on {env} (tier {tier}, a production tier); \
+                     run the normal pipeline instead: cutover release {env}"
+                )));
+            }
+            if !req.confirmed {
+                return Err(EngineError::Refused(format!(
+                    "the destructive pipeline resets {env}'s data (database cleanup, demo data, scheduler reset); \
+                     confirm with --yes"
+                )));
+            }
+            RunKind::Destructive
+        } else {
+            RunKind::Normal
+        };
+        if let Some(v) = &req.version {
+            let key = self.key(&env, WellKnownKey::DesiredVersion);
+            self.param_put(key.as_str(), v, &req.actor, None).await?;
+        }
+        self.enqueue(&env, kind, &req.actor, None, None).await
+    }
+
+    pub(crate) async fn enqueue(
+        &self,
+        env: &EnvName,
+        kind: RunKind,
+        actor: &Actor,
+        target: Option<&Version>,
+        reason: Option<String>,
+    ) -> Result<RunRecord, EngineError> {
+        let (run, superseded) = self
+            .store()
+            .run_enqueue(NewRun {
+                env: env.to_string(),
+                kind,
+                requested_by: actor.to_string(),
+                target_version: target.map(|v| v.to_string()),
+                reason: reason.clone(),
+            })
+            .await?;
+        self.audit(
+            actor,
+            "run.request",
+            &format!("run/{}", run.id),
+            json!({ "env": env, "kind": kind, "target": target, "reason": reason, "superseded": superseded }),
+        )
+        .await;
+        for id in &superseded {
+            self.shared().logs.end(*id);
+        }
+        self.shared().wakeup(env).notify_one();
+        Ok(run)
+    }
+
+    pub async fn run(&self, id: i64) -> Result<RunView, EngineError> {
+        let run = self
+            .store()
+            .run_get(id)
+            .await?
+            .ok_or(EngineError::RunNotFound { id })?;
+        let approvals = self.store().approvals(id).await?;
+        Ok(RunView { run, approvals })
+    }
+
+    pub async fn runs(&self, env: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, EngineError> {
+        let env = match env {
+            Some(e) => Some(self.env_name(e)?),
+            None => None,
+        };
+        Ok(self
+            .store()
+            .run_list(env.as_ref().map(EnvName::as_str), limit.clamp(1, 500), None)
+            .await?)
+    }
+
+    /// Persisted lines after `after_seq` (optionally one stage's).
+    pub async fn run_logs(
+        &self,
+        id: i64,
+        stage: Option<&str>,
+        after_seq: i64,
+    ) -> Result<Vec<RunLogLine>, EngineError> {
+        let stage = stage
+            .map(cutover_core::Stage::parse)
+            .transpose()
+            .map_err(EngineError::Refused)?;
+        self.run(id).await?;
+        Ok(self.store().log_read(id, stage, after_seq, 10_000).await?)
+    }
+
+    /// Subscribes to a run's live log. Subscribe first, then read what is
+    /// persisted, then skip live lines with a seq already seen.
+    pub fn follow_run(&self, id: i64) -> tokio::sync::broadcast::Receiver<LogEvent> {
+        self.shared().logs.subscribe(id)
+    }
+
+    /// Cancels a queued or active run. The executor stops it at the next
+    /// safe point and restores the serving version.
+    pub async fn cancel(&self, id: i64, actor: &Actor) -> Result<RunRecord, EngineError> {
+        let run = self
+            .store()
+            .run_get(id)
+            .await?
+            .ok_or(EngineError::RunNotFound { id })?;
+        if run.state.is_terminal() {
+            return Err(EngineError::Refused(format!(
+                "run {id} already ended ({}); nothing to cancel",
+                run.state
+            )));
+        }
+        let now = crate::now_ms();
+        if run.state == RunState::Queued {
+            let update = RunUpdate {
+                ended_at_ms: Some(now),
+                error: Some(format!("cancelled by {actor} while queued")),
+                ..RunUpdate::default()
+            };
+            match self
+                .store()
+                .run_transition(id, &[RunState::Queued], RunState::Cancelled, update)
+                .await
+            {
+                Ok(run) => {
+                    self.store().stages_mark_not_run(id).await?;
+                    self.audit(actor, "run.cancel", &format!("run/{id}"), json!({}))
+                        .await;
+                    self.shared().logs.end(id);
+                    return Ok(run);
+                }
+                // It started meanwhile: cancel it as an active run below.
+                Err(cutover_store::StoreError::RunStateConflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let token = {
+            let controls = self.shared().controls.lock().unwrap_or_else(|e| e.into_inner());
+            controls.get(&id).map(|c| c.cancel.clone())
+        };
+        match token {
+            Some(t) => {
+                t.cancel();
+                self.audit(actor, "run.cancel", &format!("run/{id}"), json!({}))
+                    .await;
+                let run = self
+                    .store()
+                    .run_get(id)
+                    .await?
+                    .ok_or(EngineError::RunNotFound { id })?;
+                Ok(run)
+            }
+            None => Err(EngineError::Refused(format!(
+                "run {id} is {} but not executing here; try again",
+                run.state
+            ))),
+        }
+    }
+
+    /// Approves or rejects a run waiting in the Approval stage.
+    pub async fn decide(
+        &self,
+        id: i64,
+        actor: &Actor,
+        decision: Decision,
+        comment: Option<String>,
+    ) -> Result<RunView, EngineError> {
+        let comment = comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+        if decision == Decision::Reject && comment.is_none() {
+            return Err(EngineError::Refused(
+                "a rejection needs a reason: add --comment \"why\" so the requester knows what to fix"
+                    .to_owned(),
+            ));
+        }
+        let run = self
+            .store()
+            .run_get(id)
+            .await?
+            .ok_or(EngineError::RunNotFound { id })?;
+        if run.state != RunState::AwaitingApproval {
+            return Err(EngineError::Refused(format!(
+                "run {id} is not waiting for approval (it is {}){}",
+                run.state,
+                if run.state.is_terminal() {
+                    ""
+                } else {
+                    "; approve it when its Approval stage is reached"
+                }
+            )));
+        }
+        let env = self.env_name(&run.env)?;
+        let tier = self.config().environments[&env].tier;
+        if tier.is_production() && run.requested_by == actor.as_str() {
+            return Err(EngineError::Refused(format!(
+                "{actor} started run {id} on {env} (a production environment) and so cannot also approve or reject it: \
+                 four-eyes rule; ask another approver"
+            )));
+        }
+        // Claim the decision: only one approve/reject wins the state change.
+        self.store()
+            .run_transition(
+                id,
+                &[RunState::AwaitingApproval],
+                RunState::Running,
+                RunUpdate::default(),
+            )
+            .await
+            .map_err(|e| match e {
+                cutover_store::StoreError::RunStateConflict { current, .. } => EngineError::Refused(format!(
+                    "run {id} is not waiting for approval any more (it is {current})"
+                )),
+                other => other.into(),
+            })?;
+        let record = self
+            .store()
+            .approval_add(id, actor.as_str(), decision, comment.as_deref())
+            .await?;
+        let action = if decision == Decision::Approve {
+            "run.approve"
+        } else {
+            "run.reject"
+        };
+        self.audit(actor, action, &format!("run/{id}"), json!({ "comment": comment }))
+            .await;
+        let sender = {
+            let controls = self.shared().controls.lock().unwrap_or_else(|e| e.into_inner());
+            controls.get(&id).map(|c| c.decisions.clone())
+        };
+        if let Some(s) = sender {
+            let _ = s.send(record);
+        }
+        self.run(id).await
+    }
+
+    /// Rolls back by deploying an older version through the normal pipeline
+    /// (`to`: default the version deployed before the current one).
+    pub async fn rollback(
+        &self,
+        env: &str,
+        to: Option<&str>,
+        actor: &Actor,
+    ) -> Result<RunRecord, EngineError> {
+        let env = self.env_name(env)?;
+        let current = self.well_known(&env, WellKnownKey::LastDeployedVersion).await?;
+        let target = match to {
+            Some(r) => {
+                let r = r.to_owned();
+                self.with_repo(move |repo| {
+                    repo.resolve(&r).map_err(|source| EngineError::Resolve {
+                        key: "rollback --to".into(),
+                        reference: r.clone(),
+                        source: Box::new(source),
+                    })
+                })
+                .await?
+            }
+            None => self.previous_deployed(&env, current.as_deref()).await?,
+        };
+        if current.as_deref() == Some(target.as_str()) {
+            return Err(EngineError::Refused(format!(
+                "{env} already runs {}; nothing to roll back to",
+                target.short()
+            )));
+        }
+        let key = self.key(&env, WellKnownKey::DesiredVersion);
+        self.param_put(key.as_str(), target.as_str(), actor, None).await?;
+        let reason = Some(format!(
+            "rollback from {}",
+            current.as_deref().map(short).unwrap_or("nothing")
+        ));
+        self.enqueue(&env, RunKind::Rollback, actor, Some(&target), reason)
+            .await
+    }
+
+    /// Switches traffic back to the still-warm previous release; recorded as a run.
+    pub async fn fast_rollback(&self, env: &str, actor: &Actor) -> Result<RunRecord, EngineError> {
+        let env = self.env_name(env)?;
+        let warm = self.warm_previous(&env).ok_or_else(|| {
+            EngineError::Refused(format!(
+                "{env} has no warm previous release to switch back to (it is kept after a successful deploy until the next one); \
+                 use `cutover rollback {env}` for a full rollback"
+            ))
+        })?;
+        let key = self.key(&env, WellKnownKey::DesiredVersion);
+        self.param_put(key.as_str(), warm.as_str(), actor, None).await?;
+        self.enqueue(
+            &env,
+            RunKind::FastRollback,
+            actor,
+            Some(&warm),
+            Some("fast rollback to the warm release".into()),
+        )
+        .await
+    }
+
+    /// Sets `to`'s desired_version to what `from` last deployed, then releases `to`.
+    pub async fn promote(&self, from: &str, to: &str, actor: &Actor) -> Result<RunRecord, EngineError> {
+        let from = self.env_name(from)?;
+        let to = self.env_name(to)?;
+        if from == to {
+            return Err(EngineError::Refused(format!("cannot promote {from} to itself")));
+        }
+        let version = self
+            .well_known(&from, WellKnownKey::LastDeployedVersion)
+            .await?
+            .ok_or_else(|| {
+                EngineError::Refused(format!(
+                    "{from} has no deployed version yet; release it first: cutover release {from}"
+                ))
+            })?;
+        let key = self.key(&to, WellKnownKey::DesiredVersion);
+        self.param_put(key.as_str(), &version, actor, None).await?;
+        let v = Version::parse(&version)?;
+        self.enqueue(
+            &to,
+            RunKind::Normal,
+            actor,
+            Some(&v),
+            Some(format!("promote from {from}")),
+        )
+        .await
+    }
+
+    /// The newest value of last_deployed_version that differs from `current`.
+    async fn previous_deployed(&self, env: &EnvName, current: Option<&str>) -> Result<Version, EngineError> {
+        let key = self.key(env, WellKnownKey::LastDeployedVersion);
+        let history = self.store().param_history(&key).await?;
+        let prev = history
+            .iter()
+            .map(|p| p.value.as_str())
+            .find(|v| Some(*v) != current);
+        match prev {
+            Some(v) => Ok(Version::parse(v)?),
+            None => Err(EngineError::Refused(format!(
+                "{env} has no earlier deployed version to roll back to; name one with --to SHA"
+            ))),
+        }
+    }
+}
+
+fn short(v: &str) -> &str {
+    &v[..v.len().min(12)]
+}

@@ -1,0 +1,451 @@
+//! The bodies of the 13 stages. Each returns `Done`, `Skipped(reason)` or an
+//! error; the executor records the outcome. A stage with nothing configured
+//! is skipped with the reason, never silently "succeeded".
+
+use std::time::Duration;
+
+use cutover_core::{RunKind, RunState, Stage, Version};
+use cutover_store::{Decision, RunUpdate};
+
+use super::SYSTEM_ACTOR;
+use super::executor::{RunCtx, StageError, StageOutcome};
+use super::logs::StageLog;
+use crate::WellKnownKey;
+
+type StageResult = Result<StageOutcome, StageError>;
+
+pub(crate) async fn run_stage(ctx: &mut RunCtx, stage: Stage, log: &StageLog) -> StageResult {
+    if ctx.kind() == RunKind::FastRollback
+        && !matches!(
+            stage,
+            Stage::Source
+                | Stage::VersionInfo
+                | Stage::Approval
+                | Stage::DeployServices
+                | Stage::UpdateDeployedVersion
+        )
+    {
+        return Ok(StageOutcome::Skipped("fast rollback: traffic switch only".into()));
+    }
+    match stage {
+        Stage::Source => source(ctx, log).await,
+        Stage::VersionInfo => version_info(ctx, log).await,
+        Stage::Approval => approval(ctx, log).await,
+        Stage::Build => build(ctx, log).await,
+        Stage::MessageBroker => message_broker(ctx),
+        Stage::PreDeployHook => pre_deploy(ctx, log).await,
+        Stage::PreDeployConfig => pre_deploy_config(ctx, log).await,
+        Stage::DeployScheduler => deploy_scheduler(ctx, log).await,
+        Stage::Install => install(ctx, log).await,
+        Stage::DeployServices => deploy_services(ctx, log).await,
+        Stage::UpdateDeployedVersion => update_deployed(ctx, log).await,
+        Stage::PostDeployConfig => post_deploy_config(ctx, log).await,
+        Stage::PostDeployHook => {
+            hook_stage(
+                ctx,
+                log,
+                "post_deploy",
+                ctx.engine.config().hooks.post_deploy.clone(),
+            )
+            .await
+        }
+    }
+}
+
+/// Resolves what to deploy, checks the commit exists and, where the tier
+/// demands it, that it is on the accepted branch.
+async fn source(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
+    let engine = ctx.engine.clone();
+    let env = ctx.env.clone();
+    let previous = engine.well_known(&env, WellKnownKey::LastDeployedVersion).await?;
+    let version =
+        match &ctx.run.target_version {
+            Some(v) => Version::parse(v)?,
+            None => {
+                let desired = engine
+                    .well_known(&env, WellKnownKey::DesiredVersion)
+                    .await?
+                    .ok_or_else(|| {
+                        StageError::Failed(format!(
+                            "{env} has no desired_version; set one: cutover release {env} --version REF"
+                        ))
+                    })?;
+                if desired == "latest" {
+                    let built = engine.well_known(&env, WellKnownKey::LastBuildVersion).await?.ok_or_else(|| {
+                    StageError::Failed(format!(
+                        "desired_version of {env} is `latest`, but nothing has been built for {env} yet; \
+                         release a specific version: cutover release {env} --version REF"
+                    ))
+                })?;
+                    log.line(format!("desired_version is latest = last_build_version {built}"))
+                        .await;
+                    Version::parse(&built)?
+                } else {
+                    Version::parse(&desired)?
+                }
+            }
+        };
+    let branch = engine.config().accepted_branch(&env).map(str::to_owned);
+    let tier = engine.config().environments[&env].tier;
+    let v = version.clone();
+    let (commit, on_branch) = engine
+        .with_repo(move |repo| {
+            let commit = repo
+                .commit(&v)
+                .map_err(|e| crate::EngineError::Refused(e.to_string()))?;
+            let on_branch = match branch.filter(|_| !tier.accepts_any_branch()) {
+                Some(b) => Some((
+                    repo.branch_contains(&b, &v)
+                        .map_err(|e| crate::EngineError::Refused(e.to_string()))?,
+                    b,
+                )),
+                None => None,
+            };
+            Ok((commit, on_branch))
+        })
+        .await?;
+    log.line(format!(
+        "version {} — {} ({})",
+        version, commit.subject, commit.author
+    ))
+    .await;
+    if let Some((ok, branch)) = on_branch {
+        if !ok {
+            return Err(StageError::Failed(format!(
+                "{} is not on branch {branch:?}, the only branch {env} (tier {tier}) accepts",
+                version.short()
+            )));
+        }
+        log.line(format!("on branch {branch}: yes")).await;
+    }
+    ctx.previous = previous.as_deref().map(Version::parse).transpose()?;
+    ctx.version = Some(version.clone());
+    let update = RunUpdate {
+        version: Some(version.to_string()),
+        previous_version: previous.clone(),
+        ..RunUpdate::default()
+    };
+    engine.store().run_update(ctx.run.id, update).await?;
+    Ok(StageOutcome::Done(Some(format!("version {}", version.short()))))
+}
+
+async fn version_info(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
+    let version = ctx.version()?.clone();
+    log.line(format!("deployment version: {version}")).await;
+    let Some(previous) = ctx.previous.clone() else {
+        log.line("latest deployed version: none (first deployment)").await;
+        return Ok(StageOutcome::Done(None));
+    };
+    log.line(format!("latest deployed version: {previous}")).await;
+    if previous == version {
+        log.line("same version as deployed: this run redeploys it").await;
+        return Ok(StageOutcome::Done(None));
+    }
+    let (v, p) = (version.clone(), previous.clone());
+    let (forward, backward) = ctx
+        .engine
+        .with_repo(move |repo| {
+            let f = repo
+                .commits_between(Some(&p), &v, 50)
+                .map_err(|e| crate::EngineError::Refused(e.to_string()))?;
+            let b = repo
+                .commits_between(Some(&v), &p, 50)
+                .map_err(|e| crate::EngineError::Refused(e.to_string()))?;
+            Ok((f, b))
+        })
+        .await?;
+    if !forward.is_empty() {
+        log.line(format!("commits being deployed ({}):", forward.len()))
+            .await;
+        for c in &forward {
+            log.line(format!("  + {} {} — {}", c.version.short(), c.author, c.subject))
+                .await;
+        }
+    }
+    if !backward.is_empty() {
+        log.line(format!(
+            "commits being removed ({}), this is a rollback:",
+            backward.len()
+        ))
+        .await;
+        for c in &backward {
+            log.line(format!("  - {} {} — {}", c.version.short(), c.author, c.subject))
+                .await;
+        }
+    }
+    Ok(StageOutcome::Done(Some(format!(
+        "+{} -{} commits",
+        forward.len(),
+        backward.len()
+    ))))
+}
+
+async fn approval(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
+    let env_cfg = &ctx.engine.config().environments[&ctx.env];
+    let rollback = matches!(ctx.kind(), RunKind::Rollback | RunKind::FastRollback);
+    let required = if rollback {
+        env_cfg.approval_for_rollback
+    } else {
+        env_cfg.approval
+    };
+    if !required {
+        return Ok(StageOutcome::Skipped(format!(
+            "{} does not require approval",
+            ctx.env
+        )));
+    }
+    let timeout = env_cfg.approval_timeout;
+    let id = ctx.run.id;
+    ctx.engine
+        .store()
+        .run_transition(
+            id,
+            &[RunState::Running],
+            RunState::AwaitingApproval,
+            RunUpdate::default(),
+        )
+        .await?;
+    log.line(format!(
+        "waiting for approval (expires in {}): cutover approve {id}  /  cutover reject {id} --comment WHY",
+        cutover_core::config::format_duration(timeout)
+    ))
+    .await;
+    let decision = tokio::select! {
+        d = ctx.decisions.recv() => d,
+        () = ctx.cancel.cancelled() => return Err(StageError::Cancelled),
+        () = tokio::time::sleep(timeout) => None,
+    };
+    let decision = match decision {
+        Some(d) => d,
+        None => {
+            // Expired: claim the state so a late approval cannot race us.
+            let claimed = ctx
+                .engine
+                .store()
+                .run_transition(
+                    id,
+                    &[RunState::AwaitingApproval],
+                    RunState::Running,
+                    RunUpdate::default(),
+                )
+                .await;
+            match claimed {
+                Ok(_) => {
+                    return Err(StageError::Failed(format!(
+                        "approval expired after {}",
+                        cutover_core::config::format_duration(timeout)
+                    )));
+                }
+                Err(_) => ctx
+                    .decisions
+                    .recv()
+                    .await
+                    .ok_or(StageError::Failed("approval channel closed".into()))?,
+            }
+        }
+    };
+    let comment = decision
+        .comment
+        .clone()
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
+    match decision.decision {
+        Decision::Approve => {
+            log.line(format!("approved by {}{comment}", decision.actor)).await;
+            Ok(StageOutcome::Done(Some(format!(
+                "approved by {}",
+                decision.actor
+            ))))
+        }
+        Decision::Reject => Err(StageError::Failed(format!(
+            "rejected by {}{comment}",
+            decision.actor
+        ))),
+    }
+}
+
+async fn build(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
+    let version = ctx.version()?.clone();
+    let dir = ctx
+        .engine
+        .prepare_release(&version, log, &ctx.cancel, &ctx.base_env())
+        .await?;
+    ctx.release_dir = Some(dir);
+    let key = ctx.engine.key(&ctx.env, WellKnownKey::LastBuildVersion);
+    ctx.engine
+        .store()
+        .param_put(&key, version.as_str(), SYSTEM_ACTOR, None)
+        .await?;
+    log.line(format!("last_build_version = {version}")).await;
+    Ok(StageOutcome::Done(None))
+}
+
+fn message_broker(ctx: &RunCtx) -> StageResult {
+    match &ctx.engine.config().rabbitmq {
+        None => Ok(StageOutcome::Skipped("no rabbitmq section in cutover.yml".into())),
+        Some(_) => Err(StageError::Failed(
+            "cutover.yml declares RabbitMQ vhosts and users, but this Cutover cannot apply them yet; \
+             remove the rabbitmq section or apply it by hand"
+                .into(),
+        )),
+    }
+}
+
+async fn pre_deploy(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
+    let hook = ctx.engine.config().hooks.pre_deploy.clone();
+    let ran_hook = match hook.filter(|h| !h.trim().is_empty()) {
+        Some(cmd) => {
+            ctx.run_hook(log, "pre_deploy", &cmd).await?;
+            true
+        }
+        None => false,
+    };
+    let touch = ctx
+        .engine
+        .scheduler_suspend_for_run(&ctx.env, ctx.run.id, log, &ctx.cancel)
+        .await?;
+    ctx.scheduler_touch = touch;
+    match (ran_hook, touch) {
+        (false, None) => Ok(StageOutcome::Skipped(
+            "no pre_deploy hook and no scheduler jobs".into(),
+        )),
+        _ => Ok(StageOutcome::Done(None)),
+    }
+}
+
+/// Renders the settings of `/<app>-<env>/env/NAME` parameters into the
+/// environment of hooks and instances. Values are masked in every log.
+async fn pre_deploy_config(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
+    let prefix = format!("{}/env", ctx.engine.config().param_prefix(&ctx.env));
+    let params = ctx.engine.store().param_list(&prefix).await?;
+    if params.is_empty() {
+        return Ok(StageOutcome::Skipped(format!("no settings under {prefix}/")));
+    }
+    let mut settings = Vec::new();
+    for p in params {
+        let name = p.key.rsplit('/').next().unwrap_or_default().to_owned();
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || name.starts_with("CUTOVER_")
+        {
+            log.line(format!(
+                "ignored {}: setting names are letters, digits and '_' and may not start with CUTOVER_",
+                p.key
+            ))
+            .await;
+            continue;
+        }
+        log.line(format!("{name} = **** (version {} by {})", p.version, p.actor))
+            .await;
+        settings.push((name, p.value));
+    }
+    ctx.secrets = std::sync::Arc::new(settings.iter().map(|(_, v)| v.clone()).collect());
+    let n = settings.len();
+    ctx.settings = settings;
+    Ok(StageOutcome::Done(Some(format!("{n} settings"))))
+}
+
+async fn deploy_scheduler(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
+    if ctx.engine.config().scheduler.jobs.is_empty() {
+        return Ok(StageOutcome::Skipped("no scheduler jobs in cutover.yml".into()));
+    }
+    let version = ctx.version()?.clone();
+    ctx.engine.scheduler_install(&ctx.env, &version, log).await?;
+    Ok(StageOutcome::Done(None))
+}
+
+async fn install(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
+    let hooks = &ctx.engine.config().hooks;
+    let (name, cmd) = if ctx.kind() == RunKind::Destructive {
+        ("destructive_install", hooks.destructive_install.clone())
+    } else {
+        ("install", hooks.install.clone())
+    };
+    let cmd = cmd.filter(|c| !c.trim().is_empty());
+    if let Some(cmd) = &cmd {
+        ctx.run_hook(log, name, cmd).await?;
+    }
+    if ctx.kind() == RunKind::Destructive {
+        let n = ctx.engine.store().job_history_reset(ctx.env.as_str()).await?;
+        log.line(format!("scheduler reset: {n} job runs and their logs deleted"))
+            .await;
+    }
+    if let Some(touch) = ctx.scheduler_touch {
+        let version = ctx.version()?.clone();
+        ctx.engine.scheduler_activate(&ctx.env, &version, touch).await?;
+        if touch.was_suspended {
+            log.line(format!(
+                "jobs of {} active; scheduler stays suspended as a person left it",
+                version.short()
+            ))
+            .await;
+        } else {
+            log.line(format!("scheduler resumed with the jobs of {}", version.short()))
+                .await;
+        }
+    }
+    match (cmd, ctx.kind()) {
+        (None, RunKind::Destructive) => Ok(StageOutcome::Done(Some("no destructive_install hook".into()))),
+        (None, _) => Ok(StageOutcome::Skipped("no install hook".into())),
+        _ => Ok(StageOutcome::Done(None)),
+    }
+}
+
+async fn deploy_services(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
+    let version = ctx.version()?.clone();
+    if ctx.kind() == RunKind::FastRollback {
+        let rollout = ctx.engine.switch_to_warm(&ctx.env, &version, log).await?;
+        ctx.rollout = Some(rollout);
+        return Ok(StageOutcome::Done(Some("switched to the warm release".into())));
+    }
+    let dir = ctx
+        .release_dir
+        .clone()
+        .ok_or_else(|| StageError::Failed("no release directory (Build did not run)".into()))?;
+    let env_vars = ctx.instance_env();
+    let rollout = ctx
+        .engine
+        .roll_out(
+            &ctx.env,
+            &version,
+            &dir,
+            env_vars,
+            log,
+            &ctx.cancel,
+            &mut ctx.rollout,
+        )
+        .await?;
+    Ok(StageOutcome::Done(Some(rollout)))
+}
+
+async fn update_deployed(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
+    let version = ctx.version()?.clone();
+    let key = ctx.engine.key(&ctx.env, WellKnownKey::LastDeployedVersion);
+    ctx.engine
+        .store()
+        .param_put(&key, version.as_str(), SYSTEM_ACTOR, None)
+        .await?;
+    log.line(format!("last_deployed_version = {version}")).await;
+    ctx.wrote_deployed = true;
+    Ok(StageOutcome::Done(None))
+}
+
+async fn post_deploy_config(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
+    let removed = ctx.engine.clean_up(&ctx.env, log).await?;
+    Ok(StageOutcome::Done(Some(removed)))
+}
+
+async fn hook_stage(ctx: &mut RunCtx, log: &StageLog, name: &str, cmd: Option<String>) -> StageResult {
+    match cmd.filter(|c| !c.trim().is_empty()) {
+        None => Ok(StageOutcome::Skipped(format!("no {name} hook"))),
+        Some(cmd) => {
+            ctx.run_hook(log, name, &cmd).await?;
+            Ok(StageOutcome::Done(None))
+        }
+    }
+}
+
+/// How long a hook may run: the environment's `hook_timeout`.
+pub(crate) fn hook_timeout(ctx: &RunCtx) -> Duration {
+    ctx.engine.config().environments[&ctx.env].hook_timeout
+}

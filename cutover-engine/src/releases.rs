@@ -1,0 +1,174 @@
+//! Releases on disk: one directory per application and SHA, checked out from
+//! git and built once, shared by every environment that deploys that SHA.
+//!
+//! Layout under the data directory:
+//! - `releases/<app>/<sha>/`: the tree at that commit (no `.git`);
+//! - `releases/<app>/.built/<sha>/<service>`: marker of a finished build, so
+//!   a build is skipped when its artifact (`<app>-<env>-<service>:<sha>`) exists;
+//! - `envs/<env>/`: the environment's persistent directory (`CUTOVER_ENV_DIR`).
+//!
+//! A checkout is written beside its destination and renamed into place (see
+//! `cutover-git`), and a build marker is written only after a zero exit, so a
+//! crash never leaves a half release that later counts as built.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cutover_core::{EnvName, Version};
+use cutover_runtime::TaskSpec;
+use tokio_util::sync::CancellationToken;
+
+use crate::Engine;
+use crate::pipeline::executor::StageError;
+use crate::pipeline::logs::StageLog;
+
+/// Release directories kept beyond those serving or warm.
+const KEEP_RELEASES: usize = 3;
+
+impl Engine {
+    pub fn release_dir(&self, version: &Version) -> PathBuf {
+        self.data_dir()
+            .join("releases")
+            .join(self.config().app.as_str())
+            .join(version.as_str())
+    }
+
+    fn built_marker(&self, version: &Version, service: &str) -> PathBuf {
+        self.data_dir()
+            .join("releases")
+            .join(self.config().app.as_str())
+            .join(".built")
+            .join(version.as_str())
+            .join(service)
+    }
+
+    /// The environment's persistent directory, created on first use.
+    pub fn env_dir(&self, env: &EnvName) -> PathBuf {
+        let dir = self.data_dir().join("envs").join(env.as_str());
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot create the environment directory");
+        }
+        dir
+    }
+
+    /// Checks out `version` (once) and runs each service's build command (once
+    /// per service and SHA). Returns the release directory.
+    pub(crate) async fn prepare_release(
+        &self,
+        version: &Version,
+        log: &StageLog,
+        cancel: &CancellationToken,
+        env_vars: &[(String, String)],
+    ) -> Result<PathBuf, StageError> {
+        let lock = self.build_lock(version);
+        let _guard = lock.lock().await;
+        let dir = self.release_dir(version);
+        if dir.is_dir() {
+            log.line(format!("release directory {} exists", dir.display()))
+                .await;
+        } else {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StageError::Failed(format!("cannot create {}: {e}", parent.display())))?;
+            }
+            let (v, d) = (version.clone(), dir.clone());
+            let t0 = std::time::Instant::now();
+            self.with_repo(move |repo| {
+                repo.checkout(&v, &d)
+                    .map_err(|e| crate::EngineError::Refused(e.to_string()))
+            })
+            .await?;
+            log.line(format!(
+                "checked out {} into {} in {} ms",
+                version.short(),
+                dir.display(),
+                t0.elapsed().as_millis()
+            ))
+            .await;
+        }
+        let timeout = Duration::from_secs(30 * 60);
+        for (name, svc) in &self.config().services {
+            let artifact = format!("{}-{}:{}", self.config().app, name, version.short());
+            let Some(cmd) = svc.build.clone().filter(|c| !c.trim().is_empty()) else {
+                log.line(format!(
+                    "{name}: no build command; the release directory is the artifact"
+                ))
+                .await;
+                continue;
+            };
+            let marker = self.built_marker(version, name.as_str());
+            if marker.exists() {
+                log.line(format!("{artifact}: already built, build skipped"))
+                    .await;
+                continue;
+            }
+            log.line(format!("{name}: $ {cmd}")).await;
+            let mut vars = env_vars.to_vec();
+            vars.push(("CUTOVER_SERVICE".to_owned(), name.to_string()));
+            vars.push(("CUTOVER_VERSION".to_owned(), version.to_string()));
+            let spec = TaskSpec {
+                label: format!("build of {name}"),
+                command: cmd,
+                dir: dir.clone(),
+                env_vars: vars,
+                timeout,
+            };
+            self.run_logged_task(spec, log, cancel).await?;
+            if let Some(parent) = marker.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| StageError::Failed(e.to_string()))?;
+            }
+            std::fs::write(&marker, crate::now_ms().to_string())
+                .map_err(|e| StageError::Failed(e.to_string()))?;
+            log.line(format!("{artifact}: built")).await;
+        }
+        Ok(dir)
+    }
+
+    fn build_lock(&self, version: &Version) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.build_locks().lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(version.clone()).or_default().clone()
+    }
+
+    /// Post-deployment clean-up: removes release directories that no
+    /// environment serves or keeps warm, beyond the newest few.
+    pub(crate) async fn clean_up(&self, env: &EnvName, log: &StageLog) -> Result<String, StageError> {
+        let mut in_use = std::collections::BTreeSet::new();
+        for e in self.config().environments.keys() {
+            let s = self.env_services(e);
+            in_use.extend(s.version.map(|v| v.to_string()));
+            in_use.extend(s.warm_version.map(|v| v.to_string()));
+        }
+        let root = self.data_dir().join("releases").join(self.config().app.as_str());
+        let mut candidates = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if Version::parse(&name).is_err() || in_use.contains(&name) {
+                    continue;
+                }
+                let modified = entry.metadata().and_then(|m| m.modified()).ok();
+                candidates.push((modified, name));
+            }
+        }
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let mut removed = 0;
+        for (_, name) in candidates.into_iter().skip(KEEP_RELEASES) {
+            if std::fs::remove_dir_all(root.join(&name)).is_ok() {
+                let _ = std::fs::remove_dir_all(root.join(".built").join(&name));
+                removed += 1;
+                log.line(format!("removed old release {}", &name[..12])).await;
+            }
+        }
+        let s = self.env_services(env);
+        let warm = s
+            .warm_version
+            .map(|v| format!("; warm: {}", v.short()))
+            .unwrap_or_default();
+        log.line(format!(
+            "{removed} old releases removed; {} kept besides those in use{warm}",
+            KEEP_RELEASES
+        ))
+        .await;
+        Ok(format!("{removed} releases removed{warm}"))
+    }
+}

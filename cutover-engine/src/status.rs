@@ -1,0 +1,241 @@
+//! What really runs: per service, each instance's version as read from the
+//! runtime (the running process, not the database), health, restarts and
+//! uptime; and reconciliation at start, which brings every environment back
+//! to its `last_deployed_version` after the server restarted.
+
+use cutover_core::{EnvName, Stage, Version};
+use cutover_router::RouteKey;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::logs::StageLog;
+use crate::{Engine, EngineError, WellKnownKey};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvStatus {
+    pub env: EnvName,
+    pub desired_version: Option<String>,
+    pub last_deployed_version: Option<String>,
+    /// The version the router sends traffic to.
+    pub serving_version: Option<String>,
+    /// The previous release kept running without traffic, for a fast rollback.
+    pub warm_version: Option<String>,
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub public: bool,
+    /// Router URL (public services), e.g. http://storefront.staging.shop.localhost:7080/
+    pub url: Option<String>,
+    pub instances: Vec<InstanceView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceView {
+    pub id: String,
+    /// "serving", "warm" or "other".
+    pub role: &'static str,
+    /// Read from the running process; null when no process is alive.
+    pub version: Option<String>,
+    pub version_source: String,
+    pub pid: Option<u32>,
+    pub port: u16,
+    pub healthy: Option<bool>,
+    pub restarts: u32,
+    pub uptime_s: u64,
+    pub state: String,
+}
+
+impl Engine {
+    /// `http://<service>.<env>.<app>.localhost:<router port>/`, once the router listens.
+    pub fn service_url(&self, env: &EnvName, service: &str) -> Option<String> {
+        let port = self.router_port()?;
+        let key = RouteKey::new(self.config().app.as_str(), env.as_str(), service).ok()?;
+        Some(format!("http://{}:{port}/", self.router().host_of(&key)))
+    }
+
+    /// `CUTOVER_SERVICE_URL_<SERVICE>` for every public service of `env`.
+    pub(crate) fn service_urls(&self, env: &EnvName) -> Vec<(String, String)> {
+        self.config()
+            .services
+            .iter()
+            .filter(|(_, s)| s.public)
+            .filter_map(|(name, _)| {
+                let url = self.service_url(env, name.as_str())?;
+                let var = format!(
+                    "CUTOVER_SERVICE_URL_{}",
+                    name.as_str().to_ascii_uppercase().replace('-', "_")
+                );
+                Some((var, url.trim_end_matches('/').to_owned()))
+            })
+            .collect()
+    }
+
+    /// The environment of instances started outside a run (reconcile, fast rollback).
+    pub(crate) async fn instance_env_for(&self, env: &EnvName, version: &Version) -> Vec<(String, String)> {
+        let cfg = &self.config().environments[env];
+        let mut vars = Vec::new();
+        let prefix = format!("{}/env", self.config().param_prefix(env));
+        if let Ok(params) = self.store().param_list(&prefix).await {
+            for p in params {
+                let name = p.key.rsplit('/').next().unwrap_or_default().to_owned();
+                if !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !name.starts_with("CUTOVER_")
+                {
+                    vars.push((name, p.value));
+                }
+            }
+        }
+        vars.extend([
+            ("CUTOVER_APP".to_owned(), self.config().app.to_string()),
+            ("CUTOVER_ENV".to_owned(), env.to_string()),
+            ("CUTOVER_TIER".to_owned(), cfg.tier.to_string()),
+            (
+                "CUTOVER_ENV_DIR".to_owned(),
+                self.env_dir(env).display().to_string(),
+            ),
+            (
+                "CUTOVER_RELEASE_DIR".to_owned(),
+                self.release_dir(version).display().to_string(),
+            ),
+        ]);
+        vars.extend(self.service_urls(env));
+        vars
+    }
+
+    pub async fn status(&self, env: &str) -> Result<EnvStatus, EngineError> {
+        let env = self.env_name(env)?;
+        let deployed = self.env_services(&env);
+        let all = self
+            .runtime()
+            .status()
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let now = crate::now_ms().max(0) as u64;
+        let mut services = Vec::new();
+        for (name, svc) in &self.config().services {
+            let mut instances = Vec::new();
+            for st in all.iter().filter(|s| s.env == env && &s.service == name) {
+                if let (Some(path), Some(_)) = (&svc.health, st.pid) {
+                    let _ = self
+                        .runtime()
+                        .probe(&st.id, path, std::time::Duration::from_secs(1))
+                        .await;
+                }
+                let fresh = self
+                    .runtime()
+                    .instance(&st.id)
+                    .await
+                    .unwrap_or_else(|_| st.clone());
+                let role = if deployed
+                    .current
+                    .get(name)
+                    .is_some_and(|s| s.instances.iter().any(|(i, _)| *i == st.id))
+                {
+                    "serving"
+                } else if deployed
+                    .warm
+                    .get(name)
+                    .is_some_and(|s| s.instances.iter().any(|(i, _)| *i == st.id))
+                {
+                    "warm"
+                } else {
+                    "other"
+                };
+                instances.push(InstanceView {
+                    id: fresh.id.as_str().to_owned(),
+                    role,
+                    version: fresh.version.as_ref().map(|v| v.to_string()),
+                    version_source: format!("{:?}", fresh.version_source).to_lowercase(),
+                    pid: fresh.pid,
+                    port: fresh.port,
+                    healthy: fresh.healthy,
+                    restarts: fresh.restarts,
+                    uptime_s: now.saturating_sub(fresh.started_at) / 1000,
+                    state: format!("{:?}", fresh.state).to_lowercase(),
+                });
+            }
+            services.push(ServiceStatus {
+                name: name.to_string(),
+                public: svc.public,
+                url: if svc.public {
+                    self.service_url(&env, name.as_str())
+                } else {
+                    None
+                },
+                instances,
+            });
+        }
+        Ok(EnvStatus {
+            desired_version: self.well_known(&env, WellKnownKey::DesiredVersion).await?,
+            last_deployed_version: self.well_known(&env, WellKnownKey::LastDeployedVersion).await?,
+            serving_version: deployed.version.map(|v| v.to_string()),
+            warm_version: deployed.warm_version.map(|v| v.to_string()),
+            env,
+            services,
+        })
+    }
+
+    /// Brings `env` back to its last deployed version after a server start:
+    /// prepares the release if needed, starts every service, routes traffic,
+    /// and resumes a scheduler a pipeline left suspended.
+    pub(crate) async fn reconcile_env(&self, env: &EnvName) {
+        let log = StageLog::system(self.store().clone(), Stage::DeployServices);
+        if let Err(e) = self.scheduler_recover(env).await {
+            tracing::error!(env = %env, error = %e, "cannot recover the scheduler state");
+        }
+        let deployed = match self.well_known(env, WellKnownKey::LastDeployedVersion).await {
+            Ok(Some(v)) => v,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(env = %env, error = %e, "cannot read last_deployed_version; not reconciling");
+                return;
+            }
+        };
+        let Ok(version) = Version::parse(&deployed) else {
+            return;
+        };
+        tracing::info!(env = %env, version = %version, "reconciling to the last deployed version");
+        let cancel = CancellationToken::new();
+        let vars = self.instance_env_for(env, &version).await;
+        let result = async {
+            let dir = self.prepare_release(&version, &log, &cancel, &vars).await?;
+            let mut slot = None;
+            self.roll_out(env, &version, &dir, vars.clone(), &log, &cancel, &mut slot)
+                .await
+        }
+        .await;
+        match result {
+            Ok(_) => {
+                tracing::info!(env = %env, version = %version, "environment serves its last deployed version")
+            }
+            Err(e) => {
+                tracing::error!(env = %env, version = %version, error = ?e, "could not bring the environment back")
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// The last `lines` log lines of one instance.
+    pub async fn instance_log_tail(&self, id: &str, lines: usize) -> Result<Vec<String>, EngineError> {
+        let id = cutover_runtime::InstanceId::parse(id)
+            .ok_or_else(|| EngineError::Refused(format!("{id:?} is not an instance id")))?;
+        self.runtime()
+            .log_tail(&id, lines)
+            .await
+            .map_err(|e| EngineError::Refused(e.to_string()))
+    }
+
+    /// The audit log, newest first.
+    pub async fn audit_log(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<cutover_store::AuditEntry>, EngineError> {
+        Ok(self.store().audit_list(limit.clamp(1, 500), before).await?)
+    }
+}

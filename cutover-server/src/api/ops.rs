@@ -1,0 +1,152 @@
+//! `/api/v1/environments/{env}/status`, the scheduler, service logs and the
+//! audit log.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cutover_engine::{Engine, EnvStatus, SchedulerStatus};
+use cutover_store::{AuditEntry, JobRun};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+
+pub fn routes() -> Router<Engine> {
+    Router::new()
+        .route("/api/v1/environments/{env}/status", get(status))
+        .route(
+            "/api/v1/environments/{env}/services/{service}/logs",
+            get(service_logs),
+        )
+        .route("/api/v1/environments/{env}/scheduler", get(scheduler))
+        .route("/api/v1/environments/{env}/scheduler/suspend", post(suspend))
+        .route("/api/v1/environments/{env}/scheduler/resume", post(resume))
+        .route(
+            "/api/v1/environments/{env}/scheduler/jobs/{job}/run",
+            post(run_job),
+        )
+        .route("/api/v1/environments/{env}/scheduler/runs", get(job_runs))
+        .route("/api/v1/job-runs/{id}/logs", get(job_log))
+        .route("/api/v1/audit", get(audit))
+}
+
+async fn status(State(engine): State<Engine>, Path(env): Path<String>) -> Result<Json<EnvStatus>, ApiError> {
+    Ok(Json(engine.status(&env).await?))
+}
+
+#[derive(Deserialize)]
+struct LinesQuery {
+    lines: Option<usize>,
+}
+
+/// The last lines of every instance of a service, newest instance first.
+async fn service_logs(
+    State(engine): State<Engine>,
+    Path((env, service)): Path<(String, String)>,
+    Query(q): Query<LinesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = engine.status(&env).await?;
+    let svc = status
+        .services
+        .iter()
+        .find(|s| s.name == service)
+        .ok_or_else(|| {
+            let known: Vec<&str> = status.services.iter().map(|s| s.name.as_str()).collect();
+            ApiError::bad_request(format!(
+                "unknown service {service:?}; services are: {}",
+                known.join(", ")
+            ))
+        })?;
+    let lines = q.lines.unwrap_or(100).clamp(1, 10_000);
+    let mut out = Vec::new();
+    for inst in &svc.instances {
+        let tail = engine.instance_log_tail(&inst.id, lines).await?;
+        out.push(json!({ "instance": inst.id, "version": inst.version, "role": inst.role, "lines": tail }));
+    }
+    Ok(Json(json!({ "env": env, "service": service, "instances": out })))
+}
+
+async fn scheduler(
+    State(engine): State<Engine>,
+    Path(env): Path<String>,
+) -> Result<Json<SchedulerStatus>, ApiError> {
+    Ok(Json(engine.scheduler_status(&env).await?))
+}
+
+async fn suspend(
+    State(engine): State<Engine>,
+    Path(env): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<SchedulerStatus>, ApiError> {
+    let actor = super::actor(&headers)?;
+    Ok(Json(engine.scheduler_suspend(&env, &actor).await?))
+}
+
+async fn resume(
+    State(engine): State<Engine>,
+    Path(env): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<SchedulerStatus>, ApiError> {
+    let actor = super::actor(&headers)?;
+    Ok(Json(engine.scheduler_resume(&env, &actor).await?))
+}
+
+async fn run_job(
+    State(engine): State<Engine>,
+    Path((env, job)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<JobRun>, ApiError> {
+    let actor = super::actor(&headers)?;
+    Ok(Json(engine.scheduler_run_now(&env, &job, &actor).await?))
+}
+
+#[derive(Deserialize)]
+struct JobRunsQuery {
+    job: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn job_runs(
+    State(engine): State<Engine>,
+    Path(env): Path<String>,
+    Query(q): Query<JobRunsQuery>,
+) -> Result<Json<Vec<JobRun>>, ApiError> {
+    Ok(Json(
+        engine
+            .job_runs(&env, q.job.as_deref(), q.limit.unwrap_or(20))
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct AfterQuery {
+    #[serde(default)]
+    after: i64,
+}
+
+async fn job_log(
+    State(engine): State<Engine>,
+    Path(id): Path<i64>,
+    Query(q): Query<AfterQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let lines = engine.job_log(id, q.after).await?;
+    let lines: Vec<Value> = lines
+        .into_iter()
+        .map(|(seq, at_ms, line)| json!({"seq": seq, "at_ms": at_ms, "line": line}))
+        .collect();
+    Ok(Json(json!(lines)))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+async fn audit(
+    State(engine): State<Engine>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    Ok(Json(engine.audit_log(q.limit.unwrap_or(50), q.before).await?))
+}

@@ -1,0 +1,594 @@
+//! The SQLite side of pipeline runs: the queries behind the run methods of
+//! [`Store`](crate::Store), as functions on the pool that `SqliteStore`'s
+//! trait impl calls.
+//!
+//! A run is read with its 13 stages in one statement (runs joined to
+//! `run_stages`, one row per stage), so a page of runs is a consistent
+//! snapshot without a read transaction. Writers that read before they write
+//! start with `BEGIN IMMEDIATE` (see `sqlite.rs`). Log seqs come from the
+//! run's `log_seq` counter, bumped by an `UPDATE ... RETURNING`, which
+//! serialises appenders on the run's row on SQLite and PostgreSQL alike.
+//!
+//! Rejected: `MAX(seq) + 1` (on PostgreSQL under READ COMMITTED two appenders
+//! can read the same maximum) and one query per run for its stages (a page of
+//! 50 runs would be 51 queries).
+
+use cutover_core::{RunKind, RunState, Stage, StageStatus};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::{Row, SqliteExecutor};
+
+use crate::error::{StoreError, corrupt};
+use crate::runs::UNFINISHED;
+use crate::{
+    ApprovalRecord, Decision, NewRun, RunLogLine, RunRecord, RunUpdate, StageRecord, check_text, now_ms,
+};
+
+/// The run columns and its stages, one row per stage; `$tail` filters and orders.
+macro_rules! select_runs {
+    ($tail:literal) => {
+        concat!(
+            "SELECT r.id, r.env, r.kind, r.state, r.requested_by, r.reason, r.target_version, r.version, \
+             r.previous_version, r.created_at_ms, r.started_at_ms, r.ended_at_ms, r.current_stage, \
+             r.failed_stage, r.error, r.superseded_by, s.stage, s.status, \
+             s.started_at_ms AS stage_started_at_ms, s.ended_at_ms AS stage_ended_at_ms, s.note AS stage_note \
+             FROM runs r JOIN run_stages s ON s.run_id = r.id ",
+            $tail
+        )
+    };
+}
+
+async fn begin(
+    pool: &SqlitePool,
+    op: &'static str,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    pool.begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(StoreError::db(op))
+}
+
+fn stage_of(text: &str, what: impl FnOnce() -> String) -> Result<Stage, StoreError> {
+    Stage::parse(text).map_err(|_| corrupt(what(), text, "a known stage"))
+}
+
+fn opt_stage(text: Option<String>, what: impl FnOnce() -> String) -> Result<Option<Stage>, StoreError> {
+    text.map(|t| stage_of(&t, what)).transpose()
+}
+
+/// Folds rows of `select_runs!` (grouped by run, stages in order) into runs.
+fn runs_from_rows(rows: &[SqliteRow], op: &'static str) -> Result<Vec<RunRecord>, StoreError> {
+    let mut runs: Vec<RunRecord> = Vec::new();
+    for row in rows {
+        let id: i64 = row.try_get("id").map_err(StoreError::db(op))?;
+        if runs.last().is_none_or(|r| r.id != id) {
+            runs.push(run_from_row(row, id, op)?);
+        }
+        let run = runs.last_mut().expect("pushed above");
+        run.stages.push(stage_from_row(row, id, op)?);
+    }
+    for run in &runs {
+        let stages: Vec<Stage> = run.stages.iter().map(|s| s.stage).collect();
+        if stages != Stage::ALL {
+            return Err(corrupt(
+                format!("stages of run {}", run.id),
+                &format!("{stages:?}"),
+                "the 13 pipeline stages",
+            ));
+        }
+    }
+    Ok(runs)
+}
+
+fn run_from_row(row: &SqliteRow, id: i64, op: &'static str) -> Result<RunRecord, StoreError> {
+    let get_text = |col: &str| -> Result<String, StoreError> { row.try_get(col).map_err(StoreError::db(op)) };
+    let get_opt =
+        |col: &str| -> Result<Option<String>, StoreError> { row.try_get(col).map_err(StoreError::db(op)) };
+    let get_ms =
+        |col: &str| -> Result<Option<i64>, StoreError> { row.try_get(col).map_err(StoreError::db(op)) };
+    let kind = get_text("kind")?;
+    let state = get_text("state")?;
+    Ok(RunRecord {
+        id,
+        env: get_text("env")?,
+        kind: RunKind::parse(&kind)
+            .ok_or_else(|| corrupt(format!("kind of run {id}"), &kind, "a run kind"))?,
+        state: RunState::parse(&state)
+            .ok_or_else(|| corrupt(format!("state of run {id}"), &state, "a run state"))?,
+        requested_by: get_text("requested_by")?,
+        reason: get_opt("reason")?,
+        target_version: get_opt("target_version")?,
+        version: get_opt("version")?,
+        previous_version: get_opt("previous_version")?,
+        created_at_ms: row.try_get("created_at_ms").map_err(StoreError::db(op))?,
+        started_at_ms: get_ms("started_at_ms")?,
+        ended_at_ms: get_ms("ended_at_ms")?,
+        current_stage: opt_stage(get_opt("current_stage")?, || format!("current stage of run {id}"))?,
+        failed_stage: opt_stage(get_opt("failed_stage")?, || format!("failed stage of run {id}"))?,
+        error: get_opt("error")?,
+        superseded_by: get_ms("superseded_by")?,
+        stages: Vec::with_capacity(Stage::ALL.len()),
+    })
+}
+
+fn stage_from_row(row: &SqliteRow, id: i64, op: &'static str) -> Result<StageRecord, StoreError> {
+    let stage: String = row.try_get("stage").map_err(StoreError::db(op))?;
+    let stage = stage_of(&stage, || format!("a stage of run {id}"))?;
+    let status: String = row.try_get("status").map_err(StoreError::db(op))?;
+    Ok(StageRecord {
+        stage,
+        status: StageStatus::parse(&status).ok_or_else(|| {
+            corrupt(
+                format!("status of stage {} of run {id}", stage.slug()),
+                &status,
+                "a stage status",
+            )
+        })?,
+        started_at_ms: row.try_get("stage_started_at_ms").map_err(StoreError::db(op))?,
+        ended_at_ms: row.try_get("stage_ended_at_ms").map_err(StoreError::db(op))?,
+        note: row.try_get("stage_note").map_err(StoreError::db(op))?,
+    })
+}
+
+async fn fetch_run<'e>(
+    ex: impl SqliteExecutor<'e>,
+    id: i64,
+    op: &'static str,
+) -> Result<Option<RunRecord>, StoreError> {
+    let rows = sqlx::query(select_runs!("WHERE r.id = ? ORDER BY s.ordinal"))
+        .bind(id)
+        .fetch_all(ex)
+        .await
+        .map_err(StoreError::db(op))?;
+    Ok(runs_from_rows(&rows, op)?.pop())
+}
+
+/// Fails with `RunNotFound` unless the run exists.
+async fn require_run(conn: &mut SqliteConnection, id: i64, op: &'static str) -> Result<(), StoreError> {
+    let found = sqlx::query("SELECT 1 FROM runs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(StoreError::db(op))?;
+    found.map(|_| ()).ok_or(StoreError::RunNotFound { id })
+}
+
+pub(crate) async fn enqueue(pool: &SqlitePool, new: NewRun) -> Result<(RunRecord, Vec<i64>), StoreError> {
+    const OP: &str = "queueing a pipeline run";
+    check_text(
+        &[
+            ("environment", &new.env),
+            ("requester", &new.requested_by),
+            (
+                "target version",
+                new.target_version.as_deref().unwrap_or_default(),
+            ),
+            ("reason", new.reason.as_deref().unwrap_or_default()),
+        ],
+        &format!("a new run of {}", new.env.replace('\0', "\\0")),
+    )?;
+    let mut tx = begin(pool, OP).await?;
+    let now = now_ms();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (env, kind, state, requested_by, reason, target_version, created_at_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&new.env)
+    .bind(new.kind.as_str())
+    .bind(RunState::Queued.as_str())
+    .bind(&new.requested_by)
+    .bind(&new.reason)
+    .bind(&new.target_version)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(StoreError::db(OP))?;
+    for (ordinal, stage) in Stage::ALL.iter().enumerate() {
+        sqlx::query("INSERT INTO run_stages (run_id, stage, ordinal, status) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(stage.slug())
+            .bind(ordinal as i64)
+            .bind(StageStatus::Pending.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(OP))?;
+    }
+    let mut superseded: Vec<i64> = sqlx::query_scalar(
+        "UPDATE runs SET state = ?, superseded_by = ?, ended_at_ms = ? \
+         WHERE env = ? AND state = ? AND id <> ? RETURNING id",
+    )
+    .bind(RunState::Superseded.as_str())
+    .bind(id)
+    .bind(now)
+    .bind(&new.env)
+    .bind(RunState::Queued.as_str())
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(StoreError::db(OP))?;
+    superseded.sort_unstable();
+    sqlx::query(
+        "UPDATE run_stages SET status = ? WHERE status = ? \
+         AND run_id IN (SELECT r.id FROM runs r WHERE r.superseded_by = ?)",
+    )
+    .bind(StageStatus::NotRun.as_str())
+    .bind(StageStatus::Pending.as_str())
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::db(OP))?;
+    let run = fetch_run(&mut *tx, id, OP)
+        .await?
+        .ok_or(StoreError::RunNotFound { id })?;
+    tx.commit().await.map_err(StoreError::db(OP))?;
+    Ok((run, superseded))
+}
+
+pub(crate) async fn get(pool: &SqlitePool, id: i64) -> Result<Option<RunRecord>, StoreError> {
+    fetch_run(pool, id, "reading a pipeline run").await
+}
+
+pub(crate) async fn list(
+    pool: &SqlitePool,
+    env: Option<&str>,
+    limit: u32,
+    before_id: Option<i64>,
+) -> Result<Vec<RunRecord>, StoreError> {
+    const OP: &str = "listing pipeline runs";
+    let before = before_id.unwrap_or(i64::MAX);
+    let query = match env {
+        Some(env) => sqlx::query(select_runs!(
+            "WHERE r.id IN (SELECT q.id FROM runs q WHERE q.env = ? AND q.id < ? ORDER BY q.id DESC LIMIT ?) \
+             ORDER BY r.id DESC, s.ordinal"
+        ))
+        .bind(env),
+        None => sqlx::query(select_runs!(
+            "WHERE r.id IN (SELECT q.id FROM runs q WHERE q.id < ? ORDER BY q.id DESC LIMIT ?) \
+             ORDER BY r.id DESC, s.ordinal"
+        )),
+    };
+    let rows = query
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::db(OP))?;
+    runs_from_rows(&rows, OP)
+}
+
+pub(crate) async fn unfinished(pool: &SqlitePool) -> Result<Vec<RunRecord>, StoreError> {
+    const OP: &str = "listing unfinished pipeline runs";
+    let [a, b, c] = UNFINISHED.map(RunState::as_str);
+    let rows = sqlx::query(select_runs!(
+        "WHERE r.state IN (?, ?, ?) ORDER BY r.id, s.ordinal"
+    ))
+    .bind(a)
+    .bind(b)
+    .bind(c)
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::db(OP))?;
+    runs_from_rows(&rows, OP)
+}
+
+pub(crate) async fn transition(
+    pool: &SqlitePool,
+    id: i64,
+    from: &[RunState],
+    to: RunState,
+    update: RunUpdate,
+) -> Result<RunRecord, StoreError> {
+    const OP: &str = "changing a pipeline run's state";
+    check_text(
+        &[
+            ("version", update.version.as_deref().unwrap_or_default()),
+            (
+                "previous version",
+                update.previous_version.as_deref().unwrap_or_default(),
+            ),
+            ("error", update.error.as_deref().unwrap_or_default()),
+        ],
+        &format!("run {id}"),
+    )?;
+    let mut tx = begin(pool, OP).await?;
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::db(OP))?;
+    let state = state.ok_or(StoreError::RunNotFound { id })?;
+    let current = RunState::parse(&state)
+        .ok_or_else(|| corrupt(format!("state of run {id}"), &state, "a run state"))?;
+    let conflict = |message: String| StoreError::RunStateConflict {
+        id,
+        current,
+        wanted: to,
+        message,
+    };
+    current.transition(to).map_err(conflict)?;
+    if !from.contains(&current) {
+        let expected: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        return Err(conflict(format!(
+            "the change expected it to be {}; it changed meanwhile, so read the run again and decide anew",
+            if expected.is_empty() {
+                "in no state at all".to_owned()
+            } else {
+                expected.join(" or ")
+            }
+        )));
+    }
+    sqlx::query(
+        "UPDATE runs SET state = ?, version = COALESCE(?, version), \
+         previous_version = COALESCE(?, previous_version), started_at_ms = COALESCE(?, started_at_ms), \
+         ended_at_ms = COALESCE(?, ended_at_ms), failed_stage = COALESCE(?, failed_stage), \
+         error = COALESCE(?, error) WHERE id = ? AND state = ?",
+    )
+    .bind(to.as_str())
+    .bind(&update.version)
+    .bind(&update.previous_version)
+    .bind(update.started_at_ms)
+    .bind(update.ended_at_ms)
+    .bind(update.failed_stage.map(Stage::slug))
+    .bind(&update.error)
+    .bind(id)
+    .bind(current.as_str())
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::db(OP))?;
+    let run = fetch_run(&mut *tx, id, OP)
+        .await?
+        .ok_or(StoreError::RunNotFound { id })?;
+    tx.commit().await.map_err(StoreError::db(OP))?;
+    Ok(run)
+}
+
+pub(crate) async fn update(pool: &SqlitePool, id: i64, update: RunUpdate) -> Result<RunRecord, StoreError> {
+    const OP: &str = "updating a pipeline run";
+    check_text(
+        &[
+            ("version", update.version.as_deref().unwrap_or_default()),
+            (
+                "previous version",
+                update.previous_version.as_deref().unwrap_or_default(),
+            ),
+            ("error", update.error.as_deref().unwrap_or_default()),
+        ],
+        &format!("run {id}"),
+    )?;
+    let mut tx = begin(pool, OP).await?;
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::db(OP))?;
+    let state = state.ok_or(StoreError::RunNotFound { id })?;
+    let current = RunState::parse(&state)
+        .ok_or_else(|| corrupt(format!("state of run {id}"), &state, "a run state"))?;
+    if current.is_terminal() {
+        return Err(StoreError::RunStateConflict {
+            id,
+            current,
+            wanted: current,
+            message: "the run already ended; its record is final".to_owned(),
+        });
+    }
+    sqlx::query(
+        "UPDATE runs SET version = COALESCE(?, version), \
+         previous_version = COALESCE(?, previous_version), started_at_ms = COALESCE(?, started_at_ms), \
+         ended_at_ms = COALESCE(?, ended_at_ms), failed_stage = COALESCE(?, failed_stage), \
+         error = COALESCE(?, error) WHERE id = ?",
+    )
+    .bind(&update.version)
+    .bind(&update.previous_version)
+    .bind(update.started_at_ms)
+    .bind(update.ended_at_ms)
+    .bind(update.failed_stage.map(Stage::slug))
+    .bind(&update.error)
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::db(OP))?;
+    let run = fetch_run(&mut *tx, id, OP)
+        .await?
+        .ok_or(StoreError::RunNotFound { id })?;
+    tx.commit().await.map_err(StoreError::db(OP))?;
+    Ok(run)
+}
+
+pub(crate) async fn stage_update(
+    pool: &SqlitePool,
+    run_id: i64,
+    stage: Stage,
+    status: StageStatus,
+    note: Option<&str>,
+) -> Result<(), StoreError> {
+    const OP: &str = "updating a pipeline stage";
+    check_text(
+        &[("note", note.unwrap_or_default())],
+        &format!("stage {} of run {run_id}", stage.slug()),
+    )?;
+    let stamps = status == StageStatus::Running || status.is_done();
+    let sql = if status == StageStatus::Running {
+        "UPDATE run_stages SET status = ?, note = COALESCE(?, note), started_at_ms = ?, ended_at_ms = NULL \
+         WHERE run_id = ? AND stage = ?"
+    } else if stamps {
+        "UPDATE run_stages SET status = ?, note = COALESCE(?, note), ended_at_ms = ? WHERE run_id = ? AND stage = ?"
+    } else {
+        "UPDATE run_stages SET status = ?, note = COALESCE(?, note) WHERE run_id = ? AND stage = ?"
+    };
+    let mut tx = begin(pool, OP).await?;
+    let mut query = sqlx::query(sql).bind(status.as_str()).bind(note);
+    if stamps {
+        query = query.bind(now_ms());
+    }
+    let updated = query
+        .bind(run_id)
+        .bind(stage.slug())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(OP))?
+        .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::RunNotFound { id: run_id });
+    }
+    if status == StageStatus::Running {
+        sqlx::query("UPDATE runs SET current_stage = ? WHERE id = ?")
+            .bind(stage.slug())
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(OP))?;
+    }
+    tx.commit().await.map_err(StoreError::db(OP))
+}
+
+pub(crate) async fn stages_mark_not_run(pool: &SqlitePool, run_id: i64) -> Result<(), StoreError> {
+    const OP: &str = "marking a run's pending stages not run";
+    let mut tx = begin(pool, OP).await?;
+    require_run(&mut tx, run_id, OP).await?;
+    sqlx::query("UPDATE run_stages SET status = ? WHERE run_id = ? AND status = ?")
+        .bind(StageStatus::NotRun.as_str())
+        .bind(run_id)
+        .bind(StageStatus::Pending.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(OP))?;
+    tx.commit().await.map_err(StoreError::db(OP))
+}
+
+pub(crate) async fn log_append(
+    pool: &SqlitePool,
+    run_id: i64,
+    stage: Stage,
+    line: &str,
+) -> Result<RunLogLine, StoreError> {
+    const OP: &str = "appending to a run's log";
+    check_text(&[("log line", line)], &format!("run {run_id}"))?;
+    let mut tx = begin(pool, OP).await?;
+    let seq: Option<i64> =
+        sqlx::query_scalar("UPDATE runs SET log_seq = log_seq + 1 WHERE id = ? RETURNING log_seq")
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db(OP))?;
+    let seq = seq.ok_or(StoreError::RunNotFound { id: run_id })?;
+    let at_ms = now_ms();
+    sqlx::query("INSERT INTO run_logs (run_id, seq, stage, at_ms, line) VALUES (?, ?, ?, ?, ?)")
+        .bind(run_id)
+        .bind(seq)
+        .bind(stage.slug())
+        .bind(at_ms)
+        .bind(line)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(OP))?;
+    tx.commit().await.map_err(StoreError::db(OP))?;
+    Ok(RunLogLine {
+        run_id,
+        seq,
+        stage,
+        at_ms,
+        line: line.to_owned(),
+    })
+}
+
+pub(crate) async fn log_read(
+    pool: &SqlitePool,
+    run_id: i64,
+    stage: Option<Stage>,
+    after_seq: i64,
+    limit: u32,
+) -> Result<Vec<RunLogLine>, StoreError> {
+    const OP: &str = "reading a run's log";
+    let query = match stage {
+        Some(stage) => sqlx::query(
+            "SELECT seq, stage, at_ms, line FROM run_logs WHERE run_id = ? AND stage = ? AND seq > ? \
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(run_id)
+        .bind(stage.slug()),
+        None => sqlx::query(
+            "SELECT seq, stage, at_ms, line FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(run_id),
+    };
+    let rows = query
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::db(OP))?;
+    rows.iter()
+        .map(|row| {
+            let seq: i64 = row.try_get("seq").map_err(StoreError::db(OP))?;
+            let stage: String = row.try_get("stage").map_err(StoreError::db(OP))?;
+            Ok(RunLogLine {
+                run_id,
+                seq,
+                stage: stage_of(&stage, || format!("stage of log line {seq} of run {run_id}"))?,
+                at_ms: row.try_get("at_ms").map_err(StoreError::db(OP))?,
+                line: row.try_get("line").map_err(StoreError::db(OP))?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn approval_add(
+    pool: &SqlitePool,
+    run_id: i64,
+    actor: &str,
+    decision: Decision,
+    comment: Option<&str>,
+) -> Result<ApprovalRecord, StoreError> {
+    const OP: &str = "recording an approval";
+    check_text(
+        &[("actor", actor), ("comment", comment.unwrap_or_default())],
+        &format!("the approval of run {run_id}"),
+    )?;
+    let mut tx = begin(pool, OP).await?;
+    require_run(&mut tx, run_id, OP).await?;
+    let at_ms = now_ms();
+    sqlx::query("INSERT INTO run_approvals (run_id, actor, decision, comment, at_ms) VALUES (?, ?, ?, ?, ?)")
+        .bind(run_id)
+        .bind(actor)
+        .bind(decision.as_str())
+        .bind(comment)
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(OP))?;
+    tx.commit().await.map_err(StoreError::db(OP))?;
+    Ok(ApprovalRecord {
+        run_id,
+        actor: actor.to_owned(),
+        decision,
+        comment: comment.map(str::to_owned),
+        at_ms,
+    })
+}
+
+pub(crate) async fn approvals(pool: &SqlitePool, run_id: i64) -> Result<Vec<ApprovalRecord>, StoreError> {
+    const OP: &str = "reading a run's approvals";
+    let rows =
+        sqlx::query("SELECT actor, decision, comment, at_ms FROM run_approvals WHERE run_id = ? ORDER BY id")
+            .bind(run_id)
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::db(OP))?;
+    rows.iter()
+        .map(|row| {
+            let decision: String = row.try_get("decision").map_err(StoreError::db(OP))?;
+            Ok(ApprovalRecord {
+                run_id,
+                actor: row.try_get("actor").map_err(StoreError::db(OP))?,
+                decision: Decision::parse(&decision).ok_or_else(|| {
+                    corrupt(
+                        format!("an approval of run {run_id}"),
+                        &decision,
+                        "approve or reject",
+                    )
+                })?,
+                comment: row.try_get("comment").map_err(StoreError::db(OP))?,
+                at_ms: row.try_get("at_ms").map_err(StoreError::db(OP))?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,228 @@
+//! `cutover status|service logs|scheduler|audit`.
+
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use crate::cli::{Output, SchedulerCommand, ServiceCommand};
+use crate::client::{Client, urlencode};
+use crate::output::{self, short};
+
+pub async fn status(client: &Client, env: &str, out: Output) -> anyhow::Result<ExitCode> {
+    let st: Value = client
+        .get(&format!("/api/v1/environments/{}/status", urlencode(env)))
+        .await?;
+    output::emit(out, &st, |s| {
+        println!(
+            "{} · desired {} · deployed {} · serving {} · warm {}",
+            s["env"].as_str().unwrap_or(""),
+            short(s["desired_version"].as_str()),
+            short(s["last_deployed_version"].as_str()),
+            short(s["serving_version"].as_str()),
+            short(s["warm_version"].as_str()),
+        );
+        let mut rows = Vec::new();
+        for svc in s["services"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let name = svc["name"].as_str().unwrap_or("");
+            let url = svc["url"].as_str().unwrap_or("(not public)");
+            let instances = svc["instances"].as_array().map(Vec::as_slice).unwrap_or_default();
+            if instances.is_empty() {
+                rows.push(vec![
+                    name.to_owned(),
+                    url.to_owned(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
+            for i in instances {
+                rows.push(vec![
+                    name.to_owned(),
+                    url.to_owned(),
+                    i["id"].as_str().unwrap_or("").to_owned(),
+                    i["role"].as_str().unwrap_or("").to_owned(),
+                    short(i["version"].as_str()),
+                    i["pid"]
+                        .as_u64()
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    i["port"].to_string(),
+                    match i["healthy"].as_bool() {
+                        Some(true) => "yes".into(),
+                        Some(false) => "NO".into(),
+                        None => "?".into(),
+                    },
+                    format!("{} / {}s", i["restarts"], i["uptime_s"]),
+                ]);
+            }
+        }
+        output::table(
+            &[
+                "SERVICE",
+                "URL",
+                "INSTANCE",
+                "ROLE",
+                "VERSION",
+                "PID",
+                "PORT",
+                "HEALTHY",
+                "RESTARTS/UP",
+            ],
+            &rows,
+        );
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn service(client: &Client, cmd: ServiceCommand, out: Output) -> anyhow::Result<ExitCode> {
+    let ServiceCommand::Logs { env, service, lines } = cmd;
+    let path = format!(
+        "/api/v1/environments/{}/services/{}/logs?lines={lines}",
+        urlencode(&env),
+        urlencode(&service)
+    );
+    let logs: Value = client.get(&path).await?;
+    output::emit(out, &logs, |l| {
+        for inst in l["instances"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            println!(
+                "==> {} ({}, {}) <==",
+                inst["instance"].as_str().unwrap_or(""),
+                short(inst["version"].as_str()),
+                inst["role"].as_str().unwrap_or("")
+            );
+            for line in inst["lines"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                println!("{}", line.as_str().unwrap_or(""));
+            }
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn scheduler(client: &Client, cmd: SchedulerCommand, out: Output) -> anyhow::Result<ExitCode> {
+    let base = |env: &str| format!("/api/v1/environments/{}/scheduler", urlencode(env));
+    let st: Value = match &cmd {
+        SchedulerCommand::Status { env } => client.get(&base(env)).await?,
+        SchedulerCommand::Suspend { env } => {
+            client.post(&format!("{}/suspend", base(env)), &json!({})).await?
+        }
+        SchedulerCommand::Resume { env } => client.post(&format!("{}/resume", base(env)), &json!({})).await?,
+        SchedulerCommand::Run { env, job } => {
+            let run: Value = client
+                .post(&format!("{}/jobs/{}/run", base(env), urlencode(job)), &json!({}))
+                .await?;
+            output::emit(out, &run, |r| {
+                println!(
+                    "job run {} of {job} started ({}); its log: cutover scheduler logs {env} {job} --run {}",
+                    r["id"],
+                    r["state"].as_str().unwrap_or(""),
+                    r["id"]
+                );
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        SchedulerCommand::Logs { env, job, run } => {
+            let runs: Value = client
+                .get(&format!("{}/runs?job={}&limit=10", base(env), urlencode(job)))
+                .await?;
+            let id = run.or_else(|| runs[0]["id"].as_i64());
+            let lines: Value = match id {
+                Some(id) => client.get(&format!("/api/v1/job-runs/{id}/logs")).await?,
+                None => json!([]),
+            };
+            let all = json!({ "runs": runs, "run": id, "lines": lines });
+            output::emit(out, &all, |a| {
+                for r in a["runs"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    println!(
+                        "run {} · {} · {} · {} · {}{}",
+                        r["id"],
+                        r["trigger"].as_str().unwrap_or(""),
+                        r["state"].as_str().unwrap_or(""),
+                        short(r["version"].as_str()),
+                        output::time(r["started_at_ms"].as_i64().unwrap_or(0)),
+                        r["note"].as_str().map(|n| format!(" · {n}")).unwrap_or_default()
+                    );
+                }
+                if let Some(id) = a["run"].as_i64() {
+                    println!("--- log of job run {id} ---");
+                    for l in a["lines"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                        println!(
+                            "{} {}",
+                            output::time(l["at_ms"].as_i64().unwrap_or(0)),
+                            l["line"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    output::emit(out, &st, |s| {
+        println!(
+            "{} · {} · jobs of {}{}",
+            s["env"].as_str().unwrap_or(""),
+            if s["suspended"].as_bool() == Some(true) {
+                format!("SUSPENDED ({})", s["reason"].as_str().unwrap_or(""))
+            } else {
+                "running".to_owned()
+            },
+            short(s["version"].as_str()),
+            s["pending_version"]
+                .as_str()
+                .map(|p| format!(" (pending {})", &p[..12.min(p.len())]))
+                .unwrap_or_default()
+        );
+        let rows: Vec<Vec<String>> = s["jobs"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|j| {
+                vec![
+                    j["name"].as_str().unwrap_or("").to_owned(),
+                    j["schedule"].as_str().unwrap_or("").to_owned(),
+                    if j["running"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .to_owned(),
+                    j["last_run"]["state"].as_str().unwrap_or("-").to_owned(),
+                    j["next_at_ms"]
+                        .as_i64()
+                        .map(output::time)
+                        .unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        output::table(&["JOB", "SCHEDULE", "RUNNING", "LAST", "NEXT"], &rows);
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit(client: &Client, limit: u32, out: Output) -> anyhow::Result<ExitCode> {
+    let entries: Value = client.get(&format!("/api/v1/audit?limit={limit}")).await?;
+    output::emit(out, &entries, |e| {
+        let rows: Vec<Vec<String>> = e
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                vec![
+                    a["id"].to_string(),
+                    output::time(a["at_ms"].as_i64().unwrap_or(0)),
+                    a["actor"].as_str().unwrap_or("").to_owned(),
+                    a["action"].as_str().unwrap_or("").to_owned(),
+                    a["target"].as_str().unwrap_or("").to_owned(),
+                    a["detail"].to_string(),
+                ]
+            })
+            .collect();
+        output::table(&["ID", "AT", "ACTOR", "ACTION", "TARGET", "DETAIL"], &rows);
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

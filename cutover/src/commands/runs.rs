@@ -1,0 +1,260 @@
+//! `cutover release|runs|run|logs|cancel|approve|reject|rollback|promote`.
+
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use crate::cli::{Command, Output, ReleaseArgs};
+use crate::client::{Client, urlencode};
+use crate::output::{self, short};
+
+pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Release(ReleaseArgs {
+            env,
+            version,
+            destructive,
+            yes,
+            follow,
+        }) => {
+            let body = json!({ "version": version, "destructive": destructive, "confirm": yes });
+            let run: Value = client
+                .post(
+                    &format!("/api/v1/environments/{}/releases", urlencode(&env)),
+                    &body,
+                )
+                .await?;
+            started(client, &run, follow, out).await
+        }
+        Command::Rollback {
+            env,
+            to,
+            fast,
+            follow,
+        } => {
+            let body = json!({ "to": to, "fast": fast });
+            let run: Value = client
+                .post(
+                    &format!("/api/v1/environments/{}/rollback", urlencode(&env)),
+                    &body,
+                )
+                .await?;
+            started(client, &run, follow, out).await
+        }
+        Command::Promote { from, to, follow } => {
+            let run: Value = client
+                .post("/api/v1/promotions", &json!({ "from": from, "to": to }))
+                .await?;
+            started(client, &run, follow, out).await
+        }
+        Command::Runs { env, limit } => {
+            let mut path = format!("/api/v1/runs?limit={limit}");
+            if let Some(e) = env {
+                path.push_str(&format!("&env={}", urlencode(&e)));
+            }
+            let runs: Value = client.get(&path).await?;
+            output::emit(out, &runs, runs_table)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { id } => {
+            let run: Value = client.get(&format!("/api/v1/runs/{id}")).await?;
+            output::emit(out, &run, run_detail)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs { id, stage, follow } => logs(client, id, stage.as_deref(), follow, out).await,
+        Command::Cancel { id } => {
+            let run: Value = client
+                .post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))
+                .await?;
+            output::emit(out, &run, |r| {
+                println!(
+                    "run {} cancel requested (now {})",
+                    r["id"],
+                    r["state"].as_str().unwrap_or("")
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve { id, comment } => decide(client, id, "approve", comment, out).await,
+        Command::Reject { id, comment } => decide(client, id, "reject", comment, out).await,
+        _ => unreachable!("dispatched in commands::run"),
+    }
+}
+
+async fn decide(
+    client: &Client,
+    id: i64,
+    verb: &str,
+    comment: Option<String>,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    let view: Value = client
+        .post(
+            &format!("/api/v1/runs/{id}/{verb}"),
+            &json!({ "comment": comment }),
+        )
+        .await?;
+    output::emit(out, &view, |v| {
+        let done = if verb == "approve" { "approved" } else { "rejected" };
+        println!(
+            "run {id} {done}; it continues on {} (state {})",
+            v["env"].as_str().unwrap_or(""),
+            v["state"].as_str().unwrap_or("")
+        );
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// After a run was queued: print how to follow it, or follow it.
+async fn started(client: &Client, run: &Value, follow: bool, out: Output) -> anyhow::Result<ExitCode> {
+    let id = run["id"].as_i64().unwrap_or_default();
+    if !follow {
+        output::emit(out, run, |r| {
+            println!(
+                "run {id} queued on {} ({}{})",
+                r["env"].as_str().unwrap_or(""),
+                r["kind"].as_str().unwrap_or(""),
+                r["reason"].as_str().map(|s| format!(", {s}")).unwrap_or_default()
+            );
+            println!("follow it:  cutover logs {id} --follow");
+            println!("see stages: cutover run {id}");
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if out == Output::Table {
+        println!(
+            "run {id} queued on {}; following its log (Ctrl-C stops following, not the run)",
+            run["env"].as_str().unwrap_or("")
+        );
+    }
+    logs(client, id, None, true, out).await
+}
+
+async fn logs(
+    client: &Client,
+    id: i64,
+    stage: Option<&str>,
+    follow: bool,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/api/v1/runs/{id}/logs?follow={follow}");
+    if let Some(s) = stage {
+        path.push_str(&format!("&stage={}", urlencode(s)));
+    }
+    if !follow {
+        let lines: Value = client.get(&path).await?;
+        output::emit(out, &lines, |l| {
+            for line in l.as_array().map(Vec::as_slice).unwrap_or_default() {
+                print_line(line);
+            }
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut end_state = String::new();
+    client
+        .stream_lines(&path, |v| {
+            if v["end"].as_bool() == Some(true) {
+                end_state = v["state"].as_str().unwrap_or("").to_owned();
+                if out == Output::Json {
+                    println!("{v}");
+                }
+                return;
+            }
+            match out {
+                Output::Json => println!("{v}"),
+                Output::Table => print_line(&v),
+            }
+        })
+        .await?;
+    if out == Output::Table {
+        println!("run {id} {end_state}");
+    }
+    Ok(if end_state == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_line(l: &Value) {
+    let at = output::time(l["at_ms"].as_i64().unwrap_or(0));
+    println!(
+        "{at} [{}] {}",
+        l["stage"].as_str().unwrap_or(""),
+        l["line"].as_str().unwrap_or("")
+    );
+}
+
+fn runs_table(runs: &Value) {
+    let rows: Vec<Vec<String>> = runs
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            vec![
+                r["id"].to_string(),
+                r["env"].as_str().unwrap_or("").to_owned(),
+                r["kind"].as_str().unwrap_or("").to_owned(),
+                r["state"].as_str().unwrap_or("").to_owned(),
+                short(r["version"].as_str()),
+                r["requested_by"].as_str().unwrap_or("").to_owned(),
+                output::time(r["created_at_ms"].as_i64().unwrap_or(0)),
+                r["error"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["RUN", "ENV", "KIND", "STATE", "VERSION", "BY", "CREATED", "ERROR"],
+        &rows,
+    );
+}
+
+fn run_detail(r: &Value) {
+    println!(
+        "run {} · {} · {} · {} · version {} (was {}) · by {}",
+        r["id"],
+        r["env"].as_str().unwrap_or(""),
+        r["kind"].as_str().unwrap_or(""),
+        r["state"].as_str().unwrap_or(""),
+        short(r["version"].as_str()),
+        short(r["previous_version"].as_str()),
+        r["requested_by"].as_str().unwrap_or("")
+    );
+    if let Some(e) = r["error"].as_str() {
+        println!("error: {e}");
+    }
+    let rows: Vec<Vec<String>> = r["stages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            let start = s["started_at_ms"].as_i64();
+            let end = s["ended_at_ms"].as_i64();
+            vec![
+                s["stage"].as_str().unwrap_or("").to_owned(),
+                s["status"].as_str().unwrap_or("").to_owned(),
+                start.map(output::time).unwrap_or_else(|| "-".into()),
+                match (start, end) {
+                    (Some(a), Some(b)) => format!("{:.1}s", (b - a) as f64 / 1000.0),
+                    _ => "-".into(),
+                },
+                s["note"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    output::table(&["STAGE", "STATUS", "STARTED", "TOOK", "NOTE"], &rows);
+    for a in r["approvals"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        println!(
+            "{} by {} at {}{}",
+            a["decision"].as_str().unwrap_or(""),
+            a["actor"].as_str().unwrap_or(""),
+            output::time(a["at_ms"].as_i64().unwrap_or(0)),
+            a["comment"]
+                .as_str()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        );
+    }
+}
