@@ -7,4 +7,6 @@ mod support;
 mod cli_config;
 mod cli_params;
 pub(crate) mod example_shop;
+mod pipeline;
+mod pipeline_support;
 mod server_lifecycle;
