@@ -482,6 +482,13 @@ impl Engine {
         let env = self.env_name(env)?;
         let job = self.job_name(job)?;
         let state = self.scheduler_load(&env).await?;
+        if let Some(pending) = &state.pending_version {
+            return Err(EngineError::Refused(format!(
+                "a pipeline run is installing the jobs of {} on {env} and holds the scheduler so no job runs against \
+                 half-migrated data; run the job after its Install stage",
+                &pending[..12.min(pending.len())]
+            )));
+        }
         let version = state.version.ok_or_else(|| {
             EngineError::Refused(format!(
                 "{env} has no jobs installed yet: deploy it first (cutover release {env})"

@@ -6,6 +6,7 @@ mod support;
 
 mod cli_config;
 mod cli_params;
+mod crash_and_scheduler;
 pub(crate) mod example_shop;
 mod pipeline;
 mod pipeline_support;

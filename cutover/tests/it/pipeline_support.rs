@@ -41,8 +41,10 @@ environments:
 
 const RUN_OK: &str = "case \"$1\" in\n  api) exec \"$SHOP_BIN\" api ;;\n  worker) exec sleep 3600 ;;\nesac\n";
 const RUN_BROKEN: &str = "echo 'this version cannot start' >&2\nexit 3\n";
-const INSTALL_OK: &str =
-    "echo \"migrating to $CUTOVER_VERSION\"\necho \"$CUTOVER_VERSION\" >> \"$CUTOVER_ENV_DIR/installs\"\n";
+/// Waits while `hold-install` exists, so a test can hold a run inside Install.
+const INSTALL_OK: &str = "echo \"migrating to $CUTOVER_VERSION\"\n\
+    while [ -e \"$CUTOVER_ENV_DIR/hold-install\" ]; do sleep 0.1; done\n\
+    echo \"$CUTOVER_VERSION\" >> \"$CUTOVER_ENV_DIR/installs\"\n";
 const INSTALL_BAD: &str = "echo 'migration 7 failed' >&2\nexit 4\n";
 /// Sleeps while the marker file exists, so a test can hold a run in this stage.
 const PRE_DEPLOY: &str =
@@ -117,7 +119,18 @@ impl App {
     }
 
     pub fn env_dir(&self, env: &str) -> PathBuf {
-        self.dir.path().join("data").join("envs").join(env)
+        let dir = self.dir.path().join("data").join("envs").join(env);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Creates a marker file that holds hooks (`hold`, `hold-install`, `job-hold`).
+    pub fn hold(&self, env: &str, marker: &str) {
+        std::fs::write(self.env_dir(env).join(marker), "").unwrap();
+    }
+
+    pub fn release_hold(&self, env: &str, marker: &str) {
+        let _ = std::fs::remove_file(self.env_dir(env).join(marker));
     }
 }
 
@@ -126,6 +139,22 @@ impl Server {
     pub fn release(&self, actor: &str, env: &str, version: &str) -> i64 {
         let run = self.cli_json(actor, &["release", env, "--version", version]);
         run["id"].as_i64().expect("a run id")
+    }
+
+    /// Polls until the run's current stage is `stage` (bounded).
+    pub fn wait_stage(&self, id: i64, stage: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = self.cli_json("x", &["run", &id.to_string()]);
+            if run["current_stage"] == stage && run["state"] != "queued" {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} never reached {stage}: {run:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Polls a run until it is in one of `states` (bounded).

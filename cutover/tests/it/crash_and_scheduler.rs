@@ -1,0 +1,210 @@
+//! `kill -9` of the server in the middle of runs, then a restart; and the
+//! scheduler around deployments.
+
+use crate::pipeline_support::App;
+use crate::support::fails_with;
+
+#[test]
+fn kill_9_mid_run_at_several_stages_then_restart_and_release_again() {
+    let app = App::new();
+    let mut server = app.start();
+    let first = server.release("alice", "staging", &app.good[0]);
+    assert_eq!(
+        server.wait_run(first, &["succeeded", "failed"])["state"],
+        "succeeded"
+    );
+
+    // 1. Killed while held in the Install hook, with the scheduler suspended by the run.
+    app.hold("staging", "hold-install");
+    let held = server.release("alice", "staging", &app.good[1]);
+    server.wait_stage(held, "install");
+    assert_eq!(
+        server.cli_json("x", &["scheduler", "status", "staging"])["suspended"],
+        true
+    );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    app.release_hold("staging", "hold-install");
+    server = app.start();
+    let run = server.wait_run(held, &["interrupted"]);
+    assert_eq!(run["failed_stage"], "install");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted during Install"),
+        "{run:#}"
+    );
+    // The environment is back on its one deployed version; the scheduler is not left suspended.
+    wait_for(
+        || server.api_version("staging").as_deref() == Some(app.good[0].as_str()),
+        "v1 serving again",
+    );
+    let sched = server.cli_json("x", &["scheduler", "status", "staging"]);
+    assert_eq!(
+        (sched["suspended"].as_bool(), sched["version"].as_str()),
+        (Some(false), Some(app.good[0].as_str()))
+    );
+
+    // 2. Killed while waiting for approval on production.
+    let waiting = server.release("alice", "prod", &app.good[0]);
+    server.wait_run(waiting, &["awaiting_approval"]);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    server = app.start();
+    let run = server.wait_run(waiting, &["interrupted"]);
+    assert_eq!(run["failed_stage"], "approval");
+    fails_with(
+        &server.cli("bob", &["approve", &waiting.to_string()]),
+        &["not waiting for approval", "interrupted"],
+    );
+
+    // 3. Killed during Deploy services (a version whose instances never become healthy).
+    let deploying = server.release("alice", "staging", &app.broken);
+    server.wait_stage(deploying, "deploy_services");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    server = app.start();
+    let run = server.wait_run(deploying, &["interrupted"]);
+    assert_eq!(run["failed_stage"], "deploy_services");
+    wait_for(
+        || server.api_version("staging").as_deref() == Some(app.good[0].as_str()),
+        "v1 serving again",
+    );
+    let status = server.cli_json("x", &["status", "staging"]);
+    for svc in status["services"].as_array().unwrap() {
+        for i in svc["instances"].as_array().unwrap() {
+            assert_eq!(
+                i["version"], app.good[0],
+                "one whole version runs after the restart: {i}"
+            );
+        }
+    }
+
+    // And the next release succeeds.
+    let next = server.release("alice", "staging", &app.good[2]);
+    assert_eq!(
+        server.wait_run(next, &["succeeded", "failed"])["state"],
+        "succeeded",
+        "{}",
+        server.logs(next)
+    );
+    assert_eq!(
+        server.api_version("staging").as_deref(),
+        Some(app.good[2].as_str())
+    );
+}
+
+#[test]
+fn a_running_job_delays_the_suspend_and_no_job_runs_while_a_pipeline_installs() {
+    let app = App::new();
+    let server = app.start();
+    let first = server.release("alice", "staging", &app.good[0]);
+    assert_eq!(
+        server.wait_run(first, &["succeeded", "failed"])["state"],
+        "succeeded"
+    );
+
+    // A long job of v1 is running when v2's pipeline wants to suspend.
+    app.hold("staging", "job-hold");
+    let job = server.cli_json("alice", &["scheduler", "run", "staging", "report"]);
+    assert_eq!(job["version"], app.good[0]);
+    app.hold("staging", "hold-install");
+    let run = server.release("alice", "staging", &app.good[1]);
+    server.wait_stage(run, "pre_deploy_hook");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let still = server.cli_json("x", &["run", &run.to_string()]);
+    assert_eq!(
+        still["current_stage"], "pre_deploy_hook",
+        "the suspend waits for the running job"
+    );
+    assert!(server.logs(run).contains("waiting for running jobs: report"));
+    app.release_hold("staging", "job-hold");
+
+    // In Install the scheduler holds the new jobs; nobody can start one.
+    server.wait_stage(run, "install");
+    let sched = server.cli_json("x", &["scheduler", "status", "staging"]);
+    assert_eq!(sched["suspended"], true);
+    assert_eq!(sched["pending_version"], app.good[1]);
+    fails_with(
+        &server.cli("bob", &["scheduler", "run", "staging", "report"]),
+        &["half-migrated"],
+    );
+    app.release_hold("staging", "hold-install");
+    assert_eq!(
+        server.wait_run(run, &["succeeded", "failed"])["state"],
+        "succeeded"
+    );
+
+    // After Install: resumed with v2's jobs.
+    let sched = server.cli_json("x", &["scheduler", "status", "staging"]);
+    assert_eq!(
+        (sched["suspended"].as_bool(), sched["version"].as_str()),
+        (Some(false), Some(app.good[1].as_str()))
+    );
+    let job = server.cli_json("bob", &["scheduler", "run", "staging", "report"]);
+    assert_eq!(job["version"], app.good[1]);
+    wait_for(
+        || {
+            std::fs::read_to_string(app.env_dir("staging").join("jobs"))
+                .unwrap_or_default()
+                .lines()
+                .count()
+                == 2
+        },
+        "two job runs recorded",
+    );
+    let jobs = std::fs::read_to_string(app.env_dir("staging").join("jobs")).unwrap();
+    assert_eq!(jobs, format!("job of {}\njob of {}\n", app.good[0], app.good[1]));
+    let logs = server.cli_json("x", &["scheduler", "logs", "staging", "report"]);
+    assert_eq!(logs["runs"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_suspend_by_a_person_survives_a_restart_and_pipelines_leave_it_suspended() {
+    let app = App::new();
+    let mut server = app.start();
+    let first = server.release("alice", "staging", &app.good[0]);
+    assert_eq!(
+        server.wait_run(first, &["succeeded", "failed"])["state"],
+        "succeeded"
+    );
+    let s = server.cli_json("alice", &["scheduler", "suspend", "staging"]);
+    assert_eq!(s["suspended"], true);
+    assert_eq!(s["reason"], "suspended by alice");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    server = app.start();
+    assert_eq!(
+        server.cli_json("x", &["scheduler", "status", "staging"])["suspended"],
+        true
+    );
+
+    let run = server.release("alice", "staging", &app.good[1]);
+    assert_eq!(
+        server.wait_run(run, &["succeeded", "failed"])["state"],
+        "succeeded"
+    );
+    let s = server.cli_json("x", &["scheduler", "status", "staging"]);
+    assert_eq!(
+        (s["suspended"].as_bool(), s["version"].as_str()),
+        (Some(true), Some(app.good[1].as_str()))
+    );
+    let s = server.cli_json("alice", &["scheduler", "resume", "staging"]);
+    assert_eq!(s["suspended"], false);
+    fails_with(
+        &server.cli("alice", &["scheduler", "run", "staging", "nope"]),
+        &["unknown job", "report"],
+    );
+}
+
+fn wait_for(mut check: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
