@@ -57,6 +57,10 @@ pub enum Command {
     )]
     Serve(ServeArgs),
 
+    /// Start Cutover with the example shop: dev and staging deployed, production awaiting approval.
+    #[command(after_help = "Example: cutover demo   (then open the URLs it prints; Ctrl-C stops everything)")]
+    Demo(DemoArgs),
+
     /// Work with a cutover.yml without a server.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -228,6 +232,19 @@ pub struct ServeArgs {
     /// `router.port` from cutover.yml, else 7080; port 0 picks a free one).
     #[arg(long, env = "CUTOVER_ROUTER_LISTEN")]
     pub router_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo keeps the example repository and Cutover's state; reused on the next run.
+    #[arg(long, env = "CUTOVER_DEMO_DIR", default_value = "./.cutover-demo")]
+    pub data_dir: PathBuf,
+    /// Address of the API (the CLI's CUTOVER_URL).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Address of the router in front of the shop's services.
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    pub router_listen: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ mod support;
 mod cli_config;
 mod cli_params;
 mod crash_and_scheduler;
+mod demo;
 pub(crate) mod example_shop;
 mod pipeline;
 mod pipeline_support;
