@@ -158,6 +158,12 @@ impl Engine {
                     state: format!("{:?}", fresh.state).to_lowercase(),
                 });
             }
+            let rank = |r: &str| match r {
+                "serving" => 0,
+                "warm" => 1,
+                _ => 2,
+            };
+            instances.sort_by(|a, b| rank(a.role).cmp(&rank(b.role)).then_with(|| a.id.cmp(&b.id)));
             services.push(ServiceStatus {
                 name: name.to_string(),
                 public: svc.public,

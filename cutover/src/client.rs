@@ -25,9 +25,7 @@ impl Client {
         }
         let actor = match actor {
             Some(a) => a.to_owned(),
-            None => std::env::var("USER")
-                .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_else(|_| "unknown".to_owned()),
+            None => os_user(),
         };
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
@@ -155,4 +153,28 @@ pub fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+/// The OS user: $USER, $LOGNAME, else the name of our uid in /etc/passwd.
+fn os_user() -> String {
+    if let Some(u) = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+    {
+        return u;
+    }
+    let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines().find_map(|l| {
+            l.strip_prefix("Uid:")
+                .and_then(|r| r.split_whitespace().next().map(str::to_owned))
+        })
+    });
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    uid.and_then(|uid| {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == uid).then(|| f[0].to_owned())
+        })
+    })
+    .unwrap_or_else(|| "unknown".to_owned())
 }
