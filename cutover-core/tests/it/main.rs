@@ -1,5 +1,8 @@
 //! Integration tests of `cutover-core`: `cutover.yml` fixtures.
 
+// Tests start real binaries and fixture tools (git, sh) directly.
+#![allow(clippy::disallowed_methods)]
+
 mod config_bad;
 mod config_good;
 

@@ -1,5 +1,8 @@
 //! Integration tests of the router over real sockets on 127.0.0.1 (port 0), bounded in time.
 
+// Tests start real binaries and fixture tools (git, sh) directly.
+#![allow(clippy::disallowed_methods)]
+
 mod routing;
 mod support;
 mod switching;

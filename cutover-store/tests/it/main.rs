@@ -3,5 +3,8 @@
 //! behaviour (files, migrations, locking across connections), and the
 //! parameter key grammar.
 
+// Tests start real binaries and fixture tools (git, sh) directly.
+#![allow(clippy::disallowed_methods)]
+
 mod param_key;
 mod sqlite;

@@ -2,6 +2,9 @@
 //! sockets on loopback. Each test gets its own repository, data directory and
 //! server on port 0.
 
+// Tests start real binaries and fixture tools (git, sh) directly.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 mod cli_config;
