@@ -5,6 +5,11 @@
 //! a few million samples cheap enough. Rejected: criterion (made for micro-benchmarks of
 //! functions, not for a concurrent socket load with side-by-side throughput figures).
 
+// Benchmarks start the real binary, baselines and fixture tools directly.
+#![allow(clippy::disallowed_methods)]
+
+pub mod fixture;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

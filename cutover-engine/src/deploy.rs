@@ -94,7 +94,7 @@ impl Engine {
 
     fn health_settings(deadline: Duration) -> HealthSettings {
         HealthSettings {
-            interval: Duration::from_millis(100),
+            interval: Duration::from_millis(20),
             timeout: Duration::from_secs(2),
             deadline,
         }

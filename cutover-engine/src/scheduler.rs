@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cutover_core::config::{CivilMinute, CronSchedule};
+use cutover_core::config::{CivilMinute, CronSchedule, SuspendTimeoutAction};
 use cutover_core::{Actor, EnvName, JobName, Version};
 use cutover_runtime::{TaskExit, TaskSpec};
 use cutover_store::{JobRun, JobRunState, SchedulerState};
@@ -117,12 +117,45 @@ impl Engine {
                 () = tokio::time::sleep_until(deadline) => {
                     let names: Vec<&str> = running.iter().map(JobName::as_str).collect();
                     return Err(format!(
-                        "jobs still running after {}: {}; they were not stopped — wait for them or raise scheduler.suspend_timeout",
+                        "jobs still running after {}: {}; they were not stopped — wait for them, raise scheduler.suspend_timeout, \
+                         or set scheduler.on_suspend_timeout: terminate",
                         cutover_core::config::format_duration(self.config().scheduler.suspend_timeout),
                         names.join(", ")
                     ));
                 }
                 () = cancel.cancelled() => return Err("cancelled".into()),
+            }
+        }
+    }
+
+    /// Signals every running job of `env` to stop (SIGTERM, then SIGKILL).
+    fn terminate_jobs(&self, env: &EnvName) {
+        let map = self
+            .scheduler_shared()
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for ((e, _), (_, cancel)) in map.iter() {
+            if e == env {
+                cancel.cancel();
+            }
+        }
+    }
+
+    async fn wait_for_jobs_at_most(&self, env: &EnvName, bound: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let notified = self.scheduler_shared().ended.notified();
+            let running = self.running_jobs(env);
+            if running.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    let names: Vec<&str> = running.iter().map(JobName::as_str).collect();
+                    return Err(format!("jobs did not stop after being terminated: {}", names.join(", ")));
+                }
             }
         }
     }
@@ -160,7 +193,22 @@ impl Engine {
                 .await;
         }
         let touch = SchedulerTouch { was_suspended };
-        if let Err(why) = self.wait_for_jobs(env, cancel).await {
+        let mut waited = self.wait_for_jobs(env, cancel).await;
+        if waited.is_err()
+            && !cancel.is_cancelled()
+            && self.config().scheduler.on_suspend_timeout == SuspendTimeoutAction::Terminate
+        {
+            let running = self.running_jobs(env);
+            let names: Vec<&str> = running.iter().map(JobName::as_str).collect();
+            log.line(format!(
+                "terminating jobs still running (on_suspend_timeout: terminate): {}",
+                names.join(", ")
+            ))
+            .await;
+            self.terminate_jobs(env);
+            waited = self.wait_for_jobs_at_most(env, Duration::from_secs(60)).await;
+        }
+        if let Err(why) = waited {
             // Leave the scheduler as the run found it, then fail.
             let serving = self.serving_version(env);
             let _ = self.scheduler_restore(env, serving.as_ref(), touch).await;

@@ -29,6 +29,8 @@ pub struct ServiceStatus {
     pub public: bool,
     /// Router URL (public services), e.g. http://storefront.staging.shop.localhost:7080/
     pub url: Option<String>,
+    /// The fixed router port's URL, when the environment sets `ports:` for this service.
+    pub port_url: Option<String>,
     pub instances: Vec<InstanceView>,
 }
 
@@ -172,6 +174,10 @@ impl Engine {
                 } else {
                     None
                 },
+                port_url: self.config().environments[&env]
+                    .ports
+                    .get(name)
+                    .map(|p| format!("http://127.0.0.1:{p}/")),
                 instances,
             });
         }
@@ -243,5 +249,38 @@ impl Engine {
         before: Option<i64>,
     ) -> Result<Vec<cutover_store::AuditEntry>, EngineError> {
         Ok(self.store().audit_list(limit.clamp(1, 500), before).await?)
+    }
+}
+
+impl Engine {
+    /// Live log lines of every running instance of a service, as they are
+    /// written. Each receiver ends when its instance stops.
+    pub async fn follow_service(
+        &self,
+        env: &str,
+        service: &str,
+    ) -> Result<Vec<(String, tokio::sync::broadcast::Receiver<cutover_runtime::LogLine>)>, EngineError> {
+        let status = self.status(env).await?;
+        let svc = status
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .ok_or_else(|| {
+                let known: Vec<&str> = status.services.iter().map(|s| s.name.as_str()).collect();
+                EngineError::Refused(format!(
+                    "unknown service {service:?}; services are: {}",
+                    known.join(", ")
+                ))
+            })?;
+        let mut out = Vec::new();
+        for inst in &svc.instances {
+            let Some(id) = cutover_runtime::InstanceId::parse(&inst.id) else {
+                continue;
+            };
+            if let Ok(rx) = self.runtime().follow_logs(&id).await {
+                out.push((inst.id.clone(), rx));
+            }
+        }
+        Ok(out)
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use cutover_core::config::{self, Config, ConfigErrors, RepoSource};
 use cutover_engine::{Engine, EngineParts};
 use cutover_git::{GitError, Repo};
-use cutover_router::{Router, RouterConfig};
+use cutover_router::{RouteKey, Router, RouterConfig};
 use cutover_runtime::{ProcessRuntime, RuntimeConfig};
 use cutover_store::{SqliteStore, StoreError};
 use tokio::net::TcpListener;
@@ -81,6 +81,8 @@ pub enum StartError {
 pub struct App {
     listener: TcpListener,
     router_listener: TcpListener,
+    /// `ports:` of each environment: a listener per fixed route.
+    fixed: Vec<(RouteKey, TcpListener)>,
     engine: Engine,
     _lock: File,
 }
@@ -115,6 +117,18 @@ impl App {
             runtime: Arc::new(runtime),
             router: Router::new(RouterConfig::default()),
         };
+        let mut fixed = Vec::new();
+        for (env, e) in &config.environments {
+            for (service, port) in &e.ports {
+                let addr = SocketAddr::from(([127, 0, 0, 1], *port));
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Listen { addr, source })?;
+                let route = RouteKey::new(config.app.as_str(), env.as_str(), service.as_str())
+                    .map_err(|e| StartError::Runtime(e.to_string()))?;
+                fixed.push((route, listener));
+            }
+        }
         let engine = Engine::new(config, Arc::new(store), repo, parts);
         let port = router_listener
             .local_addr()
@@ -126,6 +140,7 @@ impl App {
         Ok(App {
             listener,
             router_listener,
+            fixed,
             engine,
             _lock: lock,
         })
@@ -157,6 +172,18 @@ impl App {
             };
             router.serve(router_listener, stopped).await
         });
+        for (route, listener) in self.fixed {
+            let router = self.engine.router().clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = router.serve_fixed(route, listener, stopped).await {
+                    tracing::error!(error = %e, "a fixed-port router listener stopped");
+                }
+            });
+        }
         if let Err(e) = self.engine.start().await {
             tracing::error!(error = %e.chain(), "engine start failed");
             return Err(std::io::Error::other(e.chain()));

@@ -185,12 +185,16 @@ pub struct ReleaseArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
-    /// The last lines of every instance of a service.
+    /// The last lines of every instance of a service; --follow streams new ones.
+    #[command(after_help = "Example: cutover service logs staging storefront --follow")]
     Logs {
         env: String,
         service: String,
         #[arg(long, short = 'n', default_value_t = 100)]
         lines: usize,
+        /// Keep printing new lines until the instances stop (Ctrl-C to leave).
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
 }
 
@@ -204,13 +208,16 @@ pub enum SchedulerCommand {
     Resume { env: String },
     /// Run a job now from the active release.
     Run { env: String, job: String },
-    /// Recent job runs, with the log of the newest one (or of --run ID).
+    /// Recent job runs, with the log of the newest one (or of --run ID); --follow waits for it to end.
     Logs {
         env: String,
         job: String,
         /// A specific job run id (see `cutover scheduler logs ENV JOB`).
         #[arg(long)]
         run: Option<i64>,
+        /// Keep printing the job run's new lines until it ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
 }
 

@@ -9,6 +9,9 @@
 //! Usage: `cargo run --release -p cutover-bench --bin router_overhead [-- --secs N --conns N
 //! --threads N]`.
 
+// Benchmarks start the real binary, baselines and fixture tools directly.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

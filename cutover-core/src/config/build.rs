@@ -2,6 +2,8 @@
 //! scheduler, RabbitMQ and router. Environments are in `environments.rs`.
 
 use std::collections::BTreeMap;
+
+use crate::EnvName;
 use std::time::Duration;
 
 use serde_saphyr::Location;
@@ -9,7 +11,7 @@ use serde_saphyr::Location;
 use super::cron::check_cron;
 use super::environments;
 use super::extract::{
-    Ctx, Fields, SNode, boolean, count, integer, join, list, named_entries, nonempty, parsed, string,
+    Ctx, Fields, SNode, boolean, choice, count, integer, join, list, named_entries, nonempty, parsed, string,
 };
 use super::node::Node;
 use super::resolve_repo;
@@ -77,9 +79,22 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         .as_ref()
         .map(|s| s.keys().cloned().collect())
         .unwrap_or_default();
+    let public_names: Vec<ServiceName> = services
+        .as_ref()
+        .map(|s| {
+            s.iter()
+                .filter(|(_, svc)| svc.public)
+                .map(|(n, _)| n.clone())
+                .collect()
+        })
+        .unwrap_or_default();
     let environments =
         match top.required_even_if_null(ctx, "environments", "at least one environment with a `tier`") {
-            Some(n) => environments::environments(ctx, n, top.key_location("environments"), &service_names),
+            Some(n) => {
+                let at = top.key_location("environments");
+                let envs = environments::environments(ctx, n, at, &service_names, &public_names);
+                envs.filter(|e| unique_ports(ctx, e, at, router.as_ref().and_then(|r| r.port)))
+            }
             None => None,
         };
 
@@ -94,6 +109,36 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         environments: environments?,
         router: router?,
     })
+}
+
+/// Fixed router ports must not clash with each other or the router's own port.
+fn unique_ports(
+    ctx: &mut Ctx<'_>,
+    envs: &BTreeMap<EnvName, Environment>,
+    at: Location,
+    router_port: Option<u16>,
+) -> bool {
+    let mut seen: BTreeMap<u16, String> = BTreeMap::new();
+    if let Some(p) = router_port {
+        seen.insert(p, "router.port".to_owned());
+    }
+    let mut ok = true;
+    for (env, e) in envs {
+        for (svc, port) in &e.ports {
+            let here = format!("environments.{env}.ports.{svc}");
+            if let Some(first) = seen.get(port) {
+                ctx.error(
+                    at,
+                    &here,
+                    format!("port {port} is already used by {first}; give each its own port"),
+                );
+                ok = false;
+            } else {
+                seen.insert(*port, here);
+            }
+        }
+    }
+    ok
 }
 
 /// How long a new instance may take to answer its health path.
@@ -237,12 +282,26 @@ fn hooks(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Hooks> {
 }
 
 fn scheduler(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Scheduler> {
-    let f = Fields::new(ctx, node, at, "scheduler", &["jobs", "suspend_timeout"])?;
+    let f = Fields::new(
+        ctx,
+        node,
+        at,
+        "scheduler",
+        &["jobs", "suspend_timeout", "on_suspend_timeout"],
+    )?;
+    const ACTIONS: &[(&str, SuspendTimeoutAction)] = &[
+        ("fail", SuspendTimeoutAction::Fail),
+        ("terminate", SuspendTimeoutAction::Terminate),
+    ];
     let mut ok = true;
     let suspend_timeout = opt(ctx, &f, "suspend_timeout", &mut ok, |ctx, n, p| {
         duration(ctx, n, p)
     })
     .unwrap_or(Scheduler::default().suspend_timeout);
+    let on_suspend_timeout = opt(ctx, &f, "on_suspend_timeout", &mut ok, |ctx, n, p| {
+        choice(ctx, n, p, "action", ACTIONS)
+    })
+    .unwrap_or_default();
     let mut jobs = BTreeMap::new();
     if let Some(n) = f.get("jobs") {
         for (name, key_at, value) in named_entries(
@@ -264,6 +323,7 @@ fn scheduler(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Scheduler>
     ok.then_some(Scheduler {
         jobs,
         suspend_timeout,
+        on_suspend_timeout,
     })
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_saphyr::Location;
 
 use super::build::{duration, is_empty_map, opt};
+use super::extract::integer;
 use super::extract::{Ctx, Fields, SNode, boolean, choice, count, join, named_entries, parsed, string};
 use super::types::{Autoscale, Environment, RuntimeKind, Strategy, Tier};
 use super::values::{check_branch, nearest};
@@ -28,6 +29,7 @@ const ENV_KEYS: &[&str] = &[
     "replicas",
     "hook_timeout",
     "approval_timeout",
+    "ports",
 ];
 
 const TIERS: &[(&str, Tier)] = &[
@@ -96,6 +98,7 @@ pub(crate) fn environments(
     node: &SNode,
     at: Location,
     services: &[ServiceName],
+    public: &[ServiceName],
 ) -> Option<BTreeMap<EnvName, Environment>> {
     let named = named_entries(
         ctx,
@@ -116,7 +119,7 @@ pub(crate) fn environments(
     let mut drafts = Vec::new();
     let declared: Vec<String> = named.iter().map(|(n, _, _)| n.to_string()).collect();
     for (name, key_at, value) in named {
-        match draft(ctx, name, key_at, value, services) {
+        match draft(ctx, name, key_at, value, services, public) {
             Some(d) => drafts.push(d),
             None => ok = false,
         }
@@ -131,6 +134,7 @@ fn draft(
     key_at: Location,
     node: &SNode,
     services: &[ServiceName],
+    public: &[ServiceName],
 ) -> Option<Draft> {
     let path = join("environments", name.as_str());
     let f = Fields::new(ctx, node, key_at, &path, ENV_KEYS)?;
@@ -174,6 +178,10 @@ fn draft(
         replicas(ctx, n, p, services)
     })
     .unwrap_or_default();
+    let ports = opt(ctx, &f, "ports", &mut ok, |ctx, n, p| {
+        ports(ctx, n, p, services, public)
+    })
+    .unwrap_or_default();
     let hook_timeout = opt(ctx, &f, "hook_timeout", &mut ok, duration).unwrap_or(DEFAULT_HOOK_TIMEOUT);
     let approval_timeout =
         opt(ctx, &f, "approval_timeout", &mut ok, duration).unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
@@ -198,6 +206,7 @@ fn draft(
         replicas,
         hook_timeout,
         approval_timeout,
+        ports,
     };
     Some(Draft {
         name,
@@ -267,6 +276,54 @@ fn replicas(
         match count(ctx, value, &p, 1) {
             Some(n) => {
                 out.insert(service, n);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `ports: { <public service>: <port> }`: a fixed router port per service.
+fn ports(
+    ctx: &mut Ctx<'_>,
+    node: &SNode,
+    path: &str,
+    services: &[ServiceName],
+    public: &[ServiceName],
+) -> Option<BTreeMap<ServiceName, u16>> {
+    let mut ok = true;
+    let mut out = BTreeMap::new();
+    let names: Vec<&str> = public.iter().map(ServiceName::as_str).collect();
+    for (service, key_at, value) in named_entries(
+        ctx,
+        node,
+        path,
+        "a mapping of public service names to router ports",
+        ServiceName::parse,
+    ) {
+        let p = join(path, service.as_str());
+        if !services.is_empty() && !public.contains(&service) {
+            let why = if services.contains(&service) {
+                "is not public (`public: true`)"
+            } else {
+                "is not a service"
+            };
+            let message = format!(
+                "{:?} {why}; the router serves public services only: {}",
+                service.as_str(),
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            );
+            ctx.error(key_at, &p, message);
+            ok = false;
+            continue;
+        }
+        match integer(ctx, value, &p, 1, 65_535).and_then(|v| u16::try_from(v).ok()) {
+            Some(port) => {
+                out.insert(service, port);
             }
             None => ok = false,
         }

@@ -289,3 +289,49 @@ fn odd_keys_are_reported_not_panicked_on() {
         assert!(errors.errors[0].line >= 1, "{text:?}: {errors}");
     }
 }
+
+#[test]
+fn fixed_router_ports_and_the_suspend_timeout_action() {
+    let base =
+        "app: a\nrouter: { port: 7080 }\nservices: { web: { run: x, public: true }, worker: { run: y } }\n";
+    let cfg = ok(&format!(
+        "{base}scheduler: {{ on_suspend_timeout: terminate }}\nenvironments: {{ prod: {{ tier: prod, ports: {{ web: 8001 }} }} }}\n"
+    ));
+    assert_eq!(
+        cfg.environment("prod").unwrap().1.ports[&ServiceName::parse("web").unwrap()],
+        8001
+    );
+    assert_eq!(cfg.scheduler.on_suspend_timeout, SuspendTimeoutAction::Terminate);
+    assert_eq!(
+        ok(&format!("{base}environments: {{ dev: {{ tier: dev }} }}\n"))
+            .scheduler
+            .on_suspend_timeout,
+        SuspendTimeoutAction::Fail
+    );
+
+    let e = errors(&format!(
+        "{base}scheduler: {{ on_suspend_timeout: kill }}\nenvironments:\n  dev: {{ tier: dev, ports: {{ worker: 8001, nope: 8002, web: 70000 }} }}\n"
+    ));
+    assert!(
+        e.contains("environments.dev.ports.worker") && e.contains("is not public"),
+        "{e}"
+    );
+    assert!(
+        e.contains("environments.dev.ports.nope") && e.contains("is not a service"),
+        "{e}"
+    );
+    assert!(e.contains("environments.dev.ports.web"), "{e}");
+    assert!(
+        e.contains("scheduler.on_suspend_timeout") && e.contains("terminate"),
+        "{e}"
+    );
+
+    let e = errors(&format!(
+        "{base}environments:\n  dev: {{ tier: dev, ports: {{ web: 7080 }} }}\n  qa: {{ tier: dev, ports: {{ web: 9000 }} }}\n  st: {{ tier: stage, ports: {{ web: 9000 }} }}\n"
+    ));
+    assert!(e.contains("port 7080 is already used by router.port"), "{e}");
+    assert!(
+        e.contains("port 9000 is already used by environments.qa.ports.web"),
+        "{e}"
+    );
+}

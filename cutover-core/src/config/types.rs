@@ -87,6 +87,20 @@ pub struct Scheduler {
     /// How long a suspend waits for running jobs. Default 15m.
     #[serde(serialize_with = "ser_duration")]
     pub suspend_timeout: Duration,
+    /// What a pipeline's suspend does with jobs still running after
+    /// `suspend_timeout`. Default: fail the stage, naming them.
+    pub on_suspend_timeout: SuspendTimeoutAction,
+}
+
+/// `scheduler.on_suspend_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspendTimeoutAction {
+    /// Fail the Pre-deploy hook stage, naming the jobs; the run stops.
+    #[default]
+    Fail,
+    /// Terminate the jobs (SIGTERM, then SIGKILL) and go on.
+    Terminate,
 }
 
 impl Default for Scheduler {
@@ -94,6 +108,7 @@ impl Default for Scheduler {
         Self {
             jobs: BTreeMap::new(),
             suspend_timeout: Duration::from_secs(15 * 60),
+            on_suspend_timeout: SuspendTimeoutAction::Fail,
         }
     }
 }
@@ -288,6 +303,8 @@ pub struct Environment {
     pub autoscale: Option<Autoscale>,
     /// Per-service replica counts overriding the service defaults.
     pub replicas: BTreeMap<ServiceName, u32>,
+    /// Fixed router ports (on 127.0.0.1) per public service, besides the host-routed port.
+    pub ports: BTreeMap<ServiceName, u16>,
     /// Longest a hook may run. Default 30m.
     #[serde(serialize_with = "ser_duration")]
     pub hook_timeout: Duration,

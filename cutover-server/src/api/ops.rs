@@ -38,14 +38,47 @@ async fn status(State(engine): State<Engine>, Path(env): Path<String>) -> Result
 #[derive(Deserialize)]
 struct LinesQuery {
     lines: Option<usize>,
+    #[serde(default)]
+    follow: bool,
 }
 
-/// The last lines of every instance of a service, newest instance first.
+/// The last lines of every instance of a service; with `follow`, an NDJSON
+/// stream of new lines (`{"instance", "at_ms", "stream", "text"}`) until the
+/// instances stop or the client goes away.
 async fn service_logs(
     State(engine): State<Engine>,
     Path((env, service)): Path<(String, String)>,
     Query(q): Query<LinesQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if q.follow {
+        let receivers = engine.follow_service(&env, &service).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(256);
+        for (instance, mut live) in receivers {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match live.recv().await {
+                        Ok(line) => {
+                            let at_ms = line.at;
+                            let v = json!({ "instance": instance, "at_ms": at_ms, "stream": format!("{:?}", line.stream).to_lowercase(), "text": line.text });
+                            if tx.send(Ok(format!("{v}\n"))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            let v = json!({ "instance": instance, "lagged": n });
+                            let _ = tx.send(Ok(format!("{v}\n"))).await;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        return Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response());
+    }
     let status = engine.status(&env).await?;
     let svc = status
         .services
@@ -64,7 +97,7 @@ async fn service_logs(
         let tail = engine.instance_log_tail(&inst.id, lines).await?;
         out.push(json!({ "instance": inst.id, "version": inst.version, "role": inst.role, "lines": tail }));
     }
-    Ok(Json(json!({ "env": env, "service": service, "instances": out })))
+    Ok(Json(json!({ "env": env, "service": service, "instances": out })).into_response())
 }
 
 async fn scheduler(

@@ -79,12 +79,31 @@ pub async fn status(client: &Client, env: &str, out: Output) -> anyhow::Result<E
 }
 
 pub async fn service(client: &Client, cmd: ServiceCommand, out: Output) -> anyhow::Result<ExitCode> {
-    let ServiceCommand::Logs { env, service, lines } = cmd;
+    let ServiceCommand::Logs {
+        env,
+        service,
+        lines,
+        follow,
+    } = cmd;
     let path = format!(
         "/api/v1/environments/{}/services/{}/logs?lines={lines}",
         urlencode(&env),
         urlencode(&service)
     );
+    if follow {
+        client
+            .stream_lines(&format!("{path}&follow=true"), |v| match out {
+                Output::Json => println!("{v}"),
+                Output::Table => println!(
+                    "{} [{}] {}",
+                    output::time(v["at_ms"].as_i64().unwrap_or(0)),
+                    v["instance"].as_str().unwrap_or(""),
+                    v["text"].as_str().unwrap_or("")
+                ),
+            })
+            .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let logs: Value = client.get(&path).await?;
     output::emit(out, &logs, |l| {
         for inst in l["instances"].as_array().map(Vec::as_slice).unwrap_or_default() {
@@ -124,7 +143,20 @@ pub async fn scheduler(client: &Client, cmd: SchedulerCommand, out: Output) -> a
             })?;
             return Ok(ExitCode::SUCCESS);
         }
-        SchedulerCommand::Logs { env, job, run } => {
+        SchedulerCommand::Logs {
+            env,
+            job,
+            run,
+            follow: true,
+        } => {
+            return follow_job(client, env, job, *run, out).await;
+        }
+        SchedulerCommand::Logs {
+            env,
+            job,
+            run,
+            follow: false,
+        } => {
             let runs: Value = client
                 .get(&format!("{}/runs?job={}&limit=10", base(env), urlencode(job)))
                 .await?;
@@ -201,6 +233,72 @@ pub async fn scheduler(client: &Client, cmd: SchedulerCommand, out: Output) -> a
         output::table(&["JOB", "SCHEDULE", "RUNNING", "LAST", "NEXT"], &rows);
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a job run's log as it grows, until the run ends.
+async fn follow_job(
+    client: &Client,
+    env: &str,
+    job: &str,
+    run: Option<i64>,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    let runs_path = format!(
+        "/api/v1/environments/{}/scheduler/runs?job={}&limit=50",
+        urlencode(env),
+        urlencode(job)
+    );
+    let runs: Value = client.get(&runs_path).await?;
+    let Some(id) = run.or_else(|| runs[0]["id"].as_i64()) else {
+        anyhow::bail!("{job} has not run on {env} yet; start it with: cutover scheduler run {env} {job}");
+    };
+    let mut after = 0i64;
+    loop {
+        let lines: Value = client
+            .get(&format!("/api/v1/job-runs/{id}/logs?after={after}"))
+            .await?;
+        for l in lines.as_array().map(Vec::as_slice).unwrap_or_default() {
+            after = after.max(l["seq"].as_i64().unwrap_or(after));
+            match out {
+                Output::Json => println!("{l}"),
+                Output::Table => {
+                    println!(
+                        "{} {}",
+                        output::time(l["at_ms"].as_i64().unwrap_or(0)),
+                        l["line"].as_str().unwrap_or("")
+                    )
+                }
+            }
+        }
+        let runs: Value = client.get(&runs_path).await?;
+        let state = runs
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["id"].as_i64() == Some(id)))
+            .and_then(|r| r["state"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if !state.is_empty() && state != "running" {
+            // One last read: lines written just before the end.
+            let lines: Value = client
+                .get(&format!("/api/v1/job-runs/{id}/logs?after={after}"))
+                .await?;
+            for l in lines.as_array().map(Vec::as_slice).unwrap_or_default() {
+                println!(
+                    "{} {}",
+                    output::time(l["at_ms"].as_i64().unwrap_or(0)),
+                    l["line"].as_str().unwrap_or("")
+                );
+            }
+            if out == Output::Table {
+                println!("job run {id} {state}");
+            }
+            return Ok(if state == "succeeded" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
 }
 
 pub async fn audit(client: &Client, limit: u32, out: Output) -> anyhow::Result<ExitCode> {

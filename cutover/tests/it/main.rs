@@ -13,5 +13,6 @@ mod crash_and_scheduler;
 mod demo;
 pub(crate) mod example_shop;
 mod pipeline;
+mod pipeline_more;
 mod pipeline_support;
 mod server_lifecycle;

@@ -78,6 +78,11 @@ fn commit(repo: &std::path::Path, message: &str) -> String {
 
 impl App {
     pub fn new() -> App {
+        App::with_config(APP_CONFIG)
+    }
+
+    /// The same repository with another cutover.yml.
+    pub fn with_config(config: &str) -> App {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         std::fs::create_dir(&repo).unwrap();
@@ -100,7 +105,7 @@ impl App {
         let bad_install = commit(&repo, "a version whose migration fails");
         write(&repo, &base);
         commit(&repo, "back to good");
-        std::fs::write(dir.path().join("cutover.yml"), APP_CONFIG).unwrap();
+        std::fs::write(dir.path().join("cutover.yml"), config).unwrap();
         App {
             dir,
             good,

@@ -1,0 +1,324 @@
+//! A real Cutover to benchmark: the release `cutover` binary, a git repository whose commits
+//! are the versions, the example shop program as the service, and a `cutover serve` on free
+//! loopback ports with a temporary data directory. Everything is driven the way a user drives
+//! it: through the binary and its HTTP API (`CUTOVER_URL`).
+//!
+//! The server child is stopped (SIGTERM, then SIGKILL after 15 s) when [`Server`] is dropped,
+//! so a benchmark that fails half-way leaves no process behind; the temporary directories go
+//! with their [`tempfile::TempDir`].
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// Boxed error with a message; benchmarks report and stop.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The workspace root (the parent of `bench/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ has a parent")
+        .to_owned()
+}
+
+/// `$CUTOVER_BIN`, else `target/release/cutover` of this workspace, which must exist
+/// (`cargo build --release -p cutover`).
+pub fn cutover_bin() -> Result<PathBuf, Error> {
+    let bin = std::env::var_os("CUTOVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/cutover"));
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} not found: run `cargo build --release -p cutover` first (or set CUTOVER_BIN)",
+            bin.display()
+        )
+        .into())
+    }
+}
+
+/// Compiles the example shop (`examples/shop/src/shop.rs`, std only) into `dir/shop`.
+pub fn build_shop(dir: &Path) -> Result<PathBuf, Error> {
+    let out = dir.join("shop");
+    let src = workspace_root().join("examples/shop/src/shop.rs");
+    let status = Command::new("rustc")
+        .args(["-O", "--edition", "2021", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()?;
+    if !status.success() {
+        return Err(format!("rustc {} failed: {status}", src.display()).into());
+    }
+    Ok(out)
+}
+
+/// Runs git to build the fixture repository (Cutover itself never runs git).
+pub fn git(dir: &Path, args: &[&str]) -> Result<String, Error> {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Bench", "-c", "user.email=bench@example.com"])
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("git {args:?}: {err}").into());
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// A temporary directory holding `cutover.yml`, a git repository `repo/` with one commit
+/// per version (only `VERSION` differs) and, later, the server's `data/`.
+pub struct AppRepo {
+    pub dir: tempfile::TempDir,
+    /// Full SHAs, oldest first.
+    pub versions: Vec<String>,
+}
+
+impl AppRepo {
+    pub fn new(config: &str, versions: usize) -> Result<AppRepo, Error> {
+        let dir = tempfile::Builder::new().prefix("cutover-bench-").tempdir()?;
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo)?;
+        git(&repo, &["init", "-q", "-b", "main"])?;
+        let mut shas = Vec::new();
+        for i in 1..=versions {
+            std::fs::write(repo.join("VERSION"), format!("{i}\n"))?;
+            git(&repo, &["add", "-A"])?;
+            git(&repo, &["commit", "-q", "-m", &format!("release {i}")])?;
+            shas.push(git(&repo, &["rev-parse", "HEAD"])?);
+        }
+        std::fs::write(dir.path().join("cutover.yml"), config)?;
+        Ok(AppRepo { dir, versions: shas })
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("cutover.yml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+/// A running `cutover serve`.
+pub struct Server {
+    child: Child,
+    bin: PathBuf,
+    /// The API, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    pub router_port: u16,
+}
+
+impl Server {
+    /// Starts `cutover serve` on free loopback ports; `env` is inherited by instances and hooks.
+    pub fn start(bin: &Path, app: &AppRepo, env: &[(&str, &Path)]) -> Result<Server, Error> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--router-listen", "127.0.0.1:0", "--config"])
+            .arg(app.config())
+            .arg("--data-dir")
+            .arg(app.data_dir())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut router = 0u16;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("cutover: router on http://") {
+                    router = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                }
+                if let Some(url) = line.strip_prefix("cutover: listening on ") {
+                    let _ = tx.send((url.to_owned(), router));
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            bin: bin.to_owned(),
+            url: String::new(),
+            router_port: 0,
+        };
+        let (url, router_port) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "cutover serve did not print its addresses within 30 s")?;
+        server.url = url;
+        server.router_port = router_port;
+        Ok(server)
+    }
+
+    /// Runs the CLI with `-o json` and parses its answer.
+    pub fn cli_json(&self, args: &[&str]) -> Result<Value, Error> {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .args(["-o", "json"])
+            .env("CUTOVER_URL", &self.url)
+            .env("CUTOVER_ACTOR", "bench")
+            .output()?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("cutover {args:?} failed: {err}").into());
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Waits (bounded by `limit`) until run `id` has ended and returns its record. Follows the
+    /// run's log (`cutover logs ID --follow`, one idle CLI process) instead of polling, so the
+    /// wait does not compete with the engine for CPU.
+    pub fn wait_run(&self, id: i64, limit: Duration) -> Result<Value, Error> {
+        let mut follow = Command::new(&self.bin)
+            .args(["logs", &id.to_string(), "--follow", "-o", "json"])
+            .env("CUTOVER_URL", &self.url)
+            .env("CUTOVER_ACTOR", "bench")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + limit;
+        while follow.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = follow.kill();
+                let _ = follow.wait();
+                return Err(format!("run {id} did not end within {limit:?}").into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The stream ends when the run ends; read the record (poll briefly in case the
+        // follower ended for another reason).
+        loop {
+            let run = self.cli_json(&["run", &id.to_string()])?;
+            let state = run["state"].as_str().unwrap_or("");
+            if !matches!(state, "queued" | "running" | "awaiting_approval") {
+                return Ok(run);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("run {id} still {state} after {limit:?}").into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The run's log lines (`at_ms`, `stage`, `line`).
+    pub fn logs(&self, id: i64) -> Result<Vec<Value>, Error> {
+        let v = self.cli_json(&["logs", &id.to_string()])?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// SIGTERM, then SIGKILL if the server has not exited within 15 s.
+    pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Wall-clock microseconds since the Unix epoch: comparable with the server's `*_at_ms`.
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A field of a JSON record as integer milliseconds.
+pub fn ms(v: &Value, field: &str) -> Option<i64> {
+    v[field].as_i64()
+}
+
+/// Median, 90th percentile and maximum of `values` (nearest rank), or zeros when empty.
+pub fn med_p90_max(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+    (at(0.5), at(0.9), v[v.len() - 1])
+}
+
+/// One `GET path` on `127.0.0.1:port` with `Connection: close` (5 s bound): the status code
+/// and the body, or `None` when the connection or the answer failed.
+pub fn http_get(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// Polls `GET /health` every `every` until it answers 200 (true) or `limit` passes (false).
+pub fn wait_health(port: u16, every: Duration, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if http_get(port, "127.0.0.1", "/health").is_some_and(|(s, _)| s == 200) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// A loopback port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> Result<u16, Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts one replica of the shop `api` directly (no Cutover) on `port`, answering `version`.
+pub fn start_shop(shop: &Path, dir: &Path, port: u16, version: &str) -> Result<Child, Error> {
+    Ok(Command::new(shop)
+        .arg("api")
+        .current_dir(dir)
+        .env("PORT", port.to_string())
+        .env("CUTOVER_VERSION", version)
+        .env("CUTOVER_ENV_DIR", dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+/// Kills a directly started process (SIGKILL) and reaps it.
+pub fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
