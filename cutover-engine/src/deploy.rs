@@ -51,6 +51,16 @@ pub(crate) struct EnvServices {
     pub warm: BTreeMap<ServiceName, ServiceSet>,
 }
 
+/// What to start: one version of the application in one environment.
+pub(crate) struct Launch<'a> {
+    pub env: &'a EnvName,
+    pub version: &'a Version,
+    pub release_dir: &'a Path,
+    pub env_vars: &'a [(String, String)],
+    pub log: &'a StageLog,
+    pub cancel: &'a CancellationToken,
+}
+
 /// What a run changed, so a failure can put it back.
 #[derive(Debug)]
 pub(crate) struct Rollout {
@@ -100,33 +110,27 @@ impl Engine {
         }
     }
 
-    /// Starts `replicas` instances of one service at `version` and waits until
-    /// every one is healthy. Started ids are pushed to `started` as they come,
-    /// so a failure half-way can stop them.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts `replicas` instances of one service and waits until every one
+    /// is healthy. Started ids are pushed to `started` as they come, so a
+    /// failure half-way can stop them.
     async fn start_healthy(
         &self,
-        env: &EnvName,
+        l: &Launch<'_>,
         service: &ServiceName,
-        version: &Version,
-        release_dir: &Path,
-        env_vars: &[(String, String)],
         replicas: std::ops::Range<u32>,
         started: &mut Vec<InstanceId>,
-        log: &StageLog,
-        cancel: &CancellationToken,
     ) -> Result<Vec<(InstanceId, SocketAddr)>, StageError> {
         let svc = &self.config().services[service];
         let mut out = Vec::new();
-        for replica in replicas.clone() {
+        for replica in replicas {
             let spec = InstanceSpec {
                 app: self.config().app.clone(),
-                env: env.clone(),
+                env: l.env.clone(),
                 service: service.clone(),
-                version: version.clone(),
-                release_dir: release_dir.to_owned(),
+                version: l.version.clone(),
+                release_dir: l.release_dir.to_owned(),
                 run: svc.run.clone(),
-                env_vars: env_vars.to_vec(),
+                env_vars: l.env_vars.to_vec(),
                 replica,
                 health_path: svc.health.clone(),
             };
@@ -136,12 +140,13 @@ impl Engine {
                 .await
                 .map_err(|e| StageError::Failed(e.to_string()))?;
             started.push(status.id.clone());
-            log.line(format!(
-                "{service} r{replica}: started {} on {}",
-                status.id.as_str(),
-                status.addr
-            ))
-            .await;
+            l.log
+                .line(format!(
+                    "{service} r{replica}: started {} on {}",
+                    status.id.as_str(),
+                    status.addr
+                ))
+                .await;
             out.push((status.id, status.addr));
         }
         for (id, addr) in &out {
@@ -151,9 +156,10 @@ impl Engine {
                     let wait = self.runtime().wait_healthy(id, path, &settings);
                     tokio::select! {
                         r = wait => r.map_err(|e| StageError::Failed(format!("{service} is not healthy: {e}")))?,
-                        () = cancel.cancelled() => return Err(StageError::Cancelled),
+                        () = l.cancel.cancelled() => return Err(StageError::Cancelled),
                     }
-                    log.line(format!("{service} {}: healthy at {addr}{path}", id.as_str()))
+                    l.log
+                        .line(format!("{service} {}: healthy at {addr}{path}", id.as_str()))
                         .await;
                 }
                 None => {
@@ -171,67 +177,78 @@ impl Engine {
                             st.last_exit.unwrap_or_default()
                         )));
                     }
-                    log.line(format!(
-                        "{service} {}: running (no health path configured)",
-                        id.as_str()
-                    ))
-                    .await;
+                    l.log
+                        .line(format!(
+                            "{service} {}: running (no health path configured)",
+                            id.as_str()
+                        ))
+                        .await;
                 }
             }
         }
         Ok(out)
     }
 
-    /// Rolls every service out to `version`. `slot` receives the undo record
-    /// before anything changes.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn roll_out(
+    /// Starts every service whose replicas `which` selects, healthy, as sets.
+    async fn start_services(
+        &self,
+        l: &Launch<'_>,
+        which: impl Fn(&cutover_core::config::Service) -> bool,
+        started: &mut Vec<InstanceId>,
+    ) -> Result<BTreeMap<ServiceName, ServiceSet>, StageError> {
+        let env_cfg = &self.config().environments[l.env];
+        let mut sets = BTreeMap::new();
+        for (name, svc) in self.config().services.iter().filter(|(_, s)| which(s)) {
+            let n = env_cfg.replicas_of(name, svc);
+            let instances = self.start_healthy(l, name, 0..n, started).await?;
+            sets.insert(
+                name.clone(),
+                ServiceSet {
+                    version: l.version.clone(),
+                    instances,
+                },
+            );
+        }
+        Ok(sets)
+    }
+
+    /// Points every public route at the given sets, back to back; returns the
+    /// generations switched out.
+    fn switch_routes(
         &self,
         env: &EnvName,
-        version: &Version,
-        release_dir: &Path,
-        env_vars: Vec<(String, String)>,
-        log: &StageLog,
-        cancel: &CancellationToken,
+        sets: &BTreeMap<ServiceName, ServiceSet>,
+    ) -> Result<Vec<(ServiceName, cutover_router::Generation)>, StageError> {
+        let mut old = Vec::new();
+        for (name, set) in sets.iter().filter(|(n, _)| self.config().services[*n].public) {
+            let addrs = set.instances.iter().map(|(_, a)| *a).collect();
+            if let Some(g) = self.router().switch(
+                &self.route(env, name)?,
+                Backend::new(set.version.to_string(), addrs),
+            ) {
+                old.push((name.clone(), g));
+            }
+        }
+        Ok(old)
+    }
+
+    /// Rolls every service out to `l.version`. `slot` receives the undo
+    /// record before anything changes.
+    pub(crate) async fn roll_out(
+        &self,
+        l: &Launch<'_>,
         slot: &mut Option<Rollout>,
     ) -> Result<String, StageError> {
-        let before = self.env_services(env);
+        let before = self.env_services(l.env);
         *slot = Some(Rollout {
             before: before.clone(),
             started: Vec::new(),
             switched: false,
         });
-        let strategy = self.config().environments[env].strategy;
         let mut started = Vec::new();
-        let result = match strategy {
-            Strategy::BlueGreen => {
-                self.blue_green(
-                    env,
-                    version,
-                    release_dir,
-                    &env_vars,
-                    log,
-                    cancel,
-                    &before,
-                    &mut started,
-                    slot,
-                )
-                .await
-            }
-            Strategy::Rolling => {
-                self.rolling(
-                    env,
-                    version,
-                    release_dir,
-                    &env_vars,
-                    log,
-                    cancel,
-                    &before,
-                    &mut started,
-                    slot,
-                )
-                .await
-            }
+        let result = match self.config().environments[l.env].strategy {
+            Strategy::BlueGreen => self.blue_green(l, &before, &mut started, slot).await,
+            Strategy::Rolling => self.rolling(l, &before, &mut started, slot).await,
         };
         if let Some(r) = slot.as_mut() {
             r.started = started;
@@ -239,127 +256,92 @@ impl Engine {
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn blue_green(
         &self,
-        env: &EnvName,
-        version: &Version,
-        release_dir: &Path,
-        env_vars: &[(String, String)],
-        log: &StageLog,
-        cancel: &CancellationToken,
+        l: &Launch<'_>,
         before: &EnvServices,
         started: &mut Vec<InstanceId>,
         slot: &mut Option<Rollout>,
     ) -> Result<String, StageError> {
-        let env_cfg = &self.config().environments[env];
-        let mut next = BTreeMap::new();
-        for (name, svc) in &self.config().services {
-            let n = env_cfg.replicas_of(name, svc);
-            let set = self
-                .start_healthy(
-                    env,
-                    name,
-                    version,
-                    release_dir,
-                    env_vars,
-                    0..n,
-                    started,
-                    log,
-                    cancel,
-                )
-                .await?;
-            next.insert(
-                name.clone(),
-                ServiceSet {
-                    version: version.clone(),
-                    instances: set,
-                },
-            );
-        }
+        let next = self.start_services(l, |_| true, started).await?;
         // Everything is healthy: switch every public route, back to back.
-        let mut old_generations = Vec::new();
-        for (name, set) in &next {
-            if !self.config().services[name].public {
-                continue;
-            }
-            let route = self.route(env, name)?;
-            let addrs = set.instances.iter().map(|(_, a)| *a).collect();
-            if let Some(old) = self
-                .router()
-                .switch(&route, Backend::new(version.to_string(), addrs))
-            {
-                old_generations.push((name.clone(), old));
-            }
-        }
+        let old_generations = self.switch_routes(l.env, &next)?;
         if let Some(r) = slot.as_mut() {
             r.switched = true;
         }
-        log.line(format!(
-            "traffic switched to {} on every public service",
-            version.short()
-        ))
-        .await;
+        l.log
+            .line(format!(
+                "traffic switched to {} on every public service",
+                l.version.short()
+            ))
+            .await;
         for (name, generation) in old_generations {
             let left = generation.drain(DRAIN_TIMEOUT).await;
             if left > 0 {
-                log.line(format!(
-                    "{name}: {left} requests of the old version still running after {DRAIN_TIMEOUT:?}"
-                ))
-                .await;
-            }
-        }
-        // Old public instances become warm; everything older and every old
-        // non-public instance is stopped (workers must not run old code).
-        let mut warm = BTreeMap::new();
-        for (name, set) in &before.current {
-            if self.config().services.get(name).is_some_and(|s| s.public) && set.version != *version {
-                warm.insert(name.clone(), set.clone());
-            } else {
-                self.stop_set(set, log).await;
+                l.log
+                    .line(format!(
+                        "{name}: {left} requests of the old version still running after {DRAIN_TIMEOUT:?}"
+                    ))
+                    .await;
             }
         }
         for set in before.warm.values() {
-            self.stop_set(set, log).await;
+            self.stop_set(set, l.log).await;
         }
-        let warm_version = if warm.is_empty() {
-            None
-        } else {
-            before.version.clone()
-        };
+        let (warm_version, warm) = self.keep_warm(before, l.version, l.log).await;
         if let Some(w) = &warm_version {
-            log.line(format!(
-                "previous release {} kept warm for `cutover rollback --fast`",
-                w.short()
-            ))
-            .await;
+            l.log
+                .line(format!(
+                    "previous release {} kept warm for `cutover rollback --fast`",
+                    w.short()
+                ))
+                .await;
         }
         self.set_env_services(
-            env,
+            l.env,
             EnvServices {
-                version: Some(version.clone()),
+                version: Some(l.version.clone()),
                 current: next,
                 warm_version,
                 warm,
             },
         );
-        Ok(format!("blue-green to {}", version.short()))
+        Ok(format!("blue-green to {}", l.version.short()))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The public instances of what served before become warm (running, no
+    /// traffic); its non-public instances are stopped, since workers must not
+    /// run old code beside new.
+    async fn keep_warm(
+        &self,
+        before: &EnvServices,
+        now: &Version,
+        log: &StageLog,
+    ) -> (Option<Version>, BTreeMap<ServiceName, ServiceSet>) {
+        let mut warm = BTreeMap::new();
+        for (name, set) in &before.current {
+            if self.config().services.get(name).is_some_and(|s| s.public) && set.version != *now {
+                warm.insert(name.clone(), set.clone());
+            } else {
+                self.stop_set(set, log).await;
+            }
+        }
+        let version = if warm.is_empty() {
+            None
+        } else {
+            before.version.clone()
+        };
+        (version, warm)
+    }
+
     async fn rolling(
         &self,
-        env: &EnvName,
-        version: &Version,
-        release_dir: &Path,
-        env_vars: &[(String, String)],
-        log: &StageLog,
-        cancel: &CancellationToken,
+        l: &Launch<'_>,
         before: &EnvServices,
         started: &mut Vec<InstanceId>,
         slot: &mut Option<Rollout>,
     ) -> Result<String, StageError> {
-        let env_cfg = &self.config().environments[env];
+        let env_cfg = &self.config().environments[l.env];
         let mut next = BTreeMap::new();
         for (name, svc) in &self.config().services {
             let n = env_cfg.replicas_of(name, svc);
@@ -371,29 +353,19 @@ impl Engine {
             let old_version = before.current.get(name).map(|s| s.version.clone());
             let mut new_set = Vec::new();
             for replica in 0..n {
-                let one = self
-                    .start_healthy(
-                        env,
-                        name,
-                        version,
-                        release_dir,
-                        env_vars,
-                        replica..replica + 1,
-                        started,
-                        log,
-                        cancel,
-                    )
-                    .await?;
-                new_set.extend(one);
+                new_set.extend(self.start_healthy(l, name, replica..replica + 1, started).await?);
                 let remaining: Vec<_> = old.iter().skip(new_set.len()).cloned().collect();
                 if svc.public {
-                    let route = self.route(env, name)?;
+                    // Both versions answer until the last old instance goes; the header says so.
                     let label = match (&old_version, remaining.is_empty()) {
-                        (Some(o), false) if o != version => format!("{o}+{version}"),
-                        _ => version.to_string(),
+                        (Some(o), false) if o != l.version => format!("{o}+{}", l.version),
+                        _ => l.version.to_string(),
                     };
                     let addrs = new_set.iter().chain(remaining.iter()).map(|(_, a)| *a).collect();
-                    if let Some(old_gen) = self.router().switch(&route, Backend::new(label, addrs)) {
+                    if let Some(old_gen) = self
+                        .router()
+                        .switch(&self.route(l.env, name)?, Backend::new(label, addrs))
+                    {
                         if let Some(r) = slot.as_mut() {
                             r.switched = true;
                         }
@@ -402,7 +374,8 @@ impl Engine {
                 }
                 if let Some((id, _)) = old.get(replica as usize) {
                     let _ = self.runtime().stop(id).await;
-                    log.line(format!("{name}: replaced old instance {}", id.as_str()))
+                    l.log
+                        .line(format!("{name}: replaced old instance {}", id.as_str()))
                         .await;
                 }
             }
@@ -412,23 +385,23 @@ impl Engine {
             next.insert(
                 name.clone(),
                 ServiceSet {
-                    version: version.clone(),
+                    version: l.version.clone(),
                     instances: new_set,
                 },
             );
         }
         for set in before.warm.values() {
-            self.stop_set(set, log).await;
+            self.stop_set(set, l.log).await;
         }
         self.set_env_services(
-            env,
+            l.env,
             EnvServices {
-                version: Some(version.clone()),
+                version: Some(l.version.clone()),
                 current: next,
                 ..Default::default()
             },
         );
-        Ok(format!("rolling to {}", version.short()))
+        Ok(format!("rolling to {}", l.version.short()))
     }
 
     async fn stop_set(&self, set: &ServiceSet, log: &StageLog) {
@@ -442,23 +415,22 @@ impl Engine {
     /// Undoes a rollout: routes back to what served before, instances this
     /// run started stopped, the remembered state restored.
     pub(crate) async fn undo_rollout(&self, env: &EnvName, rollout: Rollout, log: &StageLog) {
+        let mut before = rollout.before;
         if rollout.switched {
             for (name, svc) in &self.config().services {
-                if !svc.public {
-                    continue;
-                }
                 let Ok(route) = self.route(env, name) else {
                     continue;
                 };
-                match rollout.before.current.get(name) {
+                match before.current.get(name).filter(|_| svc.public) {
                     Some(set) => {
                         let addrs = set.instances.iter().map(|(_, a)| *a).collect();
                         self.router()
                             .switch(&route, Backend::new(set.version.to_string(), addrs));
                     }
-                    None => {
+                    None if svc.public => {
                         self.router().remove(&route);
                     }
+                    None => {}
                 }
             }
             log.line("traffic switched back to the previous version").await;
@@ -475,10 +447,18 @@ impl Engine {
         }
         // Old non-public instances were stopped at the switch (workers must
         // not run two versions); bring them back at the old version.
-        let mut before = rollout.before;
         if let Some(version) = before.version.clone() {
             let vars = self.instance_env_for(env, &version).await;
             let dir = self.release_dir(&version);
+            let cancel = CancellationToken::new();
+            let l = Launch {
+                env,
+                version: &version,
+                release_dir: &dir,
+                env_vars: &vars,
+                log,
+                cancel: &cancel,
+            };
             for (name, set) in before.current.iter_mut() {
                 let mut alive = true;
                 for (id, _) in &set.instances {
@@ -488,12 +468,7 @@ impl Engine {
                     continue;
                 }
                 let n = set.instances.len() as u32;
-                let mut started = Vec::new();
-                let cancel = CancellationToken::new();
-                match self
-                    .start_healthy(env, name, &version, &dir, &vars, 0..n, &mut started, log, &cancel)
-                    .await
-                {
+                match self.start_healthy(&l, name, 0..n, &mut Vec::new()).await {
                     Ok(instances) => set.instances = instances,
                     Err(e) => {
                         log.line(format!("could not restart {name} at {}: {e:?}", version.short()))
@@ -505,8 +480,9 @@ impl Engine {
         self.set_env_services(env, before);
     }
 
-    /// Fast rollback: switch public routes to the warm release, restart the
-    /// non-public services at that version, keep the current one warm.
+    /// Fast rollback: switch public routes to the warm release at once, then
+    /// restart the non-public services at that version; the release that
+    /// served becomes the warm one.
     pub(crate) async fn switch_to_warm(
         &self,
         env: &EnvName,
@@ -521,70 +497,41 @@ impl Engine {
             )));
         }
         let t0 = std::time::Instant::now();
-        let mut started = Vec::new();
-        let mut current = before.warm.clone();
-        let dir = self.release_dir(version);
-        for (name, svc) in &self.config().services {
-            if svc.public {
-                continue;
-            }
-            let n = self.config().environments[env].replicas_of(name, svc);
-            let vars = self.instance_env_for(env, version).await;
-            let set = self
-                .start_healthy(
-                    env,
-                    name,
-                    version,
-                    &dir,
-                    &vars,
-                    0..n,
-                    &mut started,
-                    log,
-                    &CancellationToken::new(),
-                )
-                .await?;
-            current.insert(
-                name.clone(),
-                ServiceSet {
-                    version: version.clone(),
-                    instances: set,
-                },
-            );
-        }
-        for (name, set) in &before.warm {
-            let route = self.route(env, name)?;
-            let addrs = set.instances.iter().map(|(_, a)| *a).collect();
-            self.router()
-                .switch(&route, Backend::new(version.to_string(), addrs));
-        }
+        self.switch_routes(env, &before.warm)?;
         log.line(format!(
             "traffic switched to {} in {} ms",
             version.short(),
             t0.elapsed().as_millis()
         ))
         .await;
-        let mut warm = BTreeMap::new();
-        for (name, set) in &before.current {
-            if self.config().services[name].public {
-                warm.insert(name.clone(), set.clone());
-            } else {
-                self.stop_set(set, log).await;
-            }
-        }
-        let rollout = Rollout {
-            before: before.clone(),
-            started,
-            switched: true,
+        let mut started = Vec::new();
+        let vars = self.instance_env_for(env, version).await;
+        let dir = self.release_dir(version);
+        let cancel = CancellationToken::new();
+        let l = Launch {
+            env,
+            version,
+            release_dir: &dir,
+            env_vars: &vars,
+            log,
+            cancel: &cancel,
         };
+        let mut current = before.warm.clone();
+        current.extend(self.start_services(&l, |s| !s.public, &mut started).await?);
+        let (warm_version, warm) = self.keep_warm(&before, version, log).await;
         self.set_env_services(
             env,
             EnvServices {
                 version: Some(version.clone()),
                 current,
-                warm_version: before.version.clone(),
+                warm_version,
                 warm,
             },
         );
-        Ok(rollout)
+        Ok(Rollout {
+            before,
+            started,
+            switched: true,
+        })
     }
 }

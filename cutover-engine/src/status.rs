@@ -216,8 +216,15 @@ impl Engine {
         let result = async {
             let dir = self.prepare_release(&version, &log, &cancel, &vars).await?;
             let mut slot = None;
-            self.roll_out(env, &version, &dir, vars.clone(), &log, &cancel, &mut slot)
-                .await
+            let l = crate::deploy::Launch {
+                env,
+                version: &version,
+                release_dir: &dir,
+                env_vars: &vars,
+                log: &log,
+                cancel: &cancel,
+            };
+            self.roll_out(&l, &mut slot).await
         }
         .await;
         match result {

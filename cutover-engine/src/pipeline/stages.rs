@@ -403,18 +403,18 @@ async fn deploy_services(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
         .clone()
         .ok_or_else(|| StageError::Failed("no release directory (Build did not run)".into()))?;
     let env_vars = ctx.instance_env();
-    let rollout = ctx
-        .engine
-        .roll_out(
-            &ctx.env,
-            &version,
-            &dir,
-            env_vars,
-            log,
-            &ctx.cancel,
-            &mut ctx.rollout,
-        )
-        .await?;
+    let l = crate::deploy::Launch {
+        env: &ctx.env,
+        version: &version,
+        release_dir: &dir,
+        env_vars: &env_vars,
+        log,
+        cancel: &ctx.cancel,
+    };
+    let mut slot = ctx.rollout.take();
+    let result = ctx.engine.roll_out(&l, &mut slot).await;
+    ctx.rollout = slot;
+    let rollout = result?;
     Ok(StageOutcome::Done(Some(rollout)))
 }
 
