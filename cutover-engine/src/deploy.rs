@@ -130,12 +130,18 @@ impl Engine {
                 version: l.version.clone(),
                 release_dir: l.release_dir.to_owned(),
                 run: svc.run.clone(),
-                env_vars: l.env_vars.to_vec(),
+                env_vars: {
+                    let mut vars = l.env_vars.to_vec();
+                    if let Some(port) = svc.port {
+                        vars.push((cutover_docker::CONTAINER_PORT_VAR.to_owned(), port.to_string()));
+                    }
+                    vars
+                },
                 replica,
                 health_path: svc.health.clone(),
             };
             let status = self
-                .runtime()
+                .runtime_for(l.env)
                 .start(spec)
                 .await
                 .map_err(|e| StageError::Failed(e.to_string()))?;
@@ -153,7 +159,8 @@ impl Engine {
             match &svc.health {
                 Some(path) => {
                     let settings = Self::health_settings(svc.health_timeout);
-                    let wait = self.runtime().wait_healthy(id, path, &settings);
+                    let runtime = self.runtime_for(l.env);
+                    let wait = runtime.wait_healthy(id, path, &settings);
                     tokio::select! {
                         r = wait => r.map_err(|e| StageError::Failed(format!("{service} is not healthy: {e}")))?,
                         () = l.cancel.cancelled() => return Err(StageError::Cancelled),
@@ -166,7 +173,7 @@ impl Engine {
                     // No health path: alive after a short grace is the best we can know.
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     let st = self
-                        .runtime()
+                        .runtime_for(l.env)
                         .instance(id)
                         .await
                         .map_err(|e| StageError::Failed(e.to_string()))?;
@@ -286,9 +293,9 @@ impl Engine {
             }
         }
         for set in before.warm.values() {
-            self.stop_set(set, l.log).await;
+            self.stop_set(l.env, set, l.log).await;
         }
-        let (warm_version, warm) = self.keep_warm(before, l.version, l.log).await;
+        let (warm_version, warm) = self.keep_warm(l.env, before, l.version, l.log).await;
         if let Some(w) = &warm_version {
             l.log
                 .line(format!(
@@ -314,6 +321,7 @@ impl Engine {
     /// run old code beside new.
     async fn keep_warm(
         &self,
+        env: &EnvName,
         before: &EnvServices,
         now: &Version,
         log: &StageLog,
@@ -323,7 +331,7 @@ impl Engine {
             if self.config().services.get(name).is_some_and(|s| s.public) && set.version != *now {
                 warm.insert(name.clone(), set.clone());
             } else {
-                self.stop_set(set, log).await;
+                self.stop_set(env, set, log).await;
             }
         }
         let version = if warm.is_empty() {
@@ -373,14 +381,14 @@ impl Engine {
                     }
                 }
                 if let Some((id, _)) = old.get(replica as usize) {
-                    let _ = self.runtime().stop(id).await;
+                    let _ = self.runtime_for(l.env).stop(id).await;
                     l.log
                         .line(format!("{name}: replaced old instance {}", id.as_str()))
                         .await;
                 }
             }
             for (id, _) in old.iter().skip(n as usize) {
-                let _ = self.runtime().stop(id).await;
+                let _ = self.runtime_for(l.env).stop(id).await;
             }
             next.insert(
                 name.clone(),
@@ -391,7 +399,7 @@ impl Engine {
             );
         }
         for set in before.warm.values() {
-            self.stop_set(set, l.log).await;
+            self.stop_set(l.env, set, l.log).await;
         }
         self.set_env_services(
             l.env,
@@ -404,9 +412,9 @@ impl Engine {
         Ok(format!("rolling to {}", l.version.short()))
     }
 
-    async fn stop_set(&self, set: &ServiceSet, log: &StageLog) {
+    async fn stop_set(&self, env: &EnvName, set: &ServiceSet, log: &StageLog) {
         for (id, _) in &set.instances {
-            if let Err(e) = self.runtime().stop(id).await {
+            if let Err(e) = self.runtime_for(env).stop(id).await {
                 log.line(format!("could not stop {}: {e}", id.as_str())).await;
             }
         }
@@ -436,7 +444,7 @@ impl Engine {
             log.line("traffic switched back to the previous version").await;
         }
         for id in &rollout.started {
-            let _ = self.runtime().stop(id).await;
+            let _ = self.runtime_for(env).stop(id).await;
         }
         if !rollout.started.is_empty() {
             log.line(format!(
@@ -462,7 +470,7 @@ impl Engine {
             for (name, set) in before.current.iter_mut() {
                 let mut alive = true;
                 for (id, _) in &set.instances {
-                    alive &= self.runtime().instance(id).await.is_ok();
+                    alive &= self.runtime_for(env).instance(id).await.is_ok();
                 }
                 if alive {
                     continue;
@@ -518,7 +526,7 @@ impl Engine {
         };
         let mut current = before.warm.clone();
         current.extend(self.start_services(&l, |s| !s.public, &mut started).await?);
-        let (warm_version, warm) = self.keep_warm(&before, version, log).await;
+        let (warm_version, warm) = self.keep_warm(env, &before, version, log).await;
         self.set_env_services(
             env,
             EnvServices {

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cutover_core::config::Config;
+use cutover_core::config::RuntimeKind;
 use cutover_core::{Actor, EnvName, Version};
+use cutover_docker::DockerRuntime;
 use cutover_git::Repo;
 use cutover_router::Router;
 use cutover_runtime::Runtime;
@@ -46,7 +48,10 @@ pub struct Engine {
 pub struct EngineParts {
     /// Releases, environment directories and runtime state live here.
     pub data_dir: PathBuf,
+    /// The process runtime (the embedded default).
     pub runtime: Arc<dyn Runtime>,
+    /// The Docker runtime, connected when an environment uses `runtime: docker`.
+    pub docker: Option<Arc<DockerRuntime>>,
     pub router: Router,
 }
 
@@ -56,6 +61,7 @@ struct Inner {
     repo: Repo,
     data_dir: PathBuf,
     runtime: Arc<dyn Runtime>,
+    docker: Option<Arc<DockerRuntime>>,
     router: Router,
     router_port: OnceLock<u16>,
     shared: pipeline::Shared,
@@ -73,6 +79,7 @@ impl Engine {
                 repo,
                 data_dir: parts.data_dir,
                 runtime: parts.runtime,
+                docker: parts.docker,
                 router: parts.router,
                 router_port: OnceLock::new(),
                 shared: pipeline::Shared::default(),
@@ -87,13 +94,14 @@ impl Engine {
     /// workers (which first bring each environment back to its deployed
     /// version) and the scheduler. Call once, after the router listens.
     pub async fn start(&self) -> Result<(), EngineError> {
-        let report = self
-            .runtime()
-            .recover()
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        for item in &report.instances {
-            tracing::warn!(file = %item.file.display(), action = ?item.action, "leftover instance from a previous server");
+        for runtime in self.runtimes() {
+            let report = runtime
+                .recover()
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            for item in &report.instances {
+                tracing::warn!(file = %item.file.display(), action = ?item.action, "leftover instance from a previous server");
+            }
         }
         self.interrupt_leftover_runs().await?;
         pipeline::Executor::spawn_workers(self);
@@ -112,8 +120,10 @@ impl Engine {
         {
             control.cancel.cancel();
         }
-        if let Err(e) = self.runtime().shutdown().await {
-            tracing::error!(error = %e, "stopping instances failed");
+        for runtime in self.runtimes() {
+            if let Err(e) = runtime.shutdown().await {
+                tracing::error!(error = %e, "stopping instances failed");
+            }
         }
     }
 
@@ -129,8 +139,26 @@ impl Engine {
         &self.inner.data_dir
     }
 
-    pub fn runtime(&self) -> &Arc<dyn Runtime> {
-        &self.inner.runtime
+    /// Every runtime in use: the process runtime, and Docker when connected.
+    pub fn runtimes(&self) -> Vec<Arc<dyn Runtime>> {
+        let mut all = vec![self.inner.runtime.clone()];
+        if let Some(d) = &self.inner.docker {
+            all.push(d.clone());
+        }
+        all
+    }
+
+    /// The runtime an environment runs on (`runtime:` in cutover.yml).
+    pub fn runtime_for(&self, env: &EnvName) -> Arc<dyn Runtime> {
+        match (self.config().environments[env].runtime, &self.inner.docker) {
+            (RuntimeKind::Docker, Some(docker)) => docker.clone(),
+            _ => self.inner.runtime.clone(),
+        }
+    }
+
+    /// The Docker runtime, when an environment of this server uses it.
+    pub fn docker(&self) -> Option<&Arc<DockerRuntime>> {
+        self.inner.docker.as_ref()
     }
 
     pub fn router(&self) -> &Router {

@@ -11,10 +11,12 @@
 //! `cutover-git`), and a build marker is written only after a zero exit, so a
 //! crash never leaves a half release that later counts as built.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cutover_core::config::RuntimeKind;
 use cutover_core::{EnvName, Version};
+use cutover_docker::DockerRuntime;
 use cutover_runtime::TaskSpec;
 use tokio_util::sync::CancellationToken;
 
@@ -51,10 +53,14 @@ impl Engine {
         dir
     }
 
-    /// Checks out `version` (once) and runs each service's build command (once
-    /// per service and SHA). Returns the release directory.
+    /// Checks out `version` (once per SHA), then builds each service's
+    /// artifact: on the process runtime its `build` command (once per service
+    /// and SHA), on Docker its image `<app>-<env>-<service>:<sha>` from its
+    /// `dockerfile` with the release directory as context (skipped when the
+    /// tag exists). Returns the release directory.
     pub(crate) async fn prepare_release(
         &self,
+        env: &EnvName,
         version: &Version,
         log: &StageLog,
         cancel: &CancellationToken,
@@ -86,9 +92,31 @@ impl Engine {
             ))
             .await;
         }
+        match self
+            .docker()
+            .filter(|_| self.config().environments[env].runtime == RuntimeKind::Docker)
+        {
+            Some(docker) => self.build_images(docker, env, version, &dir, log).await?,
+            None => {
+                self.build_commands(env, version, &dir, log, cancel, env_vars)
+                    .await?
+            }
+        }
+        Ok(dir)
+    }
+
+    async fn build_commands(
+        &self,
+        env: &EnvName,
+        version: &Version,
+        dir: &Path,
+        log: &StageLog,
+        cancel: &CancellationToken,
+        env_vars: &[(String, String)],
+    ) -> Result<(), StageError> {
         let timeout = Duration::from_secs(30 * 60);
         for (name, svc) in &self.config().services {
-            let artifact = format!("{}-{}:{}", self.config().app, name, version.short());
+            let artifact = format!("{}-{env}-{name}:{}", self.config().app, version.short());
             let Some(cmd) = svc.build.clone().filter(|c| !c.trim().is_empty()) else {
                 log.line(format!(
                     "{name}: no build command; the release directory is the artifact"
@@ -109,11 +137,11 @@ impl Engine {
             let spec = TaskSpec {
                 label: format!("build of {name}"),
                 command: cmd,
-                dir: dir.clone(),
+                dir: dir.to_owned(),
                 env_vars: vars,
                 timeout,
             };
-            self.run_logged_task(spec, log, cancel).await?;
+            self.run_logged_task(env, version, spec, log, cancel).await?;
             if let Some(parent) = marker.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| StageError::Failed(e.to_string()))?;
             }
@@ -121,7 +149,38 @@ impl Engine {
                 .map_err(|e| StageError::Failed(e.to_string()))?;
             log.line(format!("{artifact}: built")).await;
         }
-        Ok(dir)
+        Ok(())
+    }
+
+    async fn build_images(
+        &self,
+        docker: &DockerRuntime,
+        env: &EnvName,
+        version: &Version,
+        dir: &Path,
+        log: &StageLog,
+    ) -> Result<(), StageError> {
+        for (name, svc) in &self.config().services {
+            let tag = cutover_docker::image_tag(&self.config().app, env, name, version);
+            let dockerfile = svc.dockerfile.clone().unwrap_or_else(|| "Dockerfile".to_owned());
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let forward = {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    while let Some(line) = rx.recv().await {
+                        log.line(line).await;
+                    }
+                })
+            };
+            let outcome = docker.build_image(dir, &dockerfile, &tag, tx).await;
+            let _ = forward.await;
+            match outcome {
+                Ok(o) if o.skipped => log.line(format!("{tag}: image exists, build skipped")).await,
+                Ok(_) => log.line(format!("{tag}: built from {dockerfile}")).await,
+                Err(e) => return Err(StageError::Failed(format!("image {tag}: {e}"))),
+            }
+        }
+        Ok(())
     }
 
     fn build_lock(&self, version: &Version) -> std::sync::Arc<tokio::sync::Mutex<()>> {

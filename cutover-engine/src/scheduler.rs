@@ -378,6 +378,9 @@ impl Engine {
             .insert((env.clone(), job.clone()), (run.id, cancel.clone()));
         let mut vars = self.instance_env_for(env, version).await;
         vars.push(("CUTOVER_VERSION".to_owned(), version.to_string()));
+        if let Some(image) = self.task_image(env, version) {
+            vars.push((cutover_docker::TASK_IMAGE_VAR.to_owned(), image));
+        }
         vars.push(("CUTOVER_JOB".to_owned(), job.to_string()));
         let spec = TaskSpec {
             label: format!("job {job}"),
@@ -396,7 +399,7 @@ impl Engine {
                     let _ = store.job_log_append(id, &line.text).await;
                 }
             });
-            let outcome = engine.runtime().run_task(spec, tx, cancel).await;
+            let outcome = engine.runtime_for(&env).run_task(spec, tx, cancel).await;
             let _ = forward.await;
             let (state, code, note) = match outcome {
                 Ok(o) => match o.exit {

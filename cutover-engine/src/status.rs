@@ -111,8 +111,8 @@ impl Engine {
     pub async fn status(&self, env: &str) -> Result<EnvStatus, EngineError> {
         let env = self.env_name(env)?;
         let deployed = self.env_services(&env);
-        let all = self
-            .runtime()
+        let runtime = self.runtime_for(&env);
+        let all = runtime
             .status()
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -122,16 +122,11 @@ impl Engine {
             let mut instances = Vec::new();
             for st in all.iter().filter(|s| s.env == env && &s.service == name) {
                 if let (Some(path), Some(_)) = (&svc.health, st.pid) {
-                    let _ = self
-                        .runtime()
+                    let _ = runtime
                         .probe(&st.id, path, std::time::Duration::from_secs(1))
                         .await;
                 }
-                let fresh = self
-                    .runtime()
-                    .instance(&st.id)
-                    .await
-                    .unwrap_or_else(|_| st.clone());
+                let fresh = runtime.instance(&st.id).await.unwrap_or_else(|_| st.clone());
                 let role = if deployed
                     .current
                     .get(name)
@@ -214,7 +209,7 @@ impl Engine {
         let cancel = CancellationToken::new();
         let vars = self.instance_env_for(env, &version).await;
         let result = async {
-            let dir = self.prepare_release(&version, &log, &cancel, &vars).await?;
+            let dir = self.prepare_release(env, &version, &log, &cancel, &vars).await?;
             let mut slot = None;
             let l = crate::deploy::Launch {
                 env,
@@ -239,11 +234,17 @@ impl Engine {
 }
 
 impl Engine {
-    /// The last `lines` log lines of one instance.
-    pub async fn instance_log_tail(&self, id: &str, lines: usize) -> Result<Vec<String>, EngineError> {
+    /// The last `lines` log lines of one instance of `env`.
+    pub async fn instance_log_tail(
+        &self,
+        env: &str,
+        id: &str,
+        lines: usize,
+    ) -> Result<Vec<String>, EngineError> {
+        let env = self.env_name(env)?;
         let id = cutover_runtime::InstanceId::parse(id)
             .ok_or_else(|| EngineError::Refused(format!("{id:?} is not an instance id")))?;
-        self.runtime()
+        self.runtime_for(&env)
             .log_tail(&id, lines)
             .await
             .map_err(|e| EngineError::Refused(e.to_string()))
@@ -268,6 +269,7 @@ impl Engine {
         service: &str,
     ) -> Result<Vec<(String, tokio::sync::broadcast::Receiver<cutover_runtime::LogLine>)>, EngineError> {
         let status = self.status(env).await?;
+        let env = status.env.clone();
         let svc = status
             .services
             .iter()
@@ -284,7 +286,7 @@ impl Engine {
             let Some(id) = cutover_runtime::InstanceId::parse(&inst.id) else {
                 continue;
             };
-            if let Ok(rx) = self.runtime().follow_logs(&id).await {
+            if let Ok(rx) = self.runtime_for(&env).follow_logs(&id).await {
                 out.push((inst.id.clone(), rx));
             }
         }

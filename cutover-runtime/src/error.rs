@@ -102,6 +102,15 @@ pub enum RuntimeError {
     #[error("the runtime has been shut down; no instance or task can be started")]
     ShutDown,
 
+    /// A call to a container engine (the docker backend) failed; the
+    /// source says what the engine answered and how to fix it.
+    #[error("container engine: could not {action}")]
+    Engine {
+        action: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error("{0}")]
     Unhealthy(Box<UnhealthyReport>),
 }

@@ -128,6 +128,10 @@ pub enum VersionSource {
     /// No live process (between restarts, or it died) or `/proc` was not
     /// readable: the version is unknown, and is reported as unknown.
     Unavailable,
+    /// The tag (`<app>-<env>-<service>:<sha>`) of the image the container
+    /// was created from, as the container engine reports it (docker
+    /// backend).
+    ImageTag,
 }
 
 /// One instance as reported by [`Runtime::status`](crate::Runtime::status).

@@ -70,6 +70,16 @@ pub enum StartError {
     Store(#[source] StoreError),
     #[error("cannot set up the process runtime: {0}")]
     Runtime(String),
+    #[error("environment {env} uses `runtime: docker`, but Docker cannot be reached")]
+    Docker {
+        env: String,
+        #[source]
+        source: cutover_docker::DockerError,
+    },
+    #[error(
+        "environment {env} uses `runtime: swarm`, which this Cutover cannot run yet; use `runtime: process` or `runtime: docker`"
+    )]
+    SwarmUnsupported { env: String },
     #[error("cannot listen on {addr}; is another server using that port? choose another with --listen")]
     Listen {
         addr: SocketAddr,
@@ -112,9 +122,11 @@ impl App {
             })?;
         let runtime = ProcessRuntime::new(RuntimeConfig::new(opts.data_dir.join("runtime")))
             .map_err(|e| StartError::Runtime(e.to_string()))?;
+        let docker = connect_docker(&config, &opts.data_dir).await?;
         let parts = EngineParts {
             data_dir: opts.data_dir.clone(),
             runtime: Arc::new(runtime),
+            docker,
             router: Router::new(RouterConfig::default()),
         };
         let mut fixed = Vec::new();
@@ -202,6 +214,36 @@ impl App {
         tracing::info!("server stopped");
         result
     }
+}
+
+/// Connects to Docker when an environment needs it; refuses what cannot run.
+async fn connect_docker(
+    config: &Config,
+    data_dir: &Path,
+) -> Result<Option<Arc<cutover_docker::DockerRuntime>>, StartError> {
+    use cutover_core::config::RuntimeKind;
+    if let Some((env, _)) = config
+        .environments
+        .iter()
+        .find(|(_, e)| e.runtime == RuntimeKind::Swarm)
+    {
+        return Err(StartError::SwarmUnsupported { env: env.to_string() });
+    }
+    let Some((env, _)) = config
+        .environments
+        .iter()
+        .find(|(_, e)| e.runtime == RuntimeKind::Docker)
+    else {
+        return Ok(None);
+    };
+    let docker =
+        cutover_docker::DockerRuntime::connect(cutover_docker::DockerConfig::new(data_dir.join("docker")))
+            .await
+            .map_err(|source| StartError::Docker {
+                env: env.to_string(),
+                source,
+            })?;
+    Ok(Some(Arc::new(docker)))
 }
 
 fn open_repo(config: &Config) -> Result<Repo, StartError> {

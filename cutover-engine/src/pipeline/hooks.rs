@@ -72,18 +72,29 @@ impl RunCtx {
             env_vars: env,
             timeout: super::stages::hook_timeout(self),
         };
-        self.engine.run_logged_task(spec, log, &self.cancel).await
+        let version = self.version()?.clone();
+        self.engine
+            .run_logged_task(&self.env, &version, spec, log, &self.cancel)
+            .await
     }
 }
 
 impl crate::Engine {
-    /// Runs a one-shot task through the runtime, streaming its output into `log`.
+    /// Runs a one-shot task through the environment's runtime, streaming its
+    /// output into `log`. On Docker it runs in a one-off container of the
+    /// task service's image at `version`.
     pub(crate) async fn run_logged_task(
         &self,
-        spec: TaskSpec,
+        env: &cutover_core::EnvName,
+        version: &cutover_core::Version,
+        mut spec: TaskSpec,
         log: &StageLog,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<(), StageError> {
+        if let Some(image) = self.task_image(env, version) {
+            spec.env_vars
+                .push((cutover_docker::TASK_IMAGE_VAR.to_owned(), image));
+        }
         let label = spec.label.clone();
         let (tx, mut rx) = mpsc::unbounded_channel::<cutover_runtime::TaskLine>();
         let forward = {
@@ -94,7 +105,7 @@ impl crate::Engine {
                 }
             })
         };
-        let outcome = self.runtime().run_task(spec, tx, cancel.clone()).await;
+        let outcome = self.runtime_for(env).run_task(spec, tx, cancel.clone()).await;
         let _ = forward.await;
         let outcome = outcome.map_err(|e| StageError::Failed(format!("{label}: {e}")))?;
         let took = format!("{:.1}s", outcome.duration.as_secs_f64());
@@ -115,5 +126,32 @@ impl crate::Engine {
             ))),
             TaskExit::Cancelled => Err(StageError::Cancelled),
         }
+    }
+}
+
+impl crate::Engine {
+    /// On Docker: the image hooks and jobs run in, `<app>-<env>-<service>:<sha>` of
+    /// the first non-public service (the back office runs the scheduler in the
+    /// platform documents), else of the first service. None on other runtimes.
+    pub(crate) fn task_image(
+        &self,
+        env: &cutover_core::EnvName,
+        version: &cutover_core::Version,
+    ) -> Option<String> {
+        if self.config().environments[env].runtime != cutover_core::config::RuntimeKind::Docker {
+            return None;
+        }
+        let services = &self.config().services;
+        let service = services
+            .iter()
+            .find(|(_, s)| !s.public)
+            .or_else(|| services.iter().next())
+            .map(|(n, _)| n)?;
+        Some(cutover_docker::image_tag(
+            &self.config().app,
+            env,
+            service,
+            version,
+        ))
     }
 }

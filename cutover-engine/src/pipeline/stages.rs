@@ -268,7 +268,7 @@ async fn build(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     let version = ctx.version()?.clone();
     let dir = ctx
         .engine
-        .prepare_release(&version, log, &ctx.cancel, &ctx.base_env())
+        .prepare_release(&ctx.env, &version, log, &ctx.cancel, &ctx.base_env())
         .await?;
     ctx.release_dir = Some(dir);
     let key = ctx.engine.key(&ctx.env, WellKnownKey::LastBuildVersion);

@@ -94,7 +94,7 @@ async fn service_logs(
     let lines = q.lines.unwrap_or(100).clamp(1, 10_000);
     let mut out = Vec::new();
     for inst in &svc.instances {
-        let tail = engine.instance_log_tail(&inst.id, lines).await?;
+        let tail = engine.instance_log_tail(&env, &inst.id, lines).await?;
         out.push(json!({ "instance": inst.id, "version": inst.version, "role": inst.role, "lines": tail }));
     }
     Ok(Json(json!({ "env": env, "service": service, "instances": out })).into_response())

@@ -15,4 +15,5 @@ pub(crate) mod example_shop;
 mod pipeline;
 mod pipeline_more;
 mod pipeline_support;
+mod runtimes;
 mod server_lifecycle;

@@ -1,0 +1,185 @@
+//! Image builds: `<app>-<env>-<service>:<sha>` from the release directory.
+//!
+//! The build context is the release directory packed as a tar in memory
+//! (symlinks kept as symlinks, never followed out of the tree), sent to
+//! the engine's classic builder (`POST /build`, the only one every Docker
+//! version answers without a session), `pull` off: base images must exist
+//! locally. Each line of build output goes to the caller as it arrives (the
+//! Build stage log). A build is skipped when the tag already exists, as
+//! the spec asks: one artifact per service and version.
+//!
+//! Known limits: `.dockerignore` is not applied while packing (the whole
+//! release directory is sent), and the context is held in memory, which is
+//! fine for release trees of a few hundred MB. Rejected: BuildKit, which
+//! needs a gRPC session (bollard's `buildkit` feature, heavy to compile)
+//! and buys nothing for local, pull-free builds.
+
+use std::collections::HashMap;
+use std::path::{Component, Path};
+
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use futures::StreamExt;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::{DockerError, is_not_found};
+use crate::{DockerRuntime, labels};
+
+/// What [`DockerRuntime::build_image`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildOutcome {
+    /// The tag existed already; nothing was built.
+    pub skipped: bool,
+}
+
+impl DockerRuntime {
+    /// Whether the engine has an image with this tag.
+    pub async fn image_exists(&self, tag: &str) -> Result<bool, DockerError> {
+        match self.inner.docker.inspect_image(tag).await {
+            Ok(_) => Ok(true),
+            Err(err) if is_not_found(&err) => Ok(false),
+            Err(err) => Err(DockerError::api(format!("inspect image {tag}"))(err)),
+        }
+    }
+
+    /// Builds `tag` from `release_dir` with the Dockerfile at `dockerfile`
+    /// (relative to `release_dir`), unless `tag` exists. Every output line
+    /// is sent to `lines` (a dropped receiver is not an error).
+    pub async fn build_image(
+        &self,
+        release_dir: &Path,
+        dockerfile: &str,
+        tag: &str,
+        lines: UnboundedSender<String>,
+    ) -> Result<BuildOutcome, DockerError> {
+        if self.image_exists(tag).await? {
+            let _ = lines.send(format!("image {tag} exists; build skipped"));
+            return Ok(BuildOutcome { skipped: true });
+        }
+        if !release_dir.is_dir() {
+            return Err(DockerError::ReleaseDirMissing {
+                path: release_dir.to_owned(),
+            });
+        }
+        let relative = Path::new(dockerfile);
+        let inside = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if dockerfile.is_empty() || !inside {
+            return Err(DockerError::BadDockerfilePath {
+                path: dockerfile.to_owned(),
+            });
+        }
+        if !release_dir.join(relative).is_file() {
+            return Err(DockerError::DockerfileMissing {
+                path: release_dir.join(relative),
+            });
+        }
+        let dir = release_dir.to_owned();
+        let context = tokio::task::spawn_blocking(move || pack(&dir))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| DockerError::Context {
+                path: release_dir.to_owned(),
+                source,
+            })?;
+        let _ = lines.send(format!(
+            "building {tag} from {} ({} KiB context, Dockerfile {dockerfile})",
+            release_dir.display(),
+            context.len() / 1024
+        ));
+        let mut image_labels = HashMap::new();
+        if let Some((_, sha)) = tag.rsplit_once(':') {
+            image_labels.insert(labels::VERSION.to_owned(), sha.to_owned());
+        }
+        let options = BuildImageOptionsBuilder::new()
+            .dockerfile(dockerfile)
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            .labels(&image_labels)
+            .build();
+        let mut stream = self.inner.docker.build_image(
+            options,
+            None,
+            Some(bollard::body_full(bytes::Bytes::from(context))),
+        );
+        let mut partial = String::new();
+        let mut failed = None;
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    failed = Some(error);
+                    break;
+                }
+                Err(err) => return Err(DockerError::api(format!("build {tag}"))(err)),
+            };
+            if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
+                partial.push_str(text);
+                while let Some(end) = partial.find('\n') {
+                    let line: String = partial.drain(..=end).collect();
+                    let line = line.trim_end();
+                    if !line.is_empty() {
+                        let _ = lines.send(line.to_owned());
+                    }
+                }
+            }
+            let error = info.error_detail.and_then(|d| d.message);
+            if let Some(message) = error {
+                failed = Some(message);
+                break;
+            }
+        }
+        if !partial.trim().is_empty() {
+            let _ = lines.send(partial.trim_end().to_owned());
+        }
+        if let Some(message) = failed {
+            let _ = lines.send(format!("build of {tag} failed: {message}"));
+            return Err(DockerError::Build {
+                tag: tag.to_owned(),
+                message: message.trim().to_owned(),
+            });
+        }
+        if !self.image_exists(tag).await? {
+            return Err(DockerError::Build {
+                tag: tag.to_owned(),
+                message: "the engine reported no error but the tag does not exist".to_owned(),
+            });
+        }
+        let _ = lines.send(format!("built {tag}"));
+        Ok(BuildOutcome { skipped: false })
+    }
+}
+
+/// The directory as an uncompressed tar (paths relative to it).
+fn pack(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.append_dir_all(".", dir)?;
+    builder.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_context_holds_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("www")).unwrap();
+        std::fs::write(dir.path().join("www/health"), "ok").unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM x").unwrap();
+        let bytes = pack(dir.path()).unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.sort();
+        assert!(names.contains(&"Dockerfile".to_owned()), "{names:?}");
+        assert!(names.contains(&"www/health".to_owned()), "{names:?}");
+    }
+}

@@ -1,0 +1,534 @@
+//! [`Runtime`] for [`DockerRuntime`]: the instance table (what only this
+//! server knows: health results, exits seen, log followers) beside the
+//! engine's facts, which [`Runtime::status`] always reads afresh.
+//!
+//! Per instance, `start` spawns up to three background tasks, owned by its
+//! table entry and aborted when `stop` removes it: the log follower (see
+//! [`crate::logs`]), an exit watcher (`wait?condition=next-exit`, so a
+//! crash is logged and `last_exit` is known even after Docker has
+//! restarted the container and cleared its exit code), and the health
+//! monitor when the spec has a `health_path`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use cutover_runtime::health::{self, ProbeResult};
+use cutover_runtime::{
+    HealthSettings, InstanceId, InstanceSpec, InstanceStatus, LogLine, LogStream, RecoveryReport, Runtime,
+    RuntimeError, StopOutcome, TaskLine, TaskOutcome, TaskSpec, UnhealthyReport,
+};
+use futures::StreamExt;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::container::{self, describe_exit, status_of};
+use crate::error::{DockerError, chain, is_not_found};
+use crate::{DockerRuntime, image_tag, labels, logs, random_hex};
+
+const UNHEALTHY_LOG_LINES: usize = 20;
+const FOLLOW_BUFFER: usize = 1024;
+
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    entries: HashMap<InstanceId, Entry>,
+    /// Host ports handed out to starts not in `entries` yet.
+    reserved: HashSet<u16>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Entry {
+    container: String,
+    port: u16,
+    shared: Arc<Shared>,
+    logs: broadcast::Sender<LogLine>,
+    _tasks: Vec<AbortOnDrop>,
+}
+
+/// What the background tasks of an instance learn.
+#[derive(Debug, Default)]
+struct Shared {
+    healthy: Mutex<Option<bool>>,
+    last_exit: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(crate) fn engine_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> RuntimeError {
+    let action = action.into();
+    move |source| DockerError::api(action.clone())(source).into_runtime(action)
+}
+
+/// Docker's stop timeout: whole seconds, at least 1.
+fn grace_secs(grace: Duration) -> i32 {
+    let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+    i32::try_from(secs.max(1)).unwrap_or(i32::MAX)
+}
+
+impl DockerRuntime {
+    fn reserve_port(&self) -> Result<u16, RuntimeError> {
+        let mut table = self.table();
+        let mut last = None;
+        for _ in 0..32 {
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port());
+            match port {
+                Ok(port)
+                    if !table.reserved.contains(&port) && !table.entries.values().any(|e| e.port == port) =>
+                {
+                    table.reserved.insert(port);
+                    return Ok(port);
+                }
+                Ok(_) => {}
+                Err(err) => last = Some(err),
+            }
+        }
+        let source =
+            last.unwrap_or_else(|| std::io::Error::other("every port offered was in use by an instance"));
+        Err(RuntimeError::NoFreePort { source })
+    }
+
+    fn release(&self, port: u16) {
+        self.table().reserved.remove(&port);
+    }
+
+    fn shared_of(&self, id: &InstanceId) -> Option<Arc<Shared>> {
+        self.table().entries.get(id).map(|e| e.shared.clone())
+    }
+
+    /// The engine's view of one of our instances.
+    async fn inspect(&self, id: &InstanceId) -> Result<(InstanceStatus, String), RuntimeError> {
+        let c = match self.inner.docker.inspect_container(id.as_str(), None).await {
+            Ok(c) => c,
+            Err(err) if is_not_found(&err) => return Err(RuntimeError::UnknownInstance { id: id.clone() }),
+            Err(err) => return Err(engine_err(format!("inspect container {id}"))(err)),
+        };
+        let shared = self.shared_of(id);
+        let healthy = shared.as_ref().and_then(|s| *lock(&s.healthy));
+        let exit = shared.as_ref().and_then(|s| lock(&s.last_exit).clone());
+        let status = status_of(&self.inner.owner, &c, healthy, exit)
+            .filter(|s| &s.id == id)
+            .ok_or_else(|| RuntimeError::UnknownInstance { id: id.clone() })?;
+        Ok((status, c.id.unwrap_or_default()))
+    }
+
+    pub(crate) async fn remove(&self, container: &str) -> Result<(), bollard::errors::Error> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        match self.inner.docker.remove_container(container, Some(options)).await {
+            Err(err) if !is_not_found(&err) => Err(err),
+            _ => Ok(()),
+        }
+    }
+
+    /// SIGTERM, SIGKILL after the grace; returns (graceful, exit text).
+    pub(crate) async fn stop_container(
+        &self,
+        container: &str,
+        was_running: bool,
+    ) -> Result<(bool, String), RuntimeError> {
+        let grace = self.inner.config.stop_grace;
+        let options = StopContainerOptionsBuilder::new().t(grace_secs(grace)).build();
+        let began = tokio::time::Instant::now();
+        match self.inner.docker.stop_container(container, Some(options)).await {
+            Ok(()) => {}
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
+            Err(err) if is_not_found(&err) => return Ok((true, "the container was already gone".to_owned())),
+            Err(err) => return Err(engine_err(format!("stop container {container}"))(err)),
+        }
+        let took = began.elapsed();
+        let c = self
+            .inner
+            .docker
+            .inspect_container(container, None)
+            .await
+            .map_err(engine_err(format!("inspect container {container}")))?;
+        let state = c.state.unwrap_or_default();
+        let code = state.exit_code.unwrap_or(-1);
+        let killed = was_running && code == 137 && took + Duration::from_millis(200) >= grace;
+        Ok((
+            !killed,
+            describe_exit(code, state.oom_killed, state.error.as_deref()),
+        ))
+    }
+
+    fn spawn_background(
+        &self,
+        id: &InstanceId,
+        container: &str,
+        addr: SocketAddr,
+        spec: &InstanceSpec,
+    ) -> (Arc<Shared>, broadcast::Sender<LogLine>, Vec<AbortOnDrop>) {
+        let shared = Arc::new(Shared::default());
+        let (logs_tx, _) = broadcast::channel(FOLLOW_BUFFER);
+        let docker = self.inner.docker.clone();
+        let mut tasks = vec![AbortOnDrop(tokio::spawn(logs::follow(
+            docker.clone(),
+            container.to_owned(),
+            logs_tx.clone(),
+        )))];
+        tasks.push(AbortOnDrop(tokio::spawn(watch_exits(
+            docker,
+            container.to_owned(),
+            id.clone(),
+            shared.clone(),
+            logs_tx.clone(),
+        ))));
+        if let Some(path) = spec.health_path.clone() {
+            let every = self.inner.config.health_interval;
+            let shared = shared.clone();
+            tasks.push(AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    let result = health::probe(addr, &path, every.min(Duration::from_secs(2))).await;
+                    *lock(&shared.healthy) = Some(result.is_healthy());
+                    tokio::time::sleep(every).await;
+                }
+            })));
+        }
+        (shared, logs_tx, tasks)
+    }
+}
+
+/// Records every exit of the container (see the module documentation).
+async fn watch_exits(
+    docker: bollard::Docker,
+    container: String,
+    id: InstanceId,
+    shared: Arc<Shared>,
+    logs: broadcast::Sender<LogLine>,
+) {
+    loop {
+        let options = WaitContainerOptionsBuilder::new().condition("next-exit").build();
+        let code = match docker.wait_container(&container, Some(options)).next().await {
+            Some(Ok(answer)) => answer.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(err)) if is_not_found(&err) => return,
+            None | Some(Err(_)) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let exit = describe_exit(code, None, None);
+        let next = if code == 0 {
+            "not restarted (restart policy on-failure)"
+        } else {
+            "Docker restarts it (restart policy on-failure)"
+        };
+        tracing::info!(instance = %id, container = %container, "{exit}; {next}");
+        let _ = logs.send(LogLine::new(
+            LogStream::Cutover,
+            format!("exited: {exit}; {next}"),
+        ));
+        *lock(&shared.last_exit) = Some(exit);
+        *lock(&shared.healthy) = None;
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    async fn start(&self, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(RuntimeError::ShutDown);
+        }
+        if let Some(path) = &spec.health_path
+            && !health::valid_path(path)
+        {
+            return Err(RuntimeError::BadHealthPath { path: path.clone() });
+        }
+        let service = format!("{}-{}-{}", spec.app, spec.env, spec.service);
+        let action = format!("start an instance of {service}");
+        let image = image_tag(&spec.app, &spec.env, &spec.service, &spec.version);
+        if !self
+            .image_exists(&image)
+            .await
+            .map_err(|e| e.into_runtime(action.clone()))?
+        {
+            return Err(DockerError::ImageMissing { tag: image }.into_runtime(action));
+        }
+        let container_port = container::container_port(&spec, self.inner.config.container_port)
+            .map_err(|e| e.into_runtime(action.clone()))?;
+        let host_port = self.reserve_port()?;
+        let name = format!(
+            "{service}-{}-r{}-{}",
+            &spec.version.as_str()[..8],
+            spec.replica,
+            random_hex(6)
+        );
+        let body = container::instance_body(&self.inner, &spec, &image, &name, container_port, host_port);
+        let created = self
+            .inner
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                body,
+            )
+            .await;
+        let container = match created {
+            Ok(answer) => answer.id,
+            Err(err) => {
+                self.release(host_port);
+                return Err(engine_err(format!(
+                    "create container {name} from {image} ({action})"
+                ))(err));
+            }
+        };
+        if let Err(err) = self.inner.docker.start_container(&container, None).await {
+            self.release(host_port);
+            let _ = self.remove(&container).await;
+            return Err(engine_err(format!(
+                "start container {name} ({action}; is 127.0.0.1:{host_port} taken?)"
+            ))(err));
+        }
+        let Some(id) = container::instance_id(&container) else {
+            self.release(host_port);
+            let _ = self.remove(&container).await;
+            return Err(DockerError::NoPublishedPort {
+                container,
+                port: container_port,
+            }
+            .into_runtime(action));
+        };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
+        let (shared, logs_tx, tasks) = self.spawn_background(&id, &container, addr, &spec);
+        let _ = logs_tx.send(LogLine::new(
+            LogStream::Cutover,
+            format!("started container {name} ({id}) from {image} on {addr}"),
+        ));
+        tracing::info!(instance = %id, container = %name, %image, %addr, "started");
+        {
+            let mut table = self.table();
+            table.reserved.remove(&host_port);
+            table.entries.insert(
+                id.clone(),
+                Entry {
+                    container,
+                    port: host_port,
+                    shared,
+                    logs: logs_tx,
+                    _tasks: tasks,
+                },
+            );
+        }
+        // A shutdown that ran while we were starting missed this instance.
+        if self.inner.closed.load(Ordering::SeqCst) {
+            let _ = self.stop(&id).await;
+            return Err(RuntimeError::ShutDown);
+        }
+        Ok(self.inspect(&id).await?.0)
+    }
+
+    async fn stop(&self, id: &InstanceId) -> Result<StopOutcome, RuntimeError> {
+        let entry = self.table().entries.remove(id);
+        // Not started by this runtime object: still ours if the engine says
+        // so (a leftover seen in `status` before `recover`).
+        let (container, was_running) = match &entry {
+            Some(e) => (e.container.clone(), true),
+            None => {
+                let (status, container) = self.inspect(id).await?;
+                (container, status.state == cutover_runtime::InstanceState::Running)
+            }
+        };
+        if let Some(e) = &entry {
+            let _ = e.logs.send(LogLine::new(
+                LogStream::Cutover,
+                "stopping (SIGTERM, SIGKILL after the grace)",
+            ));
+        }
+        let (graceful, exit) = self.stop_container(&container, was_running).await?;
+        self.remove(&container)
+            .await
+            .map_err(engine_err(format!("remove container {id}")))?;
+        tracing::info!(instance = %id, graceful, %exit, "stopped and removed");
+        drop(entry);
+        Ok(StopOutcome {
+            id: id.clone(),
+            graceful,
+            exit,
+        })
+    }
+
+    async fn status(&self) -> Result<Vec<InstanceStatus>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{}={}", labels::OWNER, self.inner.owner),
+                labels::INSTANCE.to_owned(),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let listed = self
+            .inner
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(engine_err("list containers"))?;
+        let mut out = Vec::with_capacity(listed.len());
+        for summary in listed {
+            let Some(id) = summary.id.as_deref().and_then(container::instance_id) else {
+                continue;
+            };
+            match self.inspect(&id).await {
+                Ok((status, _)) => out.push(status),
+                Err(RuntimeError::UnknownInstance { .. }) => {} // removed meanwhile
+                Err(err) => return Err(err),
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.app, &a.env, &a.service, a.replica, a.created_at, &a.id).cmp(&(
+                &b.app,
+                &b.env,
+                &b.service,
+                b.replica,
+                b.created_at,
+                &b.id,
+            ))
+        });
+        Ok(out)
+    }
+
+    async fn instance(&self, id: &InstanceId) -> Result<InstanceStatus, RuntimeError> {
+        Ok(self.inspect(id).await?.0)
+    }
+
+    async fn probe(
+        &self,
+        id: &InstanceId,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<ProbeResult, RuntimeError> {
+        if !health::valid_path(path) {
+            return Err(RuntimeError::BadHealthPath {
+                path: path.to_owned(),
+            });
+        }
+        let (status, _) = self.inspect(id).await?;
+        let result = health::probe(status.addr, path, timeout).await;
+        if let Some(shared) = self.shared_of(id) {
+            *lock(&shared.healthy) = Some(result.is_healthy());
+        }
+        Ok(result)
+    }
+
+    async fn wait_healthy(
+        &self,
+        id: &InstanceId,
+        path: &str,
+        settings: &HealthSettings,
+    ) -> Result<(), RuntimeError> {
+        if !health::valid_path(path) {
+            return Err(RuntimeError::BadHealthPath {
+                path: path.to_owned(),
+            });
+        }
+        let (status, container) = self.inspect(id).await?;
+        let addr = status.addr;
+        let began = tokio::time::Instant::now();
+        let outcome = match health::wait_healthy(addr, path, settings).await {
+            Ok(_) => self.wait_engine_healthcheck(&container, settings, began).await,
+            Err(not) => Err((not.attempts, not.last.to_string())),
+        };
+        let shared = self.shared_of(id);
+        let (attempts, last) = match outcome {
+            Ok(()) => {
+                if let Some(shared) = shared {
+                    *lock(&shared.healthy) = Some(true);
+                }
+                return Ok(());
+            }
+            Err(failure) => failure,
+        };
+        if let Some(shared) = &shared {
+            *lock(&shared.healthy) = Some(false);
+        }
+        let now = self.inspect(id).await.map(|s| s.0).unwrap_or(status);
+        let log_tail = logs::tail(&self.inner.docker, &container, UNHEALTHY_LOG_LINES)
+            .await
+            .unwrap_or_else(|e| vec![format!("(logs unreadable: {})", chain(&e))]);
+        Err(RuntimeError::Unhealthy(Box::new(UnhealthyReport {
+            id: id.clone(),
+            service: format!("{}-{}-{}", now.app, now.env, now.service),
+            url: format!("http://{addr}{path}"),
+            addr,
+            deadline: settings.deadline,
+            attempts,
+            last,
+            restarts: now.restarts,
+            last_exit: now.last_exit,
+            log_tail,
+        })))
+    }
+
+    async fn log_tail(&self, id: &InstanceId, lines: usize) -> Result<Vec<String>, RuntimeError> {
+        let (_, container) = self.inspect(id).await?;
+        logs::tail(&self.inner.docker, &container, lines)
+            .await
+            .map_err(engine_err(format!("read the logs of {id}")))
+    }
+
+    async fn follow_logs(&self, id: &InstanceId) -> Result<broadcast::Receiver<LogLine>, RuntimeError> {
+        self.table()
+            .entries
+            .get(id)
+            .map(|e| e.logs.subscribe())
+            .ok_or_else(|| RuntimeError::UnknownInstance { id: id.clone() })
+    }
+
+    async fn run_task(
+        &self,
+        spec: TaskSpec,
+        lines: mpsc::UnboundedSender<TaskLine>,
+        cancel: CancellationToken,
+    ) -> Result<TaskOutcome, RuntimeError> {
+        crate::task::run(self, spec, lines, cancel).await
+    }
+
+    async fn recover(&self) -> Result<RecoveryReport, RuntimeError> {
+        self.recover_leftovers().await
+    }
+
+    async fn shutdown(&self) -> Result<Vec<StopOutcome>, RuntimeError> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.tasks_shutdown.cancel();
+        let ids: Vec<InstanceId> = self.table().entries.keys().cloned().collect();
+        let results = futures::future::join_all(ids.iter().map(|id| self.stop(id))).await;
+        let limit = self.inner.config.stop_grace + Duration::from_secs(10);
+        let until = tokio::time::Instant::now() + limit;
+        while self.inner.active_tasks.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut failed = None;
+        for result in results {
+            match result {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(err) => failed = Some(err),
+            }
+        }
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(outcomes),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! One deploy scenario, run on every runtime: v1; v2 under continuous load
+//! with zero failed requests and no v1 answer after the switch; a v3 that
+//! never becomes healthy never serves; a fast rollback. Status must show the
+//! version each instance really runs (from the process, or the image tag).
+//!
+//! The service is `busybox httpd` serving a `www/` directory on Docker (the
+//! image is built `FROM cutover-base:latest`, which `scripts/docker-setup`
+//! makes without any registry) and the example shop's program on the process
+//! runtime; the broken version lacks `www/health` and its `run.sh` exits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::pipeline_support::{header, http_get};
+use crate::support::{Server, git};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    versions: Vec<String>,
+    broken: String,
+}
+
+const DOCKERFILE: &str = "FROM cutover-base:latest\nCOPY www /www\n";
+const RUN_OK: &str = "exec \"$SHOP_BIN\" api\n";
+const RUN_BROKEN: &str = "echo 'this version cannot start' >&2\nexit 3\n";
+
+fn fixture(runtime: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("www")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("Dockerfile"), DOCKERFILE).unwrap();
+    let mut versions = Vec::new();
+    for i in 1..=2 {
+        std::fs::write(repo.join("www/health"), "ok\n").unwrap();
+        std::fs::write(repo.join("www/index.html"), format!("release {i}\n")).unwrap();
+        std::fs::write(repo.join("run.sh"), RUN_OK).unwrap();
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", &format!("release {i}")]);
+        versions.push(git(&repo, &["rev-parse", "HEAD"]));
+    }
+    std::fs::remove_file(repo.join("www/health")).unwrap();
+    std::fs::write(repo.join("run.sh"), RUN_BROKEN).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(
+        &repo,
+        &["commit", "-q", "-m", "a version that never becomes healthy"],
+    );
+    let broken = git(&repo, &["rev-parse", "HEAD"]);
+    let run = match runtime {
+        "docker" => "busybox httpd -f -p $PORT -h /www",
+        _ => "sh run.sh",
+    };
+    let config = format!(
+        "app: shop\nrepo: repo\nservices:\n  api:\n    run: \"{run}\"\n    health: /health\n    health_timeout: 5s\n    \
+         replicas: 2\n    public: true\nenvironments:\n  test: {{ tier: dev, runtime: {runtime} }}\n"
+    );
+    std::fs::write(dir.path().join("cutover.yml"), config).unwrap();
+    Fixture {
+        dir,
+        versions,
+        broken,
+    }
+}
+
+fn scenario(runtime: &str, version_source: &str) {
+    let fx = fixture(runtime);
+    let shop = crate::example_shop::release().join("bin/shop");
+    let server = Server::start_with(
+        &fx.dir.path().join("cutover.yml"),
+        &fx.dir.path().join("data"),
+        &[("SHOP_BIN", shop.to_str().unwrap())],
+    );
+    let (v1, v2) = (&fx.versions[0], &fx.versions[1]);
+
+    // v1.
+    let id = server.release("alice", "test", v1);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
+    assert_eq!(server.api_version("test").as_deref(), Some(v1.as_str()));
+    let status = server.cli_json("x", &["status", "test"]);
+    let instances = status["services"][0]["instances"].as_array().unwrap().clone();
+    assert_eq!(instances.len(), 2, "{status:#}");
+    for i in &instances {
+        assert_eq!(
+            (i["version"].as_str(), i["version_source"].as_str()),
+            (Some(v1.as_str()), Some(version_source)),
+            "{i}"
+        );
+    }
+
+    // v2 under continuous load.
+    let port = server.router_port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(90);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && seen.len() < 20_000 {
+                    let sent = Instant::now();
+                    let v = http_get(port, "api.test.shop.localhost", "/health")
+                        .filter(|(s, _, _)| *s == 200)
+                        .and_then(|(_, h, _)| header(&h, "x-cutover-version"));
+                    seen.push((sent, v));
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let id = server.release("alice", "test", v2);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<(Instant, Option<String>)> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
+    let failures = seen.iter().filter(|(_, v)| v.is_none()).count();
+    assert_eq!(
+        failures,
+        0,
+        "{failures} of {} requests failed on {runtime}",
+        seen.len()
+    );
+    let first_v2 = seen
+        .iter()
+        .filter(|(_, v)| v.as_deref() == Some(v2.as_str()))
+        .map(|(t, _)| *t)
+        .min()
+        .unwrap();
+    let late_v1 = seen
+        .iter()
+        .filter(|(t, v)| *t > first_v2 + Duration::from_millis(5) && v.as_deref() == Some(v1.as_str()))
+        .count();
+    assert_eq!(late_v1, 0, "v1 answered after v2 began serving on {runtime}");
+
+    // A v3 that never becomes healthy never serves.
+    let id = server.release("alice", "test", &fx.broken);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    assert_eq!(
+        (run["state"].as_str(), run["failed_stage"].as_str()),
+        (Some("failed"), Some("deploy_services"))
+    );
+    assert_eq!(server.api_version("test").as_deref(), Some(v2.as_str()));
+    let status = server.cli_json("x", &["status", "test"]);
+    for i in status["services"][0]["instances"].as_array().unwrap() {
+        assert_ne!(
+            i["version"], fx.broken,
+            "no instance of the broken version is left: {i}"
+        );
+    }
+
+    // Fast rollback to the warm v1.
+    let id = server.cli_json("alice", &["rollback", "test", "--fast"])["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        server.wait_run(id, &["succeeded", "failed"])["state"],
+        "succeeded",
+        "{}",
+        server.logs(id)
+    );
+    assert_eq!(server.api_version("test").as_deref(), Some(v1.as_str()));
+    let status = server.cli_json("x", &["status", "test"]);
+    let serving: Vec<&serde_json::Value> = status["services"][0]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["role"] == "serving")
+        .collect();
+    assert_eq!(serving.len(), 2);
+    assert!(serving.iter().all(|i| i["version"] == v1.as_str()), "{status:#}");
+}
+
+#[test]
+fn the_deploy_scenario_on_the_process_runtime() {
+    scenario("process", "cwd");
+}
+
+#[test]
+fn the_deploy_scenario_on_docker() {
+    scenario("docker", "imagetag");
+}
