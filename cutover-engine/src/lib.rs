@@ -109,16 +109,27 @@ impl Engine {
         Ok(())
     }
 
-    /// Cancels active runs and stops every instance and task (server shutdown).
+    /// Server shutdown: cancels active runs and waits (bounded) for them to
+    /// put their environment back on its serving version, then stops every
+    /// instance and task.
     pub async fn shutdown(&self) {
-        for control in self
+        let active: Vec<_> = {
+            let controls = self.shared().controls.lock().unwrap_or_else(|e| e.into_inner());
+            controls.values().map(|c| c.cancel.clone()).collect()
+        };
+        for cancel in &active {
+            cancel.cancel();
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !self
             .shared()
             .controls
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
+            .is_empty()
+            && tokio::time::Instant::now() < deadline
         {
-            control.cancel.cancel();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         for runtime in self.runtimes() {
             if let Err(e) = runtime.shutdown().await {

@@ -134,13 +134,14 @@ impl Engine {
             .store()
             .param_put(&key, &stored, actor.as_str(), expect_version)
             .await?;
-        self.audit(
-            actor,
-            "param.put",
-            key.as_str(),
-            json!({ "version": written.version, "value": stored, "typed": typed }),
-        )
-        .await;
+        // Versions are not secret; any other value may be (settings feed
+        // instances), so the append-only audit log never keeps it.
+        let detail = if typed.is_some() {
+            json!({ "version": written.version, "value": stored, "typed": typed })
+        } else {
+            json!({ "version": written.version, "value": "****", "length": stored.chars().count() })
+        };
+        self.audit(actor, "param.put", key.as_str(), detail).await;
         Ok(written)
     }
 

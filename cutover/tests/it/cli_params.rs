@@ -216,3 +216,36 @@ fn environments_and_versions_show_desired_built_and_deployed() {
     let dev = server.cli_json("x", &["versions", "dev"]);
     assert_eq!(dev["commits"][0]["version"], fx.develop_only);
 }
+
+#[test]
+fn the_audit_log_records_every_change_but_never_a_setting_value() {
+    let fx = Fixture::new();
+    let server = fx.start();
+    server.cli_json(
+        "alice",
+        &[
+            "param",
+            "put",
+            "/shop-prod/env/DB_PASSWORD",
+            "hunter2-very-secret",
+        ],
+    );
+    server.cli_json("bob", &["param", "put", DESIRED_STAGING, &fx.main[0][..10]]);
+    let audit = server.cli_json("x", &["audit"]);
+    let text = audit.to_string();
+    assert!(!text.contains("hunter2-very-secret"), "{text}");
+    let entries = audit.as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        (entries[0]["actor"].as_str(), entries[0]["target"].as_str()),
+        (Some("bob"), Some(DESIRED_STAGING))
+    );
+    assert_eq!(entries[0]["detail"]["value"], fx.main[0]);
+    assert_eq!(
+        (
+            entries[1]["actor"].as_str(),
+            entries[1]["detail"]["value"].as_str()
+        ),
+        (Some("alice"), Some("****"))
+    );
+}

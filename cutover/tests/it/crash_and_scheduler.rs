@@ -208,3 +208,41 @@ fn wait_for(mut check: impl FnMut() -> bool, what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn sigterm_during_a_run_cancels_it_cleanly_before_stopping() {
+    let app = App::new();
+    let mut server = app.start();
+    let first = server.release("alice", "staging", &app.good[0]);
+    assert_eq!(
+        server.wait_run(first, &["succeeded", "failed"])["state"],
+        "succeeded"
+    );
+    app.hold("staging", "hold-install");
+    let held = server.release("alice", "staging", &app.good[1]);
+    server.wait_stage(held, "install");
+    let status = server.terminate();
+    assert!(status.success(), "graceful exit: {status}");
+    app.release_hold("staging", "hold-install");
+    server = app.start();
+    let run = server.cli_json("x", &["run", &held.to_string()]);
+    assert_eq!(
+        run["state"], "cancelled",
+        "the run ended before the server did: {run:#}"
+    );
+    assert!(
+        server
+            .logs(held)
+            .contains("scheduler back on the serving version"),
+        "{}",
+        server.logs(held)
+    );
+    wait_for(
+        || server.api_version("staging").as_deref() == Some(app.good[0].as_str()),
+        "v1 serving again",
+    );
+    assert_eq!(
+        server.cli_json("x", &["scheduler", "status", "staging"])["suspended"],
+        false
+    );
+}
