@@ -104,6 +104,7 @@ impl Engine {
             }
         }
         self.interrupt_leftover_runs().await?;
+        self.interrupt_leftover_job_runs().await?;
         pipeline::Executor::spawn_workers(self);
         self.spawn_scheduler();
         Ok(())

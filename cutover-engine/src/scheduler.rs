@@ -33,10 +33,10 @@ use crate::pipeline::executor::StageError;
 use crate::pipeline::logs::StageLog;
 use crate::{Engine, EngineError, WellKnownKey, now_ms};
 
-/// Jobs running now, per environment and job, and a signal when one ends.
+/// Job runs in progress (by job run id), and a signal when one ends.
 #[derive(Default)]
 pub(crate) struct SchedulerShared {
-    running: Mutex<HashMap<(EnvName, JobName), (i64, CancellationToken)>>,
+    running: Mutex<HashMap<i64, (EnvName, JobName, CancellationToken)>>,
     ended: Notify,
 }
 
@@ -97,10 +97,14 @@ impl Engine {
             .running
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        map.keys()
-            .filter(|(e, _)| e == env)
-            .map(|(_, j)| j.clone())
-            .collect()
+        let mut jobs: Vec<JobName> = map
+            .values()
+            .filter(|(e, _, _)| e == env)
+            .map(|(_, j, _)| j.clone())
+            .collect();
+        jobs.sort();
+        jobs.dedup();
+        jobs
     }
 
     /// Waits until no job of `env` runs, up to the configured bound.
@@ -135,7 +139,7 @@ impl Engine {
             .running
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        for ((e, _), (_, cancel)) in map.iter() {
+        for (e, _, cancel) in map.values() {
             if e == env {
                 cancel.cancel();
             }
@@ -282,21 +286,25 @@ impl Engine {
         Ok(())
     }
 
-    /// At start: interrupted job runs are recorded; a suspend left by a
-    /// pipeline is lifted on the deployed version.
-    pub(crate) async fn scheduler_recover(&self, env: &EnvName) -> Result<(), EngineError> {
+    /// At start, before anything runs: job runs that were running when the
+    /// server died are recorded as interrupted.
+    pub(crate) async fn interrupt_leftover_job_runs(&self) -> Result<(), EngineError> {
         for run in self.store().job_runs_unfinished().await? {
-            if run.env == env.as_str() {
-                self.store()
-                    .job_run_finish(
-                        run.id,
-                        JobRunState::Interrupted,
-                        None,
-                        Some("the server stopped while it ran"),
-                    )
-                    .await?;
-            }
+            self.store()
+                .job_run_finish(
+                    run.id,
+                    JobRunState::Interrupted,
+                    None,
+                    Some("the server stopped while it ran"),
+                )
+                .await?;
         }
+        Ok(())
+    }
+
+    /// At start, per environment: a suspend left by a pipeline that died is
+    /// lifted on the deployed version.
+    pub(crate) async fn scheduler_recover(&self, env: &EnvName) -> Result<(), EngineError> {
         let state = self.scheduler_load(env).await?;
         if state.suspended && state.updated_by == SYSTEM_ACTOR {
             let deployed = self.well_known(env, WellKnownKey::LastDeployedVersion).await?;
@@ -354,7 +362,7 @@ impl Engine {
         version: &Version,
         trigger: &str,
     ) -> Result<JobRun, EngineError> {
-        let running = self.running_jobs(env).contains(job);
+        let running = self.running_jobs(env).contains(job) && !self.config().scheduler.jobs[job].overlap;
         let run = self
             .store()
             .job_run_start(env.as_str(), job.as_str(), version.as_str(), trigger)
@@ -375,7 +383,7 @@ impl Engine {
             .running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((env.clone(), job.clone()), (run.id, cancel.clone()));
+            .insert(run.id, (env.clone(), job.clone(), cancel.clone()));
         let mut vars = self.instance_env_for(env, version).await;
         vars.push(("CUTOVER_VERSION".to_owned(), version.to_string()));
         if let Some(image) = self.task_image(env, version) {
@@ -427,7 +435,7 @@ impl Engine {
                 .running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&(env, job));
+                .remove(&id);
             engine.scheduler_shared().ended.notify_waiters();
         });
         Ok(run)

@@ -328,7 +328,9 @@ fn scheduler(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Scheduler>
 }
 
 fn job(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Job> {
-    let f = Fields::new(ctx, node, at, path, &["schedule", "run"])?;
+    let f = Fields::new(ctx, node, at, path, &["schedule", "run", "overlap"])?;
+    let mut ok = true;
+    let overlap = opt(ctx, &f, "overlap", &mut ok, boolean).unwrap_or(false);
     let schedule = f
         .required(ctx, "schedule", "a 5-field cron expression, e.g. \"*/5 * * * *\"")
         .and_then(|n| {
@@ -339,9 +341,11 @@ fn job(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Job>
     let run = f
         .required(ctx, "run", "the job's command")
         .and_then(|n| nonempty(ctx, n, &f.path("run"), "the job's command"));
-    Some(Job {
-        schedule: schedule?,
-        run: run?.to_owned(),
+    let (schedule, run) = (schedule?, run?.to_owned());
+    ok.then_some(Job {
+        schedule,
+        run,
+        overlap,
     })
 }
 

@@ -119,6 +119,9 @@ pub struct Job {
     /// A validated 5-field cron expression (or `@daily`-style nickname).
     pub schedule: String,
     pub run: String,
+    /// Start a run even while the previous one still runs. Default false:
+    /// that minute's run is skipped, and the skip recorded.
+    pub overlap: bool,
 }
 
 /// Declared RabbitMQ vhosts, users and permissions.

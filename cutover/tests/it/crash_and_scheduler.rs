@@ -246,3 +246,61 @@ fn sigterm_during_a_run_cancels_it_cleanly_before_stopping() {
         false
     );
 }
+
+#[test]
+fn overlapping_runs_are_skipped_unless_the_job_allows_them_and_a_crash_marks_runs_interrupted() {
+    let strict = App::new();
+    let mut server = strict.start();
+    let id = server.release("alice", "staging", &strict.good[0]);
+    assert_eq!(
+        server.wait_run(id, &["succeeded", "failed"])["state"],
+        "succeeded"
+    );
+    strict.hold("staging", "job-hold");
+    assert_eq!(
+        server.cli_json("alice", &["scheduler", "run", "staging", "report"])["state"],
+        "running"
+    );
+    let second = server.cli_json("alice", &["scheduler", "run", "staging", "report"]);
+    assert_eq!(second["state"], "skipped");
+    assert!(
+        second["note"].as_str().unwrap().contains("still running"),
+        "{second}"
+    );
+
+    // The server dies while the job runs: the job run is recorded as interrupted.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    strict.release_hold("staging", "job-hold");
+    server = strict.start();
+    let runs = server.cli_json("x", &["scheduler", "logs", "staging", "report"]);
+    let states: Vec<&str> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["skipped", "interrupted"], "{runs:#}");
+    drop(server);
+
+    let relaxed = App::with_config(&crate::pipeline_support::APP_CONFIG.replace(
+        "run: \"sh hooks/job.sh\" }",
+        "run: \"sh hooks/job.sh\", overlap: true }",
+    ));
+    let server = relaxed.start();
+    let id = server.release("alice", "staging", &relaxed.good[0]);
+    assert_eq!(
+        server.wait_run(id, &["succeeded", "failed"])["state"],
+        "succeeded"
+    );
+    relaxed.hold("staging", "job-hold");
+    assert_eq!(
+        server.cli_json("alice", &["scheduler", "run", "staging", "report"])["state"],
+        "running"
+    );
+    assert_eq!(
+        server.cli_json("alice", &["scheduler", "run", "staging", "report"])["state"],
+        "running"
+    );
+    relaxed.release_hold("staging", "job-hold");
+}
