@@ -84,6 +84,16 @@ pub struct AppRepo {
 
 impl AppRepo {
     pub fn new(config: &str, versions: usize) -> Result<AppRepo, Error> {
+        AppRepo::new_with(config, versions, &|_| Vec::new())
+    }
+
+    /// Like [`AppRepo::new`], and commit `i` (1-based) also holds `files(i)`: (path relative
+    /// to the repository, content) pairs, parent directories created as needed.
+    pub fn new_with(
+        config: &str,
+        versions: usize,
+        files: &dyn Fn(usize) -> Vec<(String, String)>,
+    ) -> Result<AppRepo, Error> {
         let dir = tempfile::Builder::new().prefix("cutover-bench-").tempdir()?;
         let repo = dir.path().join("repo");
         std::fs::create_dir(&repo)?;
@@ -91,6 +101,7 @@ impl AppRepo {
         let mut shas = Vec::new();
         for i in 1..=versions {
             std::fs::write(repo.join("VERSION"), format!("{i}\n"))?;
+            write_files(&repo, &files(i))?;
             git(&repo, &["add", "-A"])?;
             git(&repo, &["commit", "-q", "-m", &format!("release {i}")])?;
             shas.push(git(&repo, &["rev-parse", "HEAD"])?);
@@ -106,6 +117,18 @@ impl AppRepo {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
+}
+
+/// Writes (relative path, content) pairs under `dir`, creating parent directories.
+pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<(), Error> {
+    for (path, content) in files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, content)?;
+    }
+    Ok(())
 }
 
 /// A running `cutover serve`.
@@ -128,12 +151,32 @@ impl Server {
             .arg(app.data_dir())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
+        // The server's stderr is passed through, and its last lines kept for the error when
+        // the server does not start (e.g. a configuration this build refuses).
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let tail = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let (err_done_tx, err_done) = std::sync::mpsc::channel::<()>();
+        {
+            let tail = std::sync::Arc::clone(&tail);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    if let Ok(mut t) = tail.lock() {
+                        if t.len() == 40 {
+                            t.remove(0);
+                        }
+                        t.push(line);
+                    }
+                }
+                drop(err_done_tx);
+            });
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut router = 0u16;
@@ -152,9 +195,20 @@ impl Server {
             url: String::new(),
             router_port: 0,
         };
-        let (url, router_port) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| "cutover serve did not print its addresses within 30 s")?;
+        let Ok((url, router_port)) = rx.recv_timeout(Duration::from_secs(30)) else {
+            // Exited (stdout closed) or silent: give its stderr a moment to arrive.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline && matches!(server.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let status = match server.child.try_wait() {
+                Ok(Some(status)) => format!("exited ({status})"),
+                _ => "did not print its addresses within 30 s".to_owned(),
+            };
+            let _ = err_done.recv_timeout(Duration::from_secs(1));
+            let tail = tail.lock().map(|t| t.join("\n")).unwrap_or_default();
+            return Err(format!("cutover serve {status}: {tail}").into());
+        };
         server.url = url;
         server.router_port = router_port;
         Ok(server)
@@ -321,4 +375,44 @@ pub fn start_shop(shop: &Path, dir: &Path, port: u16, version: &str) -> Result<C
 pub fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Runs the `docker` CLI (bounded by `limit`: killed after it) and returns its trimmed
+/// stdout, or an error with its stderr when it fails.
+pub fn docker(args: &[&str], limit: Duration) -> Result<String, Error> {
+    use std::io::Read;
+    let mut child = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run docker (is the CLI installed?): {e}"))?;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            kill(&mut child);
+            return Err(format!("docker {args:?} did not finish within {limit:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    if !status.success() {
+        return Err(format!("docker {args:?} failed ({status}): {}", err.trim()).into());
+    }
+    Ok(out.trim().to_owned())
 }

@@ -8,6 +8,7 @@
 //! Architecture invariant: the engine never speaks HTTP and never formats for
 //! a terminal; it returns typed results and `EngineError`s.
 
+mod broker;
 mod deploy;
 mod environments;
 mod error;

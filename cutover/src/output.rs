@@ -59,3 +59,10 @@ pub fn emit<T: Serialize>(format: Output, value: &T, human: impl FnOnce(&T)) -> 
         }
     }
 }
+
+/// A stage as people read it ("Prepare versions information"), from its JSON name.
+pub fn stage_title(v: &serde_json::Value) -> String {
+    serde_json::from_value::<cutover_core::Stage>(v.clone())
+        .map(|s| s.title().to_owned())
+        .unwrap_or_else(|_| v.as_str().unwrap_or("").to_owned())
+}

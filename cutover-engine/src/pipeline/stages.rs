@@ -32,7 +32,7 @@ pub(crate) async fn run_stage(ctx: &mut RunCtx, stage: Stage, log: &StageLog) ->
         Stage::VersionInfo => version_info(ctx, log).await,
         Stage::Approval => approval(ctx, log).await,
         Stage::Build => build(ctx, log).await,
-        Stage::MessageBroker => message_broker(ctx),
+        Stage::MessageBroker => message_broker(ctx, log).await,
         Stage::PreDeployHook => pre_deploy(ctx, log).await,
         Stage::PreDeployConfig => pre_deploy_config(ctx, log).await,
         Stage::DeployScheduler => deploy_scheduler(ctx, log).await,
@@ -280,14 +280,10 @@ async fn build(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     Ok(StageOutcome::Done(None))
 }
 
-fn message_broker(ctx: &RunCtx) -> StageResult {
+async fn message_broker(ctx: &RunCtx, log: &StageLog) -> StageResult {
     match &ctx.engine.config().rabbitmq {
         None => Ok(StageOutcome::Skipped("no rabbitmq section in cutover.yml".into())),
-        Some(_) => Err(StageError::Failed(
-            "cutover.yml declares RabbitMQ vhosts and users, but this Cutover cannot apply them yet; \
-             remove the rabbitmq section or apply it by hand"
-                .into(),
-        )),
+        Some(rabbit) => crate::broker::apply(&ctx.engine, &ctx.env, rabbit, log).await,
     }
 }
 

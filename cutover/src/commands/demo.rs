@@ -257,7 +257,7 @@ async fn watch(client: &Client, id: i64, states: &[&str]) -> anyhow::Result<Valu
             if !matches!(status, "succeeded" | "skipped" | "failed") {
                 break;
             }
-            println!("  {:<32} {status}", s["stage"].as_str().unwrap_or(""));
+            println!("  {:<32} {status}", crate::output::stage_title(&s["stage"]));
             printed += 1;
         }
         if states.contains(&run["state"].as_str().unwrap_or("")) {

@@ -233,7 +233,7 @@ fn run_detail(r: &Value) {
             let start = s["started_at_ms"].as_i64();
             let end = s["ended_at_ms"].as_i64();
             vec![
-                s["stage"].as_str().unwrap_or("").to_owned(),
+                output::stage_title(&s["stage"]),
                 s["status"].as_str().unwrap_or("").to_owned(),
                 start.map(output::time).unwrap_or_else(|| "-".into()),
                 match (start, end) {

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod broker;
 mod cli_config;
 mod cli_params;
 mod crash_and_scheduler;
