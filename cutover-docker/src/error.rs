@@ -79,6 +79,65 @@ pub enum DockerError {
 
     #[error("container {container} publishes no host port for {port}/tcp")]
     NoPublishedPort { container: String, port: u16 },
+
+    #[error(
+        "this Docker engine is not a swarm manager (Swarm.LocalNodeState = {state:?}, \
+         ControlAvailable = {control}): run `docker swarm init --advertise-addr 127.0.0.1` \
+         (or, as root, scripts/docker-setup), or point the socket at a manager"
+    )]
+    NotSwarmManager { state: String, control: bool },
+
+    #[error("Swarm rejected the task of service {service}: {reason}")]
+    TaskRejected { service: String, reason: String },
+
+    #[error("service {service} ran no task within {after}: {detail}")]
+    StartTimeout {
+        service: String,
+        after: String,
+        detail: String,
+    },
+
+    #[error(
+        "the update of {service} to {version} failed and Swarm rolled it back \
+         (update state {state}): {reason}"
+    )]
+    RolledBack {
+        service: String,
+        version: String,
+        state: String,
+        reason: String,
+    },
+
+    #[error("Swarm paused the update of {service} to {version}: {reason}")]
+    UpdatePaused {
+        service: String,
+        version: String,
+        reason: String,
+    },
+
+    #[error(
+        "the tasks of {service} at {version} keep failing ({failures} failed): {reason}; \
+         Swarm keeps restarting them (remove_converged removes the service)"
+    )]
+    TasksFailing {
+        service: String,
+        version: String,
+        failures: usize,
+        reason: String,
+    },
+
+    #[error(
+        "Swarm service {service} exists but was not created by this Cutover server \
+         (no cutover.converged label with this owner): remove or rename it"
+    )]
+    NotOurs { service: String },
+
+    #[error("{service} did not converge within {after}: {detail}")]
+    ConvergeTimeout {
+        service: String,
+        after: String,
+        detail: String,
+    },
 }
 
 impl DockerError {
@@ -115,4 +174,23 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_swarm_says_how_to_make_one() {
+        let text = DockerError::NotSwarmManager {
+            state: "inactive".into(),
+            control: false,
+        }
+        .to_string();
+        assert!(
+            text.contains("docker swarm init --advertise-addr 127.0.0.1"),
+            "{text}"
+        );
+        assert!(text.contains("scripts/docker-setup"), "{text}");
+    }
 }

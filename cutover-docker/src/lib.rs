@@ -36,6 +36,13 @@
 //!   but created by another runtime object (a previous server) are removed,
 //!   the same decision as the process runtime (clean up, don't adopt).
 //!
+//! - **Swarm** ([`swarm`], [`SwarmRuntime`]): the same images as Swarm
+//!   services; public services blue-green across one-replica services with
+//!   their own host-mode ports, non-public ones through Swarm's native
+//!   start-first update with rollback ([`SwarmRuntime::converge`]). It
+//!   reuses this runtime for images, one-off task containers, logs and
+//!   labels.
+//!
 //! Rejected: the docker CLI (parsing text, a process per call); host
 //! networking (ports clash between the old and the new version during a
 //! blue-green switch, and the container's `PORT` would have to vary);
@@ -49,6 +56,7 @@ mod image;
 mod logs;
 mod recover;
 mod runtime;
+pub mod swarm;
 pub mod task;
 
 use std::path::PathBuf;
@@ -63,6 +71,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::DockerError;
 pub use image::BuildOutcome;
+pub use swarm::{ConvergeAction, ConvergeOutcome, ConvergeSpec, SwarmRuntime};
 pub use task::TASK_IMAGE_VAR;
 
 /// The default Docker socket.
@@ -84,6 +93,10 @@ pub mod labels {
     /// Random per [`DockerRuntime`](crate::DockerRuntime): tells this
     /// server's containers from a previous server's.
     pub const RUNTIME: &str = "cutover.runtime";
+    /// Marks a Swarm service updated natively by
+    /// [`SwarmRuntime::converge`](crate::swarm::SwarmRuntime::converge)
+    /// (a non-public service); it outlives the server that created it.
+    pub const CONVERGED: &str = "cutover.converged";
 }
 
 /// An instance's `env_vars` entry that overrides

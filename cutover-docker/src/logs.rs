@@ -1,5 +1,7 @@
 //! Instance logs from Docker's logs API, in the process runtime's shapes:
 //! [`LogLine`]s (`2026-05-01T10:00:00.123Z stdout text` when displayed).
+//! The same code reads a container's logs (docker runtime) and a Swarm
+//! service's (`GET /services/<id>/logs`, swarm runtime): see [`LogSource`].
 //!
 //! - **Tail**: `GET /containers/<id>/logs?tail=N&timestamps=1`, the
 //!   engine's own timestamps.
@@ -19,9 +21,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::query_parameters::LogsOptionsBuilder;
+use bollard::query_parameters::{LogsOptions, LogsOptionsBuilder};
 use cutover_runtime::{LogLine, LogStream};
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
 /// Splits a byte stream into lines of at most `max` bytes (never inside a
@@ -128,11 +131,43 @@ fn stream_of(output: &LogOutput) -> Option<LogStream> {
 
 const MAX_LINE: usize = 64 * 1024;
 
+/// Whose output to read: the engine answers both in the same framing
+/// (`<RFC 3339 time> <text>` per line with `timestamps=1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LogSource {
+    /// A container, by id or name.
+    Container(String),
+    /// A Swarm service, by id or name: the output of all its tasks.
+    Service(String),
+}
+
+impl LogSource {
+    fn stream<'a>(
+        &'a self,
+        docker: &'a Docker,
+        options: LogsOptions,
+    ) -> BoxStream<'a, Result<LogOutput, bollard::errors::Error>> {
+        match self {
+            Self::Container(id) => docker.logs(id, Some(options)).boxed(),
+            Self::Service(id) => docker.service_logs(id, Some(options)).boxed(),
+        }
+    }
+}
+
 /// The last `lines` lines of a container's output, formatted like the
 /// process runtime's log files.
 pub(crate) async fn tail(
     docker: &Docker,
     container: &str,
+    lines: usize,
+) -> Result<Vec<String>, bollard::errors::Error> {
+    tail_of(docker, &LogSource::Container(container.to_owned()), lines).await
+}
+
+/// The last `lines` lines of `source`'s output (see [`tail`]).
+pub(crate) async fn tail_of(
+    docker: &Docker,
+    source: &LogSource,
     lines: usize,
 ) -> Result<Vec<String>, bollard::errors::Error> {
     let options = LogsOptionsBuilder::new()
@@ -141,7 +176,7 @@ pub(crate) async fn tail(
         .timestamps(true)
         .tail(&lines.to_string())
         .build();
-    let mut stream = docker.logs(container, Some(options));
+    let mut stream = source.stream(docker, options);
     let mut out = Vec::new();
     let mut splitters = [LineSplitter::new(MAX_LINE), LineSplitter::new(MAX_LINE)];
     while let Some(item) = stream.next().await {
@@ -169,6 +204,11 @@ pub(crate) async fn tail(
 /// Follows a container's output into `sender` until aborted (see the
 /// module documentation).
 pub(crate) async fn follow(docker: Docker, container: String, sender: broadcast::Sender<LogLine>) {
+    follow_source(docker, LogSource::Container(container), sender).await;
+}
+
+/// Follows `source`'s output into `sender` until aborted (see [`follow`]).
+pub(crate) async fn follow_source(docker: Docker, source: LogSource, sender: broadcast::Sender<LogLine>) {
     let mut last_seen: Option<SystemTime> = None;
     loop {
         let since = last_seen
@@ -182,7 +222,7 @@ pub(crate) async fn follow(docker: Docker, container: String, sender: broadcast:
             .timestamps(true)
             .since(since)
             .build();
-        let mut stream = docker.logs(&container, Some(options));
+        let mut stream = source.stream(&docker, options);
         let mut splitters = [LineSplitter::new(MAX_LINE), LineSplitter::new(MAX_LINE)];
         while let Some(item) = stream.next().await {
             let Ok(output) = item else { break };

@@ -4,10 +4,15 @@
 //!
 //! Per instance, `start` spawns up to three background tasks, owned by its
 //! table entry and aborted when `stop` removes it: the log follower (see
-//! [`crate::logs`]), an exit watcher (`wait?condition=next-exit`, so a
-//! crash is logged and `last_exit` is known even after Docker has
-//! restarted the container and cleared its exit code), and the health
-//! monitor when the spec has a `health_path`.
+//! [`crate::logs`]), an exit watcher (Docker's `die` events of the
+//! container, so a crash is logged and `last_exit` is known even after
+//! Docker has restarted the container and cleared its exit code), and the
+//! health monitor when the spec has a `health_path`.
+//!
+//! Rejected for the exit watcher: `wait?condition=next-exit`. Docker 20.10
+//! reads the exit code when it answers, after the fact, and answers 0 when
+//! the restart policy has restarted the container in between; the `die`
+//! event carries the code the container died with.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -17,8 +22,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use cutover_runtime::health::{self, ProbeResult};
 use cutover_runtime::{
@@ -60,12 +65,13 @@ struct Shared {
     last_exit: Mutex<Option<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A background task that ends with its owner.
 #[derive(Debug)]
-struct AbortOnDrop(JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -78,6 +84,25 @@ pub(crate) fn engine_err(action: impl Into<String>) -> impl FnOnce(bollard::erro
     move |source| DockerError::api(action.clone())(source).into_runtime(action)
 }
 
+/// A free port on 127.0.0.1 (bind port 0, read, close) that `taken` does
+/// not claim (ports handed out but not bound by their container yet).
+pub(crate) fn free_port(taken: impl Fn(u16) -> bool) -> Result<u16, RuntimeError> {
+    let mut last = None;
+    for _ in 0..32 {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port());
+        match port {
+            Ok(port) if !taken(port) => return Ok(port),
+            Ok(_) => {}
+            Err(err) => last = Some(err),
+        }
+    }
+    let source =
+        last.unwrap_or_else(|| std::io::Error::other("every port offered was in use by an instance"));
+    Err(RuntimeError::NoFreePort { source })
+}
+
 /// Docker's stop timeout: whole seconds, at least 1.
 fn grace_secs(grace: Duration) -> i32 {
     let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
@@ -87,25 +112,11 @@ fn grace_secs(grace: Duration) -> i32 {
 impl DockerRuntime {
     fn reserve_port(&self) -> Result<u16, RuntimeError> {
         let mut table = self.table();
-        let mut last = None;
-        for _ in 0..32 {
-            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port());
-            match port {
-                Ok(port)
-                    if !table.reserved.contains(&port) && !table.entries.values().any(|e| e.port == port) =>
-                {
-                    table.reserved.insert(port);
-                    return Ok(port);
-                }
-                Ok(_) => {}
-                Err(err) => last = Some(err),
-            }
-        }
-        let source =
-            last.unwrap_or_else(|| std::io::Error::other("every port offered was in use by an instance"));
-        Err(RuntimeError::NoFreePort { source })
+        let port = free_port(|port| {
+            table.reserved.contains(&port) || table.entries.values().any(|e| e.port == port)
+        })?;
+        table.reserved.insert(port);
+        Ok(port)
     }
 
     fn release(&self, port: u16) {
@@ -216,30 +227,53 @@ async fn watch_exits(
     shared: Arc<Shared>,
     logs: broadcast::Sender<LogLine>,
 ) {
+    // The container is new: replaying its events from a little before now
+    // catches a death between its start and this watcher's.
+    let mut since = i64::try_from(crate::unix_ms())
+        .unwrap_or(i64::MAX)
+        .saturating_sub(5_000)
+        * 1_000_000;
+    let filters = HashMap::from([
+        ("container", vec![container.clone()]),
+        ("event", vec!["die".to_owned()]),
+    ]);
     loop {
-        let options = WaitContainerOptionsBuilder::new().condition("next-exit").build();
-        let code = match docker.wait_container(&container, Some(options)).next().await {
-            Some(Ok(answer)) => answer.status_code,
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(err)) if is_not_found(&err) => return,
-            None | Some(Err(_)) => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        let from = format!("{}.{:09}", since / 1_000_000_000, since % 1_000_000_000);
+        let options = EventsOptionsBuilder::new().since(&from).filters(&filters).build();
+        let mut events = docker.events(Some(options));
+        while let Some(Ok(event)) = events.next().await {
+            let at = event.time_nano.unwrap_or(0);
+            if at <= since {
                 continue;
             }
-        };
-        let exit = describe_exit(code, None, None);
-        let next = if code == 0 {
-            "not restarted (restart policy on-failure)"
-        } else {
-            "Docker restarts it (restart policy on-failure)"
-        };
-        tracing::info!(instance = %id, container = %container, "{exit}; {next}");
-        let _ = logs.send(LogLine::new(
-            LogStream::Cutover,
-            format!("exited: {exit}; {next}"),
-        ));
-        *lock(&shared.last_exit) = Some(exit);
-        *lock(&shared.healthy) = None;
+            since = at;
+            let code = event
+                .actor
+                .and_then(|a| a.attributes)
+                .and_then(|a| a.get("exitCode").and_then(|c| c.parse::<i64>().ok()))
+                .unwrap_or(-1);
+            let exit = describe_exit(code, None, None);
+            let next = if code == 0 {
+                "not restarted (restart policy on-failure)"
+            } else {
+                "Docker restarts it (restart policy on-failure)"
+            };
+            tracing::info!(instance = %id, container = %container, "{exit}; {next}");
+            let _ = logs.send(LogLine::new(
+                LogStream::Cutover,
+                format!("exited: {exit}; {next}"),
+            ));
+            *lock(&shared.last_exit) = Some(exit);
+            *lock(&shared.healthy) = None;
+        }
+        // The engine hung up (or restarted): follow again from the last
+        // event seen, unless the container is gone.
+        if let Err(err) = docker.inspect_container(&container, None).await
+            && is_not_found(&err)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

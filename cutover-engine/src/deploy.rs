@@ -270,7 +270,12 @@ impl Engine {
         started: &mut Vec<InstanceId>,
         slot: &mut Option<Rollout>,
     ) -> Result<String, StageError> {
-        let next = self.start_services(l, |_| true, started).await?;
+        let next = self
+            .start_services(l, |svc| self.managed_as_instances(l.env, svc.public), started)
+            .await?;
+        // Swarm updates non-public services itself; a failure rolls them back
+        // there, before any traffic has moved.
+        self.converge_workers(l.env, l.version, l.env_vars, l.log).await?;
         // Everything is healthy: switch every public route, back to back.
         let old_generations = self.switch_routes(l.env, &next)?;
         if let Some(r) = slot.as_mut() {
@@ -351,7 +356,12 @@ impl Engine {
     ) -> Result<String, StageError> {
         let env_cfg = &self.config().environments[l.env];
         let mut next = BTreeMap::new();
-        for (name, svc) in &self.config().services {
+        for (name, svc) in self
+            .config()
+            .services
+            .iter()
+            .filter(|(_, s)| self.managed_as_instances(l.env, s.public))
+        {
             let n = env_cfg.replicas_of(name, svc);
             let old: Vec<(InstanceId, SocketAddr)> = before
                 .current
@@ -398,6 +408,7 @@ impl Engine {
                 },
             );
         }
+        self.converge_workers(l.env, l.version, l.env_vars, l.log).await?;
         for set in before.warm.values() {
             self.stop_set(l.env, set, l.log).await;
         }
@@ -485,6 +496,16 @@ impl Engine {
                 }
             }
         }
+        if let Some(version) = before.version.clone() {
+            let vars = self.instance_env_for(env, &version).await;
+            if let Err(e) = self.converge_workers(env, &version, &vars, log).await {
+                log.line(format!(
+                    "could not converge Swarm services back to {}: {e:?}",
+                    version.short()
+                ))
+                .await;
+            }
+        }
         self.set_env_services(env, before);
     }
 
@@ -525,7 +546,15 @@ impl Engine {
             cancel: &cancel,
         };
         let mut current = before.warm.clone();
-        current.extend(self.start_services(&l, |s| !s.public, &mut started).await?);
+        current.extend(
+            self.start_services(
+                &l,
+                |s| !s.public && self.managed_as_instances(env, false),
+                &mut started,
+            )
+            .await?,
+        );
+        self.converge_workers(env, version, &vars, log).await?;
         let (warm_version, warm) = self.keep_warm(env, &before, version, log).await;
         self.set_env_services(
             env,

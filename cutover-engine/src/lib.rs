@@ -17,6 +17,7 @@ pub mod pipeline;
 mod releases;
 mod scheduler;
 mod status;
+mod swarm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cutover_core::config::Config;
 use cutover_core::config::RuntimeKind;
 use cutover_core::{Actor, EnvName, Version};
-use cutover_docker::DockerRuntime;
+use cutover_docker::{DockerRuntime, SwarmRuntime};
 use cutover_git::Repo;
 use cutover_router::Router;
 use cutover_runtime::Runtime;
@@ -53,6 +54,8 @@ pub struct EngineParts {
     pub runtime: Arc<dyn Runtime>,
     /// The Docker runtime, connected when an environment uses `runtime: docker`.
     pub docker: Option<Arc<DockerRuntime>>,
+    /// The Swarm runtime, connected when an environment uses `runtime: swarm`.
+    pub swarm: Option<Arc<SwarmRuntime>>,
     pub router: Router,
 }
 
@@ -63,6 +66,7 @@ struct Inner {
     data_dir: PathBuf,
     runtime: Arc<dyn Runtime>,
     docker: Option<Arc<DockerRuntime>>,
+    swarm: Option<Arc<SwarmRuntime>>,
     router: Router,
     router_port: OnceLock<u16>,
     shared: pipeline::Shared,
@@ -81,6 +85,7 @@ impl Engine {
                 data_dir: parts.data_dir,
                 runtime: parts.runtime,
                 docker: parts.docker,
+                swarm: parts.swarm,
                 router: parts.router,
                 router_port: OnceLock::new(),
                 shared: pipeline::Shared::default(),
@@ -158,13 +163,17 @@ impl Engine {
         if let Some(d) = &self.inner.docker {
             all.push(d.clone());
         }
+        if let Some(s) = &self.inner.swarm {
+            all.push(s.clone());
+        }
         all
     }
 
     /// The runtime an environment runs on (`runtime:` in cutover.yml).
     pub fn runtime_for(&self, env: &EnvName) -> Arc<dyn Runtime> {
-        match (self.config().environments[env].runtime, &self.inner.docker) {
-            (RuntimeKind::Docker, Some(docker)) => docker.clone(),
+        match self.config().environments[env].runtime {
+            RuntimeKind::Docker if let Some(docker) = &self.inner.docker => docker.clone(),
+            RuntimeKind::Swarm if let Some(swarm) = &self.inner.swarm => swarm.clone(),
             _ => self.inner.runtime.clone(),
         }
     }
@@ -172,6 +181,21 @@ impl Engine {
     /// The Docker runtime, when an environment of this server uses it.
     pub fn docker(&self) -> Option<&Arc<DockerRuntime>> {
         self.inner.docker.as_ref()
+    }
+
+    /// The Swarm runtime, when an environment of this server uses it.
+    pub fn swarm(&self) -> Option<&Arc<SwarmRuntime>> {
+        self.inner.swarm.as_ref()
+    }
+
+    /// What builds images for `env`: Docker's engine for docker and swarm
+    /// environments, None for the process runtime.
+    pub(crate) fn image_builder(&self, env: &EnvName) -> Option<&DockerRuntime> {
+        match self.config().environments[env].runtime {
+            RuntimeKind::Docker => self.docker().map(|d| &**d),
+            RuntimeKind::Swarm => self.swarm().map(|s| s.containers()),
+            RuntimeKind::Process => None,
+        }
     }
 
     pub fn router(&self) -> &Router {

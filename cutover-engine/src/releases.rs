@@ -14,7 +14,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cutover_core::config::RuntimeKind;
 use cutover_core::{EnvName, Version};
 use cutover_docker::DockerRuntime;
 use cutover_runtime::TaskSpec;
@@ -92,10 +91,7 @@ impl Engine {
             ))
             .await;
         }
-        match self
-            .docker()
-            .filter(|_| self.config().environments[env].runtime == RuntimeKind::Docker)
-        {
+        match self.image_builder(env) {
             Some(docker) => self.build_images(docker, env, version, &dir, log).await?,
             None => {
                 self.build_commands(env, version, &dir, log, cancel, env_vars)

@@ -112,10 +112,18 @@ impl Engine {
         let env = self.env_name(env)?;
         let deployed = self.env_services(&env);
         let runtime = self.runtime_for(&env);
-        let all = runtime
+        let mut all = runtime
             .status()
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?;
+        if let Some(swarm) = self.swarm_for(&env) {
+            // Non-public services on Swarm: Swarm's own tasks.
+            let tasks = swarm
+                .converged_status(&self.config().app, &env)
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            all.extend(tasks);
+        }
         let now = crate::now_ms().max(0) as u64;
         let mut services = Vec::new();
         for (name, svc) in &self.config().services {
@@ -139,6 +147,8 @@ impl Engine {
                     .is_some_and(|s| s.instances.iter().any(|(i, _)| *i == st.id))
                 {
                     "warm"
+                } else if !svc.public && self.swarm_for(&env).is_some() {
+                    "serving"
                 } else {
                     "other"
                 };

@@ -70,16 +70,13 @@ pub enum StartError {
     Store(#[source] StoreError),
     #[error("cannot set up the process runtime: {0}")]
     Runtime(String),
-    #[error("environment {env} uses `runtime: docker`, but Docker cannot be reached")]
+    #[error("environment {env} needs Docker (`runtime: docker` or `swarm`), but it cannot be reached")]
     Docker {
         env: String,
         #[source]
         source: cutover_docker::DockerError,
     },
-    #[error(
-        "environment {env} uses `runtime: swarm`, which this Cutover cannot run yet; use `runtime: process` or `runtime: docker`"
-    )]
-    SwarmUnsupported { env: String },
+
     #[error("cannot listen on {addr}; is another server using that port? choose another with --listen")]
     Listen {
         addr: SocketAddr,
@@ -122,11 +119,12 @@ impl App {
             })?;
         let runtime = ProcessRuntime::new(RuntimeConfig::new(opts.data_dir.join("runtime")))
             .map_err(|e| StartError::Runtime(e.to_string()))?;
-        let docker = connect_docker(&config, &opts.data_dir).await?;
+        let (docker, swarm) = connect_docker(&config, &opts.data_dir).await?;
         let parts = EngineParts {
             data_dir: opts.data_dir.clone(),
             runtime: Arc::new(runtime),
             docker,
+            swarm,
             router: Router::new(RouterConfig::default()),
         };
         let mut fixed = Vec::new();
@@ -216,34 +214,42 @@ impl App {
     }
 }
 
-/// Connects to Docker when an environment needs it; refuses what cannot run.
-async fn connect_docker(
-    config: &Config,
-    data_dir: &Path,
-) -> Result<Option<Arc<cutover_docker::DockerRuntime>>, StartError> {
+type Engines = (
+    Option<Arc<cutover_docker::DockerRuntime>>,
+    Option<Arc<cutover_docker::SwarmRuntime>>,
+);
+
+/// Connects to Docker, and to Swarm, when an environment needs them. Each
+/// backend gets its own state directory: each removes the leftovers of a
+/// previous server in its own.
+async fn connect_docker(config: &Config, data_dir: &Path) -> Result<Engines, StartError> {
     use cutover_core::config::RuntimeKind;
-    if let Some((env, _)) = config
-        .environments
-        .iter()
-        .find(|(_, e)| e.runtime == RuntimeKind::Swarm)
-    {
-        return Err(StartError::SwarmUnsupported { env: env.to_string() });
-    }
-    let Some((env, _)) = config
-        .environments
-        .iter()
-        .find(|(_, e)| e.runtime == RuntimeKind::Docker)
-    else {
-        return Ok(None);
+    let first = |kind| {
+        config
+            .environments
+            .iter()
+            .find(|(_, e)| e.runtime == kind)
+            .map(|(n, _)| n.to_string())
     };
-    let docker =
-        cutover_docker::DockerRuntime::connect(cutover_docker::DockerConfig::new(data_dir.join("docker")))
+    let docker = match first(RuntimeKind::Docker) {
+        None => None,
+        Some(env) => Some(Arc::new(
+            cutover_docker::DockerRuntime::connect(cutover_docker::DockerConfig::new(
+                data_dir.join("docker"),
+            ))
             .await
-            .map_err(|source| StartError::Docker {
-                env: env.to_string(),
-                source,
-            })?;
-    Ok(Some(Arc::new(docker)))
+            .map_err(|source| StartError::Docker { env, source })?,
+        )),
+    };
+    let swarm = match first(RuntimeKind::Swarm) {
+        None => None,
+        Some(env) => Some(Arc::new(
+            cutover_docker::SwarmRuntime::connect(cutover_docker::DockerConfig::new(data_dir.join("swarm")))
+                .await
+                .map_err(|source| StartError::Docker { env, source })?,
+        )),
+    };
+    Ok((docker, swarm))
 }
 
 fn open_repo(config: &Config) -> Result<Repo, StartError> {

@@ -11,4 +11,5 @@ mod support;
 mod lifecycle;
 mod recover;
 mod restart;
+mod swarm;
 mod task;

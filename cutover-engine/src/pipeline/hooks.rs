@@ -138,7 +138,7 @@ impl crate::Engine {
         env: &cutover_core::EnvName,
         version: &cutover_core::Version,
     ) -> Option<String> {
-        if self.config().environments[env].runtime != cutover_core::config::RuntimeKind::Docker {
+        if self.config().environments[env].runtime == cutover_core::config::RuntimeKind::Process {
             return None;
         }
         let services = &self.config().services;

@@ -19,6 +19,36 @@ struct Fixture {
     dir: tempfile::TempDir,
     versions: Vec<String>,
     broken: String,
+    /// Unique per run: Swarm service names (`<app>-<env>-<service>`) are
+    /// global to the engine, shared by every test and every earlier run.
+    env: String,
+}
+
+/// Removes the Swarm services and containers of one test environment, also
+/// when the test fails (Swarm keeps non-public services running by design
+/// when Cutover stops).
+struct SwarmCleanup(String);
+
+impl Drop for SwarmCleanup {
+    fn drop(&mut self) {
+        let label = format!("label=cutover.env={}", self.0);
+        let out = std::process::Command::new("docker")
+            .args(["service", "ls", "-q", "--filter", &label])
+            .output();
+        if let Ok(out) = out {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .arg("service")
+                    .arg("rm")
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
 }
 
 const DOCKERFILE: &str = "FROM cutover-base:latest\nCOPY www /www\n";
@@ -27,6 +57,14 @@ const RUN_BROKEN: &str = "echo 'this version cannot start' >&2\nexit 3\n";
 
 fn fixture(runtime: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "t{}-{}",
+        std::process::id(),
+        dir.path().file_name().unwrap().to_string_lossy().to_lowercase()
+    )
+    .chars()
+    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+    .collect::<String>();
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(repo.join("www")).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
@@ -48,24 +86,29 @@ fn fixture(runtime: &str) -> Fixture {
         &["commit", "-q", "-m", "a version that never becomes healthy"],
     );
     let broken = git(&repo, &["rev-parse", "HEAD"]);
-    let run = match runtime {
-        "docker" => "busybox httpd -f -p $PORT -h /www",
-        _ => "sh run.sh",
+    let (run, worker) = match runtime {
+        "process" => ("sh run.sh", "exec sleep 3600"),
+        _ => ("busybox httpd -f -p $PORT -h /www", "exec sleep 3600"),
     };
     let config = format!(
         "app: shop\nrepo: repo\nservices:\n  api:\n    run: \"{run}\"\n    health: /health\n    health_timeout: 5s\n    \
-         replicas: 2\n    public: true\nenvironments:\n  test: {{ tier: dev, runtime: {runtime} }}\n"
+         replicas: 2\n    public: true\n  worker:\n    run: \"{worker}\"\n    replicas: 2\n\
+         environments:\n  {env}: {{ tier: dev, runtime: {runtime} }}\n"
     );
     std::fs::write(dir.path().join("cutover.yml"), config).unwrap();
     Fixture {
         dir,
         versions,
         broken,
+        env,
     }
 }
 
 fn scenario(runtime: &str, version_source: &str) {
     let fx = fixture(runtime);
+    let env = fx.env.clone();
+    let host = format!("api.{env}.shop.localhost");
+    let _cleanup = (runtime == "swarm").then(|| SwarmCleanup(env.clone()));
     let shop = crate::example_shop::release().join("bin/shop");
     let server = Server::start_with(
         &fx.dir.path().join("cutover.yml"),
@@ -75,11 +118,11 @@ fn scenario(runtime: &str, version_source: &str) {
     let (v1, v2) = (&fx.versions[0], &fx.versions[1]);
 
     // v1.
-    let id = server.release("alice", "test", v1);
+    let id = server.release("alice", &env, v1);
     let run = server.wait_run(id, &["succeeded", "failed"]);
     assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
-    assert_eq!(server.api_version("test").as_deref(), Some(v1.as_str()));
-    let status = server.cli_json("x", &["status", "test"]);
+    assert_eq!(server.api_version(&env).as_deref(), Some(v1.as_str()));
+    let status = server.cli_json("x", &["status", &env]);
     let instances = status["services"][0]["instances"].as_array().unwrap().clone();
     assert_eq!(instances.len(), 2, "{status:#}");
     for i in &instances {
@@ -96,12 +139,13 @@ fn scenario(runtime: &str, version_source: &str) {
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let stop = stop.clone();
+            let host = host.clone();
             std::thread::spawn(move || {
                 let mut seen = Vec::new();
                 let deadline = Instant::now() + Duration::from_secs(90);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && seen.len() < 20_000 {
                     let sent = Instant::now();
-                    let v = http_get(port, "api.test.shop.localhost", "/health")
+                    let v = http_get(port, &host, "/health")
                         .filter(|(s, _, _)| *s == 200)
                         .and_then(|(_, h, _)| header(&h, "x-cutover-version"));
                     seen.push((sent, v));
@@ -111,7 +155,7 @@ fn scenario(runtime: &str, version_source: &str) {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let id = server.release("alice", "test", v2);
+    let id = server.release("alice", &env, v2);
     let run = server.wait_run(id, &["succeeded", "failed"]);
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -136,24 +180,43 @@ fn scenario(runtime: &str, version_source: &str) {
         .count();
     assert_eq!(late_v1, 0, "v1 answered after v2 began serving on {runtime}");
 
+    // Non-public services (on Swarm: updated by Swarm itself) run v2 too.
+    let status = server.cli_json("x", &["status", &env]);
+    let worker = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "worker")
+        .unwrap();
+    let running: Vec<&serde_json::Value> = worker["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["version"].is_string())
+        .collect();
+    assert_eq!(running.len(), 2, "two worker instances: {worker:#}");
+    assert!(running.iter().all(|i| i["version"] == v2.as_str()), "{worker:#}");
+
     // A v3 that never becomes healthy never serves.
-    let id = server.release("alice", "test", &fx.broken);
+    let id = server.release("alice", &env, &fx.broken);
     let run = server.wait_run(id, &["succeeded", "failed"]);
     assert_eq!(
         (run["state"].as_str(), run["failed_stage"].as_str()),
         (Some("failed"), Some("deploy_services"))
     );
-    assert_eq!(server.api_version("test").as_deref(), Some(v2.as_str()));
-    let status = server.cli_json("x", &["status", "test"]);
-    for i in status["services"][0]["instances"].as_array().unwrap() {
-        assert_ne!(
-            i["version"], fx.broken,
-            "no instance of the broken version is left: {i}"
-        );
+    assert_eq!(server.api_version(&env).as_deref(), Some(v2.as_str()));
+    let status = server.cli_json("x", &["status", &env]);
+    for svc in status["services"].as_array().unwrap() {
+        for i in svc["instances"].as_array().unwrap() {
+            assert_ne!(
+                i["version"], fx.broken,
+                "no instance of the broken version is left: {i}"
+            );
+        }
     }
 
     // Fast rollback to the warm v1.
-    let id = server.cli_json("alice", &["rollback", "test", "--fast"])["id"]
+    let id = server.cli_json("alice", &["rollback", &env, "--fast"])["id"]
         .as_i64()
         .unwrap();
     assert_eq!(
@@ -162,8 +225,8 @@ fn scenario(runtime: &str, version_source: &str) {
         "{}",
         server.logs(id)
     );
-    assert_eq!(server.api_version("test").as_deref(), Some(v1.as_str()));
-    let status = server.cli_json("x", &["status", "test"]);
+    assert_eq!(server.api_version(&env).as_deref(), Some(v1.as_str()));
+    let status = server.cli_json("x", &["status", &env]);
     let serving: Vec<&serde_json::Value> = status["services"][0]["instances"]
         .as_array()
         .unwrap()
@@ -172,6 +235,22 @@ fn scenario(runtime: &str, version_source: &str) {
         .collect();
     assert_eq!(serving.len(), 2);
     assert!(serving.iter().all(|i| i["version"] == v1.as_str()), "{status:#}");
+    let worker = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "worker")
+        .unwrap();
+    let running: Vec<&serde_json::Value> = worker["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["version"].is_string())
+        .collect();
+    assert!(
+        !running.is_empty() && running.iter().all(|i| i["version"] == v1.as_str()),
+        "workers back on v1: {worker:#}"
+    );
 }
 
 #[test]
@@ -182,4 +261,9 @@ fn the_deploy_scenario_on_the_process_runtime() {
 #[test]
 fn the_deploy_scenario_on_docker() {
     scenario("docker", "imagetag");
+}
+
+#[test]
+fn the_deploy_scenario_on_swarm() {
+    scenario("swarm", "imagetag");
 }

@@ -1,0 +1,476 @@
+//! [`Runtime`] for [`SwarmRuntime`]: public instances as one-replica Swarm
+//! services (see the [module documentation](super)).
+//!
+//! `start` returns once the service's task runs (or ended: a crash is the
+//! health check's to report, as with containers); a task Swarm rejects, or
+//! none placed within 30 s ("host-mode port already in use"), fails the
+//! start and removes the service. Per instance, `start` spawns a log
+//! follower on the service's logs and, with a `health_path`, the health
+//! monitor; both end when `stop` removes the table entry. Hooks and jobs
+//! run in one-off containers of the docker runtime beneath (same image
+//! selection, [`TASK_IMAGE_VAR`](crate::TASK_IMAGE_VAR)).
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::models::{Service, TaskState};
+use bollard::query_parameters::ListTasksOptionsBuilder;
+use cutover_runtime::health::{self, ProbeResult};
+use cutover_runtime::{
+    HealthSettings, InstanceId, InstanceSpec, InstanceStatus, LogLine, LogStream, RecoveredInstance,
+    RecoveryAction, RecoveryReport, Runtime, RuntimeError, StateFile, StopOutcome, TaskLine, TaskOutcome,
+    TaskSpec, UnhealthyReport,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::service::{self, describe_task_end, is_ended, task_state};
+use super::{Entry, POLL, SwarmRuntime};
+use crate::error::{DockerError, chain};
+use crate::logs::{self, LogSource};
+use crate::runtime::{AbortOnDrop, engine_err, lock};
+use crate::{container, image_tag, labels};
+
+const START_LIMIT: Duration = Duration::from_secs(30);
+const UNHEALTHY_LOG_LINES: usize = 20;
+const FOLLOW_BUFFER: usize = 1024;
+
+impl SwarmRuntime {
+    /// The engine's view of one of our instances, and its service's full id.
+    async fn inspect(&self, id: &InstanceId) -> Result<(InstanceStatus, String), RuntimeError> {
+        let service = self.service_of(id).await?;
+        let full = service.id.clone().unwrap_or_default();
+        let tasks = self
+            .tasks_of(&full)
+            .await
+            .map_err(engine_err(format!("list the tasks of service {id}")))?;
+        let healthy = self.healthy_of(id).and_then(|h| *lock(&h));
+        let status = service::instance_status(self.owner(), &service, &tasks, healthy)
+            .ok_or_else(|| RuntimeError::UnknownInstance { id: id.clone() })?;
+        Ok((status, full))
+    }
+
+    fn healthy_of(&self, id: &InstanceId) -> Option<Arc<Mutex<Option<bool>>>> {
+        self.table().entries.get(id).map(|e| e.healthy.clone())
+    }
+
+    /// Waits until the service's task runs or ended (see the module docs).
+    async fn wait_for_task(&self, service_id: &str, name: &str) -> Result<(), DockerError> {
+        let until = tokio::time::Instant::now() + START_LIMIT;
+        loop {
+            let tasks = self
+                .tasks_of(service_id)
+                .await
+                .map_err(DockerError::api(format!("list the tasks of service {name}")))?;
+            if let Some(rejected) = tasks.iter().find(|t| task_state(t) == Some(TaskState::REJECTED)) {
+                return Err(DockerError::TaskRejected {
+                    service: name.to_owned(),
+                    reason: describe_task_end(rejected),
+                });
+            }
+            let up = tasks.iter().any(|t| {
+                let state = task_state(t);
+                state == Some(TaskState::RUNNING) || is_ended(state)
+            });
+            if up {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= until {
+                let detail = service::current_task(&tasks)
+                    .and_then(|t| t.status.clone())
+                    .map(|s| {
+                        let state = s.state.map(|s| s.to_string()).unwrap_or_default();
+                        let why = s.err.filter(|e| !e.is_empty()).or(s.message).unwrap_or_default();
+                        format!("its task is {state}: {why}")
+                    })
+                    .unwrap_or_else(|| "Swarm created no task".to_owned());
+                return Err(DockerError::StartTimeout {
+                    service: name.to_owned(),
+                    after: humantime::format_duration(START_LIMIT).to_string(),
+                    detail,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn spawn_background(
+        &self,
+        service_id: &str,
+        addr: SocketAddr,
+        spec: &InstanceSpec,
+    ) -> (
+        Arc<Mutex<Option<bool>>>,
+        broadcast::Sender<LogLine>,
+        Vec<AbortOnDrop>,
+    ) {
+        let healthy = Arc::new(Mutex::new(None));
+        let (logs_tx, _) = broadcast::channel(FOLLOW_BUFFER);
+        let mut tasks = vec![AbortOnDrop(tokio::spawn(logs::follow_source(
+            self.docker().clone(),
+            LogSource::Service(service_id.to_owned()),
+            logs_tx.clone(),
+        )))];
+        if let Some(path) = spec.health_path.clone() {
+            let every = self.config().health_interval;
+            let healthy = healthy.clone();
+            tasks.push(AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    let result = health::probe(addr, &path, every.min(Duration::from_secs(2))).await;
+                    *lock(&healthy) = Some(result.is_healthy());
+                    tokio::time::sleep(every).await;
+                }
+            })));
+        }
+        (healthy, logs_tx, tasks)
+    }
+
+    /// Public-instance services of this owner; with `mine`, only this
+    /// runtime object's, else only other runtime objects'.
+    async fn instance_services(&self, mine: bool) -> Result<Vec<Service>, RuntimeError> {
+        let services = self
+            .list_services(labels::INSTANCE, &[])
+            .await
+            .map_err(engine_err("list services"))?;
+        Ok(services
+            .into_iter()
+            .filter(|s| {
+                let own = service::service_labels(s)
+                    .get(labels::RUNTIME)
+                    .map(String::as_str)
+                    == Some(self.runtime_id());
+                own == mine
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Runtime for SwarmRuntime {
+    async fn start(&self, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(RuntimeError::ShutDown);
+        }
+        if let Some(path) = &spec.health_path
+            && !health::valid_path(path)
+        {
+            return Err(RuntimeError::BadHealthPath { path: path.clone() });
+        }
+        let action = format!("start an instance of {}-{}-{}", spec.app, spec.env, spec.service);
+        let image = image_tag(&spec.app, &spec.env, &spec.service, &spec.version);
+        let containers = self.containers();
+        if !containers
+            .image_exists(&image)
+            .await
+            .map_err(|e| e.into_runtime(action.clone()))?
+        {
+            return Err(DockerError::ImageMissing { tag: image }.into_runtime(action));
+        }
+        let container_port = container::container_port(&spec, self.config().container_port)
+            .map_err(|e| e.into_runtime(action.clone()))?;
+        let host_port = self.reserve_port()?;
+        let name = service::instance_name(&spec);
+        let body = service::instance_service(
+            &containers.inner,
+            &spec,
+            &image,
+            &name,
+            container_port,
+            host_port,
+            self.node_id(),
+        );
+        let created = match self.docker().create_service(body, None).await {
+            Ok(created) => created,
+            Err(err) => {
+                self.release(host_port);
+                return Err(engine_err(format!(
+                    "create service {name} from {image} ({action})"
+                ))(err));
+            }
+        };
+        let full = created.id.unwrap_or_default();
+        let Some(id) = service::short_id(&full) else {
+            self.release(host_port);
+            return Err(DockerError::TaskRejected {
+                service: name,
+                reason: format!("the engine answered with no usable service id ({full:?})"),
+            }
+            .into_runtime(action));
+        };
+        if let Err(err) = self.wait_for_task(&full, &name).await {
+            self.release(host_port);
+            let _ = self.docker().delete_service(&full).await;
+            return Err(err.into_runtime(action));
+        }
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
+        let (healthy, logs_tx, tasks) = self.spawn_background(&full, addr, &spec);
+        let _ = logs_tx.send(LogLine::new(
+            LogStream::Cutover,
+            format!("started Swarm service {name} ({id}) from {image} on {addr}"),
+        ));
+        tracing::info!(instance = %id, service = %name, %image, %addr, "started");
+        {
+            let mut table = self.table();
+            table.reserved.remove(&host_port);
+            table.entries.insert(
+                id.clone(),
+                Entry {
+                    port: host_port,
+                    healthy,
+                    logs: logs_tx,
+                    _tasks: tasks,
+                },
+            );
+        }
+        // A shutdown that ran while we were starting missed this instance.
+        if self.inner.closed.load(Ordering::SeqCst) {
+            let _ = self.stop(&id).await;
+            return Err(RuntimeError::ShutDown);
+        }
+        Ok(self.inspect(&id).await?.0)
+    }
+
+    async fn stop(&self, id: &InstanceId) -> Result<StopOutcome, RuntimeError> {
+        let entry = self.table().entries.remove(id);
+        let service = match self.service_of(id).await {
+            Ok(service) => service,
+            Err(RuntimeError::UnknownInstance { .. }) if entry.is_some() => {
+                return Ok(StopOutcome {
+                    id: id.clone(),
+                    graceful: true,
+                    exit: "the service was already gone".to_owned(),
+                });
+            }
+            Err(err) => return Err(err),
+        };
+        if let Some(e) = &entry {
+            let _ = e.logs.send(LogLine::new(
+                LogStream::Cutover,
+                "removing the service (SIGTERM, SIGKILL after the grace)",
+            ));
+        }
+        let removed = self
+            .remove_service(&service)
+            .await
+            .map_err(|e| e.into_runtime(format!("stop instance {id}")))?;
+        tracing::info!(instance = %id, graceful = removed.graceful, exit = %removed.exit, "service removed");
+        drop(entry);
+        Ok(StopOutcome {
+            id: id.clone(),
+            graceful: removed.graceful,
+            exit: removed.exit,
+        })
+    }
+
+    async fn status(&self) -> Result<Vec<InstanceStatus>, RuntimeError> {
+        let services = self
+            .list_services(labels::INSTANCE, &[])
+            .await
+            .map_err(engine_err("list services"))?;
+        if services.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all = self
+            .docker()
+            .list_tasks(Some(ListTasksOptionsBuilder::new().build()))
+            .await
+            .map_err(engine_err("list tasks"))?;
+        let mut by_service: HashMap<String, Vec<_>> = HashMap::new();
+        for task in all {
+            if let Some(sid) = task.service_id.clone() {
+                by_service.entry(sid).or_default().push(task);
+            }
+        }
+        let mut out = Vec::with_capacity(services.len());
+        for s in &services {
+            let tasks =
+                s.id.as_ref()
+                    .and_then(|i| by_service.get(i))
+                    .map_or(&[][..], Vec::as_slice);
+            let healthy =
+                s.id.as_deref()
+                    .and_then(service::short_id)
+                    .and_then(|id| self.healthy_of(&id))
+                    .and_then(|h| *lock(&h));
+            out.extend(service::instance_status(self.owner(), s, tasks, healthy));
+        }
+        out.sort_by(|a, b| {
+            (&a.app, &a.env, &a.service, a.replica, a.created_at, &a.id).cmp(&(
+                &b.app,
+                &b.env,
+                &b.service,
+                b.replica,
+                b.created_at,
+                &b.id,
+            ))
+        });
+        Ok(out)
+    }
+
+    async fn instance(&self, id: &InstanceId) -> Result<InstanceStatus, RuntimeError> {
+        Ok(self.inspect(id).await?.0)
+    }
+
+    async fn probe(
+        &self,
+        id: &InstanceId,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<ProbeResult, RuntimeError> {
+        if !health::valid_path(path) {
+            return Err(RuntimeError::BadHealthPath {
+                path: path.to_owned(),
+            });
+        }
+        let (status, _) = self.inspect(id).await?;
+        let result = health::probe(status.addr, path, timeout).await;
+        if let Some(healthy) = self.healthy_of(id) {
+            *lock(&healthy) = Some(result.is_healthy());
+        }
+        Ok(result)
+    }
+
+    async fn wait_healthy(
+        &self,
+        id: &InstanceId,
+        path: &str,
+        settings: &HealthSettings,
+    ) -> Result<(), RuntimeError> {
+        if !health::valid_path(path) {
+            return Err(RuntimeError::BadHealthPath {
+                path: path.to_owned(),
+            });
+        }
+        let (status, full) = self.inspect(id).await?;
+        let addr = status.addr;
+        let result = health::wait_healthy(addr, path, settings).await;
+        let healthy = self.healthy_of(id);
+        if let Some(h) = &healthy {
+            *lock(h) = Some(result.is_ok());
+        }
+        let not = match result {
+            Ok(_) => return Ok(()),
+            Err(not) => not,
+        };
+        let now = self.inspect(id).await.map(|s| s.0).unwrap_or(status);
+        let log_tail = logs::tail_of(self.docker(), &LogSource::Service(full), UNHEALTHY_LOG_LINES)
+            .await
+            .unwrap_or_else(|e| vec![format!("(logs unreadable: {})", chain(&e))]);
+        Err(RuntimeError::Unhealthy(Box::new(UnhealthyReport {
+            id: id.clone(),
+            service: format!("{}-{}-{}", now.app, now.env, now.service),
+            url: format!("http://{addr}{path}"),
+            addr,
+            deadline: settings.deadline,
+            attempts: not.attempts,
+            last: not.last.to_string(),
+            restarts: now.restarts,
+            last_exit: now.last_exit,
+            log_tail,
+        })))
+    }
+
+    async fn log_tail(&self, id: &InstanceId, lines: usize) -> Result<Vec<String>, RuntimeError> {
+        let service = self.service_of(id).await?;
+        let full = service.id.unwrap_or_default();
+        logs::tail_of(self.docker(), &LogSource::Service(full), lines)
+            .await
+            .map_err(engine_err(format!("read the logs of {id}")))
+    }
+
+    async fn follow_logs(&self, id: &InstanceId) -> Result<broadcast::Receiver<LogLine>, RuntimeError> {
+        self.table()
+            .entries
+            .get(id)
+            .map(|e| e.logs.subscribe())
+            .ok_or_else(|| RuntimeError::UnknownInstance { id: id.clone() })
+    }
+
+    async fn run_task(
+        &self,
+        spec: TaskSpec,
+        lines: mpsc::UnboundedSender<TaskLine>,
+        cancel: CancellationToken,
+    ) -> Result<TaskOutcome, RuntimeError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(RuntimeError::ShutDown);
+        }
+        self.containers().run_task(spec, lines, cancel).await
+    }
+
+    /// Removes the public-instance services of a previous runtime object
+    /// of this owner (converged services are left: Swarm runs them, and
+    /// the next converge updates them), then the task containers it left.
+    async fn recover(&self) -> Result<RecoveryReport, RuntimeError> {
+        let mut report = RecoveryReport::default();
+        for s in self.instance_services(false).await? {
+            let labels = service::service_labels(&s);
+            let name = labels.get(labels::INSTANCE).cloned().unwrap_or_default();
+            let state = leftover_state(&s);
+            let action = match self.remove_service(&s).await {
+                Ok(r) if r.was_running => RecoveryAction::Terminated { graceful: r.graceful },
+                Ok(_) => RecoveryAction::AlreadyGone,
+                Err(err) => RecoveryAction::KillFailed { error: chain(&err) },
+            };
+            tracing::info!(service = %name, ?action, "recovered a leftover Swarm service");
+            report.instances.push(RecoveredInstance {
+                file: PathBuf::from(format!("swarm:{name}")),
+                state,
+                action,
+            });
+        }
+        let tasks = self.containers().recover().await?;
+        report.instances.extend(tasks.instances);
+        Ok(report)
+    }
+
+    async fn shutdown(&self) -> Result<Vec<StopOutcome>, RuntimeError> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        // Cancels running task containers and waits for them.
+        let tasks = self.containers().shutdown().await;
+        let mut ids: Vec<InstanceId> = self.table().entries.keys().cloned().collect();
+        for s in self.instance_services(true).await? {
+            if let Some(id) = s.id.as_deref().and_then(service::short_id)
+                && !ids.contains(&id)
+            {
+                ids.push(id);
+            }
+        }
+        let results = futures::future::join_all(ids.iter().map(|id| self.stop(id))).await;
+        let mut outcomes = Vec::with_capacity(results.len());
+        for result in results {
+            outcomes.push(result?);
+        }
+        tasks?;
+        Ok(outcomes)
+    }
+}
+
+/// A leftover service in the process runtime's [`StateFile`] shape (`pid`
+/// 0, `release_dir` empty).
+fn leftover_state(s: &Service) -> Option<StateFile> {
+    let labels = service::service_labels(s);
+    Some(StateFile {
+        id: service::short_id(s.id.as_deref()?)?,
+        pid: 0,
+        pgid: 0,
+        port: service::published_port(s).unwrap_or(0),
+        app: labels.get(labels::APP)?.parse().ok()?,
+        env: labels.get(labels::ENV)?.parse().ok()?,
+        service: labels.get(labels::SERVICE)?.parse().ok()?,
+        version: labels.get(labels::VERSION)?.parse().ok()?,
+        replica: labels
+            .get(labels::REPLICA)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0),
+        release_dir: PathBuf::new(),
+        started_at: container::engine_ms(s.created_at.as_deref()),
+        proc_start_time: None,
+        server_pid: 0,
+    })
+}

@@ -1,0 +1,295 @@
+//! The `swarm` runtime: services of an environment run as Docker Swarm
+//! services, driven through the same Engine API client (bollard) as the
+//! docker runtime, whose code it reuses for images, one-off task
+//! containers, logs formatting and health.
+//!
+//! Two facts of a single-node swarm without the kernel's IPVS shape it:
+//! the routing mesh does not work (ingress-published ports refuse
+//! connections), and a host-mode published port admits one task per node,
+//! so Swarm's own start-first update of a service with a published port
+//! never gets its new task placed ("host-mode port already in use on 1
+//! node") and a stop-first update drops every request in between.
+//! Therefore two kinds of services:
+//!
+//! - **Public services: blue-green by Cutover, across Swarm services**
+//!   (the [`Runtime`](cutover_runtime::Runtime) trait, so the engine's one
+//!   rollout code drives them like processes and containers). `start`
+//!   creates one Swarm service per replica,
+//!   `<app>-<env>-<service>-<sha8>-r<n>-<6hex>`, with one replica of the
+//!   image `<app>-<env>-<service>:<sha>`, restart policy `on-failure`, and
+//!   one host-mode published port picked by Cutover (bind `127.0.0.1:0`,
+//!   read, close), placed on this node (`node.id==<this node>`) because the
+//!   router reaches it on `127.0.0.1:<port>`. One service per replica is
+//!   what lets a public service have more replicas than the swarm has
+//!   nodes: every replica has its own port. The
+//!   [`InstanceId`](cutover_runtime::InstanceId) is the service's short id
+//!   (as `docker service ls` shows it); `stop` removes the service and
+//!   waits (bounded) for its container to be gone. Status is read from the
+//!   engine: the service and its current task (state, pid, version from
+//!   the task's image tag, restarts = failed tasks).
+//!   Limit: Swarm's port config has no host IP, so a host-mode port is
+//!   bound on every interface of the node, not on 127.0.0.1 only; Cutover
+//!   itself only ever connects to 127.0.0.1.
+//! - **Non-public services (workers, scheduler): Swarm's native update**,
+//!   [`SwarmRuntime::converge`]: one service `<app>-<env>-<service>`,
+//!   image tag = SHA, update order start-first, parallelism 1, failure
+//!   action rollback after a monitor window. Without a published port
+//!   start-first works on one node, and Swarm's own rollback is the
+//!   failure path. These services are not instances of the trait (no
+//!   router, no per-replica ids to switch) and outlive the server: `recover`
+//!   and `shutdown` leave them; [`SwarmRuntime::remove_converged`] removes
+//!   one.
+//!
+//! On a multi-node swarm with the routing mesh, public services could be
+//! updated natively too (an ingress port is shared by all tasks, so
+//! start-first does not clash); the per-replica services here then map to
+//! one service per replica pinned to the router's node. Rejected for public
+//! services on this machine: Swarm's native update (deadlocks start-first,
+//! drops traffic stop-first), and one service with N replicas and a
+//! dynamic host port each (Swarm then gives the tasks of one service
+//! distinct ports, but a restarted task gets a new one, which would move an
+//! instance away from the address the router holds, the reason the docker
+//! runtime picks ports itself).
+
+mod converge;
+mod instances;
+mod service;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{LocalNodeState, Service, Task};
+use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
+use cutover_runtime::{InstanceId, LogLine, RuntimeError};
+use tokio::sync::broadcast;
+
+pub use converge::{ConvergeAction, ConvergeOutcome, ConvergeSpec};
+
+use crate::error::{DockerError, is_not_found};
+use crate::runtime::{AbortOnDrop, engine_err, free_port};
+use crate::{DockerConfig, DockerRuntime, labels};
+
+/// Pause between two looks at a service's tasks.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The swarm runtime. Cheap to clone; clones share everything.
+#[derive(Clone, Debug)]
+pub struct SwarmRuntime {
+    inner: Arc<SwarmInner>,
+}
+
+#[derive(Debug)]
+struct SwarmInner {
+    /// Images, task containers, owner and runtime id.
+    docker: DockerRuntime,
+    /// This engine's swarm node: where public instances are placed.
+    node_id: String,
+    table: Mutex<Table>,
+    closed: AtomicBool,
+}
+
+/// What only this server knows about the public instances it started.
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<InstanceId, Entry>,
+    /// Host ports handed out to starts not in `entries` yet.
+    reserved: HashSet<u16>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    port: u16,
+    healthy: Arc<Mutex<Option<bool>>>,
+    logs: broadcast::Sender<LogLine>,
+    _tasks: Vec<AbortOnDrop>,
+}
+
+impl SwarmRuntime {
+    /// Connects like [`DockerRuntime::connect`], then checks that the
+    /// engine is an active swarm manager. Starts nothing; call
+    /// [`Runtime::recover`](cutover_runtime::Runtime::recover) next.
+    pub async fn connect(config: DockerConfig) -> Result<Self, DockerError> {
+        let docker = DockerRuntime::connect(config).await?;
+        let info = docker
+            .docker()
+            .info()
+            .await
+            .map_err(DockerError::api("read the swarm state (docker info)"))?;
+        let swarm = info.swarm.unwrap_or_default();
+        let state = swarm.local_node_state.unwrap_or(LocalNodeState::EMPTY);
+        let control = swarm.control_available.unwrap_or(false);
+        let node_id = swarm.node_id.unwrap_or_default();
+        if state != LocalNodeState::ACTIVE || !control || node_id.is_empty() {
+            return Err(DockerError::NotSwarmManager {
+                state: state.to_string(),
+                control,
+            });
+        }
+        Ok(Self {
+            inner: Arc::new(SwarmInner {
+                docker,
+                node_id,
+                table: Mutex::new(Table::default()),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &DockerConfig {
+        self.inner.docker.config()
+    }
+
+    /// The bollard client, for callers that need more of the API.
+    pub fn docker(&self) -> &Docker {
+        self.inner.docker.docker()
+    }
+
+    /// The `cutover.owner` label value of this runtime's services.
+    pub fn owner(&self) -> &str {
+        self.inner.docker.owner()
+    }
+
+    /// The swarm node public instances are placed on (this engine's).
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// The docker runtime beneath: image builds
+    /// ([`DockerRuntime::build_image`], [`DockerRuntime::image_exists`])
+    /// and the one-off containers of hooks and jobs.
+    pub fn containers(&self) -> &DockerRuntime {
+        &self.inner.docker
+    }
+
+    fn runtime_id(&self) -> &str {
+        &self.inner.docker.inner.runtime_id
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reserve_port(&self) -> Result<u16, RuntimeError> {
+        let mut table = self.table();
+        let port = free_port(|port| {
+            table.reserved.contains(&port) || table.entries.values().any(|e| e.port == port)
+        })?;
+        table.reserved.insert(port);
+        Ok(port)
+    }
+
+    fn release(&self, port: u16) {
+        self.table().reserved.remove(&port);
+    }
+
+    /// Services of this owner carrying `marker` plus `extra` label filters.
+    async fn list_services(
+        &self,
+        marker: &str,
+        extra: &[String],
+    ) -> Result<Vec<Service>, bollard::errors::Error> {
+        let mut wanted = vec![format!("{}={}", labels::OWNER, self.owner()), marker.to_owned()];
+        wanted.extend(extra.iter().cloned());
+        let filters = HashMap::from([("label", wanted)]);
+        let options = ListServicesOptionsBuilder::new().filters(&filters).build();
+        self.docker().list_services(Some(options)).await
+    }
+
+    /// Every task of one service (any state Swarm still remembers).
+    async fn tasks_of(&self, service_id: &str) -> Result<Vec<Task>, bollard::errors::Error> {
+        let filters = HashMap::from([("service", vec![service_id.to_owned()])]);
+        let options = ListTasksOptionsBuilder::new().filters(&filters).build();
+        let tasks = self.docker().list_tasks(Some(options)).await?;
+        // The filter also matches services whose name starts alike.
+        Ok(tasks
+            .into_iter()
+            .filter(|t| t.service_id.as_deref() == Some(service_id))
+            .collect())
+    }
+
+    /// One of this owner's public-instance services, by short id.
+    async fn service_of(&self, id: &InstanceId) -> Result<Service, RuntimeError> {
+        let service = match self.docker().inspect_service(id.as_str(), None).await {
+            Ok(s) => s,
+            Err(err) if is_not_found(&err) => return Err(RuntimeError::UnknownInstance { id: id.clone() }),
+            Err(err) => return Err(engine_err(format!("inspect service {id}"))(err)),
+        };
+        let labels = service::service_labels(&service);
+        let ours = service.id.as_deref().is_some_and(|s| s.starts_with(id.as_str()))
+            && labels.get(labels::OWNER).map(String::as_str) == Some(self.owner())
+            && labels.contains_key(labels::INSTANCE);
+        if ours {
+            Ok(service)
+        } else {
+            Err(RuntimeError::UnknownInstance { id: id.clone() })
+        }
+    }
+
+    /// Removes a service and waits (bounded: stop grace + 15 s) until the
+    /// containers of its tasks are gone, watching the current one's exit.
+    async fn remove_service(&self, service: &Service) -> Result<Removed, DockerError> {
+        let id = service.id.clone().unwrap_or_default();
+        let tasks = self.tasks_of(&id).await.unwrap_or_default();
+        let current = service::current_task(&tasks);
+        let was_running = current.and_then(service::task_state) == Some(bollard::models::TaskState::RUNNING);
+        let container_of = |t: &Task| t.status.as_ref()?.container_status.as_ref()?.container_id.clone();
+        let main = current.and_then(container_of);
+        let containers: Vec<String> = tasks.iter().filter_map(container_of).collect();
+        match self.docker().delete_service(&id).await {
+            Err(err) if !is_not_found(&err) => {
+                return Err(DockerError::api(format!("remove service {id}"))(err));
+            }
+            _ => {}
+        }
+        let grace = self.config().stop_grace;
+        let began = tokio::time::Instant::now();
+        let until = began + grace + Duration::from_secs(15);
+        let mut code = None;
+        loop {
+            let mut left = 0;
+            for container in &containers {
+                match self.docker().inspect_container(container, None).await {
+                    Err(err) if is_not_found(&err) => {}
+                    Ok(c) => {
+                        left += 1;
+                        let state = c.state.unwrap_or_default();
+                        if main.as_deref() == Some(container.as_str()) && state.running == Some(false) {
+                            code = state.exit_code.or(code);
+                        }
+                    }
+                    Err(_) => left += 1,
+                }
+            }
+            if left == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= until {
+                tracing::warn!(service = %id, left, "containers of a removed service are still there");
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let killed =
+            was_running && code == Some(137) && began.elapsed() + Duration::from_millis(200) >= grace;
+        Ok(Removed {
+            was_running,
+            graceful: !killed,
+            exit: match code {
+                Some(code) => crate::container::describe_exit(code, None, None),
+                None if was_running => "service removed (its exit was not seen)".to_owned(),
+                None => "service removed (no task was running)".to_owned(),
+            },
+        })
+    }
+}
+
+/// What [`SwarmRuntime::remove_service`] saw.
+#[derive(Debug)]
+struct Removed {
+    was_running: bool,
+    graceful: bool,
+    exit: String,
+}
