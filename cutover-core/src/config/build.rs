@@ -28,6 +28,7 @@ const TOP_KEYS: &[&str] = &[
     "rabbitmq",
     "environments",
     "router",
+    "task_service",
 ];
 
 pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
@@ -98,6 +99,31 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
             None => None,
         };
 
+    let task_service = match top.get("task_service") {
+        None => Some(None),
+        Some(n) => string(ctx, n, "task_service").and_then(|raw| {
+            let names: Vec<&str> = service_names.iter().map(ServiceName::as_str).collect();
+            match ServiceName::parse(raw) {
+                Ok(name) if service_names.is_empty() || service_names.contains(&name) => Some(Some(name)),
+                Ok(_) => {
+                    let hint = super::values::nearest(raw, &names)
+                        .map(|n| format!(" did you mean {n:?}?"))
+                        .unwrap_or_default();
+                    ctx.error(
+                        n.referenced,
+                        "task_service",
+                        format!("unknown service {raw:?};{hint} services are {}", names.join(", ")),
+                    );
+                    None
+                }
+                Err(e) => {
+                    ctx.error(n.referenced, "task_service", e.to_string());
+                    None
+                }
+            }
+        }),
+    };
+
     Some(Config {
         file: ctx.file().to_path_buf(),
         app: app?,
@@ -108,6 +134,7 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         rabbitmq: rabbitmq?,
         environments: environments?,
         router: router?,
+        task_service: task_service?,
     })
 }
 

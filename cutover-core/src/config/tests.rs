@@ -335,3 +335,16 @@ fn fixed_router_ports_and_the_suspend_timeout_action() {
         "{e}"
     );
 }
+
+#[test]
+fn task_service_names_a_service() {
+    let base = "services: { web: { run: x, public: true }, office: { run: y } }\nenvironments: { dev: { tier: dev } }\n";
+    let cfg = ok(&format!("app: a\ntask_service: office\n{base}"));
+    assert_eq!(cfg.task_service.as_ref().map(ServiceName::as_str), Some("office"));
+    assert_eq!(ok(&format!("app: a\n{base}")).task_service, None);
+    let e = errors(&format!("app: a\ntask_service: ofice\n{base}"));
+    assert!(
+        e.contains("task_service") && e.contains("did you mean \"office\""),
+        "{e}"
+    );
+}

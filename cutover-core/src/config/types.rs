@@ -25,6 +25,10 @@ pub struct Config {
     pub rabbitmq: Option<RabbitMq>,
     pub environments: BTreeMap<EnvName, Environment>,
     pub router: RouterConfig,
+    /// On Docker and Swarm, whose image hooks and scheduler jobs run in.
+    /// Default: the first non-public service (as the platform documents run
+    /// the scheduler from the back office image), else the first service.
+    pub task_service: Option<ServiceName>,
 }
 
 /// Where the application's git repository is.

@@ -130,9 +130,10 @@ impl crate::Engine {
 }
 
 impl crate::Engine {
-    /// On Docker: the image hooks and jobs run in, `<app>-<env>-<service>:<sha>` of
+    /// On Docker and Swarm: the image hooks and jobs run in,
+    /// `<app>-<env>-<service>:<sha>` of `task_service` from cutover.yml, else of
     /// the first non-public service (the back office runs the scheduler in the
-    /// platform documents), else of the first service. None on other runtimes.
+    /// platform documents), else of the first service. None on processes.
     pub(crate) fn task_image(
         &self,
         env: &cutover_core::EnvName,
@@ -142,11 +143,13 @@ impl crate::Engine {
             return None;
         }
         let services = &self.config().services;
-        let service = services
-            .iter()
-            .find(|(_, s)| !s.public)
-            .or_else(|| services.iter().next())
-            .map(|(n, _)| n)?;
+        let service = self.config().task_service.as_ref().or_else(|| {
+            services
+                .iter()
+                .find(|(_, s)| !s.public)
+                .or_else(|| services.iter().next())
+                .map(|(n, _)| n)
+        })?;
         Some(cutover_docker::image_tag(
             &self.config().app,
             env,

@@ -93,6 +93,7 @@ fn fixture(runtime: &str) -> Fixture {
     let config = format!(
         "app: shop\nrepo: repo\nservices:\n  api:\n    run: \"{run}\"\n    health: /health\n    health_timeout: 5s\n    \
          replicas: 2\n    public: true\n  worker:\n    run: \"{worker}\"\n    replicas: 2\n\
+         task_service: worker\nhooks:\n  install: \"echo migrating to $CUTOVER_VERSION in $CUTOVER_HOOK; test -d /www && echo in-a-container || echo on-the-host\"\n\
          environments:\n  {env}: {{ tier: dev, runtime: {runtime} }}\n"
     );
     std::fs::write(dir.path().join("cutover.yml"), config).unwrap();
@@ -122,6 +123,11 @@ fn scenario(runtime: &str, version_source: &str) {
     let run = server.wait_run(id, &["succeeded", "failed"]);
     assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
     assert_eq!(server.api_version(&env).as_deref(), Some(v1.as_str()));
+    // The install hook ran (on Docker and Swarm: in a one-off container of the worker's image).
+    let logs = server.logs(id);
+    assert!(logs.contains(&format!("migrating to {v1} in install")), "{logs}");
+    let place = if runtime == "process" { "on-the-host" } else { "in-a-container" };
+    assert!(logs.contains(place), "the hook ran {place}: {logs}");
     let status = server.cli_json("x", &["status", &env]);
     let instances = status["services"][0]["instances"].as_array().unwrap().clone();
     assert_eq!(instances.len(), 2, "{status:#}");
