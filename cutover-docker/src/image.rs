@@ -8,6 +8,12 @@
 //! Build stage log). A build is skipped when the tag already exists, as
 //! the spec asks: one artifact per service and version.
 //!
+//! [`DockerRuntime::push_image`] copies a built image to a registry: it tags
+//! `<tag>` as `<registry>/<tag>` and pushes that (`POST /images/…/push`)
+//! with empty credentials, streaming the engine's progress. Whether the
+//! registry already has the tag is the caller's question (the engine asks
+//! the registry's HTTP API), since dockerd has no cheap way to tell.
+//!
 //! Known limits: `.dockerignore` is not applied while packing (the whole
 //! release directory is sent), and the context is held in memory, which is
 //! fine for release trees of a few hundred MB. Rejected: BuildKit, which
@@ -17,7 +23,7 @@
 use std::collections::HashMap;
 use std::path::{Component, Path};
 
-use bollard::query_parameters::BuildImageOptionsBuilder;
+use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder};
 use futures::StreamExt;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -150,6 +156,100 @@ impl DockerRuntime {
         let _ = lines.send(format!("built {tag}"));
         Ok(BuildOutcome { skipped: false })
     }
+
+    /// Pushes the local image `tag` (`<app>-<env>-<service>:<sha>`) to
+    /// `registry` (`host[:port][/prefix]`, no scheme): tags it
+    /// `<registry>/<tag>`, then pushes that without credentials. Progress
+    /// lines go to `lines` (consecutive repeats folded). Returns the pushed
+    /// reference.
+    pub async fn push_image(
+        &self,
+        tag: &str,
+        registry: &str,
+        lines: UnboundedSender<String>,
+    ) -> Result<String, DockerError> {
+        let registry = registry.trim_end_matches('/');
+        let (name, version) = tag
+            .rsplit_once(':')
+            .ok_or_else(|| DockerError::ImageMissing { tag: tag.to_owned() })?;
+        if !self.image_exists(tag).await? {
+            return Err(DockerError::ImageMissing { tag: tag.to_owned() });
+        }
+        let repo = format!("{registry}/{name}");
+        let reference = format!("{repo}:{version}");
+        let options = TagImageOptionsBuilder::new().repo(&repo).tag(version).build();
+        self.inner
+            .docker
+            .tag_image(tag, Some(options))
+            .await
+            .map_err(DockerError::api(format!("tag {tag} as {reference}")))?;
+        let _ = lines.send(format!("pushing {reference}"));
+        let options = PushImageOptionsBuilder::new().tag(version).build();
+        let mut stream = self.inner.docker.push_image(&repo, Some(options), None);
+        let mut last = String::new();
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(err) => {
+                    let message = match &err {
+                        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+                        other => other.to_string(),
+                    };
+                    let _ = lines.send(format!("push of {reference} failed: {message}"));
+                    let action = format!("push {reference}: {}", push_hint(registry, &message));
+                    return Err(DockerError::api(action)(err));
+                }
+            };
+            if let Some(status) = info.status.as_deref().map(str::trim)
+                && !status.is_empty()
+                && status != last
+            {
+                let _ = lines.send(status.to_owned());
+                status.clone_into(&mut last);
+            }
+        }
+        Ok(reference)
+    }
+}
+
+/// What to do about a failed push, from the engine's message.
+fn push_hint(registry: &str, message: &str) -> String {
+    let host = registry.split('/').next().unwrap_or(registry);
+    let hostname = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let loopback = hostname == "localhost" || hostname.starts_with("127.");
+    let m = message.to_ascii_lowercase();
+    if m.contains("http response to https client") || (!loopback && m.contains("https://")) {
+        format!(
+            "the registry {host} speaks plain http, which dockerd allows only for 127.0.0.0/8: add \
+             {{\"insecure-registries\": [\"{host}\"]}} to /etc/docker/daemon.json and restart dockerd, \
+             or serve the registry over https"
+        )
+    } else if m.contains("connection refused")
+        || m.contains("no such host")
+        || m.contains("i/o timeout")
+        || m.contains("dial tcp")
+        || m.contains("no route to host")
+    {
+        let insecure = if loopback {
+            String::new()
+        } else {
+            format!(
+                " (a plain-http registry other than loopback also needs \
+                 \"insecure-registries\": [\"{host}\"] in /etc/docker/daemon.json)"
+            )
+        };
+        format!(
+            "the registry at {host} (registry.url) is not reachable from dockerd: start it (locally, \
+             as root: scripts/registry-setup) or fix registry.url{insecure}"
+        )
+    } else if m.contains("unauthorized") || m.contains("authentication required") || m.contains("denied") {
+        format!(
+            "the registry at {host} refused an anonymous push; Cutover sends no credentials, so \
+             use a registry (or path prefix) that accepts anonymous pushes"
+        )
+    } else {
+        format!("the registry at {host} (registry.url) refused it; see the Build stage log")
+    }
 }
 
 /// The directory as an uncompressed tar (paths relative to it).
@@ -164,6 +264,31 @@ fn pack(dir: &Path) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_failures_say_what_to_do() {
+        let refused =
+            "Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused";
+        let hint = push_hint("127.0.0.1:5999", refused);
+        assert!(
+            hint.contains("127.0.0.1:5999") && hint.contains("scripts/registry-setup"),
+            "{hint}"
+        );
+        assert!(!hint.contains("insecure-registries"), "{hint}");
+        let hint = push_hint("10.1.2.3:5000/team", refused);
+        assert!(
+            hint.contains("insecure-registries") && hint.contains("10.1.2.3:5000"),
+            "{hint}"
+        );
+        let https = "Get \"https://reg.lan:5000/v2/\": http: server gave HTTP response to HTTPS client";
+        let hint = push_hint("reg.lan:5000", https);
+        assert!(
+            hint.contains("insecure-registries") && hint.contains("daemon.json"),
+            "{hint}"
+        );
+        let hint = push_hint("reg.example.com", "unauthorized: authentication required");
+        assert!(hint.contains("no credentials"), "{hint}");
+    }
 
     #[test]
     fn the_context_holds_the_tree() {

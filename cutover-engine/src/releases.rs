@@ -10,6 +10,13 @@
 //! A checkout is written beside its destination and renamed into place (see
 //! `cutover-git`), and a build marker is written only after a zero exit, so a
 //! crash never leaves a half release that later counts as built.
+//!
+//! With a top-level `registry:` (docker and swarm), each image is pushed as
+//! `<registry>/<app>-<env>-<service>:<sha>` once built or found; the push is
+//! skipped when the registry's `GET /v2/<name>/tags/list` (plain http, no
+//! credentials) already lists the SHA, and a failed push fails the Build
+//! stage. When the registry cannot be asked, the push is tried anyway and
+//! its own error decides.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -175,8 +182,56 @@ impl Engine {
                 Ok(_) => log.line(format!("{tag}: built from {dockerfile}")).await,
                 Err(e) => return Err(StageError::Failed(format!("image {tag}: {e}"))),
             }
+            if let Some(registry) = &self.config().registry {
+                self.push_image(docker, &tag, &registry.url, log).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Pushes `tag` to `registry` unless the registry lists it already.
+    async fn push_image(
+        &self,
+        docker: &DockerRuntime,
+        tag: &str,
+        registry: &str,
+        log: &StageLog,
+    ) -> Result<(), StageError> {
+        let reference = format!("{registry}/{tag}");
+        match registry_has(registry, tag).await {
+            Ok(true) => {
+                log.line(format!("{reference}: the registry has this tag, push skipped"))
+                    .await;
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(why) => {
+                log.line(format!(
+                    "could not ask the registry whether it has {reference} ({why}); pushing anyway"
+                ))
+                .await;
+            }
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let forward = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                while let Some(line) = rx.recv().await {
+                    log.line(line).await;
+                }
+            })
+        };
+        let t0 = std::time::Instant::now();
+        let outcome = docker.push_image(tag, registry, tx).await;
+        let _ = forward.await;
+        match outcome {
+            Ok(pushed) => {
+                log.line(format!("pushed {pushed} in {} ms", t0.elapsed().as_millis()))
+                    .await;
+                Ok(())
+            }
+            Err(e) => Err(StageError::Failed(format!("image {tag}: {}", error_chain(&e)))),
+        }
     }
 
     fn build_lock(&self, version: &Version) -> std::sync::Arc<tokio::sync::Mutex<()>> {
@@ -226,4 +281,57 @@ impl Engine {
         .await;
         Ok(format!("{removed} releases removed{warm}"))
     }
+}
+
+/// Whether the registry at `registry` (`host[:port][/prefix]`) lists the
+/// image `tag` (`<name>:<version>`), asked over plain http:
+/// `GET /v2/<prefix/><name>/tags/list`. An unknown repository is `false`.
+async fn registry_has(registry: &str, tag: &str) -> Result<bool, String> {
+    let (name, version) = tag
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{tag:?} has no version"))?;
+    let (host, prefix) = registry.split_once('/').unwrap_or((registry, ""));
+    let repo = if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{}/{name}", prefix.trim_matches('/'))
+    };
+    let url = format!("http://{host}/v2/{repo}/tags/list");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {}", error_chain(&e.without_url())))?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Ok(false);
+    }
+    if !status.is_success() {
+        return Err(format!("GET {url} answered {status}"));
+    }
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("GET {url} answered something that is not a tags list: {e}"))?;
+    Ok(body["tags"]
+        .as_array()
+        .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(version))))
+}
+
+/// The error and its sources, `: `-joined.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

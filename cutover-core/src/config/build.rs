@@ -1,5 +1,5 @@
 //! Walks the located node tree into [`Config`]: top level, services, hooks,
-//! scheduler, RabbitMQ and router. Environments are in `environments.rs`.
+//! scheduler, RabbitMQ, router and image registry. Environments are in `environments.rs`.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +29,7 @@ const TOP_KEYS: &[&str] = &[
     "environments",
     "router",
     "task_service",
+    "registry",
 ];
 
 pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
@@ -76,6 +77,10 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
     let router = top.get("router").map_or(Some(RouterConfig::default()), |n| {
         router(ctx, n, top.key_location("router"))
     });
+    let registry = match top.get("registry") {
+        None => Some(None),
+        Some(n) => registry(ctx, n, top.key_location("registry")).map(Some),
+    };
     let service_names: Vec<ServiceName> = services
         .as_ref()
         .map(|s| s.keys().cloned().collect())
@@ -135,6 +140,7 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         environments: environments?,
         router: router?,
         task_service: task_service?,
+        registry: registry?,
     })
 }
 
@@ -393,6 +399,80 @@ fn router(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<RouterConfig>
         integer(ctx, n, p, 0, 65_535).and_then(|v| u16::try_from(v).ok())
     });
     ok.then_some(RouterConfig { port })
+}
+
+fn registry(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Registry> {
+    let f = Fields::new(ctx, node, at, "registry", &["url"])?;
+    let url = f
+        .required(
+            ctx,
+            "url",
+            "the registry as host[:port][/prefix], e.g. 127.0.0.1:5000",
+        )
+        .and_then(|n| parsed(ctx, n, "registry.url", check_registry_url))?;
+    Some(Registry { url })
+}
+
+/// `host[:port][/path-prefix]` as Docker reads the front of an image
+/// reference: the host must contain a `.` or a `:port`, or be `localhost`,
+/// or Docker would take it for a repository on Docker Hub; path components
+/// are lowercase. A trailing `/` is dropped.
+pub(crate) fn check_registry_url(raw: &str) -> Result<String, String> {
+    const EXAMPLE: &str = "e.g. \"127.0.0.1:5000\" or \"registry.example.com/team\"";
+    let s = raw.trim().trim_end_matches('/');
+    if let Some((scheme, rest)) = s.split_once("://") {
+        return Err(format!(
+            "{raw:?} has a scheme ({scheme}://); write the registry without it, as host[:port][/prefix]: {rest:?}"
+        ));
+    }
+    if s.is_empty() || s.contains(char::is_whitespace) {
+        return Err(format!(
+            "{raw:?} is not a registry; expected host[:port][/prefix], {EXAMPLE}"
+        ));
+    }
+    let (authority, prefix) = s.split_once('/').unwrap_or((s, ""));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.is_empty() || !host.split('.').all(label_ok) {
+        return Err(format!(
+            "registry host {host:?} in {raw:?} is not a host name or IPv4 address; {EXAMPLE}"
+        ));
+    }
+    if let Some(p) = port
+        && !matches!(p.parse::<u32>(), Ok(1..=65_535))
+    {
+        return Err(format!(
+            "registry port {p:?} in {raw:?} is not a port number 1-65535"
+        ));
+    }
+    if port.is_none() && !host.contains('.') && host != "localhost" {
+        return Err(format!(
+            "registry host {host:?} has no '.' and no port, so Docker would read {s:?} as a \
+             repository on Docker Hub; add the port (\"{host}:5000\") or the full domain name"
+        ));
+    }
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+    };
+    if !prefix.is_empty() && !prefix.split('/').all(component_ok) {
+        return Err(format!(
+            "registry path prefix {prefix:?} in {raw:?} is not valid: use lowercase letters, digits \
+             and '.', '_' or '-' inside /-separated parts, e.g. \"127.0.0.1:5000/team\""
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 const RABBIT_KEYS: &[&str] = &["url", "admin_user", "admin_password_secret", "vhosts"];

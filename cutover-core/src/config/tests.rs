@@ -348,3 +348,39 @@ fn task_service_names_a_service() {
         "{e}"
     );
 }
+
+#[test]
+fn registry_is_host_port_and_prefix_without_a_scheme() {
+    assert_eq!(ok(MINIMAL).registry, None);
+    assert_eq!(ok(&format!("{MINIMAL}registry:\n")).registry, None);
+    for (raw, url) in [
+        ("127.0.0.1:5000", "127.0.0.1:5000"),
+        ("localhost", "localhost"),
+        ("registry.example.com/team/", "registry.example.com/team"),
+        ("reg-1.example.com:443/a/b_c.d", "reg-1.example.com:443/a/b_c.d"),
+    ] {
+        let cfg = ok(&format!("{MINIMAL}registry: {{ url: {raw:?} }}\n"));
+        assert_eq!(cfg.registry.map(|r| r.url).as_deref(), Some(url), "{raw}");
+    }
+    for (raw, says) in [
+        ("http://127.0.0.1:5000", "without it"),
+        ("127.0.0.1:99999", "not a port number"),
+        ("127.0.0.1:", "not a port number"),
+        ("myhost", "Docker Hub"),
+        ("my host:5000", "expected host[:port][/prefix]"),
+        ("under_score.example:5000", "not a host name"),
+        ("127.0.0.1:5000/Team", "path prefix \"Team\""),
+        ("127.0.0.1:5000//x", "path prefix"),
+    ] {
+        let e = errors(&format!("{MINIMAL}registry: {{ url: {raw:?} }}\n"));
+        assert!(e.contains("registry.url") && e.contains(says), "{raw}: {e}");
+    }
+    let e = errors(&format!(
+        "{MINIMAL}registry: {{ url: \"127.0.0.1:5000\", usr: x }}\n"
+    ));
+    assert!(e.contains("registry.usr: unknown key \"usr\""), "{e}");
+    let e = errors(&format!("{MINIMAL}registry: {{}}\n"));
+    assert!(e.contains("registry: missing required key \"url\""), "{e}");
+    let e = errors(&format!("{MINIMAL}registy: {{ url: \"127.0.0.1:5000\" }}\n"));
+    assert!(e.contains("did you mean \"registry\""), "{e}");
+}

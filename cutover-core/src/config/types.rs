@@ -29,6 +29,9 @@ pub struct Config {
     /// Default: the first non-public service (as the platform documents run
     /// the scheduler from the back office image), else the first service.
     pub task_service: Option<ServiceName>,
+    /// On Docker and Swarm, where the Build stage pushes each image
+    /// (`<url>/<app>-<env>-<service>:<sha>`). `None`: images stay local.
+    pub registry: Option<Registry>,
 }
 
 /// Where the application's git repository is.
@@ -162,6 +165,16 @@ pub struct RabbitUser {
 pub struct RouterConfig {
     /// Port to listen on; `None` lets the control plane choose; 0 = any free port.
     pub port: Option<u16>,
+}
+
+/// An image registry (the optional top-level `registry:` section).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Registry {
+    /// `host[:port][/path-prefix]` without a scheme, e.g. `127.0.0.1:5000`
+    /// or `registry.example.com/team`; no trailing `/`. Images are pushed
+    /// as `<url>/<app>-<env>-<service>:<sha>`. Reached over plain http
+    /// when checking for existing tags; no credentials are sent.
+    pub url: String,
 }
 
 /// What an environment is for; decides defaults and policies (SPEC §4).

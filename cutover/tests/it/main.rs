@@ -16,5 +16,6 @@ pub(crate) mod example_shop;
 mod pipeline;
 mod pipeline_more;
 mod pipeline_support;
+mod registry;
 mod runtimes;
 mod server_lifecycle;

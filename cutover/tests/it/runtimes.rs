@@ -126,7 +126,11 @@ fn scenario(runtime: &str, version_source: &str) {
     // The install hook ran (on Docker and Swarm: in a one-off container of the worker's image).
     let logs = server.logs(id);
     assert!(logs.contains(&format!("migrating to {v1} in install")), "{logs}");
-    let place = if runtime == "process" { "on-the-host" } else { "in-a-container" };
+    let place = if runtime == "process" {
+        "on-the-host"
+    } else {
+        "in-a-container"
+    };
     assert!(logs.contains(place), "the hook ran {place}: {logs}");
     let status = server.cli_json("x", &["status", &env]);
     let instances = status["services"][0]["instances"].as_array().unwrap().clone();

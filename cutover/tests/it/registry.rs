@@ -1,0 +1,156 @@
+//! The optional push to a registry (`registry: { url: … }`): the Build
+//! stage pushes `<registry>/<app>-<env>-<service>:<sha>` after building, a
+//! re-release of the same SHA skips the push because the registry already
+//! lists the tag, and an unreachable registry fails the Build stage with a
+//! message that says how to start one.
+//!
+//! Needs Docker (`scripts/docker-setup`) and the local registry on
+//! 127.0.0.1:5000 (`scripts/registry-setup`, both run by `scripts/test` as
+//! root). Environment names are unique per run: image names and registry
+//! repositories are global to the machine and outlive the test.
+
+use crate::pipeline_support::http_get;
+use crate::support::{Server, git};
+
+const REGISTRY: &str = "127.0.0.1:5000";
+const DOCKERFILE: &str = "FROM cutover-base:latest\nCOPY www /www\n";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    version: String,
+    env: String,
+}
+
+/// A one-service application on the docker runtime that pushes to `registry`.
+fn fixture(registry: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "r{}-{}",
+        std::process::id(),
+        dir.path().file_name().unwrap().to_string_lossy().to_lowercase()
+    )
+    .chars()
+    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+    .collect::<String>();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("www")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(repo.join("www/health"), "ok\n").unwrap();
+    std::fs::write(repo.join("www/index.html"), format!("pushed by {env}\n")).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "release 1"]);
+    let version = git(&repo, &["rev-parse", "HEAD"]);
+    let config = format!(
+        "app: shop\nrepo: repo\nregistry: {{ url: \"{registry}\" }}\nservices:\n  api:\n    \
+         run: \"busybox httpd -f -p $PORT -h /www\"\n    health: /health\n    health_timeout: 5s\n    \
+         public: true\nenvironments:\n  {env}: {{ tier: dev, runtime: docker }}\n"
+    );
+    std::fs::write(dir.path().join("cutover.yml"), config).unwrap();
+    Fixture { dir, version, env }
+}
+
+fn start(fx: &Fixture) -> Server {
+    Server::start(&fx.dir.path().join("cutover.yml"), &fx.dir.path().join("data"))
+}
+
+/// Fails (not skips) when the test registry is not running.
+fn require_registry() {
+    let answer = http_get(5000, REGISTRY, "/v2/");
+    assert!(
+        matches!(answer, Some((200, _, _))),
+        "no registry answers http://{REGISTRY}/v2/ ({answer:?}): run `sudo scripts/registry-setup` \
+         (scripts/test does it when run as root)"
+    );
+}
+
+/// The tags the registry lists for `repo` (none when it does not know it).
+fn registry_tags(repo: &str) -> Vec<String> {
+    match http_get(5000, REGISTRY, &format!("/v2/{repo}/tags/list")) {
+        Some((200, _, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["tags"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Removes the test's local images (built and registry-tagged), also on failure.
+struct ImageCleanup(Vec<String>);
+
+impl Drop for ImageCleanup {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = std::process::Command::new("docker")
+                .args(["image", "rm", "--no-prune", image])
+                .output();
+        }
+    }
+}
+
+#[test]
+fn the_build_stage_pushes_each_image_once() {
+    require_registry();
+    let fx = fixture(REGISTRY);
+    let name = format!("shop-{}-api", fx.env);
+    let v = &fx.version;
+    let pushed = format!("{REGISTRY}/{name}:{v}");
+    let _images = ImageCleanup(vec![pushed.clone(), format!("{name}:{v}")]);
+    let server = start(&fx);
+
+    let id = server.release("alice", &fx.env, v);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["state"], "succeeded", "{logs}");
+    assert!(logs.contains(&format!("pushed {pushed}")), "{logs}");
+    assert!(
+        registry_tags(&name).contains(v),
+        "the registry lists {v} for {name}: {:?}",
+        registry_tags(&name)
+    );
+    assert_eq!(server.api_version(&fx.env).as_deref(), Some(v.as_str()));
+
+    // The same SHA again: the image exists and the registry has the tag.
+    let id = server.release("alice", &fx.env, v);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["state"], "succeeded", "{logs}");
+    assert!(
+        logs.contains(&format!("{pushed}: the registry has this tag, push skipped")),
+        "{logs}"
+    );
+    assert!(!logs.contains(&format!("pushed {pushed}")), "{logs}");
+}
+
+#[test]
+fn an_unreachable_registry_fails_the_build_stage() {
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let fx = fixture("127.0.0.1:1");
+    let name = format!("shop-{}-api", fx.env);
+    let _images = ImageCleanup(vec![
+        format!("127.0.0.1:1/{name}:{}", fx.version),
+        format!("{name}:{}", fx.version),
+    ]);
+    let server = start(&fx);
+    let id = server.release("alice", &fx.env, &fx.version);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(
+        (run["state"].as_str(), run["failed_stage"].as_str()),
+        (Some("failed"), Some("build")),
+        "{logs}"
+    );
+    for needle in [
+        "refused to push 127.0.0.1:1/",
+        "not reachable",
+        "registry.url",
+        "scripts/registry-setup",
+    ] {
+        assert!(logs.contains(needle), "{needle:?} missing: {logs}");
+    }
+    // Nothing was deployed.
+    assert_eq!(server.api_version(&fx.env), None);
+}
