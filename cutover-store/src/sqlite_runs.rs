@@ -276,7 +276,45 @@ pub(crate) async fn transition(
     to: RunState,
     update: RunUpdate,
 ) -> Result<RunRecord, StoreError> {
-    const OP: &str = "changing a pipeline run's state";
+    write(pool, id, "changing a pipeline run's state", update, |current| {
+        let conflict = |message: String| StoreError::RunStateConflict { id, current, wanted: to, message };
+        current.transition(to).map_err(conflict)?;
+        if !from.contains(&current) {
+            let expected: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+            return Err(conflict(format!(
+                "the change expected it to be {}; it changed meanwhile, so read the run again and decide anew",
+                if expected.is_empty() { "in no state at all".to_owned() } else { expected.join(" or ") }
+            )));
+        }
+        Ok(to)
+    })
+    .await
+}
+
+pub(crate) async fn update(pool: &SqlitePool, id: i64, update: RunUpdate) -> Result<RunRecord, StoreError> {
+    write(pool, id, "updating a pipeline run", update, |current| {
+        if current.is_terminal() {
+            return Err(StoreError::RunStateConflict {
+                id,
+                current,
+                wanted: current,
+                message: "the run already ended; its record is final".to_owned(),
+            });
+        }
+        Ok(current)
+    })
+    .await
+}
+
+/// One transaction: reads the run's state, lets `decide` refuse or name the
+/// next state, then writes the state and the `Some` fields of `update`.
+async fn write(
+    pool: &SqlitePool,
+    id: i64,
+    op: &'static str,
+    update: RunUpdate,
+    decide: impl FnOnce(RunState) -> Result<RunState, StoreError>,
+) -> Result<RunRecord, StoreError> {
     check_text(
         &[
             ("version", update.version.as_deref().unwrap_or_default()),
@@ -288,40 +326,23 @@ pub(crate) async fn transition(
         ],
         &format!("run {id}"),
     )?;
-    let mut tx = begin(pool, OP).await?;
+    let mut tx = begin(pool, op).await?;
     let state: Option<String> = sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(StoreError::db(OP))?;
+        .map_err(StoreError::db(op))?;
     let state = state.ok_or(StoreError::RunNotFound { id })?;
     let current = RunState::parse(&state)
         .ok_or_else(|| corrupt(format!("state of run {id}"), &state, "a run state"))?;
-    let conflict = |message: String| StoreError::RunStateConflict {
-        id,
-        current,
-        wanted: to,
-        message,
-    };
-    current.transition(to).map_err(conflict)?;
-    if !from.contains(&current) {
-        let expected: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        return Err(conflict(format!(
-            "the change expected it to be {}; it changed meanwhile, so read the run again and decide anew",
-            if expected.is_empty() {
-                "in no state at all".to_owned()
-            } else {
-                expected.join(" or ")
-            }
-        )));
-    }
+    let next = decide(current)?;
     sqlx::query(
         "UPDATE runs SET state = ?, version = COALESCE(?, version), \
          previous_version = COALESCE(?, previous_version), started_at_ms = COALESCE(?, started_at_ms), \
          ended_at_ms = COALESCE(?, ended_at_ms), failed_stage = COALESCE(?, failed_stage), \
          error = COALESCE(?, error) WHERE id = ? AND state = ?",
     )
-    .bind(to.as_str())
+    .bind(next.as_str())
     .bind(&update.version)
     .bind(&update.previous_version)
     .bind(update.started_at_ms)
@@ -332,64 +353,11 @@ pub(crate) async fn transition(
     .bind(current.as_str())
     .execute(&mut *tx)
     .await
-    .map_err(StoreError::db(OP))?;
-    let run = fetch_run(&mut *tx, id, OP)
+    .map_err(StoreError::db(op))?;
+    let run = fetch_run(&mut *tx, id, op)
         .await?
         .ok_or(StoreError::RunNotFound { id })?;
-    tx.commit().await.map_err(StoreError::db(OP))?;
-    Ok(run)
-}
-
-pub(crate) async fn update(pool: &SqlitePool, id: i64, update: RunUpdate) -> Result<RunRecord, StoreError> {
-    const OP: &str = "updating a pipeline run";
-    check_text(
-        &[
-            ("version", update.version.as_deref().unwrap_or_default()),
-            (
-                "previous version",
-                update.previous_version.as_deref().unwrap_or_default(),
-            ),
-            ("error", update.error.as_deref().unwrap_or_default()),
-        ],
-        &format!("run {id}"),
-    )?;
-    let mut tx = begin(pool, OP).await?;
-    let state: Option<String> = sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::db(OP))?;
-    let state = state.ok_or(StoreError::RunNotFound { id })?;
-    let current = RunState::parse(&state)
-        .ok_or_else(|| corrupt(format!("state of run {id}"), &state, "a run state"))?;
-    if current.is_terminal() {
-        return Err(StoreError::RunStateConflict {
-            id,
-            current,
-            wanted: current,
-            message: "the run already ended; its record is final".to_owned(),
-        });
-    }
-    sqlx::query(
-        "UPDATE runs SET version = COALESCE(?, version), \
-         previous_version = COALESCE(?, previous_version), started_at_ms = COALESCE(?, started_at_ms), \
-         ended_at_ms = COALESCE(?, ended_at_ms), failed_stage = COALESCE(?, failed_stage), \
-         error = COALESCE(?, error) WHERE id = ?",
-    )
-    .bind(&update.version)
-    .bind(&update.previous_version)
-    .bind(update.started_at_ms)
-    .bind(update.ended_at_ms)
-    .bind(update.failed_stage.map(Stage::slug))
-    .bind(&update.error)
-    .bind(id)
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::db(OP))?;
-    let run = fetch_run(&mut *tx, id, OP)
-        .await?
-        .ok_or(StoreError::RunNotFound { id })?;
-    tx.commit().await.map_err(StoreError::db(OP))?;
+    tx.commit().await.map_err(StoreError::db(op))?;
     Ok(run)
 }
 
