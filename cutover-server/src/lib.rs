@@ -10,6 +10,7 @@
 //! `cutover-engine`. Errors become HTTP statuses in `error.rs` only.
 
 mod api;
+mod dashboard;
 mod error;
 
 use std::fs::File;
@@ -198,7 +199,9 @@ impl App {
             tracing::error!(error = %e.chain(), "engine start failed");
             return Err(std::io::Error::other(e.chain()));
         }
-        let app = api::routes(self.engine.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+        let app = api::routes(self.engine.clone())
+            .merge(dashboard::routes())
+            .layer(tower_http::trace::TraceLayer::new_for_http());
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;

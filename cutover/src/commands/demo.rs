@@ -286,6 +286,8 @@ fn print_next_steps(
         }
     }
     println!();
+    println!("Dashboard: http://{api}/  (runs, stages, approvals, running versions, audit)");
+    println!();
     println!("In another terminal:");
     println!("  export CUTOVER_URL=http://{api}");
     println!("  cutover env list                      # desired / built / deployed per environment");

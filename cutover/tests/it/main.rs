@@ -11,6 +11,7 @@ mod broker;
 mod cli_config;
 mod cli_params;
 mod crash_and_scheduler;
+mod dashboard;
 mod demo;
 pub(crate) mod example_shop;
 mod pipeline;

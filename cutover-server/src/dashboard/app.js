@@ -1,0 +1,341 @@
+// Cutover dashboard: a small single-page app over the JSON API (/api/v1).
+// Views are chosen by the URL fragment: #/, #/env/NAME, #/run/ID, #/runs,
+// #/audit. The current view polls what it shows about once a second.
+// Every piece of data reaches the DOM as text (textContent), never as HTML.
+'use strict';
+
+const API = '/api/v1';
+const POLL_MS = 1000;
+const STAGES = {
+  source: 'Source', version_info: 'Prepare versions information', approval: 'Approval',
+  build: 'Build and prepare', message_broker: 'Configure message broker',
+  pre_deploy_hook: 'Pre-deploy hook', pre_deploy_config: 'Pre-deployment configuration',
+  deploy_scheduler: 'Deploy scheduler', install: 'Install', deploy_services: 'Deploy services',
+  update_deployed_version: 'Update deployed version',
+  post_deploy_config: 'Post-deployment configuration', post_deploy_hook: 'Post-deploy hook',
+};
+const TERMINAL = ['succeeded', 'failed', 'cancelled', 'superseded', 'interrupted'];
+const ACTOR_KEY = 'cutover.actor';
+
+const main = document.getElementById('main');
+let generation = 0; // bumped on every navigation; stale polls stop themselves
+let appName = null;
+
+// ---- small helpers -------------------------------------------------------
+
+// el('a', {href: '#/', class: 'x'}, 'text', child...): strings become text nodes.
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === 'class') node.className = v;
+    else if (k === 'onclick') node.addEventListener('click', v);
+    else node.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+const short = (v) => (!v ? '—' : /^[0-9a-f]{40}$/.test(v) ? v.slice(0, 12) : v);
+const sha = (v) => el('code', { title: v || '' }, short(v));
+const time = (ms) => (ms ? new Date(ms).toLocaleString() : '—');
+
+function duration(from, to) {
+  if (!from) return '';
+  const ms = Math.max(0, (to || Date.now()) - from);
+  if (ms < 10000) return `${(ms / 1000).toFixed(1)} s`;
+  const s = Math.round(ms / 1000);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+function uptime(s) {
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+// Only http(s) links from data; anything else is shown as text.
+function link(url, text) {
+  return /^https?:\/\//i.test(url || '') ? el('a', { href: url }, text || url) : text || url || '—';
+}
+
+function table(caption, headers, rows, empty) {
+  if (!rows.length) return el('p', { class: 'muted' }, empty || 'None.');
+  return el('table', {},
+    el('caption', {}, caption),
+    el('thead', {}, el('tr', {}, ...headers.map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, ...rows.map((r) => el('tr', {}, ...r.map((c) => el('td', {}, c))))));
+}
+
+function badge(state) {
+  return el('span', { class: `badge s-${state}` }, String(state).replace(/_/g, ' '));
+}
+
+async function api(path, opts) {
+  const res = await fetch(API + path, { headers: { Accept: 'application/json' }, ...opts });
+  let body = null;
+  try { body = await res.json(); } catch (_) { /* not JSON */ }
+  if (!res.ok) {
+    const msg = body && body.error && body.error.message;
+    throw new Error(msg || `${res.status} ${res.statusText}`);
+  }
+  return body;
+}
+
+function actor() { return (localStorage.getItem(ACTOR_KEY) || '').trim(); }
+
+async function write(path, payload) {
+  const who = actor();
+  if (!who) {
+    document.getElementById('actor').focus();
+    throw new Error('Enter your name under "Acting as" at the top of the page first.');
+  }
+  return api(path, {
+    method: 'POST',
+    headers: { Accept: 'application/json', 'Content-Type': 'application/json', 'X-Cutover-Actor': who },
+    body: JSON.stringify(payload),
+  });
+}
+
+// Runs `tick` now and then every POLL_MS until the view changes or it returns false.
+function poll(tick, errorBox) {
+  const gen = generation;
+  const loop = async () => {
+    if (gen !== generation) return;
+    let again = true;
+    try {
+      again = (await tick()) !== false;
+      errorBox.replaceChildren();
+    } catch (e) {
+      errorBox.replaceChildren(el('p', { class: 'error' }, `Cannot reach the server: ${e.message}`));
+    }
+    if (again && gen === generation) setTimeout(loop, POLL_MS);
+  };
+  loop();
+}
+
+function section(title, ...children) {
+  return el('section', {}, el('h2', {}, title), ...children);
+}
+
+function view(title, ...parts) {
+  const err = el('div', { role: 'alert' });
+  main.replaceChildren(el('h1', {}, title), err, ...parts);
+  document.title = `${title} · Cutover`;
+  return err;
+}
+
+// ---- views ---------------------------------------------------------------
+
+function runRows(runs, withEnv) {
+  return runs.map((r) => [
+    el('a', { href: `#/run/${r.id}` }, `#${r.id}`),
+    ...(withEnv ? [el('a', { href: `#/env/${encodeURIComponent(r.env)}` }, r.env)] : []),
+    r.kind.replace(/_/g, ' '), badge(r.state), sha(r.version || r.target_version),
+    r.current_stage ? STAGES[r.current_stage] || r.current_stage : '—',
+    r.requested_by, time(r.created_at_ms),
+  ]);
+}
+const RUN_HEADERS = ['Run', 'Kind', 'State', 'Version', 'Stage', 'Requested by', 'Requested'];
+const RUN_HEADERS_ENV = ['Run', 'Environment', ...RUN_HEADERS.slice(1)];
+
+function homeView() {
+  const envs = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
+  const runs = el('div');
+  const err = view('Environments', envs, section('Recent runs', runs));
+  poll(async () => {
+    const [list, recent] = await Promise.all([api('/environments'), api('/runs?limit=10')]);
+    envs.replaceChildren(table('Every environment, with the versions of its parameter store',
+      ['Environment', 'Tier', 'Branch', 'Desired', 'Built', 'Deployed', 'Approval'],
+      list.map((e) => [
+        el('a', { href: `#/env/${encodeURIComponent(e.name)}` }, e.name), e.tier, e.branch || 'HEAD',
+        el('span', {}, sha(e.desired_version),
+          e.desired_version === 'latest' ? el('span', { class: 'muted' }, ' → ', sha(e.desired_resolved)) : null),
+        sha(e.last_build_version), sha(e.last_deployed_version), e.approval ? 'required' : 'no',
+      ]), 'No environments are configured.'));
+    runs.replaceChildren(table('The ten newest runs', RUN_HEADERS_ENV, runRows(recent, true), 'No runs yet.'));
+  }, err);
+}
+
+function runsView() {
+  const runs = el('div');
+  const err = view('Runs', runs);
+  poll(async () => {
+    const list = await api('/runs?limit=50');
+    runs.replaceChildren(table('The fifty newest runs', RUN_HEADERS_ENV, runRows(list, true), 'No runs yet.'));
+  }, err);
+}
+
+function envView(env) {
+  const summary = el('div');
+  const services = el('div');
+  const runs = el('div');
+  const history = el('div');
+  const err = view(`Environment ${env}`, summary,
+    section('Services', services), section('Recent runs', runs),
+    section('History of desired_version', history));
+  const enc = encodeURIComponent(env);
+  poll(async () => {
+    if (!appName) appName = (await api('/health')).app;
+    const [e, st, rs, hist] = await Promise.all([
+      api(`/environments/${enc}`), api(`/environments/${enc}/status`),
+      api(`/runs?env=${enc}&limit=10`),
+      api(`/history/${encodeURIComponent(`${appName}-${env}`)}/desired_version`),
+    ]);
+    summary.replaceChildren(el('dl', { class: 'facts' },
+      el('dt', {}, 'Tier'), el('dd', {}, e.tier),
+      el('dt', {}, 'Branch'), el('dd', {}, e.branch || 'HEAD', e.branch_only ? ' (only this branch)' : ''),
+      el('dt', {}, 'Desired'), el('dd', {}, sha(e.desired_version),
+        e.desired_version === 'latest' ? el('span', {}, ' → ', sha(e.desired_resolved)) : null),
+      el('dt', {}, 'Last built'), el('dd', {}, sha(e.last_build_version)),
+      el('dt', {}, 'Last deployed'), el('dd', {}, sha(e.last_deployed_version)),
+      el('dt', {}, 'Serving'), el('dd', {}, sha(st.serving_version)),
+      el('dt', {}, 'Warm (fast rollback)'), el('dd', {}, sha(st.warm_version)),
+      el('dt', {}, 'Approval'), el('dd', {}, e.approval ? 'required' : 'not required')));
+    services.replaceChildren(...(st.services.length ? st.services.map((s) => el('div', { class: 'service' },
+      el('h3', {}, s.name, s.public ? '' : el('span', { class: 'muted' }, ' (not public)')),
+      s.url || s.port_url ? el('p', {}, link(s.url), s.port_url ? ' · ' : '', s.port_url ? link(s.port_url) : '') : null,
+      table(`Instances of ${s.name}`,
+        ['Instance', 'Role', 'Version (from the process)', 'Health', 'Restarts', 'Uptime', 'State', 'PID'],
+        s.instances.map((i) => [
+          i.id, i.role, sha(i.version),
+          el('span', { class: i.healthy === true ? 'ok' : i.healthy === false ? 'bad' : 'muted' },
+            i.healthy === true ? 'healthy' : i.healthy === false ? 'unhealthy' : 'unknown'),
+          String(i.restarts), uptime(i.uptime_s), i.state, i.pid ? String(i.pid) : '—',
+        ]), 'No instances running.'))) : [el('p', { class: 'muted' }, 'No services.')]));
+    runs.replaceChildren(table(`The ten newest runs of ${env}`, RUN_HEADERS, runRows(rs, false), 'No runs yet.'));
+    history.replaceChildren(table('Every value it had, newest first', ['Version', 'Value', 'Set by', 'At'],
+      hist.map((p) => [String(p.version), sha(p.value), p.actor, time(p.at_ms)]), 'Never set.'));
+  }, err);
+}
+
+function stageBox(s) {
+  const status = s.status;
+  return el('li', { class: `stage st-${status}`, 'data-stage': s.stage, 'data-status': status },
+    el('span', { class: 'stage-name' }, STAGES[s.stage] || s.stage),
+    el('span', { class: 'stage-status' }, status.replace(/_/g, ' ')),
+    s.started_at_ms ? el('span', { class: 'stage-time' }, duration(s.started_at_ms, s.ended_at_ms)) : null,
+    s.note ? el('span', { class: 'stage-note' }, s.note) : null);
+}
+
+function decisionForm(id, refresh) {
+  const comment = el('textarea', { id: 'decision-comment', rows: 2, maxlength: 2000 });
+  const msg = el('p', { role: 'alert', class: 'error' });
+  const decide = (what) => async () => {
+    msg.replaceChildren();
+    const text = comment.value.trim();
+    if (what === 'reject' && !text) {
+      msg.textContent = 'A rejection needs a comment: say why.';
+      comment.focus();
+      return;
+    }
+    try {
+      await write(`/runs/${id}/${what}`, text ? { comment: text } : {});
+      comment.value = '';
+      refresh();
+    } catch (e) {
+      msg.textContent = e.message;
+    }
+  };
+  return el('form', { class: 'decision' },
+    el('label', { for: 'decision-comment' }, 'Comment (required to reject)'), comment,
+    el('div', { class: 'buttons' },
+      el('button', { type: 'button', class: 'approve', onclick: decide('approve') }, 'Approve'),
+      el('button', { type: 'button', class: 'reject', onclick: decide('reject') }, 'Reject')),
+    msg);
+}
+
+function runView(id) {
+  const facts = el('div');
+  const stages = el('ol', { class: 'stages', 'aria-label': 'Pipeline stages' });
+  const approvals = el('div');
+  const decision = el('div');
+  const log = el('pre', { class: 'log', tabindex: 0, 'aria-label': 'Run log', 'aria-live': 'off' });
+  const err = view(`Run #${id}`, facts, section('Pipeline', stages),
+    section('Approval', decision, approvals), section('Log', log));
+  let after = 0;
+  let form = null;
+  let tick = null;
+  tick = async () => {
+    const run = await api(`/runs/${id}`);
+    facts.replaceChildren(el('dl', { class: 'facts' },
+      el('dt', {}, 'Environment'), el('dd', {}, el('a', { href: `#/env/${encodeURIComponent(run.env)}` }, run.env)),
+      el('dt', {}, 'Kind'), el('dd', {}, run.kind.replace(/_/g, ' ')),
+      el('dt', {}, 'State'), el('dd', {}, badge(run.state)),
+      el('dt', {}, 'Version'), el('dd', {}, sha(run.version || run.target_version)),
+      el('dt', {}, 'Previous'), el('dd', {}, sha(run.previous_version)),
+      el('dt', {}, 'Requested by'), el('dd', {}, run.requested_by, run.reason ? ` — ${run.reason}` : ''),
+      el('dt', {}, 'Requested'), el('dd', {}, time(run.created_at_ms)),
+      el('dt', {}, 'Duration'), el('dd', {}, duration(run.started_at_ms, run.ended_at_ms) || '—'),
+      run.superseded_by ? el('dt', {}, 'Superseded by') : null,
+      run.superseded_by ? el('dd', {}, el('a', { href: `#/run/${run.superseded_by}` }, `#${run.superseded_by}`)) : null,
+      run.error ? el('dt', {}, 'Error') : null,
+      run.error ? el('dd', { class: 'error' }, run.error) : null));
+    stages.replaceChildren(...run.stages.map(stageBox));
+    approvals.replaceChildren(table('Decisions', ['By', 'Decision', 'Comment', 'At'],
+      run.approvals.map((a) => [a.actor, a.decision, a.comment || '', time(a.at_ms)]), 'No decisions.'));
+    if (run.state === 'awaiting_approval') {
+      if (!form) { form = decisionForm(id, () => tick()); decision.replaceChildren(form); }
+    } else {
+      form = null;
+      decision.replaceChildren();
+    }
+    const lines = await api(`/runs/${id}/logs?after=${after}`);
+    if (lines.length) {
+      const stuck = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+      log.append(lines.map((l) => `[${l.stage}] ${l.line}\n`).join(''));
+      after = lines[lines.length - 1].seq;
+      if (stuck) log.scrollTop = log.scrollHeight;
+    }
+    // A finished run changes no more once its last lines are read.
+    return !(TERMINAL.includes(run.state) && !lines.length);
+  };
+  poll(tick, err);
+}
+
+function auditView() {
+  const list = el('div');
+  const err = view('Audit log', list);
+  poll(async () => {
+    const entries = await api('/audit?limit=100');
+    list.replaceChildren(table('The hundred newest changes, newest first', ['#', 'At', 'Actor', 'Action', 'Target', 'Detail'],
+      entries.map((a) => [String(a.id), time(a.at_ms), a.actor, a.action, a.target,
+        el('code', { class: 'detail' }, JSON.stringify(a.detail))]), 'Nothing recorded yet.'));
+  }, err);
+}
+
+// ---- routing and the actor form -----------------------------------------
+
+function route() {
+  generation += 1;
+  const hash = decodeURIComponent(location.hash.replace(/^#\/?/, ''));
+  const [what, arg] = [hash.split('/')[0], hash.split('/').slice(1).join('/')];
+  if (what === 'env' && arg) envView(arg);
+  else if (what === 'run' && /^\d+$/.test(arg)) runView(Number(arg));
+  else if (what === 'runs') runsView();
+  else if (what === 'audit') auditView();
+  else homeView();
+  main.focus({ preventScroll: true });
+}
+
+function setupActor() {
+  const input = document.getElementById('actor');
+  const saved = document.getElementById('actor-saved');
+  input.value = actor();
+  document.getElementById('actor-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    localStorage.setItem(ACTOR_KEY, input.value.trim());
+    saved.textContent = input.value.trim() ? 'Saved.' : '';
+  });
+}
+
+setupActor();
+window.addEventListener('hashchange', route);
+route();
+api('/health').then((h) => {
+  appName = h.app;
+  document.getElementById('footer').textContent = `${h.app} · Cutover ${h.cutover_version}`;
+}).catch(() => {});

@@ -1,0 +1,204 @@
+//! The web dashboard in a real browser: headless Chromium (Debian's
+//! `chromium` package, no WebDriver) loads the page from `cutover serve`, runs
+//! its script against the real API and prints the rendered DOM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::pipeline_support::App;
+use crate::support::Server;
+
+/// Debian's Chromium; the test fails, not skips, without it.
+fn chromium() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("chromium"))
+        .find(|p| p.is_file())
+        .expect(
+            "the dashboard test needs headless Chromium: `apt-get install chromium` \
+             (scripts/test installs it when run as root)",
+        )
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments, bounded, and
+/// returns its stdout.
+fn browse(tmp: &Path, profile: &str, url: &str, extra: &[&str]) -> String {
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", tmp.join(profile).display()))
+        .args(extra)
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("chromium starts");
+    // Read stdout on a thread so a large DOM cannot fill the pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut out, &mut s).unwrap();
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish {url} within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = reader.join().unwrap();
+    let stderr = err_reader.join().unwrap();
+    assert!(status.success(), "chromium failed on {url}: {status}\n{stderr}");
+    stdout
+}
+
+fn dump_dom(tmp: &Path, profile: &str, url: &str) -> String {
+    let dom = browse(tmp, profile, url, &["--dump-dom"]);
+    assert!(dom.contains("</html>"), "no DOM from {url}: {dom}");
+    dom
+}
+
+/// The table row whose first cell links to `#/env/{env}`, split into cells.
+fn env_row(dom: &str, env: &str) -> Vec<String> {
+    let row = dom
+        .split("<tr>")
+        .find(|r| r.contains(&format!("<td><a href=\"#/env/{env}\">{env}</a></td>")))
+        .unwrap_or_else(|| panic!("no row for {env} in the environments table: {dom}"));
+    let row = row.split("</tr>").next().unwrap();
+    row.split("<td>")
+        .skip(1)
+        .map(|c| c.split("</td>").next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
+    chromium();
+    let app = App::new();
+    let server = app.start();
+    let id = server.release("alice", "staging", &app.good[0][..12]);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
+    let full = &app.good[0];
+    let short = &full[..12];
+    let tmp = tempfile::tempdir().unwrap();
+
+    // The page and its two assets come from the server itself.
+    let dom = dump_dom(tmp.path(), "home", &format!("{}/#/", server.url));
+    assert!(dom.contains("<h1>Environments</h1>"), "{dom}");
+    assert!(
+        dom.contains("X-Cutover-Actor"),
+        "the page explains the actor header: {dom}"
+    );
+    // Environments at a glance: tier, branch, desired / built / deployed.
+    let cells = env_row(&dom, "staging");
+    assert_eq!(cells[1], "stage", "{cells:?}");
+    assert_eq!(cells[2], "main", "{cells:?}");
+    let version = format!("<code title=\"{full}\">{short}</code>");
+    assert!(cells[3].contains(&version), "desired: {cells:?}");
+    assert!(cells[4].contains(&version), "built: {cells:?}");
+    assert!(cells[5].contains(&version), "deployed: {cells:?}");
+    let dev = env_row(&dom, "dev");
+    assert!(dev[5].contains('—'), "dev has deployed nothing: {dev:?}");
+    assert!(
+        dom.contains(&format!("<a href=\"#/run/{id}\">#{id}</a>")),
+        "recent runs: {dom}"
+    );
+
+    // The run: 13 stage boxes in order with the API's statuses, and its log.
+    let dom = dump_dom(tmp.path(), "run", &format!("{}/#/run/{id}", server.url));
+    assert_eq!(dom.matches("<li class=\"stage st-").count(), 13, "{dom}");
+    let mut at = 0;
+    for (stage, status) in Server::stages(&run) {
+        let needle =
+            format!("<li class=\"stage st-{status}\" data-stage=\"{stage}\" data-status=\"{status}\">");
+        let found = dom[at..]
+            .find(&needle)
+            .unwrap_or_else(|| panic!("no box {needle} after byte {at}: {dom}"));
+        at += found + needle.len();
+    }
+    assert!(
+        dom.contains("[install] "),
+        "the log tail shows the install hook: {dom}"
+    );
+    assert!(
+        dom.contains("class=\"badge s-succeeded\">succeeded</span>"),
+        "{dom}"
+    );
+
+    // The environment: each instance's version as read from the process.
+    let dom = dump_dom(tmp.path(), "env", &format!("{}/#/env/staging", server.url));
+    assert!(dom.contains("<h3>api</h3>"), "{dom}");
+    assert!(dom.contains("staging.shop.localhost"), "the router URL: {dom}");
+    assert!(
+        dom.matches("<span class=\"ok\">healthy</span>").count() >= 2,
+        "{dom}"
+    );
+    assert!(dom.contains("History of desired_version"), "{dom}");
+    assert!(dom.contains("<td>alice</td>"), "who set desired_version: {dom}");
+
+    // The audit log.
+    let dom = dump_dom(tmp.path(), "audit", &format!("{}/#/audit", server.url));
+    assert!(dom.contains("<td>alice</td>"), "{dom}");
+
+    // A prod run waiting for approval: its boxes, and the decision form.
+    let waiting = server.release("alice", "prod", short);
+    let run = server.wait_run(waiting, &["awaiting_approval"]);
+    let url = format!("{}/#/run/{waiting}", server.url);
+    let dom = dump_dom(tmp.path(), "approval", &url);
+    for (stage, status) in Server::stages(&run) {
+        let needle = format!("data-stage=\"{stage}\" data-status=\"{status}\">");
+        assert!(dom.contains(&needle), "no box {needle}: {dom}");
+    }
+    assert!(
+        dom.contains("data-stage=\"approval\" data-status=\"running\""),
+        "{dom}"
+    );
+    assert!(dom.contains(">Approve</button>"), "{dom}");
+    assert!(dom.contains(">Reject</button>"), "{dom}");
+    assert!(dom.contains("<label for=\"decision-comment\">"), "{dom}");
+
+    // One screenshot of that run, for a human to look at.
+    let png = tmp.path().join("run.png");
+    browse(
+        tmp.path(),
+        "shot",
+        &url,
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1280,900",
+        ],
+    );
+    let bytes = std::fs::read(&png).expect("chromium wrote the screenshot");
+    assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+    assert!(
+        bytes.len() > 20_000,
+        "a near-empty screenshot: {} bytes",
+        bytes.len()
+    );
+    if let Some(copy) = std::env::var_os("CUTOVER_DASHBOARD_SCREENSHOT") {
+        std::fs::copy(&png, copy).unwrap();
+    }
+}
