@@ -9,13 +9,14 @@
 //! stores, atomically and durably. Run states move by compare-and-set, along
 //! the legal moves `cutover_core::RunState` defines.
 //!
-//! Backends: [`SqliteStore`] (the default, one file in the data directory).
-//! A PostgreSQL adapter for multi-instance deployments will implement the same
-//! trait; to keep that possible the SQL is portable (TEXT and BIGINT columns,
-//! times as unix milliseconds, JSON as TEXT, no SQLite-only functions in
-//! queries), migrations are kept per backend side by side (see [`migrate`]),
-//! and the behaviour is pinned by one backend-agnostic conformance suite
-//! (`conformance`, behind the `conformance` feature).
+//! Backends: [`SqliteStore`] (the default, one file in the data directory)
+//! and [`PostgresStore`] (for multi-instance deployments sharing one state).
+//! The SQL is portable (TEXT and BIGINT columns, times as unix milliseconds,
+//! JSON as TEXT, no backend-only functions in the shared queries; each
+//! backend serialises its writers its own way), migrations are kept per
+//! backend side by side (see [`migrate`]), and the behaviour is pinned by one
+//! backend-agnostic conformance suite (`conformance`, behind the
+//! `conformance` feature) that both pass.
 //!
 //! Rejected: an ORM or query macros (`sqlx::query!` needs a live database or
 //! offline metadata at build time, and the workspace leaves `macros` off);
@@ -29,6 +30,9 @@ pub mod conformance;
 mod error;
 mod key;
 pub mod migrate;
+mod postgres;
+mod postgres_runs;
+mod postgres_scheduler;
 pub mod runs;
 pub mod scheduler;
 mod sqlite;
@@ -43,6 +47,7 @@ use serde::{Deserialize, Serialize};
 pub use error::StoreError;
 pub use key::{PARAM_KEY_MAX_LEN, ParamKey};
 pub use migrate::SCHEMA_VERSION;
+pub use postgres::PostgresStore;
 pub use runs::{ApprovalRecord, Decision, NewRun, RunLogLine, RunRecord, RunUpdate, StageRecord};
 pub use scheduler::{JobRun, JobRunState, SchedulerState};
 pub use sqlite::SqliteStore;

@@ -8,8 +8,9 @@
 //! add one line to the list.
 //!
 //! Every migration runs in its own transaction (`BEGIN IMMEDIATE` on SQLite,
-//! so two processes opening the same file cannot both apply it) together with
-//! the row that records it. A database whose newest recorded migration is
+//! so two processes opening the same file cannot both apply it; on PostgreSQL
+//! a transaction-scoped advisory lock per schema does the same for two
+//! servers starting at once) together with the row that records it. A database whose newest recorded migration is
 //! unknown to this binary was written by a newer Cutover and is refused.
 //!
 //! Rejected: `sqlx::migrate!` (needs the `macros` feature, which the workspace
@@ -20,7 +21,7 @@
 
 use std::path::Path;
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{PgPool, Row, SqlitePool};
 
 use crate::error::StoreError;
 use crate::now_ms;
@@ -54,7 +55,7 @@ macro_rules! migrations {
             name: $file,
             sql: include_str!(concat!("../migrations/sqlite/", $file, ".sql")),
         }),*];
-        /// The PostgreSQL migrations, oldest first (for the coming adapter).
+        /// The PostgreSQL migrations, oldest first.
         pub const POSTGRES: &[Migration] = &[$(Migration {
             version: $version,
             name: $file,
@@ -151,6 +152,108 @@ async fn apply_sqlite(pool: &SqlitePool, path: &Path, m: &Migration) -> Result<(
         .map_err(fail)?;
     tx.commit().await.map_err(fail)?;
     tracing::info!(path = %path.display(), version = m.version, name = m.name, "applied schema migration");
+    Ok(())
+}
+
+/// The first key of the advisory lock that serialises migrations of one
+/// schema (the second is the schema name's hash); "cm" in ASCII.
+const PG_MIGRATE_LOCK: i32 = 0x636d;
+
+/// Waits for the migration lock of the connection's current schema (held
+/// until the transaction ends).
+const PG_LOCK: &str = "SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))";
+
+/// Brings the PostgreSQL database `label` (its URL without password, for
+/// messages) up to [`SCHEMA_VERSION`], in the connection's current schema;
+/// returns the version it is at afterwards.
+pub(crate) async fn migrate_postgres(pool: &PgPool, label: &Path) -> Result<i64, StoreError> {
+    const OP: &str = "creating the schema_migrations table";
+    // CREATE TABLE IF NOT EXISTS is not safe against a concurrent creator on
+    // PostgreSQL (both may pass the check), hence the lock.
+    let mut tx = pool.begin().await.map_err(StoreError::db(OP))?;
+    sqlx::query(PG_LOCK)
+        .bind(PG_MIGRATE_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(OP))?;
+    sqlx::raw_sql(CREATE_TABLE)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(OP))?;
+    tx.commit().await.map_err(StoreError::db(OP))?;
+    let applied = sqlx::query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::db("reading schema_migrations"))?;
+    let mut found = 0;
+    for row in &applied {
+        let version: i64 = row
+            .try_get("version")
+            .map_err(StoreError::db("reading schema_migrations"))?;
+        let checksum: String = row
+            .try_get("checksum")
+            .map_err(StoreError::db("reading schema_migrations"))?;
+        found = found.max(version);
+        if let Some(m) = POSTGRES.iter().find(|m| m.version == version)
+            && m.checksum() != checksum
+        {
+            tracing::warn!(
+                database = %label.display(),
+                version,
+                name = m.name,
+                "migration {} was changed after it was applied to this database; the schema may differ from a fresh one",
+                m.name
+            );
+        }
+    }
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: label.to_owned(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for m in POSTGRES.iter().filter(|m| m.version > found) {
+        apply_postgres(pool, label, m).await?;
+    }
+    Ok(SCHEMA_VERSION)
+}
+
+async fn apply_postgres(pool: &PgPool, label: &Path, m: &Migration) -> Result<(), StoreError> {
+    let fail = |source| StoreError::Migration {
+        path: label.to_owned(),
+        version: m.version,
+        name: m.name,
+        source,
+    };
+    let mut tx = pool.begin().await.map_err(fail)?;
+    sqlx::query(PG_LOCK)
+        .bind(PG_MIGRATE_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    // Another server may have applied it while we waited for the lock.
+    let done = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
+        .bind(m.version)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(fail)?;
+    if done.is_some() {
+        return Ok(());
+    }
+    sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(fail)?;
+    sqlx::query(
+        "INSERT INTO schema_migrations (version, name, checksum, applied_at_ms) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(m.version)
+    .bind(m.name)
+    .bind(m.checksum())
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await
+    .map_err(fail)?;
+    tx.commit().await.map_err(fail)?;
+    tracing::info!(database = %label.display(), version = m.version, name = m.name, "applied schema migration");
     Ok(())
 }
 
