@@ -41,6 +41,8 @@ pub struct ServeOptions {
     /// The router for the application's public services; None: 127.0.0.1 on
     /// `router.port` from cutover.yml, else 7080.
     pub router_listen: Option<SocketAddr>,
+    /// A PostgreSQL URL for the state; None: SQLite in the data directory.
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,11 @@ pub enum StartError {
     Locked { path: String },
     #[error("cannot open the state store")]
     Store(#[source] StoreError),
+    #[error(
+        "another Cutover server already leads {database}; a second one would run every pipeline twice. \
+         Stop the other server first (standby servers that take over are not supported yet)"
+    )]
+    NotLeader { database: String },
     #[error("cannot set up the process runtime: {0}")]
     Runtime(String),
     #[error("environment {env} needs Docker (`runtime: docker` or `swarm`), but it cannot be reached")]
@@ -93,6 +100,8 @@ pub struct App {
     fixed: Vec<(RouteKey, TcpListener)>,
     engine: Engine,
     _lock: File,
+    /// With PostgreSQL: this server leads the database (see `PostgresStore::lead`).
+    _leader: Option<cutover_store::LeaderLock>,
 }
 
 impl App {
@@ -100,9 +109,7 @@ impl App {
         let config = config::load(&opts.config).map_err(StartError::Config)?;
         let repo = open_repo(&config)?;
         let lock = lock_data_dir(&opts.data_dir)?;
-        let store = SqliteStore::open(&opts.data_dir)
-            .await
-            .map_err(StartError::Store)?;
+        let (store, leader) = open_store(&opts).await?;
         let listener = TcpListener::bind(opts.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -140,7 +147,7 @@ impl App {
                 fixed.push((route, listener));
             }
         }
-        let engine = Engine::new(config, Arc::new(store), repo, parts);
+        let engine = Engine::new(config, store, repo, parts);
         let port = router_listener
             .local_addr()
             .map_err(|source| StartError::Listen {
@@ -154,6 +161,7 @@ impl App {
             fixed,
             engine,
             _lock: lock,
+            _leader: leader,
         })
     }
 
@@ -253,6 +261,28 @@ async fn connect_docker(config: &Config, data_dir: &Path) -> Result<Engines, Sta
         )),
     };
     Ok((docker, swarm))
+}
+
+/// SQLite in the data directory, or PostgreSQL with this server as the
+/// database's only leader.
+async fn open_store(
+    opts: &ServeOptions,
+) -> Result<(Arc<dyn cutover_store::Store>, Option<cutover_store::LeaderLock>), StartError> {
+    let Some(url) = &opts.database_url else {
+        let store = SqliteStore::open(&opts.data_dir)
+            .await
+            .map_err(StartError::Store)?;
+        return Ok((Arc::new(store), None));
+    };
+    let store = cutover_store::PostgresStore::connect(url)
+        .await
+        .map_err(StartError::Store)?;
+    match store.lead().await.map_err(StartError::Store)? {
+        Some(lock) => Ok((Arc::new(store), Some(lock))),
+        None => Err(StartError::NotLeader {
+            database: store.label().display().to_string(),
+        }),
+    }
 }
 
 fn open_repo(config: &Config) -> Result<Repo, StartError> {

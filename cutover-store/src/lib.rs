@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 pub use error::StoreError;
 pub use key::{PARAM_KEY_MAX_LEN, ParamKey};
 pub use migrate::SCHEMA_VERSION;
-pub use postgres::PostgresStore;
+pub use postgres::{LeaderLock, PostgresStore};
 pub use runs::{ApprovalRecord, Decision, NewRun, RunLogLine, RunRecord, RunUpdate, StageRecord};
 pub use scheduler::{JobRun, JobRunState, SchedulerState};
 pub use sqlite::SqliteStore;

@@ -62,6 +62,20 @@ impl fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
+    /// Takes the database's leader lock: a session-level advisory lock held
+    /// by one dedicated connection for as long as the returned guard lives.
+    /// `None` when another server holds it. One server leads pipelines per
+    /// database; a second one must not run them too.
+    pub async fn lead(&self) -> Result<Option<LeaderLock>, StoreError> {
+        const OP: &str = "taking the leader lock";
+        let mut conn = self.pool.acquire().await.map_err(StoreError::db(OP))?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7362024001)")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::db(OP))?;
+        Ok(got.then(|| LeaderLock { _conn: conn.detach() }))
+    }
+
     /// Connects to the database at `url` and applies pending migrations.
     /// Refuses a database written by a newer Cutover; errors name the URL
     /// without its password.
@@ -484,5 +498,17 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Held while a server leads a PostgreSQL database; the lock goes with the
+/// connection when the guard is dropped or the process dies.
+pub struct LeaderLock {
+    _conn: sqlx::PgConnection,
+}
+
+impl fmt::Debug for LeaderLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LeaderLock")
     }
 }

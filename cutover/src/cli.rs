@@ -235,6 +235,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CUTOVER_DATA_DIR", default_value = "./.cutover")]
     pub data_dir: PathBuf,
 
+    /// PostgreSQL for the state instead of SQLite in the data directory, e.g.
+    /// postgres://cutover:secret@127.0.0.1:5432/cutover (releases and logs stay in --data-dir).
+    #[arg(long, env = "CUTOVER_DATABASE_URL")]
+    pub database_url: Option<String>,
+
     /// Address of the router in front of public services (default: 127.0.0.1 and
     /// `router.port` from cutover.yml, else 7080; port 0 picks a free one).
     #[arg(long, env = "CUTOVER_ROUTER_LISTEN")]

@@ -72,6 +72,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         data_dir: dir.join("state"),
         listen: args.listen,
         router_listen: Some(args.router_listen),
+        database_url: None,
     })
     .await
     .map_err(|e| match e {

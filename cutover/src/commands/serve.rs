@@ -14,6 +14,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.data_dir,
         listen: args.listen,
         router_listen: args.router_listen,
+        database_url: args.database_url,
     })
     .await
     {

@@ -17,6 +17,7 @@ pub(crate) mod example_shop;
 mod pipeline;
 mod pipeline_more;
 mod pipeline_support;
+mod postgres_backend;
 mod registry;
 mod runtimes;
 mod server_lifecycle;

@@ -115,6 +115,11 @@ impl Server {
     /// Starts `cutover serve` on free ports with extra environment variables
     /// (inherited by instances and hooks).
     pub fn start_with(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_with_args(config, data_dir, env, &[])
+    }
+
+    /// As `start_with`, with extra `cutover serve` arguments.
+    pub fn start_with_args(config: &Path, data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -127,6 +132,7 @@ impl Server {
             .arg(config)
             .arg("--data-dir")
             .arg(data_dir)
+            .args(args)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())

@@ -1,0 +1,115 @@
+//! `cutover serve --database-url postgres://…`: the whole pipeline on
+//! PostgreSQL, state kept across restarts, and one leader per database.
+//! Needs the server from `scripts/postgres-setup`.
+
+use std::process::Command;
+
+use crate::pipeline_support::App;
+use crate::support::{BIN, Server, fails_with};
+
+const ADMIN_URL: &str = "postgres://cutover:cutover@127.0.0.1:5432/cutover_test";
+
+/// A fresh schema for one test, dropped at the end.
+struct Schema(String);
+
+impl Schema {
+    fn new() -> Schema {
+        let name = format!("e2e_{}_{}", std::process::id(), rand_suffix());
+        psql(&format!("CREATE SCHEMA {name}"));
+        Schema(name)
+    }
+
+    fn url(&self) -> String {
+        format!("{ADMIN_URL}?options[search_path]={}", self.0)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                ADMIN_URL,
+                "-qc",
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0),
+            ])
+            .output();
+    }
+}
+
+fn rand_suffix() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{t:08x}")
+}
+
+fn psql(sql: &str) {
+    let out = Command::new("psql").args([ADMIN_URL, "-qc", sql]).output().expect(
+        "psql runs (Debian's postgresql-client); run `sudo scripts/postgres-setup` to install and start PostgreSQL",
+    );
+    assert!(
+        out.status.success(),
+        "`{sql}` failed — is PostgreSQL running? run `sudo scripts/postgres-setup`: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_pipeline_runs_on_postgres_and_a_second_server_cannot_lead_the_same_database() {
+    let schema = Schema::new();
+    let url = schema.url();
+    let app = App::new();
+    let shop = crate::example_shop::release().join("bin/shop");
+    let start = |data: &str| {
+        Server::start_with_args(
+            &app.dir.path().join("cutover.yml"),
+            &app.dir.path().join(data),
+            &[("SHOP_BIN", shop.to_str().unwrap())],
+            &["--database-url", &url],
+        )
+    };
+    let server = start("data");
+    let id = server.release("alice", "staging", &app.good[0]);
+    assert_eq!(
+        server.wait_run(id, &["succeeded", "failed"])["state"],
+        "succeeded",
+        "{}",
+        server.logs(id)
+    );
+    assert_eq!(
+        server.api_version("staging").as_deref(),
+        Some(app.good[0].as_str())
+    );
+
+    // A second server on the same database is refused and changes nothing.
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--router-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(app.dir.path().join("cutover.yml"))
+        .arg("--data-dir")
+        .arg(app.dir.path().join("other-data"))
+        .args(["--database-url", &url])
+        .output()
+        .unwrap();
+    fails_with(&out, &["already leads", "run every pipeline twice"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(":cutover@"),
+        "no password in messages"
+    );
+
+    // State lives in the database: a restart finds the run and serves the version again.
+    assert!(server.terminate().success());
+    let server = start("data");
+    let runs = server.cli_json("x", &["runs", "staging"]);
+    assert_eq!(runs[0]["id"], id);
+    assert_eq!(runs[0]["state"], "succeeded");
+    let history = server.cli_json("x", &["param", "history", "/shop-staging/last_deployed_version"]);
+    assert_eq!(history[0]["value"], app.good[0]);
+}
