@@ -18,6 +18,7 @@ mod releases;
 mod scheduler;
 mod status;
 mod swarm;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -73,10 +74,12 @@ struct Inner {
     deployments: Mutex<HashMap<EnvName, deploy::EnvServices>>,
     build_locks: Mutex<HashMap<Version, Arc<tokio::sync::Mutex<()>>>>,
     scheduler: scheduler::SchedulerShared,
+    webhooks: webhooks::Webhooks,
 }
 
 impl Engine {
     pub fn new(config: Config, store: Arc<dyn Store>, repo: Repo, parts: EngineParts) -> Self {
+        let webhooks = webhooks::Webhooks::new(!config.webhooks.is_empty());
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -92,6 +95,7 @@ impl Engine {
                 deployments: Mutex::new(HashMap::new()),
                 build_locks: Mutex::new(HashMap::new()),
                 scheduler: scheduler::SchedulerShared::default(),
+                webhooks,
             }),
         }
     }
@@ -212,6 +216,10 @@ impl Engine {
 
     pub(crate) fn build_locks(&self) -> &Mutex<HashMap<Version, Arc<tokio::sync::Mutex<()>>>> {
         &self.inner.build_locks
+    }
+
+    pub(crate) fn webhooks(&self) -> &webhooks::Webhooks {
+        &self.inner.webhooks
     }
 
     pub(crate) fn scheduler_state(&self) -> &scheduler::SchedulerShared {

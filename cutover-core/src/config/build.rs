@@ -30,6 +30,7 @@ const TOP_KEYS: &[&str] = &[
     "router",
     "task_service",
     "registry",
+    "webhooks",
 ];
 
 pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
@@ -129,6 +130,11 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         }),
     };
 
+    let webhooks = match top.get("webhooks") {
+        None => Some(Vec::new()),
+        Some(n) => webhooks(ctx, n),
+    };
+
     Some(Config {
         file: ctx.file().to_path_buf(),
         app: app?,
@@ -140,6 +146,7 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         environments: environments?,
         router: router?,
         task_service: task_service?,
+        webhooks: webhooks?,
         registry: registry?,
     })
 }
@@ -476,6 +483,66 @@ pub(crate) fn check_registry_url(raw: &str) -> Result<String, String> {
 }
 
 const RABBIT_KEYS: &[&str] = &["url", "admin_user", "admin_password_secret", "vhosts"];
+
+/// `webhooks: [{ url: http://…, events: [run, stage] }]`.
+fn webhooks(ctx: &mut Ctx<'_>, node: &SNode) -> Option<Vec<Webhook>> {
+    const EVENTS: &[(&str, WebhookEvent)] = &[("run", WebhookEvent::Run), ("stage", WebhookEvent::Stage)];
+    let mut ok = true;
+    let mut out = Vec::new();
+    for (i, item) in list(ctx, node, "webhooks", "a list of webhooks")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let path = format!("webhooks[{i}]");
+        let Some(f) = Fields::new(ctx, item, item.referenced, &path, &["url", "events"]) else {
+            ok = false;
+            continue;
+        };
+        let url = f
+            .required(
+                ctx,
+                "url",
+                "the URL to POST events to, e.g. http://127.0.0.1:9000/cutover",
+            )
+            .and_then(|n| {
+                parsed(ctx, n, &f.path("url"), |s| {
+                    if s.starts_with("http://")
+                        && !s.contains(char::is_whitespace)
+                        && s.len() > "http://".len()
+                    {
+                        Ok(s.to_owned())
+                    } else if s.starts_with("https://") {
+                        Err(format!(
+                            "{s:?}: https webhooks are not supported yet (this build speaks plain http)"
+                        ))
+                    } else {
+                        Err(format!("{s:?} is not an http:// URL"))
+                    }
+                })
+            });
+        let events = match f.get("events") {
+            None => Some(vec![WebhookEvent::Run, WebhookEvent::Stage]),
+            Some(n) => {
+                let p = f.path("events");
+                let mut events = Vec::new();
+                for e in list(ctx, n, &p, "a list of events: run, stage").unwrap_or_default() {
+                    match choice(ctx, e, &p, "event", EVENTS) {
+                        Some(ev) if !events.contains(&ev) => events.push(ev),
+                        Some(_) => {}
+                        None => ok = false,
+                    }
+                }
+                Some(events)
+            }
+        };
+        match (url, events) {
+            (Some(url), Some(events)) => out.push(Webhook { url, events }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
 
 fn rabbitmq(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<RabbitMq> {
     let f = Fields::new(ctx, node, at, "rabbitmq", RABBIT_KEYS)?;

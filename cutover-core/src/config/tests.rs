@@ -384,3 +384,26 @@ fn registry_is_host_port_and_prefix_without_a_scheme() {
     let e = errors(&format!("{MINIMAL}registy: {{ url: \"127.0.0.1:5000\" }}\n"));
     assert!(e.contains("did you mean \"registry\""), "{e}");
 }
+
+#[test]
+fn webhooks_take_http_urls_and_known_events() {
+    let base = "services: { web: { run: x } }\nenvironments: { dev: { tier: dev } }\n";
+    let cfg = ok(&format!(
+        "app: a\nwebhooks:\n  - {{ url: \"http://127.0.0.1:9000/hook\" }}\n  - {{ url: \"http://ci.example/x\", events: [run] }}\n{base}"
+    ));
+    assert_eq!(cfg.webhooks.len(), 2);
+    assert_eq!(cfg.webhooks[0].events, [WebhookEvent::Run, WebhookEvent::Stage]);
+    assert_eq!(cfg.webhooks[1].events, [WebhookEvent::Run]);
+    let e = errors(&format!(
+        "app: a\nwebhooks:\n  - {{ url: \"https://x\" }}\n  - {{ url: ftp://x, events: [deploy] }}\n  - {{ uri: x }}\n{base}"
+    ));
+    for needle in [
+        "webhooks[0].url",
+        "https webhooks are not supported",
+        "webhooks[1].url",
+        "webhooks[1].events",
+        "webhooks[2]",
+    ] {
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+}

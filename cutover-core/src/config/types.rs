@@ -32,6 +32,23 @@ pub struct Config {
     /// On Docker and Swarm, where the Build stage pushes each image
     /// (`<url>/<app>-<env>-<service>:<sha>`). `None`: images stay local.
     pub registry: Option<Registry>,
+    /// Where run and stage events are POSTed as JSON.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// One webhook: a URL and the events it wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Webhook {
+    pub url: String,
+    pub events: Vec<WebhookEvent>,
+}
+
+/// `run`: a run was queued, started or ended; `stage`: a stage ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookEvent {
+    Run,
+    Stage,
 }
 
 /// Where the application's git repository is.

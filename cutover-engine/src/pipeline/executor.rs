@@ -157,6 +157,7 @@ impl Engine {
                 return;
             }
         };
+        self.notify_run("run.started", &run);
         let env = match self.env_name(&run.env) {
             Ok(env) => env,
             Err(e) => {
@@ -224,6 +225,15 @@ impl Engine {
                         .await
                 }
             };
+            let (status, note) = match &outcome {
+                Ok(StageOutcome::Done(note)) => ("succeeded", note.clone()),
+                Ok(StageOutcome::Skipped(reason)) => ("skipped", Some(reason.clone())),
+                Err(StageError::Failed(m)) => ("failed", Some(m.clone())),
+                Err(StageError::Cancelled) => ("failed", Some("cancelled".to_owned())),
+            };
+            let mut now = ctx.run.clone();
+            now.version = ctx.version.as_ref().map(|v| v.to_string());
+            self.notify_stage(&now, stage, status, note.as_deref());
             if let Err(e) = outcome {
                 failure = Some((stage, e));
                 break;
@@ -281,7 +291,10 @@ impl Engine {
             }
         };
         match outcome {
-            Ok(run) => tracing::info!(run = id, state = %run.state, "run ended"),
+            Ok(run) => {
+                tracing::info!(run = id, state = %run.state, "run ended");
+                self.notify_run("run.finished", &run);
+            }
             Err(e) => tracing::error!(run = id, error = %e, "cannot record the end of the run"),
         }
         self.shared().logs.end(id);

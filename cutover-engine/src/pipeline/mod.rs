@@ -132,6 +132,7 @@ impl Engine {
         for id in &superseded {
             self.shared().logs.end(*id);
         }
+        self.notify_run("run.queued", &run);
         self.shared().wakeup(env).notify_one();
         Ok(run)
     }

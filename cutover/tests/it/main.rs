@@ -21,3 +21,4 @@ mod postgres_backend;
 mod registry;
 mod runtimes;
 mod server_lifecycle;
+mod webhooks;
