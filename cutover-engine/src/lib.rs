@@ -12,6 +12,7 @@ mod broker;
 mod deploy;
 mod environments;
 mod error;
+mod metrics;
 mod params;
 pub mod pipeline;
 mod releases;
@@ -75,6 +76,7 @@ struct Inner {
     build_locks: Mutex<HashMap<Version, Arc<tokio::sync::Mutex<()>>>>,
     scheduler: scheduler::SchedulerShared,
     webhooks: webhooks::Webhooks,
+    metrics: metrics::Metrics,
 }
 
 impl Engine {
@@ -96,6 +98,7 @@ impl Engine {
                 build_locks: Mutex::new(HashMap::new()),
                 scheduler: scheduler::SchedulerShared::default(),
                 webhooks,
+                metrics: metrics::Metrics::default(),
             }),
         }
     }
@@ -216,6 +219,10 @@ impl Engine {
 
     pub(crate) fn build_locks(&self) -> &Mutex<HashMap<Version, Arc<tokio::sync::Mutex<()>>>> {
         &self.inner.build_locks
+    }
+
+    pub(crate) fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
     }
 
     pub(crate) fn webhooks(&self) -> &webhooks::Webhooks {

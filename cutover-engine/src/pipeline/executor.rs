@@ -294,6 +294,7 @@ impl Engine {
             Ok(run) => {
                 tracing::info!(run = id, state = %run.state, "run ended");
                 self.notify_run("run.finished", &run);
+                self.metrics().run_ended(&run);
             }
             Err(e) => tracing::error!(run = id, error = %e, "cannot record the end of the run"),
         }

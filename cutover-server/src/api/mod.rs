@@ -24,6 +24,7 @@ pub fn routes(engine: Engine) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/config", get(config))
+        .route("/metrics", get(metrics))
         .merge(environments::routes())
         .merge(params::routes())
         .merge(runs::routes())
@@ -41,6 +42,19 @@ async fn health(axum::extract::State(engine): axum::extract::State<Engine>) -> J
 
 async fn config(axum::extract::State(engine): axum::extract::State<Engine>) -> Json<Value> {
     Json(json!(engine.config()))
+}
+
+/// Prometheus metrics (text exposition format).
+async fn metrics(
+    axum::extract::State(engine): axum::extract::State<Engine>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        engine.metrics_text().await,
+    )
 }
 
 /// The actor of a change, from the `X-Cutover-Actor` header.

@@ -109,3 +109,40 @@ fn run_and_stage_events_arrive_in_order() {
     );
     assert_eq!(got[11]["stage"]["title"], "Deploy services");
 }
+
+#[test]
+fn prometheus_metrics_count_runs_and_instances() {
+    let app = App::new();
+    let server = app.start();
+    let ok = server.release("alice", "staging", &app.good[0]);
+    assert_eq!(
+        server.wait_run(ok, &["succeeded", "failed"])["state"],
+        "succeeded"
+    );
+    let bad = server.release("alice", "staging", &app.broken);
+    assert_eq!(server.wait_run(bad, &["succeeded", "failed"])["state"], "failed");
+    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let (status, head, body) = crate::pipeline_support::http_get(port, "127.0.0.1", "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase().contains("text/plain; version=0.0.4"),
+        "{head}"
+    );
+    for line in [
+        "cutover_runs_total{env=\"staging\",kind=\"normal\",state=\"succeeded\"} 1",
+        "cutover_runs_total{env=\"staging\",kind=\"normal\",state=\"failed\"} 1",
+        "cutover_run_duration_seconds_count{env=\"staging\"} 2",
+        "cutover_runs_active 0",
+        "cutover_scheduler_suspended{env=\"staging\"} 0",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} missing from:\n{body}");
+    }
+    let api = format!(
+        "cutover_instances{{env=\"staging\",service=\"api\",version=\"{}\"",
+        &app.good[0][..12]
+    );
+    assert!(
+        body.lines().any(|l| l.starts_with(&api) && l.ends_with(" 2")),
+        "{api}… 2 missing from:\n{body}"
+    );
+}
