@@ -43,6 +43,9 @@ pub struct ServeOptions {
     pub router_listen: Option<SocketAddr>,
     /// A PostgreSQL URL for the state; None: SQLite in the data directory.
     pub database_url: Option<String>,
+    /// With PostgreSQL: when another server leads the database, wait and
+    /// take over when it stops or dies, instead of refusing to start.
+    pub standby: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +76,7 @@ pub enum StartError {
     Store(#[source] StoreError),
     #[error(
         "another Cutover server already leads {database}; a second one would run every pipeline twice. \
-         Stop the other server first (standby servers that take over are not supported yet)"
+         Stop the other server first, or start this one with --standby to take over when it stops"
     )]
     NotLeader { database: String },
     #[error("cannot set up the process runtime: {0}")]
@@ -277,11 +280,25 @@ async fn open_store(
     let store = cutover_store::PostgresStore::connect(url)
         .await
         .map_err(StartError::Store)?;
-    match store.lead().await.map_err(StartError::Store)? {
-        Some(lock) => Ok((Arc::new(store), Some(lock))),
-        None => Err(StartError::NotLeader {
-            database: store.label().display().to_string(),
-        }),
+    let database = store.label().display().to_string();
+    let mut announced = false;
+    loop {
+        if let Some(lock) = store.lead().await.map_err(StartError::Store)? {
+            if announced {
+                tracing::warn!(database, "this standby now leads the database and takes over");
+            }
+            return Ok((Arc::new(store), Some(lock)));
+        }
+        if !opts.standby {
+            return Err(StartError::NotLeader { database });
+        }
+        if !announced {
+            // Stdout, like the listening line: scripts see a standby waiting.
+            println!("cutover: standby, waiting for the server that leads {database} to stop");
+            tracing::info!(database, "standby: another server leads this database");
+            announced = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

@@ -62,17 +62,19 @@ impl fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Takes the database's leader lock: a session-level advisory lock held
-    /// by one dedicated connection for as long as the returned guard lives.
+    /// Takes the leader lock of this store's schema (installations may share a
+    /// database in separate schemas): a session-level advisory lock held by
+    /// one dedicated connection for as long as the returned guard lives.
     /// `None` when another server holds it. One server leads pipelines per
-    /// database; a second one must not run them too.
+    /// schema; a second one must not run them too.
     pub async fn lead(&self) -> Result<Option<LeaderLock>, StoreError> {
         const OP: &str = "taking the leader lock";
         let mut conn = self.pool.acquire().await.map_err(StoreError::db(OP))?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7362024001)")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(StoreError::db(OP))?;
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(7362024, hashtext(current_schema()))")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(StoreError::db(OP))?;
         Ok(got.then(|| LeaderLock { _conn: conn.detach() }))
     }
 

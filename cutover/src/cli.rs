@@ -240,6 +240,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CUTOVER_DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// With --database-url: if another server leads that database, wait (without serving) and
+    /// take over — API, router, pipelines — when it stops or dies.
+    #[arg(long, requires = "database_url")]
+    pub standby: bool,
+
     /// Address of the router in front of public services (default: 127.0.0.1 and
     /// `router.port` from cutover.yml, else 7080; port 0 picks a free one).
     #[arg(long, env = "CUTOVER_ROUTER_LISTEN")]

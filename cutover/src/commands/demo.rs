@@ -73,6 +73,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         router_listen: Some(args.router_listen),
         database_url: None,
+        standby: false,
     })
     .await
     .map_err(|e| match e {

@@ -15,6 +15,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         router_listen: args.router_listen,
         database_url: args.database_url,
+        standby: args.standby,
     })
     .await
     {

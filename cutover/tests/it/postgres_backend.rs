@@ -113,3 +113,103 @@ fn the_pipeline_runs_on_postgres_and_a_second_server_cannot_lead_the_same_databa
     let history = server.cli_json("x", &["param", "history", "/shop-staging/last_deployed_version"]);
     assert_eq!(history[0]["value"], app.good[0]);
 }
+
+#[test]
+fn a_standby_takes_over_when_the_leader_dies() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let schema = Schema::new();
+    let url = schema.url();
+    let app = App::new();
+    let shop = crate::example_shop::release().join("bin/shop");
+    let config = app.dir.path().join("cutover.yml");
+    let mut leader = Server::start_with_args(
+        &config,
+        &app.dir.path().join("leader-data"),
+        &[("SHOP_BIN", shop.to_str().unwrap())],
+        &["--database-url", &url],
+    );
+    let id = leader.release("alice", "staging", &app.good[0]);
+    assert_eq!(
+        leader.wait_run(id, &["succeeded", "failed"])["state"],
+        "succeeded"
+    );
+
+    // The standby (its own data directory, as on another machine) waits without serving.
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--router-listen",
+            "127.0.0.1:0",
+            "--standby",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(app.dir.path().join("standby-data"))
+        .args(["--database-url", &url])
+        .env("SHOP_BIN", &shop)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(first.starts_with("cutover: standby, waiting"), "{first}");
+    assert!(
+        rx.recv_timeout(Duration::from_secs(2)).is_err(),
+        "a standby does not serve while the leader lives"
+    );
+
+    // The leader dies; the standby takes over and brings staging back.
+    leader.child.kill().unwrap();
+    leader.child.wait().unwrap();
+    drop(leader);
+    let (mut router_port, mut api) = (0u16, String::new());
+    while api.is_empty() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the standby takes over");
+        if let Some(a) = line.strip_prefix("cutover: router on http://") {
+            router_port = a.rsplit(':').next().unwrap().parse().unwrap();
+        }
+        if let Some(a) = line.strip_prefix("cutover: listening on ") {
+            api = a.to_owned();
+        }
+    }
+    let standby = Server {
+        child,
+        url: api,
+        router_port,
+    };
+    let runs = standby.cli_json("x", &["runs", "staging"]);
+    assert_eq!(
+        (runs[0]["id"].as_i64(), runs[0]["state"].as_str()),
+        (Some(id), Some("succeeded"))
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while standby.api_version("staging").as_deref() != Some(app.good[0].as_str()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby never served staging's deployed version"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let next = standby.release("bob", "staging", &app.good[1]);
+    assert_eq!(
+        standby.wait_run(next, &["succeeded", "failed"])["state"],
+        "succeeded",
+        "{}",
+        standby.logs(next)
+    );
+}
