@@ -170,8 +170,8 @@ impl Secrets {
             let key = ParamKey::parse(&raw).map_err(|e| {
                 StageError::Failed(format!("secret {name:?} ({what}) is not a usable key: {e}"))
             })?;
-            match engine.store().param_get(&key).await? {
-                Some(p) => Ok(Some(p.value)),
+            match engine.secret_value(&key).await? {
+                Some(v) => Ok(Some(v)),
                 None => {
                     missing.push(format!("{raw} ({what}): cutover param put {raw} '<password>'"));
                     Ok(None)

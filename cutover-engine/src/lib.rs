@@ -17,6 +17,7 @@ mod params;
 pub mod pipeline;
 mod releases;
 mod scheduler;
+mod secrets;
 mod status;
 mod swarm;
 mod webhooks;
@@ -39,6 +40,7 @@ pub use error::{EngineError, ErrorKind};
 pub use params::{ReservedKey, WellKnownKey};
 pub use pipeline::{LogEvent, ReleaseRequest, RunView, SYSTEM_ACTOR};
 pub use scheduler::{JobStatus, SchedulerStatus};
+pub use secrets::SecretKey;
 pub use status::{EnvStatus, InstanceView, ServiceStatus};
 
 /// The control plane's shared state: configuration, store, repository,
@@ -58,6 +60,8 @@ pub struct EngineParts {
     pub docker: Option<Arc<DockerRuntime>>,
     /// The Swarm runtime, connected when an environment uses `runtime: swarm`.
     pub swarm: Option<Arc<SwarmRuntime>>,
+    /// Encrypts `/<app>-<env>/secrets/...` parameters at rest.
+    pub secret_key: SecretKey,
     pub router: Router,
 }
 
@@ -77,6 +81,7 @@ struct Inner {
     scheduler: scheduler::SchedulerShared,
     webhooks: webhooks::Webhooks,
     metrics: metrics::Metrics,
+    secret_key: SecretKey,
 }
 
 impl Engine {
@@ -99,6 +104,7 @@ impl Engine {
                 scheduler: scheduler::SchedulerShared::default(),
                 webhooks,
                 metrics: metrics::Metrics::default(),
+                secret_key: parts.secret_key,
             }),
         }
     }
@@ -219,6 +225,10 @@ impl Engine {
 
     pub(crate) fn build_locks(&self) -> &Mutex<HashMap<Version, Arc<tokio::sync::Mutex<()>>>> {
         &self.inner.build_locks
+    }
+
+    pub(crate) fn secret_key(&self) -> &SecretKey {
+        &self.inner.secret_key
     }
 
     pub(crate) fn metrics(&self) -> &metrics::Metrics {

@@ -10,7 +10,7 @@ use cutover_core::{Actor, EnvName, VersionRef};
 use cutover_store::{ParamKey, ParamVersion};
 use serde_json::json;
 
-use crate::{Engine, EngineError};
+use crate::{Engine, EngineError, secrets};
 
 /// The per-environment keys of SPEC section 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,16 @@ impl Engine {
         self.store()
             .param_get(&key)
             .await?
+            .map(shown)
             .ok_or_else(|| EngineError::ParamNotFound { key: key.to_string() })
+    }
+
+    /// A secret's plain value, for the stages that need it; never for the API.
+    pub(crate) async fn secret_value(&self, key: &ParamKey) -> Result<Option<String>, EngineError> {
+        match self.store().param_get(key).await? {
+            Some(p) => Ok(Some(self.secret_key().decrypt(&p.value)?)),
+            None => Ok(None),
+        }
     }
 
     /// The newest value of a well-known key, if it was ever written.
@@ -88,11 +97,17 @@ impl Engine {
         if history.is_empty() {
             return Err(EngineError::ParamNotFound { key: key.to_string() });
         }
-        Ok(history)
+        Ok(history.into_iter().map(shown).collect())
     }
 
     pub async fn param_list(&self, prefix: &str) -> Result<Vec<ParamVersion>, EngineError> {
-        Ok(self.store().param_list(prefix).await?)
+        Ok(self
+            .store()
+            .param_list(prefix)
+            .await?
+            .into_iter()
+            .map(shown)
+            .collect())
     }
 
     /// Writes a parameter as a person (or a script acting for one).
@@ -128,6 +143,7 @@ impl Engine {
                     },
                 });
             }
+            None if secrets::is_secret(key.as_str()) => (self.secret_key().encrypt(value)?, None),
             None => (value.to_owned(), None),
         };
         let written = self
@@ -142,7 +158,7 @@ impl Engine {
             json!({ "version": written.version, "value": "****", "length": stored.chars().count() })
         };
         self.audit(actor, "param.put", key.as_str(), detail).await;
-        Ok(written)
+        Ok(shown(written))
     }
 
     /// Turns what a user typed for `desired_version` into what is stored:
@@ -190,4 +206,12 @@ impl Engine {
         })
         .await
     }
+}
+
+/// What the API shows of a parameter: secrets never leave the engine.
+fn shown(mut p: ParamVersion) -> ParamVersion {
+    if secrets::is_secret(&p.key) {
+        p.value = "****".to_owned();
+    }
+    p
 }

@@ -46,6 +46,8 @@ pub struct ServeOptions {
     /// With PostgreSQL: when another server leads the database, wait and
     /// take over when it stops or dies, instead of refusing to start.
     pub standby: bool,
+    /// The key that encrypts secret parameters; None: `<data dir>/secret.key`.
+    pub secret_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,11 +133,18 @@ impl App {
         let runtime = ProcessRuntime::new(RuntimeConfig::new(opts.data_dir.join("runtime")))
             .map_err(|e| StartError::Runtime(e.to_string()))?;
         let (docker, swarm) = connect_docker(&config, &opts.data_dir).await?;
+        let key_file = opts
+            .secret_key_file
+            .clone()
+            .unwrap_or_else(|| opts.data_dir.join("secret.key"));
+        let secret_key = cutover_engine::SecretKey::load_or_create(&key_file)
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
         let parts = EngineParts {
             data_dir: opts.data_dir.clone(),
             runtime: Arc::new(runtime),
             docker,
             swarm,
+            secret_key,
             router: Router::new(RouterConfig::default()),
         };
         let mut fixed = Vec::new();

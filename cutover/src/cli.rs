@@ -245,6 +245,11 @@ pub struct ServeArgs {
     #[arg(long, requires = "database_url")]
     pub standby: bool,
 
+    /// The key file that encrypts `/<app>-<env>/secrets/...` parameters (created on first start;
+    /// servers sharing a database must share it). Default: <data-dir>/secret.key.
+    #[arg(long, env = "CUTOVER_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
     /// Address of the router in front of public services (default: 127.0.0.1 and
     /// `router.port` from cutover.yml, else 7080; port 0 picks a free one).
     #[arg(long, env = "CUTOVER_ROUTER_LISTEN")]

@@ -74,6 +74,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         router_listen: Some(args.router_listen),
         database_url: None,
         standby: false,
+        secret_key_file: None,
     })
     .await
     .map_err(|e| match e {

@@ -16,6 +16,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         router_listen: args.router_listen,
         database_url: args.database_url,
         standby: args.standby,
+        secret_key_file: args.secret_key_file,
     })
     .await
     {

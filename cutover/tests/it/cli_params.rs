@@ -249,3 +249,42 @@ fn the_audit_log_records_every_change_but_never_a_setting_value() {
         (Some("alice"), Some("****"))
     );
 }
+
+#[test]
+fn secrets_are_encrypted_at_rest_and_never_printed_back() {
+    let fx = Fixture::new();
+    let server = fx.start();
+    let put = server.cli_json(
+        "alice",
+        &[
+            "param",
+            "put",
+            "/shop-prod/secrets/rabbit_shop",
+            "hunter2-very-secret",
+        ],
+    );
+    assert_eq!(
+        (put["value"].as_str(), put["version"].as_i64()),
+        (Some("****"), Some(1))
+    );
+    let get = server.cli_json("x", &["param", "get", "/shop-prod/secrets/rabbit_shop"]);
+    assert_eq!(get["value"], "****");
+    let listed = server.cli_json("x", &["param", "list", "/shop-prod"]);
+    assert_eq!(listed[0]["value"], "****");
+    let history = server.cli_json("x", &["param", "history", "/shop-prod/secrets/rabbit_shop"]);
+    assert_eq!(history[0]["value"], "****");
+    // Nothing on disk holds the plain value (database and its write-ahead log).
+    for entry in std::fs::read_dir(fx.data_dir()).unwrap().flatten() {
+        let bytes = std::fs::read(entry.path()).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(b"hunter2-very-secret".len())
+                .any(|w| w == b"hunter2-very-secret"),
+            "{} holds the secret in plain text",
+            entry.path().display()
+        );
+    }
+    let key = std::fs::metadata(fx.data_dir().join("secret.key")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+}
