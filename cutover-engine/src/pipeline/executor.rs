@@ -72,7 +72,7 @@ impl RunCtx {
         StageLog {
             hub: self.engine.shared().logs.clone(),
             store: self.engine.store().clone(),
-            run_id: self.run.id,
+            run_id: Some(self.run.id),
             stage,
             secrets: self.secrets.clone(),
         }

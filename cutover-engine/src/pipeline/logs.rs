@@ -75,7 +75,8 @@ impl LogHub {
 pub struct StageLog {
     pub(crate) hub: LogHub,
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) run_id: i64,
+    /// None: work outside any run, logged to tracing only.
+    pub(crate) run_id: Option<i64>,
     pub(crate) stage: Stage,
     pub(crate) secrets: Arc<Vec<String>>,
 }
@@ -87,7 +88,7 @@ impl StageLog {
         StageLog {
             hub: LogHub::default(),
             store,
-            run_id: 0,
+            run_id: None,
             stage,
             secrets: Arc::new(Vec::new()),
         }
@@ -95,11 +96,10 @@ impl StageLog {
 
     pub async fn line(&self, text: impl AsRef<str>) {
         let masked = mask(text.as_ref(), &self.secrets);
-        if self.run_id == 0 {
-            tracing::info!(stage = self.stage.slug(), "{masked}");
-            return;
+        match self.run_id {
+            Some(run_id) => self.hub.line(&self.store, run_id, self.stage, &masked).await,
+            None => tracing::info!(stage = self.stage.slug(), "{masked}"),
         }
-        self.hub.line(&self.store, self.run_id, self.stage, &masked).await;
     }
 }
 

@@ -8,11 +8,7 @@ use crate::support::fails_with;
 fn kill_9_mid_run_at_several_stages_then_restart_and_release_again() {
     let app = App::new();
     let mut server = app.start();
-    let first = server.release("alice", "staging", &app.good[0]);
-    assert_eq!(
-        server.wait_run(first, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &app.good[0]);
 
     // 1. Killed while held in the Install hook, with the scheduler suspended by the run.
     app.hold("staging", "hold-install");
@@ -82,13 +78,7 @@ fn kill_9_mid_run_at_several_stages_then_restart_and_release_again() {
     }
 
     // And the next release succeeds.
-    let next = server.release("alice", "staging", &app.good[2]);
-    assert_eq!(
-        server.wait_run(next, &["succeeded", "failed"])["state"],
-        "succeeded",
-        "{}",
-        server.logs(next)
-    );
+    server.deploy("alice", "staging", &app.good[2]);
     assert_eq!(
         server.api_version("staging").as_deref(),
         Some(app.good[2].as_str())
@@ -99,11 +89,7 @@ fn kill_9_mid_run_at_several_stages_then_restart_and_release_again() {
 fn a_running_job_delays_the_suspend_and_no_job_runs_while_a_pipeline_installs() {
     let app = App::new();
     let server = app.start();
-    let first = server.release("alice", "staging", &app.good[0]);
-    assert_eq!(
-        server.wait_run(first, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &app.good[0]);
 
     // A long job of v1 is running when v2's pipeline wants to suspend.
     app.hold("staging", "job-hold");
@@ -164,11 +150,7 @@ fn a_running_job_delays_the_suspend_and_no_job_runs_while_a_pipeline_installs() 
 fn a_suspend_by_a_person_survives_a_restart_and_pipelines_leave_it_suspended() {
     let app = App::new();
     let mut server = app.start();
-    let first = server.release("alice", "staging", &app.good[0]);
-    assert_eq!(
-        server.wait_run(first, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &app.good[0]);
     let s = server.cli_json("alice", &["scheduler", "suspend", "staging"]);
     assert_eq!(s["suspended"], true);
     assert_eq!(s["reason"], "suspended by alice");
@@ -180,11 +162,7 @@ fn a_suspend_by_a_person_survives_a_restart_and_pipelines_leave_it_suspended() {
         true
     );
 
-    let run = server.release("alice", "staging", &app.good[1]);
-    assert_eq!(
-        server.wait_run(run, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &app.good[1]);
     let s = server.cli_json("x", &["scheduler", "status", "staging"]);
     assert_eq!(
         (s["suspended"].as_bool(), s["version"].as_str()),
@@ -213,11 +191,7 @@ fn wait_for(mut check: impl FnMut() -> bool, what: &str) {
 fn sigterm_during_a_run_cancels_it_cleanly_before_stopping() {
     let app = App::new();
     let mut server = app.start();
-    let first = server.release("alice", "staging", &app.good[0]);
-    assert_eq!(
-        server.wait_run(first, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &app.good[0]);
     app.hold("staging", "hold-install");
     let held = server.release("alice", "staging", &app.good[1]);
     server.wait_stage(held, "install");
@@ -251,11 +225,7 @@ fn sigterm_during_a_run_cancels_it_cleanly_before_stopping() {
 fn overlapping_runs_are_skipped_unless_the_job_allows_them_and_a_crash_marks_runs_interrupted() {
     let strict = App::new();
     let mut server = strict.start();
-    let id = server.release("alice", "staging", &strict.good[0]);
-    assert_eq!(
-        server.wait_run(id, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &strict.good[0]);
     strict.hold("staging", "job-hold");
     assert_eq!(
         server.cli_json("alice", &["scheduler", "run", "staging", "report"])["state"],
@@ -288,11 +258,7 @@ fn overlapping_runs_are_skipped_unless_the_job_allows_them_and_a_crash_marks_run
         "run: \"sh hooks/job.sh\", overlap: true }",
     ));
     let server = relaxed.start();
-    let id = server.release("alice", "staging", &relaxed.good[0]);
-    assert_eq!(
-        server.wait_run(id, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &relaxed.good[0]);
     relaxed.hold("staging", "job-hold");
     assert_eq!(
         server.cli_json("alice", &["scheduler", "run", "staging", "report"])["state"],

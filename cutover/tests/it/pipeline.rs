@@ -110,11 +110,7 @@ fn a_release_runs_every_stage_and_serves_the_version_through_the_router() {
 fn v2_under_continuous_load_drops_nothing_and_v1_never_answers_after_the_switch() {
     let app = App::new();
     let server = app.start();
-    let first = server.release("alice", "staging", &app.good[0]);
-    assert_eq!(
-        server.wait_run(first, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &app.good[0]);
 
     let port = server.router_port;
     let stop = Arc::new(AtomicBool::new(false));
@@ -139,7 +135,6 @@ fn v2_under_continuous_load_drops_nothing_and_v1_never_answers_after_the_switch(
     let second = server.release("alice", "staging", &app.good[1]);
     let run = server.wait_run(second, &["succeeded", "failed"]);
     std::thread::sleep(Duration::from_millis(300));
-    let finished = Instant::now();
     stop.store(true, Ordering::Relaxed);
     assert_eq!(run["state"], "succeeded", "{}", server.logs(second));
     let seen: Vec<(Instant, Option<String>)> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
@@ -178,18 +173,13 @@ fn v2_under_continuous_load_drops_nothing_and_v1_never_answers_after_the_switch(
         late_v1, 0,
         "v1 answered {late_v1} requests sent after v2 began serving"
     );
-    assert!(finished > switched);
 }
 
 #[test]
 fn a_version_that_fails_its_health_check_never_serves_and_the_old_one_keeps_serving() {
     let app = App::new();
     let server = app.start();
-    let ok = server.release("alice", "staging", &app.good[0]);
-    assert_eq!(
-        server.wait_run(ok, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &app.good[0]);
 
     let bad = server.release("alice", "staging", &app.broken);
     let run = server.wait_run(bad, &["succeeded", "failed"]);
@@ -231,11 +221,7 @@ fn a_version_that_fails_its_health_check_never_serves_and_the_old_one_keeps_serv
 fn a_failing_install_hook_stops_the_run_and_the_old_version_keeps_serving() {
     let app = App::new();
     let server = app.start();
-    let ok = server.release("alice", "staging", &app.good[0]);
-    assert_eq!(
-        server.wait_run(ok, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &app.good[0]);
     let bad = server.release("alice", "staging", &app.bad_install);
     let run = server.wait_run(bad, &["succeeded", "failed"]);
     assert_eq!(run["failed_stage"], "install");
@@ -344,11 +330,7 @@ fn requests_queue_behind_the_active_run_and_newer_ones_supersede_older_queued_on
         "queued"
     );
     // Other environments are not held up.
-    let dev = server.release("alice", "dev", &app.good[1]);
-    assert_eq!(
-        server.wait_run(dev, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "dev", &app.good[1]);
 
     server.cli_json("bob", &["approve", &active.to_string()]);
     assert_eq!(
@@ -370,11 +352,7 @@ fn rollback_fast_rollback_and_promote() {
     let app = App::new();
     let server = app.start();
     for v in &app.good[..2] {
-        let id = server.release("alice", "staging", v);
-        assert_eq!(
-            server.wait_run(id, &["succeeded", "failed"])["state"],
-            "succeeded"
-        );
+        server.deploy("alice", "staging", v);
     }
     assert_eq!(
         server.api_version("staging").as_deref(),

@@ -96,11 +96,7 @@ fn rolling_replaces_instance_by_instance_without_failures() {
     let cfg = config_with("  roll:    { tier: dev, strategy: rolling }\n", None);
     let app = App::with_config(&cfg);
     let server = app.start();
-    let first = server.release("alice", "roll", &app.good[0]);
-    assert_eq!(
-        server.wait_run(first, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "roll", &app.good[0]);
     let port = server.router_port;
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
@@ -144,11 +140,7 @@ fn rolling_replaces_instance_by_instance_without_failures() {
 fn a_killed_instance_is_restarted_and_keeps_its_version() {
     let app = App::new();
     let server = app.start();
-    let id = server.release("alice", "staging", &app.good[0]);
-    assert_eq!(
-        server.wait_run(id, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &app.good[0]);
     let status = server.cli_json("x", &["status", "staging"]);
     let victim = &status["services"][0]["instances"][0];
     let (inst, pid) = (
@@ -189,11 +181,7 @@ fn a_killed_instance_is_restarted_and_keeps_its_version() {
 fn the_destructive_pipeline_resets_data_and_job_history() {
     let app = App::new();
     let server = app.start();
-    let id = server.release("alice", "dev", &app.good[0]);
-    assert_eq!(
-        server.wait_run(id, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "dev", &app.good[0]);
     server.cli_json("alice", &["scheduler", "run", "dev", "report"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.cli_json("x", &["scheduler", "logs", "dev", "report"])["runs"][0]["state"] == "running" {
@@ -233,11 +221,7 @@ fn a_fixed_router_port_serves_its_service_and_service_logs_follow() {
     );
     let app = App::with_config(&cfg);
     let server = app.start();
-    let id = server.release("alice", "fixed", &app.good[0]);
-    assert_eq!(
-        server.wait_run(id, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "fixed", &app.good[0]);
     let (status, head, _) = http_get(port, "anything.example", "/health").unwrap();
     assert_eq!(status, 200);
     assert_eq!(
@@ -276,11 +260,7 @@ fn on_suspend_timeout_terminate_stops_the_running_job_and_goes_on() {
     );
     let app = App::with_config(&cfg);
     let server = app.start();
-    let id = server.release("alice", "staging", &app.good[0]);
-    assert_eq!(
-        server.wait_run(id, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &app.good[0]);
     app.hold("staging", "job-hold");
     server.cli_json("alice", &["scheduler", "run", "staging", "report"]);
     let id = server.release("alice", "staging", &app.good[1]);

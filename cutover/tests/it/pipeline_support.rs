@@ -146,6 +146,15 @@ impl Server {
         run["id"].as_i64().expect("a run id")
     }
 
+    /// Releases `version` to `env` and waits until the run succeeded (with
+    /// its log in the failure message otherwise); returns the run id.
+    pub fn deploy(&self, actor: &str, env: &str, version: &str) -> i64 {
+        let id = self.release(actor, env, version);
+        let run = self.wait_run(id, &["succeeded", "failed", "cancelled", "interrupted"]);
+        assert_eq!(run["state"], "succeeded", "run {id} on {env}: {}", self.logs(id));
+        id
+    }
+
     /// Polls until the run's current stage is `stage` (bounded).
     pub fn wait_stage(&self, id: i64, stage: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);

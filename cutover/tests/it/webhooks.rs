@@ -63,11 +63,7 @@ fn run_and_stage_events_arrive_in_order() {
         "{APP_CONFIG}webhooks:\n  - url: \"http://127.0.0.1:{port}/cutover\"\n"
     ));
     let server = app.start();
-    let id = server.release("alice", "staging", &app.good[0]);
-    assert_eq!(
-        server.wait_run(id, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    let id = server.deploy("alice", "staging", &app.good[0]);
     let mut got = Vec::new();
     while let Ok(e) = events.recv_timeout(Duration::from_secs(10)) {
         let done = e["event"] == "run.finished";
@@ -114,11 +110,7 @@ fn run_and_stage_events_arrive_in_order() {
 fn prometheus_metrics_count_runs_and_instances() {
     let app = App::new();
     let server = app.start();
-    let ok = server.release("alice", "staging", &app.good[0]);
-    assert_eq!(
-        server.wait_run(ok, &["succeeded", "failed"])["state"],
-        "succeeded"
-    );
+    server.deploy("alice", "staging", &app.good[0]);
     let bad = server.release("alice", "staging", &app.broken);
     assert_eq!(server.wait_run(bad, &["succeeded", "failed"])["state"], "failed");
     let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
