@@ -9,6 +9,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod fixture;
+pub mod reference;
 pub mod switch_load;
 
 use std::convert::Infallible;

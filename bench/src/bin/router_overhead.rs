@@ -1,13 +1,15 @@
 //! Router overhead and switch-under-load benchmark (loopback only, bounded).
 //!
 //! 1. Throughput and p50/p99 latency of a trivial upstream hit directly, then through
-//!    `cutover-router`, with the same keep-alive load; prints the ratio (goal ≥ 0.8×).
+//!    `cutover-router`, with the same keep-alive load; prints the ratio (goal ≥ 0.8×). The same
+//!    load through reference proxies (a raw TCP relay, nginx and HAProxy when installed; see
+//!    `cutover_bench::reference`) shows what any proxy reaches on this machine.
 //! 2. Ten `switch`es between two upstream versions during load; prints total requests,
 //!    failures and, per switch, how many requests sent after it returned were answered by
 //!    the older version (must be 0), plus what `drain` saw.
 //!
-//! Usage: `cargo run --release -p cutover-bench --bin router_overhead [-- --secs N --conns N
-//! --threads N]`.
+//! Usage: `cargo run --release -p cutover-bench --bin router_overhead [-- --secs N --rounds N
+//! --conns N --threads N]`.
 
 // Benchmarks start the real binary, baselines and fixture tools directly.
 #![allow(clippy::disallowed_methods)]
@@ -15,6 +17,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use cutover_bench::reference::{External, Kind, machine_cpu_time, tcp_relay};
 use cutover_bench::{Load, Sample, micros, process_cpu_time, run_load, summarize, trivial_upstream};
 use cutover_router::{Backend, RouteKey, Router, RouterConfig};
 use tokio::net::TcpListener;
@@ -54,8 +57,9 @@ fn main() -> std::io::Result<()> {
 }
 
 async fn run() -> std::io::Result<()> {
-    let secs = arg("--secs", 5);
+    let secs = arg("--secs", 3);
     let conns = arg("--conns", 32) as usize;
+    let rounds = arg("--rounds", 3).clamp(1, 20);
     let load = Load {
         connections: conns,
         duration: Duration::from_secs(secs),
@@ -75,8 +79,8 @@ async fn run() -> std::io::Result<()> {
     let router_addr = start_router(&router).await?;
 
     println!(
-        "router_overhead: {conns} keep-alive connections, {secs} s per run, \
-         at most {MAX_REQUESTS} requests, loopback, {} CPU(s), runtime threads: {}",
+        "router_overhead: {conns} keep-alive connections, {rounds} interleaved rounds of \
+         {secs} s per target, at most {MAX_REQUESTS} requests, loopback, {} CPU(s), runtime threads: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         match arg("--threads", 0) {
             0 => "one per CPU".to_owned(),
@@ -84,49 +88,109 @@ async fn run() -> std::io::Result<()> {
             n => n.to_string(),
         }
     );
-    run_load(v1, &host, warmup).await;
-    let cpu0 = process_cpu_time();
-    let (direct, direct_t) = run_load(v1, &host, load).await;
-    let cpu1 = process_cpu_time();
-    run_load(router_addr, &host, warmup).await;
-    let cpu2 = process_cpu_time();
-    let (proxied, proxied_t) = run_load(router_addr, &host, load).await;
-    let cpu3 = process_cpu_time();
-    let d = summarize(&direct, direct_t);
-    let p = summarize(&proxied, proxied_t);
+    let relay = tcp_relay(v1).await?;
+    let mut externals = Vec::new();
+    for kind in [Kind::Nginx, Kind::Haproxy] {
+        match External::start(kind, v1) {
+            Ok(Some(p)) => externals.push((kind.name(), p)),
+            Ok(None) => println!("{}: not installed, skipped", kind.name()),
+            Err(e) => println!("{}: {e}", kind.name()),
+        }
+    }
+    let mut targets = vec![("direct", v1), ("via router", router_addr), ("tcp relay", relay)];
+    targets.extend(externals.iter().map(|(n, p)| (*n, p.addr)));
+
+    // Interleaved rounds (direct, router, relay, nginx, haproxy, direct, …) so that a
+    // neighbour's load on this shared machine falls on every phase alike rather than on one.
+    struct Acc {
+        samples: Vec<Sample>,
+        elapsed: Duration,
+        proc_cpu: Duration,
+        all_cpu: Duration,
+    }
+    let mut acc: Vec<Acc> = targets
+        .iter()
+        .map(|_| Acc {
+            samples: Vec::new(),
+            elapsed: Duration::ZERO,
+            proc_cpu: Duration::ZERO,
+            all_cpu: Duration::ZERO,
+        })
+        .collect();
+    for _ in 0..rounds {
+        for ((_, addr), a) in targets.iter().zip(acc.iter_mut()) {
+            run_load(*addr, &host, warmup).await;
+            let (pc0, mc0) = (process_cpu_time(), machine_cpu_time());
+            let (mut samples, elapsed) = run_load(*addr, &host, load).await;
+            let (pc1, mc1) = (process_cpu_time(), machine_cpu_time());
+            a.samples.append(&mut samples);
+            a.elapsed += elapsed;
+            a.proc_cpu += pc1.zip(pc0).map_or(Duration::ZERO, |(b, a)| b - a);
+            a.all_cpu += mc1.zip(mc0).map_or(Duration::ZERO, |(b, a)| b - a);
+        }
+    }
+    let rows: Vec<_> = targets
+        .iter()
+        .zip(&acc)
+        .map(|((name, _), a)| {
+            let s = summarize(&a.samples, a.elapsed);
+            (
+                *name,
+                s,
+                per_req(Some(Duration::ZERO), Some(a.proc_cpu), s.requests),
+                per_req(Some(Duration::ZERO), Some(a.all_cpu), s.requests),
+            )
+        })
+        .collect();
+    drop(externals);
     println!();
-    let per_req = |a: Option<Duration>, b: Option<Duration>, n: usize| match (a, b) {
-        (Some(a), Some(b)) if n > 0 => micros((b - a) / n as u32),
-        _ => "n/a".to_owned(),
-    };
     println!(
-        "{:<14}{:>10}{:>10}{:>9}{:>11}{:>11}{:>14}",
-        "", "requests", "req/s", "failed", "p50", "p99", "CPU/request"
+        "{:<14}{:>10}{:>10}{:>9}{:>11}{:>11}{:>10}{:>10}{:>8}",
+        "", "requests", "req/s", "failed", "p50", "p99", "proc CPU", "all CPU", "ratio"
     );
-    for (name, s, cpu) in [
-        ("direct", d, per_req(cpu0, cpu1, d.requests)),
-        ("via router", p, per_req(cpu2, cpu3, p.requests)),
-    ] {
+    let direct = rows[0].1;
+    for (name, s, pcpu, mcpu) in &rows {
         println!(
-            "{name:<14}{:>10}{:>10.0}{:>9}{:>11}{:>11}{:>14}",
+            "{name:<14}{:>10}{:>10.0}{:>9}{:>11}{:>11}{:>10}{:>10}{:>7.2}x",
             s.requests,
             s.rps,
             s.failures,
             micros(s.p50),
             micros(s.p99),
-            cpu
+            pcpu,
+            mcpu,
+            s.rps / direct.rps,
         );
     }
-    println!("(CPU/request: whole process: load generator, upstream and, second row, router)");
+    println!(
+        "(CPU columns are per request: proc = this process (load generator, upstream, router, \
+         relay), all = every CPU of the machine, so nginx and HAProxy are counted too; \
+         ratio = req/s against direct)"
+    );
+    let p = rows[1].1;
+    let relay = rows[2].1;
     println!(
         "throughput ratio router/direct: {:.2}x (goal >= 0.80x); p50 +{}, p99 +{}",
-        p.rps / d.rps,
-        micros(p.p50.saturating_sub(d.p50)),
-        micros(p.p99.saturating_sub(d.p99)),
+        p.rps / direct.rps,
+        micros(p.p50.saturating_sub(direct.p50)),
+        micros(p.p99.saturating_sub(direct.p99)),
+    );
+    println!(
+        "upper bound on this machine (tcp relay, no HTTP parsing): {:.2}x; \
+         the router reaches {:.0} % of it",
+        relay.rps / direct.rps,
+        100.0 * p.rps / relay.rps
     );
 
     switch_under_load(&router, &route, router_addr, (v1, v2), conns).await;
     Ok(())
+}
+
+fn per_req(a: Option<Duration>, b: Option<Duration>, n: usize) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if n > 0 => micros((b - a) / n as u32),
+        _ => "n/a".to_owned(),
+    }
 }
 
 async fn start_router(router: &Router) -> std::io::Result<SocketAddr> {
