@@ -83,6 +83,23 @@ fn check_name(kind: &'static str, value: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// The OpenAPI schema of a validated string newtype: a string with a pattern.
+macro_rules! string_schema {
+    ($ty:ident, $pattern:expr, $doc:expr) => {
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some($pattern))
+                    .description(Some($doc))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $ty {}
+    };
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident, $kind:literal) => {
         $(#[$doc])*
@@ -132,6 +149,8 @@ macro_rules! name_type {
                 Self::parse(&raw).map_err(serde::de::Error::custom)
             }
         }
+
+        string_schema!($ty, "^[a-z][a-z0-9-]{0,62}$", concat!("A ", $kind, "."));
     };
 }
 
@@ -275,6 +294,17 @@ impl FromStr for Version {
         Self::parse(s)
     }
 }
+
+string_schema!(
+    Version,
+    "^[0-9a-f]{40}$",
+    "A version: a full 40-character hexadecimal git commit SHA, lowercase."
+);
+string_schema!(
+    Actor,
+    "^[A-Za-z0-9._@-]{1,64}$",
+    "Who did something: 1 to 64 letters, digits, '.', '_', '@' or '-'."
+);
 
 impl Serialize for Version {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{Engine, EngineError, WellKnownKey};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EnvironmentSummary {
     pub name: EnvName,
     pub tier: Tier,
@@ -27,7 +27,7 @@ pub struct EnvironmentSummary {
     pub last_deployed_version: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VersionRow {
     #[serde(flatten)]
     pub commit: CommitInfo,
@@ -36,7 +36,7 @@ pub struct VersionRow {
     pub deployed: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VersionsReport {
     pub environment: EnvName,
     pub branch: String,

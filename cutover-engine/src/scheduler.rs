@@ -40,7 +40,7 @@ pub(crate) struct SchedulerShared {
     ended: Notify,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SchedulerStatus {
     pub env: EnvName,
     pub suspended: bool,
@@ -53,7 +53,7 @@ pub struct SchedulerStatus {
     pub jobs: Vec<JobStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobStatus {
     pub name: String,
     pub schedule: String,

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::pipeline::logs::StageLog;
 use crate::{Engine, EngineError, WellKnownKey};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EnvStatus {
     pub env: EnvName,
     pub desired_version: Option<String>,
@@ -23,7 +23,7 @@ pub struct EnvStatus {
     pub services: Vec<ServiceStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ServiceStatus {
     pub name: String,
     pub public: bool,
@@ -34,7 +34,7 @@ pub struct ServiceStatus {
     pub instances: Vec<InstanceView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InstanceView {
     pub id: String,
     /// "serving", "warm" or "other".

@@ -38,7 +38,7 @@ pub use cutover_core::Version;
 pub use error::GitError;
 
 /// One commit, as shown in run logs, the dashboard and `cutover log`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CommitInfo {
     pub version: Version,
     /// Author name (not the committer: for a rebased or cherry-picked commit

@@ -9,6 +9,20 @@ use axum::response::{IntoResponse, Response};
 use cutover_engine::{EngineError, ErrorKind};
 use serde_json::json;
 
+/// The body of every error answer, for the OpenAPI document.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// One of `bad_request`, `not_found`, `conflict`, `internal`.
+    pub kind: String,
+    /// What was wrong and how to fix it, with the whole cause chain.
+    pub message: String,
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,

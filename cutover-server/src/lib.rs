@@ -26,7 +26,7 @@ use cutover_runtime::{ProcessRuntime, RuntimeConfig};
 use cutover_store::{SqliteStore, StoreError};
 use tokio::net::TcpListener;
 
-pub use api::ACTOR_HEADER;
+pub use api::{ACTOR_HEADER, openapi};
 
 /// Where the router listens unless told otherwise.
 pub const DEFAULT_ROUTER_PORT: u16 = 7080;

@@ -53,7 +53,7 @@ pub use scheduler::{JobRun, JobRunState, SchedulerState};
 pub use sqlite::SqliteStore;
 
 /// One version of a parameter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ParamVersion {
     pub key: String,
     /// 1 for the first write of a key, then 2, 3... without gaps.
@@ -76,7 +76,7 @@ pub struct NewAuditEntry {
 }
 
 /// A stored audit entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Increasing in append order; never reused.
     pub id: i64,

@@ -22,7 +22,7 @@ pub struct NewRun {
 }
 
 /// A stored pipeline run with all its stages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRecord {
     /// Increasing in request order; never reused.
     pub id: i64,
@@ -51,7 +51,7 @@ pub struct RunRecord {
 }
 
 /// One stage of a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StageRecord {
     pub stage: Stage,
     pub status: StageStatus,
@@ -62,7 +62,7 @@ pub struct StageRecord {
 }
 
 /// One line of a run's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunLogLine {
     pub run_id: i64,
     /// 1, 2, 3... per run, without gaps, across all its stages.
@@ -73,7 +73,7 @@ pub struct RunLogLine {
 }
 
 /// An approver's answer in the Approval stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     Approve,
@@ -96,7 +96,7 @@ impl Decision {
 }
 
 /// A recorded approval or rejection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApprovalRecord {
     pub run_id: i64,
     pub actor: String,

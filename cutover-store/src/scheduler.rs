@@ -25,7 +25,7 @@ pub struct SchedulerState {
 }
 
 /// A job run's state; only `Running` is unfinished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobRunState {
     Running,
@@ -70,7 +70,7 @@ impl JobRunState {
 }
 
 /// One run of a scheduled job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobRun {
     /// Increasing in start order; never reused.
     pub id: i64,

@@ -68,7 +68,7 @@ pub struct ReleaseRequest {
     pub actor: Actor,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunView {
     #[serde(flatten)]
     pub run: RunRecord,

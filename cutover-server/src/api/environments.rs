@@ -1,24 +1,34 @@
 //! `/api/v1/environments`: environments at a glance and their versions.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use cutover_engine::{Engine, EnvironmentSummary, VersionsReport};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
-pub fn routes() -> Router<Engine> {
-    Router::new()
-        .route("/api/v1/environments", get(list))
-        .route("/api/v1/environments/{env}", get(show))
-        .route("/api/v1/environments/{env}/versions", get(versions))
+pub fn routes() -> OpenApiRouter<Engine> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(versions))
 }
+
+/// Every environment of `cutover.yml` with its tier, branch and version facts.
+#[utoipa::path(get, path = "/api/v1/environments", tag = "environments",
+    responses((status = 200, body = Vec<EnvironmentSummary>)))]
 
 async fn list(State(engine): State<Engine>) -> Result<Json<Vec<EnvironmentSummary>>, ApiError> {
     Ok(Json(engine.environments().await?))
 }
 
+/// One environment.
+#[utoipa::path(get, path = "/api/v1/environments/{env}", tag = "environments",
+    params(("env" = String, Path, description = "Environment name, e.g. staging")),
+    responses((status = 200, body = EnvironmentSummary),
+        (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn show(
     State(engine): State<Engine>,
     Path(env): Path<String>,
@@ -26,10 +36,19 @@ async fn show(
     Ok(Json(engine.environment(&env).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct VersionsQuery {
+    /// How many recent commits of the environment's branch (1..500, default 20).
     limit: Option<usize>,
 }
+
+/// Recent commits of the environment's branch, marked built / desired / deployed.
+#[utoipa::path(get, path = "/api/v1/environments/{env}/versions", tag = "environments",
+    params(("env" = String, Path, description = "Environment name"), VersionsQuery),
+    responses((status = 200, body = VersionsReport),
+        (status = 400, description = "Bad limit", body = ErrorBody),
+        (status = 404, description = "No such environment", body = ErrorBody)))]
 
 async fn versions(
     State(engine): State<Engine>,

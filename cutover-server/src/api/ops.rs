@@ -1,43 +1,47 @@
 //! `/api/v1/environments/{env}/status`, the scheduler, service logs and the
 //! audit log.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use cutover_engine::{Engine, EnvStatus, SchedulerStatus};
 use cutover_store::{AuditEntry, JobRun};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
-pub fn routes() -> Router<Engine> {
-    Router::new()
-        .route("/api/v1/environments/{env}/status", get(status))
-        .route(
-            "/api/v1/environments/{env}/services/{service}/logs",
-            get(service_logs),
-        )
-        .route("/api/v1/environments/{env}/scheduler", get(scheduler))
-        .route("/api/v1/environments/{env}/scheduler/suspend", post(suspend))
-        .route("/api/v1/environments/{env}/scheduler/resume", post(resume))
-        .route(
-            "/api/v1/environments/{env}/scheduler/jobs/{job}/run",
-            post(run_job),
-        )
-        .route("/api/v1/environments/{env}/scheduler/runs", get(job_runs))
-        .route("/api/v1/job-runs/{id}/logs", get(job_log))
-        .route("/api/v1/audit", get(audit))
+pub fn routes() -> OpenApiRouter<Engine> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(service_logs))
+        .routes(routes!(scheduler))
+        .routes(routes!(suspend))
+        .routes(routes!(resume))
+        .routes(routes!(run_job))
+        .routes(routes!(job_runs))
+        .routes(routes!(job_log))
+        .routes(routes!(audit))
 }
 
+/// What runs: per service its router URL and every instance with the version its process
+/// really runs (read from the runtime), health, pid, port, restarts and uptime.
+#[utoipa::path(get, path = "/api/v1/environments/{env}/status", tag = "operations",
+    params(("env" = String, Path, description = "Environment name")),
+    responses((status = 200, body = EnvStatus),
+        (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn status(State(engine): State<Engine>, Path(env): Path<String>) -> Result<Json<EnvStatus>, ApiError> {
     Ok(Json(engine.status(&env).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LinesQuery {
+    /// Last lines per instance (1..10000, default 100).
     lines: Option<usize>,
+    /// Stream new lines (NDJSON) instead.
     #[serde(default)]
     follow: bool,
 }
@@ -45,6 +49,14 @@ struct LinesQuery {
 /// The last lines of every instance of a service; with `follow`, an NDJSON
 /// stream of new lines (`{"instance", "at_ms", "stream", "text"}`) until the
 /// instances stop or the client goes away.
+#[utoipa::path(get, path = "/api/v1/environments/{env}/services/{service}/logs", tag = "operations",
+    params(("env" = String, Path, description = "Environment name"),
+        ("service" = String, Path, description = "Service name"), LinesQuery),
+    responses((status = 200,
+            description = "`{env, service, instances: [{instance, version, role, lines}]}`, or NDJSON with follow=true",
+            content((Object = "application/json"), (Object = "application/x-ndjson"))),
+        (status = 400, description = "Unknown service", body = ErrorBody),
+        (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn service_logs(
     State(engine): State<Engine>,
     Path((env, service)): Path<(String, String)>,
@@ -100,6 +112,11 @@ async fn service_logs(
     Ok(Json(json!({ "env": env, "service": service, "instances": out })).into_response())
 }
 
+/// The environment's scheduler: suspended or not, and each job with its next and last run.
+#[utoipa::path(get, path = "/api/v1/environments/{env}/scheduler", tag = "scheduler",
+    params(("env" = String, Path, description = "Environment name")),
+    responses((status = 200, body = SchedulerStatus),
+        (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn scheduler(
     State(engine): State<Engine>,
     Path(env): Path<String>,
@@ -107,6 +124,12 @@ async fn scheduler(
     Ok(Json(engine.scheduler_status(&env).await?))
 }
 
+/// Suspends the scheduler (no new job starts); it stays suspended across restarts and
+/// pipelines until resumed.
+#[utoipa::path(post, path = "/api/v1/environments/{env}/scheduler/suspend", tag = "scheduler",
+    params(("env" = String, Path, description = "Environment name")),
+    responses((status = 200, body = SchedulerStatus),
+        (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn suspend(
     State(engine): State<Engine>,
     Path(env): Path<String>,
@@ -116,6 +139,11 @@ async fn suspend(
     Ok(Json(engine.scheduler_suspend(&env, &actor).await?))
 }
 
+/// Resumes a suspended scheduler.
+#[utoipa::path(post, path = "/api/v1/environments/{env}/scheduler/resume", tag = "scheduler",
+    params(("env" = String, Path, description = "Environment name")),
+    responses((status = 200, body = SchedulerStatus),
+        (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn resume(
     State(engine): State<Engine>,
     Path(env): Path<String>,
@@ -125,6 +153,14 @@ async fn resume(
     Ok(Json(engine.scheduler_resume(&env, &actor).await?))
 }
 
+/// Starts one job now, from the serving release.
+#[utoipa::path(post, path = "/api/v1/environments/{env}/scheduler/jobs/{job}/run", tag = "scheduler",
+    params(("env" = String, Path, description = "Environment name"),
+        ("job" = String, Path, description = "Job name")),
+    responses((status = 200, description = "The started job run", body = JobRun),
+        (status = 400, description = "Unknown job", body = ErrorBody),
+        (status = 404, description = "No such environment", body = ErrorBody),
+        (status = 409, description = "Nothing deployed yet, or the job is running and may not overlap", body = ErrorBody)))]
 async fn run_job(
     State(engine): State<Engine>,
     Path((env, job)): Path<(String, String)>,
@@ -134,11 +170,20 @@ async fn run_job(
     Ok(Json(engine.scheduler_run_now(&env, &job, &actor).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct JobRunsQuery {
+    /// Only this job's runs.
     job: Option<String>,
+    /// Newest first, at most this many (default 20).
     limit: Option<u32>,
 }
+
+/// Job runs of the environment, newest first.
+#[utoipa::path(get, path = "/api/v1/environments/{env}/scheduler/runs", tag = "scheduler",
+    params(("env" = String, Path, description = "Environment name"), JobRunsQuery),
+    responses((status = 200, body = Vec<JobRun>),
+        (status = 404, description = "No such environment", body = ErrorBody)))]
 
 async fn job_runs(
     State(engine): State<Engine>,
@@ -152,11 +197,19 @@ async fn job_runs(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AfterQuery {
+    /// Only lines with a larger `seq`.
     #[serde(default)]
     after: i64,
 }
+
+/// One job run's log: `[{seq, at_ms, line}]`.
+#[utoipa::path(get, path = "/api/v1/job-runs/{id}/logs", tag = "scheduler",
+    params(("id" = i64, Path, description = "Job run id"), AfterQuery),
+    responses((status = 200, description = "`[{seq, at_ms, line}]`", body = Vec<Object>),
+        (status = 404, description = "No such job run", body = ErrorBody)))]
 
 async fn job_log(
     State(engine): State<Engine>,
@@ -171,11 +224,18 @@ async fn job_log(
     Ok(Json(json!(lines)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Newest first, at most this many (default 50).
     limit: Option<u32>,
+    /// Only entries with a smaller id (paging backwards).
     before: Option<i64>,
 }
+
+/// The append-only audit log, newest first. Setting values are never kept in it.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>)))]
 
 async fn audit(
     State(engine): State<Engine>,

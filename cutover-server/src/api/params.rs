@@ -3,28 +3,44 @@
 //! Keys are paths (`/shop-prod/desired_version`); in URLs the leading slash is
 //! the one after `params`, so `GET /api/v1/params/shop-prod/desired_version`.
 
+use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
-use axum::{Json, Router};
 use cutover_engine::Engine;
 use cutover_store::ParamVersion;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
-pub fn routes() -> Router<Engine> {
-    Router::new()
-        .route("/api/v1/params", get(list))
+/// Keys contain slashes, so `{*key}` routes are registered as plain axum routes (an OpenAPI
+/// path cannot hold a wildcard) and their operations are listed in [`WildcardPaths`].
+pub fn routes() -> OpenApiRouter<Engine> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
         .route("/api/v1/params/{*key}", get(get_one).put(put))
         .route("/api/v1/history/{*key}", get(history))
 }
 
-#[derive(Deserialize)]
+/// The operations of the `{*key}` routes, documented with `{key}` (which may contain `/`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(get_one, put, history))]
+pub struct WildcardPaths;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only keys starting with this path, e.g. `/shop-prod/` (default `/`: every key).
     prefix: Option<String>,
 }
+
+/// The newest version of every key under a prefix (secrets shown as `****`).
+#[utoipa::path(get, path = "/api/v1/params", tag = "parameters", params(ListQuery),
+    responses((status = 200, body = Vec<ParamVersion>),
+        (status = 400, description = "Bad prefix", body = ErrorBody)))]
 
 async fn list(
     State(engine): State<Engine>,
@@ -38,6 +54,11 @@ fn key_of(path: &str) -> String {
     format!("/{}", path.trim_start_matches('/'))
 }
 
+/// The newest version of one key.
+#[utoipa::path(get, path = "/api/v1/params/{key}", tag = "parameters",
+    params(("key" = String, Path, description = "The key without its leading slash, e.g. shop-prod/desired_version; may contain /")),
+    responses((status = 200, body = ParamVersion),
+        (status = 404, description = "Never written", body = ErrorBody)))]
 async fn get_one(
     State(engine): State<Engine>,
     Path(key): Path<String>,
@@ -45,6 +66,11 @@ async fn get_one(
     Ok(Json(engine.param_get(&key_of(&key)).await?))
 }
 
+/// Every version of one key, oldest first.
+#[utoipa::path(get, path = "/api/v1/history/{key}", tag = "parameters",
+    params(("key" = String, Path, description = "The key without its leading slash; may contain /")),
+    responses((status = 200, body = Vec<ParamVersion>),
+        (status = 404, description = "Never written", body = ErrorBody)))]
 async fn history(
     State(engine): State<Engine>,
     Path(key): Path<String>,
@@ -52,7 +78,7 @@ async fn history(
     Ok(Json(engine.param_history(&key_of(&key)).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutBody {
     value: String,
@@ -60,6 +86,13 @@ struct PutBody {
     expect_version: Option<i64>,
 }
 
+/// Writes the next version of a key (`desired_version` values are resolved to a full SHA).
+#[utoipa::path(put, path = "/api/v1/params/{key}", tag = "parameters",
+    params(("key" = String, Path, description = "The key without its leading slash; may contain /")),
+    request_body = PutBody,
+    responses((status = 200, description = "The version written", body = ParamVersion),
+        (status = 400, description = "Invalid key or value", body = ErrorBody),
+        (status = 409, description = "expect_version did not match the current version", body = ErrorBody)))]
 async fn put(
     State(engine): State<Engine>,
     Path(key): Path<String>,

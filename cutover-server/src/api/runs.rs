@@ -1,33 +1,34 @@
 //! `/api/v1/.../releases`, `/api/v1/runs`: starting, reading, following,
 //! cancelling, approving and rejecting pipeline runs; rollback and promote.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use cutover_engine::{Engine, LogEvent, ReleaseRequest, RunView};
 use cutover_store::{Decision, RunLogLine, RunRecord};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
-pub fn routes() -> Router<Engine> {
-    Router::new()
-        .route("/api/v1/environments/{env}/releases", post(release))
-        .route("/api/v1/environments/{env}/rollback", post(rollback))
-        .route("/api/v1/promotions", post(promote))
-        .route("/api/v1/runs", get(list))
-        .route("/api/v1/runs/{id}", get(show))
-        .route("/api/v1/runs/{id}/logs", get(logs))
-        .route("/api/v1/runs/{id}/cancel", post(cancel))
-        .route("/api/v1/runs/{id}/approve", post(approve))
-        .route("/api/v1/runs/{id}/reject", post(reject))
+pub fn routes() -> OpenApiRouter<Engine> {
+    OpenApiRouter::new()
+        .routes(routes!(release))
+        .routes(routes!(rollback))
+        .routes(routes!(promote))
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(logs))
+        .routes(routes!(cancel))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
 }
 
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -35,15 +36,27 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
         .map_err(|r| ApiError::bad_request(format!("bad request body: {}", r.body_text())))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReleaseBody {
+    /// Sets desired_version first: a full or short SHA, a branch, a tag or `latest`.
+    /// Absent: deploy the current desired_version.
     version: Option<String>,
+    /// Run the destructive pipeline (resets data; refused on prod and prod-like).
     #[serde(default)]
     destructive: bool,
+    /// Confirms a destructive run.
     #[serde(default)]
     confirm: bool,
 }
+
+/// Queues a run of the normal (or destructive) pipeline.
+#[utoipa::path(post, path = "/api/v1/environments/{env}/releases", tag = "runs",
+    params(("env" = String, Path, description = "Environment name")),
+    request_body = ReleaseBody,
+    responses((status = 202, description = "The queued run", body = RunRecord),
+        (status = 400, description = "Bad body, unknown version or a refused destructive run", body = ErrorBody),
+        (status = 404, description = "No such environment", body = ErrorBody)))]
 
 async fn release(
     State(engine): State<Engine>,
@@ -63,13 +76,25 @@ async fn release(
     Ok((StatusCode::ACCEPTED, Json(engine.release(req).await?)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RollbackBody {
+    /// The version to go back to (default: the one deployed before the current one).
     to: Option<String>,
+    /// Switch traffic back to the warm previous release (no `to`).
     #[serde(default)]
     fast: bool,
 }
+
+/// Rolls an environment back: a pipeline run to an earlier version, or with `fast` an
+/// immediate switch to the warm previous release (recorded as a run).
+#[utoipa::path(post, path = "/api/v1/environments/{env}/rollback", tag = "runs",
+    params(("env" = String, Path, description = "Environment name")),
+    request_body = RollbackBody,
+    responses((status = 202, description = "The rollback run", body = RunRecord),
+        (status = 400, description = "Nothing to roll back to, or a bad body", body = ErrorBody),
+        (status = 404, description = "No such environment", body = ErrorBody),
+        (status = 409, description = "No warm release for a fast rollback", body = ErrorBody)))]
 
 async fn rollback(
     State(engine): State<Engine>,
@@ -92,12 +117,21 @@ async fn rollback(
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PromoteBody {
+    /// The environment whose deployed version is copied.
     from: String,
+    /// The environment that gets it (a release run is queued there).
     to: String,
 }
+
+/// Copies the version deployed in `from` to `to` and queues a release there.
+#[utoipa::path(post, path = "/api/v1/promotions", tag = "runs",
+    request_body = PromoteBody,
+    responses((status = 202, description = "The release run in `to`", body = RunRecord),
+        (status = 400, description = "Nothing deployed in `from`, or a policy refusal", body = ErrorBody),
+        (status = 404, description = "No such environment", body = ErrorBody)))]
 
 async fn promote(
     State(engine): State<Engine>,
@@ -112,11 +146,19 @@ async fn promote(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this environment's runs.
     env: Option<String>,
+    /// Newest first, at most this many (default 20).
     limit: Option<u32>,
 }
+
+/// Runs, newest first.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(ListQuery),
+    responses((status = 200, body = Vec<RunRecord>),
+        (status = 404, description = "No such environment", body = ErrorBody)))]
 
 async fn list(
     State(engine): State<Engine>,
@@ -125,21 +167,35 @@ async fn list(
     Ok(Json(engine.runs(q.env.as_deref(), q.limit.unwrap_or(20)).await?))
 }
 
+/// One run with its stages and approvals.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
+    params(("id" = i64, Path, description = "Run id")),
+    responses((status = 200, body = RunView),
+        (status = 404, description = "No such run", body = ErrorBody)))]
 async fn show(State(engine): State<Engine>, Path(id): Path<i64>) -> Result<Json<RunView>, ApiError> {
     Ok(Json(engine.run(id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogsQuery {
+    /// Only this stage's lines (its slug, e.g. `deploy_services`).
     stage: Option<String>,
+    /// Only lines with a larger `seq` (resume after a line already seen).
     #[serde(default)]
     after: i64,
+    /// Stream new lines as they are written (NDJSON) until the run ends.
     #[serde(default)]
     follow: bool,
 }
 
-/// Without `follow`: a JSON array. With `follow`: newline-delimited JSON, one
+/// A run's log. Without `follow`: a JSON array. With `follow`: newline-delimited JSON, one
 /// object per line as it is written, closed by `{"end": true, "state": ...}`.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "runs",
+    params(("id" = i64, Path, description = "Run id"), LogsQuery),
+    responses((status = 200, description = "The lines (a JSON array, or NDJSON with follow=true)",
+            content((Vec<RunLogLine> = "application/json"), (RunLogLine = "application/x-ndjson"))),
+        (status = 404, description = "No such run", body = ErrorBody)))]
 async fn logs(
     State(engine): State<Engine>,
     Path(id): Path<i64>,
@@ -222,6 +278,12 @@ async fn logs(
         .into_response())
 }
 
+/// Cancels a queued, waiting or running run (a running one restores the serving version).
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = i64, Path, description = "Run id")),
+    responses((status = 200, body = RunRecord),
+        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 409, description = "The run has already ended", body = ErrorBody)))]
 async fn cancel(
     State(engine): State<Engine>,
     Path(id): Path<i64>,
@@ -231,11 +293,21 @@ async fn cancel(
     Ok(Json(engine.cancel(id, &actor).await?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DecisionBody {
+    /// Recorded with the decision; required to reject (say what to fix).
     comment: Option<String>,
 }
+
+/// Approves a run waiting in its Approval stage (four-eyes: not by who requested it).
+#[utoipa::path(post, path = "/api/v1/runs/{id}/approve", tag = "runs",
+    params(("id" = i64, Path, description = "Run id")),
+    request_body = DecisionBody,
+    responses((status = 200, body = RunView),
+        (status = 400, description = "Self-approval or a second decision by the same person", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 409, description = "The run is not waiting for approval", body = ErrorBody)))]
 
 async fn approve(
     State(engine): State<Engine>,
@@ -250,6 +322,14 @@ async fn approve(
     ))
 }
 
+/// Rejects a run waiting for approval; it ends as rejected and nothing is deployed.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/reject", tag = "runs",
+    params(("id" = i64, Path, description = "Run id")),
+    request_body = DecisionBody,
+    responses((status = 200, body = RunView),
+        (status = 400, description = "No comment: a rejection says why", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 409, description = "The run is not waiting for approval", body = ErrorBody)))]
 async fn reject(
     State(engine): State<Engine>,
     Path(id): Path<i64>,
