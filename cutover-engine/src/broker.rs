@@ -242,7 +242,7 @@ struct Api {
 
 impl Api {
     fn new(rabbit: &RabbitMq, secrets: &Secrets) -> Result<Api, StageError> {
-        let client = reqwest::Client::builder()
+        let client = crate::http::client_builder(&rabbit.url)
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)

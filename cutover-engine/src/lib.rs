@@ -12,6 +12,7 @@ mod broker;
 mod deploy;
 mod environments;
 mod error;
+pub mod http;
 mod metrics;
 mod params;
 pub mod pipeline;
@@ -42,6 +43,7 @@ pub use pipeline::{LogEvent, ReleaseRequest, RunView, SYSTEM_ACTOR};
 pub use scheduler::{JobStatus, SchedulerStatus};
 pub use secrets::SecretKey;
 pub use status::{EnvStatus, InstanceView, ServiceStatus};
+pub use webhooks::check_webhooks;
 
 /// The control plane's shared state: configuration, store, repository,
 /// runtime and router. Cheap to clone.
@@ -86,7 +88,7 @@ struct Inner {
 
 impl Engine {
     pub fn new(config: Config, store: Arc<dyn Store>, repo: Repo, parts: EngineParts) -> Self {
-        let webhooks = webhooks::Webhooks::new(!config.webhooks.is_empty());
+        let webhooks = webhooks::Webhooks::new(&config.webhooks);
         Self {
             inner: Arc::new(Inner {
                 config,

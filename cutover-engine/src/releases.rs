@@ -297,7 +297,7 @@ async fn registry_has(registry: &str, tag: &str) -> Result<bool, String> {
         format!("{}/{name}", prefix.trim_matches('/'))
     };
     let url = format!("http://{host}/v2/{repo}/tags/list");
-    let client = reqwest::Client::builder()
+    let client = crate::http::client_builder(&url)
         .no_proxy()
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))
@@ -325,7 +325,7 @@ async fn registry_has(registry: &str, tag: &str) -> Result<bool, String> {
 }
 
 /// The error and its sources, `: `-joined.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {

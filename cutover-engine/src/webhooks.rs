@@ -1,65 +1,164 @@
 //! Webhook notifications: run and stage events POSTed as JSON to the URLs of
-//! `webhooks:` in cutover.yml.
+//! `webhooks:` in cutover.yml, over http or https.
 //!
-//! Events go through one queue and one sender task, so each URL receives
-//! them in the order they happened; a slow or failing webhook delays later
-//! events (each POST is bounded by 5 s) and is logged, never retried and
-//! never allowed to fail a run. Rejected: a task per event (fast, but a
-//! receiver could see "run finished" before "stage finished").
+//! Each webhook has its own queue and sender task, so it receives events in
+//! the order they happened, and a slow or dead receiver delays only its own
+//! events. A delivery that fails for a reason that may pass (connection
+//! error, timeout, 429 or 5xx) is tried again after 1 s and 3 s, then given
+//! up and logged; other refusals (4xx) are logged at once. Each POST is
+//! bounded by 5 s; a queue holds at most 1,000 events (beyond that new ones
+//! are dropped and logged); a webhook never fails a run. Every try of one
+//! event carries the same `X-Cutover-Delivery` id, so a receiver can drop
+//! duplicates. Rejected: a task per event (fast, but a receiver could see
+//! "run finished" before "stage finished"); one queue for all webhooks (a
+//! dead receiver would hold up every other).
+//!
+//! https uses the platform's certificate roots, or with `ca_file:` only the
+//! authorities in that PEM file (a private CA, a self-signed receiver).
 //!
 //! Body: `{"event": "run.queued" | "run.started" | "run.finished" |
-//! "stage.finished", "app", "env", "at_ms", "run": {id, kind, state, version,
+//! "stage.finished", "delivery" (the X-Cutover-Delivery id), "app", "env", "at_ms", "run": {id, kind, state, version,
 //! requested_by, error, failed_stage}, "stage": {stage, title, status, note}}`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cutover_core::Stage;
-use cutover_core::config::WebhookEvent;
+use cutover_core::config::{Webhook, WebhookEvent};
 use cutover_store::RunRecord;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::Engine;
 
-/// The sending side of the delivery queue, created with the engine.
+/// Pauses before the second and third try of a delivery.
+const RETRY_AFTER: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+const QUEUE: usize = 1000;
+
+/// The sending sides of the webhooks' queues (indexed like `config.webhooks`; `None` for a
+/// webhook whose client could not be built), created with the engine.
 pub(crate) struct Webhooks {
-    queue: Option<mpsc::UnboundedSender<(Vec<String>, Value)>>,
+    queues: Vec<Option<(String, mpsc::Sender<Value>)>>,
+    next_id: AtomicU64,
+}
+
+/// The certificate authorities a webhook trusts: `None` for the platform's roots.
+/// Errors say which file and what is wrong with it.
+pub fn load_ca(webhook: &Webhook) -> Result<Option<Vec<reqwest::Certificate>>, String> {
+    let Some(path) = &webhook.ca_file else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        format!(
+            "webhook {}: cannot read ca_file {}: {e}",
+            webhook.url,
+            path.display()
+        )
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        format!(
+            "webhook {}: ca_file {} is not a PEM certificate bundle: {e}",
+            webhook.url,
+            path.display()
+        )
+    })?;
+    if certs.is_empty() {
+        return Err(format!(
+            "webhook {}: ca_file {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+            webhook.url,
+            path.display()
+        ));
+    }
+    Ok(Some(certs))
+}
+
+/// Every webhook's CA file loads: run before starting a server, so a bad path fails there.
+pub fn check_webhooks(webhooks: &[Webhook]) -> Result<(), String> {
+    webhooks.iter().try_for_each(|w| load_ca(w).map(|_| ()))
+}
+
+fn client_for(webhook: &Webhook) -> Result<reqwest::Client, String> {
+    let mut builder = crate::http::client_builder(&webhook.url)
+        .timeout(TIMEOUT)
+        .no_proxy();
+    if let Some(certs) = load_ca(webhook)? {
+        builder = builder.tls_certs_only(certs);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("webhook {}: cannot build its HTTP client: {e}", webhook.url))
+}
+
+/// Whether a failed try may succeed later.
+fn worth_retrying(outcome: &Result<reqwest::StatusCode, reqwest::Error>) -> bool {
+    match outcome {
+        Ok(status) => status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS,
+        Err(e) => !e.is_builder(),
+    }
+}
+
+async fn deliver(client: &reqwest::Client, url: &str, body: &Value, id: &str) {
+    let event = body["event"].as_str().unwrap_or_default();
+    for attempt in 0..=RETRY_AFTER.len() {
+        if attempt > 0 {
+            tokio::time::sleep(RETRY_AFTER[attempt - 1]).await;
+        }
+        let outcome = client
+            .post(url)
+            .header("X-Cutover-Event", event)
+            .header("X-Cutover-Delivery", id)
+            .json(body)
+            .send()
+            .await
+            .map(|r| r.status());
+        let last = attempt == RETRY_AFTER.len();
+        match &outcome {
+            Ok(status) if status.is_success() => return,
+            Ok(status) => {
+                tracing::warn!(url, %status, event, delivery = id, try_ = attempt + 1, "webhook refused an event")
+            }
+            Err(e) => {
+                tracing::warn!(url, error = %crate::releases::error_chain(e), event, delivery = id, try_ = attempt + 1, "webhook unreachable")
+            }
+        }
+        if last || !worth_retrying(&outcome) {
+            tracing::error!(
+                url,
+                event,
+                delivery = id,
+                "webhook event not delivered; giving up"
+            );
+            return;
+        }
+    }
 }
 
 impl Webhooks {
-    /// Starts the sender task when any webhook is configured (needs a tokio runtime then).
-    pub(crate) fn new(configured: bool) -> Webhooks {
-        if !configured {
-            return Webhooks { queue: None };
-        }
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<String>, Value)>();
-        tokio::spawn(async move {
-            let client = match reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .no_proxy()
-                .build()
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot build the webhook client; webhooks are off");
-                    return;
-                }
-            };
-            while let Some((urls, body)) = rx.recv().await {
-                for url in urls {
-                    match client.post(&url).json(&body).send().await {
-                        Ok(r) if r.status().is_success() => {}
-                        Ok(r) => {
-                            tracing::warn!(url, status = %r.status(), event = %body["event"], "webhook refused an event")
-                        }
-                        Err(e) => {
-                            tracing::warn!(url, error = %e, event = %body["event"], "webhook unreachable")
-                        }
+    /// Starts one sender task per configured webhook (needs a tokio runtime then).
+    pub(crate) fn new(webhooks: &[Webhook]) -> Webhooks {
+        let queues = webhooks
+            .iter()
+            .map(|w| {
+                let client = client_for(w)
+                    .map_err(|e| tracing::error!(error = %e, "this webhook is off"))
+                    .ok()?;
+                let (tx, mut rx) = mpsc::channel::<Value>(QUEUE);
+                let url = w.url.clone();
+                tokio::spawn(async move {
+                    while let Some(body) = rx.recv().await {
+                        let id = body["delivery"].as_str().unwrap_or_default().to_owned();
+                        deliver(&client, &url, &body, &id).await;
                     }
-                }
-            }
-        });
-        Webhooks { queue: Some(tx) }
+                });
+                Some((w.url.clone(), tx))
+            })
+            .collect();
+        Webhooks {
+            queues,
+            next_id: AtomicU64::new(1),
+        }
     }
 }
 
@@ -77,30 +176,37 @@ fn run_json(run: &RunRecord) -> Value {
 
 impl Engine {
     fn send(&self, kind: WebhookEvent, event: &str, run: &RunRecord, extra: Option<Value>) {
-        let Some(queue) = &self.webhooks().queue else {
-            return;
-        };
-        let urls: Vec<String> = self
+        let targets: Vec<usize> = self
             .config()
             .webhooks
             .iter()
-            .filter(|w| w.events.contains(&kind))
-            .map(|w| w.url.clone())
+            .enumerate()
+            .filter(|(_, w)| w.events.contains(&kind))
+            .map(|(i, _)| i)
             .collect();
-        if urls.is_empty() {
+        if targets.is_empty() {
             return;
         }
+        let at_ms = crate::now_ms();
+        let n = self.webhooks().next_id.fetch_add(1, Ordering::Relaxed);
         let mut body = json!({
             "event": event,
+            "delivery": format!("{at_ms}-{n}"),
             "app": self.config().app,
             "env": run.env,
-            "at_ms": crate::now_ms(),
+            "at_ms": at_ms,
             "run": run_json(run),
         });
         if let Some(extra) = extra {
             body["stage"] = extra;
         }
-        let _ = queue.send((urls, body));
+        for i in targets {
+            if let Some(Some((url, queue))) = self.webhooks().queues.get(i)
+                && queue.try_send(body.clone()).is_err()
+            {
+                tracing::error!(url, event, "webhook queue full (receiver down?); event dropped");
+            }
+        }
     }
 
     /// `run.queued`, `run.started` or `run.finished`.

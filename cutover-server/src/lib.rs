@@ -76,6 +76,8 @@ pub enum StartError {
     Locked { path: String },
     #[error("cannot open the state store")]
     Store(#[source] StoreError),
+    #[error("{0}")]
+    Webhook(String),
     #[error(
         "another Cutover server already leads {database}; a second one would run every pipeline twice. \
          Stop the other server first, or start this one with --standby to take over when it stops"
@@ -112,6 +114,7 @@ pub struct App {
 impl App {
     pub async fn build(opts: ServeOptions) -> Result<App, StartError> {
         let config = config::load(&opts.config).map_err(StartError::Config)?;
+        cutover_engine::check_webhooks(&config.webhooks).map_err(StartError::Webhook)?;
         let repo = open_repo(&config)?;
         let lock = lock_data_dir(&opts.data_dir)?;
         let (store, leader) = open_store(&opts).await?;

@@ -27,7 +27,7 @@ impl Client {
             Some(a) => a.to_owned(),
             None => os_user(),
         };
-        let http = reqwest::Client::builder()
+        let http = cutover_engine::http::client_builder(&base)
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .context("cannot build the HTTP client")?;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::EnvName;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_saphyr::Location;
@@ -484,7 +485,7 @@ pub(crate) fn check_registry_url(raw: &str) -> Result<String, String> {
 
 const RABBIT_KEYS: &[&str] = &["url", "admin_user", "admin_password_secret", "vhosts"];
 
-/// `webhooks: [{ url: http://…, events: [run, stage] }]`.
+/// `webhooks: [{ url: http(s)://…, events: [run, stage], ca_file: path }]`.
 fn webhooks(ctx: &mut Ctx<'_>, node: &SNode) -> Option<Vec<Webhook>> {
     const EVENTS: &[(&str, WebhookEvent)] = &[("run", WebhookEvent::Run), ("stage", WebhookEvent::Stage)];
     let mut ok = true;
@@ -495,7 +496,7 @@ fn webhooks(ctx: &mut Ctx<'_>, node: &SNode) -> Option<Vec<Webhook>> {
         .enumerate()
     {
         let path = format!("webhooks[{i}]");
-        let Some(f) = Fields::new(ctx, item, item.referenced, &path, &["url", "events"]) else {
+        let Some(f) = Fields::new(ctx, item, item.referenced, &path, &["url", "events", "ca_file"]) else {
             ok = false;
             continue;
         };
@@ -503,24 +504,36 @@ fn webhooks(ctx: &mut Ctx<'_>, node: &SNode) -> Option<Vec<Webhook>> {
             .required(
                 ctx,
                 "url",
-                "the URL to POST events to, e.g. http://127.0.0.1:9000/cutover",
+                "the URL to POST events to, e.g. https://hooks.example.com/cutover",
             )
             .and_then(|n| {
                 parsed(ctx, n, &f.path("url"), |s| {
-                    if s.starts_with("http://")
-                        && !s.contains(char::is_whitespace)
-                        && s.len() > "http://".len()
-                    {
-                        Ok(s.to_owned())
-                    } else if s.starts_with("https://") {
-                        Err(format!(
-                            "{s:?}: https webhooks are not supported yet (this build speaks plain http)"
-                        ))
-                    } else {
-                        Err(format!("{s:?} is not an http:// URL"))
+                    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+                    match rest {
+                        Some(rest) if !rest.is_empty() && !s.contains(char::is_whitespace) => {
+                            Ok(s.to_owned())
+                        }
+                        _ => Err(format!("{s:?} is not an http:// or https:// URL")),
                     }
                 })
             });
+        let ca_file = f.get("ca_file").and_then(|n| {
+            let p = f.path("ca_file");
+            let raw = nonempty(ctx, n, &p, "a PEM file of the certificate authorities to trust")?;
+            if url.as_deref().is_some_and(|u| u.starts_with("http://")) {
+                ctx.error(
+                    n.referenced,
+                    &p,
+                    "ca_file is for https:// URLs; this webhook's URL is plain http://",
+                );
+                return None;
+            }
+            let base = ctx.file().parent().unwrap_or(Path::new("."));
+            Some(base.join(raw.trim()))
+        });
+        if f.get("ca_file").is_some() && ca_file.is_none() {
+            ok = false;
+        }
         let events = match f.get("events") {
             None => Some(vec![WebhookEvent::Run, WebhookEvent::Stage]),
             Some(n) => {
@@ -537,7 +550,7 @@ fn webhooks(ctx: &mut Ctx<'_>, node: &SNode) -> Option<Vec<Webhook>> {
             }
         };
         match (url, events) {
-            (Some(url), Some(events)) => out.push(Webhook { url, events }),
+            (Some(url), Some(events)) => out.push(Webhook { url, events, ca_file }),
             _ => ok = false,
         }
     }

@@ -389,20 +389,28 @@ fn registry_is_host_port_and_prefix_without_a_scheme() {
 fn webhooks_take_http_urls_and_known_events() {
     let base = "services: { web: { run: x } }\nenvironments: { dev: { tier: dev } }\n";
     let cfg = ok(&format!(
-        "app: a\nwebhooks:\n  - {{ url: \"http://127.0.0.1:9000/hook\" }}\n  - {{ url: \"http://ci.example/x\", events: [run] }}\n{base}"
+        "app: a\nwebhooks:\n  - {{ url: \"http://127.0.0.1:9000/hook\" }}\n  - {{ url: \"https://ci.example/x\", events: [run], ca_file: certs/ca.pem }}\n{base}"
     ));
     assert_eq!(cfg.webhooks.len(), 2);
     assert_eq!(cfg.webhooks[0].events, [WebhookEvent::Run, WebhookEvent::Stage]);
     assert_eq!(cfg.webhooks[1].events, [WebhookEvent::Run]);
+    assert_eq!(cfg.webhooks[0].ca_file, None);
+    let ca = cfg.webhooks[1].ca_file.as_ref().expect("ca_file kept");
+    assert!(
+        ca.ends_with("certs/ca.pem") && ca.is_absolute() == cfg.file.is_absolute(),
+        "{ca:?}"
+    );
     let e = errors(&format!(
-        "app: a\nwebhooks:\n  - {{ url: \"https://x\" }}\n  - {{ url: ftp://x, events: [deploy] }}\n  - {{ uri: x }}\n{base}"
+        "app: a\nwebhooks:\n  - {{ url: \"https://\" }}\n  - {{ url: ftp://x, events: [deploy] }}\n  - {{ uri: x }}\n  - {{ url: \"http://x\", ca_file: ca.pem }}\n{base}"
     ));
     for needle in [
         "webhooks[0].url",
-        "https webhooks are not supported",
+        "is not an http:// or https:// URL",
         "webhooks[1].url",
         "webhooks[1].events",
         "webhooks[2]",
+        "webhooks[3].ca_file",
+        "ca_file is for https:// URLs",
     ] {
         assert!(e.contains(needle), "{needle}: {e}");
     }

@@ -41,6 +41,9 @@ pub struct Config {
 pub struct Webhook {
     pub url: String,
     pub events: Vec<WebhookEvent>,
+    /// For https: trust only the certificate authorities in this PEM file (a private CA or
+    /// a self-signed receiver) instead of the platform's roots. Relative to cutover.yml.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `run`: a run was queued, started or ended; `stage`: a stage ended.

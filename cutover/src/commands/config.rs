@@ -10,7 +10,18 @@ use crate::output;
 
 pub fn run(cmd: ConfigCommand, out: Output) -> anyhow::Result<ExitCode> {
     let ConfigCommand::Check { file } = cmd;
-    match config::load(&file) {
+    let loaded = config::load(&file);
+    // Beyond the file itself: the files it names must load too (webhook CA bundles).
+    if let Ok(config) = &loaded
+        && let Err(e) = cutover_engine::check_webhooks(&config.webhooks)
+    {
+        match out {
+            Output::Json => output::json(&json!({ "valid": false, "errors": [e] }))?,
+            Output::Table => eprintln!("{}: {e}", file.display()),
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    match loaded {
         Ok(config) => {
             output::emit(out, &json!({ "valid": true, "config": config }), |_| {
                 summary(&config)

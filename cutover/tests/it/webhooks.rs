@@ -1,59 +1,240 @@
-//! Webhooks: run and stage events arrive as JSON, in order, at a real HTTP
-//! listener on loopback.
+//! Webhooks: run and stage events arrive as JSON, in order, at real HTTP and
+//! HTTPS listeners on loopback; failed deliveries are retried with the same
+//! delivery id; an https receiver whose certificate is not trusted gets nothing.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use crate::pipeline_support::{APP_CONFIG, App};
 
-/// Accepts POSTs, answers 204, and sends each JSON body on the channel.
-fn listener() -> (u16, mpsc::Receiver<serde_json::Value>) {
+/// One received POST: its delivery header and JSON body.
+struct Received {
+    delivery: Option<String>,
+    body: serde_json::Value,
+}
+
+/// Serves one connection: reads requests, answers each with `answer(n)` (n counts every
+/// request this listener saw, from 0) and sends each JSON body on the channel.
+fn serve_conn(
+    conn: impl Read + Write,
+    tx: &mpsc::Sender<Received>,
+    seen: &AtomicUsize,
+    answer: fn(usize) -> u16,
+) {
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut len = 0usize;
+        let mut delivery = None;
+        let mut line = String::new();
+        let mut saw_request = false;
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            saw_request = true;
+            if line == "\r\n" {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            if lower.starts_with("x-cutover-delivery:") {
+                delivery = line.split_once(':').map(|(_, v)| v.trim().to_owned());
+            }
+            line.clear();
+        }
+        if !saw_request {
+            return;
+        }
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let status = answer(seen.fetch_add(1, Ordering::SeqCst));
+        if status < 300
+            && let Ok(v) = serde_json::from_slice(&body)
+        {
+            let _ = tx.send(Received { delivery, body: v });
+        }
+        let reply = format!("HTTP/1.1 {status} Whatever\r\ncontent-length: 0\r\n\r\n");
+        let conn = reader.get_mut();
+        if conn
+            .write_all(reply.as_bytes())
+            .and_then(|_| conn.flush())
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Accepts POSTs on plain http, answers `answer(n)`, sends each accepted body on the channel.
+fn listener_with(answer: fn(usize) -> u16) -> (u16, mpsc::Receiver<Received>) {
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
+    let seen = Arc::new(AtomicUsize::new(0));
     std::thread::spawn(move || {
         for conn in server.incoming().flatten() {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut conn = conn;
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    let mut saw_request = false;
-                    while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                        saw_request = true;
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                        line.clear();
-                    }
-                    if !saw_request {
-                        return;
-                    }
-                    let mut body = vec![0; len];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    if let Ok(v) = serde_json::from_slice(&body) {
-                        let _ = tx.send(v);
-                    }
-                    if conn
-                        .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+            let (tx, seen) = (tx.clone(), Arc::clone(&seen));
+            std::thread::spawn(move || serve_conn(conn, &tx, &seen, answer));
         }
     });
     (port, rx)
+}
+
+/// Accepts POSTs and answers 204.
+fn listener() -> (u16, mpsc::Receiver<serde_json::Value>) {
+    let (port, rx) = listener_with(|_| 204);
+    let (tx, out) = mpsc::channel();
+    std::thread::spawn(move || {
+        for r in rx {
+            if tx.send(r.body).is_err() {
+                return;
+            }
+        }
+    });
+    (port, out)
+}
+
+/// An https listener on 127.0.0.1 with a fresh self-signed certificate for `127.0.0.1`;
+/// returns its port, the certificate's PEM (the CA to trust) and the received events.
+fn tls_listener() -> (u16, String, mpsc::Receiver<Received>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("a self-signed certificate");
+    let pem = cert.cert.pem();
+    let chain = vec![cert.cert.der().clone()];
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+    let config = Arc::new(config);
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    let seen = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for conn in server.incoming().flatten() {
+            let (tx, seen, config) = (tx.clone(), Arc::clone(&seen), Arc::clone(&config));
+            std::thread::spawn(move || {
+                let Ok(tls) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                serve_conn(rustls::StreamOwned::new(tls, conn), &tx, &seen, |_| 204);
+            });
+        }
+    });
+    (port, pem, rx)
+}
+
+/// Received events until `run.finished` (bounded by 30 s).
+fn until_finished(rx: &mpsc::Receiver<Received>) -> Vec<Received> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Ok(r) = rx.recv_timeout(left) else { break };
+        let done = r.body["event"] == "run.finished";
+        got.push(r);
+        if done {
+            break;
+        }
+    }
+    got
+}
+
+#[test]
+fn https_webhooks_trust_their_ca_file_and_nothing_else() {
+    let (trusted, pem, trusted_rx) = tls_listener();
+    let (untrusted, _, untrusted_rx) = tls_listener();
+    let app = App::with_config(&format!(
+        "{APP_CONFIG}webhooks:\n  - url: \"https://127.0.0.1:{trusted}/cutover\"\n    ca_file: ca.pem\n    \
+         events: [run]\n  - url: \"https://127.0.0.1:{untrusted}/cutover\"\n    events: [run]\n"
+    ));
+    std::fs::write(app.dir.path().join("ca.pem"), &pem).unwrap();
+    let server = app.start();
+    let id = server.deploy("alice", "staging", &app.good[0]);
+    let got = until_finished(&trusted_rx);
+    let names: Vec<&str> = got.iter().filter_map(|r| r.body["event"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["run.queued", "run.started", "run.finished"],
+        "over https with ca_file"
+    );
+    assert_eq!(got[2].body["run"]["id"].as_i64(), Some(id));
+    assert_eq!(
+        got[2].delivery.as_deref(),
+        got[2].body["delivery"].as_str(),
+        "the X-Cutover-Delivery header names the delivery"
+    );
+    // The same self-signed kind of certificate, but not in any trusted store: refused, so
+    // nothing arrives (its tries and retries fail in the TLS handshake).
+    assert!(
+        untrusted_rx.recv_timeout(Duration::from_secs(2)).is_err(),
+        "an https receiver with an untrusted certificate must not get events"
+    );
+}
+
+#[test]
+fn failed_deliveries_are_retried_with_the_same_id_and_in_order() {
+    // Every other request fails with 503: each event arrives on its second try.
+    let (port, rx) = listener_with(|n| if n % 2 == 0 { 503 } else { 204 });
+    let app = App::with_config(&format!(
+        "{APP_CONFIG}webhooks:\n  - url: \"http://127.0.0.1:{port}/cutover\"\n    events: [run]\n"
+    ));
+    let server = app.start();
+    server.deploy("alice", "staging", &app.good[0]);
+    let got = until_finished(&rx);
+    let names: Vec<&str> = got.iter().filter_map(|r| r.body["event"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["run.queued", "run.started", "run.finished"],
+        "each after one 503"
+    );
+    let ids: Vec<&str> = got.iter().filter_map(|r| r.delivery.as_deref()).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids[0] != ids[1] && ids[1] != ids[2], "one id per event: {ids:?}");
+}
+
+#[test]
+fn a_missing_ca_file_stops_the_server_and_config_check_with_its_path() {
+    let app = App::with_config(&format!(
+        "{APP_CONFIG}webhooks:\n  - url: \"https://127.0.0.1:9/cutover\"\n    ca_file: nowhere/ca.pem\n"
+    ));
+    let config = app.dir.path().join("cutover.yml");
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["config", "check", "-f"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nowhere/ca.pem") && err.contains("cannot read ca_file"),
+        "{err}"
+    );
+    let out = std::process::Command::new(crate::support::BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--router-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(app.dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nowhere/ca.pem"), "{err}");
 }
 
 #[test]
