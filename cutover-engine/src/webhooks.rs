@@ -15,6 +15,10 @@
 //!
 //! https uses the platform's certificate roots, or with `ca_file:` only the
 //! authorities in that PEM file (a private CA, a self-signed receiver).
+//! With `secret_env: NAME`, the server reads a key from its environment
+//! variable NAME at start and signs every body: `X-Cutover-Signature:
+//! sha256=<hex HMAC-SHA256 of the exact body bytes>` (the scheme GitHub's
+//! webhooks use, so existing verifiers work).
 //!
 //! Body: `{"event": "run.queued" | "run.started" | "run.finished" |
 //! "stage.finished", "delivery" (the X-Cutover-Delivery id), "app", "env", "at_ms", "run": {id, kind, state, version,
@@ -74,9 +78,37 @@ pub fn load_ca(webhook: &Webhook) -> Result<Option<Vec<reqwest::Certificate>>, S
     Ok(Some(certs))
 }
 
-/// Every webhook's CA file loads: run before starting a server, so a bad path fails there.
+/// The signing key of a webhook with `secret_env`, from the server's environment.
+fn load_secret(webhook: &Webhook) -> Result<Option<Vec<u8>>, String> {
+    let Some(name) = &webhook.secret_env else {
+        return Ok(None);
+    };
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Ok(Some(v.into_bytes())),
+        _ => Err(format!(
+            "webhook {}: secret_env {name} is not set (or empty) in the server's environment; \
+             start the server with {name}=<the key the receiver verifies with>",
+            webhook.url
+        )),
+    }
+}
+
+/// Every webhook's CA file and signing key load: run before starting a server, so a bad
+/// path or a missing variable fails there.
 pub fn check_webhooks(webhooks: &[Webhook]) -> Result<(), String> {
-    webhooks.iter().try_for_each(|w| load_ca(w).map(|_| ()))
+    webhooks
+        .iter()
+        .try_for_each(|w| load_ca(w).and(load_secret(w)).map(|_| ()))
+}
+
+/// `sha256=<hex HMAC-SHA256(key, body)>`.
+pub fn signature(key: &[u8], body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
 }
 
 fn client_for(webhook: &Webhook) -> Result<reqwest::Client, String> {
@@ -99,20 +131,23 @@ fn worth_retrying(outcome: &Result<reqwest::StatusCode, reqwest::Error>) -> bool
     }
 }
 
-async fn deliver(client: &reqwest::Client, url: &str, body: &Value, id: &str) {
+async fn deliver(client: &reqwest::Client, url: &str, key: Option<&[u8]>, body: &Value, id: &str) {
     let event = body["event"].as_str().unwrap_or_default();
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let signed = key.map(|k| signature(k, &bytes));
     for attempt in 0..=RETRY_AFTER.len() {
         if attempt > 0 {
             tokio::time::sleep(RETRY_AFTER[attempt - 1]).await;
         }
-        let outcome = client
+        let mut request = client
             .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("X-Cutover-Event", event)
-            .header("X-Cutover-Delivery", id)
-            .json(body)
-            .send()
-            .await
-            .map(|r| r.status());
+            .header("X-Cutover-Delivery", id);
+        if let Some(sig) = &signed {
+            request = request.header("X-Cutover-Signature", sig);
+        }
+        let outcome = request.body(bytes.clone()).send().await.map(|r| r.status());
         let last = attempt == RETRY_AFTER.len();
         match &outcome {
             Ok(status) if status.is_success() => return,
@@ -141,7 +176,8 @@ impl Webhooks {
         let queues = webhooks
             .iter()
             .map(|w| {
-                let client = client_for(w)
+                let (client, key) = client_for(w)
+                    .and_then(|c| Ok((c, load_secret(w)?)))
                     .map_err(|e| tracing::error!(error = %e, "this webhook is off"))
                     .ok()?;
                 let (tx, mut rx) = mpsc::channel::<Value>(QUEUE);
@@ -149,7 +185,7 @@ impl Webhooks {
                 tokio::spawn(async move {
                     while let Some(body) = rx.recv().await {
                         let id = body["delivery"].as_str().unwrap_or_default().to_owned();
-                        deliver(&client, &url, &body, &id).await;
+                        deliver(&client, &url, key.as_deref(), &body, &id).await;
                     }
                 });
                 Some((w.url.clone(), tx))
@@ -218,5 +254,19 @@ impl Engine {
     pub(crate) fn notify_stage(&self, run: &RunRecord, stage: Stage, status: &str, note: Option<&str>) {
         let extra = json!({ "stage": stage, "title": stage.title(), "status": status, "note": note });
         self.send(WebhookEvent::Stage, "stage.finished", run, Some(extra));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signature;
+
+    #[test]
+    fn signature_is_hmac_sha256_in_hex() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

@@ -496,7 +496,13 @@ fn webhooks(ctx: &mut Ctx<'_>, node: &SNode) -> Option<Vec<Webhook>> {
         .enumerate()
     {
         let path = format!("webhooks[{i}]");
-        let Some(f) = Fields::new(ctx, item, item.referenced, &path, &["url", "events", "ca_file"]) else {
+        let Some(f) = Fields::new(
+            ctx,
+            item,
+            item.referenced,
+            &path,
+            &["url", "events", "ca_file", "secret_env"],
+        ) else {
             ok = false;
             continue;
         };
@@ -534,6 +540,25 @@ fn webhooks(ctx: &mut Ctx<'_>, node: &SNode) -> Option<Vec<Webhook>> {
         if f.get("ca_file").is_some() && ca_file.is_none() {
             ok = false;
         }
+        let secret_env = f.get("secret_env").and_then(|n| {
+            let p = f.path("secret_env");
+            parsed(ctx, n, &p, |s| {
+                let valid = !s.is_empty()
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !s.as_bytes()[0].is_ascii_digit();
+                if valid {
+                    Ok(s.to_owned())
+                } else {
+                    Err(format!(
+                        "{s:?} is not an environment variable name (letters, digits and _, e.g. CUTOVER_WEBHOOK_SECRET); \
+                         the secret itself never goes in cutover.yml"
+                    ))
+                }
+            })
+        });
+        if f.get("secret_env").is_some() && secret_env.is_none() {
+            ok = false;
+        }
         let events = match f.get("events") {
             None => Some(vec![WebhookEvent::Run, WebhookEvent::Stage]),
             Some(n) => {
@@ -550,7 +575,12 @@ fn webhooks(ctx: &mut Ctx<'_>, node: &SNode) -> Option<Vec<Webhook>> {
             }
         };
         match (url, events) {
-            (Some(url), Some(events)) => out.push(Webhook { url, events, ca_file }),
+            (Some(url), Some(events)) => out.push(Webhook {
+                url,
+                events,
+                ca_file,
+                secret_env,
+            }),
             _ => ok = false,
         }
     }

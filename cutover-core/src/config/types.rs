@@ -44,6 +44,9 @@ pub struct Webhook {
     /// For https: trust only the certificate authorities in this PEM file (a private CA or
     /// a self-signed receiver) instead of the platform's roots. Relative to cutover.yml.
     pub ca_file: Option<PathBuf>,
+    /// The name of the server's environment variable holding the key that signs each body
+    /// (`X-Cutover-Signature: sha256=<hex HMAC-SHA256>`); the key never appears in the file.
+    pub secret_env: Option<String>,
 }
 
 /// `run`: a run was queued, started or ended; `stage`: a stage ended.

@@ -115,11 +115,18 @@ impl App {
     }
 
     pub fn start(&self) -> Server {
+        self.start_with(&[])
+    }
+
+    /// As `start`, with extra environment variables for the server.
+    pub fn start_with(&self, env: &[(&str, &str)]) -> Server {
         let shop = crate::example_shop::release().join("bin/shop");
+        let mut all = vec![("SHOP_BIN", shop.to_str().unwrap())];
+        all.extend_from_slice(env);
         Server::start_with(
             &self.dir.path().join("cutover.yml"),
             &self.dir.path().join("data"),
-            &[("SHOP_BIN", shop.to_str().unwrap())],
+            &all,
         )
     }
 

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::pipeline_support::{APP_CONFIG, App};
 
-/// One received POST: its delivery header and JSON body.
+/// One received POST: its delivery and signature headers, exact body bytes and JSON.
 struct Received {
     delivery: Option<String>,
+    signature: Option<String>,
+    raw: Vec<u8>,
     body: serde_json::Value,
 }
 
@@ -28,6 +30,7 @@ fn serve_conn(
     loop {
         let mut len = 0usize;
         let mut delivery = None;
+        let mut signature = None;
         let mut line = String::new();
         let mut saw_request = false;
         while reader.read_line(&mut line).unwrap_or(0) > 0 {
@@ -39,8 +42,12 @@ fn serve_conn(
             if let Some(v) = lower.strip_prefix("content-length:") {
                 len = v.trim().parse().unwrap_or(0);
             }
+            let value = || line.split_once(':').map(|(_, v)| v.trim().to_owned());
             if lower.starts_with("x-cutover-delivery:") {
-                delivery = line.split_once(':').map(|(_, v)| v.trim().to_owned());
+                delivery = value();
+            }
+            if lower.starts_with("x-cutover-signature:") {
+                signature = value();
             }
             line.clear();
         }
@@ -55,7 +62,12 @@ fn serve_conn(
         if status < 300
             && let Ok(v) = serde_json::from_slice(&body)
         {
-            let _ = tx.send(Received { delivery, body: v });
+            let _ = tx.send(Received {
+                delivery,
+                signature,
+                raw: body,
+                body: v,
+            });
         }
         let reply = format!("HTTP/1.1 {status} Whatever\r\ncontent-length: 0\r\n\r\n");
         let conn = reader.get_mut();
@@ -185,9 +197,10 @@ fn failed_deliveries_are_retried_with_the_same_id_and_in_order() {
     // Every other request fails with 503: each event arrives on its second try.
     let (port, rx) = listener_with(|n| if n % 2 == 0 { 503 } else { 204 });
     let app = App::with_config(&format!(
-        "{APP_CONFIG}webhooks:\n  - url: \"http://127.0.0.1:{port}/cutover\"\n    events: [run]\n"
+        "{APP_CONFIG}webhooks:\n  - url: \"http://127.0.0.1:{port}/cutover\"\n    events: [run]\n    \
+         secret_env: HOOK_KEY\n"
     ));
-    let server = app.start();
+    let server = app.start_with(&[("HOOK_KEY", "s3cret-for-tests")]);
     server.deploy("alice", "staging", &app.good[0]);
     let got = until_finished(&rx);
     let names: Vec<&str> = got.iter().filter_map(|r| r.body["event"].as_str()).collect();
@@ -199,6 +212,43 @@ fn failed_deliveries_are_retried_with_the_same_id_and_in_order() {
     let ids: Vec<&str> = got.iter().filter_map(|r| r.delivery.as_deref()).collect();
     assert_eq!(ids.len(), 3);
     assert!(ids[0] != ids[1] && ids[1] != ids[2], "one id per event: {ids:?}");
+    for r in &got {
+        let expected = cutover_engine::webhook_signature(b"s3cret-for-tests", &r.raw);
+        assert_eq!(
+            r.signature.as_deref(),
+            Some(expected.as_str()),
+            "signed over the exact body"
+        );
+    }
+    assert!(
+        !String::from_utf8_lossy(&got[0].raw).contains("s3cret"),
+        "the key is never sent"
+    );
+}
+
+#[test]
+fn a_missing_signing_key_stops_the_server_naming_the_variable() {
+    let app = App::with_config(&format!(
+        "{APP_CONFIG}webhooks:\n  - url: \"http://127.0.0.1:9/cutover\"\n    secret_env: NO_SUCH_HOOK_KEY\n"
+    ));
+    let out = std::process::Command::new(crate::support::BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--router-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(app.dir.path().join("cutover.yml"))
+        .arg("--data-dir")
+        .arg(app.dir.path().join("data"))
+        .env_remove("NO_SUCH_HOOK_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("secret_env NO_SUCH_HOOK_KEY is not set"), "{err}");
 }
 
 #[test]
