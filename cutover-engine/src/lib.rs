@@ -43,7 +43,7 @@ pub use pipeline::{LogEvent, ReleaseRequest, RunView, SYSTEM_ACTOR};
 pub use scheduler::{JobStatus, SchedulerStatus};
 pub use secrets::SecretKey;
 pub use status::{EnvStatus, InstanceView, ServiceStatus};
-pub use webhooks::{check_webhooks, signature as webhook_signature};
+pub use webhooks::{check_webhook_files, check_webhooks, signature as webhook_signature};
 
 /// The control plane's shared state: configuration, store, repository,
 /// runtime and router. Cheap to clone.

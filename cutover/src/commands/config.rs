@@ -13,7 +13,7 @@ pub fn run(cmd: ConfigCommand, out: Output) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&file);
     // Beyond the file itself: the files it names must load too (webhook CA bundles).
     if let Ok(config) = &loaded
-        && let Err(e) = cutover_engine::check_webhooks(&config.webhooks)
+        && let Err(e) = cutover_engine::check_webhook_files(&config.webhooks)
     {
         match out {
             Output::Json => output::json(&json!({ "valid": false, "errors": [e] }))?,
