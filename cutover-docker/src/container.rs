@@ -44,6 +44,21 @@ pub(crate) fn instance_env(spec: &InstanceSpec, name: &str, container_port: u16)
     env
 }
 
+/// The environment's persistent directory: `CUTOVER_ENV_DIR` among `vars` ("K=V", the last
+/// one wins), when it is an absolute host path. Containers get it bind-mounted at the same
+/// path, so the variable means the same inside as on the host.
+pub(crate) fn env_dir(vars: &[String]) -> Option<&str> {
+    vars.iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix("CUTOVER_ENV_DIR="))
+        .filter(|p| p.starts_with('/') && !p.contains(':'))
+}
+
+/// `HostConfig.binds` for [`env_dir`]: `<dir>:<dir>`.
+pub(crate) fn env_dir_binds(vars: &[String]) -> Option<Vec<String>> {
+    env_dir(vars).map(|d| vec![format!("{d}:{d}")])
+}
+
 /// The port the service listens on inside: [`CONTAINER_PORT_VAR`] in the
 /// spec, else the configured default.
 pub(crate) fn container_port(spec: &InstanceSpec, default: u16) -> Result<u16, DockerError> {
@@ -88,9 +103,10 @@ pub(crate) fn instance_body(
     // An empty `run` keeps the image's own ENTRYPOINT/CMD.
     let entrypoint =
         (!spec.run.trim().is_empty()).then(|| vec!["sh".to_owned(), "-c".to_owned(), spec.run.clone()]);
+    let env = instance_env(spec, name, container_port);
     ContainerCreateBody {
         image: Some(image.to_owned()),
-        env: Some(instance_env(spec, name, container_port)),
+        env: Some(env.clone()),
         entrypoint,
         labels: Some(labels),
         exposed_ports: Some(vec![port_key.clone()]),
@@ -101,6 +117,7 @@ pub(crate) fn instance_body(
                 maximum_retry_count: Some(0),
             }),
             init: Some(inner.config.init),
+            binds: env_dir_binds(&env),
             ..Default::default()
         }),
         ..Default::default()

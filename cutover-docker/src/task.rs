@@ -149,13 +149,15 @@ pub(crate) async fn run(
     let docker = inner.docker.clone();
     let mut task_labels: HashMap<String, String> = owner_labels(inner).into_iter().collect();
     task_labels.insert(labels::TASK.to_owned(), spec.label.clone());
+    let env: Vec<String> = spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let body = ContainerCreateBody {
         image: Some(image.clone()),
         entrypoint: Some(vec!["sh".to_owned(), "-c".to_owned(), spec.command.clone()]),
-        env: Some(spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(env.clone()),
         labels: Some(task_labels),
         host_config: Some(HostConfig {
             init: Some(inner.config.init),
+            binds: crate::container::env_dir_binds(&env),
             ..Default::default()
         }),
         ..Default::default()

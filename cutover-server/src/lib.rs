@@ -112,7 +112,13 @@ pub struct App {
 }
 
 impl App {
-    pub async fn build(opts: ServeOptions) -> Result<App, StartError> {
+    pub async fn build(mut opts: ServeOptions) -> Result<App, StartError> {
+        // Absolute: paths under it reach processes started elsewhere (CUTOVER_ENV_DIR, whose
+        // working directory is their release) and containers (bind mounts need a host path).
+        opts.data_dir = std::path::absolute(&opts.data_dir).map_err(|source| StartError::DataDir {
+            path: opts.data_dir.display().to_string(),
+            source,
+        })?;
         let config = config::load(&opts.config).map_err(StartError::Config)?;
         cutover_engine::check_webhooks(&config.webhooks).map_err(StartError::Webhook)?;
         let repo = open_repo(&config)?;

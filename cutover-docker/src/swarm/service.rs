@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
-    Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
-    ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
-    TaskState,
+    Mount, MountType, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
+    ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use cutover_core::{AppName, EnvName, ServiceName, Version};
 use cutover_runtime::{InstanceId, InstanceSpec, InstanceState, InstanceStatus, VersionSource};
@@ -90,7 +90,18 @@ fn container_spec(
     env: Vec<String>,
     labels: HashMap<String, String>,
 ) -> TaskSpecContainerSpec {
+    // The environment's directory, bind-mounted at the same path (on the node that runs the
+    // task: on a multi-node swarm that is the manager's path, see ARCHITECTURE.md).
+    let mounts = crate::container::env_dir(&env).map(|d| {
+        vec![Mount {
+            target: Some(d.to_owned()),
+            source: Some(d.to_owned()),
+            typ: Some(MountType::BIND),
+            ..Default::default()
+        }]
+    });
     TaskSpecContainerSpec {
+        mounts,
         image: Some(image.to_owned()),
         // An empty `run` keeps the image's own ENTRYPOINT/CMD.
         command: (!run.trim().is_empty()).then(|| vec!["sh".to_owned(), "-c".to_owned(), run.to_owned()]),

@@ -87,13 +87,19 @@ fn fixture(runtime: &str) -> Fixture {
     );
     let broken = git(&repo, &["rev-parse", "HEAD"]);
     let (run, worker) = match runtime {
-        "process" => ("sh run.sh", "exec sleep 3600"),
-        _ => ("busybox httpd -f -p $PORT -h /www", "exec sleep 3600"),
+        "process" => (
+            "sh run.sh",
+            "echo up >> $CUTOVER_ENV_DIR/workers; exec sleep 3600",
+        ),
+        _ => (
+            "busybox httpd -f -p $PORT -h /www",
+            "echo up >> $CUTOVER_ENV_DIR/workers; exec sleep 3600",
+        ),
     };
     let config = format!(
         "app: shop\nrepo: repo\nservices:\n  api:\n    run: \"{run}\"\n    health: /health\n    health_timeout: 5s\n    \
          replicas: 2\n    public: true\n  worker:\n    run: \"{worker}\"\n    replicas: 2\n\
-         task_service: worker\nhooks:\n  install: \"echo migrating to $CUTOVER_VERSION in $CUTOVER_HOOK; test -d /www && echo in-a-container || echo on-the-host\"\n\
+         task_service: worker\nhooks:\n  install: \"echo migrating to $CUTOVER_VERSION in $CUTOVER_HOOK; test -d /www && echo in-a-container || echo on-the-host; echo $CUTOVER_VERSION > $CUTOVER_ENV_DIR/migrated\"\n\
          environments:\n  {env}: {{ tier: dev, runtime: {runtime} }}\n"
     );
     std::fs::write(dir.path().join("cutover.yml"), config).unwrap();
@@ -132,6 +138,24 @@ fn scenario(runtime: &str, version_source: &str) {
         "in-a-container"
     };
     assert!(logs.contains(place), "the hook ran {place}: {logs}");
+    // CUTOVER_ENV_DIR is the same directory for hooks and instances on every runtime (on
+    // Docker and Swarm bind-mounted at the host's path).
+    let env_dir = fx.dir.path().join("data").join("envs").join(&env);
+    let migrated = std::fs::read_to_string(env_dir.join("migrated")).unwrap_or_default();
+    assert_eq!(migrated.trim(), v1, "the install hook wrote into CUTOVER_ENV_DIR");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(env_dir.join("workers"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "both workers write into CUTOVER_ENV_DIR"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let status = server.cli_json("x", &["status", &env]);
     let instances = status["services"][0]["instances"].as_array().unwrap().clone();
     assert_eq!(instances.len(), 2, "{status:#}");
