@@ -41,7 +41,7 @@ async fn health(axum::extract::State(engine): axum::extract::State<Engine>) -> J
 }
 
 async fn config(axum::extract::State(engine): axum::extract::State<Engine>) -> Json<Value> {
-    Json(json!(engine.config()))
+    Json(json!(*engine.config()))
 }
 
 /// Prometheus metrics (text exposition format).
