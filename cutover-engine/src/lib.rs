@@ -39,7 +39,8 @@ use cutover_store::{NewAuditEntry, Store};
 pub use environments::{EnvironmentSummary, VersionRow, VersionsReport};
 pub use error::{EngineError, ErrorKind};
 pub use lifecycle::{
-    CreateRequest, Created, EnvKind, LifeState, LifecycleRecord, LifecycleSettings, LifecycleView, derive_name, slug,
+    CreateRequest, Created, EnvKind, LifeState, LifecycleRecord, LifecycleSettings, LifecycleView,
+    derive_name, slug,
 };
 pub use params::{ReservedKey, WellKnownKey};
 pub use pipeline::{LogEvent, ReleaseRequest, RunView, SYSTEM_ACTOR};

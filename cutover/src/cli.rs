@@ -305,7 +305,9 @@ pub enum EnvCommand {
     },
     /// Delete an integration environment: stops its services and scheduler, removes its routes,
     /// directory and unshared releases; keeps its runs, parameters and audit.
-    #[command(after_help = "Example: cutover env delete review-feature-login   (--force cancels an active run first)")]
+    #[command(
+        after_help = "Example: cutover env delete review-feature-login   (--force cancels an active run first)"
+    )]
     Delete {
         /// The integration environment, e.g. review-feature-login.
         env: String,

@@ -52,7 +52,8 @@ impl Engine {
         let deployed = self.visible_deployed(env, deployed);
         let pending = self.store().runs_unfinished().await?.into_iter().any(|r| {
             r.env == env.as_str()
-                && (r.target_version.as_deref() == Some(head.as_str()) || r.version.as_deref() == Some(head.as_str()))
+                && (r.target_version.as_deref() == Some(head.as_str())
+                    || r.version.as_deref() == Some(head.as_str()))
         });
         let already = deployed.as_deref() == Some(head.as_str()) || pending;
         {

@@ -41,7 +41,11 @@ fn branch_hash(branch: &str) -> String {
 }
 
 fn cut(s: &str, max: usize) -> String {
-    s.chars().take(max).collect::<String>().trim_end_matches('-').to_owned()
+    s.chars()
+        .take(max)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_owned()
 }
 
 /// The name for `branch`'s environment made from `template`; `taken` says
@@ -122,7 +126,10 @@ mod tests {
         // Stable: the same branch gives the same name again.
         let again = derive_name(&t("review"), "feature-x", |c| c == first.as_str()).unwrap();
         assert_eq!(again, other);
-        let third = derive_name(&t("review"), "feature-x", |c| c == first.as_str() || c == other.as_str()).unwrap();
+        let third = derive_name(&t("review"), "feature-x", |c| {
+            c == first.as_str() || c == other.as_str()
+        })
+        .unwrap();
         assert!(third.as_str().ends_with("-2"), "{third}");
         assert!(derive_name(&t("review"), "x", |_| true).is_err());
     }

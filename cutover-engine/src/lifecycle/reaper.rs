@@ -6,7 +6,7 @@
 
 use cutover_core::Actor;
 
-use super::{EnvKind, LifeState, is_due};
+use super::{LifeState, is_due};
 use crate::pipeline::SYSTEM_ACTOR;
 use crate::{Engine, now_ms};
 
@@ -21,7 +21,7 @@ impl Engine {
             .filter(|(_, r)| r.state == LifeState::Active && is_due(r.expires_at_ms, now))
             .map(|(n, r)| (n.clone(), r.clone()))
             .collect();
-        for (env, rec) in due {
+        for (env, _) in due {
             let gate = self.env_gate(&env);
             let Ok(_held) = gate.try_lock() else {
                 tracing::debug!(env = %env, "expired but a run is executing; next pass");
@@ -43,11 +43,10 @@ impl Engine {
                 continue;
             }
             let actor = Actor::parse(SYSTEM_ACTOR).unwrap_or_else(|e| panic!("system actor: {e}"));
-            let (state, action) = match rec.kind {
-                EnvKind::Integration => (LifeState::Expired, "env.expire"),
-                EnvKind::Static => (LifeState::Expired, "env.expire"),
-            };
-            if let Err(e) = self.end_environment(&env, rec_now, state, &actor, action).await {
+            if let Err(e) = self
+                .end_environment(&env, rec_now, LifeState::Expired, &actor, "env.expire")
+                .await
+            {
                 tracing::error!(env = %env, error = %e, "could not expire the environment");
             } else {
                 tracing::info!(env = %env, "environment expired after its ttl");

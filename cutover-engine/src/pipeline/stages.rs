@@ -424,8 +424,10 @@ async fn update_deployed(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     log.line(format!("last_deployed_version = {version}")).await;
     ctx.wrote_deployed = true;
     if let Err(e) = ctx.engine.note_deployed(&ctx.env).await {
-        log.line(format!("could not record the environment's activity (its ttl): {e}"))
-            .await;
+        log.line(format!(
+            "could not record the environment's activity (its ttl): {e}"
+        ))
+        .await;
     }
     Ok(StageOutcome::Done(None))
 }

@@ -40,7 +40,9 @@ pub async fn run(client: &Client, cmd: EnvCommand, out: Output) -> anyhow::Resul
                     println!("expires {} unless deployed again", output::time(at));
                 }
                 match v["run"]["id"].as_i64() {
-                    Some(id) => println!("run {id} deploys the branch head; follow it: cutover logs {id} --follow"),
+                    Some(id) => {
+                        println!("run {id} deploys the branch head; follow it: cutover logs {id} --follow")
+                    }
                     None => println!("deploy it: cutover release {name} --version {branch}"),
                 }
                 println!("delete it: cutover env delete {name}");
@@ -91,7 +93,16 @@ fn table(v: &Value) {
         })
         .collect();
     output::table(
-        &["ENVIRONMENT", "KIND", "TIER", "BRANCH", "DESIRED", "BUILT", "DEPLOYED", "EXPIRES"],
+        &[
+            "ENVIRONMENT",
+            "KIND",
+            "TIER",
+            "BRANCH",
+            "DESIRED",
+            "BUILT",
+            "DEPLOYED",
+            "EXPIRES",
+        ],
         &rows,
     );
 }
