@@ -25,6 +25,12 @@ pub struct EnvironmentSummary {
     pub desired_resolved: Option<String>,
     pub last_build_version: Option<String>,
     pub last_deployed_version: Option<String>,
+    /// Follows `branch` by itself (`auto_deploy: true`).
+    pub auto_deploy: bool,
+    /// Kind (static, integration, integration-template), expiry and, for
+    /// integration environments, template, creator and last activity.
+    #[serde(flatten)]
+    pub lifecycle: crate::LifecycleView,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -61,10 +67,12 @@ impl Engine {
     }
 
     async fn summarize(&self, env: &EnvName) -> Result<EnvironmentSummary, EngineError> {
-        let cfg = &self.config().environments[env];
+        let config = self.config();
+        let cfg = &config.environments[env];
         let desired = self.well_known(env, WellKnownKey::DesiredVersion).await?;
         let built = self.well_known(env, WellKnownKey::LastBuildVersion).await?;
         let deployed = self.well_known(env, WellKnownKey::LastDeployedVersion).await?;
+        let deployed = self.visible_deployed(env, deployed);
         let desired_resolved = match desired.as_deref() {
             Some("latest") => built.clone(),
             other => other.map(str::to_owned),
@@ -82,6 +90,8 @@ impl Engine {
             desired_resolved,
             last_build_version: built,
             last_deployed_version: deployed,
+            auto_deploy: cfg.auto_deploy,
+            lifecycle: self.lifecycle_view(env),
         })
     }
 

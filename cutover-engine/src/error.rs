@@ -77,6 +77,10 @@ pub enum EngineError {
     #[error("{0}")]
     Refused(String),
 
+    /// Refused because of the current state (a limit reached, a run active); the message says what to do.
+    #[error("{0}")]
+    Conflict(String),
+
     #[error("run {id} does not exist; `cutover runs` lists recent runs")]
     RunNotFound { id: i64 },
 
@@ -108,6 +112,7 @@ impl EngineError {
                 StoreError::InvalidKey { .. } | StoreError::InvalidText { .. } => ErrorKind::BadRequest,
                 _ => ErrorKind::Internal,
             },
+            Self::Conflict(_) => ErrorKind::Conflict,
             Self::Git { .. } | Self::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -13,6 +13,7 @@ mod deploy;
 mod environments;
 mod error;
 pub mod http;
+mod lifecycle;
 mod metrics;
 mod params;
 pub mod pipeline;
@@ -38,6 +39,10 @@ use cutover_store::{NewAuditEntry, Store};
 
 pub use environments::{EnvironmentSummary, VersionRow, VersionsReport};
 pub use error::{EngineError, ErrorKind};
+pub use lifecycle::{
+    CreateRequest, Created, EnvKind, LifeState, LifecycleRecord, LifecycleSettings, LifecycleView,
+    derive_name, slug,
+};
 pub use params::{ReservedKey, WellKnownKey};
 pub use pipeline::{LogEvent, ReleaseRequest, RunView, SYSTEM_ACTOR};
 pub use scheduler::{JobStatus, SchedulerStatus};
@@ -65,10 +70,17 @@ pub struct EngineParts {
     /// Encrypts `/<app>-<env>/secrets/...` parameters at rest.
     pub secret_key: SecretKey,
     pub router: Router,
+    /// How often the reaper and the auto-deploy watcher look.
+    pub lifecycle: LifecycleSettings,
 }
 
 struct Inner {
-    config: Config,
+    /// `cutover.yml` as loaded: the static environments and the templates.
+    base: Arc<Config>,
+    /// The environment set in use: `base` plus live integration instances.
+    topology: arc_swap::ArcSwap<lifecycle::Topology>,
+    lifecycle: lifecycle::LifecycleShared,
+    lifecycle_settings: LifecycleSettings,
     store: Arc<dyn Store>,
     repo: Repo,
     data_dir: PathBuf,
@@ -91,7 +103,13 @@ impl Engine {
         let webhooks = webhooks::Webhooks::new(&config.webhooks);
         Self {
             inner: Arc::new(Inner {
-                config,
+                topology: arc_swap::ArcSwap::from_pointee(lifecycle::Topology::build(
+                    &config,
+                    Default::default(),
+                )),
+                base: Arc::new(config),
+                lifecycle: lifecycle::LifecycleShared::default(),
+                lifecycle_settings: parts.lifecycle,
                 store,
                 repo,
                 data_dir: parts.data_dir,
@@ -126,8 +144,10 @@ impl Engine {
         }
         self.interrupt_leftover_runs().await?;
         self.interrupt_leftover_job_runs().await?;
+        self.restore_lifecycle().await?;
         pipeline::Executor::spawn_workers(self);
         self.spawn_scheduler();
+        self.spawn_lifecycle_tasks();
         Ok(())
     }
 
@@ -186,7 +206,8 @@ impl Engine {
 
     /// The runtime an environment runs on (`runtime:` in cutover.yml).
     pub fn runtime_for(&self, env: &EnvName) -> Arc<dyn Runtime> {
-        match self.config().environments[env].runtime {
+        let kind = self.config().environments.get(env).map(|e| e.runtime);
+        match kind.unwrap_or(RuntimeKind::Process) {
             RuntimeKind::Docker if let Some(docker) = &self.inner.docker => docker.clone(),
             RuntimeKind::Swarm if let Some(swarm) = &self.inner.swarm => swarm.clone(),
             _ => self.inner.runtime.clone(),
@@ -245,8 +266,10 @@ impl Engine {
         &self.inner.scheduler
     }
 
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// A snapshot of the environment set in use: `cutover.yml` plus the
+    /// live integration environments (see `lifecycle`).
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.topology.load().config.clone()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

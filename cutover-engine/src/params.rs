@@ -124,6 +124,13 @@ impl Engine {
         expect_version: Option<i64>,
     ) -> Result<ParamVersion, EngineError> {
         let key = ParamKey::parse(key)?;
+        let records = ParamKey::parse(&self.records_prefix())?;
+        if key.is_under(&records) {
+            return Err(EngineError::Refused(format!(
+                "{key} is an environment's lifecycle record, written by Cutover only; use `cutover env create`, \
+                 `cutover env delete` or a release instead"
+            )));
+        }
         let (stored, typed) = match self.classify(&key) {
             Some((env, WellKnownKey::DesiredVersion)) => {
                 let stored = self.resolve_desired(&env, &key, value).await?;

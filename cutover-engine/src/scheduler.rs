@@ -133,7 +133,7 @@ impl Engine {
     }
 
     /// Signals every running job of `env` to stop (SIGTERM, then SIGKILL).
-    fn terminate_jobs(&self, env: &EnvName) {
+    pub(crate) fn terminate_jobs(&self, env: &EnvName) {
         let map = self
             .scheduler_shared()
             .running
@@ -338,6 +338,9 @@ impl Engine {
     }
 
     async fn tick(&self, env: &EnvName, minute: CivilMinute) -> Result<(), EngineError> {
+        if self.is_expired(env) {
+            return Ok(()); // torn down after its ttl: nothing runs until a release
+        }
         let state = self.scheduler_load(env).await?;
         let Some(version) = state.version.as_deref().filter(|_| !state.suspended) else {
             return Ok(());
@@ -444,7 +447,8 @@ impl Engine {
     fn job_name(&self, job: &str) -> Result<JobName, EngineError> {
         let name = JobName::parse(job)?;
         if !self.config().scheduler.jobs.contains_key(&name) {
-            let known: Vec<&str> = self.config().scheduler.jobs.keys().map(JobName::as_str).collect();
+            let config = self.config();
+            let known: Vec<&str> = config.scheduler.jobs.keys().map(JobName::as_str).collect();
             return Err(EngineError::Refused(format!(
                 "unknown job {job:?}; scheduler.jobs has: {}",
                 if known.is_empty() {

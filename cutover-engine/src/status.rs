@@ -21,6 +21,9 @@ pub struct EnvStatus {
     /// The previous release kept running without traffic, for a fast rollback.
     pub warm_version: Option<String>,
     pub services: Vec<ServiceStatus>,
+    /// Kind, expiry (`expires_at_ms`) and, after a ttl ran out, `expired_at_ms`.
+    #[serde(flatten)]
+    pub lifecycle: crate::LifecycleView,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -77,7 +80,8 @@ impl Engine {
 
     /// The environment of instances started outside a run (reconcile, fast rollback).
     pub(crate) async fn instance_env_for(&self, env: &EnvName, version: &Version) -> Vec<(String, String)> {
-        let cfg = &self.config().environments[env];
+        let config = self.config();
+        let cfg = &config.environments[env];
         let mut vars = Vec::new();
         let prefix = format!("{}/env", self.config().param_prefix(env));
         if let Ok(params) = self.store().param_list(&prefix).await {
@@ -188,7 +192,11 @@ impl Engine {
         }
         Ok(EnvStatus {
             desired_version: self.well_known(&env, WellKnownKey::DesiredVersion).await?,
-            last_deployed_version: self.well_known(&env, WellKnownKey::LastDeployedVersion).await?,
+            last_deployed_version: self.visible_deployed(
+                &env,
+                self.well_known(&env, WellKnownKey::LastDeployedVersion).await?,
+            ),
+            lifecycle: self.lifecycle_view(&env),
             serving_version: deployed.version.map(|v| v.to_string()),
             warm_version: deployed.warm_version.map(|v| v.to_string()),
             env,

@@ -155,6 +155,7 @@ impl App {
             swarm,
             secret_key,
             router: Router::new(RouterConfig::default()),
+            lifecycle: cutover_engine::LifecycleSettings::from_env().map_err(StartError::Runtime)?,
         };
         let mut fixed = Vec::new();
         for (env, e) in &config.environments {

@@ -65,7 +65,7 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 
-    /// Environments and their versions.
+    /// Environments and their versions; create and delete per-branch integration environments.
     #[command(subcommand)]
     Env(EnvCommand),
 
@@ -281,12 +281,39 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum EnvCommand {
-    /// Every environment with its tier, branch and versions.
+    /// Every environment with its kind (static, integration), tier, branch, versions and expiry.
     List,
     /// One environment in detail.
     Show {
         /// Environment name, e.g. staging.
         env: String,
+    },
+    /// Create an integration environment for a branch from an integration template of cutover.yml
+    /// (named <template>-<branch>; at most `max_active` per template).
+    #[command(
+        after_help = "Examples:\n  cutover env create review --branch feature/login\n  cutover env create review --branch feature/login --deploy"
+    )]
+    Create {
+        /// The integration-tier entry of cutover.yml to instantiate, e.g. review.
+        template: String,
+        /// The branch it runs; must exist in the application's repository.
+        #[arg(long)]
+        branch: String,
+        /// Also start a release of the branch head.
+        #[arg(long)]
+        deploy: bool,
+    },
+    /// Delete an integration environment: stops its services and scheduler, removes its routes,
+    /// directory and unshared releases; keeps its runs, parameters and audit.
+    #[command(
+        after_help = "Example: cutover env delete review-feature-login   (--force cancels an active run first)"
+    )]
+    Delete {
+        /// The integration environment, e.g. review-feature-login.
+        env: String,
+        /// Cancel an active run first instead of refusing.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -46,6 +46,10 @@ impl Client {
         self.send(Method::POST, path, Some(body)).await
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send::<(), T>(Method::DELETE, path, None).await
+    }
+
     /// GETs a newline-delimited JSON stream and hands each object to `each`
     /// as it arrives, until the server closes the stream.
     pub async fn stream_lines(&self, path: &str, mut each: impl FnMut(Value)) -> anyhow::Result<()> {

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 pub use cron::{CivilMinute, CronSchedule};
 pub use error::{ConfigError, ConfigErrors};
 pub use types::*;
-pub use values::format_duration;
+pub use values::{format_duration, parse_duration};
 
 use crate::EnvName;
 use extract::Ctx;

@@ -12,7 +12,7 @@ const DURATION_RULE: &str =
 
 /// Parses `72h`, `30m`, `7d`, `45s`, `2w` and sums like `1h30m`. Zero and
 /// bare numbers are refused.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err(format!("empty duration; {DURATION_RULE}"));

@@ -93,20 +93,42 @@ impl Executor {
     /// Spawns one worker per configured environment.
     pub fn spawn_workers(engine: &Engine) {
         for env in engine.config().environments.keys() {
-            let engine = engine.clone();
-            let env = env.clone();
-            tokio::spawn(async move { engine.worker(env).await });
+            Self::spawn_worker(engine, env.clone());
         }
+    }
+
+    /// Spawns the worker of one environment (at start, or when an
+    /// integration environment is created); a previous worker of that
+    /// name ends at its next look.
+    pub(crate) fn spawn_worker(engine: &Engine, env: EnvName) {
+        let engine = engine.clone();
+        let generation = engine.worker_generation(&env);
+        tokio::spawn(async move { engine.worker(env, generation).await });
     }
 }
 
 impl Engine {
-    async fn worker(&self, env: EnvName) {
+    async fn worker(&self, env: EnvName, generation: u64) {
         let wake = self.shared().wakeup(&env);
-        self.reconcile_env(&env).await;
+        let gate = self.env_gate(&env);
+        if self.should_reconcile(&env) {
+            let _held = gate.lock().await;
+            self.reconcile_env(&env).await;
+        }
         loop {
+            if !self.worker_current(&env, generation) {
+                tracing::debug!(env = %env, "worker ends: the environment was removed");
+                return;
+            }
             match self.next_queued(&env).await {
-                Ok(Some(run)) => self.execute(run).await,
+                Ok(Some(run)) => {
+                    // Held while the run executes, so a teardown never overlaps it.
+                    let _held = gate.lock().await;
+                    if !self.worker_current(&env, generation) {
+                        return;
+                    }
+                    self.execute(run).await
+                }
                 Ok(None) => wake.notified().await,
                 Err(e) => {
                     tracing::error!(env = %env, error = %e, "cannot read the run queue; retrying in 1 s");

@@ -142,8 +142,9 @@ impl crate::Engine {
         if self.config().environments[env].runtime == cutover_core::config::RuntimeKind::Process {
             return None;
         }
-        let services = &self.config().services;
-        let service = self.config().task_service.as_ref().or_else(|| {
+        let config = self.config();
+        let services = &config.services;
+        let service = config.task_service.as_ref().or_else(|| {
             services
                 .iter()
                 .find(|(_, s)| !s.public)

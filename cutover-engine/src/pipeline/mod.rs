@@ -79,6 +79,7 @@ impl Engine {
     /// Queues a run of the normal or destructive pipeline.
     pub async fn release(&self, req: ReleaseRequest) -> Result<RunRecord, EngineError> {
         let env = self.env_name(&req.env)?;
+        self.refuse_template(&env)?;
         let tier = self.config().environments[&env].tier;
         let kind = if req.destructive {
             if matches!(tier, Tier::Prod | Tier::ProdLike) {

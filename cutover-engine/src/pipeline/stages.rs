@@ -423,6 +423,12 @@ async fn update_deployed(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
         .await?;
     log.line(format!("last_deployed_version = {version}")).await;
     ctx.wrote_deployed = true;
+    if let Err(e) = ctx.engine.note_deployed(&ctx.env).await {
+        log.line(format!(
+            "could not record the environment's activity (its ttl): {e}"
+        ))
+        .await;
+    }
     Ok(StageOutcome::Done(None))
 }
 

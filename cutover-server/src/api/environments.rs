@@ -1,8 +1,11 @@
-//! `/api/v1/environments`: environments at a glance and their versions.
+//! `/api/v1/environments`: environments at a glance and their versions;
+//! integration environments created (POST) and deleted (DELETE).
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use cutover_engine::{Engine, EnvironmentSummary, VersionsReport};
+use axum::http::{HeaderMap, StatusCode};
+use cutover_engine::{CreateRequest, Created, Engine, EnvironmentSummary, LifecycleRecord, VersionsReport};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -11,15 +14,15 @@ use crate::error::{ApiError, ErrorBody};
 
 pub fn routes() -> OpenApiRouter<Engine> {
     OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(show))
+        .routes(routes!(list, create))
+        .routes(routes!(show, delete))
         .routes(routes!(versions))
 }
 
-/// Every environment of `cutover.yml` with its tier, branch and version facts.
+/// Every environment: those of `cutover.yml` and the live integration environments, with
+/// tier, branch, lifecycle and version facts.
 #[utoipa::path(get, path = "/api/v1/environments", tag = "environments",
     responses((status = 200, body = Vec<EnvironmentSummary>)))]
-
 async fn list(State(engine): State<Engine>) -> Result<Json<Vec<EnvironmentSummary>>, ApiError> {
     Ok(Json(engine.environments().await?))
 }
@@ -49,7 +52,6 @@ struct VersionsQuery {
     responses((status = 200, body = VersionsReport),
         (status = 400, description = "Bad limit", body = ErrorBody),
         (status = 404, description = "No such environment", body = ErrorBody)))]
-
 async fn versions(
     State(engine): State<Engine>,
     Path(env): Path<String>,
@@ -62,4 +64,64 @@ async fn versions(
         )));
     }
     Ok(Json(engine.versions(&env, limit).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    /// The integration-tier entry of cutover.yml to instantiate.
+    template: String,
+    /// The branch it runs (must exist in the repository).
+    branch: String,
+    /// Also queue a release of the branch head.
+    #[serde(default)]
+    deploy: bool,
+}
+
+/// Creates an integration environment for a branch from an integration-tier template.
+#[utoipa::path(post, path = "/api/v1/environments", tag = "environments",
+    request_body = CreateBody,
+    responses((status = 201, description = "The new environment (and the run, with deploy)", body = Created),
+        (status = 400, description = "Bad body, unknown template or branch", body = ErrorBody),
+        (status = 409, description = "The branch has one already, or max_active is reached", body = ErrorBody)))]
+async fn create(
+    State(engine): State<Engine>,
+    headers: HeaderMap,
+    b: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let actor = super::actor(&headers)?;
+    let Json(b) = b.map_err(|r| ApiError::bad_request(format!("bad request body: {}", r.body_text())))?;
+    let req = CreateRequest {
+        template: b.template,
+        branch: b.branch,
+        deploy: b.deploy,
+        actor,
+    };
+    Ok((StatusCode::CREATED, Json(engine.env_create(req).await?)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeleteQuery {
+    /// Cancel an active run first instead of refusing.
+    #[serde(default)]
+    force: bool,
+}
+
+/// Deletes an integration environment: stops its services and scheduler, removes its routes
+/// and directory; run history and audit stay.
+#[utoipa::path(delete, path = "/api/v1/environments/{env}", tag = "environments",
+    params(("env" = String, Path, description = "Environment name"), DeleteQuery),
+    responses((status = 200, description = "Its final lifecycle record", body = LifecycleRecord),
+        (status = 400, description = "Not an integration environment", body = ErrorBody),
+        (status = 404, description = "No such environment", body = ErrorBody),
+        (status = 409, description = "A run is active (use force)", body = ErrorBody)))]
+async fn delete(
+    State(engine): State<Engine>,
+    Path(env): Path<String>,
+    Query(q): Query<DeleteQuery>,
+    headers: HeaderMap,
+) -> Result<Json<LifecycleRecord>, ApiError> {
+    let actor = super::actor(&headers)?;
+    Ok(Json(engine.env_delete(&env, q.force, &actor).await?))
 }

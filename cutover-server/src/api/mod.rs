@@ -92,7 +92,7 @@ async fn health(axum::extract::State(engine): axum::extract::State<Engine>) -> J
 #[utoipa::path(get, path = "/api/v1/config", tag = "server",
     responses((status = 200, description = "The configuration as JSON", body = Object)))]
 async fn config(axum::extract::State(engine): axum::extract::State<Engine>) -> Json<Value> {
-    Json(json!(engine.config()))
+    Json(json!(*engine.config()))
 }
 
 /// This document.

@@ -21,6 +21,18 @@ pub async fn status(client: &Client, env: &str, out: Output) -> anyhow::Result<E
             short(s["serving_version"].as_str()),
             short(s["warm_version"].as_str()),
         );
+        if let Some(at) = s["expired_at_ms"].as_i64() {
+            println!(
+                "expired at {} (ttl); a release activates it again",
+                output::time(at)
+            );
+        } else if let Some(at) = s["expires_at_ms"].as_i64() {
+            println!(
+                "{} environment; expires at {}",
+                s["kind"].as_str().unwrap_or(""),
+                output::time(at)
+            );
+        }
         let mut rows = Vec::new();
         for svc in s["services"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let name = svc["name"].as_str().unwrap_or("");

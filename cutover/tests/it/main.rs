@@ -14,6 +14,7 @@ mod crash_and_scheduler;
 mod dashboard;
 mod demo;
 pub(crate) mod example_shop;
+mod lifecycle;
 mod openapi;
 mod pipeline;
 mod pipeline_more;
