@@ -203,10 +203,10 @@ impl Engine {
         which: impl Fn(&cutover_core::config::Service) -> bool,
         started: &mut Vec<InstanceId>,
     ) -> Result<BTreeMap<ServiceName, ServiceSet>, StageError> {
-        let env_cfg = &self.config().environments[l.env];
+        let counts = self.replica_counts(l.env).await;
         let mut sets = BTreeMap::new();
-        for (name, svc) in self.config().services.iter().filter(|(_, s)| which(s)) {
-            let n = env_cfg.replicas_of(name, svc);
+        for (name, _) in self.config().services.iter().filter(|(_, s)| which(s)) {
+            let n = counts[name];
             let instances = self.start_healthy(l, name, 0..n, started).await?;
             sets.insert(
                 name.clone(),
@@ -354,7 +354,7 @@ impl Engine {
         started: &mut Vec<InstanceId>,
         slot: &mut Option<Rollout>,
     ) -> Result<String, StageError> {
-        let env_cfg = &self.config().environments[l.env];
+        let counts = self.replica_counts(l.env).await;
         let mut next = BTreeMap::new();
         for (name, svc) in self
             .config()
@@ -362,7 +362,7 @@ impl Engine {
             .iter()
             .filter(|(_, s)| self.managed_as_instances(l.env, s.public))
         {
-            let n = env_cfg.replicas_of(name, svc);
+            let n = counts[name];
             let old: Vec<(InstanceId, SocketAddr)> = before
                 .current
                 .get(name)
@@ -421,6 +421,64 @@ impl Engine {
             },
         );
         Ok(format!("rolling to {}", l.version.short()))
+    }
+
+    /// Replaces one service's instances with `n` of the serving version, blue-green: the new
+    /// set starts healthy, the route switches, the old set drains and stops. Other services
+    /// and the warm release are untouched. A failure stops what it started.
+    pub(crate) async fn replace_service(
+        &self,
+        l: &Launch<'_>,
+        service: &ServiceName,
+        n: u32,
+    ) -> Result<(), StageError> {
+        let public = self.config().services[service].public;
+        if !self.managed_as_instances(l.env, public) {
+            // A Swarm service: its own update machinery changes the replica count.
+            return self.converge_workers(l.env, l.version, l.env_vars, l.log).await;
+        }
+        let before = self.env_services(l.env);
+        let mut started = Vec::new();
+        let new = match self.start_healthy(l, service, 0..n, &mut started).await {
+            Ok(new) => new,
+            Err(e) => {
+                for id in &started {
+                    let _ = self.runtime_for(l.env).stop(id).await;
+                }
+                return Err(e);
+            }
+        };
+        if public {
+            let addrs = new.iter().map(|(_, a)| *a).collect();
+            if let Some(old) = self.router().switch(
+                &self.route(l.env, service)?,
+                Backend::new(l.version.to_string(), addrs),
+            ) {
+                l.log
+                    .line(format!("{service}: traffic switched to {n} instances"))
+                    .await;
+                old.drain(DRAIN_TIMEOUT).await;
+            }
+        }
+        if let Some(old) = before.current.get(service) {
+            self.stop_set(l.env, old, l.log).await;
+        }
+        let mut after = self.env_services(l.env);
+        after.current.insert(
+            service.clone(),
+            ServiceSet {
+                version: l.version.clone(),
+                instances: new,
+            },
+        );
+        self.set_env_services(l.env, after);
+        l.log
+            .line(format!(
+                "{service}: {n} replicas of {} running",
+                l.version.short()
+            ))
+            .await;
+        Ok(())
     }
 
     async fn stop_set(&self, env: &EnvName, set: &ServiceSet, log: &StageLog) {

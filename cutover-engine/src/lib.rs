@@ -18,6 +18,7 @@ mod metrics;
 mod params;
 pub mod pipeline;
 mod releases;
+mod scale;
 mod scheduler;
 mod secrets;
 mod status;
@@ -45,6 +46,7 @@ pub use lifecycle::{
 };
 pub use params::{ReservedKey, WellKnownKey};
 pub use pipeline::{LogEvent, ReleaseRequest, RunView, SYSTEM_ACTOR};
+pub use scale::{MAX_REPLICAS, ScaleAnswer, ScaleRequest};
 pub use scheduler::{JobStatus, SchedulerStatus};
 pub use secrets::SecretKey;
 pub use status::{EnvStatus, InstanceView, ServiceStatus};

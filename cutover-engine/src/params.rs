@@ -131,6 +131,12 @@ impl Engine {
                  `cutover env delete` or a release instead"
             )));
         }
+        if self.is_replicas_key(&key) {
+            return Err(EngineError::Refused(format!(
+                "{key} is the replica count a scale change put in force; use `cutover scale ENV SERVICE N` \
+                 (dev and integration apply at once, fixed-size tiers need an approval)"
+            )));
+        }
         let (stored, typed) = match self.classify(&key) {
             Some((env, WellKnownKey::DesiredVersion)) => {
                 let stored = self.resolve_desired(&env, &key, value).await?;

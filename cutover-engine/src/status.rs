@@ -34,6 +34,8 @@ pub struct ServiceStatus {
     pub url: Option<String>,
     /// The fixed router port's URL, when the environment sets `ports:` for this service.
     pub port_url: Option<String>,
+    /// The replica count in force: a scale change's, else cutover.yml's.
+    pub replicas: u32,
     pub instances: Vec<InstanceView>,
 }
 
@@ -130,6 +132,7 @@ impl Engine {
         }
         let now = crate::now_ms().max(0) as u64;
         let mut services = Vec::new();
+        let counts = self.replica_counts(&env).await;
         for (name, svc) in &self.config().services {
             let mut instances = Vec::new();
             for st in all.iter().filter(|s| s.env == env && &s.service == name) {
@@ -187,6 +190,7 @@ impl Engine {
                     .ports
                     .get(name)
                     .map(|p| format!("http://127.0.0.1:{p}/")),
+                replicas: counts.get(name).copied().unwrap_or_default(),
                 instances,
             });
         }

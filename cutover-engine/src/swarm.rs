@@ -52,14 +52,14 @@ impl Engine {
         let Some(swarm) = self.swarm_for(env) else {
             return Ok(());
         };
-        let env_cfg = &self.config().environments[env];
+        let counts = self.replica_counts(env).await;
         for (name, svc) in self.config().services.iter().filter(|(_, s)| !s.public) {
             let spec = ConvergeSpec {
                 app: self.config().app.clone(),
                 env: env.clone(),
                 service: name.clone(),
                 version: version.clone(),
-                replicas: env_cfg.replicas_of(name, svc),
+                replicas: counts[name],
                 env_vars: env_vars.to_vec(),
                 run: Some(svc.run.clone()).filter(|r| !r.trim().is_empty()),
                 monitor: Duration::from_secs(2),

@@ -158,10 +158,61 @@ pub enum Command {
     #[command(subcommand)]
     Scheduler(SchedulerCommand),
 
+    /// Change a service's replica count; on fixed-size tiers a change request for someone else.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "dev and integration environments apply a scale change at once: new instances start,\n\
+                      become healthy and take the traffic, then the old ones drain and stop. On stage,\n\
+                      prod-like and prod it is a change request that someone else approves (on prod\n\
+                      within autoscale min..max). The count holds for every later deploy.\n\n\
+                      Examples:\n  cutover scale dev api 3\n  cutover scale staging api 4 -m \"load test friday\"\n  \
+                      cutover scale requests\n  cutover scale approve 7\n  cutover scale reject 7 -m \"not before the sale\""
+    )]
+    Scale(ScaleArgs),
+
     /// The append-only audit log of every change, newest first.
     Audit {
         #[arg(long, short = 'n', default_value_t = 50)]
         limit: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    #[command(subcommand)]
+    pub action: Option<ScaleAction>,
+    /// Environment name, e.g. dev.
+    #[arg(required = true)]
+    pub env: Option<String>,
+    /// Service name, e.g. api.
+    #[arg(required = true)]
+    pub service: Option<String>,
+    /// The new replica count (1..32).
+    #[arg(required = true)]
+    pub replicas: Option<u32>,
+    /// Why (shown to whoever approves it).
+    #[arg(long, short = 'm')]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScaleAction {
+    /// Scale changes, newest first: applied, pending approval, rejected, failed.
+    Requests {
+        /// Only this environment's.
+        env: Option<String>,
+    },
+    /// Approve a pending scale request (not your own); it is applied at once.
+    Approve {
+        id: i64,
+        #[arg(long, short = 'm')]
+        comment: Option<String>,
+    },
+    /// Reject a pending scale request; the comment is required.
+    Reject {
+        id: i64,
+        #[arg(long, short = 'm')]
+        comment: Option<String>,
     },
 }
 

@@ -75,6 +75,7 @@ impl RunCtx {
             run_id: Some(self.run.id),
             stage,
             secrets: self.secrets.clone(),
+            capture: None,
         }
     }
 

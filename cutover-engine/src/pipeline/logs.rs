@@ -79,6 +79,8 @@ pub struct StageLog {
     pub(crate) run_id: Option<i64>,
     pub(crate) stage: Stage,
     pub(crate) secrets: Arc<Vec<String>>,
+    /// Work outside a run whose lines go back to the caller too (a scale change).
+    pub(crate) capture: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 impl StageLog {
@@ -91,11 +93,28 @@ impl StageLog {
             run_id: None,
             stage,
             secrets: Arc::new(Vec::new()),
+            capture: None,
         }
+    }
+
+    /// As [`StageLog::system`], also keeping every line for the caller.
+    pub(crate) fn capturing(
+        store: Arc<dyn Store>,
+        stage: Stage,
+    ) -> (StageLog, Arc<std::sync::Mutex<Vec<String>>>) {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut log = StageLog::system(store, stage);
+        log.capture = Some(Arc::clone(&lines));
+        (log, lines)
     }
 
     pub async fn line(&self, text: impl AsRef<str>) {
         let masked = mask(text.as_ref(), &self.secrets);
+        if let Some(lines) = &self.capture
+            && let Ok(mut lines) = lines.lock()
+        {
+            lines.push(masked.clone());
+        }
         match self.run_id {
             Some(run_id) => self.hub.line(&self.store, run_id, self.stage, &masked).await,
             None => tracing::info!(stage = self.stage.slug(), "{masked}"),

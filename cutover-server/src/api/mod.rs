@@ -6,6 +6,7 @@ mod environments;
 mod ops;
 mod params;
 mod runs;
+mod scale;
 
 use std::sync::OnceLock;
 
@@ -43,6 +44,7 @@ pub const ACTOR_HEADER: &str = "x-cutover-actor";
         (name = "runs", description = "Pipeline runs: release, rollback, promote, logs, approvals"),
         (name = "operations", description = "What runs: instances, versions, service logs"),
         (name = "scheduler", description = "Cron jobs per environment"),
+        (name = "scale", description = "Replica counts: applied on dev, change requests on fixed-size tiers"),
         (name = "audit", description = "The append-only audit log"),
         (name = "server", description = "Health, configuration, metrics and this document"),
     )
@@ -60,6 +62,7 @@ fn api_router() -> OpenApiRouter<Engine> {
         .merge(params::routes())
         .merge(runs::routes())
         .merge(ops::routes())
+        .merge(scale::routes())
 }
 
 /// The OpenAPI 3.1 description of the API, as served at `/api/v1/openapi.json`.

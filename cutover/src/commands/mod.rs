@@ -7,6 +7,7 @@ mod env;
 mod ops;
 mod param;
 mod runs;
+mod scale;
 mod serve;
 
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Service(cmd) => ops::service(&client()?, cmd, out).await,
         Command::Scheduler(cmd) => ops::scheduler(&client()?, cmd, out).await,
         Command::Audit { limit } => ops::audit(&client()?, limit, out).await,
+        Command::Scale(args) => scale::run(&client()?, args, out).await,
         cmd @ (Command::Release(_)
         | Command::Runs { .. }
         | Command::Run { .. }

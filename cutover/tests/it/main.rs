@@ -22,5 +22,6 @@ mod pipeline_support;
 mod postgres_backend;
 mod registry;
 mod runtimes;
+mod scale;
 mod server_lifecycle;
 mod webhooks;

@@ -1,0 +1,126 @@
+//! `/api/v1/.../scale`, `/api/v1/scale-requests`: replica counts per service, applied at once
+//! on dev and integration environments, approved by someone else on fixed-size tiers.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use cutover_engine::{Engine, ScaleAnswer, ScaleRequest};
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ErrorBody};
+
+pub fn routes() -> OpenApiRouter<Engine> {
+    OpenApiRouter::new()
+        .routes(routes!(scale))
+        .routes(routes!(list))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(v)| v)
+        .map_err(|r| ApiError::bad_request(format!("bad request body: {}", r.body_text())))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ScaleBody {
+    /// The new replica count (1..32; on prod with autoscale, within min..max).
+    replicas: u32,
+    /// Why: shown to whoever approves it.
+    comment: Option<String>,
+}
+
+/// Changes a service's replica count: applied now on dev and integration environments
+/// (200), recorded as a change request on fixed-size tiers (202).
+#[utoipa::path(post, path = "/api/v1/environments/{env}/services/{service}/scale", tag = "scale",
+    params(("env" = String, Path, description = "Environment name"),
+        ("service" = String, Path, description = "Service name")),
+    request_body = ScaleBody,
+    responses((status = 200, description = "Applied: the new instances serve", body = ScaleAnswer),
+        (status = 202, description = "A change request waiting for approval", body = ScaleAnswer),
+        (status = 400, description = "Unknown service, a count out of range, or nothing deployed", body = ErrorBody),
+        (status = 404, description = "No such environment", body = ErrorBody),
+        (status = 409, description = "Applying failed; the previous instances still serve", body = ErrorBody)))]
+async fn scale(
+    State(engine): State<Engine>,
+    Path((env, service)): Path<(String, String)>,
+    headers: HeaderMap,
+    b: Result<Json<ScaleBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<ScaleAnswer>), ApiError> {
+    let actor = super::actor(&headers)?;
+    let b = body(b)?;
+    let answer = engine
+        .scale(&env, &service, b.replicas, b.comment, &actor)
+        .await?;
+    let status = if answer.applied {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(answer)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Only this environment's requests.
+    env: Option<String>,
+}
+
+/// Scale changes (applied, pending, rejected, failed), newest first.
+#[utoipa::path(get, path = "/api/v1/scale-requests", tag = "scale", params(ListQuery),
+    responses((status = 200, body = Vec<ScaleRequest>),
+        (status = 404, description = "No such environment", body = ErrorBody)))]
+async fn list(
+    State(engine): State<Engine>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<ScaleRequest>>, ApiError> {
+    Ok(Json(engine.scale_requests(q.env.as_deref()).await?))
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    /// Recorded with the decision; required to reject.
+    comment: Option<String>,
+}
+
+/// Approves a pending scale request (not your own) and applies it.
+#[utoipa::path(post, path = "/api/v1/scale-requests/{id}/approve", tag = "scale",
+    params(("id" = i64, Path, description = "Scale request id")),
+    request_body = DecisionBody,
+    responses((status = 200, description = "Approved and applied", body = ScaleAnswer),
+        (status = 400, description = "Unknown request, or your own", body = ErrorBody),
+        (status = 409, description = "Already decided, or applying failed", body = ErrorBody)))]
+async fn approve(
+    State(engine): State<Engine>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    b: Result<Json<DecisionBody>, JsonRejection>,
+) -> Result<Json<ScaleAnswer>, ApiError> {
+    let actor = super::actor(&headers)?;
+    let b = body(b)?;
+    Ok(Json(engine.scale_decide(id, &actor, true, b.comment).await?))
+}
+
+/// Rejects a pending scale request; the count stays.
+#[utoipa::path(post, path = "/api/v1/scale-requests/{id}/reject", tag = "scale",
+    params(("id" = i64, Path, description = "Scale request id")),
+    request_body = DecisionBody,
+    responses((status = 200, description = "Rejected", body = ScaleAnswer),
+        (status = 400, description = "Unknown request, your own, or no comment", body = ErrorBody),
+        (status = 409, description = "Already decided", body = ErrorBody)))]
+async fn reject(
+    State(engine): State<Engine>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    b: Result<Json<DecisionBody>, JsonRejection>,
+) -> Result<Json<ScaleAnswer>, ApiError> {
+    let actor = super::actor(&headers)?;
+    let b = body(b)?;
+    Ok(Json(engine.scale_decide(id, &actor, false, b.comment).await?))
+}
