@@ -20,6 +20,7 @@ mod scheduler;
 mod secrets;
 mod status;
 mod swarm;
+mod tokens;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ pub use pipeline::{LogEvent, ReleaseRequest, RunView, SYSTEM_ACTOR};
 pub use scheduler::{JobStatus, SchedulerStatus};
 pub use secrets::SecretKey;
 pub use status::{EnvStatus, InstanceView, ServiceStatus};
+pub use tokens::{AuthError, IssuedToken, Principal, TokenRequest, hash_secret};
 
 /// The control plane's shared state: configuration, store, repository,
 /// runtime and router. Cheap to clone.
