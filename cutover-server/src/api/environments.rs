@@ -2,8 +2,8 @@
 
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
-use axum::{Json, Router};
-use cutover_engine::{Engine, EnvironmentSummary, VersionsReport};
+use axum::{Extension, Json, Router};
+use cutover_engine::{Engine, EnvironmentSummary, Principal, VersionsReport};
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -15,8 +15,14 @@ pub fn routes() -> Router<Engine> {
         .route("/api/v1/environments/{env}/versions", get(versions))
 }
 
-async fn list(State(engine): State<Engine>) -> Result<Json<Vec<EnvironmentSummary>>, ApiError> {
-    Ok(Json(engine.environments().await?))
+/// The environments the token may see.
+async fn list(
+    State(engine): State<Engine>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Vec<EnvironmentSummary>>, ApiError> {
+    let mut all = engine.environments().await?;
+    all.retain(|e| crate::auth::may_view(&principal, e.name.as_str()));
+    Ok(Json(all))
 }
 
 async fn show(

@@ -6,21 +6,20 @@ mod environments;
 mod ops;
 mod params;
 mod runs;
+mod tokens;
 
 use axum::Json;
 use axum::Router;
-use axum::http::HeaderMap;
 use axum::routing::get;
-use cutover_core::Actor;
 use cutover_engine::Engine;
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use crate::auth::AuthState;
 
-/// Header that names who makes a change, until API tokens exist.
-pub const ACTOR_HEADER: &str = "x-cutover-actor";
-
-pub fn routes(engine: Engine) -> Router {
+/// Every route of the API, behind the token check (`auth`), which lets
+/// `GET /api/v1/health` and `GET /metrics` through without a token.
+pub fn routes(auth: AuthState) -> Router {
+    let engine = auth.engine.clone();
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/config", get(config))
@@ -29,6 +28,11 @@ pub fn routes(engine: Engine) -> Router {
         .merge(params::routes())
         .merge(runs::routes())
         .merge(ops::routes())
+        .merge(tokens::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::middleware,
+        ))
         .with_state(engine)
 }
 
@@ -55,25 +59,4 @@ async fn metrics(
         )],
         engine.metrics_text().await,
     )
-}
-
-/// The actor of a change, from the `X-Cutover-Actor` header.
-fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
-    let raw = headers
-        .get(ACTOR_HEADER)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "changes need an actor: send the X-Cutover-Actor header (the CLI sends your OS user, or --as NAME)",
-            )
-        })?
-        .to_str()
-        .map_err(|_| ApiError::bad_request("X-Cutover-Actor must be plain ASCII"))?;
-    let actor = Actor::parse(raw)?;
-    if actor.as_str() == cutover_engine::SYSTEM_ACTOR {
-        return Err(ApiError::bad_request(format!(
-            "the actor name {:?} is reserved for Cutover's own writes; act under your own name (--as NAME)",
-            actor.as_str()
-        )));
-    }
-    Ok(actor)
 }

@@ -2,10 +2,9 @@
 //! audit log.
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use cutover_engine::{Engine, EnvStatus, SchedulerStatus};
+use axum::{Extension, Json, Router};
+use cutover_engine::{Engine, EnvStatus, Principal, SchedulerStatus};
 use cutover_store::{AuditEntry, JobRun};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -110,27 +109,27 @@ async fn scheduler(
 async fn suspend(
     State(engine): State<Engine>,
     Path(env): Path<String>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Json<SchedulerStatus>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     Ok(Json(engine.scheduler_suspend(&env, &actor).await?))
 }
 
 async fn resume(
     State(engine): State<Engine>,
     Path(env): Path<String>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Json<SchedulerStatus>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     Ok(Json(engine.scheduler_resume(&env, &actor).await?))
 }
 
 async fn run_job(
     State(engine): State<Engine>,
     Path((env, job)): Path<(String, String)>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Json<JobRun>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     Ok(Json(engine.scheduler_run_now(&env, &job, &actor).await?))
 }
 

@@ -5,10 +5,9 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::routing::get;
-use axum::{Json, Router};
-use cutover_engine::Engine;
+use axum::{Extension, Json, Router};
+use cutover_engine::{Engine, Principal};
 use cutover_store::ParamVersion;
 use serde::Deserialize;
 
@@ -26,12 +25,21 @@ struct ListQuery {
     prefix: Option<String>,
 }
 
+/// The keys under a prefix that the token may read: those of environments it
+/// may see, and those outside every environment's prefix.
 async fn list(
     State(engine): State<Engine>,
+    Extension(principal): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<ParamVersion>>, ApiError> {
     let prefix = q.prefix.unwrap_or_else(|| "/".to_owned());
-    Ok(Json(engine.param_list(&prefix).await?))
+    let mut all = engine.param_list(&prefix).await?;
+    all.retain(|p| {
+        engine
+            .env_of_key(&p.key)
+            .is_none_or(|env| crate::auth::may_view(&principal, env.as_str()))
+    });
+    Ok(Json(all))
 }
 
 fn key_of(path: &str) -> String {
@@ -63,10 +71,10 @@ struct PutBody {
 async fn put(
     State(engine): State<Engine>,
     Path(key): Path<String>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     body: Result<Json<PutBody>, JsonRejection>,
 ) -> Result<Json<ParamVersion>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let Json(body) =
         body.map_err(|r| ApiError::bad_request(format!("bad request body: {}", r.body_text())))?;
     Ok(Json(

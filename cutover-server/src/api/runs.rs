@@ -4,11 +4,11 @@
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use cutover_engine::{Engine, LogEvent, ReleaseRequest, RunView};
+use axum::{Extension, Json, Router};
+use cutover_engine::{Engine, LogEvent, Principal, ReleaseRequest, RunView};
 use cutover_store::{Decision, RunLogLine, RunRecord};
 use serde::Deserialize;
 use serde_json::json;
@@ -48,10 +48,10 @@ struct ReleaseBody {
 async fn release(
     State(engine): State<Engine>,
     Path(env): Path<String>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<ReleaseBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunRecord>), ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     let req = ReleaseRequest {
         env,
@@ -74,10 +74,10 @@ struct RollbackBody {
 async fn rollback(
     State(engine): State<Engine>,
     Path(env): Path<String>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<RollbackBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunRecord>), ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     let run = if b.fast {
         if b.to.is_some() {
@@ -101,10 +101,10 @@ struct PromoteBody {
 
 async fn promote(
     State(engine): State<Engine>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<PromoteBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunRecord>), ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     Ok((
         StatusCode::ACCEPTED,
@@ -118,11 +118,24 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
+/// Recent runs of the environments the token may see.
 async fn list(
     State(engine): State<Engine>,
+    Extension(principal): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<RunRecord>>, ApiError> {
-    Ok(Json(engine.runs(q.env.as_deref(), q.limit.unwrap_or(20)).await?))
+    let limit = q.limit.unwrap_or(20);
+    let sees_all = principal.grants.default.is_some();
+    if q.env.is_some() || sees_all {
+        return Ok(Json(engine.runs(q.env.as_deref(), limit).await?));
+    }
+    // Filtered after reading: read deeper so the page is still full.
+    let mut runs = engine
+        .runs(None, limit.saturating_mul(10).clamp(limit, 1000))
+        .await?;
+    runs.retain(|r| crate::auth::may_view(&principal, &r.env));
+    runs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(Json(runs))
 }
 
 async fn show(State(engine): State<Engine>, Path(id): Path<i64>) -> Result<Json<RunView>, ApiError> {
@@ -225,9 +238,9 @@ async fn logs(
 async fn cancel(
     State(engine): State<Engine>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Json<RunRecord>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     Ok(Json(engine.cancel(id, &actor).await?))
 }
 
@@ -240,10 +253,10 @@ struct DecisionBody {
 async fn approve(
     State(engine): State<Engine>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Json<RunView>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     Ok(Json(
         engine.decide(id, &actor, Decision::Approve, b.comment).await?,
@@ -253,10 +266,10 @@ async fn approve(
 async fn reject(
     State(engine): State<Engine>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Json<RunView>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     Ok(Json(
         engine.decide(id, &actor, Decision::Reject, b.comment).await?,
