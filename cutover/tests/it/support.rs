@@ -195,11 +195,24 @@ impl Server {
         if let Some(t) = tokens.get(actor) {
             return t.clone();
         }
-        let out = self
-            .command_with_token(&self.token("admin"))
-            .args(["token", "create", actor, "--role", "admin", "-o", "json"])
-            .output()
-            .expect("cutover runs");
+        let admin = self.token("admin");
+        let create = || {
+            self.command_with_token(&admin)
+                .args(["token", "create", actor, "--role", "admin", "-o", "json"])
+                .output()
+                .expect("cutover runs")
+        };
+        let mut out = create();
+        if stderr(&out).contains("already exists") {
+            // Minted by an earlier server on the same store, whose secret is gone.
+            let revoked = self
+                .command_with_token(&admin)
+                .args(["token", "revoke", actor])
+                .output()
+                .expect("cutover runs");
+            assert!(revoked.status.success(), "{}", stderr(&revoked));
+            out = create();
+        }
         let issued = json(&out);
         let secret = issued["secret"].as_str().expect("a secret").to_owned();
         tokens.insert(actor.to_owned(), secret.clone());
