@@ -138,11 +138,17 @@ pub struct Server {
     /// The API, e.g. `http://127.0.0.1:41234`.
     pub url: String,
     pub router_port: u16,
+    /// The admin API token the server wrote to `<data dir>/admin.token`.
+    token: String,
+    /// XDG_CONFIG_HOME of the server and the CLI: the bench's own, so the
+    /// server's first start does not write into the user's credentials file.
+    config_home: PathBuf,
 }
 
 impl Server {
     /// Starts `cutover serve` on free loopback ports; `env` is inherited by instances and hooks.
     pub fn start(bin: &Path, app: &AppRepo, env: &[(&str, &Path)]) -> Result<Server, Error> {
+        let config_home = app.dir.path().join("config-home");
         let mut cmd = Command::new(bin);
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(["--router-listen", "127.0.0.1:0", "--config"])
@@ -150,6 +156,7 @@ impl Server {
             .arg("--data-dir")
             .arg(app.data_dir())
             .env("RUST_LOG", "warn")
+            .env("XDG_CONFIG_HOME", &config_home)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -194,6 +201,8 @@ impl Server {
             bin: bin.to_owned(),
             url: String::new(),
             router_port: 0,
+            token: String::new(),
+            config_home,
         };
         let Ok((url, router_port)) = rx.recv_timeout(Duration::from_secs(30)) else {
             // Exited (stdout closed) or silent: give its stderr a moment to arrive.
@@ -211,6 +220,11 @@ impl Server {
         };
         server.url = url;
         server.router_port = router_port;
+        let token_file = app.data_dir().join("admin.token");
+        server.token = std::fs::read_to_string(&token_file)
+            .map_err(|e| format!("cannot read the admin token {}: {e}", token_file.display()))?
+            .trim()
+            .to_owned();
         Ok(server)
     }
 
@@ -220,7 +234,8 @@ impl Server {
             .args(args)
             .args(["-o", "json"])
             .env("CUTOVER_URL", &self.url)
-            .env("CUTOVER_ACTOR", "bench")
+            .env("CUTOVER_TOKEN", &self.token)
+            .env("XDG_CONFIG_HOME", &self.config_home)
             .output()?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -236,7 +251,8 @@ impl Server {
         let mut follow = Command::new(&self.bin)
             .args(["logs", &id.to_string(), "--follow", "-o", "json"])
             .env("CUTOVER_URL", &self.url)
-            .env("CUTOVER_ACTOR", "bench")
+            .env("CUTOVER_TOKEN", &self.token)
+            .env("XDG_CONFIG_HOME", &self.config_home)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;

@@ -3,10 +3,12 @@
 //! Architecture invariant: this crate does no I/O beyond reading the text it
 //! is handed, and knows no database, HTTP, git or process runtime.
 
+pub mod access;
 pub mod config;
 pub mod names;
 pub mod run;
 
+pub use access::{Grants, Role};
 pub use config::{
     Config, ConfigError, ConfigErrors, Environment, RepoSource, RuntimeKind, Service, Strategy, Tier,
 };

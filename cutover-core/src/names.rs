@@ -176,7 +176,7 @@ name_type!(
 );
 
 /// Who did something: a user name recorded in parameter history and the audit
-/// log. Until API tokens exist it is the OS user or `--as NAME`.
+/// log. It is the name of the API token the change was made with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Actor(String);

@@ -108,7 +108,10 @@ impl EngineError {
                 StoreError::VersionMismatch { .. }
                 | StoreError::RunStateConflict { .. }
                 | StoreError::JobRunConflict { .. } => ErrorKind::Conflict,
-                StoreError::RunNotFound { .. } | StoreError::JobRunNotFound { .. } => ErrorKind::NotFound,
+                StoreError::TokenNameTaken { .. } => ErrorKind::Conflict,
+                StoreError::RunNotFound { .. }
+                | StoreError::JobRunNotFound { .. }
+                | StoreError::TokenNotFound { .. } => ErrorKind::NotFound,
                 StoreError::InvalidKey { .. } | StoreError::InvalidText { .. } => ErrorKind::BadRequest,
                 _ => ErrorKind::Internal,
             },

@@ -23,6 +23,7 @@ mod scheduler;
 mod secrets;
 mod status;
 mod swarm;
+mod tokens;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ pub use scale::{MAX_REPLICAS, ScaleAnswer, ScaleRequest};
 pub use scheduler::{JobStatus, SchedulerStatus};
 pub use secrets::SecretKey;
 pub use status::{EnvStatus, InstanceView, ServiceStatus};
+pub use tokens::{AuthError, IssuedToken, Principal, TokenRequest, hash_secret};
 pub use webhooks::{check_webhook_files, check_webhooks, signature as webhook_signature};
 
 /// The control plane's shared state: configuration, store, repository,

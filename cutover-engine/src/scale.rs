@@ -262,6 +262,19 @@ impl Engine {
         self.apply(request, actor).await
     }
 
+    /// The environment of scale request `id`, for access checks.
+    pub async fn scale_request_env(&self, id: i64) -> Result<String, EngineError> {
+        let stored = self.store().param_get(&self.request_key(id)?).await?;
+        stored
+            .and_then(|p| serde_json::from_str::<ScaleRequest>(&p.value).ok())
+            .map(|r| r.env)
+            .ok_or_else(|| {
+                EngineError::Refused(format!(
+                    "scale request {id} does not exist; `cutover scale requests` lists them"
+                ))
+            })
+    }
+
     fn request_key(&self, id: i64) -> Result<ParamKey, EngineError> {
         Ok(ParamKey::parse(&format!("{}/{id}", self.requests_prefix()))?)
     }

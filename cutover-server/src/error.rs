@@ -38,6 +38,32 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// No usable token (missing, unknown, expired, revoked): 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "unauthorized",
+            message: message.into(),
+        }
+    }
+
+    /// A valid token whose role is too low for the request: 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            kind: "forbidden",
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "internal",
+            message: message.into(),
+        }
+    }
 }
 
 impl From<EngineError> for ApiError {
@@ -70,10 +96,11 @@ impl From<cutover_core::NameError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": { "kind": self.kind, "message": self.message } })),
-        )
-            .into_response()
+        let body = Json(json!({ "error": { "kind": self.kind, "message": self.message } }));
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge = [(axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"cutover\"")];
+            return (self.status, challenge, body).into_response();
+        }
+        (self.status, body).into_response()
     }
 }

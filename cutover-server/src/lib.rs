@@ -10,6 +10,7 @@
 //! `cutover-engine`. Errors become HTTP statuses in `error.rs` only.
 
 mod api;
+mod auth;
 mod dashboard;
 mod error;
 
@@ -26,7 +27,11 @@ use cutover_runtime::{ProcessRuntime, RuntimeConfig};
 use cutover_store::{SqliteStore, StoreError};
 use tokio::net::TcpListener;
 
-pub use api::{ACTOR_HEADER, openapi};
+pub use api::openapi;
+pub use auth::ACTOR_HEADER;
+
+/// The file in the data directory that receives the first start's admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// Where the router listens unless told otherwise.
 pub const DEFAULT_ROUTER_PORT: u16 = 7080;
@@ -48,6 +53,9 @@ pub struct ServeOptions {
     pub standby: bool,
     /// The key that encrypts secret parameters; None: `<data dir>/secret.key`.
     pub secret_key_file: Option<PathBuf>,
+    /// Revoke the `admin` token and mint a new one into `<data dir>/admin.token`
+    /// (for an operator who lost it).
+    pub reset_admin_token: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +91,14 @@ pub enum StartError {
          Stop the other server first, or start this one with --standby to take over when it stops"
     )]
     NotLeader { database: String },
+    #[error("cannot set up the API tokens")]
+    Tokens(#[source] cutover_engine::EngineError),
+    #[error("cannot write the admin token file {path}; check the data directory's permissions")]
+    AdminTokenFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot set up the process runtime: {0}")]
     Runtime(String),
     #[error("environment {env} needs Docker (`runtime: docker` or `swarm`), but it cannot be reached")]
@@ -106,6 +122,9 @@ pub struct App {
     /// `ports:` of each environment: a listener per fixed route.
     fixed: Vec<(RouteKey, TcpListener)>,
     engine: Engine,
+    admin_token_file: PathBuf,
+    /// The admin token minted by this start (first start or reset), if any.
+    new_admin_token: Option<String>,
     _lock: File,
     /// With PostgreSQL: this server leads the database (see `PostgresStore::lead`).
     _leader: Option<cutover_store::LeaderLock>,
@@ -170,6 +189,8 @@ impl App {
             }
         }
         let engine = Engine::new(config, store, repo, parts);
+        let admin_token_file = opts.data_dir.join(ADMIN_TOKEN_FILE);
+        let new_admin_token = bootstrap_admin(&engine, &admin_token_file, opts.reset_admin_token).await?;
         let port = router_listener
             .local_addr()
             .map_err(|source| StartError::Listen {
@@ -182,6 +203,8 @@ impl App {
             router_listener,
             fixed,
             engine,
+            admin_token_file,
+            new_admin_token,
             _lock: lock,
             _leader: leader,
         })
@@ -197,6 +220,17 @@ impl App {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// `<data dir>/admin.token`.
+    pub fn admin_token_file(&self) -> &Path {
+        &self.admin_token_file
+    }
+
+    /// The admin token's secret when this start minted it (first start of a
+    /// store, or `--reset-admin-token`); None otherwise.
+    pub fn new_admin_token(&self) -> Option<&str> {
+        self.new_admin_token.as_deref()
     }
 
     /// Starts the engine (recovery, workers, scheduler) and the router, then
@@ -229,7 +263,11 @@ impl App {
             tracing::error!(error = %e.chain(), "engine start failed");
             return Err(std::io::Error::other(e.chain()));
         }
-        let app = api::routes(self.engine.clone())
+        let auth = auth::AuthState {
+            engine: self.engine.clone(),
+            admin_token_file: self.admin_token_file.clone(),
+        };
+        let app = api::routes(auth)
             .merge(dashboard::routes())
             .layer(tower_http::trace::TraceLayer::new_for_http());
         let result = axum::serve(self.listener, app)
@@ -319,6 +357,56 @@ async fn open_store(
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
+}
+
+/// Mints the admin token on a store's first start (or on request) and writes
+/// its secret to `file` (0600); logs the path, never the secret. When the
+/// store has tokens but `file` is missing (e.g. a second server on a shared
+/// database, or a deleted file), says how to recover.
+async fn bootstrap_admin(engine: &Engine, file: &Path, reset: bool) -> Result<Option<String>, StartError> {
+    let issued = if reset {
+        Some(engine.token_reset_admin().await.map_err(StartError::Tokens)?)
+    } else {
+        engine.token_bootstrap().await.map_err(StartError::Tokens)?
+    };
+    let Some(issued) = issued else {
+        if !file.exists() {
+            tracing::warn!(
+                path = %file.display(),
+                "the store already has API tokens (made by an earlier start, or by another server on this \
+                 database), but there is no admin token file here. Use a token you have (`cutover login`), or \
+                 restart this server once with --reset-admin-token to revoke the `admin` token and write a new \
+                 one to this path"
+            );
+        }
+        return Ok(None);
+    };
+    write_secret_file(file, &issued.secret).map_err(|source| StartError::AdminTokenFile {
+        path: file.display().to_string(),
+        source,
+    })?;
+    tracing::info!(
+        path = %file.display(),
+        "created the API token `admin` (admin on every environment); its secret is in this file (mode 0600), \
+         shown nowhere else"
+    );
+    Ok(Some(issued.secret))
+}
+
+/// Writes `secret` to `path` with mode 0600, replacing it atomically.
+fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("token.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(format!("{secret}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 fn open_repo(config: &Config) -> Result<Repo, StartError> {

@@ -63,6 +63,16 @@ pub enum StoreError {
         wanted: JobRunState,
     },
 
+    /// A live (not revoked) token already has this name. Nothing was written.
+    #[error(
+        "a token named {name:?} already exists; revoke it first (`cutover token revoke {name}`) or choose another name"
+    )]
+    TokenNameTaken { name: String },
+
+    /// No live token has this name.
+    #[error("there is no live token named {name:?}; `cutover token list` shows the tokens")]
+    TokenNotFound { name: String },
+
     #[error("cannot create the data directory {path}; {hint}")]
     CreateDataDir {
         path: PathBuf,

@@ -3,7 +3,8 @@
 //! The store keeps the parameter store (every write a new numbered version,
 //! with compare-and-set), the append-only audit log, pipeline runs (state,
 //! stages, logs, approvals; see [`runs`]) and the scheduler (its state per
-//! environment and the job runs with their logs; see [`scheduler`]). It holds
+//! environment and the job runs with their logs; see [`scheduler`]) and the
+//! API tokens (a hash of each secret, see [`tokens`]). It holds
 //! no business rules: which keys are reserved, who may write what, who may
 //! approve and what gets audited are decided by the engine; the store only
 //! stores, atomically and durably. Run states move by compare-and-set, along
@@ -33,11 +34,14 @@ pub mod migrate;
 mod postgres;
 mod postgres_runs;
 mod postgres_scheduler;
+mod postgres_tokens;
 pub mod runs;
 pub mod scheduler;
 mod sqlite;
 mod sqlite_runs;
 mod sqlite_scheduler;
+mod sqlite_tokens;
+pub mod tokens;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,6 +55,7 @@ pub use postgres::{LeaderLock, PostgresStore};
 pub use runs::{ApprovalRecord, Decision, NewRun, RunLogLine, RunRecord, RunUpdate, StageRecord};
 pub use scheduler::{JobRun, JobRunState, SchedulerState};
 pub use sqlite::SqliteStore;
+pub use tokens::{NewToken, TokenRecord};
 
 /// One version of a parameter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -266,6 +271,31 @@ pub trait Store: Send + Sync + 'static {
     /// For the destructive pipeline: deletes the environment's job runs and
     /// their logs (its scheduler state stays); returns how many runs went.
     async fn job_history_reset(&self, env: &str) -> Result<u64, StoreError>;
+
+    /// One job run, or `None`.
+    async fn job_run_get(&self, id: i64) -> Result<Option<JobRun>, StoreError>;
+
+    // --- API tokens ------------------------------------------------------------
+
+    /// Inserts a token, stamping `created_at_ms`. A live (not revoked) token
+    /// with the same name is [`StoreError::TokenNameTaken`], nothing written.
+    async fn token_create(&self, new: NewToken) -> Result<TokenRecord, StoreError>;
+
+    /// Inserts `new` only if the store holds no token at all (live or not),
+    /// atomically also against another server on the same database; `None`
+    /// if there was one. For the first start's admin token.
+    async fn token_bootstrap(&self, new: NewToken) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// The token whose secret hashes to `secret_hash`, revoked or expired
+    /// ones included (the caller decides whether it may be used).
+    async fn token_find(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Every token, revoked ones included, oldest first.
+    async fn token_list(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes the live token named `name` (now, by `by`) and returns it;
+    /// none: [`StoreError::TokenNotFound`]. A revoked token stays listed.
+    async fn token_revoke(&self, name: &str, by: &str) -> Result<TokenRecord, StoreError>;
 
     /// Waits for pending work and releases connections; calls after this fail.
     async fn close(&self) {}

@@ -67,6 +67,7 @@ macro_rules! migrations {
 migrations! {
     1 "0001_init",
     2 "0002_runs",
+    3 "0003_tokens",
 }
 
 /// The newest schema version this build knows.

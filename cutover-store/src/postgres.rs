@@ -35,9 +35,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use crate::error::StoreError;
 use crate::migrate::migrate_postgres;
 use crate::{
-    ApprovalRecord, AuditEntry, Decision, JobRun, JobRunState, NewAuditEntry, NewRun, ParamKey, ParamVersion,
-    RunLogLine, RunRecord, RunUpdate, SchedulerState, Store, check_text, now_ms, parse_prefix, postgres_runs,
-    postgres_scheduler,
+    ApprovalRecord, AuditEntry, Decision, JobRun, JobRunState, NewAuditEntry, NewRun, NewToken, ParamKey,
+    ParamVersion, RunLogLine, RunRecord, RunUpdate, SchedulerState, Store, TokenRecord, check_text, now_ms,
+    parse_prefix, postgres_runs, postgres_scheduler, postgres_tokens,
 };
 use cutover_core::{RunState, Stage, StageStatus};
 
@@ -496,6 +496,30 @@ impl Store for PostgresStore {
 
     async fn job_history_reset(&self, env: &str) -> Result<u64, StoreError> {
         postgres_scheduler::job_history_reset(&self.pool, env).await
+    }
+
+    async fn job_run_get(&self, id: i64) -> Result<Option<JobRun>, StoreError> {
+        postgres_tokens::job_run_get(&self.pool, id).await
+    }
+
+    async fn token_create(&self, new: NewToken) -> Result<TokenRecord, StoreError> {
+        postgres_tokens::create(&self.pool, new).await
+    }
+
+    async fn token_bootstrap(&self, new: NewToken) -> Result<Option<TokenRecord>, StoreError> {
+        postgres_tokens::bootstrap(&self.pool, new).await
+    }
+
+    async fn token_find(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        postgres_tokens::find(&self.pool, secret_hash).await
+    }
+
+    async fn token_list(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        postgres_tokens::list(&self.pool).await
+    }
+
+    async fn token_revoke(&self, name: &str, by: &str) -> Result<TokenRecord, StoreError> {
+        postgres_tokens::revoke(&self.pool, name, by).await
     }
 
     async fn close(&self) {

@@ -27,9 +27,9 @@ use sqlx::sqlite::{
 use crate::error::{StoreError, sqlite_code};
 use crate::migrate::migrate_sqlite;
 use crate::{
-    ApprovalRecord, AuditEntry, Decision, JobRun, JobRunState, NewAuditEntry, NewRun, ParamKey, ParamVersion,
-    RunLogLine, RunRecord, RunUpdate, SchedulerState, Store, check_text, now_ms, parse_prefix, sqlite_runs,
-    sqlite_scheduler,
+    ApprovalRecord, AuditEntry, Decision, JobRun, JobRunState, NewAuditEntry, NewRun, NewToken, ParamKey,
+    ParamVersion, RunLogLine, RunRecord, RunUpdate, SchedulerState, Store, TokenRecord, check_text, now_ms,
+    parse_prefix, sqlite_runs, sqlite_scheduler, sqlite_tokens,
 };
 use cutover_core::{RunState, Stage, StageStatus};
 
@@ -481,6 +481,30 @@ impl Store for SqliteStore {
 
     async fn job_history_reset(&self, env: &str) -> Result<u64, StoreError> {
         sqlite_scheduler::job_history_reset(&self.pool, env).await
+    }
+
+    async fn job_run_get(&self, id: i64) -> Result<Option<JobRun>, StoreError> {
+        sqlite_tokens::job_run_get(&self.pool, id).await
+    }
+
+    async fn token_create(&self, new: NewToken) -> Result<TokenRecord, StoreError> {
+        sqlite_tokens::create(&self.pool, new).await
+    }
+
+    async fn token_bootstrap(&self, new: NewToken) -> Result<Option<TokenRecord>, StoreError> {
+        sqlite_tokens::bootstrap(&self.pool, new).await
+    }
+
+    async fn token_find(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        sqlite_tokens::find(&self.pool, secret_hash).await
+    }
+
+    async fn token_list(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        sqlite_tokens::list(&self.pool).await
+    }
+
+    async fn token_revoke(&self, name: &str, by: &str) -> Result<TokenRecord, StoreError> {
+        sqlite_tokens::revoke(&self.pool, name, by).await
     }
 
     async fn close(&self) {

@@ -231,6 +231,16 @@ pub(crate) async fn job_runs(
     rows.iter().map(|r| job_run_from_row(r, OP)).collect()
 }
 
+pub(crate) async fn job_run_get(pool: &SqlitePool, id: i64) -> Result<Option<JobRun>, StoreError> {
+    const OP: &str = "reading a job run";
+    let row = sqlx::query(select_job_runs!("WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::db(OP))?;
+    row.as_ref().map(|r| job_run_from_row(r, OP)).transpose()
+}
+
 pub(crate) async fn job_runs_unfinished(pool: &SqlitePool) -> Result<Vec<JobRun>, StoreError> {
     const OP: &str = "listing unfinished job runs";
     let rows = sqlx::query(select_job_runs!("WHERE state = ? ORDER BY id"))

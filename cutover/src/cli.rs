@@ -13,7 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Self-hosted deployment control plane: pin versions, run pipelines, switch traffic without dropping a request",
     long_about = None,
     after_help = "Start a server with `cutover serve --config cutover.yml`; the other commands talk to it \
-                  (at --server, or CUTOVER_URL, default http://127.0.0.1:7070)."
+                  (at --server, or CUTOVER_URL, default http://127.0.0.1:7070) with an API token: --token, \
+                  CUTOVER_TOKEN, or the one `cutover login` saved for that server. The first start of a server \
+                  writes an admin token to <data-dir>/admin.token and saves it for the CLI of the user who ran it."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -38,8 +40,19 @@ pub struct Global {
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 
-    /// Who you are, recorded in history and the audit log (default: your OS user).
-    #[arg(long = "as", global = true, env = "CUTOVER_ACTOR", value_name = "NAME")]
+    /// The API token to send (default: the one `cutover login` saved for --server). Your
+    /// token's name is who you are in history and the audit log.
+    #[arg(
+        long,
+        global = true,
+        env = "CUTOVER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// Gone: who you are is now the name of your API token.
+    #[arg(long = "as", global = true, hide = true, value_name = "NAME")]
     pub actor: Option<String>,
 }
 
@@ -175,6 +188,57 @@ pub enum Command {
         #[arg(long, short = 'n', default_value_t = 50)]
         limit: u32,
     },
+
+    /// Save an API token for a server, so later commands need no --token.
+    #[command(
+        long_about = "Save an API token for a server in your credentials file \
+                      ($XDG_CONFIG_HOME/cutover/credentials.json, else ~/.config/cutover/credentials.json, mode 0600), \
+                      after checking it with the server. Without --token, the token is read from standard input \
+                      (so it stays out of your shell history).",
+        after_help = "Examples:\n  cutover login --server http://cutover.internal:7070 < my.token\n  \
+                      sudo cat /var/lib/cutover/admin.token | cutover login --server http://127.0.0.1:7070"
+    )]
+    Login,
+
+    /// Who the server says you are: your token's name and roles.
+    Whoami,
+
+    /// API tokens: create (admin), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a token; its secret is printed once and stored nowhere (only a hash is kept).
+    #[command(
+        long_about = "Mint an API token named NAME (the name is who its holder is in history and the audit log) \
+                      with ROLE on each --env, or on every environment without --env. Roles, each including the \
+                      ones before it: viewer (reads), deployer (release, rollback, promote into, cancel, scheduler, \
+                      parameters), approver (approve/reject runs; never one's own), admin (tokens; parameters \
+                      outside every environment). Needs admin on every environment.",
+        after_help = "Examples:\n  cutover token create ci --role deployer --env dev --env staging --expires 90d\n  \
+                      cutover token create alice --role approver\n  \
+                      cutover token create dashboard-tv --role viewer -o json"
+    )]
+    Create {
+        /// Who holds it: 1 to 64 letters, digits, '.', '_', '@' or '-'.
+        name: String,
+        /// viewer, deployer, approver or admin.
+        #[arg(long)]
+        role: String,
+        /// An environment the role applies to (repeatable); none: every environment.
+        #[arg(long = "env", value_name = "ENV")]
+        envs: Vec<String>,
+        /// Lifetime, e.g. 12h, 30d; none: until revoked.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// Every token with its roles, creation, expiry and whether it still works (never secrets).
+    List,
+    /// Revoke the live token NAME: requests with it fail from now on.
+    #[command(after_help = "Example: cutover token revoke ci")]
+    Revoke { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -300,6 +364,11 @@ pub struct ServeArgs {
     /// servers sharing a database must share it). Default: <data-dir>/secret.key.
     #[arg(long, env = "CUTOVER_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
+
+    /// Revoke the `admin` token and write a new one to <data-dir>/admin.token, then serve.
+    /// For an operator who lost every admin token (access to the data directory is enough).
+    #[arg(long)]
+    pub reset_admin_token: bool,
 
     /// Address of the router in front of public services (default: 127.0.0.1 and
     /// `router.port` from cutover.yml, else 7080; port 0 picks a free one).

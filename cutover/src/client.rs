@@ -1,7 +1,10 @@
 //! The HTTP client every subcommand but `serve` and `config check` uses.
 //!
+//! Every request carries the API token (`Authorization: Bearer`), taken from
+//! `--token`, `CUTOVER_TOKEN` or the credentials file (see `credentials`).
 //! Errors are turned into sentences a person can act on: no server answering
-//! says how to start one; an API error prints the server's message.
+//! says how to start one, no token says how to get one; an API error prints
+//! the server's message.
 
 use anyhow::{Context, anyhow, bail};
 use reqwest::{Method, StatusCode};
@@ -11,27 +14,30 @@ use serde_json::Value;
 
 pub struct Client {
     base: String,
-    actor: String,
+    /// None: no token was found; requests go out without one and a 401 says
+    /// how to log in.
+    token: Option<String>,
     http: reqwest::Client,
 }
 
 impl Client {
-    pub fn new(server: &str, actor: Option<&str>) -> anyhow::Result<Self> {
+    /// A client of `server` with `token`, else the one in the credentials file.
+    pub fn new(server: &str, token: Option<&str>) -> anyhow::Result<Self> {
         let base = server.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!(
                 "--server / CUTOVER_URL must start with http:// (got {server:?}), e.g. http://127.0.0.1:7070"
             );
         }
-        let actor = match actor {
-            Some(a) => a.to_owned(),
-            None => os_user(),
+        let token = match token.map(str::trim).filter(|t| !t.is_empty()) {
+            Some(t) => Some(t.to_owned()),
+            None => crate::credentials::load(&base)?,
         };
         let http = cutover_engine::http::client_builder(&base)
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Self { base, actor, http })
+        Ok(Self { base, token, http })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -56,15 +62,14 @@ impl Client {
         use futures::StreamExt;
         let url = format!("{}{}", self.base, path);
         let resp = self
-            .http
-            .get(&url)
+            .authorized(self.http.get(&url))
             .send()
             .await
             .map_err(|e| self.connect_error(&url, e))?;
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
-            return Err(api_error(status, &text));
+            return Err(self.api_error(status, &text));
         }
         let mut stream = resp.bytes_stream();
         let mut buf = Vec::new();
@@ -100,10 +105,7 @@ impl Client {
         body: Option<&B>,
     ) -> anyhow::Result<T> {
         let url = format!("{}{}", self.base, path);
-        let mut req = self
-            .http
-            .request(method, &url)
-            .header(cutover_server::ACTOR_HEADER, &self.actor);
+        let mut req = self.authorized(self.http.request(method, &url));
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -114,18 +116,57 @@ impl Client {
             .await
             .with_context(|| format!("reading the answer of {url}"))?;
         if !status.is_success() {
-            return Err(api_error(status, &text));
+            return Err(self.api_error(status, &text));
         }
         serde_json::from_str(&text)
             .with_context(|| format!("the server's answer to {path} is not what this CLI expects"))
     }
 }
 
-fn api_error(status: StatusCode, body: &str) -> anyhow::Error {
-    let message = serde_json::from_str::<Value>(body)
+impl Client {
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// A 401 becomes what to do about it; anything else the server's message.
+    fn api_error(&self, status: StatusCode, body: &str) -> anyhow::Error {
+        if status == StatusCode::UNAUTHORIZED {
+            let server = server_message(body).unwrap_or_default();
+            let login = format!(
+                "run `cutover login --server {}` with a token from an admin (`cutover token create NAME --role ROLE`), \
+                 or pass --token / set CUTOVER_TOKEN",
+                self.base
+            );
+            return match &self.token {
+                None => anyhow!(
+                    "no API token for {}: {login}. (On the server's host, the admin token is in <data-dir>/admin.token.)",
+                    self.base
+                ),
+                Some(_) => anyhow!(
+                    "{} refused the token: {server}\nTo use another token, {login}",
+                    self.base
+                ),
+            };
+        }
+        api_error(status, body)
+    }
+}
+
+fn server_message(body: &str) -> Option<String> {
+    serde_json::from_str::<Value>(body)
         .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned));
-    match message {
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+}
+
+fn api_error(status: StatusCode, body: &str) -> anyhow::Error {
+    match server_message(body) {
         Some(m) => anyhow!("{m}"),
         None if status == StatusCode::NOT_FOUND => {
             anyhow!("the server does not know this request (404); is it an older Cutover than this CLI?")
@@ -157,28 +198,4 @@ pub fn urlencode(s: &str) -> String {
         }
     }
     out
-}
-
-/// The OS user: $USER, $LOGNAME, else the name of our uid in /etc/passwd.
-fn os_user() -> String {
-    if let Some(u) = ["USER", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
-    {
-        return u;
-    }
-    let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines().find_map(|l| {
-            l.strip_prefix("Uid:")
-                .and_then(|r| r.split_whitespace().next().map(str::to_owned))
-        })
-    });
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    uid.and_then(|uid| {
-        passwd.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2] == uid).then(|| f[0].to_owned())
-        })
-    })
-    .unwrap_or_else(|| "unknown".to_owned())
 }

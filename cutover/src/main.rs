@@ -5,6 +5,7 @@
 mod cli;
 mod client;
 mod commands;
+mod credentials;
 mod output;
 
 use std::process::ExitCode;

@@ -1,11 +1,13 @@
 //! `/api/v1/environments`: environments at a glance and their versions;
 //! integration environments created (POST) and deleted (DELETE).
 
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use cutover_engine::{CreateRequest, Created, Engine, EnvironmentSummary, LifecycleRecord, VersionsReport};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use cutover_engine::{
+    CreateRequest, Created, Engine, EnvironmentSummary, LifecycleRecord, Principal, VersionsReport,
+};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,12 +21,17 @@ pub fn routes() -> OpenApiRouter<Engine> {
         .routes(routes!(versions))
 }
 
-/// Every environment: those of `cutover.yml` and the live integration environments, with
-/// tier, branch, lifecycle and version facts.
+/// The environments the token may see (those of `cutover.yml` and the live integration
+/// environments), with tier, branch, lifecycle and version facts.
 #[utoipa::path(get, path = "/api/v1/environments", tag = "environments",
     responses((status = 200, body = Vec<EnvironmentSummary>)))]
-async fn list(State(engine): State<Engine>) -> Result<Json<Vec<EnvironmentSummary>>, ApiError> {
-    Ok(Json(engine.environments().await?))
+async fn list(
+    State(engine): State<Engine>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Vec<EnvironmentSummary>>, ApiError> {
+    let mut all = engine.environments().await?;
+    all.retain(|e| crate::auth::may_view(&principal, e.name.as_str()));
+    Ok(Json(all))
 }
 
 /// One environment.
@@ -86,10 +93,10 @@ struct CreateBody {
         (status = 409, description = "The branch has one already, or max_active is reached", body = ErrorBody)))]
 async fn create(
     State(engine): State<Engine>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<CreateBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let Json(b) = b.map_err(|r| ApiError::bad_request(format!("bad request body: {}", r.body_text())))?;
     let req = CreateRequest {
         template: b.template,
@@ -120,8 +127,8 @@ async fn delete(
     State(engine): State<Engine>,
     Path(env): Path<String>,
     Query(q): Query<DeleteQuery>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Json<LifecycleRecord>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     Ok(Json(engine.env_delete(&env, q.force, &actor).await?))
 }

@@ -7,13 +7,12 @@ mod ops;
 mod params;
 mod runs;
 mod scale;
+mod tokens;
 
 use std::sync::OnceLock;
 
 use axum::Json;
 use axum::Router;
-use axum::http::HeaderMap;
-use cutover_core::Actor;
 use cutover_engine::Engine;
 use serde_json::{Value, json};
 use utoipa::OpenApi as _;
@@ -21,22 +20,24 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
-
-/// Header that names who makes a change, until API tokens exist.
-pub const ACTOR_HEADER: &str = "x-cutover-actor";
+use crate::auth::AuthState;
 
 /// The document's frame: title, description and tags; paths and schemas come from the
 /// handlers' `#[utoipa::path]` attributes as they are registered (so a route cannot be
 /// added through [`api_router`] without appearing in the document).
 #[derive(utoipa::OpenApi)]
 #[openapi(
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
     info(
         title = "Cutover API",
         description = "The HTTP API of a Cutover server: environments and their versions, the \
             parameter store, pipeline runs (release, rollback, promote, approve), what runs, \
-            the scheduler and the audit log. Errors are `{\"error\": {\"kind\", \"message\"}}`. \
-            Changes name who makes them in the `X-Cutover-Actor` header.",
+            the scheduler, scale changes, API tokens and the audit log. Errors are \
+            `{\"error\": {\"kind\", \"message\"}}`. Every route but `GET /api/v1/health` and \
+            `GET /metrics` needs `Authorization: Bearer <token>`; the token's name is the actor \
+            of every change it makes, and its role per environment (viewer < deployer < \
+            approver < admin) decides what it may do.",
     ),
     tags(
         (name = "environments", description = "Environments and their versions"),
@@ -45,11 +46,35 @@ pub const ACTOR_HEADER: &str = "x-cutover-actor";
         (name = "operations", description = "What runs: instances, versions, service logs"),
         (name = "scheduler", description = "Cron jobs per environment"),
         (name = "scale", description = "Replica counts: applied on dev, change requests on fixed-size tiers"),
+        (name = "tokens", description = "API tokens and who the caller is"),
         (name = "audit", description = "The append-only audit log"),
         (name = "server", description = "Health, configuration, metrics and this document"),
     )
 )]
 struct ApiDoc;
+
+/// Declares the `bearer` scheme every operation but the open ones requires.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(
+                            "An API token (`cutover token create`, or `<data-dir>/admin.token`)",
+                        ))
+                        .build(),
+                ),
+            );
+    }
+}
 
 /// Every API route, with its OpenAPI description.
 fn api_router() -> OpenApiRouter<Engine> {
@@ -63,6 +88,7 @@ fn api_router() -> OpenApiRouter<Engine> {
         .merge(runs::routes())
         .merge(ops::routes())
         .merge(scale::routes())
+        .merge(tokens::routes())
 }
 
 /// The OpenAPI 3.1 description of the API, as served at `/api/v1/openapi.json`.
@@ -76,12 +102,22 @@ pub fn openapi() -> &'static OpenApi {
     })
 }
 
-pub fn routes(engine: Engine) -> Router {
-    api_router().split_for_parts().0.with_state(engine)
+/// Every route of the API, behind the token check (`auth`), which lets
+/// `GET /api/v1/health` and `GET /metrics` through without a token.
+pub fn routes(auth: AuthState) -> Router {
+    let engine = auth.engine.clone();
+    api_router()
+        .split_for_parts()
+        .0
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::middleware,
+        ))
+        .with_state(engine)
 }
 
 /// Liveness and what this server is.
-#[utoipa::path(get, path = "/api/v1/health", tag = "server",
+#[utoipa::path(get, path = "/api/v1/health", tag = "server", security(()),
     responses((status = 200, description = "`{status: \"ok\", app, cutover_version}`", body = Object)))]
 async fn health(axum::extract::State(engine): axum::extract::State<Engine>) -> Json<Value> {
     Json(json!({
@@ -99,14 +135,14 @@ async fn config(axum::extract::State(engine): axum::extract::State<Engine>) -> J
 }
 
 /// This document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "server",
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "server", security(()),
     responses((status = 200, description = "The OpenAPI 3.1 description of this API", body = Object)))]
 async fn openapi_json() -> Json<&'static OpenApi> {
     Json(openapi())
 }
 
 /// Prometheus metrics (text exposition format).
-#[utoipa::path(get, path = "/metrics", tag = "server",
+#[utoipa::path(get, path = "/metrics", tag = "server", security(()),
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 async fn metrics(
     axum::extract::State(engine): axum::extract::State<Engine>,
@@ -118,27 +154,6 @@ async fn metrics(
         )],
         engine.metrics_text().await,
     )
-}
-
-/// The actor of a change, from the `X-Cutover-Actor` header.
-fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
-    let raw = headers
-        .get(ACTOR_HEADER)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "changes need an actor: send the X-Cutover-Actor header (the CLI sends your OS user, or --as NAME)",
-            )
-        })?
-        .to_str()
-        .map_err(|_| ApiError::bad_request("X-Cutover-Actor must be plain ASCII"))?;
-    let actor = Actor::parse(raw)?;
-    if actor.as_str() == cutover_engine::SYSTEM_ACTOR {
-        return Err(ApiError::bad_request(format!(
-            "the actor name {:?} is reserved for Cutover's own writes; act under your own name (--as NAME)",
-            actor.as_str()
-        )));
-    }
-    Ok(actor)
 }
 
 #[cfg(test)]

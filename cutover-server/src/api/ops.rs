@@ -1,10 +1,9 @@
 //! `/api/v1/environments/{env}/status`, the scheduler, service logs and the
 //! audit log.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use cutover_engine::{Engine, EnvStatus, SchedulerStatus};
+use axum::{Extension, Json};
+use cutover_engine::{Engine, EnvStatus, Principal, SchedulerStatus};
 use cutover_store::{AuditEntry, JobRun};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -133,9 +132,9 @@ async fn scheduler(
 async fn suspend(
     State(engine): State<Engine>,
     Path(env): Path<String>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Json<SchedulerStatus>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     Ok(Json(engine.scheduler_suspend(&env, &actor).await?))
 }
 
@@ -147,9 +146,9 @@ async fn suspend(
 async fn resume(
     State(engine): State<Engine>,
     Path(env): Path<String>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Json<SchedulerStatus>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     Ok(Json(engine.scheduler_resume(&env, &actor).await?))
 }
 
@@ -164,9 +163,9 @@ async fn resume(
 async fn run_job(
     State(engine): State<Engine>,
     Path((env, job)): Path<(String, String)>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Json<JobRun>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     Ok(Json(engine.scheduler_run_now(&env, &job, &actor).await?))
 }
 

@@ -3,12 +3,11 @@
 //! Keys are paths (`/shop-prod/desired_version`); in URLs the leading slash is
 //! the one after `params`, so `GET /api/v1/params/shop-prod/desired_version`.
 
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::routing::get;
-use cutover_engine::Engine;
+use axum::{Extension, Json};
+use cutover_engine::{Engine, Principal};
 use cutover_store::ParamVersion;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -37,17 +36,25 @@ struct ListQuery {
     prefix: Option<String>,
 }
 
-/// The newest version of every key under a prefix (secrets shown as `****`).
+/// The newest version of every key under a prefix that the token may read: those of
+/// environments it may see, and those outside every environment's prefix (secrets as `****`).
 #[utoipa::path(get, path = "/api/v1/params", tag = "parameters", params(ListQuery),
     responses((status = 200, body = Vec<ParamVersion>),
         (status = 400, description = "Bad prefix", body = ErrorBody)))]
 
 async fn list(
     State(engine): State<Engine>,
+    Extension(principal): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<ParamVersion>>, ApiError> {
     let prefix = q.prefix.unwrap_or_else(|| "/".to_owned());
-    Ok(Json(engine.param_list(&prefix).await?))
+    let mut all = engine.param_list(&prefix).await?;
+    all.retain(|p| {
+        engine
+            .env_of_key(&p.key)
+            .is_none_or(|env| crate::auth::may_view(&principal, env.as_str()))
+    });
+    Ok(Json(all))
 }
 
 fn key_of(path: &str) -> String {
@@ -96,10 +103,10 @@ struct PutBody {
 async fn put(
     State(engine): State<Engine>,
     Path(key): Path<String>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     body: Result<Json<PutBody>, JsonRejection>,
 ) -> Result<Json<ParamVersion>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let Json(body) =
         body.map_err(|r| ApiError::bad_request(format!("bad request body: {}", r.body_text())))?;
     Ok(Json(

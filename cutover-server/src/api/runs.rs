@@ -1,13 +1,13 @@
 //! `/api/v1/.../releases`, `/api/v1/runs`: starting, reading, following,
 //! cancelling, approving and rejecting pipeline runs; rollback and promote.
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cutover_engine::{Engine, LogEvent, ReleaseRequest, RunView};
+use axum::{Extension, Json};
+use cutover_engine::{Engine, LogEvent, Principal, ReleaseRequest, RunView};
 use cutover_store::{Decision, RunLogLine, RunRecord};
 use serde::Deserialize;
 use serde_json::json;
@@ -61,10 +61,10 @@ struct ReleaseBody {
 async fn release(
     State(engine): State<Engine>,
     Path(env): Path<String>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<ReleaseBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunRecord>), ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     let req = ReleaseRequest {
         env,
@@ -99,10 +99,10 @@ struct RollbackBody {
 async fn rollback(
     State(engine): State<Engine>,
     Path(env): Path<String>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<RollbackBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunRecord>), ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     let run = if b.fast {
         if b.to.is_some() {
@@ -135,10 +135,10 @@ struct PromoteBody {
 
 async fn promote(
     State(engine): State<Engine>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<PromoteBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunRecord>), ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     Ok((
         StatusCode::ACCEPTED,
@@ -155,16 +155,28 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-/// Runs, newest first.
+/// Runs of the environments the token may see, newest first.
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(ListQuery),
     responses((status = 200, body = Vec<RunRecord>),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 
 async fn list(
     State(engine): State<Engine>,
+    Extension(principal): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<RunRecord>>, ApiError> {
-    Ok(Json(engine.runs(q.env.as_deref(), q.limit.unwrap_or(20)).await?))
+    let limit = q.limit.unwrap_or(20);
+    let sees_all = principal.grants.default.is_some();
+    if q.env.is_some() || sees_all {
+        return Ok(Json(engine.runs(q.env.as_deref(), limit).await?));
+    }
+    // Filtered after reading: read deeper so the page is still full.
+    let mut runs = engine
+        .runs(None, limit.saturating_mul(10).clamp(limit, 1000))
+        .await?;
+    runs.retain(|r| crate::auth::may_view(&principal, &r.env));
+    runs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(Json(runs))
 }
 
 /// One run with its stages and approvals.
@@ -287,9 +299,9 @@ async fn logs(
 async fn cancel(
     State(engine): State<Engine>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Json<RunRecord>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     Ok(Json(engine.cancel(id, &actor).await?))
 }
 
@@ -312,10 +324,10 @@ struct DecisionBody {
 async fn approve(
     State(engine): State<Engine>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Json<RunView>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     Ok(Json(
         engine.decide(id, &actor, Decision::Approve, b.comment).await?,
@@ -333,10 +345,10 @@ async fn approve(
 async fn reject(
     State(engine): State<Engine>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Json<RunView>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     Ok(Json(
         engine.decide(id, &actor, Decision::Reject, b.comment).await?,

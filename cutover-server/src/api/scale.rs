@@ -1,11 +1,11 @@
 //! `/api/v1/.../scale`, `/api/v1/scale-requests`: replica counts per service, applied at once
 //! on dev and integration environments, approved by someone else on fixed-size tiers.
 
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use cutover_engine::{Engine, ScaleAnswer, ScaleRequest};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use cutover_engine::{Engine, Principal, ScaleAnswer, ScaleRequest};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -48,10 +48,10 @@ struct ScaleBody {
 async fn scale(
     State(engine): State<Engine>,
     Path((env, service)): Path<(String, String)>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<ScaleBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ScaleAnswer>), ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     let answer = engine
         .scale(&env, &service, b.replicas, b.comment, &actor)
@@ -71,15 +71,19 @@ struct ListQuery {
     env: Option<String>,
 }
 
-/// Scale changes (applied, pending, rejected, failed), newest first.
+/// Scale changes (applied, pending, rejected, failed) of the environments the token may see,
+/// newest first.
 #[utoipa::path(get, path = "/api/v1/scale-requests", tag = "scale", params(ListQuery),
     responses((status = 200, body = Vec<ScaleRequest>),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn list(
     State(engine): State<Engine>,
+    Extension(principal): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<ScaleRequest>>, ApiError> {
-    Ok(Json(engine.scale_requests(q.env.as_deref()).await?))
+    let mut all = engine.scale_requests(q.env.as_deref()).await?;
+    all.retain(|r| crate::auth::may_view(&principal, &r.env));
+    Ok(Json(all))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -89,7 +93,7 @@ struct DecisionBody {
     comment: Option<String>,
 }
 
-/// Approves a pending scale request (not your own) and applies it.
+/// Approves a pending scale request (not your own; admin on its environment) and applies it.
 #[utoipa::path(post, path = "/api/v1/scale-requests/{id}/approve", tag = "scale",
     params(("id" = i64, Path, description = "Scale request id")),
     request_body = DecisionBody,
@@ -99,10 +103,10 @@ struct DecisionBody {
 async fn approve(
     State(engine): State<Engine>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Json<ScaleAnswer>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     Ok(Json(engine.scale_decide(id, &actor, true, b.comment).await?))
 }
@@ -117,10 +121,10 @@ async fn approve(
 async fn reject(
     State(engine): State<Engine>,
     Path(id): Path<i64>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     b: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Json<ScaleAnswer>, ApiError> {
-    let actor = super::actor(&headers)?;
+    let actor = principal.name;
     let b = body(b)?;
     Ok(Json(engine.scale_decide(id, &actor, false, b.comment).await?))
 }

@@ -2,6 +2,10 @@
 // Views are chosen by the URL fragment: #/, #/env/NAME, #/run/ID, #/runs,
 // #/audit. The current view polls what it shows about once a second.
 // Every piece of data reaches the DOM as text (textContent), never as HTML.
+// Every API call carries the API token (Authorization: Bearer) kept in this
+// tab's sessionStorage: typed into the sign-in form, or handed over once in
+// the URL as #token=... (or #/run/5&token=...), which is then removed from
+// the address bar.
 'use strict';
 
 const API = '/api/v1';
@@ -15,7 +19,7 @@ const STAGES = {
   post_deploy_config: 'Post-deployment configuration', post_deploy_hook: 'Post-deploy hook',
 };
 const TERMINAL = ['succeeded', 'failed', 'cancelled', 'superseded', 'interrupted'];
-const ACTOR_KEY = 'cutover.actor';
+const TOKEN_KEY = 'cutover.token';
 
 const main = document.getElementById('main');
 let generation = 0; // bumped on every navigation; stale polls stop themselves
@@ -74,28 +78,32 @@ function badge(state) {
   return el('span', { class: `badge s-${state}` }, String(state).replace(/_/g, ' '));
 }
 
+function token() { return (sessionStorage.getItem(TOKEN_KEY) || '').trim(); }
+
+// An API answer that says the token is missing or no longer works.
+class Unauthorized extends Error {}
+
 async function api(path, opts) {
-  const res = await fetch(API + path, { headers: { Accept: 'application/json' }, ...opts });
+  const headers = { Accept: 'application/json', ...((opts && opts.headers) || {}) };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  const res = await fetch(API + path, { ...opts, headers });
   let body = null;
   try { body = await res.json(); } catch (_) { /* not JSON */ }
   if (!res.ok) {
-    const msg = body && body.error && body.error.message;
-    throw new Error(msg || `${res.status} ${res.statusText}`);
+    const msg = (body && body.error && body.error.message) || `${res.status} ${res.statusText}`;
+    if (res.status === 401) {
+      showSignedOut(msg);
+      throw new Unauthorized(msg);
+    }
+    throw new Error(msg);
   }
   return body;
 }
 
-function actor() { return (localStorage.getItem(ACTOR_KEY) || '').trim(); }
-
 async function write(path, payload) {
-  const who = actor();
-  if (!who) {
-    document.getElementById('actor').focus();
-    throw new Error('Enter your name under "Acting as" at the top of the page first.');
-  }
   return api(path, {
     method: 'POST',
-    headers: { Accept: 'application/json', 'Content-Type': 'application/json', 'X-Cutover-Actor': who },
+    headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify(payload),
   });
 }
@@ -110,7 +118,13 @@ function poll(tick, errorBox) {
       again = (await tick()) !== false;
       errorBox.replaceChildren();
     } catch (e) {
-      errorBox.replaceChildren(el('p', { class: 'error' }, `Cannot reach the server: ${e.message}`));
+      if (e instanceof Unauthorized) {
+        errorBox.replaceChildren(el('p', { class: 'error' },
+          `Sign in with an API token (form at the top of the page): ${e.message}`));
+        again = false;
+      } else {
+        errorBox.replaceChildren(el('p', { class: 'error' }, `Cannot reach the server: ${e.message}`));
+      }
     }
     if (again && gen === generation) setTimeout(loop, POLL_MS);
   };
@@ -307,7 +321,7 @@ function auditView() {
   }, err);
 }
 
-// ---- routing and the actor form -----------------------------------------
+// ---- routing and signing in -------------------------------------------------
 
 function route() {
   generation += 1;
@@ -321,18 +335,52 @@ function route() {
   main.focus({ preventScroll: true });
 }
 
-function setupActor() {
-  const input = document.getElementById('actor');
-  const saved = document.getElementById('actor-saved');
-  input.value = actor();
-  document.getElementById('actor-form').addEventListener('submit', (ev) => {
+// A token handed over in the URL (#token=T, or #/run/5&token=T) is kept for
+// this tab and removed from the address bar and history at once.
+function takeTokenFromUrl() {
+  const m = location.hash.match(/(^#|&)token=([^&]*)/);
+  if (!m) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[2]));
+  let rest = location.hash.replace(m[0], m[1] === '#' ? '#' : '');
+  if (rest === '#' || rest === '') rest = '#/';
+  history.replaceState(null, '', location.pathname + location.search + rest);
+}
+
+function showSignedOut(message) {
+  document.getElementById('signin-form').hidden = false;
+  document.getElementById('signed-in').hidden = true;
+  document.getElementById('signin-status').textContent = message ? 'Not signed in.' : '';
+}
+
+async function showWho() {
+  if (!token()) { showSignedOut(''); return; }
+  try {
+    const me = await api('/whoami');
+    document.getElementById('signin-form').hidden = true;
+    document.getElementById('signed-in').hidden = false;
+    document.getElementById('who').textContent = me.name;
+  } catch (_) { /* api() showed the form */ }
+}
+
+function setupSignIn() {
+  const input = document.getElementById('token');
+  document.getElementById('signin-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
-    localStorage.setItem(ACTOR_KEY, input.value.trim());
-    saved.textContent = input.value.trim() ? 'Saved.' : '';
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    input.value = '';
+    await showWho();
+    route();
+  });
+  document.getElementById('signout').addEventListener('click', () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showSignedOut('');
+    route();
   });
 }
 
-setupActor();
+takeTokenFromUrl();
+setupSignIn();
+showWho();
 window.addEventListener('hashchange', route);
 route();
 api('/health').then((h) => {

@@ -2,8 +2,10 @@
 //! in the binary and served at `/`. The page is a small single-page app that
 //! polls the JSON API (`/api/v1/...`); it holds no logic the API lacks.
 //!
-//! Writes send `X-Cutover-Actor` with a name the user typed once (kept in the
-//! browser's localStorage); it stands in for login until API tokens exist.
+//! Every call sends the API token (`Authorization: Bearer`) the user signed in
+//! with, kept in the tab's sessionStorage (not localStorage: it should not
+//! outlive the tab); a `#token=...` fragment hands one over once. The page
+//! itself and its assets are public: they hold no data.
 
 use axum::Router;
 use axum::http::header;

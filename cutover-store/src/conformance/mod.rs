@@ -11,7 +11,8 @@
 //!
 //! Cases are grouped by subject: `params`, `audit`, `concurrency` (racing
 //! writers), `runs` (queueing, state compare-and-set, stages), `run_logs`
-//! (logs, approvals, refused text), `scheduler` (state, job runs, job logs)
+//! (logs, approvals, refused text), `scheduler` (state, job runs, job logs),
+//! `tokens` (API tokens by hash, unique live names, revoke, bootstrap)
 //! and `persistence` (survives a reopen: [`reopen_write`]/[`reopen_check`]
 //! and [`runs_reopen_write`]/[`runs_reopen_check`]).
 //!
@@ -26,6 +27,7 @@ mod run_logs;
 mod runs;
 mod scheduler;
 mod stages;
+mod tokens;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -58,6 +60,10 @@ pub use scheduler::{
     job_runs_unfinished_oldest_first, scheduler_state_upsert,
 };
 pub use stages::{stage_update_sets_times_and_current_stage, stages_mark_not_run_touches_only_pending};
+pub use tokens::{
+    concurrent_bootstraps_create_one_token, job_run_get_by_id, token_bootstrap_only_into_an_empty_store,
+    token_create_and_find_by_hash, token_expiry_is_stored_verbatim, token_names_are_unique_among_live_tokens,
+};
 
 /// Generates one `#[tokio::test]` per conformance case. `$fresh` is the path
 /// of an `async fn() -> (Arc<dyn Store>, G)` giving a fresh, empty store and a
@@ -77,9 +83,12 @@ macro_rules! conformance_tests {
                  stages_mark_not_run_touches_only_pending, runs_unfinished_lists_queued_and_active_oldest_first,
                  log_read_filters_by_stage_and_after_seq, approvals_are_recorded_in_order,
                  run_text_with_nul_is_refused, scheduler_state_upsert, job_runs_start_finish_and_list,
-                 job_runs_unfinished_oldest_first, job_log_append_and_read, job_history_reset_deletes_runs_and_logs;
+                 job_runs_unfinished_oldest_first, job_log_append_and_read, job_history_reset_deletes_runs_and_logs,
+                 token_create_and_find_by_hash, token_names_are_unique_among_live_tokens,
+                 token_bootstrap_only_into_an_empty_store, token_expiry_is_stored_verbatim, job_run_get_by_id;
             arc: concurrent_cas_writers_one_winner_per_version, concurrent_writers_without_cas_lose_nothing,
-                 concurrent_transitions_one_winner, concurrent_log_appends_are_gapless);
+                 concurrent_transitions_one_winner, concurrent_log_appends_are_gapless,
+                 concurrent_bootstraps_create_one_token);
     };
     (@cases $fresh:path; ref: $($r:ident),*; arc: $($a:ident),*) => {
         $(

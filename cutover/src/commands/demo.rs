@@ -4,7 +4,9 @@
 //! directory as its own git repository with two commits, starts the server
 //! with it, deploys dev and staging, requests production (which waits for
 //! approval, four-eyes) and prints what to open and type next. Ctrl-C stops
-//! everything. Running it again reuses the repository and the state: what is
+//! everything. It deploys with a token of its own (`demo`, deployer), so the
+//! admin token it saves for your CLI (and hands the dashboard in the URL it
+//! prints) belongs to someone else and may approve production. Running it again reuses the repository and the state: what is
 //! already deployed is not deployed again.
 //!
 //! The repository is created with the `git` binary: the demo is a
@@ -75,6 +77,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         database_url: None,
         standby: false,
         secret_key_file: None,
+        reset_admin_token: false,
     })
     .await
     .map_err(|e| match e {
@@ -83,28 +86,73 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })?;
     let api = app.local_addr()?;
     let router = app.router_addr()?;
+    let admin = admin_token(&app)?;
+    super::serve::save_admin_token(api, &admin, app.admin_token_file());
     println!("cutover: router on http://{router}");
     println!("cutover: listening on http://{api}");
     std::io::stdout().flush().ok();
     let mut server = tokio::spawn(app.run_until_stopped());
 
-    let client = Client::new(&format!("http://{api}"), Some(ACTOR))?;
+    let url = super::serve::local_url(api);
     let deploy = async {
+        let client = demo_client(&url, &admin).await?;
         deploy(&client, "dev", &second).await?;
         deploy(&client, "staging", &first).await?;
         request_production(&client, &first).await
     };
     tokio::select! {
         r = deploy => match r {
-            Ok(waiting) => print_next_steps(api, router, waiting, &first, &second),
+            Ok(waiting) => print_next_steps(&url, &admin, router, waiting, &first, &second),
             // Keep serving: the failed run's log is where the answer is.
-            Err(e) => eprintln!("error: {e:#}\nThe server keeps running so you can look: CUTOVER_URL=http://{api} cutover runs"),
+            Err(e) => eprintln!("error: {e:#}\nThe server keeps running so you can look: CUTOVER_URL={url} cutover runs"),
         },
         r = &mut server => return finished(r),
     }
     std::io::stdout().flush().ok();
     // The server runs until Ctrl-C / SIGTERM, then stops every instance.
     finished(server.await)
+}
+
+/// The admin token: minted by this start, or the one an earlier run wrote.
+fn admin_token(app: &App) -> anyhow::Result<String> {
+    if let Some(t) = app.new_admin_token() {
+        return Ok(t.to_owned());
+    }
+    let file = app.admin_token_file();
+    let text = std::fs::read_to_string(file).with_context(|| {
+        format!(
+            "the demo's state has API tokens but its admin token file {} cannot be read; \
+             remove the demo directory to start afresh",
+            file.display()
+        )
+    })?;
+    Ok(text.trim().to_owned())
+}
+
+/// A client acting as the `demo` token (deployer everywhere), minted afresh
+/// through the admin token on every run (the secret of an earlier one is gone).
+async fn demo_client(url: &str, admin: &str) -> anyhow::Result<Client> {
+    let admin = Client::new(url, Some(admin))?;
+    let tokens: Value = admin.get("/api/v1/tokens").await?;
+    let live = tokens.as_array().is_some_and(|t| {
+        t.iter()
+            .any(|t| t["name"] == ACTOR && t["revoked_at_ms"].is_null())
+    });
+    if live {
+        let _: Value = admin
+            .post(&format!("/api/v1/tokens/{ACTOR}/revoke"), &json!({}))
+            .await?;
+    }
+    let issued: Value = admin
+        .post(
+            "/api/v1/tokens",
+            &json!({ "name": ACTOR, "grants": { "default": "deployer" } }),
+        )
+        .await?;
+    let secret = issued["secret"]
+        .as_str()
+        .context("the server did not return the demo token's secret")?;
+    Client::new(url, Some(secret))
 }
 
 fn finished(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Result<ExitCode> {
@@ -272,7 +320,8 @@ async fn watch(client: &Client, id: i64, states: &[&str]) -> anyhow::Result<Valu
 }
 
 fn print_next_steps(
-    api: std::net::SocketAddr,
+    api: &str,
+    admin: &str,
     router: std::net::SocketAddr,
     waiting: Option<i64>,
     first: &str,
@@ -289,17 +338,18 @@ fn print_next_steps(
         }
     }
     println!();
-    println!("Dashboard: http://{api}/  (runs, stages, approvals, running versions, audit)");
+    println!("Dashboard (signed in as admin by the token after #; keep this URL to yourself):");
+    println!("  {api}/#token={admin}");
     println!();
-    println!("In another terminal:");
-    println!("  export CUTOVER_URL=http://{api}");
+    println!("In another terminal (your CLI has the admin token for {api}; `cutover whoami`):");
+    println!("  export CUTOVER_URL={api}");
     println!("  cutover env list                      # desired / built / deployed per environment");
     println!("  cutover status staging                # every instance and the version it really runs");
     println!("  cutover versions staging              # commits, marked built / desired / deployed");
     if let Some(id) = waiting {
         println!("  cutover run {id}                        # production waits in its Approval stage");
         println!(
-            "  cutover approve {id} --as bob           # four-eyes: the demo requested it as \"{ACTOR}\""
+            "  cutover approve {id}                    # four-eyes: the demo requested it as \"{ACTOR}\", you are admin"
         );
     }
     println!(

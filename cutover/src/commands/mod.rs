@@ -9,6 +9,7 @@ mod param;
 mod runs;
 mod scale;
 mod serve;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -19,7 +20,14 @@ use crate::client::Client;
 use crate::output;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = || Client::new(&cli.global.server, cli.global.actor.as_deref());
+    if let Some(name) = &cli.global.actor {
+        anyhow::bail!(
+            "--as {name} is gone: who you are is the name of your API token. Use {name}'s token \
+             (`cutover --token TOKEN ...`, CUTOVER_TOKEN, or `cutover login`); an admin mints one with \
+             `cutover token create {name} --role ROLE`"
+        );
+    }
+    let client = || Client::new(&cli.global.server, cli.global.token.as_deref());
     let out = cli.global.output;
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
@@ -32,6 +40,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scheduler(cmd) => ops::scheduler(&client()?, cmd, out).await,
         Command::Audit { limit } => ops::audit(&client()?, limit, out).await,
         Command::Scale(args) => scale::run(&client()?, args, out).await,
+        Command::Login => tokens::login(&cli.global.server, cli.global.token.as_deref(), out).await,
+        Command::Whoami => tokens::whoami(&client()?, out).await,
+        Command::Token(cmd) => tokens::run(&client()?, cmd, out).await,
         cmd @ (Command::Release(_)
         | Command::Runs { .. }
         | Command::Run { .. }

@@ -71,9 +71,11 @@ fn serve_refuses_an_invalid_config_and_says_where() {
 #[test]
 fn a_cli_call_with_no_server_says_how_to_start_one() {
     // Port 1 on loopback: nothing listens there.
+    let home = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .args(["env", "list"])
         .env("CUTOVER_URL", "http://127.0.0.1:1")
+        .env("XDG_CONFIG_HOME", home.path())
         .output()
         .unwrap();
     fails_with(

@@ -105,12 +105,26 @@ fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
     let short = &full[..12];
     let tmp = tempfile::tempdir().unwrap();
 
-    // The page and its two assets come from the server itself.
-    let dom = dump_dom(tmp.path(), "home", &format!("{}/#/", server.url));
+    // Without a token: the page loads, the data does not, and it asks to sign in.
+    let dom = dump_dom(tmp.path(), "anonymous", &format!("{}/#/", server.url));
+    assert!(dom.contains("Sign in with an API token"), "{dom}");
+    assert!(
+        !dom.contains("<td><a href=\"#/env/staging\">"),
+        "no data without a token: {dom}"
+    );
+    assert!(
+        dom.contains("cutover token create"),
+        "the page says how to get a token: {dom}"
+    );
+
+    // The page and its two assets come from the server itself; the token is
+    // handed over in the fragment (and removed from the address bar).
+    let token = server.token("alice");
+    let dom = dump_dom(tmp.path(), "home", &format!("{}/#token={token}", server.url));
     assert!(dom.contains("<h1>Environments</h1>"), "{dom}");
     assert!(
-        dom.contains("X-Cutover-Actor"),
-        "the page explains the actor header: {dom}"
+        dom.contains("<strong id=\"who\">alice</strong>"),
+        "signed in as the token's name: {dom}"
     );
     // Environments at a glance: tier, branch, desired / built / deployed.
     let cells = env_row(&dom, "staging");
@@ -128,7 +142,11 @@ fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
     );
 
     // The run: 13 stage boxes in order with the API's statuses, and its log.
-    let dom = dump_dom(tmp.path(), "run", &format!("{}/#/run/{id}", server.url));
+    let dom = dump_dom(
+        tmp.path(),
+        "run",
+        &format!("{}/#/run/{id}&token={token}", server.url),
+    );
     assert_eq!(dom.matches("<li class=\"stage st-").count(), 13, "{dom}");
     let mut at = 0;
     for (stage, status) in Server::stages(&run) {
@@ -149,7 +167,11 @@ fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
     );
 
     // The environment: each instance's version as read from the process.
-    let dom = dump_dom(tmp.path(), "env", &format!("{}/#/env/staging", server.url));
+    let dom = dump_dom(
+        tmp.path(),
+        "env",
+        &format!("{}/#/env/staging&token={token}", server.url),
+    );
     assert!(dom.contains("<h3>api</h3>"), "{dom}");
     assert!(dom.contains("staging.shop.localhost"), "the router URL: {dom}");
     assert!(
@@ -160,13 +182,17 @@ fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
     assert!(dom.contains("<td>alice</td>"), "who set desired_version: {dom}");
 
     // The audit log.
-    let dom = dump_dom(tmp.path(), "audit", &format!("{}/#/audit", server.url));
+    let dom = dump_dom(
+        tmp.path(),
+        "audit",
+        &format!("{}/#/audit&token={token}", server.url),
+    );
     assert!(dom.contains("<td>alice</td>"), "{dom}");
 
     // A prod run waiting for approval: its boxes, and the decision form.
     let waiting = server.release("alice", "prod", short);
     let run = server.wait_run(waiting, &["awaiting_approval"]);
-    let url = format!("{}/#/run/{waiting}", server.url);
+    let url = format!("{}/#/run/{waiting}&token={token}", server.url);
     let dom = dump_dom(tmp.path(), "approval", &url);
     for (stage, status) in Server::stages(&run) {
         let needle = format!("data-stage=\"{stage}\" data-status=\"{status}\">");

@@ -12,6 +12,8 @@ use crate::support::BIN;
 #[test]
 fn the_demo_deploys_the_shop_and_leaves_production_waiting_for_approval() {
     let dir = tempfile::tempdir().unwrap();
+    // The newcomer's home: the demo saves the admin token there for the CLI.
+    let home = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args([
             "demo",
@@ -23,6 +25,7 @@ fn the_demo_deploys_the_shop_and_leaves_production_waiting_for_approval() {
         ])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
+        .env("XDG_CONFIG_HOME", home.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -56,6 +59,11 @@ fn the_demo_deploys_the_shop_and_leaves_production_waiting_for_approval() {
     let text = printed.join("\n");
     assert!(text.contains("is waiting for approval"), "{text}");
     assert!(text.contains("cutover approve"), "{text}");
+    let admin = std::fs::read_to_string(dir.path().join("state/admin.token")).unwrap();
+    assert!(
+        text.contains(&format!("/#token={}", admin.trim())),
+        "the dashboard URL signs in: {text}"
+    );
 
     let (status, head, body) = http_get(router_port, "storefront.staging.shop.localhost", "/").unwrap();
     assert_eq!(status, 200, "{head}\n{body}");
@@ -66,13 +74,25 @@ fn the_demo_deploys_the_shop_and_leaves_production_waiting_for_approval() {
         "the page shows the version the router says: {body}"
     );
 
-    let out = Command::new(BIN)
-        .args(["runs", "prod", "-o", "json"])
-        .env("CUTOVER_URL", &api)
-        .output()
-        .unwrap();
+    // A plain CLI call works with no login step: the demo saved the admin
+    // token for its URL. As admin (not the demo's own token) it may approve.
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["-o", "json"])
+            .env("CUTOVER_URL", &api)
+            .env_remove("CUTOVER_TOKEN")
+            .env("XDG_CONFIG_HOME", home.path())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["runs", "prod"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs[0]["state"], "awaiting_approval");
+    assert_eq!(runs[0]["requested_by"], "demo");
+    let me: serde_json::Value = serde_json::from_slice(&cli(&["whoami"]).stdout).unwrap();
+    assert_eq!(me["name"], "admin");
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod auth;
 mod broker;
 mod cli_config;
 mod cli_params;

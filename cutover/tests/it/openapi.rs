@@ -21,8 +21,9 @@ fn request(server: &Server, method: &str, path: &str, body: Option<&str>) -> (u1
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Accept: application/json\r\nX-Cutover-Actor: openapi-test\r\n\
+         Accept: application/json\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        server.admin_token,
         body.len()
     )
     .unwrap();
@@ -208,6 +209,7 @@ fn the_served_document_matches_the_real_api() {
                 .replace("{env}", "nosuch")
                 .replace("{service}", "nosuch")
                 .replace("{job}", "nosuch")
+                .replace("{name}", "nosuch")
                 .replace("{id}", "999999")
                 .replace("{key}", "nosuch-app/nosuch");
             let body = op.get("requestBody").map(|_| "{}");

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::pipeline_support::{APP_CONFIG, App, header, http_get};
-use crate::support::{BIN, fails_with};
+use crate::support::fails_with;
 
 fn config_with(extra_envs: &str, scheduler: Option<&str>) -> String {
     let mut cfg = APP_CONFIG.to_owned();
@@ -26,9 +26,9 @@ fn logs_follow_streams_a_run_live_until_it_ends() {
     app.hold("staging", "hold-install");
     let id = server.release("alice", "staging", &app.good[0]);
     server.wait_stage(id, "install");
-    let mut follower = Command::new(BIN)
+    let mut follower = server
+        .command("alice")
         .args(["logs", &id.to_string(), "--follow"])
-        .env("CUTOVER_URL", &server.url)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -231,9 +231,9 @@ fn a_fixed_router_port_serves_its_service_and_service_logs_follow() {
     let st = server.cli_json("x", &["status", "fixed"]);
     assert_eq!(st["services"][0]["port_url"], format!("http://127.0.0.1:{port}/"));
 
-    let mut follower = Command::new(BIN)
+    let mut follower = server
+        .command("x")
         .args(["service", "logs", "fixed", "api", "--follow"])
-        .env("CUTOVER_URL", &server.url)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -126,6 +126,8 @@ fn a_standby_takes_over_when_the_leader_dies() {
         &["--database-url", &url],
     );
     let id = leader.deploy("alice", "staging", &app.good[0]);
+    // Tokens live in the database: the standby accepts the leader's.
+    let admin_token = leader.admin_token.clone();
 
     // The standby (its own data directory, as on another machine) waits without serving.
     let mut child = Command::new(BIN)
@@ -177,11 +179,7 @@ fn a_standby_takes_over_when_the_leader_dies() {
             api = a.to_owned();
         }
     }
-    let standby = Server {
-        child,
-        url: api,
-        router_port,
-    };
+    let standby = Server::adopt(child, api, router_port, admin_token);
     let runs = standby.cli_json("x", &["runs", "staging"]);
     assert_eq!(
         (runs[0]["id"].as_i64(), runs[0]["state"].as_str()),

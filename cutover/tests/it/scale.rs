@@ -200,3 +200,4 @@ fn a_fixed_size_tier_scales_only_after_someone_else_approves() {
         .collect();
     assert_eq!(states, ["rejected", "applied"], "newest first: {list:#}");
 }
+

@@ -105,6 +105,13 @@ pub struct Server {
     pub url: String,
     /// The router's port on 127.0.0.1.
     pub router_port: u16,
+    /// The secret of the `admin` token (from `<data-dir>/admin.token`).
+    pub admin_token: String,
+    /// XDG_CONFIG_HOME and HOME of the server and of every CLI call, so no
+    /// test reads or writes the real user's credentials file.
+    pub home: tempfile::TempDir,
+    /// Tokens minted per actor name by `token()`.
+    pub tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Server {
@@ -120,6 +127,7 @@ impl Server {
 
     /// As `start_with`, with extra `cutover serve` arguments.
     pub fn start_with_args(config: &Path, data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let home = tempfile::tempdir().unwrap();
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -134,6 +142,7 @@ impl Server {
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "warn")
+            .env("XDG_CONFIG_HOME", home.path())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -155,19 +164,90 @@ impl Server {
         let (url, router_port) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("server prints its address");
+        // Written before the server listens, on the first start of its store.
+        let admin_token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_default();
+        Server::adopt(child, url, router_port, admin_token)
+    }
+
+    /// A server started by hand, acting with `admin_token`.
+    pub fn adopt(child: Child, url: String, router_port: u16, admin_token: String) -> Server {
         Server {
             child,
             url,
             router_port,
+            admin_token,
+            home: tempfile::tempdir().unwrap(),
+            tokens: Default::default(),
         }
+    }
+
+    /// The secret of a token named `actor` with admin on every environment,
+    /// minted through the admin token once per server (`admin` is the admin
+    /// token itself). Different names are different people: four-eyes holds.
+    pub fn token(&self, actor: &str) -> String {
+        if actor == "admin" {
+            assert!(!self.admin_token.is_empty(), "this server wrote no admin.token");
+            return self.admin_token.clone();
+        }
+        let mut tokens = self.tokens.lock().unwrap();
+        if let Some(t) = tokens.get(actor) {
+            return t.clone();
+        }
+        let admin = self.token("admin");
+        let create = || {
+            self.command_with_token(&admin)
+                .args(["token", "create", actor, "--role", "admin", "-o", "json"])
+                .output()
+                .expect("cutover runs")
+        };
+        let mut out = create();
+        if stderr(&out).contains("already exists") {
+            // Minted by an earlier server on the same store, whose secret is gone.
+            let revoked = self
+                .command_with_token(&admin)
+                .args(["token", "revoke", actor])
+                .output()
+                .expect("cutover runs");
+            assert!(revoked.status.success(), "{}", stderr(&revoked));
+            out = create();
+        }
+        let issued = json(&out);
+        let secret = issued["secret"].as_str().expect("a secret").to_owned();
+        tokens.insert(actor.to_owned(), secret.clone());
+        secret
+    }
+
+    /// The CLI against this server with a given token and an empty home.
+    pub fn command_with_token(&self, token: &str) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env("CUTOVER_URL", &self.url)
+            .env("CUTOVER_TOKEN", token)
+            .env("XDG_CONFIG_HOME", self.home.path())
+            .env("HOME", self.home.path())
+            .env_remove("CUTOVER_ACTOR");
+        cmd
+    }
+
+    /// The CLI against this server as `actor` (see `token`), ready for args.
+    pub fn command(&self, actor: &str) -> Command {
+        self.command_with_token(&self.token(actor))
     }
 
     /// Runs the CLI against this server as `actor`.
     pub fn cli(&self, actor: &str, args: &[&str]) -> Output {
+        self.command(actor).args(args).output().expect("cutover runs")
+    }
+
+    /// Runs the CLI with no token at all (and no credentials file).
+    pub fn cli_anonymous(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
             .env("CUTOVER_URL", &self.url)
-            .env("CUTOVER_ACTOR", actor)
+            .env_remove("CUTOVER_TOKEN")
+            .env("XDG_CONFIG_HOME", self.home.path())
+            .env("HOME", self.home.path())
             .output()
             .expect("cutover runs")
     }
