@@ -8,6 +8,7 @@
 //! Architecture invariant: the engine never speaks HTTP and never formats for
 //! a terminal; it returns typed results and `EngineError`s.
 
+mod autoscale;
 mod broker;
 mod deploy;
 mod environments;
@@ -152,6 +153,7 @@ impl Engine {
         pipeline::Executor::spawn_workers(self);
         self.spawn_scheduler();
         self.spawn_lifecycle_tasks();
+        self.spawn_autoscaler();
         Ok(())
     }
 

@@ -184,6 +184,21 @@ impl Engine {
         self.apply(request, actor).await
     }
 
+    /// The autoscaler's change: recorded like a person's, applied without approval (it stays
+    /// within the `min..max` that cutover.yml allows).
+    pub(crate) async fn autoscale_to(
+        &self,
+        env: &EnvName,
+        service: &ServiceName,
+        from: u32,
+        to: u32,
+        why: String,
+        actor: &Actor,
+    ) -> Result<ScaleAnswer, EngineError> {
+        let request = self.new_request(env, service, from, to, Some(why), actor).await?;
+        self.apply(request, actor).await
+    }
+
     /// Scale changes, newest first; `env` filters.
     pub async fn scale_requests(&self, env: Option<&str>) -> Result<Vec<ScaleRequest>, EngineError> {
         let env = env.map(|e| self.env_name(e)).transpose()?;

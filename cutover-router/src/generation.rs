@@ -22,7 +22,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -56,6 +56,8 @@ pub(crate) struct GenInner {
     pub(crate) authorities: Vec<Authority>,
     rr: AtomicUsize,
     in_flight: AtomicUsize,
+    /// Requests admitted since the generation was created (the autoscaler's rate).
+    admitted: AtomicU64,
     retired: AtomicBool,
     idle: Notify,
 }
@@ -80,6 +82,7 @@ impl GenInner {
             authorities,
             rr: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            admitted: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             idle: Notify::new(),
         }
@@ -109,6 +112,7 @@ impl InFlightGuard {
         if guard.generation.retired.load(Ordering::SeqCst) {
             return None; // drop decrements
         }
+        guard.generation.admitted.fetch_add(1, Ordering::Relaxed);
         Some(guard)
     }
 
@@ -163,6 +167,11 @@ impl Generation {
     /// counts until its response body has been fully sent or dropped.
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Requests this generation has admitted since it was created.
+    pub fn admitted(&self) -> u64 {
+        self.inner.admitted.load(Ordering::Relaxed)
     }
 
     /// Waits until this generation has no in-flight request, at most `timeout`. Returns how

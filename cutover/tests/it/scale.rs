@@ -201,3 +201,82 @@ fn a_fixed_size_tier_scales_only_after_someone_else_approves() {
     assert_eq!(states, ["rejected", "applied"], "newest first: {list:#}");
 }
 
+/// The `api` service's replica count in force.
+fn replicas(server: &Server, env: &str) -> u64 {
+    let status = server.cli_json("x", &["status", env]);
+    status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "api")
+        .and_then(|s| s["replicas"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn production_follows_its_request_rate_between_min_and_max() {
+    let config = crate::pipeline_support::APP_CONFIG.replace(
+        "prod:    { tier: prod, branch: main }",
+        "prod:    { tier: prod, branch: main, autoscale: { min: 1, max: 3, target_rps_per_replica: 20 } }",
+    );
+    assert!(config.contains("autoscale"), "the fixture's prod line changed");
+    let app = App::with_config(&config);
+    let server = app.start_with(&[("CUTOVER_AUTOSCALE_INTERVAL", "1s")]);
+    let id = server.release("alice", "prod", &app.good[0]);
+    server.cli_json("bob", &["approve", &id.to_string()]);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
+    // cutover.yml says 2 replicas; with no traffic the autoscaler brings it down to min.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replicas(&server, "prod") != 1 {
+        assert!(Instant::now() < deadline, "idle prod scales down to min 1");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // ~100 req/s against a target of 20 per replica: up to max 3, with no failed request.
+    let port = server.router_port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match http_get(port, "api.prod.shop.localhost", "/health") {
+                    Some((200, _, _)) => ok += 1,
+                    _ => failed += 1,
+                }
+                std::thread::sleep(Duration::from_millis(8));
+            }
+            (ok, failed)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replicas(&server, "prod") != 3 {
+        assert!(Instant::now() < deadline, "busy prod scales up to max 3");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(serving(&server, "prod").len(), 3);
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok > 100, "the load ran ({ok})");
+    assert_eq!(failed, 0, "no request failed while autoscaling");
+
+    // Quiet again: back down to min after a few quiet looks.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replicas(&server, "prod") != 1 {
+        assert!(Instant::now() < deadline, "quiet prod scales back to min 1");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let list = server.cli_json("x", &["scale", "requests", "prod"]);
+    let auto: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["requested_by"] == "cutover")
+        .collect();
+    assert!(auto.len() >= 3, "down, up, down: {list:#}");
+    assert!(auto.iter().all(
+        |r| r["state"] == "applied" && r["comment"].as_str().is_some_and(|c| c.starts_with("autoscale:"))
+    ));
+}
