@@ -21,6 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AuthState;
+use crate::error::ApiError;
 
 /// The document's frame: title, description and tags; paths and schemas come from the
 /// handlers' `#[utoipa::path]` attributes as they are registered (so a route cannot be
@@ -154,6 +155,12 @@ async fn metrics(
         )],
         engine.metrics_text().await,
     )
+}
+
+/// A JSON body, or a 400 saying what is wrong with it.
+fn body<T>(b: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(v)| v)
+        .map_err(|r| ApiError::bad_request(format!("bad request body: {}", r.body_text())))
 }
 
 #[cfg(test)]

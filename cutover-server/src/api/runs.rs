@@ -31,11 +31,6 @@ pub fn routes() -> OpenApiRouter<Engine> {
         .routes(routes!(reject))
 }
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(v)| v)
-        .map_err(|r| ApiError::bad_request(format!("bad request body: {}", r.body_text())))
-}
-
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReleaseBody {
@@ -65,7 +60,7 @@ async fn release(
     b: Result<Json<ReleaseBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunRecord>), ApiError> {
     let actor = principal.name;
-    let b = body(b)?;
+    let b = super::body(b)?;
     let req = ReleaseRequest {
         env,
         version: b.version,
@@ -103,7 +98,7 @@ async fn rollback(
     b: Result<Json<RollbackBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunRecord>), ApiError> {
     let actor = principal.name;
-    let b = body(b)?;
+    let b = super::body(b)?;
     let run = if b.fast {
         if b.to.is_some() {
             return Err(ApiError::bad_request(
@@ -139,7 +134,7 @@ async fn promote(
     b: Result<Json<PromoteBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunRecord>), ApiError> {
     let actor = principal.name;
-    let b = body(b)?;
+    let b = super::body(b)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(engine.promote(&b.from, &b.to, &actor).await?),
@@ -328,7 +323,7 @@ async fn approve(
     b: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Json<RunView>, ApiError> {
     let actor = principal.name;
-    let b = body(b)?;
+    let b = super::body(b)?;
     Ok(Json(
         engine.decide(id, &actor, Decision::Approve, b.comment).await?,
     ))
@@ -349,7 +344,7 @@ async fn reject(
     b: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Json<RunView>, ApiError> {
     let actor = principal.name;
-    let b = body(b)?;
+    let b = super::body(b)?;
     Ok(Json(
         engine.decide(id, &actor, Decision::Reject, b.comment).await?,
     ))

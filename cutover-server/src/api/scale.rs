@@ -20,11 +20,6 @@ pub fn routes() -> OpenApiRouter<Engine> {
         .routes(routes!(reject))
 }
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(v)| v)
-        .map_err(|r| ApiError::bad_request(format!("bad request body: {}", r.body_text())))
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ScaleBody {
@@ -52,7 +47,7 @@ async fn scale(
     b: Result<Json<ScaleBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ScaleAnswer>), ApiError> {
     let actor = principal.name;
-    let b = body(b)?;
+    let b = super::body(b)?;
     let answer = engine
         .scale(&env, &service, b.replicas, b.comment, &actor)
         .await?;
@@ -106,9 +101,7 @@ async fn approve(
     Extension(principal): Extension<Principal>,
     b: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Json<ScaleAnswer>, ApiError> {
-    let actor = principal.name;
-    let b = body(b)?;
-    Ok(Json(engine.scale_decide(id, &actor, true, b.comment).await?))
+    decide(&engine, id, principal, true, b).await
 }
 
 /// Rejects a pending scale request; the count stays.
@@ -124,7 +117,20 @@ async fn reject(
     Extension(principal): Extension<Principal>,
     b: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Json<ScaleAnswer>, ApiError> {
-    let actor = principal.name;
-    let b = body(b)?;
-    Ok(Json(engine.scale_decide(id, &actor, false, b.comment).await?))
+    decide(&engine, id, principal, false, b).await
+}
+
+async fn decide(
+    engine: &Engine,
+    id: i64,
+    principal: Principal,
+    approve: bool,
+    b: Result<Json<DecisionBody>, JsonRejection>,
+) -> Result<Json<ScaleAnswer>, ApiError> {
+    let b = super::body(b)?;
+    Ok(Json(
+        engine
+            .scale_decide(id, &principal.name, approve, b.comment)
+            .await?,
+    ))
 }

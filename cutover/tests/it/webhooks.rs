@@ -226,11 +226,8 @@ fn failed_deliveries_are_retried_with_the_same_id_and_in_order() {
     );
 }
 
-#[test]
-fn a_missing_signing_key_stops_the_server_naming_the_variable() {
-    let app = App::with_config(&format!(
-        "{APP_CONFIG}webhooks:\n  - url: \"http://127.0.0.1:9/cutover\"\n    secret_env: NO_SUCH_HOOK_KEY\n"
-    ));
+/// Starts `cutover serve` on the app, expects it to refuse to start; returns its stderr.
+fn serve_fails(app: &App) -> String {
     let out = std::process::Command::new(crate::support::BIN)
         .args([
             "serve",
@@ -246,8 +243,16 @@ fn a_missing_signing_key_stops_the_server_naming_the_variable() {
         .env_remove("NO_SUCH_HOOK_KEY")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "serve started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_missing_signing_key_stops_the_server_naming_the_variable() {
+    let app = App::with_config(&format!(
+        "{APP_CONFIG}webhooks:\n  - url: \"http://127.0.0.1:9/cutover\"\n    secret_env: NO_SUCH_HOOK_KEY\n"
+    ));
+    let err = serve_fails(&app);
     assert!(err.contains("secret_env NO_SUCH_HOOK_KEY is not set"), "{err}");
 }
 
@@ -268,22 +273,7 @@ fn a_missing_ca_file_stops_the_server_and_config_check_with_its_path() {
         err.contains("nowhere/ca.pem") && err.contains("cannot read ca_file"),
         "{err}"
     );
-    let out = std::process::Command::new(crate::support::BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--router-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(app.dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(&app);
     assert!(err.contains("nowhere/ca.pem"), "{err}");
 }
 
