@@ -1,6 +1,6 @@
 // Cutover dashboard: a small single-page app over the JSON API (/api/v1).
 // Views are chosen by the URL fragment: #/, #/env/NAME, #/run/ID, #/runs,
-// #/audit. The current view polls what it shows about once a second.
+// #/audit, #/scale. The current view polls what it shows about once a second.
 // Every piece of data reaches the DOM as text (textContent), never as HTML.
 // Every API call carries the API token (Authorization: Bearer) kept in this
 // tab's sessionStorage: typed into the sign-in form, or handed over once in
@@ -188,7 +188,8 @@ function envView(env) {
   const services = el('div');
   const runs = el('div');
   const history = el('div');
-  const err = view(`Environment ${env}`, summary,
+  const releaseBox = el('div');
+  const err = view(`Environment ${env}`, summary, section('Release', releaseBox),
     section('Services', services), section('Recent runs', runs),
     section('History of desired_version', history));
   const enc = encodeURIComponent(env);
@@ -208,9 +209,16 @@ function envView(env) {
       el('dt', {}, 'Last deployed'), el('dd', {}, sha(e.last_deployed_version)),
       el('dt', {}, 'Serving'), el('dd', {}, sha(st.serving_version)),
       el('dt', {}, 'Warm (fast rollback)'), el('dd', {}, sha(st.warm_version)),
-      el('dt', {}, 'Approval'), el('dd', {}, e.approval ? 'required' : 'not required')));
+      el('dt', {}, 'Approval'), el('dd', {}, e.approval ? 'required' : 'not required'),
+      el('dt', {}, 'Kind'), el('dd', {}, e.kind || 'static', e.template ? ` (from ${e.template})` : ''),
+      e.expires_at_ms ? el('dt', {}, 'Expires') : null,
+      e.expires_at_ms ? el('dd', {}, time(e.expires_at_ms)) : null,
+      e.expired_at_ms ? el('dt', {}, 'Expired') : null,
+      e.expired_at_ms ? el('dd', { class: 'error' }, time(e.expired_at_ms)) : null));
+    if (!releaseBox.firstChild) releaseBox.replaceChildren(releaseForm(env, e.approval));
     services.replaceChildren(...(st.services.length ? st.services.map((s) => el('div', { class: 'service' },
-      el('h3', {}, s.name, s.public ? '' : el('span', { class: 'muted' }, ' (not public)')),
+      el('h3', {}, s.name, s.public ? '' : el('span', { class: 'muted' }, ' (not public)'),
+        el('span', { class: 'muted', 'data-replicas': String(s.replicas) }, ` · ${s.replicas} replica${s.replicas === 1 ? '' : 's'}`)),
       s.url || s.port_url ? el('p', {}, link(s.url), s.port_url ? ' · ' : '', s.port_url ? link(s.port_url) : '') : null,
       table(`Instances of ${s.name}`,
         ['Instance', 'Role', 'Version (from the process)', 'Health', 'Restarts', 'Uptime', 'State', 'PID'],
@@ -224,6 +232,67 @@ function envView(env) {
     history.replaceChildren(table('Every value it had, newest first', ['Version', 'Value', 'Set by', 'At'],
       hist.map((p) => [String(p.version), sha(p.value), p.actor, time(p.at_ms)]), 'Never set.'));
   }, err);
+}
+
+// Queues a release of a version (any ref: branch, tag, short SHA, latest) and opens its run.
+function releaseForm(env, approval) {
+  const input = el('input', { id: 'release-version', name: 'version', placeholder: 'main, v1.2, 1a2b3c4, latest', maxlength: 200 });
+  const msg = el('p', { role: 'alert', class: 'error' });
+  const go = async (ev) => {
+    ev.preventDefault();
+    msg.replaceChildren();
+    const version = input.value.trim();
+    try {
+      const run = await write(`/environments/${encodeURIComponent(env)}/releases`, version ? { version } : {});
+      location.hash = `#/run/${run.id}`;
+    } catch (e) {
+      msg.textContent = e.message;
+    }
+  };
+  const form = el('form', { class: 'release' },
+    el('label', { for: 'release-version' }, 'Version (empty: the current desired_version)'), input,
+    el('button', { type: 'submit' }, approval ? 'Request release (needs approval)' : 'Release'), msg);
+  form.addEventListener('submit', go);
+  return form;
+}
+
+function scaleView() {
+  const list = el('div');
+  const msg = el('p', { role: 'alert', class: 'error' });
+  const comment = el('input', { id: 'scale-comment', maxlength: 2000, placeholder: 'why (required to reject)' });
+  const err = view('Scale changes',
+    el('div', { class: 'decision' }, el('label', { for: 'scale-comment' }, 'Comment for your decision'), comment),
+    msg, list);
+  const decide = (id, what, refresh) => async () => {
+    msg.replaceChildren();
+    const text = comment.value.trim();
+    if (what === 'reject' && !text) {
+      msg.textContent = 'A rejection needs a reason: write it in the comment field first.';
+      comment.focus();
+      return;
+    }
+    try {
+      await write(`/scale-requests/${id}/${what}`, text ? { comment: text } : {});
+      comment.value = '';
+      refresh();
+    } catch (e) {
+      msg.textContent = e.message;
+    }
+  };
+  const tick = async () => {
+    const reqs = await api('/scale-requests');
+    list.replaceChildren(table('Every replica change, newest first: applied at once on dev, approved by an admin elsewhere',
+      ['#', 'Environment', 'Service', 'Change', 'State', 'Requested by', 'Comment', 'Decided by', ''],
+      reqs.map((r) => [String(r.id),
+        el('a', { href: `#/env/${encodeURIComponent(r.env)}` }, r.env), r.service, `${r.from} → ${r.to}`,
+        badge(r.state), r.requested_by, r.comment || '', r.decided_by || '—',
+        r.state === 'pending' ? el('span', { class: 'buttons' },
+          el('button', { type: 'button', class: 'approve', onclick: decide(r.id, 'approve', tick) }, 'Approve'),
+          el('button', { type: 'button', class: 'reject', onclick: decide(r.id, 'reject', tick) }, 'Reject'))
+          : r.error ? el('span', { class: 'error' }, r.error) : '',
+      ]), 'No scale changes yet.'));
+  };
+  poll(tick, err);
 }
 
 function stageBox(s) {
@@ -331,6 +400,7 @@ function route() {
   else if (what === 'run' && /^\d+$/.test(arg)) runView(Number(arg));
   else if (what === 'runs') runsView();
   else if (what === 'audit') auditView();
+  else if (what === 'scale') scaleView();
   else homeView();
   main.focus({ preventScroll: true });
 }

@@ -347,10 +347,11 @@ fn print_next_steps(
     println!("  cutover status staging                # every instance and the version it really runs");
     println!("  cutover versions staging              # commits, marked built / desired / deployed");
     if let Some(id) = waiting {
-        println!("  cutover run {id}                        # production waits in its Approval stage");
-        println!(
-            "  cutover approve {id}                    # four-eyes: the demo requested it as \"{ACTOR}\", you are admin"
-        );
+        // Padded to the comment column of the lines around them, whatever the id's width.
+        let run = format!("cutover run {id}");
+        let approve = format!("cutover approve {id}");
+        println!("  {run:<38}# production waits in its Approval stage");
+        println!("  {approve:<38}# four-eyes: the demo requested it as \"{ACTOR}\", you are admin");
     }
     println!(
         "  cutover release staging --version {} --follow   # the winter sale to staging",

@@ -172,7 +172,15 @@ fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
         "env",
         &format!("{}/#/env/staging&token={token}", server.url),
     );
-    assert!(dom.contains("<h3>api</h3>"), "{dom}");
+    assert!(dom.contains("<h3>api<span"), "{dom}");
+    assert!(
+        dom.contains("data-replicas=\"2\"> · 2 replicas</span>"),
+        "the replica count in force: {dom}"
+    );
+    assert!(
+        dom.contains("<label for=\"release-version\">"),
+        "a release form: {dom}"
+    );
     assert!(dom.contains("staging.shop.localhost"), "the router URL: {dom}");
     assert!(
         dom.matches("<span class=\"ok\">healthy</span>").count() >= 2,
@@ -180,6 +188,22 @@ fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
     );
     assert!(dom.contains("History of desired_version"), "{dom}");
     assert!(dom.contains("<td>alice</td>"), "who set desired_version: {dom}");
+
+    // A scale change waiting for an admin, with its buttons.
+    let pending = server.cli_json("alice", &["scale", "staging", "api", "3", "-m", "load test"]);
+    assert_eq!(pending["request"]["state"], "pending", "{pending:#}");
+    let dom = dump_dom(
+        tmp.path(),
+        "scale",
+        &format!("{}/#/scale&token={token}", server.url),
+    );
+    assert!(dom.contains("<h1>Scale changes</h1>"), "{dom}");
+    assert!(dom.contains("<td>2 → 3</td>"), "{dom}");
+    assert!(dom.contains("<td>load test</td>"), "{dom}");
+    assert!(
+        dom.contains(">pending</span>") && dom.contains(">Approve</button>"),
+        "{dom}"
+    );
 
     // The audit log.
     let dom = dump_dom(
