@@ -223,6 +223,7 @@ fn production_follows_its_request_rate_between_min_and_max() {
     let app = App::with_config(&config);
     let server = app.start_with(&[("CUTOVER_AUTOSCALE_INTERVAL", "1s")]);
     let id = server.release("alice", "prod", &app.good[0]);
+    server.wait_run(id, &["awaiting_approval"]);
     server.cli_json("bob", &["approve", &id.to_string()]);
     let run = server.wait_run(id, &["succeeded", "failed"]);
     assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
