@@ -195,7 +195,7 @@ async fn principal(state: &AuthState, headers: axum::http::HeaderMap) -> Result<
 fn id_param(raw: Option<String>) -> Result<i64, ApiError> {
     let raw = raw.unwrap_or_default();
     raw.parse()
-        .map_err(|_| ApiError::bad_request(format!("{raw:?} is not a run id (a number)")))
+        .map_err(|_| ApiError::bad_request(format!("{raw:?} is not an id (a number)")))
 }
 
 fn query_value(req: &Request, name: &str) -> Option<String> {
