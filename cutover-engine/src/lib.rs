@@ -50,7 +50,7 @@ pub use params::{ReservedKey, WellKnownKey};
 pub use pipeline::{LogEvent, ReleaseRequest, RunView, SYSTEM_ACTOR};
 pub use scale::{MAX_REPLICAS, ScaleAnswer, ScaleRequest};
 pub use scheduler::{JobStatus, SchedulerStatus};
-pub use secrets::SecretKey;
+pub use secrets::{Rotation, SecretKey, check_rotation_state, rotate_secret_key};
 pub use status::{EnvStatus, InstanceView, ServiceStatus};
 pub use tokens::{AuthError, IssuedToken, Principal, TokenRequest, hash_secret};
 pub use webhooks::{check_webhook_files, check_webhooks, signature as webhook_signature};

@@ -126,6 +126,108 @@ impl SecretKey {
     }
 }
 
+/// The file a rotation writes the next key to before anything is re-encrypted: while it
+/// exists, a rotation is unfinished.
+pub fn next_key_path(key_file: &Path) -> std::path::PathBuf {
+    let mut name = key_file.file_name().unwrap_or_default().to_os_string();
+    name.push(".next");
+    key_file.with_file_name(name)
+}
+
+/// Where a finished rotation keeps the previous key (history written before it can only be
+/// read with that one).
+pub fn old_key_path(key_file: &Path) -> std::path::PathBuf {
+    let mut name = key_file.file_name().unwrap_or_default().to_os_string();
+    name.push(".old");
+    key_file.with_file_name(name)
+}
+
+/// Before the key is loaded at start: a rotation that stopped between its two renames (the
+/// old key already moved aside) is finished; one that stopped earlier is refused with the way
+/// out, since its secrets may be under either key.
+pub fn check_rotation_state(key_file: &Path, rotating: bool) -> Result<(), EngineError> {
+    let next = next_key_path(key_file);
+    if !next.exists() {
+        return Ok(());
+    }
+    if !key_file.exists() {
+        std::fs::rename(&next, key_file).map_err(|e| {
+            EngineError::Internal(format!(
+                "cannot finish the interrupted key rotation (move {} to {}): {e}",
+                next.display(),
+                key_file.display()
+            ))
+        })?;
+        return Ok(());
+    }
+    if rotating {
+        return Ok(());
+    }
+    Err(EngineError::Internal(format!(
+        "a secret key rotation was interrupted ({} exists): start once with --rotate-secret-key to finish it",
+        next.display()
+    )))
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// Secrets re-encrypted with the new key (a new version each).
+    pub reencrypted: usize,
+    /// Secrets already under the new key (a rotation resumed after a crash).
+    pub already: usize,
+}
+
+/// Rotates the key of `key_file` (offline: run before the engine starts). Crash-safe: the new
+/// key is written to `<file>.next` first; every secret's newest value is then re-encrypted
+/// with it (values already under it are skipped, so running it again after a crash finishes
+/// the job); only then does `<file>` become `<file>.old` and `<file>.next` become `<file>`.
+pub async fn rotate_secret_key(
+    store: &dyn cutover_store::Store,
+    key_file: &Path,
+) -> Result<Rotation, EngineError> {
+    check_rotation_state(key_file, true)?;
+    if !key_file.exists() {
+        return Err(EngineError::Internal(format!(
+            "there is no secret key at {} to rotate (a first start creates one)",
+            key_file.display()
+        )));
+    }
+    let old = SecretKey::load_or_create(key_file)?;
+    let next_path = next_key_path(key_file);
+    let new = SecretKey::load_or_create(&next_path)?;
+    let mut done = Rotation::default();
+    for p in store.param_list("/").await? {
+        if !is_secret(&p.key) || !p.value.starts_with(PREFIX) {
+            continue;
+        }
+        if new.decrypt(&p.value).is_ok() {
+            done.already += 1;
+            continue;
+        }
+        let plain = old.decrypt(&p.value).map_err(|_| {
+            EngineError::Internal(format!(
+                "{} cannot be decrypted with the current key {}, nor with the next one {}; \
+                 restore the key it was written with before rotating",
+                p.key,
+                key_file.display(),
+                next_path.display()
+            ))
+        })?;
+        let key = cutover_store::ParamKey::parse(&p.key)?;
+        store
+            .param_put(&key, &new.encrypt(&plain)?, crate::SYSTEM_ACTOR, Some(p.version))
+            .await?;
+        done.reencrypted += 1;
+    }
+    let fail = |what: &str, e: std::io::Error| EngineError::Internal(format!("cannot {what}: {e}"));
+    std::fs::rename(key_file, old_key_path(key_file))
+        .map_err(|e| fail(&format!("move {} aside", key_file.display()), e))?;
+    std::fs::rename(&next_path, key_file)
+        .map_err(|e| fail(&format!("move {} into place", next_path.display()), e))?;
+    Ok(done)
+}
+
 /// Whether a parameter key names a secret: `/<app>-<env>/secrets/<name>`.
 pub(crate) fn is_secret(key: &str) -> bool {
     key.split('/').nth(2) == Some("secrets")
@@ -153,6 +255,74 @@ mod tests {
         assert!(SecretKey::random().decrypt(&stored).is_err());
         assert_eq!(key.decrypt("legacy plain").unwrap(), "legacy plain");
         assert!(is_secret("/shop-prod/secrets/rabbit") && !is_secret("/shop-prod/env/SECRETS"));
+    }
+
+    #[tokio::test]
+    async fn rotation_reencrypts_every_secret_and_survives_an_interruption() {
+        use cutover_store::{ParamKey, SqliteStore, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("secret.key");
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let first = SecretKey::load_or_create(&key_file).unwrap();
+        let secret = ParamKey::parse("/shop-prod/secrets/db").unwrap();
+        let setting = ParamKey::parse("/shop-prod/env/MODE").unwrap();
+        store
+            .param_put(&secret, &first.encrypt("s3cret").unwrap(), "alice", None)
+            .await
+            .unwrap();
+        store.param_put(&setting, "fast", "alice", None).await.unwrap();
+
+        let done = rotate_secret_key(&store, &key_file).await.unwrap();
+        assert_eq!((done.reencrypted, done.already), (1, 0));
+        let second = SecretKey::load_or_create(&key_file).unwrap();
+        let now = store.param_get(&secret).await.unwrap().unwrap();
+        assert_eq!(now.version, 2, "a new version, history kept");
+        assert_eq!(second.decrypt(&now.value).unwrap(), "s3cret");
+        assert!(
+            first.decrypt(&now.value).is_err(),
+            "the old key no longer opens it"
+        );
+        let old = SecretKey::load_or_create(&old_key_path(&key_file)).unwrap();
+        assert_eq!(
+            old.decrypt(&first.encrypt("x").unwrap()).unwrap(),
+            "x",
+            "the old key is kept aside"
+        );
+        assert_eq!(
+            store.param_get(&setting).await.unwrap().unwrap().version,
+            1,
+            "settings untouched"
+        );
+
+        // Interrupted after the new key was written and one secret re-encrypted: a plain start
+        // refuses, a rotating start finishes without re-encrypting twice.
+        let next = SecretKey::load_or_create(&next_key_path(&key_file)).unwrap();
+        store
+            .param_put(&secret, &next.encrypt("s3cret").unwrap(), "cutover", Some(2))
+            .await
+            .unwrap();
+        assert!(
+            check_rotation_state(&key_file, false)
+                .unwrap_err()
+                .to_string()
+                .contains("--rotate-secret-key")
+        );
+        let done = rotate_secret_key(&store, &key_file).await.unwrap();
+        assert_eq!((done.reencrypted, done.already), (0, 1));
+        let third = SecretKey::load_or_create(&key_file).unwrap();
+        let now = store.param_get(&secret).await.unwrap().unwrap();
+        assert_eq!(third.decrypt(&now.value).unwrap(), "s3cret");
+
+        // Interrupted between the two renames: the start finishes it.
+        std::fs::rename(&key_file, old_key_path(&key_file)).unwrap();
+        let pending = SecretKey::random();
+        std::fs::write(
+            next_key_path(&key_file),
+            base64::engine::general_purpose::STANDARD.encode(&pending.0[..]),
+        )
+        .unwrap();
+        check_rotation_state(&key_file, false).unwrap();
+        assert!(key_file.exists() && !next_key_path(&key_file).exists());
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct ServeOptions {
     /// Revoke the `admin` token and mint a new one into `<data dir>/admin.token`
     /// (for an operator who lost it).
     pub reset_admin_token: bool,
+    /// Re-encrypt every secret with a fresh key before serving (see `rotate_secret_key`).
+    pub rotate_secret_key: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +167,22 @@ impl App {
             .secret_key_file
             .clone()
             .unwrap_or_else(|| opts.data_dir.join("secret.key"));
+        cutover_engine::check_rotation_state(&key_file, opts.rotate_secret_key)
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        if opts.rotate_secret_key {
+            let done = cutover_engine::rotate_secret_key(store.as_ref(), &key_file)
+                .await
+                .map_err(|e| StartError::Runtime(e.to_string()))?;
+            tracing::info!(
+                reencrypted = done.reencrypted,
+                already = done.already,
+                key_file = %key_file.display(),
+                "secret key rotated: every secret's newest value is under the new key; the previous key is in \
+                 {}.old (older history versions need it; delete it when you no longer do). Servers sharing \
+                 this database need the new key file before they start",
+                key_file.display()
+            );
+        }
         let secret_key = cutover_engine::SecretKey::load_or_create(&key_file)
             .map_err(|e| StartError::Runtime(e.to_string()))?;
         let parts = EngineParts {

@@ -370,6 +370,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub reset_admin_token: bool,
 
+    /// Before serving, re-encrypt every secret parameter with a fresh key: the key file's old
+    /// key moves to <file>.old. Crash-safe (start with it again to finish an interrupted one).
+    /// Stop every other server sharing the database first and give them the new key file.
+    #[arg(long)]
+    pub rotate_secret_key: bool,
+
     /// Address of the router in front of public services (default: 127.0.0.1 and
     /// `router.port` from cutover.yml, else 7080; port 0 picks a free one).
     #[arg(long, env = "CUTOVER_ROUTER_LISTEN")]

@@ -78,6 +78,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         standby: false,
         secret_key_file: None,
         reset_admin_token: false,
+        rotate_secret_key: false,
     })
     .await
     .map_err(|e| match e {

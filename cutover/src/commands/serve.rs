@@ -18,6 +18,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         standby: args.standby,
         secret_key_file: args.secret_key_file,
         reset_admin_token: args.reset_admin_token,
+        rotate_secret_key: args.rotate_secret_key,
     })
     .await
     {

@@ -1,7 +1,9 @@
 //! The first steps of the platform documents: find the version to deploy and
 //! set it as an environment's desired version — and every bad case of that.
 
-use crate::support::{Fixture, fails_with, stdout};
+use std::process::Command;
+
+use crate::support::{BIN, Fixture, Server, fails_with, stdout};
 
 const DESIRED_STAGING: &str = "/shop-staging/desired_version";
 
@@ -298,4 +300,67 @@ fn secrets_are_encrypted_at_rest_and_never_printed_back() {
     let key = std::fs::metadata(fx.data_dir().join("secret.key")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(key.permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn rotating_the_secret_key_reencrypts_secrets_and_keeps_the_old_key_aside() {
+    let fx = Fixture::new();
+    let server = fx.start();
+    server.cli_json(
+        "alice",
+        &["param", "put", "/shop-prod/secrets/db", "hunter2-very-secret"],
+    );
+    server.cli_json("alice", &["param", "put", "/shop-prod/env/MODE", "fast"]);
+    assert!(server.terminate().success());
+    let key_file = fx.data_dir().join("secret.key");
+    let before = std::fs::read_to_string(&key_file).unwrap();
+
+    let server = Server::start_with_args(&fx.config(), &fx.data_dir(), &[], &["--rotate-secret-key"]);
+    let after = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(before, after, "a new key");
+    assert_eq!(
+        std::fs::read_to_string(fx.data_dir().join("secret.key.old")).unwrap(),
+        before,
+        "the old key kept aside"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let secret = server.cli_json("x", &["param", "get", "/shop-prod/secrets/db"]);
+    assert_eq!(
+        (secret["value"].as_str(), secret["version"].as_i64()),
+        (Some("****"), Some(2))
+    );
+    assert_eq!(
+        secret["actor"], "cutover",
+        "re-encrypted by Cutover, as a new version"
+    );
+    let setting = server.cli_json("x", &["param", "get", "/shop-prod/env/MODE"]);
+    assert_eq!(setting["version"], 1, "only secrets change");
+    assert!(server.terminate().success());
+
+    // A rotation cut short (its next key still there) stops a plain start with the way out.
+    std::fs::write(fx.data_dir().join("secret.key.next"), &after).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--router-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(fx.config())
+        .arg("--data-dir")
+        .arg(fx.data_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rotation was interrupted") && err.contains("--rotate-secret-key"),
+        "{err}"
+    );
 }
