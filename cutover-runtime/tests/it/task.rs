@@ -221,12 +221,16 @@ async fn sigterm_is_escalated_and_leftovers_of_a_finished_task_are_killed() {
     let fx = Fixture::new(Duration::from_millis(300));
     let pid_file = fx.dir.path().join("pids");
     // The task exits 0 at once but leaves a background child that ignores
-    // SIGTERM.
+    // SIGTERM. It exits only once the child has set its trap: a child killed
+    // before that (a loaded machine) would not show the escalation.
+    let ready = fx.dir.path().join("trapped");
     let s = spec(
         &fx.release,
         &format!(
-            "(trap '' TERM; sleep 1000) & echo $$ $! > '{}'; echo done",
-            pid_file.display()
+            "(trap '' TERM; : > '{ready}'; exec sleep 1000) & echo $$ $! > '{}'; \
+             while [ ! -e '{ready}' ]; do sleep 0.01; done; echo done",
+            pid_file.display(),
+            ready = ready.display()
         ),
     );
     let (outcome, lines) = run(&fx, s).await;
