@@ -89,10 +89,12 @@ impl Engine {
         out.push_str("# HELP cutover_runs_active Runs executing now (all environments).\n");
         out.push_str("# TYPE cutover_runs_active gauge\n");
         let _ = writeln!(out, "cutover_runs_active {active}");
-        out.push_str("# HELP cutover_instances Running instances by service, version (read from the runtime) and health.\n");
-        out.push_str("# TYPE cutover_instances gauge\n");
-        out.push_str("# HELP cutover_scheduler_suspended 1 when the environment's scheduler is suspended.\n");
-        out.push_str("# TYPE cutover_scheduler_suspended gauge\n");
+        // Each family's lines stay together (the exposition format asks for one group per
+        // metric), so the per-environment loop fills one buffer per family.
+        let mut instances = String::new();
+        let mut suspended = String::new();
+        let mut replicas = String::new();
+        let mut requests = String::new();
         for env in self.config().environments.keys() {
             let mut counts: BTreeMap<(String, String, String), u64> = BTreeMap::new();
             if let Ok(all) = self.runtime_for(env).status().await {
@@ -114,7 +116,7 @@ impl Engine {
             }
             for ((service, version, healthy), n) in counts {
                 let _ = writeln!(
-                    out,
+                    instances,
                     "cutover_instances{{env=\"{}\",service=\"{}\",version=\"{}\",healthy=\"{healthy}\"}} {n}",
                     label(env.as_str()),
                     label(&service),
@@ -123,12 +125,64 @@ impl Engine {
             }
             if let Ok(Some(state)) = self.store().scheduler_get(env.as_str()).await {
                 let _ = writeln!(
-                    out,
+                    suspended,
                     "cutover_scheduler_suspended{{env=\"{}\"}} {}",
                     label(env.as_str()),
                     u8::from(state.suspended)
                 );
             }
+            for (service, n) in self.replica_counts(env).await {
+                let _ = writeln!(
+                    replicas,
+                    "cutover_replicas{{env=\"{}\",service=\"{}\"}} {n}",
+                    label(env.as_str()),
+                    label(service.as_str())
+                );
+                let generation = self
+                    .route(env, &service)
+                    .ok()
+                    .and_then(|r| self.router().generation(&r));
+                if let Some(g) = generation {
+                    let _ = writeln!(
+                        requests,
+                        "cutover_router_requests_total{{env=\"{}\",service=\"{}\"}} {}",
+                        label(env.as_str()),
+                        label(service.as_str()),
+                        g.admitted()
+                    );
+                }
+            }
+        }
+        for (name, kind, help, lines) in [
+            (
+                "cutover_instances",
+                "gauge",
+                "Running instances by service, version (read from the runtime) and health.",
+                instances,
+            ),
+            (
+                "cutover_scheduler_suspended",
+                "gauge",
+                "1 when the environment's scheduler is suspended.",
+                suspended,
+            ),
+            (
+                "cutover_replicas",
+                "gauge",
+                "The replica count in force per service (a scale change's, else cutover.yml's).",
+                replicas,
+            ),
+            (
+                "cutover_router_requests_total",
+                "counter",
+                "Requests the router admitted for a public service; resets when traffic switches \
+                 to a new set of instances (a deploy, rollback or scale).",
+                requests,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            out.push_str(&lines);
         }
         out
     }

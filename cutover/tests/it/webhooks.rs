@@ -358,4 +358,34 @@ fn prometheus_metrics_count_runs_and_instances() {
         body.lines().any(|l| l.starts_with(&api) && l.ends_with(" 2")),
         "{api}… 2 missing from:\n{body}"
     );
+    // The replica count in force, and the requests the router admitted since the switch.
+    for _ in 0..5 {
+        let got = server.via_router("api", "staging", "/health").map(|r| r.0);
+        assert_eq!(got, Some(200));
+    }
+    let (_, _, body) = crate::pipeline_support::http_get(port, "127.0.0.1", "/metrics").unwrap();
+    for line in [
+        "cutover_replicas{env=\"staging\",service=\"api\"} 2",
+        "cutover_replicas{env=\"prod\",service=\"worker\"} 1",
+        "cutover_router_requests_total{env=\"staging\",service=\"api\"} 5",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} missing from:\n{body}");
+    }
+    // Every family's samples form one group after its TYPE line, as the format requires.
+    let mut seen = Vec::new();
+    for l in body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let family = l
+            .split(['{', ' '])
+            .next()
+            .unwrap()
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        if seen.last() != Some(&family) {
+            assert!(
+                !seen.contains(&family),
+                "{family} is split into two groups:\n{body}"
+            );
+            seen.push(family);
+        }
+    }
 }
