@@ -67,6 +67,9 @@ pub struct ConvergeSpec {
 pub enum ConvergeAction {
     Created,
     Updated,
+    /// Only the replica count changed: Swarm adds or removes tasks without a rolling update
+    /// (so there is no update state to wait for, only the task count).
+    Scaled,
     /// It already ran this spec; nothing was changed.
     Unchanged,
 }
@@ -135,6 +138,10 @@ impl SwarmRuntime {
                     let _ = lines.send(format!("{name} already runs {image}; checking its tasks"));
                     (id, ConvergeAction::Unchanged, None)
                 } else {
+                    let rescaled = current
+                        .spec
+                        .as_ref()
+                        .is_some_and(|s| service::same_task(s, &wanted));
                     let version = current
                         .version
                         .as_ref()
@@ -146,13 +153,18 @@ impl SwarmRuntime {
                         .update_service(&id, wanted, options, None)
                         .await
                         .map_err(DockerError::api(format!("update service {name} to {image}")))?;
-                    let _ = lines.send(format!(
-                        "updating {name} to {sha8}: start-first, one task at a time, \
-                         rollback on failure within {}",
-                        humantime::format_duration(spec.monitor)
-                    ));
-                    let previous = current.update_status.and_then(|u| u.started_at);
-                    (id, ConvergeAction::Updated, Some(previous))
+                    if rescaled {
+                        let _ = lines.send(format!("scaling {name} to {} replica(s)", spec.replicas));
+                        (id, ConvergeAction::Scaled, None)
+                    } else {
+                        let _ = lines.send(format!(
+                            "updating {name} to {sha8}: start-first, one task at a time, \
+                             rollback on failure within {}",
+                            humantime::format_duration(spec.monitor)
+                        ));
+                        let previous = current.update_status.and_then(|u| u.started_at);
+                        (id, ConvergeAction::Updated, Some(previous))
+                    }
                 }
             }
         };
@@ -302,7 +314,7 @@ impl SwarmRuntime {
             let all_up = running >= spec.replicas;
             let done = match action {
                 ConvergeAction::Updated => all_up && state == Some(U::COMPLETED),
-                ConvergeAction::Created | ConvergeAction::Unchanged => {
+                ConvergeAction::Created | ConvergeAction::Scaled | ConvergeAction::Unchanged => {
                     let since = if all_up {
                         *steady_since.get_or_insert_with(Instant::now)
                     } else {

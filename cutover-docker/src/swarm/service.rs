@@ -259,6 +259,12 @@ pub(crate) fn converged_service(inner: &Inner, spec: &ConvergeSpec, image: &str)
 /// What a converge would change in a running service: the parts Cutover
 /// sets (Swarm fills defaults into the rest).
 pub(crate) fn same_deployment(current: &ServiceSpec, wanted: &ServiceSpec) -> bool {
+    let replicas = |s: &ServiceSpec| s.mode.as_ref().and_then(|m| m.replicated.as_ref()?.replicas);
+    same_task(current, wanted) && replicas(current) == replicas(wanted)
+}
+
+/// The same tasks (image, command, environment, labels), whatever the replica count.
+pub(crate) fn same_task(current: &ServiceSpec, wanted: &ServiceSpec) -> bool {
     let container = |s: &ServiceSpec| {
         s.task_template
             .as_ref()
@@ -271,10 +277,7 @@ pub(crate) fn same_deployment(current: &ServiceSpec, wanted: &ServiceSpec) -> bo
                 )
             })
     };
-    let replicas = |s: &ServiceSpec| s.mode.as_ref().and_then(|m| m.replicated.as_ref()?.replicas);
-    container(current) == container(wanted)
-        && replicas(current) == replicas(wanted)
-        && current.labels == wanted.labels
+    container(current) == container(wanted) && current.labels == wanted.labels
 }
 
 /// `name:tag` of `name:tag@sha256:…`.

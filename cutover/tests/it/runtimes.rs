@@ -285,6 +285,39 @@ fn scenario(runtime: &str, version_source: &str) {
         !running.is_empty() && running.iter().all(|i| i["version"] == v1.as_str()),
         "workers back on v1: {worker:#}"
     );
+
+    // Scaling: the public service to 3 (instances, or one-replica Swarm services), the
+    // workers to 1 (on Swarm: its own update changes the replica count).
+    for (service, n) in [("api", 3), ("worker", 1)] {
+        let answer = server.cli_json("alice", &["scale", &env, service, &n.to_string()]);
+        assert_eq!(answer["applied"], true, "{answer:#}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = server.cli_json("x", &["status", &env]);
+            let svc = status["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == service)
+                .unwrap()
+                .clone();
+            let live = svc["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["version"] == v1.as_str() && i["role"] != "warm")
+                .count();
+            if live == n && svc["replicas"] == n {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service} scaled to {n} on {runtime}: {svc:#}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    assert_eq!(server.api_version(&env).as_deref(), Some(v1.as_str()));
 }
 
 #[test]
