@@ -53,22 +53,42 @@ pub struct VersionsReport {
 }
 
 impl Engine {
+    /// Every environment of one snapshot of the environment set (an integration environment
+    /// deleted or expired meanwhile is summarized as that snapshot had it).
     pub async fn environments(&self) -> Result<Vec<EnvironmentSummary>, EngineError> {
+        let config = self.config();
         let mut out = Vec::new();
-        for env in self.config().environments.keys() {
-            out.push(self.summarize(env).await?);
+        for env in config.environments.keys() {
+            out.push(self.summarize(&config, env).await?);
         }
         Ok(out)
     }
 
     pub async fn environment(&self, name: &str) -> Result<EnvironmentSummary, EngineError> {
+        let config = self.config();
         let env = self.env_name(name)?;
-        self.summarize(&env).await
+        self.summarize(&config, &env).await
     }
 
-    async fn summarize(&self, env: &EnvName) -> Result<EnvironmentSummary, EngineError> {
-        let config = self.config();
-        let cfg = &config.environments[env];
+    async fn summarize(
+        &self,
+        config: &cutover_core::config::Config,
+        env: &EnvName,
+    ) -> Result<EnvironmentSummary, EngineError> {
+        // Gone between the name check and here (deleted or expired just now): say so.
+        let cfg = config
+            .environments
+            .get(env)
+            .ok_or_else(|| EngineError::UnknownEnvironment {
+                name: env.to_string(),
+                app: config.app.to_string(),
+                known: config
+                    .environments
+                    .keys()
+                    .map(|e| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         let desired = self.well_known(env, WellKnownKey::DesiredVersion).await?;
         let built = self.well_known(env, WellKnownKey::LastBuildVersion).await?;
         let deployed = self.well_known(env, WellKnownKey::LastDeployedVersion).await?;
@@ -83,7 +103,7 @@ impl Engine {
             branch: cfg
                 .branch
                 .clone()
-                .or_else(|| self.config().accepted_branch(env).map(str::to_owned)),
+                .or_else(|| config.accepted_branch(env).map(str::to_owned)),
             branch_only: !cfg.tier.accepts_any_branch(),
             approval: cfg.approval,
             desired_version: desired,

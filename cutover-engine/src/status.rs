@@ -186,9 +186,11 @@ impl Engine {
                 } else {
                     None
                 },
-                port_url: self.config().environments[&env]
-                    .ports
-                    .get(name)
+                port_url: self
+                    .config()
+                    .environments
+                    .get(&env)
+                    .and_then(|e| e.ports.get(name))
                     .map(|p| format!("http://127.0.0.1:{p}/")),
                 replicas: counts.get(name).copied().unwrap_or_default(),
                 instances,

@@ -29,7 +29,9 @@ use crate::pipeline::logs::StageLog;
 impl Engine {
     /// The Swarm runtime when `env` runs on it.
     pub(crate) fn swarm_for(&self, env: &EnvName) -> Option<&SwarmRuntime> {
-        (self.config().environments[env].runtime == RuntimeKind::Swarm)
+        // An environment deleted meanwhile (an expired integration environment) is not on Swarm.
+        let kind = self.config().environments.get(env).map(|e| e.runtime);
+        (kind == Some(RuntimeKind::Swarm))
             .then(|| self.swarm())
             .flatten()
             .map(|s| &**s)
