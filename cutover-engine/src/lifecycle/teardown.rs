@@ -90,7 +90,10 @@ impl Engine {
         actor: &Actor,
         action: &str,
     ) -> Result<LifecycleRecord, EngineError> {
+        // Read before the record changes the environment set (an ended integration
+        // environment leaves it).
         let runtime = self.runtime_for(env);
+        let on_swarm = self.swarm_for(env).is_some();
         let public: Vec<_> = self
             .config()
             .services
@@ -109,7 +112,7 @@ impl Engine {
         if instance {
             self.stop_worker(env);
         }
-        let stopped = self.teardown(env, &runtime, &public, instance).await;
+        let stopped = self.teardown(env, &runtime, on_swarm, &public, instance).await;
         self.audit(
             actor,
             action,
@@ -129,6 +132,7 @@ impl Engine {
         &self,
         env: &EnvName,
         runtime: &Arc<dyn Runtime>,
+        on_swarm: bool,
         public: &[cutover_core::ServiceName],
         remove_files: bool,
     ) -> usize {
@@ -156,6 +160,20 @@ impl Engine {
                 }
             }
             Err(e) => tracing::error!(env = %env, error = %e, "cannot list instances to stop"),
+        }
+        // On Swarm the non-public services are Swarm services of their own (converged, not
+        // instances): remove them, or they would run on after their environment is gone.
+        if let Some(swarm) = self.swarm().filter(|_| on_swarm) {
+            let config = self.config();
+            for (name, _) in config.services.iter().filter(|(_, s)| !s.public) {
+                match swarm.remove_converged(&config.app, env, name).await {
+                    Ok(true) => stopped += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(env = %env, service = %name, error = %e, "could not remove the Swarm service")
+                    }
+                }
+            }
         }
         self.terminate_jobs(env);
         if remove_files {

@@ -334,3 +334,58 @@ fn the_deploy_scenario_on_docker() {
 fn the_deploy_scenario_on_swarm() {
     scenario("swarm", "imagetag");
 }
+
+/// Every Swarm service of one environment (by Cutover's label), by name.
+fn swarm_services(env: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["service", "ls", "--format", "{{.Name}}", "--filter"])
+        .arg(format!("label=cutover.env={env}"))
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn deleting_an_integration_environment_on_swarm_removes_its_swarm_services() {
+    let fx = fixture("swarm");
+    // The fixture's environment becomes an integration template on Swarm.
+    let config_path = fx.dir.path().join("cutover.yml");
+    let config = std::fs::read_to_string(&config_path).unwrap().replace(
+        &format!("{}: {{ tier: dev, runtime: swarm }}", fx.env),
+        &format!("{}: {{ tier: integration, runtime: swarm }}", fx.env),
+    );
+    assert!(config.contains("tier: integration"), "{config}");
+    std::fs::write(&config_path, config).unwrap();
+    let shop = crate::example_shop::release().join("bin/shop");
+    let server = Server::start_with(
+        &config_path,
+        &fx.dir.path().join("data"),
+        &[("SHOP_BIN", shop.to_str().unwrap())],
+    );
+    // (The branch head is the fixture's broken version: deploy a good one.)
+    let created = server.cli_json("alice", &["env", "create", &fx.env, "--branch", "main"]);
+    let env = created["environment"]["name"].as_str().unwrap().to_owned();
+    let _cleanup = SwarmCleanup(env.clone());
+    let run = server.release("alice", &env, &fx.versions[0]);
+    let state = server.wait_run(run, &["succeeded", "failed"]);
+    assert_eq!(state["state"], "succeeded", "{}", server.logs(run));
+    let services = swarm_services(&env);
+    assert!(
+        services.iter().any(|s| s.ends_with("-worker")),
+        "the workers run as a Swarm service: {services:?}"
+    );
+
+    server.cli_json("alice", &["env", "delete", &env]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !swarm_services(&env).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "Swarm services left behind: {:?}",
+            swarm_services(&env)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
