@@ -252,12 +252,12 @@ fn production_follows_its_request_rate_between_min_and_max() {
             (ok, failed)
         })
     };
+    // The count is recorded before the instances start: wait for both.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while replicas(&server, "prod") != 3 {
+    while replicas(&server, "prod") != 3 || serving(&server, "prod").len() != 3 {
         assert!(Instant::now() < deadline, "busy prod scales up to max 3");
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert_eq!(serving(&server, "prod").len(), 3);
     stop.store(true, Ordering::Relaxed);
     let (ok, failed) = load.join().unwrap();
     assert!(ok > 100, "the load ran ({ok})");
