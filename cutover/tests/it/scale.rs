@@ -229,7 +229,7 @@ fn production_follows_its_request_rate_between_min_and_max() {
     assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
     // cutover.yml says 2 replicas; with no traffic the autoscaler brings it down to min.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while replicas(&server, "prod") != 1 {
+    while replicas(&server, "prod") != 1 || serving(&server, "prod").len() != 1 {
         assert!(Instant::now() < deadline, "idle prod scales down to min 1");
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -264,20 +264,32 @@ fn production_follows_its_request_rate_between_min_and_max() {
     assert_eq!(failed, 0, "no request failed while autoscaling");
 
     // Quiet again: back down to min after a few quiet looks.
+    // Every change the autoscaler made is recorded as applied once it is done.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while replicas(&server, "prod") != 1 {
-        assert!(Instant::now() < deadline, "quiet prod scales back to min 1");
+    loop {
+        let list = server.cli_json("x", &["scale", "requests", "prod"]);
+        let auto: Vec<&Value> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["requested_by"] == "cutover")
+            .collect();
+        let done = auto.len() >= 3
+            && auto.iter().all(|r| r["state"] == "applied")
+            && replicas(&server, "prod") == 1
+            && serving(&server, "prod").len() == 1;
+        if done {
+            assert!(
+                auto.iter()
+                    .all(|r| r["comment"].as_str().is_some_and(|c| c.starts_with("autoscale:"))),
+                "{list:#}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "quiet prod scales back to min 1 (down, up, down): {list:#}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
-    let list = server.cli_json("x", &["scale", "requests", "prod"]);
-    let auto: Vec<&Value> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["requested_by"] == "cutover")
-        .collect();
-    assert!(auto.len() >= 3, "down, up, down: {list:#}");
-    assert!(auto.iter().all(
-        |r| r["state"] == "applied" && r["comment"].as_str().is_some_and(|c| c.starts_with("autoscale:"))
-    ));
 }
