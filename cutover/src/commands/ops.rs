@@ -86,6 +86,16 @@ pub async fn status(client: &Client, env: &str, out: Output) -> anyhow::Result<E
             ],
             &rows,
         );
+        let counts: Vec<String> = s["services"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|svc| format!("{} {}", svc["name"].as_str().unwrap_or("?"), svc["replicas"]))
+            .collect();
+        if !counts.is_empty() {
+            println!("replicas in force: {} (cutover scale ENV SERVICE N)", counts.join(", "));
+        }
     })?;
     Ok(ExitCode::SUCCESS)
 }
