@@ -33,6 +33,28 @@ pub const MAX_REPLICAS: u32 = 32;
 /// How long a scale change waits for a run that is executing on the environment.
 const GATE_WAIT: Duration = Duration::from_secs(60);
 
+/// Where a scale change stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleState {
+    /// Waiting for someone else's approval (fixed-size tiers).
+    Pending,
+    /// Approved; being applied.
+    Approved,
+    /// The new count runs.
+    Applied,
+    Rejected,
+    /// Applying failed; the previous instances still serve.
+    Failed,
+}
+
+impl std::fmt::Display for ScaleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self).ok();
+        f.write_str(s.as_ref().and_then(|v| v.as_str()).unwrap_or("?"))
+    }
+}
+
 /// One scale change: requested, then applied, rejected or failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScaleRequest {
@@ -42,8 +64,7 @@ pub struct ScaleRequest {
     /// The count in force when it was requested.
     pub from: u32,
     pub to: u32,
-    /// `pending` (waiting for approval), `applied`, `rejected` or `failed`.
-    pub state: String,
+    pub state: ScaleState,
     pub requested_by: String,
     pub requested_at_ms: i64,
     pub comment: Option<String>,
@@ -230,7 +251,7 @@ impl Engine {
         })?;
         let mut request: ScaleRequest = serde_json::from_str(&stored.value)
             .map_err(|e| EngineError::Internal(format!("scale request {id} is unreadable: {e}")))?;
-        if request.state != "pending" {
+        if request.state != ScaleState::Pending {
             return Err(EngineError::Conflict(format!(
                 "scale request {id} is {} already (by {}); nothing to decide",
                 request.state,
@@ -250,7 +271,11 @@ impl Engine {
         request.decided_by = Some(actor.to_string());
         request.decided_at_ms = Some(crate::now_ms());
         request.decision_comment = comment;
-        request.state = if approve { "approved" } else { "rejected" }.to_owned();
+        request.state = if approve {
+            ScaleState::Approved
+        } else {
+            ScaleState::Rejected
+        };
         // Compare-and-set: a concurrent decision loses with the version it saw.
         self.store()
             .param_put(
@@ -313,7 +338,7 @@ impl Engine {
                 service: service.to_string(),
                 from,
                 to,
-                state: "pending".into(),
+                state: ScaleState::Pending,
                 requested_by: actor.to_string(),
                 requested_at_ms: crate::now_ms(),
                 comment: comment.clone(),
@@ -359,9 +384,9 @@ impl Engine {
         };
         let captured = lines.lock().map(|l| l.clone()).unwrap_or_default();
         match &result {
-            Ok(()) => request.state = "applied".into(),
+            Ok(()) => request.state = ScaleState::Applied,
             Err(e) => {
-                request.state = "failed".into();
+                request.state = ScaleState::Failed;
                 request.error = Some(e.clone());
             }
         }

@@ -94,7 +94,10 @@ pub async fn status(client: &Client, env: &str, out: Output) -> anyhow::Result<E
             .map(|svc| format!("{} {}", svc["name"].as_str().unwrap_or("?"), svc["replicas"]))
             .collect();
         if !counts.is_empty() {
-            println!("replicas in force: {} (cutover scale ENV SERVICE N)", counts.join(", "));
+            println!(
+                "replicas in force: {} (cutover scale ENV SERVICE N)",
+                counts.join(", ")
+            );
         }
     })?;
     Ok(ExitCode::SUCCESS)
