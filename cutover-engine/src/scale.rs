@@ -159,8 +159,13 @@ impl Engine {
                 "replicas must be between 1 and {MAX_REPLICAS}, not {replicas}"
             )));
         }
-        let env_cfg = &config.environments[&env];
-        if let Some(a) = env_cfg.autoscale.as_ref().filter(|_| env_cfg.tier == Tier::Prod)
+        let env_cfg = config
+            .environments
+            .get(&env)
+            .ok_or_else(|| EngineError::Refused(format!("{env} was just removed")))?;
+        // The tiers the autoscaler manages keep their counts within its bounds.
+        let autoscaled = matches!(env_cfg.tier, Tier::Prod | Tier::ProdLike);
+        if let Some(a) = env_cfg.autoscale.as_ref().filter(|_| autoscaled)
             && !(a.min..=a.max).contains(&replicas)
         {
             return Err(EngineError::Refused(format!(
