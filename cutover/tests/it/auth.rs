@@ -252,18 +252,7 @@ fn revoked_and_expired_tokens_are_refused_and_secrets_are_never_shown_again() {
     let log_path = fx.dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--router-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(fx.config())
-        .arg("--data-dir")
-        .arg(&data)
+    let mut child = crate::support::serve_command(fx.config(), &data)
         .env("RUST_LOG", "debug")
         .env("XDG_CONFIG_HOME", home.path())
         .stdout(Stdio::piped())

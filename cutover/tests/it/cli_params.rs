@@ -1,9 +1,7 @@
 //! The first steps of the platform documents: find the version to deploy and
 //! set it as an environment's desired version — and every bad case of that.
 
-use std::process::Command;
-
-use crate::support::{BIN, Fixture, Server, fails_with, stdout};
+use crate::support::{Fixture, Server, fails_with, serve_command, stdout};
 
 const DESIRED_STAGING: &str = "/shop-staging/desired_version";
 
@@ -343,20 +341,7 @@ fn rotating_the_secret_key_reencrypts_secrets_and_keeps_the_old_key_aside() {
 
     // A rotation cut short (its next key still there) stops a plain start with the way out.
     std::fs::write(fx.data_dir().join("secret.key.next"), &after).unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--router-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(fx.config())
-        .arg("--data-dir")
-        .arg(fx.data_dir())
-        .output()
-        .unwrap();
+    let out = serve_command(fx.config(), fx.data_dir()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

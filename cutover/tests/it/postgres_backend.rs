@@ -77,21 +77,13 @@ fn the_pipeline_runs_on_postgres_and_a_second_server_cannot_lead_the_same_databa
     );
 
     // A second server on the same database is refused and changes nothing.
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--router-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(app.dir.path().join("cutover.yml"))
-        .arg("--data-dir")
-        .arg(app.dir.path().join("other-data"))
-        .args(["--database-url", &url])
-        .output()
-        .unwrap();
+    let out = crate::support::serve_command(
+        app.dir.path().join("cutover.yml"),
+        app.dir.path().join("other-data"),
+    )
+    .args(["--database-url", &url])
+    .output()
+    .unwrap();
     fails_with(&out, &["already leads", "run every pipeline twice"]);
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains(":cutover@"),

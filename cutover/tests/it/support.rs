@@ -99,6 +99,25 @@ impl Fixture {
     }
 }
 
+/// `cutover serve` on free loopback ports (API and router) for `config` and `data_dir`, to add
+/// arguments and variables to and run.
+pub fn serve_command(config: impl AsRef<Path>, data_dir: impl AsRef<Path>) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--router-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(config.as_ref())
+        .arg("--data-dir")
+        .arg(data_dir.as_ref());
+    command
+}
+
 pub struct Server {
     pub child: Child,
     /// The API, e.g. http://127.0.0.1:41234
@@ -128,18 +147,7 @@ impl Server {
     /// As `start_with`, with extra `cutover serve` arguments.
     pub fn start_with_args(config: &Path, data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
         let home = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--router-listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data_dir)
+        let mut child = serve_command(config, data_dir)
             .args(args)
             .env("RUST_LOG", "warn")
             .env("XDG_CONFIG_HOME", home.path())

@@ -228,18 +228,7 @@ fn failed_deliveries_are_retried_with_the_same_id_and_in_order() {
 
 /// Starts `cutover serve` on the app, expects it to refuse to start; returns its stderr.
 fn serve_fails(app: &App) -> String {
-    let out = std::process::Command::new(crate::support::BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--router-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(app.dir.path().join("cutover.yml"))
-        .arg("--data-dir")
-        .arg(app.dir.path().join("data"))
+    let out = crate::support::serve_command(app.dir.path().join("cutover.yml"), app.dir.path().join("data"))
         .env_remove("NO_SUCH_HOOK_KEY")
         .output()
         .unwrap();
