@@ -159,9 +159,14 @@ const RUN_HEADERS_ENV = ['Run', 'Environment', ...RUN_HEADERS.slice(1)];
 function homeView() {
   const envs = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
   const runs = el('div');
-  const err = view('Environments', envs, section('Recent runs', runs));
+  const create = el('div');
+  const err = view('Environments', envs, create, section('Recent runs', runs));
   poll(async () => {
     const [list, recent] = await Promise.all([api('/environments'), api('/runs?limit=10')]);
+    const templates = list.filter((e) => e.kind === 'integration-template').map((e) => e.name);
+    if (templates.length && !create.firstChild) {
+      create.replaceChildren(section('New integration environment', integrationForm(templates)));
+    }
     envs.replaceChildren(table('Every environment, with the versions of its parameter store',
       ['Environment', 'Tier', 'Branch', 'Desired', 'Built', 'Deployed', 'Approval'],
       list.map((e) => [
@@ -198,7 +203,11 @@ function envView(env) {
     const [e, st, rs, hist] = await Promise.all([
       api(`/environments/${enc}`), api(`/environments/${enc}/status`),
       api(`/runs?env=${enc}&limit=10`),
-      api(`/history/${encodeURIComponent(`${appName}-${env}`)}/desired_version`),
+      // Never set yet (a new environment): no history rather than an error.
+      api(`/history/${encodeURIComponent(`${appName}-${env}`)}/desired_version`).catch((e) => {
+        if (e instanceof Unauthorized) throw e;
+        return [];
+      }),
     ]);
     summary.replaceChildren(el('dl', { class: 'facts' },
       el('dt', {}, 'Tier'), el('dd', {}, e.tier),
@@ -215,7 +224,10 @@ function envView(env) {
       e.expires_at_ms ? el('dd', {}, time(e.expires_at_ms)) : null,
       e.expired_at_ms ? el('dt', {}, 'Expired') : null,
       e.expired_at_ms ? el('dd', { class: 'error' }, time(e.expired_at_ms)) : null));
-    if (!releaseBox.firstChild) releaseBox.replaceChildren(releaseForm(env, e.approval));
+    if (!releaseBox.firstChild) {
+      releaseBox.replaceChildren(releaseForm(env, e.approval),
+        e.kind === 'integration' ? deleteButton(env) : '');
+    }
     services.replaceChildren(...(st.services.length ? st.services.map((s) => el('div', { class: 'service' },
       el('h3', {}, s.name, s.public ? '' : el('span', { class: 'muted' }, ' (not public)'),
         el('span', { class: 'muted', 'data-replicas': String(s.replicas) }, ` · ${s.replicas} replica${s.replicas === 1 ? '' : 's'}`)),
@@ -232,6 +244,46 @@ function envView(env) {
     history.replaceChildren(table('Every value it had, newest first', ['Version', 'Value', 'Set by', 'At'],
       hist.map((p) => [String(p.version), sha(p.value), p.actor, time(p.at_ms)]), 'Never set.'));
   }, err);
+}
+
+// Creates an integration environment for a branch from a template, optionally deploying it.
+function integrationForm(templates) {
+  const template = el('select', { id: 'new-template' }, ...templates.map((t) => el('option', { value: t }, t)));
+  const branch = el('input', { id: 'new-branch', placeholder: 'feature/login', maxlength: 200, required: true });
+  const deploy = el('input', { id: 'new-deploy', type: 'checkbox', checked: true });
+  const msg = el('p', { role: 'alert', class: 'error' });
+  const form = el('form', { class: 'release' },
+    el('label', { for: 'new-template' }, 'Template'), template,
+    el('label', { for: 'new-branch' }, 'Branch'), branch,
+    el('label', { for: 'new-deploy' }, deploy, ' deploy its head'),
+    el('button', { type: 'submit' }, 'Create'), msg);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    msg.replaceChildren();
+    try {
+      const made = await write('/environments',
+        { template: template.value, branch: branch.value.trim(), deploy: deploy.checked });
+      location.hash = made.run ? `#/run/${made.run.id}` : `#/env/${encodeURIComponent(made.environment.name)}`;
+    } catch (e) {
+      msg.textContent = e.message;
+    }
+  });
+  return form;
+}
+
+// Deletes an integration environment after a confirmation (its runs and audit stay).
+function deleteButton(env) {
+  const msg = el('span', { role: 'alert', class: 'error' });
+  const go = async () => {
+    if (!window.confirm(`Delete ${env}? Its services stop and its directory goes; runs and audit stay.`)) return;
+    try {
+      await api(`/environments/${encodeURIComponent(env)}`, { method: 'DELETE' });
+      location.hash = '#/';
+    } catch (e) {
+      msg.textContent = e.message;
+    }
+  };
+  return el('p', {}, el('button', { type: 'button', class: 'reject', onclick: go }, `Delete ${env}`), ' ', msg);
 }
 
 // Queues a release of a version (any ref: branch, tag, short SHA, latest) and opens its run.

@@ -96,7 +96,11 @@ fn env_row(dom: &str, env: &str) -> Vec<String> {
 #[test]
 fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
     chromium();
-    let app = App::new();
+    // With an integration template, so the page offers to make one.
+    let app = App::with_config(&format!(
+        "{}  review:  {{ tier: integration }}\n",
+        crate::pipeline_support::APP_CONFIG
+    ));
     let server = app.start();
     let id = server.release("alice", "staging", &app.good[0][..12]);
     let run = server.wait_run(id, &["succeeded", "failed"]);
@@ -134,6 +138,11 @@ fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
     assert!(cells[3].contains(&version), "desired: {cells:?}");
     assert!(cells[4].contains(&version), "built: {cells:?}");
     assert!(cells[5].contains(&version), "deployed: {cells:?}");
+    assert!(
+        dom.contains("<label for=\"new-template\">")
+            && dom.contains("<option value=\"review\">review</option>"),
+        "a form for integration environments: {dom}"
+    );
     let dev = env_row(&dom, "dev");
     assert!(dev[5].contains('—'), "dev has deployed nothing: {dev:?}");
     assert!(
@@ -188,6 +197,16 @@ fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
     );
     assert!(dom.contains("History of desired_version"), "{dom}");
     assert!(dom.contains("<td>alice</td>"), "who set desired_version: {dom}");
+
+    // An integration environment's page can delete it.
+    let made = server.cli_json("alice", &["env", "create", "review", "--branch", "main"]);
+    let name = made["environment"]["name"].as_str().unwrap().to_owned();
+    let dom = dump_dom(
+        tmp.path(),
+        "integration",
+        &format!("{}/#/env/{name}&token={token}", server.url),
+    );
+    assert!(dom.contains(&format!(">Delete {name}</button>")), "{dom}");
 
     // A scale change waiting for an admin, with its buttons.
     let pending = server.cli_json("alice", &["scale", "staging", "api", "3", "-m", "load test"]);
