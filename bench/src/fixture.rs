@@ -280,6 +280,60 @@ impl Server {
         }
     }
 
+    /// The server's process id (for its RSS and its exit).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and returns how long the server took to exit, or `None` if it had not
+    /// exited within `limit` (it is then killed).
+    pub fn terminate_timed(&mut self, limit: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        while started.elapsed() < limit {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    /// One API call as the admin over a fresh loopback connection: `(status, body)`.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), Error> {
+        use std::io::{Read, Write};
+        let addr: std::net::SocketAddr = self
+            .url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| format!("API address {}: {e}", self.url))?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let body = body.unwrap_or("");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.token,
+            body.len()
+        )?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, rest) = text.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or("no status")?;
+        // Chunked answers keep their chunk sizes; callers parse JSON from the first `[`/`{`.
+        Ok((status, rest.to_owned()))
+    }
+
     /// The run's log lines (`at_ms`, `stage`, `line`).
     pub fn logs(&self, id: i64) -> Result<Vec<Value>, Error> {
         let v = self.cli_json(&["logs", &id.to_string()])?;

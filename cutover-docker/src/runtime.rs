@@ -25,6 +25,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
+use cutover_core::{AppName, EnvName};
 use cutover_runtime::health::{self, ProbeResult};
 use cutover_runtime::{
     HealthSettings, InstanceId, InstanceSpec, InstanceStatus, LogLine, LogStream, RecoveryReport, Runtime,
@@ -401,45 +402,15 @@ impl Runtime for DockerRuntime {
     }
 
     async fn status(&self) -> Result<Vec<InstanceStatus>, RuntimeError> {
-        let filters = HashMap::from([(
-            "label",
-            vec![
-                format!("{}={}", labels::OWNER, self.inner.owner),
-                labels::INSTANCE.to_owned(),
-            ],
-        )]);
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let listed = self
-            .inner
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(engine_err("list containers"))?;
-        let mut out = Vec::with_capacity(listed.len());
-        for summary in listed {
-            let Some(id) = summary.id.as_deref().and_then(container::instance_id) else {
-                continue;
-            };
-            match self.inspect(&id).await {
-                Ok((status, _)) => out.push(status),
-                Err(RuntimeError::UnknownInstance { .. }) => {} // removed meanwhile
-                Err(err) => return Err(err),
-            }
-        }
-        out.sort_by(|a, b| {
-            (&a.app, &a.env, &a.service, a.replica, a.created_at, &a.id).cmp(&(
-                &b.app,
-                &b.env,
-                &b.service,
-                b.replica,
-                b.created_at,
-                &b.id,
-            ))
-        });
-        Ok(out)
+        self.list_instances(Vec::new()).await
+    }
+
+    async fn status_of(&self, app: &AppName, env: &EnvName) -> Result<Vec<InstanceStatus>, RuntimeError> {
+        self.list_instances(vec![
+            format!("{}={app}", labels::APP),
+            format!("{}={env}", labels::ENV),
+        ])
+        .await
     }
 
     async fn instance(&self, id: &InstanceId) -> Result<InstanceStatus, RuntimeError> {
@@ -564,5 +535,50 @@ impl Runtime for DockerRuntime {
             Some(err) => Err(err),
             None => Ok(outcomes),
         }
+    }
+}
+
+impl DockerRuntime {
+    /// This server's instances whose containers carry every label of `only`
+    /// (besides the owner and instance labels), sorted like `status`.
+    async fn list_instances(&self, only: Vec<String>) -> Result<Vec<InstanceStatus>, RuntimeError> {
+        let mut wanted = vec![
+            format!("{}={}", labels::OWNER, self.inner.owner),
+            labels::INSTANCE.to_owned(),
+        ];
+        wanted.extend(only);
+        let filters = HashMap::from([("label", wanted)]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let listed = self
+            .inner
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(engine_err("list containers"))?;
+        let mut out = Vec::with_capacity(listed.len());
+        for summary in listed {
+            let Some(id) = summary.id.as_deref().and_then(container::instance_id) else {
+                continue;
+            };
+            match self.inspect(&id).await {
+                Ok((status, _)) => out.push(status),
+                Err(RuntimeError::UnknownInstance { .. }) => {} // removed meanwhile
+                Err(err) => return Err(err),
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.app, &a.env, &a.service, a.replica, a.created_at, &a.id).cmp(&(
+                &b.app,
+                &b.env,
+                &b.service,
+                b.replica,
+                b.created_at,
+                &b.id,
+            ))
+        });
+        Ok(out)
     }
 }

@@ -103,6 +103,12 @@ struct Inner {
     secret_key: SecretKey,
 }
 
+/// The most a server shutdown takes: runs get [`RUN_STOP_LIMIT`] to put their environment back,
+/// instances and tasks (SIGTERM, SIGKILL after the stop grace, in parallel) the rest.
+pub const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(25);
+/// How long a shutdown waits for cancelled runs to undo their changes.
+pub const RUN_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Engine {
     pub fn new(config: Config, store: Arc<dyn Store>, repo: Repo, parts: EngineParts) -> Self {
         let webhooks = webhooks::Webhooks::new(&config.webhooks);
@@ -157,10 +163,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Server shutdown: cancels active runs and waits (bounded) for them to
-    /// put their environment back on its serving version, then stops every
-    /// instance and task.
-    pub async fn shutdown(&self) {
+    /// Server shutdown, bounded by [`SHUTDOWN_LIMIT`]: cancels active runs and waits (at most
+    /// [`RUN_STOP_LIMIT`]) for them to put their environment back on its serving version, then
+    /// stops every instance and task of every runtime in parallel within what is left. Returns
+    /// what did not stop in time (empty when everything did), for the server to say; a process
+    /// left running is found and stopped by the next start's recovery (its state file stays).
+    pub async fn shutdown(&self) -> Vec<String> {
+        let started = tokio::time::Instant::now();
         let active: Vec<_> = {
             let controls = self.shared().controls.lock().unwrap_or_else(|e| e.into_inner());
             controls.values().map(|c| c.cancel.clone()).collect()
@@ -168,22 +177,58 @@ impl Engine {
         for cancel in &active {
             cancel.cancel();
         }
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !self
-            .shared()
-            .controls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-            && tokio::time::Instant::now() < deadline
-        {
+        let runs_until = started + RUN_STOP_LIMIT;
+        let active_runs = || -> Vec<i64> {
+            let controls = self.shared().controls.lock().unwrap_or_else(|e| e.into_inner());
+            let mut ids: Vec<i64> = controls.keys().copied().collect();
+            ids.sort_unstable();
+            ids
+        };
+        while !active_runs().is_empty() && tokio::time::Instant::now() < runs_until {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        for runtime in self.runtimes() {
-            if let Err(e) = runtime.shutdown().await {
-                tracing::error!(error = %e, "stopping instances failed");
+        let mut left: Vec<String> = active_runs()
+            .into_iter()
+            .map(|id| format!("run {id} (cancelled, still undoing)"))
+            .collect();
+        let runtimes = self.runtimes();
+        let mut before = Vec::new();
+        for runtime in &runtimes {
+            before.extend(runtime.status().await.unwrap_or_default());
+        }
+        let stops = futures::future::join_all(runtimes.iter().map(|r| r.shutdown()));
+        match tokio::time::timeout_at(started + SHUTDOWN_LIMIT, stops).await {
+            Ok(results) => {
+                for e in results.into_iter().filter_map(Result::err) {
+                    tracing::error!(error = %e, "stopping instances failed");
+                }
+            }
+            Err(_) => {
+                let mut still = 0;
+                for st in &before {
+                    // A container has no pid here: Docker stops it on its own; a process is
+                    // checked.
+                    if st.pid.is_some_and(cutover_runtime::os::is_alive) {
+                        still += 1;
+                        left.push(format!(
+                            "instance {} of {}/{} (pid {})",
+                            st.id,
+                            st.env,
+                            st.service,
+                            st.pid.unwrap_or_default()
+                        ));
+                    }
+                }
+                if still == 0 {
+                    left.push(
+                        "stopping the runtimes' instances and tasks (none is left running, some \
+                               were still being waited for)"
+                            .to_owned(),
+                    );
+                }
             }
         }
+        left
     }
 
     pub fn set_router_port(&self, port: u16) {

@@ -95,10 +95,11 @@ impl Engine {
         let mut suspended = String::new();
         let mut replicas = String::new();
         let mut requests = String::new();
-        for env in self.config().environments.keys() {
+        let config = self.config();
+        for env in config.environments.keys() {
             let mut counts: BTreeMap<(String, String, String), u64> = BTreeMap::new();
-            if let Ok(all) = self.runtime_for(env).status().await {
-                for st in all.iter().filter(|s| &s.env == env) {
+            if let Ok(all) = self.runtime_for(env).status_of(&config.app, env).await {
+                for st in &all {
                     let version = st
                         .version
                         .as_ref()

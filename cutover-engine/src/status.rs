@@ -119,7 +119,7 @@ impl Engine {
         let deployed = self.env_services(&env);
         let runtime = self.runtime_for(&env);
         let mut all = runtime
-            .status()
+            .status_of(&self.config().app, &env)
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         if let Some(swarm) = self.swarm_for(&env) {
@@ -133,14 +133,22 @@ impl Engine {
         let now = crate::now_ms().max(0) as u64;
         let mut services = Vec::new();
         let counts = self.replica_counts(&env).await;
-        for (name, svc) in &self.config().services {
+        let config = self.config();
+        // A fresh probe of every live instance, all at once: the answer waits for the slowest
+        // probe (1 s at most), not for their sum.
+        let probes = all.iter().filter_map(|st| {
+            let path = config.services.get(&st.service)?.health.clone()?;
+            st.pid?;
+            let runtime = runtime.clone();
+            let id = st.id.clone();
+            Some(async move {
+                let _ = runtime.probe(&id, &path, std::time::Duration::from_secs(1)).await;
+            })
+        });
+        futures::future::join_all(probes).await;
+        for (name, svc) in &config.services {
             let mut instances = Vec::new();
             for st in all.iter().filter(|s| s.env == env && &s.service == name) {
-                if let (Some(path), Some(_)) = (&svc.health, st.pid) {
-                    let _ = runtime
-                        .probe(&st.id, path, std::time::Duration::from_secs(1))
-                        .await;
-                }
                 let fresh = runtime.instance(&st.id).await.unwrap_or_else(|_| st.clone());
                 let role = if deployed
                     .current

@@ -44,6 +44,7 @@ pub mod types;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cutover_core::{AppName, EnvName};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +74,16 @@ pub trait Runtime: Send + Sync {
 
     /// Every instance of this runtime, sorted by app, env, service, replica.
     async fn status(&self) -> Result<Vec<InstanceStatus>, RuntimeError>;
+
+    /// The instances of one environment, sorted like [`Runtime::status`]. A
+    /// backend answers it without looking at other environments' instances
+    /// where it can, so an environment's status costs the same with 10 or
+    /// 1,000 other instances running; the default filters `status`.
+    async fn status_of(&self, app: &AppName, env: &EnvName) -> Result<Vec<InstanceStatus>, RuntimeError> {
+        let mut all = self.status().await?;
+        all.retain(|s| &s.app == app && &s.env == env);
+        Ok(all)
+    }
 
     /// One instance.
     async fn instance(&self, id: &InstanceId) -> Result<InstanceStatus, RuntimeError>;

@@ -3,19 +3,31 @@
 //! timestamp to one file per instance and broadcast to followers.
 //!
 //! Shape: reader tasks (one per pipe per process) send [`LogLine`]s through a
-//! bounded channel to one writer per instance, which runs on a blocking
-//! thread (`spawn_blocking`) and writes each line with one unbuffered
-//! `write_all`, so a reader of the file ([`tail_file`]) sees every line as
-//! soon as it was broadcast. The bounded channel makes a runaway writer slow
-//! down on its own pipe instead of growing memory. Lines longer than 64 KiB
-//! are split.
+//! bounded channel to one writer *task* per instance, which takes every line
+//! waiting (up to [`BATCH`]) and appends them with one unbuffered `write_all`
+//! before broadcasting them, so a reader of the file ([`tail_file`]) sees
+//! every line as soon as it was broadcast. The bounded channel makes a
+//! runaway writer slow down on its own pipe instead of growing memory. Lines
+//! longer than 64 KiB are split.
+//!
+//! No thread per instance: the writer used to be a `spawn_blocking` loop that
+//! held one of tokio's blocking-pool threads for the whole life of the
+//! instance, so ~500 live instances exhausted the pool (512 threads) and every
+//! other `spawn_blocking` (git in Source, checkouts) waited forever: the server
+//! hung. Now the number of live instances costs tasks and file descriptors,
+//! never a bounded pool. The append itself is a plain `write(2)` from the
+//! writer task: an append of a few KiB to a local file lands in the page
+//! cache in microseconds. Rejected: `tokio::fs::File`, which hands every write
+//! to the same blocking pool (short-lived, but the pool is exactly the shared
+//! resource this must not compete for), and a dedicated writer thread for all
+//! instances, which loses the per-instance back-pressure.
 //!
 //! Following is a `tokio::sync::broadcast`: a slow follower loses lines
 //! (`RecvError::Lagged`) rather than slowing the instance. Rejected: a
 //! file-follow stream (inotify or polling), which needs a dependency or a
 //! poll interval, for the same result within one server process.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -81,6 +93,8 @@ impl fmt::Display for LogLine {
 const MAX_LINE: u64 = 64 * 1024;
 const FOLLOW_BUFFER: usize = 1024;
 const CHANNEL: usize = 256;
+/// At most this many lines are written by one `write_all`.
+const BATCH: usize = 64;
 
 /// The write side of one instance's log; cheap to clone (one per reader).
 #[derive(Clone, Debug)]
@@ -91,14 +105,15 @@ pub(crate) struct LogSink {
 }
 
 impl LogSink {
-    /// Opens (creates, appends to) `path` and starts the writer thread.
+    /// Opens (creates, appends to) `path` and starts the writer task (must be
+    /// called within a tokio runtime). The task ends when every sink is dropped.
     pub(crate) fn open(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let (tx, rx) = mpsc::channel(CHANNEL);
         let (followers, _) = broadcast::channel(FOLLOW_BUFFER);
         let out = followers.clone();
         let shown = path.to_owned();
-        tokio::task::spawn_blocking(move || write_lines(file, rx, out, &shown));
+        tokio::spawn(write_lines(file, rx, out, shown));
         Ok(Self {
             tx,
             followers,
@@ -158,23 +173,31 @@ impl LogSink {
     }
 }
 
-fn write_lines(
+async fn write_lines(
     mut file: File,
     mut rx: mpsc::Receiver<LogLine>,
     followers: broadcast::Sender<LogLine>,
-    path: &Path,
+    path: PathBuf,
 ) {
     let mut failed = false;
-    while let Some(line) = rx.blocking_recv() {
-        let text = format!("{line}\n");
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut text = String::new();
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        text.clear();
+        for line in &batch {
+            // Writing into a String cannot fail.
+            let _ = writeln!(text, "{line}");
+        }
         if let Err(err) = file.write_all(text.as_bytes())
             && !failed
         {
             failed = true;
             tracing::warn!(log = %path.display(), error = %err, "writing an instance log failed; lines are only broadcast from now on");
         }
-        // No follower is not an error.
-        let _ = followers.send(line);
+        for line in batch.drain(..) {
+            // No follower is not an error.
+            let _ = followers.send(line);
+        }
     }
 }
 

@@ -193,6 +193,34 @@ pub async fn wait_group_gone(pgid: u32, limit: Duration) -> bool {
     }
 }
 
+/// Raises this process's soft limit on open files to its hard limit and returns
+/// `(before, after)`. Every live instance holds a few descriptors in the server (its two
+/// output pipes, its log file, its child handle), so the common soft default of 1,024 would
+/// cap one node at a few hundred instances; the hard limit is the operator's real bound.
+/// `None` when the limit cannot be read or raised (then it stays as it was).
+pub fn raise_open_files_limit() -> Option<(u64, u64)> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let before = limit.current?;
+    let Some(max) = limit.maximum else {
+        // Unlimited hard limit: the kernel still caps at nr_open; ask for a generous figure.
+        let want = before.max(1 << 20);
+        let raised = Rlimit {
+            current: Some(want),
+            maximum: None,
+        };
+        return setrlimit(Resource::Nofile, raised).ok().map(|()| (before, want));
+    };
+    if before >= max {
+        return Some((before, before));
+    }
+    let raised = Rlimit {
+        current: Some(max),
+        maximum: Some(max),
+    };
+    setrlimit(Resource::Nofile, raised).ok().map(|()| (before, max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -288,13 +288,36 @@ impl App {
         let app = api::routes(auth)
             .merge(dashboard::routes())
             .layer(tower_http::trace::TraceLayer::new_for_http());
-        let result = axum::serve(self.listener, app)
+        let mut stopping = stop_rx.clone();
+        let serve = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
                 let _ = stop_tx.send(true);
             })
-            .await;
-        self.engine.shutdown().await;
+            .into_future();
+        // Open API connections (a `logs --follow`, a dashboard's stream) get API_DRAIN_LIMIT to
+        // finish after the signal; then they are dropped, so they cannot hold the shutdown.
+        let result = tokio::select! {
+            result = serve => result,
+            () = async move {
+                let _ = stopping.wait_for(|s| *s).await;
+                tokio::time::sleep(API_DRAIN_LIMIT).await;
+            } => {
+                tracing::warn!(
+                    "API connections still open {} s after the signal were closed",
+                    API_DRAIN_LIMIT.as_secs()
+                );
+                Ok(())
+            }
+        };
+        let left = self.engine.shutdown().await;
+        if !left.is_empty() {
+            tracing::error!(
+                "shutdown limit ({} s) reached; not stopped: {}. The next start stops what is left.",
+                cutover_engine::SHUTDOWN_LIMIT.as_secs(),
+                left.join("; ")
+            );
+        }
         if let Ok(Err(e)) = router_task.await {
             tracing::error!(error = %e, "router stopped with an error");
         }
@@ -456,6 +479,10 @@ fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
         Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir { path, source }),
     }
 }
+
+/// How long open API connections may go on after a shutdown signal (see
+/// `cutover_engine::SHUTDOWN_LIMIT` for the rest of the shutdown).
+pub const API_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn shutdown_signal() {
     let ctrl_c = async {

@@ -109,7 +109,19 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| self.connect_error(&url, e))?;
+        let limit = request_timeout();
+        let resp = req.timeout(limit).send().await.map_err(|e| {
+            if e.is_timeout() && !e.is_connect() {
+                anyhow!(
+                    "the server at {} did not answer {path} within {} s; it may be overloaded or \
+                     stuck (see its log)",
+                    self.base,
+                    limit.as_secs()
+                )
+            } else {
+                self.connect_error(&url, e)
+            }
+        })?;
         let status = resp.status();
         let text = resp
             .text()
@@ -121,6 +133,18 @@ impl Client {
         serde_json::from_str(&text)
             .with_context(|| format!("the server's answer to {path} is not what this CLI expects"))
     }
+}
+
+/// How long one API call (not a stream) may take before the CLI gives up with an error:
+/// `CUTOVER_REQUEST_TIMEOUT` seconds, 300 by default (a `scale` on a dev tier waits for the new
+/// instances' health checks).
+fn request_timeout() -> std::time::Duration {
+    let secs = std::env::var("CUTOVER_REQUEST_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(300);
+    std::time::Duration::from_secs(secs)
 }
 
 impl Client {

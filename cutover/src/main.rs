@@ -15,20 +15,40 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(&cli);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match async_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    let code = match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // Dropping the runtime would wait for every blocking task without a bound; whatever is
+    // still running here has had its own bounded shutdown already.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
+}
+
+/// The multi-threaded tokio runtime. `CUTOVER_BLOCKING_THREADS` caps its blocking pool (tokio's
+/// default: 512): nothing in Cutover holds a blocking thread for long, so a small pool only
+/// slows file and git work down; the tests use it to prove that no live instance holds one.
+fn async_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = std::env::var("CUTOVER_BLOCKING_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        builder.max_blocking_threads(n);
     }
+    builder.build()
 }
 
 /// Logs go to stderr, filtered by RUST_LOG (default: info for `serve`, warnings otherwise).

@@ -148,9 +148,9 @@ impl Engine {
             .remove(env)
             .unwrap_or_default();
         let mut stopped = 0;
-        match runtime.status().await {
+        match runtime.status_of(&self.config().app, env).await {
             Ok(all) => {
-                for st in all.into_iter().filter(|s| s.env == *env) {
+                for st in all {
                     match runtime.stop(&st.id).await {
                         Ok(_) => stopped += 1,
                         Err(e) => {

@@ -51,6 +51,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cutover_core::{AppName, EnvName};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -139,6 +140,15 @@ impl ProcessRuntime {
                 source,
             })?;
         }
+        match os::raise_open_files_limit() {
+            Some((before, after)) if after > before => {
+                tracing::info!(
+                    "open files limit raised from {before} to {after} (each live instance holds 4)"
+                );
+            }
+            Some((_, after)) => tracing::info!("open files limit: {after} (each live instance holds 4)"),
+            None => tracing::warn!("cannot read or raise the open files limit (RLIMIT_NOFILE)"),
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 config: Arc::new(config),
@@ -190,6 +200,30 @@ impl ProcessRuntime {
         let source =
             last.unwrap_or_else(|| std::io::Error::other("every port offered was in use by an instance"));
         Err(RuntimeError::NoFreePort { source })
+    }
+
+    /// The status of every instance `keep` selects, sorted by app, env,
+    /// service, replica. Instances not selected cost no `/proc` read.
+    fn snapshots(&self, keep: impl Fn(&Instance) -> bool) -> Vec<InstanceStatus> {
+        let instances: Vec<Arc<Instance>> = self
+            .table()
+            .entries
+            .values()
+            .filter(|e| keep(&e.inst))
+            .map(|e| e.inst.clone())
+            .collect();
+        let mut list: Vec<InstanceStatus> = instances.iter().map(|i| snapshot(i)).collect();
+        list.sort_by(|a, b| {
+            (&a.app, &a.env, &a.service, a.replica, a.created_at, &a.id).cmp(&(
+                &b.app,
+                &b.env,
+                &b.service,
+                b.replica,
+                b.created_at,
+                &b.id,
+            ))
+        });
+        list
     }
 
     fn release(&self, port: u16) {
@@ -323,19 +357,11 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn status(&self) -> Result<Vec<InstanceStatus>, RuntimeError> {
-        let instances: Vec<Arc<Instance>> = self.table().entries.values().map(|e| e.inst.clone()).collect();
-        let mut list: Vec<InstanceStatus> = instances.iter().map(|i| snapshot(i)).collect();
-        list.sort_by(|a, b| {
-            (&a.app, &a.env, &a.service, a.replica, a.created_at, &a.id).cmp(&(
-                &b.app,
-                &b.env,
-                &b.service,
-                b.replica,
-                b.created_at,
-                &b.id,
-            ))
-        });
-        Ok(list)
+        Ok(self.snapshots(|_| true))
+    }
+
+    async fn status_of(&self, app: &AppName, env: &EnvName) -> Result<Vec<InstanceStatus>, RuntimeError> {
+        Ok(self.snapshots(|i| &i.spec.app == app && &i.spec.env == env))
     }
 
     async fn instance(&self, id: &InstanceId) -> Result<InstanceStatus, RuntimeError> {

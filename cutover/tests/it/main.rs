@@ -16,6 +16,7 @@ mod dashboard;
 mod demo;
 pub(crate) mod example_shop;
 mod lifecycle;
+mod many_instances;
 mod openapi;
 mod pipeline;
 mod pipeline_more;

@@ -234,6 +234,8 @@ impl Server {
             .env("CUTOVER_TOKEN", token)
             .env("XDG_CONFIG_HOME", self.home.path())
             .env("HOME", self.home.path())
+            // A stuck server fails the test within 2 minutes instead of hanging it.
+            .env("CUTOVER_REQUEST_TIMEOUT", "120")
             .env_remove("CUTOVER_ACTOR");
         cmd
     }
