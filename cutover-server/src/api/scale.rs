@@ -48,8 +48,9 @@ async fn scale(
 ) -> Result<(StatusCode, Json<ScaleAnswer>), ApiError> {
     let actor = principal.name;
     let b = super::body(b)?;
+    let comment = super::comment("comment", b.comment)?;
     let answer = engine
-        .scale(&env, &service, b.replicas, b.comment, &actor)
+        .scale(&env, &service, b.replicas, comment, &actor)
         .await?;
     let status = if answer.applied {
         StatusCode::OK
@@ -128,9 +129,10 @@ async fn decide(
     b: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Json<ScaleAnswer>, ApiError> {
     let b = super::body(b)?;
+    let comment = super::comment("comment", b.comment)?;
     Ok(Json(
         engine
-            .scale_decide(id, &principal.name, approve, b.comment)
+            .scale_decide(id, &principal.name, approve, comment)
             .await?,
     ))
 }
