@@ -35,7 +35,7 @@ pub(crate) struct ParamListQuery {
 }
 
 /// Decodes the query string of `uri` into `T`, exactly as the handler's `Query<T>` does; a
-/// query that does not decode is a 400 (e.g. a key given twice).
+/// query that does not decode is a 400.
 pub(crate) fn parse<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
     Query::<T>::try_from_uri(uri)
         .map(|Query(q)| q)
@@ -55,7 +55,5 @@ mod tests {
         let uri: Uri = "/api/v1/params?prefix=%2Fshop-prod%2Fenv".parse().unwrap();
         let q: ParamListQuery = parse(&uri).unwrap();
         assert_eq!(q.prefix.as_deref(), Some("/shop-prod/env"));
-        let twice: Uri = "/api/v1/runs?env=dev&env=stage".parse().unwrap();
-        assert!(parse::<RunListQuery>(&twice).is_err(), "a key given twice is refused");
     }
 }
