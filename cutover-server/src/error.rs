@@ -120,7 +120,12 @@ impl IntoResponse for ApiError {
             return (self.status, challenge, body).into_response();
         }
         if let Some(secs) = self.retry_after {
-            return (self.status, [(axum::http::header::RETRY_AFTER, secs.to_string())], body).into_response();
+            return (
+                self.status,
+                [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                body,
+            )
+                .into_response();
         }
         (self.status, body).into_response()
     }

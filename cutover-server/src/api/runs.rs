@@ -321,9 +321,7 @@ async fn approve(
     let actor = principal.name;
     let b = super::body(b)?;
     let comment = super::comment("comment", b.comment)?;
-    Ok(Json(
-        engine.decide(id, &actor, Decision::Approve, comment).await?,
-    ))
+    Ok(Json(engine.decide(id, &actor, Decision::Approve, comment).await?))
 }
 
 /// Rejects a run waiting for approval; it ends as rejected and nothing is deployed.
@@ -343,7 +341,5 @@ async fn reject(
     let actor = principal.name;
     let b = super::body(b)?;
     let comment = super::comment("comment", b.comment)?;
-    Ok(Json(
-        engine.decide(id, &actor, Decision::Reject, comment).await?,
-    ))
+    Ok(Json(engine.decide(id, &actor, Decision::Reject, comment).await?))
 }

@@ -49,9 +49,7 @@ async fn scale(
     let actor = principal.name;
     let b = super::body(b)?;
     let comment = super::comment("comment", b.comment)?;
-    let answer = engine
-        .scale(&env, &service, b.replicas, comment, &actor)
-        .await?;
+    let answer = engine.scale(&env, &service, b.replicas, comment, &actor).await?;
     let status = if answer.applied {
         StatusCode::OK
     } else {
@@ -131,8 +129,6 @@ async fn decide(
     let b = super::body(b)?;
     let comment = super::comment("comment", b.comment)?;
     Ok(Json(
-        engine
-            .scale_decide(id, &principal.name, approve, comment)
-            .await?,
+        engine.scale_decide(id, &principal.name, approve, comment).await?,
     ))
 }

@@ -188,7 +188,10 @@ mod tests {
         for a in ["127.0.0.1", "::1", "2001:db8::7"] {
             let addr: IpAddr = a.parse().unwrap();
             let seg = segment_of_address(addr);
-            assert!(ParamKey::parse(&format!("{FAILURES_PREFIX}/{seg}")).is_ok(), "{seg}");
+            assert!(
+                ParamKey::parse(&format!("{FAILURES_PREFIX}/{seg}")).is_ok(),
+                "{seg}"
+            );
             assert_eq!(address_of_segment(&seg), Some(addr));
         }
     }

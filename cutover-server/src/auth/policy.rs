@@ -194,7 +194,12 @@ mod tests {
 
     #[test]
     fn head_is_decided_like_get() {
-        for route in ["/api/v1/health", "/api/v1/environments", "/api/v1/runs/{id}", "/api/v1/audit"] {
+        for route in [
+            "/api/v1/health",
+            "/api/v1/environments",
+            "/api/v1/runs/{id}",
+            "/api/v1/audit",
+        ] {
             assert_eq!(rule(&Method::HEAD, route), rule(&Method::GET, route), "{route}");
         }
     }

@@ -74,13 +74,28 @@ fn expectations() -> BTreeMap<&'static str, Need> {
         ("DELETE /api/v1/environments/{env}", Somewhere(DEPLOYER)),
         ("GET /api/v1/environments/{env}/versions", OnTarget(VIEWER)),
         ("GET /api/v1/environments/{env}/status", OnTarget(VIEWER)),
-        ("GET /api/v1/environments/{env}/services/{service}/logs", OnTarget(VIEWER)),
-        ("POST /api/v1/environments/{env}/services/{service}/scale", OnTarget(DEPLOYER)),
+        (
+            "GET /api/v1/environments/{env}/services/{service}/logs",
+            OnTarget(VIEWER),
+        ),
+        (
+            "POST /api/v1/environments/{env}/services/{service}/scale",
+            OnTarget(DEPLOYER),
+        ),
         ("GET /api/v1/environments/{env}/scheduler", OnTarget(VIEWER)),
         ("GET /api/v1/environments/{env}/scheduler/runs", OnTarget(VIEWER)),
-        ("POST /api/v1/environments/{env}/scheduler/suspend", OnTarget(DEPLOYER)),
-        ("POST /api/v1/environments/{env}/scheduler/resume", OnTarget(DEPLOYER)),
-        ("POST /api/v1/environments/{env}/scheduler/jobs/{job}/run", OnTarget(DEPLOYER)),
+        (
+            "POST /api/v1/environments/{env}/scheduler/suspend",
+            OnTarget(DEPLOYER),
+        ),
+        (
+            "POST /api/v1/environments/{env}/scheduler/resume",
+            OnTarget(DEPLOYER),
+        ),
+        (
+            "POST /api/v1/environments/{env}/scheduler/jobs/{job}/run",
+            OnTarget(DEPLOYER),
+        ),
         ("POST /api/v1/environments/{env}/releases", OnTarget(DEPLOYER)),
         ("POST /api/v1/environments/{env}/rollback", OnTarget(DEPLOYER)),
         ("POST /api/v1/promotions", OnTarget(DEPLOYER)),
@@ -144,9 +159,17 @@ fn every_documented_operation_is_authorized_exactly_as_expected_for_every_role_a
     let server = app.start_with(&[("CUTOVER_AUTH_MAX_FAILURES", "100000")]);
     let run = server.deploy("admin", "dev", &app.good[0]);
     let admin = server.admin_token.clone();
-    let (status, _, text) = raw(&server, "POST", "/api/v1/environments/dev/scheduler/jobs/report/run", Some(&admin), "");
+    let (status, _, text) = raw(
+        &server,
+        "POST",
+        "/api/v1/environments/dev/scheduler/jobs/report/run",
+        Some(&admin),
+        "",
+    );
     assert_eq!(status, 200, "{text}");
-    let job_run = serde_json::from_str::<Value>(&text).unwrap()["id"].as_i64().unwrap();
+    let job_run = serde_json::from_str::<Value>(&text).unwrap()["id"]
+        .as_i64()
+        .unwrap();
     let (status, _, text) = raw(
         &server,
         "POST",
@@ -155,7 +178,9 @@ fn every_documented_operation_is_authorized_exactly_as_expected_for_every_role_a
         r#"{"replicas": 2}"#,
     );
     assert_eq!(status, 200, "{text}");
-    let scale_request = serde_json::from_str::<Value>(&text).unwrap()["request"]["id"].as_i64().unwrap();
+    let scale_request = serde_json::from_str::<Value>(&text).unwrap()["request"]["id"]
+        .as_i64()
+        .unwrap();
     let ids = Ids {
         run,
         job_run,
@@ -182,7 +207,10 @@ fn every_documented_operation_is_authorized_exactly_as_expected_for_every_role_a
     std::thread::sleep(Duration::from_millis(1500));
     let bad: [(&str, Option<&str>); 4] = [
         ("no token", None),
-        ("garbage", Some("cut_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")),
+        (
+            "garbage",
+            Some("cut_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+        ),
         ("revoked", Some(&revoked)),
         ("expired", Some(&expired)),
     ];
@@ -203,7 +231,11 @@ fn every_documented_operation_is_authorized_exactly_as_expected_for_every_role_a
                 continue;
             };
             let (target, body) = concrete(&method, path, &ids);
-            let methods: Vec<&str> = if method == "GET" { vec!["GET", "HEAD"] } else { vec![method.as_str()] };
+            let methods: Vec<&str> = if method == "GET" {
+                vec!["GET", "HEAD"]
+            } else {
+                vec![method.as_str()]
+            };
             for m in methods {
                 for (name, role, scope, token) in &tokens {
                     let (status, _, text) = raw(&server, m, &target, Some(token), &body);
@@ -240,9 +272,23 @@ fn every_documented_operation_is_authorized_exactly_as_expected_for_every_role_a
         "documented operations without an expectation in the auth matrix (add them to `expectations`):\n  {}",
         unexpected.join("\n  ")
     );
-    let documented: usize = doc["paths"].as_object().unwrap().values().map(|i| i.as_object().unwrap().len()).sum();
-    assert_eq!(documented, expect.len(), "expectations for operations the document no longer has");
-    assert!(wrong.is_empty(), "{} wrong decisions:\n  {}", wrong.len(), wrong.join("\n  "));
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|i| i.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        documented,
+        expect.len(),
+        "expectations for operations the document no longer has"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} wrong decisions:\n  {}",
+        wrong.len(),
+        wrong.join("\n  ")
+    );
     assert!(probed > 500, "only {probed} calls");
 
     // Finding 3's list leaks: Cutover's own records (the scale request of dev, lifecycle
@@ -259,5 +305,8 @@ fn every_documented_operation_is_authorized_exactly_as_expected_for_every_role_a
     let star_viewer = &tokens.iter().find(|t| t.0 == "viewer-star").unwrap().3;
     let (status, _, body) = raw(&server, "GET", "/api/v1/params", Some(star_viewer), "");
     assert_eq!(status, 200);
-    assert!(body.contains("/shop/scale-requests/"), "a viewer of every environment sees them: {body}");
+    assert!(
+        body.contains("/shop/scale-requests/"),
+        "a viewer of every environment sees them: {body}"
+    );
 }

@@ -14,7 +14,13 @@ use serde_json::Value;
 use crate::support::{Fixture, Server, serve_command};
 
 /// One raw HTTP/1.1 request with `Connection: close`: (status, head, body).
-pub fn raw(server: &Server, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String, String) {
+pub fn raw(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
     let addr = server.url.trim_start_matches("http://");
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -69,7 +75,11 @@ pub fn mint(server: &Server, name: &str, args: &[&str]) -> String {
 /// `cutover serve` with `env`, its stderr (the log) appended to `log`; waits until it listens.
 fn start_logged(config: &Path, data: &Path, env: &[(&str, &str)], log: &Path) -> Server {
     std::fs::create_dir_all(data).unwrap();
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     let home = tempfile::tempdir().unwrap();
     let mut child = serve_command(config, data)
         .env("RUST_LOG", "info")
@@ -83,14 +93,21 @@ fn start_logged(config: &Path, data: &Path, env: &[(&str, &str)], log: &Path) ->
     let mut url = String::new();
     while url.is_empty() {
         let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the server exited; see {}", log.display());
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the server exited; see {}",
+            log.display()
+        );
         if let Some(u) = line.trim().strip_prefix("cutover: listening on ") {
             url = u.to_owned();
         }
     }
     // Keep draining stdout so the server never blocks on it.
     std::thread::spawn(move || for _ in out.lines() {});
-    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    let admin = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
     Server::adopt(child, url, 0, admin)
 }
 
@@ -102,23 +119,48 @@ fn an_encoded_query_key_cannot_widen_what_a_viewer_sees() {
     server.cli_json("admin", &["release", "staging", "--version", &fx.main[0]]);
     server.cli_json("admin", &["release", "dev", "--version", &fx.develop_only]);
     for query in ["%65nv=staging", "env=staging", "e%6Ev=st%61ging", "env=%73taging"] {
-        let (status, _, body) = raw(&server, "GET", &format!("/api/v1/runs?{query}"), Some(&viewer), "");
-        assert_eq!(status, 403, "?{query}: a viewer of dev must not list staging's runs: {body}");
+        let (status, _, body) = raw(
+            &server,
+            "GET",
+            &format!("/api/v1/runs?{query}"),
+            Some(&viewer),
+            "",
+        );
+        assert_eq!(
+            status, 403,
+            "?{query}: a viewer of dev must not list staging's runs: {body}"
+        );
         assert!(body.contains("environment \\\"staging"), "{body}");
     }
     // A key given twice (once encoded): whichever value the handler would use, the policy
     // decided on it.
-    let (status, _, body) = raw(&server, "GET", "/api/v1/runs?env=dev&%65nv=staging", Some(&viewer), "");
+    let (status, _, body) = raw(
+        &server,
+        "GET",
+        "/api/v1/runs?env=dev&%65nv=staging",
+        Some(&viewer),
+        "",
+    );
     assert!(status == 400 || status == 403, "{status} {body}");
     let (status, _, body) = raw(&server, "GET", "/api/v1/runs", Some(&viewer), "");
     assert_eq!(status, 200, "{body}");
     let runs: Value = serde_json::from_str(&body).unwrap();
-    let envs: Vec<&str> = runs.as_array().unwrap().iter().map(|r| r["env"].as_str().unwrap()).collect();
+    let envs: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["env"].as_str().unwrap())
+        .collect();
     assert!(!envs.is_empty() && envs.iter().all(|e| *e == "dev"), "{envs:?}");
     // The same for the parameter list's prefix.
     server.cli_json("admin", &["param", "put", "/shop-staging/env/COLOR", "red"]);
-    let (status, _, body) =
-        raw(&server, "GET", "/api/v1/params?pr%65fix=%2Fshop-staging", Some(&viewer), "");
+    let (status, _, body) = raw(
+        &server,
+        "GET",
+        "/api/v1/params?pr%65fix=%2Fshop-staging",
+        Some(&viewer),
+        "",
+    );
     assert_eq!(status, 403, "{body}");
     let (status, _, body) = raw(&server, "GET", "/api/v1/params?prefix=/", Some(&viewer), "");
     assert_eq!(status, 200, "{body}");
@@ -143,7 +185,10 @@ fn the_configuration_shows_visible_environments_and_webhook_urls_without_credent
         }
         let v: Value = serde_json::from_str(&body).unwrap();
         let url = v["webhooks"][0]["url"].as_str().unwrap();
-        assert_eq!(url, "http://****@127.0.0.1:9/hooks/T0001/****?token=****&team=****");
+        assert_eq!(
+            url,
+            "http://****@127.0.0.1:9/hooks/T0001/****?token=****&team=****"
+        );
     }
     let (_, _, body) = raw(&server, "GET", "/api/v1/config", Some(&viewer), "");
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -153,7 +198,11 @@ fn the_configuration_shows_visible_environments_and_webhook_urls_without_credent
 
 /// Reads until the server closes the connection; the time it took, or None if it stayed
 /// open for `bound` while `drip` kept writing.
-fn closed_within(stream: &mut TcpStream, bound: Duration, mut drip: impl FnMut(&mut TcpStream) -> bool) -> Option<Duration> {
+fn closed_within(
+    stream: &mut TcpStream,
+    bound: Duration,
+    mut drip: impl FnMut(&mut TcpStream) -> bool,
+) -> Option<Duration> {
     let start = Instant::now();
     stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let mut buf = [0u8; 4096];
@@ -161,7 +210,11 @@ fn closed_within(stream: &mut TcpStream, bound: Duration, mut drip: impl FnMut(&
         match stream.read(&mut buf) {
             Ok(0) => return Some(start.elapsed()),
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return Some(start.elapsed()),
         }
         if !drip(stream) {
@@ -185,7 +238,8 @@ fn a_client_dripping_headers_or_idling_is_disconnected() {
 
     // One header line per second: never a whole request.
     let mut s = TcpStream::connect(&addr).unwrap();
-    s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let mut last = Instant::now();
     let mut n = 0;
     let took = closed_within(&mut s, Duration::from_secs(12), |s| {
@@ -201,11 +255,14 @@ fn a_client_dripping_headers_or_idling_is_disconnected() {
 
     // An idle connection (nothing sent at all), and an idle kept-alive one after a request.
     let mut idle = TcpStream::connect(&addr).unwrap();
-    let took = closed_within(&mut idle, Duration::from_secs(12), |_| true).expect("an idle connection stayed open");
+    let took =
+        closed_within(&mut idle, Duration::from_secs(12), |_| true).expect("an idle connection stayed open");
     assert!(took < Duration::from_secs(5), "{took:?}");
     let mut kept = TcpStream::connect(&addr).unwrap();
-    kept.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let took = closed_within(&mut kept, Duration::from_secs(12), |_| true).expect("a kept-alive connection stayed open");
+    kept.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let took = closed_within(&mut kept, Duration::from_secs(12), |_| true)
+        .expect("a kept-alive connection stayed open");
     assert!(took < Duration::from_secs(5), "{took:?}");
 
     // A body that never arrives is answered (4xx), not held.
@@ -230,7 +287,10 @@ fn a_client_dripping_headers_or_idling_is_disconnected() {
 fn guessed_tokens_are_limited_per_source_logged_without_the_token_and_the_limit_survives_a_restart() {
     let fx = Fixture::new();
     let log = fx.dir.path().join("server.log");
-    let env = [("CUTOVER_AUTH_MAX_FAILURES", "5"), ("CUTOVER_AUTH_LOCKOUT_SECS", "600")];
+    let env = [
+        ("CUTOVER_AUTH_MAX_FAILURES", "5"),
+        ("CUTOVER_AUTH_LOCKOUT_SECS", "600"),
+    ];
     let server = start_logged(&fx.config(), &fx.data_dir(), &env, &log);
     let admin = server.admin_token.clone();
     assert_eq!(raw(&server, "GET", "/api/v1/whoami", Some(&admin), "").0, 200);
@@ -243,7 +303,11 @@ fn guessed_tokens_are_limited_per_source_logged_without_the_token_and_the_limit_
     assert_eq!(status, 429, "the sixth guess: {body}");
     let retry: u64 = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after:").map(|v| v.trim().to_owned()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after:")
+                .map(|v| v.trim().to_owned())
+        })
         .expect("a Retry-After header")
         .parse()
         .unwrap();
@@ -253,7 +317,10 @@ fn guessed_tokens_are_limited_per_source_logged_without_the_token_and_the_limit_
     assert_eq!(raw(&server, "GET", "/api/v1/whoami", Some(&admin), "").0, 429);
     let started = Instant::now();
     for i in 0..200 {
-        assert_eq!(raw(&server, "GET", "/api/v1/whoami", Some(&guess(100 + i)), "").0, 429);
+        assert_eq!(
+            raw(&server, "GET", "/api/v1/whoami", Some(&guess(100 + i)), "").0,
+            429
+        );
     }
     assert!(started.elapsed() < Duration::from_secs(30));
     // Open routes stay open.
@@ -272,7 +339,9 @@ fn guessed_tokens_are_limited_per_source_logged_without_the_token_and_the_limit_
         .collect();
     assert!(failures.len() >= 5, "each failed attempt is logged: {logged}");
     assert!(
-        failures.iter().all(|l| l.contains("127.0.0.1") && l.contains("/api/v1/environments")),
+        failures
+            .iter()
+            .all(|l| l.contains("127.0.0.1") && l.contains("/api/v1/environments")),
         "with its source and route: {failures:#?}"
     );
     for i in 0..5 {
@@ -289,38 +358,96 @@ fn oversized_values_get_a_4xx_naming_the_limit() {
     let admin = server.admin_token.clone();
     let long = "a".repeat(256);
     let probes = [
-        ("POST", "/api/v1/environments/dev/rollback".to_owned(), format!("{{\"to\": \"{long}\"}}")),
-        ("POST", "/api/v1/environments/dev/releases".to_owned(), format!("{{\"version\": \"{long}\"}}")),
-        ("POST", "/api/v1/environments/dev/releases".to_owned(), format!("{{\"version\": \"{}\"}}", "b/".repeat(100) + "c")),
-        ("PUT", "/api/v1/params/shop-dev/desired_version".to_owned(), format!("{{\"value\": \"{long}\"}}")),
-        ("POST", "/api/v1/environments".to_owned(), format!("{{\"template\": \"dev\", \"branch\": \"{long}\"}}")),
-        ("POST", "/api/v1/tokens".to_owned(), format!("{{\"name\": \"{long}\", \"grants\": {{\"default\": \"viewer\"}}}}")),
+        (
+            "POST",
+            "/api/v1/environments/dev/rollback".to_owned(),
+            format!("{{\"to\": \"{long}\"}}"),
+        ),
+        (
+            "POST",
+            "/api/v1/environments/dev/releases".to_owned(),
+            format!("{{\"version\": \"{long}\"}}"),
+        ),
+        (
+            "POST",
+            "/api/v1/environments/dev/releases".to_owned(),
+            format!("{{\"version\": \"{}\"}}", "b/".repeat(100) + "c"),
+        ),
+        (
+            "PUT",
+            "/api/v1/params/shop-dev/desired_version".to_owned(),
+            format!("{{\"value\": \"{long}\"}}"),
+        ),
+        (
+            "POST",
+            "/api/v1/environments".to_owned(),
+            format!("{{\"template\": \"dev\", \"branch\": \"{long}\"}}"),
+        ),
+        (
+            "POST",
+            "/api/v1/tokens".to_owned(),
+            format!("{{\"name\": \"{long}\", \"grants\": {{\"default\": \"viewer\"}}}}"),
+        ),
         ("POST", format!("/api/v1/tokens/{long}/revoke"), String::new()),
-        ("GET", format!("/api/v1/params/shop-dev/{}", "k".repeat(600)), String::new()),
-        ("GET", format!("/api/v1/environments/{long}/status"), String::new()),
+        (
+            "GET",
+            format!("/api/v1/params/shop-dev/{}", "k".repeat(600)),
+            String::new(),
+        ),
+        (
+            "GET",
+            format!("/api/v1/environments/{long}/status"),
+            String::new(),
+        ),
         ("GET", "/api/v1/runs?limit=4294967295".to_owned(), String::new()),
         ("GET", "/api/v1/audit?limit=4294967295".to_owned(), String::new()),
-        ("POST", "/api/v1/runs/1/approve".to_owned(), format!("{{\"comment\": \"{}\"}}", "c".repeat(5000))),
+        (
+            "POST",
+            "/api/v1/runs/1/approve".to_owned(),
+            format!("{{\"comment\": \"{}\"}}", "c".repeat(5000)),
+        ),
     ];
     server.cli_json("admin", &["release", "dev", "--version", &fx.develop_only]);
     for (method, path, body) in &probes {
         let (status, _, text) = raw(&server, method, path, Some(&admin), body);
-        assert!((400..500).contains(&status), "{method} {}: {status} {text}", &path[..path.len().min(80)]);
+        assert!(
+            (400..500).contains(&status),
+            "{method} {}: {status} {text}",
+            &path[..path.len().min(80)]
+        );
         assert!(!text.contains("too long (os error"), "{text}");
     }
-    let (_, _, text) = raw(&server, "POST", "/api/v1/environments/dev/rollback", Some(&admin), &probes[0].2);
+    let (_, _, text) = raw(
+        &server,
+        "POST",
+        "/api/v1/environments/dev/rollback",
+        Some(&admin),
+        &probes[0].2,
+    );
     assert!(text.contains("at most 200"), "{text}");
 
     // A 1.9 MB setting is refused when it is written, naming the limit.
     let huge = format!("{{\"value\": \"{}\"}}", "x".repeat(1_900_000));
-    let (status, _, text) = raw(&server, "PUT", "/api/v1/params/shop-dev/env/HUGE", Some(&admin), &huge);
+    let (status, _, text) = raw(
+        &server,
+        "PUT",
+        "/api/v1/params/shop-dev/env/HUGE",
+        Some(&admin),
+        &huge,
+    );
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("at most 65536 bytes"), "{text}");
     // So is the setting that takes the environment's settings over their total budget.
     let chunk = format!("{{\"value\": \"{}\"}}", "y".repeat(65_000));
     let mut refused = None;
     for i in 0..20 {
-        let (status, _, text) = raw(&server, "PUT", &format!("/api/v1/params/shop-dev/env/PART_{i}"), Some(&admin), &chunk);
+        let (status, _, text) = raw(
+            &server,
+            "PUT",
+            &format!("/api/v1/params/shop-dev/env/PART_{i}"),
+            Some(&admin),
+            &chunk,
+        );
         if status != 200 {
             refused = Some((i, status, text));
             break;
@@ -330,7 +457,13 @@ fn oversized_values_get_a_4xx_naming_the_limit() {
     assert_eq!((i, status), (16, 400), "{text}");
     assert!(text.contains("at most 1048576 bytes"), "{text}");
     // Other environments keep their own budget.
-    let (status, _, text) = raw(&server, "PUT", "/api/v1/params/shop-staging/env/PART_0", Some(&admin), &chunk);
+    let (status, _, text) = raw(
+        &server,
+        "PUT",
+        "/api/v1/params/shop-staging/env/PART_0",
+        Some(&admin),
+        &chunk,
+    );
     assert_eq!(status, 200, "{text}");
 }
 
@@ -351,10 +484,24 @@ fn head_answers_like_get_without_a_body() {
         assert_eq!(get, 200, "GET {path}: {get_body}");
         assert_eq!(head, 200, "HEAD {path}: {head_head}");
         assert!(head_body.is_empty(), "HEAD {path} has a body: {head_body}");
-        let ct = |h: &str| h.lines().find(|l| l.to_ascii_lowercase().starts_with("content-type")).map(str::to_owned);
+        let ct = |h: &str| {
+            h.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("content-type"))
+                .map(str::to_owned)
+        };
         assert_eq!(ct(&get_head), ct(&head_head), "{path}");
     }
     // HEAD is refused exactly where GET is.
-    assert_eq!(raw(&server, "HEAD", "/api/v1/environments/staging/status", Some(&viewer), "").0, 403);
+    assert_eq!(
+        raw(
+            &server,
+            "HEAD",
+            "/api/v1/environments/staging/status",
+            Some(&viewer),
+            ""
+        )
+        .0,
+        403
+    );
     assert_eq!(raw(&server, "HEAD", "/api/v1/environments", None, "").0, 401);
 }
