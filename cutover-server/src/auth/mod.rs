@@ -27,8 +27,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -107,14 +107,15 @@ fn now_ms() -> i64 {
 
 pub async fn middleware(
     State(state): State<AuthState>,
-    params: Result<RawPathParams, RawPathParamsRejection>,
+    params: Result<Path<Vec<(String, String)>>, PathRejection>,
     req: Request,
     next: Next,
 ) -> Response {
-    // Set for every matched route (this is a route layer); empty without parameters.
-    let params: Vec<(String, String)> = params
-        .map(|p| p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
-        .unwrap_or_default();
+    // Percent-decoded by the same `Path` extractor the handlers use: the policy must see
+    // `shop-staging` where the handler does, not `shop-st%61ging` (which names no
+    // environment). Set for every matched route (this is a route layer); a path that does not
+    // decode (invalid UTF-8) has no parameters here, and its handler refuses it.
+    let params: Vec<(String, String)> = params.map(|Path(p)| p).unwrap_or_default();
     match authorize(&state, params, req).await {
         Ok(req) => next.run(req).await,
         Err(e) => e.into_response(),

@@ -165,6 +165,20 @@ fn an_encoded_query_key_cannot_widen_what_a_viewer_sees() {
     let (status, _, body) = raw(&server, "GET", "/api/v1/params?prefix=/", Some(&viewer), "");
     assert_eq!(status, 200, "{body}");
     assert!(!body.contains("shop-staging"), "{body}");
+    // Path parameters too: the policy sees them decoded, as the handler does.
+    for path in [
+        "/api/v1/params/shop-st%61ging/env/COLOR",
+        "/api/v1/history/shop-st%61ging/env/COLOR",
+        "/api/v1/environments/st%61ging/status",
+    ] {
+        let (status, _, body) = raw(&server, "GET", path, Some(&viewer), "");
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let (status, _, body) = raw(&server, "GET", "/api/v1/environments/d%65v", Some(&viewer), "");
+    assert_eq!(
+        status, 200,
+        "an encoded name of the viewer's own environment works: {body}"
+    );
 }
 
 #[test]
