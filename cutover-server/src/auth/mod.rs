@@ -306,9 +306,14 @@ async fn principal(state: &AuthState, headers: &axum::http::HeaderMap) -> Result
 /// against the source when it was a guess.
 async fn failed(state: &AuthState, source: Option<IpAddr>, what: &str, f: Failure) -> ApiError {
     let shown = source.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-    if f.reason == "no token" {
-        tracing::debug!(source = %shown, route = %what, "request without a token refused");
-        return f.error;
+    match f.reason {
+        "no token" => {
+            tracing::debug!(source = %shown, route = %what, "request without a token refused");
+            return f.error;
+        }
+        // Not the client's failure; logged as an error where it happened.
+        "store error" => return f.error,
+        _ => {}
     }
     tracing::warn!(source = %shown, route = %what, reason = f.reason, "failed authentication");
     if f.counts
