@@ -5,8 +5,8 @@
 //! A client that opens a connection and drips one header line every few seconds, or
 //! keeps an idle keep-alive connection, is cut after [`ApiTimeouts::header_read`]
 //! (hyper's header-read timer also runs while a kept-alive connection waits for its next
-//! request); a request body that does not arrive within [`ApiTimeouts::body_read`] is
-//! answered 408. Answers themselves are not bounded: `follow` log streams last as long as
+//! request); a request body that does not arrive within [`ApiTimeouts::body_read`] fails
+//! (JSON handlers answer 400 saying the body could not be read; others 408). Answers themselves are not bounded: `follow` log streams last as long as
 //! their run. Rejected: `axum::serve`, which exposes neither timer (it is why a dripping
 //! client could hold a connection for minutes), and hyper-util's `auto` builder (HTTP/2
 //! buys nothing for the CLI and dashboard and would need its own keep-alive settings).
@@ -34,7 +34,7 @@ pub const HEADER_TIMEOUT_VAR: &str = "CUTOVER_API_HEADER_TIMEOUT_SECS";
 pub struct ApiTimeouts {
     /// A request's headers must arrive within this, and an idle connection is closed after it.
     pub header_read: Duration,
-    /// A request's body must arrive within this (408 otherwise).
+    /// A request's body must arrive within this (else a 4xx).
     pub body_read: Duration,
     /// After SIGTERM, requests in flight get this long before their connections are dropped.
     pub shutdown_grace: Duration,
