@@ -319,6 +319,11 @@ impl<'de> Deserialize<'de> for Version {
     }
 }
 
+/// The longest branch, tag or SHA accepted where a version is expected, in bytes. Git
+/// stores a ref as a file named after it (plus `.lock` while writing), and file names are
+/// at most 255 bytes.
+pub const MAX_VERSION_REF_LEN: usize = 200;
+
 /// What a user may type where a version is expected, before resolution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VersionRef {
@@ -353,8 +358,12 @@ impl VersionRef {
             .find(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\;&|$`'\"<>(){}".contains(*c))
         {
             Some(format!("it contains {c:?}, which no git ref may contain"))
-        } else if value.len() > 255 {
-            Some("it is longer than 255 characters".to_owned())
+        } else if value.len() > MAX_VERSION_REF_LEN {
+            Some(format!(
+                "it is {} characters long; a version is at most {MAX_VERSION_REF_LEN} (a longer ref cannot be a file name \
+                 in a repository)",
+                value.len()
+            ))
         } else {
             None
         };
@@ -443,5 +452,8 @@ mod tests {
         for bad in ["", "-rf", "a..b", "a b", "x;y", "$(id)", "a`b`"] {
             assert!(VersionRef::parse(bad).is_err(), "{bad:?}");
         }
+        assert!(VersionRef::parse(&"a".repeat(MAX_VERSION_REF_LEN)).is_ok());
+        let err = VersionRef::parse(&"a".repeat(256)).unwrap_err().to_string();
+        assert!(err.contains("at most 200"), "{err}");
     }
 }

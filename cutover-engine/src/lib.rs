@@ -15,6 +15,7 @@ mod environments;
 mod error;
 pub mod http;
 mod lifecycle;
+pub mod limits;
 mod metrics;
 mod params;
 pub mod pipeline;

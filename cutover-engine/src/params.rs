@@ -137,6 +137,7 @@ impl Engine {
                  (dev and integration apply at once, fixed-size tiers need an approval)"
             )));
         }
+        self.check_size(&key, value).await?;
         let (stored, typed) = match self.classify(&key) {
             Some((env, WellKnownKey::DesiredVersion)) => {
                 let stored = self.resolve_desired(&env, &key, value).await?;
@@ -172,6 +173,24 @@ impl Engine {
         };
         self.audit(actor, "param.put", key.as_str(), detail).await;
         Ok(shown(written))
+    }
+
+    /// The limits of [`crate::limits`]: one value, and an environment's settings together.
+    async fn check_size(&self, key: &ParamKey, value: &str) -> Result<(), EngineError> {
+        crate::limits::check_value(key.as_str(), value)?;
+        let Some(env) = self.env_of_key(key.as_str()) else {
+            return Ok(());
+        };
+        let settings = format!("{}/env/", self.config().param_prefix(&env));
+        let Some(name) = key.as_str().strip_prefix(&settings) else {
+            return Ok(());
+        };
+        let others = self.store().param_list(&settings).await?;
+        let others = others
+            .iter()
+            .filter(|p| p.key != key.as_str())
+            .map(|p| (p.key.strip_prefix(&settings).unwrap_or(&p.key), p.value.as_str()));
+        crate::limits::check_settings_total(key.as_str(), name, value, others)
     }
 
     /// Turns what a user typed for `desired_version` into what is stored:

@@ -17,7 +17,8 @@ pub struct ErrorBody {
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// One of `bad_request`, `not_found`, `conflict`, `internal`.
+    /// One of `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// `too_many_requests`, `internal`.
     pub kind: String,
     /// What was wrong and how to fix it, with the whole cause chain.
     pub message: String,
@@ -28,6 +29,8 @@ pub struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    /// Seconds for `Retry-After` (429 only).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -36,6 +39,17 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             kind: "bad_request",
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Too many failed authentications from one source: 429 with `Retry-After`.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "too_many_requests",
+            message: message.into(),
+            retry_after: Some(retry_after_secs),
         }
     }
 
@@ -45,6 +59,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             kind: "unauthorized",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -54,6 +69,7 @@ impl ApiError {
             status: StatusCode::FORBIDDEN,
             kind: "forbidden",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -62,6 +78,7 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             kind: "internal",
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -84,6 +101,7 @@ impl From<EngineError> for ApiError {
             status,
             kind,
             message,
+            retry_after: None,
         }
     }
 }
@@ -100,6 +118,14 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             let challenge = [(axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"cutover\"")];
             return (self.status, challenge, body).into_response();
+        }
+        if let Some(secs) = self.retry_after {
+            return (
+                self.status,
+                [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                body,
+            )
+                .into_response();
         }
         (self.status, body).into_response()
     }

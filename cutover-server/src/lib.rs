@@ -13,6 +13,7 @@ mod api;
 mod auth;
 mod dashboard;
 mod error;
+mod serve;
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -29,6 +30,8 @@ use tokio::net::TcpListener;
 
 pub use api::openapi;
 pub use auth::ACTOR_HEADER;
+pub use auth::limit::{FailureLimits, LOCKOUT_VAR, MAX_FAILURES_VAR};
+pub use serve::{ApiTimeouts, HEADER_TIMEOUT_VAR};
 
 /// The file in the data directory that receives the first start's admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -103,6 +106,8 @@ pub enum StartError {
     },
     #[error("cannot set up the process runtime: {0}")]
     Runtime(String),
+    #[error("bad server setting: {0}")]
+    Setting(String),
     #[error("environment {env} needs Docker (`runtime: docker` or `swarm`), but it cannot be reached")]
     Docker {
         env: String,
@@ -127,6 +132,8 @@ pub struct App {
     admin_token_file: PathBuf,
     /// The admin token minted by this start (first start or reset), if any.
     new_admin_token: Option<String>,
+    limiter: Arc<auth::limit::FailureLimiter>,
+    timeouts: ApiTimeouts,
     _lock: File,
     /// With PostgreSQL: this server leads the database (see `PostgresStore::lead`).
     _leader: Option<cutover_store::LeaderLock>,
@@ -141,6 +148,8 @@ impl App {
             source,
         })?;
         let config = config::load(&opts.config).map_err(StartError::Config)?;
+        let limits = FailureLimits::from_env().map_err(StartError::Setting)?;
+        let timeouts = ApiTimeouts::from_env().map_err(StartError::Setting)?;
         cutover_engine::check_webhooks(&config.webhooks).map_err(StartError::Webhook)?;
         let repo = open_repo(&config)?;
         let lock = lock_data_dir(&opts.data_dir)?;
@@ -209,6 +218,9 @@ impl App {
         let engine = Engine::new(config, store, repo, parts);
         let admin_token_file = opts.data_dir.join(ADMIN_TOKEN_FILE);
         let new_admin_token = bootstrap_admin(&engine, &admin_token_file, opts.reset_admin_token).await?;
+        let limiter = auth::limit::FailureLimiter::load(engine.store().clone(), limits)
+            .await
+            .map_err(StartError::Store)?;
         let port = router_listener
             .local_addr()
             .map_err(|source| StartError::Listen {
@@ -223,6 +235,8 @@ impl App {
             engine,
             admin_token_file,
             new_admin_token,
+            limiter: Arc::new(limiter),
+            timeouts,
             _lock: lock,
             _leader: leader,
         })
@@ -284,32 +298,19 @@ impl App {
         let auth = auth::AuthState {
             engine: self.engine.clone(),
             admin_token_file: self.admin_token_file.clone(),
+            limiter: self.limiter.clone(),
         };
         let app = api::routes(auth)
             .merge(dashboard::routes())
             .layer(tower_http::trace::TraceLayer::new_for_http());
-        let mut stopping = stop_rx.clone();
-        let serve = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                let _ = stop_tx.send(true);
-            })
-            .into_future();
-        // Open API connections (a `logs --follow`, a dashboard's stream) get API_DRAIN_LIMIT to
-        // finish after the signal; then they are dropped, so they cannot hold the shutdown.
-        let result = tokio::select! {
-            result = serve => result,
-            () = async move {
-                let _ = stopping.wait_for(|s| *s).await;
-                tokio::time::sleep(API_DRAIN_LIMIT).await;
-            } => {
-                tracing::warn!(
-                    "API connections still open {} s after the signal were closed",
-                    API_DRAIN_LIMIT.as_secs()
-                );
-                Ok(())
-            }
-        };
+        // Open API connections (a `logs --follow`, a dashboard's stream) get
+        // `timeouts.shutdown_grace` to finish after the signal, then they are closed, so they
+        // cannot hold the shutdown; the engine's part is bounded by SHUTDOWN_LIMIT.
+        let result = serve::serve(self.listener, app, self.timeouts, async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
         let left = self.engine.shutdown().await;
         if !left.is_empty() {
             tracing::error!(
@@ -479,10 +480,6 @@ fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
         Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir { path, source }),
     }
 }
-
-/// How long open API connections may go on after a shutdown signal (see
-/// `cutover_engine::SHUTDOWN_LIMIT` for the rest of the shutdown).
-pub const API_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn shutdown_signal() {
     let ctrl_c = async {

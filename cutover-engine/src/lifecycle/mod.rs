@@ -386,6 +386,8 @@ impl Engine {
         let template = self.template_name(&req.template)?;
         let tcfg = self.inner.base.environments[&template].clone();
         let branch = req.branch.trim().to_owned();
+        // Length and characters, as for any typed git ref, before git sees it.
+        cutover_core::VersionRef::parse(&branch)?;
         let repo_path = self.repo().path().display().to_string();
         let b = branch.clone();
         let head = self

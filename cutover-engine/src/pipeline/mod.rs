@@ -328,7 +328,17 @@ impl Engine {
         let current = self.well_known(&env, WellKnownKey::LastDeployedVersion).await?;
         let target = match to {
             Some(r) => {
-                let r = r.to_owned();
+                // Validated like every typed version (length, characters) before git sees it.
+                let r = match cutover_core::VersionRef::parse(r)? {
+                    cutover_core::VersionRef::Git(r) => r,
+                    cutover_core::VersionRef::Latest => {
+                        return Err(EngineError::Refused(
+                            "rollback --to takes a commit SHA, a branch or a tag, not `latest`; \
+                             use `cutover release ENV --version latest` to deploy the newest build"
+                                .into(),
+                        ));
+                    }
+                };
                 self.with_repo(move |repo| {
                     repo.resolve(&r).map_err(|source| EngineError::Resolve {
                         key: "rollback --to".into(),

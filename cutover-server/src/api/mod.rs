@@ -5,6 +5,8 @@
 mod environments;
 mod ops;
 mod params;
+pub(crate) mod queries;
+mod redact;
 mod runs;
 mod scale;
 mod tokens;
@@ -128,11 +130,20 @@ async fn health(axum::extract::State(engine): axum::extract::State<Engine>) -> J
     }))
 }
 
-/// The validated `cutover.yml` the server runs with, defaults filled in.
+/// The validated `cutover.yml` the server runs with, defaults filled in: only the
+/// environments the token may see, and URLs (webhooks, registry) without credentials.
 #[utoipa::path(get, path = "/api/v1/config", tag = "server",
     responses((status = 200, description = "The configuration as JSON", body = Object)))]
-async fn config(axum::extract::State(engine): axum::extract::State<Engine>) -> Json<Value> {
-    Json(json!(*engine.config()))
+async fn config(
+    axum::extract::State(engine): axum::extract::State<Engine>,
+    axum::Extension(principal): axum::Extension<cutover_engine::Principal>,
+) -> Json<Value> {
+    let mut v = json!(*engine.config());
+    if let Some(envs) = v.get_mut("environments").and_then(Value::as_object_mut) {
+        envs.retain(|name, _| crate::auth::may_view(&principal, name));
+    }
+    redact::config_urls(&mut v);
+    Json(v)
 }
 
 /// This document.
@@ -155,6 +166,34 @@ async fn metrics(
         )],
         engine.metrics_text().await,
     )
+}
+
+/// The largest page a list route answers.
+pub(crate) const MAX_LIST_LIMIT: u32 = 1000;
+
+/// The longest free text (comments, reasons) a request may carry, in characters.
+pub(crate) const MAX_COMMENT_CHARS: usize = 4096;
+
+/// A list's `limit`: `default` when absent, else 1..=[`MAX_LIST_LIMIT`] or a 400.
+fn list_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=MAX_LIST_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_LIST_LIMIT}, not {n}; page with a smaller limit"
+        ))),
+    }
+}
+
+/// A comment or reason, refused (400) over [`MAX_COMMENT_CHARS`].
+fn comment(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.chars().count() > MAX_COMMENT_CHARS => Err(ApiError::bad_request(format!(
+            "{field} is {} characters long; at most {MAX_COMMENT_CHARS} are kept: shorten it",
+            v.chars().count()
+        ))),
+        v => Ok(v),
+    }
 }
 
 /// A JSON body, or a 400 saying what is wrong with it.

@@ -174,7 +174,7 @@ async fn run_job(
 struct JobRunsQuery {
     /// Only this job's runs.
     job: Option<String>,
-    /// Newest first, at most this many (default 20).
+    /// Newest first, at most this many (1..1000, default 20).
     limit: Option<u32>,
 }
 
@@ -191,7 +191,7 @@ async fn job_runs(
 ) -> Result<Json<Vec<JobRun>>, ApiError> {
     Ok(Json(
         engine
-            .job_runs(&env, q.job.as_deref(), q.limit.unwrap_or(20))
+            .job_runs(&env, q.job.as_deref(), super::list_limit(q.limit, 20)?)
             .await?,
     ))
 }
@@ -226,7 +226,7 @@ async fn job_log(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct AuditQuery {
-    /// Newest first, at most this many (default 50).
+    /// Newest first, at most this many (1..1000, default 50).
     limit: Option<u32>,
     /// Only entries with a smaller id (paging backwards).
     before: Option<i64>,
@@ -240,5 +240,9 @@ async fn audit(
     State(engine): State<Engine>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    Ok(Json(engine.audit_log(q.limit.unwrap_or(50), q.before).await?))
+    Ok(Json(
+        engine
+            .audit_log(super::list_limit(q.limit, 50)?, q.before)
+            .await?,
+    ))
 }

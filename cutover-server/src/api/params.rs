@@ -13,6 +13,7 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::queries::ParamListQuery;
 use crate::error::{ApiError, ErrorBody};
 
 /// Keys contain slashes, so `{*key}` routes are registered as plain axum routes (an OpenAPI
@@ -29,31 +30,22 @@ pub fn routes() -> OpenApiRouter<Engine> {
 #[openapi(paths(get_one, put, history))]
 pub struct WildcardPaths;
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct ListQuery {
-    /// Only keys starting with this path, e.g. `/shop-prod/` (default `/`: every key).
-    prefix: Option<String>,
-}
-
 /// The newest version of every key under a prefix that the token may read: those of
-/// environments it may see, and those outside every environment's prefix (secrets as `****`).
-#[utoipa::path(get, path = "/api/v1/params", tag = "parameters", params(ListQuery),
+/// environments it may see, and shared ones outside every environment's prefix (secrets as
+/// `****`); Cutover's own records (`/<app>/…`, `/_cutover/…`) only with viewer on every
+/// environment.
+#[utoipa::path(get, path = "/api/v1/params", tag = "parameters", params(ParamListQuery),
     responses((status = 200, body = Vec<ParamVersion>),
         (status = 400, description = "Bad prefix", body = ErrorBody)))]
 
 async fn list(
     State(engine): State<Engine>,
     Extension(principal): Extension<Principal>,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<ParamListQuery>,
 ) -> Result<Json<Vec<ParamVersion>>, ApiError> {
     let prefix = q.prefix.unwrap_or_else(|| "/".to_owned());
     let mut all = engine.param_list(&prefix).await?;
-    all.retain(|p| {
-        engine
-            .env_of_key(&p.key)
-            .is_none_or(|env| crate::auth::may_view(&principal, env.as_str()))
-    });
+    all.retain(|p| crate::auth::may_read_key(&engine, &principal, &p.key));
     Ok(Json(all))
 }
 

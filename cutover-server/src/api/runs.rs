@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::queries::RunListQuery;
 use crate::error::{ApiError, ErrorBody};
 
 pub fn routes() -> OpenApiRouter<Engine> {
@@ -141,34 +142,29 @@ async fn promote(
     ))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct ListQuery {
-    /// Only this environment's runs.
-    env: Option<String>,
-    /// Newest first, at most this many (default 20).
-    limit: Option<u32>,
-}
-
 /// Runs of the environments the token may see, newest first.
-#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunListQuery),
     responses((status = 200, body = Vec<RunRecord>),
+        (status = 400, description = "Bad query (e.g. a limit over 1000)", body = ErrorBody),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 
 async fn list(
     State(engine): State<Engine>,
     Extension(principal): Extension<Principal>,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<RunListQuery>,
 ) -> Result<Json<Vec<RunRecord>>, ApiError> {
-    let limit = q.limit.unwrap_or(20);
+    let limit = super::list_limit(q.limit, 20)?;
+    // The policy decided on the same decoded `env`; the answer is filtered anyway, so
+    // no decoding difference can ever show another environment's runs.
     let sees_all = principal.grants.default.is_some();
-    if q.env.is_some() || sees_all {
-        return Ok(Json(engine.runs(q.env.as_deref(), limit).await?));
-    }
-    // Filtered after reading: read deeper so the page is still full.
-    let mut runs = engine
-        .runs(None, limit.saturating_mul(10).clamp(limit, 1000))
-        .await?;
+    let mut runs = if q.env.is_some() || sees_all {
+        engine.runs(q.env.as_deref(), limit).await?
+    } else {
+        // Filtered after reading: read deeper so the page is still full.
+        engine
+            .runs(None, limit.saturating_mul(10).clamp(limit, 1000))
+            .await?
+    };
     runs.retain(|r| crate::auth::may_view(&principal, &r.env));
     runs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     Ok(Json(runs))
@@ -324,9 +320,8 @@ async fn approve(
 ) -> Result<Json<RunView>, ApiError> {
     let actor = principal.name;
     let b = super::body(b)?;
-    Ok(Json(
-        engine.decide(id, &actor, Decision::Approve, b.comment).await?,
-    ))
+    let comment = super::comment("comment", b.comment)?;
+    Ok(Json(engine.decide(id, &actor, Decision::Approve, comment).await?))
 }
 
 /// Rejects a run waiting for approval; it ends as rejected and nothing is deployed.
@@ -345,7 +340,6 @@ async fn reject(
 ) -> Result<Json<RunView>, ApiError> {
     let actor = principal.name;
     let b = super::body(b)?;
-    Ok(Json(
-        engine.decide(id, &actor, Decision::Reject, b.comment).await?,
-    ))
+    let comment = super::comment("comment", b.comment)?;
+    Ok(Json(engine.decide(id, &actor, Decision::Reject, comment).await?))
 }

@@ -48,9 +48,8 @@ async fn scale(
 ) -> Result<(StatusCode, Json<ScaleAnswer>), ApiError> {
     let actor = principal.name;
     let b = super::body(b)?;
-    let answer = engine
-        .scale(&env, &service, b.replicas, b.comment, &actor)
-        .await?;
+    let comment = super::comment("comment", b.comment)?;
+    let answer = engine.scale(&env, &service, b.replicas, comment, &actor).await?;
     let status = if answer.applied {
         StatusCode::OK
     } else {
@@ -128,9 +127,8 @@ async fn decide(
     b: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Json<ScaleAnswer>, ApiError> {
     let b = super::body(b)?;
+    let comment = super::comment("comment", b.comment)?;
     Ok(Json(
-        engine
-            .scale_decide(id, &principal.name, approve, b.comment)
-            .await?,
+        engine.scale_decide(id, &principal.name, approve, comment).await?,
     ))
 }

@@ -10,23 +10,32 @@
 //! change is the principal's name; a request that names another actor in
 //! `X-Cutover-Actor` is refused.
 //!
+//! A request whose authorization depends on its query (`?env=`, `?prefix=`) is decided
+//! on the query decoded by the handler's own extractor ([`crate::api::queries`]), and
+//! every list is filtered by what the token may see. Failed authentications are logged
+//! (source address and route, never the token) and limited per source ([`limit`]).
+//!
 //! Rejected: checks inside each handler (easy to forget one; here a route
 //! without a rule needs admin) and cookies/sessions for the dashboard (it
 //! sends the same bearer token as the CLI, kept in the tab's sessionStorage).
 
+pub mod limit;
 pub mod policy;
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cutover_core::Role;
 use cutover_engine::{AuthError, Engine, Principal};
 
+use crate::api::queries::{self, ParamListQuery, RunListQuery};
 use crate::error::ApiError;
 use policy::Rule;
 
@@ -42,6 +51,8 @@ pub struct AuthState {
     pub engine: Engine,
     /// Where the first start wrote the admin token, for the 401 message.
     pub admin_token_file: PathBuf,
+    /// Failed authentications per source address.
+    pub limiter: Arc<limit::FailureLimiter>,
 }
 
 /// What a principal may see: for filtering lists.
@@ -49,16 +60,62 @@ pub fn may_view(principal: &Principal, env: &str) -> bool {
     principal.grants.role_on(env) >= Some(Role::Viewer)
 }
 
+/// Whose a parameter key is, for reading and listing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyScope {
+    /// Under an environment's prefix (`/<app>-<env>/...`).
+    Env(cutover_core::EnvName),
+    /// Cutover's own records: `/<app>/...` (lifecycle records, scale requests) and
+    /// `/_cutover/...` (failed authentications); they span environments, so only a
+    /// viewer of every environment reads them.
+    Internal,
+    /// Anything else: shared settings, readable by any viewer.
+    Shared,
+}
+
+pub fn key_scope(engine: &Engine, key: &str) -> KeyScope {
+    if let Some(env) = engine.env_of_key(key) {
+        return KeyScope::Env(env);
+    }
+    let app = format!("/{}", engine.config().app);
+    let under = |prefix: &str| {
+        let key = key.trim_end_matches('/');
+        key == prefix || key.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
+    };
+    if under(&app) || under("/_cutover") {
+        KeyScope::Internal
+    } else {
+        KeyScope::Shared
+    }
+}
+
+/// Whether `principal` may read the parameter `key` (lists are filtered with this).
+pub fn may_read_key(engine: &Engine, principal: &Principal, key: &str) -> bool {
+    match key_scope(engine, key) {
+        KeyScope::Env(env) => may_view(principal, env.as_str()),
+        KeyScope::Internal => principal.grants.default >= Some(Role::Viewer),
+        KeyScope::Shared => principal.grants.highest() >= Some(Role::Viewer),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 pub async fn middleware(
     State(state): State<AuthState>,
-    params: Result<RawPathParams, RawPathParamsRejection>,
+    params: Result<Path<Vec<(String, String)>>, PathRejection>,
     req: Request,
     next: Next,
 ) -> Response {
-    // Set for every matched route (this is a route layer); empty without parameters.
-    let params: Vec<(String, String)> = params
-        .map(|p| p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
-        .unwrap_or_default();
+    // Percent-decoded by the same `Path` extractor the handlers use: the policy must see
+    // `shop-staging` where the handler does, not `shop-st%61ging` (which names no
+    // environment). Set for every matched route (this is a route layer); a path that does not
+    // decode (invalid UTF-8) has no parameters here, and its handler refuses it.
+    let params: Vec<(String, String)> = params.map(|Path(p)| p).unwrap_or_default();
     match authorize(&state, params, req).await {
         Ok(req) => next.run(req).await,
         Err(e) => e.into_response(),
@@ -79,7 +136,20 @@ async fn authorize(
     if rule == Rule::Open {
         return Ok(req);
     }
-    let principal = principal(state, req.headers().clone()).await?;
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(addr) = source
+        && let Some(secs) = state.limiter.locked(addr, now_ms())
+    {
+        return Err(locked_out(addr, secs));
+    }
+    let principal = match principal(state, req.headers()).await {
+        Ok(p) => p,
+        Err(failure) => return Err(failed(state, source, &what, failure).await),
+    };
     if let Some(sent) = req.headers().get(ACTOR_HEADER) {
         let sent = sent.to_str().unwrap_or("");
         if sent != principal.name.as_str() {
@@ -91,7 +161,6 @@ async fn authorize(
             )));
         }
     }
-    let what = format!("{} {}", req.method(), req.uri().path());
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let engine = &state.engine;
     match rule {
@@ -119,25 +188,38 @@ async fn authorize(
         }
         Rule::Param { write } => {
             let key = format!("/{}", param("key").unwrap_or_default().trim_start_matches('/'));
-            match (engine.env_of_key(&key), write) {
-                (Some(env), false) => need_on(&principal, Role::Viewer, env.as_str(), &what)?,
-                (Some(env), true) => need_on(&principal, Role::Deployer, env.as_str(), &what)?,
-                (None, false) => need_somewhere(&principal, Role::Viewer, &what)?,
-                (None, true) => need_everywhere(
+            match (key_scope(engine, &key), write) {
+                (KeyScope::Env(env), false) => need_on(&principal, Role::Viewer, env.as_str(), &what)?,
+                (KeyScope::Env(env), true) => need_on(&principal, Role::Deployer, env.as_str(), &what)?,
+                (KeyScope::Shared, false) => need_somewhere(&principal, Role::Viewer, &what)?,
+                (KeyScope::Internal, false) => need_everywhere(
+                    &principal,
+                    Role::Viewer,
+                    &format!("{what} (Cutover's own records, which span environments)"),
+                )?,
+                (KeyScope::Shared | KeyScope::Internal, true) => need_everywhere(
                     &principal,
                     Role::Admin,
                     &format!("{what} (a key outside every environment's prefix)"),
                 )?,
             }
         }
-        Rule::ParamList => match query_value(&req, "prefix").and_then(|p| engine.env_of_key(&p)) {
-            Some(env) => need_on(&principal, Role::Viewer, env.as_str(), &what)?,
-            None => need_somewhere(&principal, Role::Viewer, &what)?,
-        },
-        Rule::RunList => match query_value(&req, "env") {
-            Some(env) => need_on(&principal, Role::Viewer, &env, &what)?,
-            None => need_somewhere(&principal, Role::Viewer, &what)?,
-        },
+        Rule::ParamList => {
+            // The handler filters the list with `may_read_key`; a prefix inside one
+            // environment needs viewer there, so a refusal says so instead of an empty list.
+            let q: ParamListQuery = queries::parse(req.uri())?;
+            match q.prefix.map(|p| key_scope(engine, &p)) {
+                Some(KeyScope::Env(env)) => need_on(&principal, Role::Viewer, env.as_str(), &what)?,
+                _ => need_somewhere(&principal, Role::Viewer, &what)?,
+            }
+        }
+        Rule::RunList => {
+            let q: RunListQuery = queries::parse(req.uri())?;
+            match q.env.filter(|e| !e.is_empty()) {
+                Some(env) => need_on(&principal, Role::Viewer, &env, &what)?,
+                None => need_somewhere(&principal, Role::Viewer, &what)?,
+            }
+        }
         Rule::Promotion => {
             let (parts, body) = req.into_parts();
             let bytes = axum::body::to_bytes(body, PROMOTION_BODY_LIMIT)
@@ -158,7 +240,16 @@ async fn authorize(
     Ok(req)
 }
 
-async fn principal(state: &AuthState, headers: axum::http::HeaderMap) -> Result<Principal, ApiError> {
+/// Why a request got no principal: the answer, and whether it counts as a guess.
+struct Failure {
+    error: ApiError,
+    /// Logged (never the token).
+    reason: &'static str,
+    /// An unknown or malformed token: counted against the source's limit.
+    counts: bool,
+}
+
+async fn principal(state: &AuthState, headers: &axum::http::HeaderMap) -> Result<Principal, Failure> {
     let how = format!(
         "Get a token from an admin (`cutover token create NAME --role ROLE [--env ENV]`), or use the admin \
          token the server wrote on first start to {} on its host; then `cutover login --server URL` \
@@ -166,72 +257,95 @@ async fn principal(state: &AuthState, headers: axum::http::HeaderMap) -> Result<
         state.admin_token_file.display()
     );
     let Some(value) = headers.get(AUTHORIZATION) else {
-        return Err(ApiError::unauthorized(format!(
-            "this request needs an API token. {how}"
-        )));
+        return Err(Failure {
+            error: ApiError::unauthorized(format!("this request needs an API token. {how}")),
+            reason: "no token",
+            counts: false,
+        });
     };
     let secret = value
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::unauthorized(format!(
+        .ok_or_else(|| Failure {
+            error: ApiError::unauthorized(format!(
                 "the Authorization header must be `Bearer <token>`. {how}"
-            ))
+            )),
+            reason: "malformed Authorization header",
+            counts: true,
         })?;
     state.engine.authenticate(secret).await.map_err(|e| match e {
         AuthError::Store(msg) => {
             tracing::error!(error = %msg, "checking a token failed");
-            ApiError::internal("the token could not be checked; see the server log")
+            Failure {
+                error: ApiError::internal("the token could not be checked; see the server log"),
+                reason: "store error",
+                counts: false,
+            }
         }
-        e @ (AuthError::Expired { .. } | AuthError::Revoked { .. }) => {
-            ApiError::unauthorized(format!("{e}; ask an admin for a new one. {how}"))
-        }
-        e @ AuthError::Unknown => ApiError::unauthorized(format!("{e}. {how}")),
+        e @ AuthError::Expired { .. } => Failure {
+            error: ApiError::unauthorized(format!("{e}; ask an admin for a new one. {how}")),
+            reason: "expired token",
+            counts: false,
+        },
+        e @ AuthError::Revoked { .. } => Failure {
+            error: ApiError::unauthorized(format!("{e}; ask an admin for a new one. {how}")),
+            reason: "revoked token",
+            counts: false,
+        },
+        e @ AuthError::Unknown => Failure {
+            error: ApiError::unauthorized(format!("{e}. {how}")),
+            reason: "unknown token",
+            counts: true,
+        },
     })
+}
+
+/// Logs a failed authentication (source and route, never the token) and counts it
+/// against the source when it was a guess.
+async fn failed(state: &AuthState, source: Option<IpAddr>, what: &str, f: Failure) -> ApiError {
+    let shown = source.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    match f.reason {
+        "no token" => {
+            tracing::debug!(source = %shown, route = %what, "request without a token refused");
+            return f.error;
+        }
+        // Not the client's failure; logged as an error where it happened.
+        "store error" => return f.error,
+        _ => {}
+    }
+    tracing::warn!(source = %shown, route = %what, reason = f.reason, "failed authentication");
+    if f.counts
+        && let Some(addr) = source
+        && let Some(secs) = state.limiter.failed(addr, now_ms()).await
+    {
+        tracing::warn!(
+            source = %shown,
+            lockout_secs = secs,
+            "too many failed authentications from this source; it is refused until the lockout ends"
+        );
+        return locked_out(addr, secs);
+    }
+    f.error
+}
+
+fn locked_out(addr: IpAddr, secs: u64) -> ApiError {
+    ApiError::too_many_requests(
+        format!(
+            "too many failed authentications from {addr}; try again in {secs} s with a valid token. \
+             (The limit is per source address: {} and {} on the server change it)",
+            limit::MAX_FAILURES_VAR,
+            limit::LOCKOUT_VAR
+        ),
+        secs,
+    )
 }
 
 fn id_param(raw: Option<String>) -> Result<i64, ApiError> {
     let raw = raw.unwrap_or_default();
     raw.parse()
         .map_err(|_| ApiError::bad_request(format!("{raw:?} is not an id (a number)")))
-}
-
-fn query_value(req: &Request, name: &str) -> Option<String> {
-    let query = req.uri().query()?;
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v)).filter(|v| !v.is_empty())
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (escaped, bytes[i]) {
-            (Some(b), _) => {
-                out.push(b);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, b) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn held(principal: &Principal, env: &str) -> String {
@@ -279,22 +393,4 @@ fn need_everywhere(principal: &Principal, role: Role, what: &str) -> Result<(), 
         principal.name.as_str(),
         principal.grants.describe()
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_percent_decoded() {
-        let req = Request::builder()
-            .uri("/api/v1/params?x=1&prefix=%2Fshop-prod%2Fenv&y")
-            .body(Body::empty())
-            .unwrap();
-        assert_eq!(query_value(&req, "prefix").as_deref(), Some("/shop-prod/env"));
-        assert_eq!(query_value(&req, "y"), None);
-        assert_eq!(query_value(&req, "z"), None);
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("a+b%41"), "a bA");
-    }
 }

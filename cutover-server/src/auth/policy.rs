@@ -45,7 +45,8 @@ pub enum Rule {
 /// `/api/v1/environments/{env}/releases`).
 pub fn rule(method: &Method, route: &str) -> Rule {
     use Role::{Admin, Approver, Deployer, Viewer};
-    let get = *method == Method::GET;
+    // axum answers HEAD with the GET handler (without the body): the same rule applies.
+    let get = *method == Method::GET || *method == Method::HEAD;
     let post = *method == Method::POST;
     let put = *method == Method::PUT;
     match route {
@@ -188,6 +189,18 @@ mod tests {
         ];
         for (method, route, want) in cases {
             assert_eq!(rule(method, route), *want, "{method} {route}");
+        }
+    }
+
+    #[test]
+    fn head_is_decided_like_get() {
+        for route in [
+            "/api/v1/health",
+            "/api/v1/environments",
+            "/api/v1/runs/{id}",
+            "/api/v1/audit",
+        ] {
+            assert_eq!(rule(&Method::HEAD, route), rule(&Method::GET, route), "{route}");
         }
     }
 

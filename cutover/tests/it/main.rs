@@ -8,6 +8,7 @@
 mod support;
 
 mod auth;
+mod auth_matrix;
 mod broker;
 mod cli_config;
 mod cli_params;
@@ -25,5 +26,6 @@ mod postgres_backend;
 mod registry;
 mod runtimes;
 mod scale;
+mod security;
 mod server_lifecycle;
 mod webhooks;
