@@ -17,7 +17,7 @@ pub struct ErrorBody {
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// One of `bad_request`, `not_found`, `conflict`, `internal`.
+    /// One of `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `internal`.
     pub kind: String,
     /// What was wrong and how to fix it, with the whole cause chain.
     pub message: String,
@@ -70,6 +70,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let (status, kind) = match e.kind() {
             ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
+            ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
             ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

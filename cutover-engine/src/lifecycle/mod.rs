@@ -478,6 +478,7 @@ impl Engine {
                     destructive: false,
                     confirmed: false,
                     actor: req.actor.clone(),
+                    override_policy: None,
                 })
                 .await?,
             )
