@@ -7,6 +7,7 @@
 
 mod support;
 
+mod approvals;
 mod auth;
 mod broker;
 mod cli_config;
