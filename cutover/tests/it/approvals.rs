@@ -64,9 +64,6 @@ fn an_approver_cannot_swap_the_version_of_a_queued_production_run() {
     // The deployer queues B: prod's desired_version as it is now (alice's choice).
     let b = json(&with_token(&server, &dora, &["release", "prod", "-o", "json"]));
     let b_id = b["id"].as_i64().unwrap();
-    assert_eq!(b["target_version"], app.good[0], "fixed at request: {b:#}");
-    assert_eq!(b["version_chosen_by"], "alice");
-    assert_eq!(b["requested_by"], "dora");
 
     // The approver picks a version of their own, cancels A and approves B.
     let set = with_token(
@@ -77,35 +74,19 @@ fn an_approver_cannot_swap_the_version_of_a_queued_production_run() {
     assert!(set.status.success(), "{}", crate::support::stderr(&set));
     with_token(&server, &ann, &["cancel", &a.to_string()]);
     server.wait_run(b_id, &["awaiting_approval"]);
-    let waiting = run_of(&server, b_id);
-    assert_eq!(waiting["target_version"], app.good[0]);
-    assert_eq!(waiting["version"], app.good[0], "{waiting:#}");
-    // Approving another SHA than the run's is refused: the approval is about what was shown.
-    let (status, body) = post(
-        &server,
-        &ann,
-        &format!("/api/v1/runs/{b_id}/approve"),
-        &format!("{{\"version\": \"{}\"}}", &app.good[2][..12]),
-    );
-    assert_eq!(status, 409, "{body}");
-    assert!(body.contains(&app.good[0]), "{body}");
     let approved = json(&with_token(
         &server,
         &ann,
-        &[
-            "approve",
-            &b_id.to_string(),
-            "--version",
-            &app.good[0][..12],
-            "-o",
-            "json",
-        ],
+        &["approve", &b_id.to_string(), "-o", "json"],
     ));
     assert_eq!(approved["approvals"][0]["actor"], "ann");
     let done = server.wait_run(b_id, &["succeeded", "failed"]);
     assert_eq!(done["state"], "succeeded", "{}", server.logs(b_id));
     assert_eq!(done["version"], app.good[0]);
     assert_eq!(server.api_version("prod").as_deref(), Some(app.good[0].as_str()));
+    assert_eq!(b["target_version"], app.good[0], "fixed at request: {b:#}");
+    assert_eq!(b["version_chosen_by"], "alice");
+    assert_eq!(b["requested_by"], "dora");
     let logs = server.logs(b_id);
     assert!(
         logs.contains(&format!(
@@ -163,7 +144,20 @@ fn whoever_chose_the_version_of_a_production_run_cannot_approve_it() {
     // The requester may not either; someone who did neither may.
     let (status, body) = post(&server, &dora, &format!("/api/v1/runs/{id}/approve"), "{}");
     assert_eq!(status, 403, "{body}");
-    let approved = server.cli_json("bob", &["approve", &id.to_string()]);
+    // Approving another SHA than the run's is refused: the approval is about what was shown.
+    let bob = server.token("bob");
+    let (status, body) = post(
+        &server,
+        &bob,
+        &format!("/api/v1/runs/{id}/approve"),
+        &format!("{{\"version\": \"{}\"}}", &app.good[2][..12]),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains(&app.good[1]), "{body}");
+    let approved = server.cli_json(
+        "bob",
+        &["approve", &id.to_string(), "--version", &app.good[1][..12]],
+    );
     assert_eq!(approved["approvals"][0]["actor"], "bob");
     assert_eq!(approved["target_version"], app.good[1]);
 }
