@@ -289,17 +289,41 @@ fn production_deploys_only_what_passed_staging_unless_an_admin_overrides() {
     assert_eq!(entry["detail"]["reason"], "hotfix for incident 7");
     assert_eq!(entry["detail"]["missing"], serde_json::json!(["staging"]));
     assert_eq!(entry["detail"]["version"], app.good[0]);
-    server.cli_json("bob", &["cancel", &run["id"].to_string()]);
+    let overridden = run["id"].as_i64().unwrap();
+    server.wait_run(overridden, &["awaiting_approval"]);
+    server.cli_json("bob", &["approve", &overridden.to_string()]);
+    let done = server.wait_run(overridden, &["succeeded", "failed"]);
+    assert_eq!(done["state"], "succeeded", "{}", server.logs(overridden));
 
     // What succeeded on staging may go to prod: by promotion, or released directly.
     server.deploy("alice", "staging", &app.good[1]);
     let promoted = server.cli_json("alice", &["promote", "staging", "prod"]);
     assert_eq!(promoted["target_version"], app.good[1], "{promoted:#}");
+    let promoted = promoted["id"].as_i64().unwrap();
+    server.wait_run(promoted, &["awaiting_approval"]);
+    server.cli_json("bob", &["approve", &promoted.to_string()]);
+    let done = server.wait_run(promoted, &["succeeded", "failed"]);
+    assert_eq!(done["state"], "succeeded", "{}", server.logs(promoted));
     let direct = server.cli_json("alice", &["release", "prod", "--version", &app.good[1]]);
     assert_eq!(direct["target_version"], app.good[1], "{direct:#}");
-    // A version that never succeeded on staging still does not go.
+    assert!(direct["reason"].is_null(), "{direct:#}");
+    server.cli_json("bob", &["cancel", &direct["id"].to_string()]);
+    server.wait_run(direct["id"].as_i64().unwrap(), &["cancelled"]);
+
+    // A rollback to what prod itself ran passes, although it never ran on staging.
+    let back = server.cli_json("alice", &["rollback", "prod"]);
+    assert_eq!(back["target_version"], app.good[0], "{back:#}");
+    assert!(
+        !back["reason"].as_str().unwrap_or_default().contains("overridden"),
+        "{back:#}"
+    );
+    // A version that never succeeded on staging (nor on prod) still does not go.
     fails_with(
         &server.cli("alice", &["release", "prod", "--version", &app.good[2]]),
+        &["has not succeeded on staging"],
+    );
+    fails_with(
+        &server.cli("alice", &["rollback", "prod", "--to", &app.good[2]]),
         &["has not succeeded on staging"],
     );
 }
