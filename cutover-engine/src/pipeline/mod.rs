@@ -313,7 +313,13 @@ impl Engine {
         let target = run.target_version.as_deref().unwrap_or("");
         if let Some(e) = expected.map(str::trim).filter(|e| !e.is_empty()) {
             let e = e.to_ascii_lowercase();
-            if e.len() < 7 || target.is_empty() || !target.starts_with(&e) {
+            if e.len() < 7 {
+                return Err(EngineError::Refused(format!(
+                    "--version {e:?} is too short to name a SHA: give at least 7 characters of the run's version \
+                     (cutover run {id} shows it)"
+                )));
+            }
+            if target.is_empty() || !target.starts_with(&e) {
                 return Err(EngineError::Conflict(format!(
                     "run {id} deploys {}, not {e:?}: look at the run again (cutover run {id}) before you {}",
                     if target.is_empty() {
