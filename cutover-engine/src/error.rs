@@ -12,6 +12,9 @@ use cutover_store::StoreError;
 pub enum ErrorKind {
     /// The request itself is wrong (bad name, unknown ref, policy refusal).
     BadRequest,
+    /// The caller is known, but a rule says they may not do this (four-eyes,
+    /// an override only an admin may make).
+    Forbidden,
     /// The thing asked for does not exist.
     NotFound,
     /// The request conflicts with the current state (compare-and-set mismatch).
@@ -77,6 +80,10 @@ pub enum EngineError {
     #[error("{0}")]
     Refused(String),
 
+    /// Refused because of who asks (four-eyes, admin-only overrides); the message says why.
+    #[error("{0}")]
+    Forbidden(String),
+
     /// Refused because of the current state (a limit reached, a run active); the message says what to do.
     #[error("{0}")]
     Conflict(String),
@@ -116,6 +123,7 @@ impl EngineError {
                 _ => ErrorKind::Internal,
             },
             Self::Conflict(_) => ErrorKind::Conflict,
+            Self::Forbidden(_) => ErrorKind::Forbidden,
             Self::Git { .. } | Self::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -48,7 +48,7 @@ pub use lifecycle::{
     derive_name, slug,
 };
 pub use params::{ReservedKey, WellKnownKey};
-pub use pipeline::{LogEvent, ReleaseRequest, RunView, SYSTEM_ACTOR};
+pub use pipeline::{LogEvent, PolicyOverride, ReleaseRequest, RunView, SYSTEM_ACTOR};
 pub use scale::{MAX_REPLICAS, ScaleAnswer, ScaleRequest, ScaleState};
 pub use scheduler::{JobStatus, SchedulerStatus};
 pub use secrets::{Rotation, SecretKey, check_rotation_state, rotate_secret_key};

@@ -196,7 +196,7 @@ impl Engine {
     /// Turns what a user typed for `desired_version` into what is stored:
     /// `latest` or a full SHA that exists and, for stage and prod tiers, is on
     /// the environment's branch.
-    async fn resolve_desired(
+    pub(crate) async fn resolve_desired(
         &self,
         env: &EnvName,
         key: &ParamKey,

@@ -209,6 +209,10 @@ pub trait Store: Send + Sync + 'static {
     /// environment, oldest first: for the executor's start and crash recovery.
     async fn runs_unfinished(&self) -> Result<Vec<RunRecord>, StoreError>;
 
+    /// Whether a run of `env` ended `Succeeded` with `version` (the SHA
+    /// Source recorded): what an environment's `requires:` policy asks.
+    async fn run_succeeded_with(&self, env: &str, version: &str) -> Result<bool, StoreError>;
+
     /// Records one approval or rejection with the current time (the engine
     /// decides who may). Unknown run: [`StoreError::RunNotFound`].
     async fn approval_add(

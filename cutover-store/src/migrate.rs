@@ -68,6 +68,7 @@ migrations! {
     1 "0001_init",
     2 "0002_runs",
     3 "0003_tokens",
+    4 "0004_run_chooser",
 }
 
 /// The newest schema version this build knows.

@@ -431,6 +431,10 @@ impl Store for PostgresStore {
         postgres_runs::unfinished(&self.pool).await
     }
 
+    async fn run_succeeded_with(&self, env: &str, version: &str) -> Result<bool, StoreError> {
+        postgres_runs::succeeded_with(&self.pool, env, version).await
+    }
+
     async fn approval_add(
         &self,
         run_id: i64,

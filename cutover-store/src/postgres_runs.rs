@@ -35,7 +35,7 @@ const ENQUEUE_LOCK: i32 = 0x6371;
 macro_rules! select_runs {
     ($tail:literal) => {
         concat!(
-            "SELECT r.id, r.env, r.kind, r.state, r.requested_by, r.reason, r.target_version, r.version, \
+            "SELECT r.id, r.env, r.kind, r.state, r.requested_by, r.reason, r.target_version, r.version_chosen_by, r.version, \
              r.previous_version, r.created_at_ms, r.started_at_ms, r.ended_at_ms, r.current_stage, \
              r.failed_stage, r.error, r.superseded_by, s.stage, s.status, \
              s.started_at_ms AS stage_started_at_ms, s.ended_at_ms AS stage_ended_at_ms, s.note AS stage_note \
@@ -102,6 +102,7 @@ fn run_from_row(row: &PgRow, id: i64, op: &'static str) -> Result<RunRecord, Sto
         requested_by: get_text("requested_by")?,
         reason: get_opt("reason")?,
         target_version: get_opt("target_version")?,
+        version_chosen_by: get_opt("version_chosen_by")?,
         version: get_opt("version")?,
         previous_version: get_opt("previous_version")?,
         created_at_ms: row.try_get("created_at_ms").map_err(StoreError::db(op))?,
@@ -168,6 +169,10 @@ pub(crate) async fn enqueue(pool: &PgPool, new: NewRun) -> Result<(RunRecord, Ve
                 new.target_version.as_deref().unwrap_or_default(),
             ),
             ("reason", new.reason.as_deref().unwrap_or_default()),
+            (
+                "version chooser",
+                new.version_chosen_by.as_deref().unwrap_or_default(),
+            ),
         ],
         &format!("a new run of {}", new.env.replace('\0', "\\0")),
     )?;
@@ -182,8 +187,8 @@ pub(crate) async fn enqueue(pool: &PgPool, new: NewRun) -> Result<(RunRecord, Ve
         .map_err(StoreError::db(OP))?;
     let now = now_ms();
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO runs (env, kind, state, requested_by, reason, target_version, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        "INSERT INTO runs (env, kind, state, requested_by, reason, target_version, version_chosen_by, \
+         created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(&new.env)
     .bind(new.kind.as_str())
@@ -191,6 +196,7 @@ pub(crate) async fn enqueue(pool: &PgPool, new: NewRun) -> Result<(RunRecord, Ve
     .bind(&new.requested_by)
     .bind(&new.reason)
     .bind(&new.target_version)
+    .bind(&new.version_chosen_by)
     .bind(now)
     .fetch_one(&mut *tx)
     .await
@@ -266,6 +272,19 @@ pub(crate) async fn list(
         .await
         .map_err(StoreError::db(OP))?;
     runs_from_rows(&rows, OP)
+}
+
+pub(crate) async fn succeeded_with(pool: &PgPool, env: &str, version: &str) -> Result<bool, StoreError> {
+    const OP: &str = "looking for a succeeded run of a version";
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM runs WHERE env = $1 AND version = $2 AND state = $3 LIMIT 1")
+            .bind(env)
+            .bind(version)
+            .bind(RunState::Succeeded.as_str())
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::db(OP))?;
+    Ok(found.is_some())
 }
 
 pub(crate) async fn unfinished(pool: &PgPool) -> Result<Vec<RunRecord>, StoreError> {

@@ -15,9 +15,12 @@ pub struct NewRun {
     pub env: String,
     pub kind: RunKind,
     pub requested_by: String,
-    /// A SHA fixed at request time (rollback `--to`, promote); `None` =
-    /// resolve `desired_version` when the run starts.
+    /// The SHA fixed at request time. The engine always sets it; `None`
+    /// only exists in runs queued by an older version.
     pub target_version: Option<String>,
+    /// Who chose that SHA: the writer of the `desired_version` value it was
+    /// resolved from (or the requester of a rollback or promotion).
+    pub version_chosen_by: Option<String>,
     pub reason: Option<String>,
 }
 
@@ -31,8 +34,12 @@ pub struct RunRecord {
     pub state: RunState,
     pub requested_by: String,
     pub reason: Option<String>,
-    /// The SHA fixed at request time, if any.
+    /// The SHA fixed at request time: what the run deploys and what an
+    /// approval approves (`None` only in runs queued by an older version).
     pub target_version: Option<String>,
+    /// Who chose `target_version` (wrote the `desired_version` it was
+    /// resolved from); on a production tier they may not approve the run.
+    pub version_chosen_by: Option<String>,
     /// The SHA the run deploys, resolved when it starts.
     pub version: Option<String>,
     /// What was deployed before this run.

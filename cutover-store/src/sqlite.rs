@@ -430,6 +430,10 @@ impl Store for SqliteStore {
         sqlite_runs::unfinished(&self.pool).await
     }
 
+    async fn run_succeeded_with(&self, env: &str, version: &str) -> Result<bool, StoreError> {
+        sqlite_runs::succeeded_with(&self.pool, env, version).await
+    }
+
     async fn approval_add(
         &self,
         run_id: i64,

@@ -27,7 +27,7 @@ use crate::{
 macro_rules! select_runs {
     ($tail:literal) => {
         concat!(
-            "SELECT r.id, r.env, r.kind, r.state, r.requested_by, r.reason, r.target_version, r.version, \
+            "SELECT r.id, r.env, r.kind, r.state, r.requested_by, r.reason, r.target_version, r.version_chosen_by, r.version, \
              r.previous_version, r.created_at_ms, r.started_at_ms, r.ended_at_ms, r.current_stage, \
              r.failed_stage, r.error, r.superseded_by, s.stage, s.status, \
              s.started_at_ms AS stage_started_at_ms, s.ended_at_ms AS stage_ended_at_ms, s.note AS stage_note \
@@ -96,6 +96,7 @@ fn run_from_row(row: &SqliteRow, id: i64, op: &'static str) -> Result<RunRecord,
         requested_by: get_text("requested_by")?,
         reason: get_opt("reason")?,
         target_version: get_opt("target_version")?,
+        version_chosen_by: get_opt("version_chosen_by")?,
         version: get_opt("version")?,
         previous_version: get_opt("previous_version")?,
         created_at_ms: row.try_get("created_at_ms").map_err(StoreError::db(op))?,
@@ -162,14 +163,18 @@ pub(crate) async fn enqueue(pool: &SqlitePool, new: NewRun) -> Result<(RunRecord
                 new.target_version.as_deref().unwrap_or_default(),
             ),
             ("reason", new.reason.as_deref().unwrap_or_default()),
+            (
+                "version chooser",
+                new.version_chosen_by.as_deref().unwrap_or_default(),
+            ),
         ],
         &format!("a new run of {}", new.env.replace('\0', "\\0")),
     )?;
     let mut tx = begin(pool, OP).await?;
     let now = now_ms();
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO runs (env, kind, state, requested_by, reason, target_version, created_at_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO runs (env, kind, state, requested_by, reason, target_version, version_chosen_by, \
+         created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&new.env)
     .bind(new.kind.as_str())
@@ -177,6 +182,7 @@ pub(crate) async fn enqueue(pool: &SqlitePool, new: NewRun) -> Result<(RunRecord
     .bind(&new.requested_by)
     .bind(&new.reason)
     .bind(&new.target_version)
+    .bind(&new.version_chosen_by)
     .bind(now)
     .fetch_one(&mut *tx)
     .await
@@ -252,6 +258,19 @@ pub(crate) async fn list(
         .await
         .map_err(StoreError::db(OP))?;
     runs_from_rows(&rows, OP)
+}
+
+pub(crate) async fn succeeded_with(pool: &SqlitePool, env: &str, version: &str) -> Result<bool, StoreError> {
+    const OP: &str = "looking for a succeeded run of a version";
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM runs WHERE env = ? AND version = ? AND state = ? LIMIT 1")
+            .bind(env)
+            .bind(version)
+            .bind(RunState::Succeeded.as_str())
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::db(OP))?;
+    Ok(found.is_some())
 }
 
 pub(crate) async fn unfinished(pool: &SqlitePool) -> Result<Vec<RunRecord>, StoreError> {

@@ -120,11 +120,16 @@ pub enum Command {
     /// Cancel a queued or active run; an active run puts the serving version back.
     Cancel { id: i64 },
 
-    /// Approve a run waiting in its Approval stage (not your own, on production).
+    /// Approve the version of a run waiting in its Approval stage (fixed when it was requested).
+    /// On production: not a run you requested, nor one whose version you chose.
+    #[command(after_help = "Example: cutover approve 42 --version 3f2a9c1 -m \"checked on staging\"")]
     Approve {
         id: i64,
         #[arg(long, short = 'm')]
         comment: Option<String>,
+        /// The SHA you approve (7+ characters); refused if the run deploys another one.
+        #[arg(long)]
+        version: Option<String>,
     },
 
     /// Reject a run waiting in its Approval stage; the comment is required.
@@ -132,6 +137,9 @@ pub enum Command {
         id: i64,
         #[arg(long, short = 'm')]
         comment: Option<String>,
+        /// The SHA you reject (7+ characters); refused if the run deploys another one.
+        #[arg(long)]
+        version: Option<String>,
     },
 
     /// Roll back: deploy an older version through the pipeline, or --fast switch to the warm previous release.
@@ -147,6 +155,10 @@ pub enum Command {
         /// Switch traffic back to the still-warm previous release (no build, no hooks).
         #[arg(long, conflicts_with = "to")]
         fast: bool,
+        /// Admins only: deploy although the version has not succeeded on the environments this one
+        /// `requires:` (cutover.yml); the reason is recorded on the run and in the audit log.
+        #[arg(long, value_name = "REASON")]
+        override_policy: Option<String>,
         #[arg(long, short = 'f')]
         follow: bool,
     },
@@ -156,6 +168,10 @@ pub enum Command {
     Promote {
         from: String,
         to: String,
+        /// Admins only: deploy although the version has not succeeded on the environments this one
+        /// `requires:` (cutover.yml); the reason is recorded on the run and in the audit log.
+        #[arg(long, value_name = "REASON")]
+        override_policy: Option<String>,
         #[arg(long, short = 'f')]
         follow: bool,
     },
@@ -293,6 +309,11 @@ pub struct ReleaseArgs {
     /// Confirm the destructive pipeline.
     #[arg(long)]
     pub yes: bool,
+    /// Admins only: deploy although the version has not succeeded on the environments this one
+    /// `requires:` (cutover.yml); the reason is recorded on the run and in the audit log.
+    #[arg(long, value_name = "REASON")]
+    pub override_policy: Option<String>,
+
     /// Stream the run's log until it ends; exit 1 unless it succeeded.
     #[arg(long, short = 'f')]
     pub follow: bool,

@@ -1,6 +1,6 @@
 //! Environments: per-tier rules (which keys each tier takes), defaults, and
-//! the cross-references between environments (`like:`) and to services
-//! (`replicas:` overrides).
+//! the cross-references between environments (`like:`, `requires:`) and to
+//! services (`replicas:` overrides).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use serde_saphyr::Location;
 
 use super::build::{duration, is_empty_map, opt};
 use super::extract::integer;
-use super::extract::{Ctx, Fields, SNode, boolean, choice, count, join, named_entries, parsed, string};
+use super::extract::{Ctx, Fields, SNode, boolean, choice, count, join, list, named_entries, parsed, string};
 use super::types::{Autoscale, Environment, RuntimeKind, Strategy, Tier};
 use super::values::{check_branch, nearest};
 use crate::{EnvName, ServiceName};
@@ -30,6 +30,7 @@ const ENV_KEYS: &[&str] = &[
     "hook_timeout",
     "approval_timeout",
     "ports",
+    "requires",
 ];
 
 const TIERS: &[(&str, Tier)] = &[
@@ -72,6 +73,11 @@ const TIER_KEYS: &[(&str, &[Tier], &str)] = &[
         "its branch comes from elsewhere: a prod-like copy runs what its target runs, an integration environment gets its branch when it is created",
     ),
     (
+        "requires",
+        &[Tier::Dev, Tier::Stage, Tier::ProdLike, Tier::Prod],
+        "an integration environment deploys its branch's commits as they come",
+    ),
+    (
         "autoscale",
         &[Tier::Prod, Tier::ProdLike],
         "dev, stage and integration environments have a fixed size; set `replicas` instead",
@@ -89,6 +95,8 @@ struct Draft {
     key_at: Location,
     env: Environment,
     like: Option<(String, Location)>,
+    /// `requires:` as written (name, where); `None` = not given.
+    requires: Option<Vec<(String, Location)>>,
     strategy_set: bool,
     runtime_set: bool,
 }
@@ -125,6 +133,7 @@ pub(crate) fn environments(
         }
     }
     ok &= resolve_like(ctx, &mut drafts, &declared, ok);
+    ok &= resolve_requires(ctx, &mut drafts, &declared);
     ok.then(|| drafts.into_iter().map(|d| (d.name, d.env)).collect())
 }
 
@@ -171,6 +180,18 @@ fn draft(
         s.map(|s| (s.to_owned(), n.referenced))
     });
     let max_active = opt(ctx, &f, "max_active", &mut ok, |ctx, n, p| count(ctx, n, p, 1));
+    let requires = opt(ctx, &f, "requires", &mut ok, |ctx, n, p| {
+        let items = list(ctx, n, p, "a list of environment names, e.g. [staging]")?;
+        let mut out = Vec::new();
+        let mut good = true;
+        for (i, item) in items.iter().enumerate() {
+            match string(ctx, item, &format!("{p}[{i}]")) {
+                Some(s) => out.push((s.to_owned(), item.referenced)),
+                None => good = false,
+            }
+        }
+        good.then_some(out)
+    });
     let autoscale = opt(ctx, &f, "autoscale", &mut ok, |ctx, n, p| {
         autoscale(ctx, n, f.key_location("autoscale"), p)
     });
@@ -207,12 +228,14 @@ fn draft(
         hook_timeout,
         approval_timeout,
         ports,
+        requires: Vec::new(),
     };
     Some(Draft {
         name,
         key_at,
         env,
         like,
+        requires,
         strategy_set: strategy.is_some(),
         runtime_set: runtime.is_some(),
     })
@@ -415,6 +438,65 @@ fn resolve_like(ctx: &mut Ctx<'_>, drafts: &mut [Draft], declared: &[String], dr
             }
         }
         draft.env.like = Some(target);
+    }
+    ok
+}
+
+/// Resolves `requires:` (every name a declared, deployable environment other
+/// than itself) and its default: a prod environment that does not say
+/// requires every stage environment, so only what passed staging reaches
+/// production.
+fn resolve_requires(ctx: &mut Ctx<'_>, drafts: &mut [Draft], declared: &[String]) -> bool {
+    let mut ok = true;
+    let all_refs: Vec<&str> = declared.iter().map(String::as_str).collect();
+    let stages: Vec<EnvName> = drafts
+        .iter()
+        .filter(|d| d.env.tier == Tier::Stage)
+        .map(|d| d.name.clone())
+        .collect();
+    for i in 0..drafts.len() {
+        let Some(written) = drafts[i].requires.clone() else {
+            if drafts[i].env.tier == Tier::Prod {
+                drafts[i].env.requires = stages.clone();
+            }
+            continue;
+        };
+        let path = join(&join("environments", drafts[i].name.as_str()), "requires");
+        let mut names = Vec::new();
+        for (n, (raw, at)) in written.iter().enumerate() {
+            let item_path = format!("{path}[{n}]");
+            let Some(target) = drafts.iter().find(|d| d.name.as_str() == raw) else {
+                ok = false;
+                if declared.contains(raw) {
+                    continue; // declared, but invalid: already reported
+                }
+                let hint = nearest(raw, &all_refs)
+                    .map(|n| format!(" did you mean {n:?}?"))
+                    .unwrap_or_default();
+                let message = format!(
+                    "environment {raw:?} does not exist;{hint} environments are {}",
+                    declared.join(", ")
+                );
+                ctx.error(*at, &item_path, message);
+                continue;
+            };
+            let why = if target.name == drafts[i].name {
+                Some("an environment cannot require itself; name the environments a version must pass first")
+            } else if target.env.tier == Tier::Integration {
+                Some("it is an integration template, which is never deployed itself")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                ctx.error(*at, &item_path, format!("cannot require {raw:?}: {why}"));
+                ok = false;
+                continue;
+            }
+            if !names.contains(&target.name) {
+                names.push(target.name.clone());
+            }
+        }
+        drafts[i].env.requires = names;
     }
     ok
 }

@@ -415,3 +415,71 @@ fn webhooks_take_http_urls_and_known_events() {
         assert!(e.contains(needle), "{needle}: {e}");
     }
 }
+
+#[test]
+fn prod_requires_every_stage_environment_unless_it_says_otherwise() {
+    let env = |n: &str| crate::EnvName::parse(n).unwrap();
+    let cfg = ok("app: a\nservices: { web: { run: x } }\nenvironments:\n  \
+                  dev: { tier: dev }\n  staging: { tier: stage }\n  qa: { tier: stage }\n  \
+                  prod: { tier: prod }\n  copy: { tier: prod-like, like: prod }\n");
+    assert_eq!(
+        cfg.environment("prod").unwrap().1.requires,
+        [env("staging"), env("qa")]
+    );
+    for other in ["dev", "staging", "qa", "copy"] {
+        assert!(cfg.environment(other).unwrap().1.requires.is_empty(), "{other}");
+    }
+    // Written: exactly what it says; `[]` turns the policy off.
+    let cfg = ok("app: a\nservices: { web: { run: x } }\nenvironments:\n  \
+                  staging: { tier: stage }\n  prod: { tier: prod, requires: [] }\n  \
+                  copy: { tier: prod-like, like: prod, requires: [staging, prod] }\n");
+    assert!(cfg.environment("prod").unwrap().1.requires.is_empty());
+    assert_eq!(
+        cfg.environment("copy").unwrap().1.requires,
+        [env("staging"), env("prod")]
+    );
+    // Without a stage environment, nothing is required.
+    let cfg = ok("app: a\nservices: { web: { run: x } }\nenvironments: { prod: { tier: prod } }\n");
+    assert!(cfg.environment("prod").unwrap().1.requires.is_empty());
+}
+
+#[test]
+fn requires_names_deployable_environments_with_file_line_column() {
+    let out = errors(
+        "app: a\nservices: { web: { run: x } }\nenvironments:\n  \
+         staging: { tier: stage }\n  review: { tier: integration }\n  \
+         prod: { tier: prod, requires: [stagin, prod, review] }\n",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("cutover.yml:6:34: environments.prod.requires[0]: environment \"stagin\" does not exist; did you mean \"staging\"?")), "{out}");
+    assert!(
+        out.contains(
+            "environments.prod.requires[1]: cannot require \"prod\": an environment cannot require itself"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "environments.prod.requires[2]: cannot require \"review\": it is an integration template"
+        ),
+        "{out}"
+    );
+    let out = errors(
+        "app: a\nservices: { web: { run: x } }\nenvironments:\n  \
+         review: { tier: integration, requires: [] }\n  prod: { tier: prod, requires: staging }\n  \
+         qa: { tier: stage, requires: [7] }\n",
+    );
+    assert!(
+        out.contains("cutover.yml:6:33: environments.qa.requires[0]: expected a string"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"requires\" is not allowed on an integration environment"),
+        "{out}"
+    );
+    assert!(
+        out.contains("environments.prod.requires: expected a list of environment names"),
+        "{out}"
+    );
+}

@@ -356,6 +356,10 @@ pub struct Environment {
     /// Longest a run waits for approval before it is rejected. Default 7d.
     #[serde(serialize_with = "ser_duration")]
     pub approval_timeout: Duration,
+    /// Environments a version must have succeeded on before a run here may
+    /// deploy it (checked when the run is requested). Default: on a prod
+    /// environment, every stage environment; elsewhere none; `[]` turns it off.
+    pub requires: Vec<EnvName>,
 }
 
 impl Environment {

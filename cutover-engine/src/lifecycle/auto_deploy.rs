@@ -70,6 +70,8 @@ impl Engine {
         }
         let actor = Actor::parse(SYSTEM_ACTOR).unwrap_or_else(|e| panic!("system actor: {e}"));
         let reason = format!("auto-deploy of {} after new commit on {branch}", head.short());
+        // A production environment's `requires:` holds for auto-deploys too.
+        self.check_requires(env, &head, None, None, &actor).await?;
         let key = self.key(env, WellKnownKey::DesiredVersion);
         let written = self
             .store()
@@ -83,7 +85,16 @@ impl Engine {
         )
         .await;
         let run = self
-            .enqueue(env, RunKind::Normal, &actor, Some(&head), Some(reason.clone()))
+            .enqueue(
+                env,
+                RunKind::Normal,
+                &actor,
+                &crate::pipeline::Fixed {
+                    version: head.clone(),
+                    chosen_by: SYSTEM_ACTOR.to_owned(),
+                },
+                Some(reason.clone()),
+            )
             .await?;
         self.audit(
             &actor,

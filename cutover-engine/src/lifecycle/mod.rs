@@ -480,6 +480,7 @@ impl Engine {
                     destructive: false,
                     confirmed: false,
                     actor: req.actor.clone(),
+                    override_policy: None,
                 })
                 .await?,
             )

@@ -1,7 +1,8 @@
 //! Pipeline runs: what people ask for (release, cancel, approve, reject,
 //! rollback, promote) and how runs are found and read.
 //!
-//! A request only records a queued run and wakes the environment's worker
+//! A request fixes the SHA the run deploys and checks the environment's
+//! policy (`policy`), records a queued run and wakes the environment's worker
 //! (`executor`); the worker runs one run at a time per environment through
 //! the 13 stages (`stages`). Everything a request checks is checked before
 //! anything is written, so a refused request changes nothing.
@@ -9,6 +10,7 @@
 pub(crate) mod executor;
 mod hooks;
 pub mod logs;
+mod policy;
 mod stages;
 
 use std::collections::HashMap;
@@ -24,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use executor::Executor;
 pub use logs::{LogEvent, LogHub};
+pub(crate) use policy::Fixed;
+pub use policy::PolicyOverride;
 
 use crate::{Engine, EngineError, WellKnownKey};
 
@@ -66,6 +70,8 @@ pub struct ReleaseRequest {
     /// The destructive pipeline needs an explicit confirmation.
     pub confirmed: bool,
     pub actor: Actor,
+    /// An admin's override of the environment's `requires:` policy.
+    pub override_policy: Option<PolicyOverride>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -98,19 +104,41 @@ impl Engine {
         } else {
             RunKind::Normal
         };
-        if let Some(v) = &req.version {
-            let key = self.key(&env, WellKnownKey::DesiredVersion);
-            self.param_put(key.as_str(), v, &req.actor, None).await?;
+        // Fix the SHA now: `version` as typed, else desired_version as it is
+        // (its writer chose it); `latest` = what was last built here.
+        let key = self.key(&env, WellKnownKey::DesiredVersion);
+        let (fixed, stored) = match &req.version {
+            Some(v) => {
+                let stored = self.resolve_desired(&env, &key, v).await?;
+                (
+                    self.fix_version(&env, &stored, req.actor.as_str()).await?,
+                    Some(stored),
+                )
+            }
+            None => (self.fix_desired(&env).await?, None),
+        };
+        let reason = self
+            .check_requires(
+                &env,
+                &fixed.version,
+                None,
+                req.override_policy.as_ref(),
+                &req.actor,
+            )
+            .await?;
+        if let Some(stored) = stored {
+            self.param_put(key.as_str(), &stored, &req.actor, None).await?;
         }
-        self.enqueue(&env, kind, &req.actor, None, None).await
+        self.enqueue(&env, kind, &req.actor, &fixed, reason).await
     }
 
+    /// Queues a run fixed to `fixed.version`; the caller checked the request.
     pub(crate) async fn enqueue(
         &self,
         env: &EnvName,
         kind: RunKind,
         actor: &Actor,
-        target: Option<&Version>,
+        fixed: &Fixed,
         reason: Option<String>,
     ) -> Result<RunRecord, EngineError> {
         let (run, superseded) = self
@@ -119,7 +147,8 @@ impl Engine {
                 env: env.to_string(),
                 kind,
                 requested_by: actor.to_string(),
-                target_version: target.map(|v| v.to_string()),
+                target_version: Some(fixed.version.to_string()),
+                version_chosen_by: Some(fixed.chosen_by.clone()),
                 reason: reason.clone(),
             })
             .await?;
@@ -127,7 +156,10 @@ impl Engine {
             actor,
             "run.request",
             &format!("run/{}", run.id),
-            json!({ "env": env, "kind": kind, "target": target, "reason": reason, "superseded": superseded }),
+            json!({
+                "env": env, "kind": kind, "target": fixed.version, "chosen_by": fixed.chosen_by,
+                "reason": reason, "superseded": superseded
+            }),
         )
         .await;
         for id in &superseded {
@@ -241,13 +273,17 @@ impl Engine {
         }
     }
 
-    /// Approves or rejects a run waiting in the Approval stage.
+    /// Approves or rejects a run waiting in the Approval stage: its SHA,
+    /// fixed when it was requested. `expected`, if given, is the SHA (or a
+    /// prefix of at least 7 characters) the approver looked at; another one
+    /// is refused, so nobody approves what they did not see.
     pub async fn decide(
         &self,
         id: i64,
         actor: &Actor,
         decision: Decision,
         comment: Option<String>,
+        expected: Option<&str>,
     ) -> Result<RunView, EngineError> {
         let comment = comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
         if decision == Decision::Reject && comment.is_none() {
@@ -274,11 +310,42 @@ impl Engine {
         }
         let env = self.env_name(&run.env)?;
         let tier = self.config().environments[&env].tier;
-        if tier.is_production() && run.requested_by == actor.as_str() {
-            return Err(EngineError::Refused(format!(
-                "{actor} started run {id} on {env} (a production environment) and so cannot also approve or reject it: \
-                 four-eyes rule; ask another approver"
-            )));
+        let target = run.target_version.as_deref().unwrap_or("");
+        if let Some(e) = expected.map(str::trim).filter(|e| !e.is_empty()) {
+            let e = e.to_ascii_lowercase();
+            if e.len() < 7 {
+                return Err(EngineError::Refused(format!(
+                    "--version {e:?} is too short to name a SHA: give at least 7 characters of the run's version \
+                     (cutover run {id} shows it)"
+                )));
+            }
+            if target.is_empty() || !target.starts_with(&e) {
+                return Err(EngineError::Conflict(format!(
+                    "run {id} deploys {}, not {e:?}: look at the run again (cutover run {id}) before you {}",
+                    if target.is_empty() {
+                        "no fixed version"
+                    } else {
+                        target
+                    },
+                    decision.as_str()
+                )));
+            }
+        }
+        if tier.is_production() {
+            if run.requested_by == actor.as_str() {
+                return Err(EngineError::Forbidden(format!(
+                    "{actor} requested run {id} on {env} (a production environment) and so cannot also approve or reject it: \
+                     four-eyes rule; ask another approver"
+                )));
+            }
+            if run.version_chosen_by.as_deref() == Some(actor.as_str()) {
+                return Err(EngineError::Forbidden(format!(
+                    "{actor} chose the version of run {id} on {env} (a production environment): they wrote the \
+                     desired_version {} was resolved from, and so cannot also approve or reject it: four-eyes rule; \
+                     ask an approver who did not choose it",
+                    short(target)
+                )));
+            }
         }
         // Claim the decision: only one approve/reject wins the state change.
         self.store()
@@ -304,8 +371,13 @@ impl Engine {
         } else {
             "run.reject"
         };
-        self.audit(actor, action, &format!("run/{id}"), json!({ "comment": comment }))
-            .await;
+        self.audit(
+            actor,
+            action,
+            &format!("run/{id}"),
+            json!({ "comment": comment, "version": run.target_version }),
+        )
+        .await;
         let sender = {
             let controls = self.shared().controls.lock().unwrap_or_else(|e| e.into_inner());
             controls.get(&id).map(|c| c.decisions.clone())
@@ -323,6 +395,7 @@ impl Engine {
         env: &str,
         to: Option<&str>,
         actor: &Actor,
+        over: Option<&PolicyOverride>,
     ) -> Result<RunRecord, EngineError> {
         let env = self.env_name(env)?;
         let current = self.well_known(&env, WellKnownKey::LastDeployedVersion).await?;
@@ -356,13 +429,22 @@ impl Engine {
                 target.short()
             )));
         }
+        let overridden = self.check_requires(&env, &target, None, over, actor).await?;
         let key = self.key(&env, WellKnownKey::DesiredVersion);
         self.param_put(key.as_str(), target.as_str(), actor, None).await?;
-        let reason = Some(format!(
+        let mut reason = format!(
             "rollback from {}",
             current.as_deref().map(short).unwrap_or("nothing")
-        ));
-        self.enqueue(&env, RunKind::Rollback, actor, Some(&target), reason)
+        );
+        if let Some(o) = overridden {
+            reason.push_str("; ");
+            reason.push_str(&o);
+        }
+        let fixed = Fixed {
+            version: target,
+            chosen_by: actor.to_string(),
+        };
+        self.enqueue(&env, RunKind::Rollback, actor, &fixed, Some(reason))
             .await
     }
 
@@ -377,18 +459,29 @@ impl Engine {
         })?;
         let key = self.key(&env, WellKnownKey::DesiredVersion);
         self.param_put(key.as_str(), warm.as_str(), actor, None).await?;
+        let fixed = Fixed {
+            version: warm,
+            chosen_by: actor.to_string(),
+        };
         self.enqueue(
             &env,
             RunKind::FastRollback,
             actor,
-            Some(&warm),
+            &fixed,
             Some("fast rollback to the warm release".into()),
         )
         .await
     }
 
     /// Sets `to`'s desired_version to what `from` last deployed, then releases `to`.
-    pub async fn promote(&self, from: &str, to: &str, actor: &Actor) -> Result<RunRecord, EngineError> {
+    /// The `requires:` policy of `to` counts `from` as passed (it deployed the version).
+    pub async fn promote(
+        &self,
+        from: &str,
+        to: &str,
+        actor: &Actor,
+        over: Option<&PolicyOverride>,
+    ) -> Result<RunRecord, EngineError> {
         let from = self.env_name(from)?;
         let to = self.env_name(to)?;
         if from == to {
@@ -402,17 +495,21 @@ impl Engine {
                     "{from} has no deployed version yet; release it first: cutover release {from}"
                 ))
             })?;
+        let v = Version::parse(&version)?;
+        let overridden = self.check_requires(&to, &v, Some(&from), over, actor).await?;
         let key = self.key(&to, WellKnownKey::DesiredVersion);
         self.param_put(key.as_str(), &version, actor, None).await?;
-        let v = Version::parse(&version)?;
-        self.enqueue(
-            &to,
-            RunKind::Normal,
-            actor,
-            Some(&v),
-            Some(format!("promote from {from}")),
-        )
-        .await
+        let mut reason = format!("promote from {from}");
+        if let Some(o) = overridden {
+            reason.push_str("; ");
+            reason.push_str(&o);
+        }
+        let fixed = Fixed {
+            version: v,
+            chosen_by: actor.to_string(),
+        };
+        self.enqueue(&to, RunKind::Normal, actor, &fixed, Some(reason))
+            .await
     }
 
     /// The newest value of last_deployed_version that differs from `current`.

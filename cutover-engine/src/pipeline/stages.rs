@@ -52,39 +52,28 @@ pub(crate) async fn run_stage(ctx: &mut RunCtx, stage: Stage, log: &StageLog) ->
     }
 }
 
-/// Resolves what to deploy, checks the commit exists and, where the tier
-/// demands it, that it is on the accepted branch.
+/// Checks the SHA fixed when the run was requested: the commit exists and,
+/// where the tier demands it, is on the accepted branch. desired_version is
+/// not read again: changing it never changes a queued or waiting run.
 async fn source(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     let engine = ctx.engine.clone();
     let env = ctx.env.clone();
     let previous = engine.well_known(&env, WellKnownKey::LastDeployedVersion).await?;
-    let version =
-        match &ctx.run.target_version {
-            Some(v) => Version::parse(v)?,
-            None => {
-                let desired = engine
-                    .well_known(&env, WellKnownKey::DesiredVersion)
-                    .await?
-                    .ok_or_else(|| {
-                        StageError::Failed(format!(
-                            "{env} has no desired_version; set one: cutover release {env} --version REF"
-                        ))
-                    })?;
-                if desired == "latest" {
-                    let built = engine.well_known(&env, WellKnownKey::LastBuildVersion).await?.ok_or_else(|| {
-                    StageError::Failed(format!(
-                        "desired_version of {env} is `latest`, but nothing has been built for {env} yet; \
-                         release a specific version: cutover release {env} --version REF"
-                    ))
-                })?;
-                    log.line(format!("desired_version is latest = last_build_version {built}"))
-                        .await;
-                    Version::parse(&built)?
-                } else {
-                    Version::parse(&desired)?
-                }
-            }
-        };
+    let Some(target) = &ctx.run.target_version else {
+        return Err(StageError::Failed(format!(
+            "run {} has no version fixed at request time (it was queued by an older Cutover, which resolved \
+             desired_version only when a run started); request it again: cutover release {env}",
+            ctx.run.id
+        )));
+    };
+    let version = Version::parse(target)?;
+    log.line(format!(
+        "version fixed when run {} was requested by {}: {version} (chosen by {})",
+        ctx.run.id,
+        ctx.run.requested_by,
+        ctx.run.version_chosen_by.as_deref().unwrap_or("unknown")
+    ))
+    .await;
     let branch = engine.config().accepted_branch(&env).map(str::to_owned);
     let tier = engine.config().environments[&env].tier;
     let v = version.clone();
@@ -131,7 +120,12 @@ async fn source(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
 
 async fn version_info(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     let version = ctx.version()?.clone();
-    log.line(format!("deployment version: {version}")).await;
+    log.line(format!(
+        "deployment version: {version} (fixed at request by {}, chosen by {})",
+        ctx.run.requested_by,
+        ctx.run.version_chosen_by.as_deref().unwrap_or("unknown")
+    ))
+    .await;
     let Some(previous) = ctx.previous.clone() else {
         log.line("latest deployed version: none (first deployment)").await;
         return Ok(StageOutcome::Done(None));
@@ -205,8 +199,12 @@ async fn approval(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
             RunUpdate::default(),
         )
         .await?;
+    let version = ctx.version()?.clone();
     log.line(format!(
-        "waiting for approval (expires in {}): cutover approve {id}  /  cutover reject {id} --comment WHY",
+        "waiting for approval of version {version} (requested by {}, chosen by {}; neither may approve it on a \
+         production tier), expires in {}: cutover approve {id}  /  cutover reject {id} --comment WHY",
+        ctx.run.requested_by,
+        ctx.run.version_chosen_by.as_deref().unwrap_or("unknown"),
         cutover_core::config::format_duration(timeout)
     ))
     .await;
@@ -252,6 +250,7 @@ async fn approval(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     match decision.decision {
         Decision::Approve => {
             log.line(format!("approved by {}{comment}", decision.actor)).await;
+            log.line(format!("approved version: {version}")).await;
             Ok(StageOutcome::Done(Some(format!(
                 "approved by {}",
                 decision.actor

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use cutover_engine::{Engine, LogEvent, Principal, ReleaseRequest, RunView};
+use cutover_engine::{Engine, LogEvent, PolicyOverride, Principal, ReleaseRequest, RunView};
 use cutover_store::{Decision, RunLogLine, RunRecord};
 use serde::Deserialize;
 use serde_json::json;
@@ -44,14 +44,26 @@ struct ReleaseBody {
     /// Confirms a destructive run.
     #[serde(default)]
     confirm: bool,
+    /// Admins only: deploy although the version has not succeeded on the environments
+    /// this one `requires:`; the reason is recorded on the run and audited.
+    override_policy: Option<String>,
+}
+
+/// The override a request asks for, with the grants the engine checks it against.
+fn policy_override(reason: Option<String>, principal: &Principal) -> Option<PolicyOverride> {
+    reason.map(|reason| PolicyOverride {
+        reason,
+        grants: principal.grants.clone(),
+    })
 }
 
 /// Queues a run of the normal (or destructive) pipeline.
 #[utoipa::path(post, path = "/api/v1/environments/{env}/releases", tag = "runs",
     params(("env" = String, Path, description = "Environment name")),
     request_body = ReleaseBody,
-    responses((status = 202, description = "The queued run", body = RunRecord),
-        (status = 400, description = "Bad body, unknown version or a refused destructive run", body = ErrorBody),
+    responses((status = 202, description = "The queued run, with the SHA it deploys fixed (`target_version`)", body = RunRecord),
+        (status = 400, description = "Bad body, unknown version, nothing built for `latest`, a refused destructive run, or a `requires:` refusal", body = ErrorBody),
+        (status = 403, description = "A policy override by someone who is not an admin of the environment", body = ErrorBody),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 
 async fn release(
@@ -60,14 +72,14 @@ async fn release(
     Extension(principal): Extension<Principal>,
     b: Result<Json<ReleaseBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunRecord>), ApiError> {
-    let actor = principal.name;
     let b = super::body(b)?;
     let req = ReleaseRequest {
         env,
         version: b.version,
         destructive: b.destructive,
         confirmed: b.confirm,
-        actor,
+        override_policy: policy_override(b.override_policy, &principal),
+        actor: principal.name,
     };
     Ok((StatusCode::ACCEPTED, Json(engine.release(req).await?)))
 }
@@ -80,6 +92,8 @@ struct RollbackBody {
     /// Switch traffic back to the warm previous release (no `to`).
     #[serde(default)]
     fast: bool,
+    /// Admins only: as for a release.
+    override_policy: Option<String>,
 }
 
 /// Rolls an environment back: a pipeline run to an earlier version, or with `fast` an
@@ -88,7 +102,8 @@ struct RollbackBody {
     params(("env" = String, Path, description = "Environment name")),
     request_body = RollbackBody,
     responses((status = 202, description = "The rollback run", body = RunRecord),
-        (status = 400, description = "Nothing to roll back to, or a bad body", body = ErrorBody),
+        (status = 400, description = "Nothing to roll back to, a bad body, or a `requires:` refusal", body = ErrorBody),
+        (status = 403, description = "A policy override by someone who is not an admin of the environment", body = ErrorBody),
         (status = 404, description = "No such environment", body = ErrorBody),
         (status = 409, description = "No warm release for a fast rollback", body = ErrorBody)))]
 
@@ -98,8 +113,9 @@ async fn rollback(
     Extension(principal): Extension<Principal>,
     b: Result<Json<RollbackBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunRecord>), ApiError> {
-    let actor = principal.name;
+    let actor = principal.name.clone();
     let b = super::body(b)?;
+    let over = policy_override(b.override_policy, &principal);
     let run = if b.fast {
         if b.to.is_some() {
             return Err(ApiError::bad_request(
@@ -108,7 +124,9 @@ async fn rollback(
         }
         engine.fast_rollback(&env, &actor).await?
     } else {
-        engine.rollback(&env, b.to.as_deref(), &actor).await?
+        engine
+            .rollback(&env, b.to.as_deref(), &actor, over.as_ref())
+            .await?
     };
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
@@ -120,6 +138,8 @@ struct PromoteBody {
     from: String,
     /// The environment that gets it (a release run is queued there).
     to: String,
+    /// Admins only: as for a release (`from` counts as passed).
+    override_policy: Option<String>,
 }
 
 /// Copies the version deployed in `from` to `to` and queues a release there.
@@ -127,6 +147,7 @@ struct PromoteBody {
     request_body = PromoteBody,
     responses((status = 202, description = "The release run in `to`", body = RunRecord),
         (status = 400, description = "Nothing deployed in `from`, or a policy refusal", body = ErrorBody),
+        (status = 403, description = "A policy override by someone who is not an admin of the environment", body = ErrorBody),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 
 async fn promote(
@@ -134,11 +155,15 @@ async fn promote(
     Extension(principal): Extension<Principal>,
     b: Result<Json<PromoteBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RunRecord>), ApiError> {
-    let actor = principal.name;
     let b = super::body(b)?;
+    let over = policy_override(b.override_policy, &principal);
     Ok((
         StatusCode::ACCEPTED,
-        Json(engine.promote(&b.from, &b.to, &actor).await?),
+        Json(
+            engine
+                .promote(&b.from, &b.to, &principal.name, over.as_ref())
+                .await?,
+        ),
     ))
 }
 
@@ -301,16 +326,22 @@ async fn cancel(
 struct DecisionBody {
     /// Recorded with the decision; required to reject (say what to fix).
     comment: Option<String>,
+    /// The SHA (or a prefix of 7+ characters) the decision is about: refused
+    /// (409) if the run deploys another one. The dashboard always sends it.
+    version: Option<String>,
 }
 
-/// Approves a run waiting in its Approval stage (four-eyes: not by who requested it).
+/// Approves the SHA of a run waiting in its Approval stage (fixed when the run was
+/// requested). Four-eyes on production tiers: not by who requested the run, nor by who
+/// chose its version (wrote the desired_version it was resolved from).
 #[utoipa::path(post, path = "/api/v1/runs/{id}/approve", tag = "runs",
     params(("id" = i64, Path, description = "Run id")),
     request_body = DecisionBody,
     responses((status = 200, body = RunView),
-        (status = 400, description = "Self-approval or a second decision by the same person", body = ErrorBody),
+        (status = 400, description = "A bad body", body = ErrorBody),
+        (status = 403, description = "Four-eyes: the requester or the chooser of the version of a production run", body = ErrorBody),
         (status = 404, description = "No such run", body = ErrorBody),
-        (status = 409, description = "The run is not waiting for approval", body = ErrorBody)))]
+        (status = 409, description = "The run is not waiting for approval, or deploys another SHA than `version`", body = ErrorBody)))]
 
 async fn approve(
     State(engine): State<Engine>,
@@ -321,7 +352,11 @@ async fn approve(
     let actor = principal.name;
     let b = super::body(b)?;
     let comment = super::comment("comment", b.comment)?;
-    Ok(Json(engine.decide(id, &actor, Decision::Approve, comment).await?))
+    Ok(Json(
+        engine
+            .decide(id, &actor, Decision::Approve, comment, b.version.as_deref())
+            .await?,
+    ))
 }
 
 /// Rejects a run waiting for approval; it ends as rejected and nothing is deployed.
@@ -330,8 +365,9 @@ async fn approve(
     request_body = DecisionBody,
     responses((status = 200, body = RunView),
         (status = 400, description = "No comment: a rejection says why", body = ErrorBody),
+        (status = 403, description = "Four-eyes: the requester or the chooser of the version of a production run", body = ErrorBody),
         (status = 404, description = "No such run", body = ErrorBody),
-        (status = 409, description = "The run is not waiting for approval", body = ErrorBody)))]
+        (status = 409, description = "The run is not waiting for approval, or deploys another SHA than `version`", body = ErrorBody)))]
 async fn reject(
     State(engine): State<Engine>,
     Path(id): Path<i64>,
@@ -341,5 +377,9 @@ async fn reject(
     let actor = principal.name;
     let b = super::body(b)?;
     let comment = super::comment("comment", b.comment)?;
-    Ok(Json(engine.decide(id, &actor, Decision::Reject, comment).await?))
+    Ok(Json(
+        engine
+            .decide(id, &actor, Decision::Reject, comment, b.version.as_deref())
+            .await?,
+    ))
 }

@@ -356,7 +356,11 @@ function stageBox(s) {
     s.note ? el('span', { class: 'stage-note' }, s.note) : null);
 }
 
-function decisionForm(id, refresh) {
+// The decision is about the SHA fixed when the run was requested: it is shown in full and
+// sent with the decision, so the server refuses it if the run deploys anything else.
+function decisionForm(run, refresh) {
+  const id = run.id;
+  const version = run.target_version || '';
   const comment = el('textarea', { id: 'decision-comment', rows: 2, maxlength: 2000 });
   const msg = el('p', { role: 'alert', class: 'error' });
   const decide = (what) => async () => {
@@ -368,7 +372,9 @@ function decisionForm(id, refresh) {
       return;
     }
     try {
-      await write(`/runs/${id}/${what}`, text ? { comment: text } : {});
+      const body = version ? { version } : {};
+      if (text) body.comment = text;
+      await write(`/runs/${id}/${what}`, body);
       comment.value = '';
       refresh();
     } catch (e) {
@@ -376,6 +382,9 @@ function decisionForm(id, refresh) {
     }
   };
   return el('form', { class: 'decision' },
+    el('p', { class: 'decision-version' }, 'You decide on version ',
+      el('code', { class: 'approval-sha' }, version || 'none fixed'),
+      ` (requested by ${run.requested_by}, chosen by ${run.version_chosen_by || 'unknown'})`),
     el('label', { for: 'decision-comment' }, 'Comment (required to reject)'), comment,
     el('div', { class: 'buttons' },
       el('button', { type: 'button', class: 'approve', onclick: decide('approve') }, 'Approve'),
@@ -403,6 +412,7 @@ function runView(id) {
       el('dt', {}, 'Version'), el('dd', {}, sha(run.version || run.target_version)),
       el('dt', {}, 'Previous'), el('dd', {}, sha(run.previous_version)),
       el('dt', {}, 'Requested by'), el('dd', {}, run.requested_by, run.reason ? ` — ${run.reason}` : ''),
+      el('dt', {}, 'Version chosen by'), el('dd', {}, run.version_chosen_by || '—'),
       el('dt', {}, 'Requested'), el('dd', {}, time(run.created_at_ms)),
       el('dt', {}, 'Duration'), el('dd', {}, duration(run.started_at_ms, run.ended_at_ms) || '—'),
       run.superseded_by ? el('dt', {}, 'Superseded by') : null,
@@ -413,7 +423,7 @@ function runView(id) {
     approvals.replaceChildren(table('Decisions', ['By', 'Decision', 'Comment', 'At'],
       run.approvals.map((a) => [a.actor, a.decision, a.comment || '', time(a.at_ms)]), 'No decisions.'));
     if (run.state === 'awaiting_approval') {
-      if (!form) { form = decisionForm(id, () => tick()); decision.replaceChildren(form); }
+      if (!form) { form = decisionForm(run, () => tick()); decision.replaceChildren(form); }
     } else {
       form = null;
       decision.replaceChildren();

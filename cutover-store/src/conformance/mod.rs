@@ -53,6 +53,7 @@ pub use runs::{
     concurrent_transitions_one_winner, enqueue_supersedes_only_queued_runs_of_the_same_env,
     illegal_transitions_conflict_and_write_nothing, legal_transitions_write_the_update,
     new_run_has_thirteen_pending_stages_in_order, run_list_pages_newest_first,
+    run_succeeded_with_needs_that_env_that_version_and_success,
     run_update_writes_fields_but_not_on_ended_runs, runs_unfinished_lists_queued_and_active_oldest_first,
 };
 pub use scheduler::{
@@ -81,6 +82,7 @@ macro_rules! conformance_tests {
                  run_list_pages_newest_first, legal_transitions_write_the_update, run_update_writes_fields_but_not_on_ended_runs,
                  illegal_transitions_conflict_and_write_nothing, stage_update_sets_times_and_current_stage,
                  stages_mark_not_run_touches_only_pending, runs_unfinished_lists_queued_and_active_oldest_first,
+                 run_succeeded_with_needs_that_env_that_version_and_success,
                  log_read_filters_by_stage_and_after_seq, approvals_are_recorded_in_order,
                  run_text_with_nul_is_refused, scheduler_state_upsert, job_runs_start_finish_and_list,
                  job_runs_unfinished_oldest_first, job_log_append_and_read, job_history_reset_deletes_runs_and_logs,
@@ -141,6 +143,7 @@ fn new_run(env: &str, kind: RunKind) -> NewRun {
         kind,
         requested_by: "alice".into(),
         target_version: None,
+        version_chosen_by: None,
         reason: None,
     }
 }

@@ -22,6 +22,7 @@ pub async fn new_run_has_thirteen_pending_stages_in_order(store: &dyn Store) {
     let mut request = new_run("shop-prod", RunKind::Rollback);
     request.target_version = Some(SHA_A.into());
     request.reason = Some("bad release".into());
+    request.version_chosen_by = Some("bob".into());
     let (run, superseded) = store.run_enqueue(request).await.unwrap();
     let after = wall_ms();
     assert!(superseded.is_empty());
@@ -30,6 +31,7 @@ pub async fn new_run_has_thirteen_pending_stages_in_order(store: &dyn Store) {
         ("shop-prod", RunKind::Rollback, RunState::Queued, "alice")
     );
     assert_eq!(run.target_version.as_deref(), Some(SHA_A));
+    assert_eq!(run.version_chosen_by.as_deref(), Some("bob"));
     assert_eq!(run.reason.as_deref(), Some("bad release"));
     assert!(before <= run.created_at_ms && run.created_at_ms <= after);
     assert_eq!(
@@ -59,7 +61,86 @@ pub async fn new_run_has_thirteen_pending_stages_in_order(store: &dyn Store) {
         .await
         .unwrap();
     assert!(next.id > run.id, "ids must increase");
-    assert_eq!((next.target_version, next.reason), (None, None));
+    assert_eq!(
+        (next.target_version, next.version_chosen_by, next.reason),
+        (None, None, None)
+    );
+}
+
+/// `run_succeeded_with` is true only for a run of that environment that
+/// ended `Succeeded` with that version: not another environment's, not a
+/// failed one, not one still running.
+pub async fn run_succeeded_with_needs_that_env_that_version_and_success(store: &dyn Store) {
+    let ended = |version: &str| RunUpdate {
+        version: Some(version.into()),
+        ended_at_ms: Some(wall_ms()),
+        ..RunUpdate::default()
+    };
+    assert!(!store.run_succeeded_with("shop-stage", SHA_A).await.unwrap());
+    // A failed run of SHA_A on stage, a running one of SHA_B there.
+    let (failed, _) = store
+        .run_enqueue(new_run("shop-stage", RunKind::Normal))
+        .await
+        .unwrap();
+    store
+        .run_transition(
+            failed.id,
+            &[RunState::Queued],
+            RunState::Running,
+            RunUpdate::default(),
+        )
+        .await
+        .unwrap();
+    store
+        .run_transition(failed.id, &[RunState::Running], RunState::Failed, ended(SHA_A))
+        .await
+        .unwrap();
+    let (running, _) = store
+        .run_enqueue(new_run("shop-stage", RunKind::Normal))
+        .await
+        .unwrap();
+    let update = RunUpdate {
+        version: Some(SHA_B.into()),
+        ..RunUpdate::default()
+    };
+    store
+        .run_transition(running.id, &[RunState::Queued], RunState::Running, update)
+        .await
+        .unwrap();
+    assert!(!store.run_succeeded_with("shop-stage", SHA_A).await.unwrap());
+    assert!(!store.run_succeeded_with("shop-stage", SHA_B).await.unwrap());
+    // SHA_A succeeds on prod: still not on stage.
+    let (prod, _) = store
+        .run_enqueue(new_run("shop-prod", RunKind::Normal))
+        .await
+        .unwrap();
+    store
+        .run_transition(
+            prod.id,
+            &[RunState::Queued],
+            RunState::Running,
+            RunUpdate::default(),
+        )
+        .await
+        .unwrap();
+    store
+        .run_transition(prod.id, &[RunState::Running], RunState::Succeeded, ended(SHA_A))
+        .await
+        .unwrap();
+    assert!(!store.run_succeeded_with("shop-stage", SHA_A).await.unwrap());
+    assert!(store.run_succeeded_with("shop-prod", SHA_A).await.unwrap());
+    // The running one succeeds.
+    store
+        .run_transition(
+            running.id,
+            &[RunState::Running],
+            RunState::Succeeded,
+            ended(SHA_B),
+        )
+        .await
+        .unwrap();
+    assert!(store.run_succeeded_with("shop-stage", SHA_B).await.unwrap());
+    assert!(!store.run_succeeded_with("shop-stage", SHA_A).await.unwrap());
 }
 
 /// A new request supersedes the queued runs of its environment only: not

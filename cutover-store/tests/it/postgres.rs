@@ -335,6 +335,7 @@ async fn concurrent_enqueues_in_one_env_leave_one_queued_run() {
                         kind: cutover_core::RunKind::Normal,
                         requested_by: "alice".into(),
                         target_version: None,
+                        version_chosen_by: None,
                         reason: None,
                     })
                     .await

@@ -121,6 +121,7 @@ fn run_request(env: &str) -> cutover_store::NewRun {
         kind: cutover_core::RunKind::Normal,
         requested_by: "alice".into(),
         target_version: None,
+        version_chosen_by: None,
         reason: None,
     }
 }

@@ -15,9 +15,13 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
             version,
             destructive,
             yes,
+            override_policy,
             follow,
         }) => {
-            let body = json!({ "version": version, "destructive": destructive, "confirm": yes });
+            let body = json!({
+                "version": version, "destructive": destructive, "confirm": yes,
+                "override_policy": override_policy
+            });
             let run: Value = client
                 .post(
                     &format!("/api/v1/environments/{}/releases", urlencode(&env)),
@@ -30,9 +34,10 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
             env,
             to,
             fast,
+            override_policy,
             follow,
         } => {
-            let body = json!({ "to": to, "fast": fast });
+            let body = json!({ "to": to, "fast": fast, "override_policy": override_policy });
             let run: Value = client
                 .post(
                     &format!("/api/v1/environments/{}/rollback", urlencode(&env)),
@@ -41,10 +46,14 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
                 .await?;
             started(client, &run, follow, out).await
         }
-        Command::Promote { from, to, follow } => {
-            let run: Value = client
-                .post("/api/v1/promotions", &json!({ "from": from, "to": to }))
-                .await?;
+        Command::Promote {
+            from,
+            to,
+            override_policy,
+            follow,
+        } => {
+            let body = json!({ "from": from, "to": to, "override_policy": override_policy });
+            let run: Value = client.post("/api/v1/promotions", &body).await?;
             started(client, &run, follow, out).await
         }
         Command::Runs { env, limit } => {
@@ -75,8 +84,10 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Approve { id, comment } => decide(client, id, "approve", comment, out).await,
-        Command::Reject { id, comment } => decide(client, id, "reject", comment, out).await,
+        Command::Approve { id, comment, version } => {
+            decide(client, id, "approve", comment, version, out).await
+        }
+        Command::Reject { id, comment, version } => decide(client, id, "reject", comment, version, out).await,
         _ => unreachable!("dispatched in commands::run"),
     }
 }
@@ -86,18 +97,22 @@ async fn decide(
     id: i64,
     verb: &str,
     comment: Option<String>,
+    version: Option<String>,
     out: Output,
 ) -> anyhow::Result<ExitCode> {
     let view: Value = client
         .post(
             &format!("/api/v1/runs/{id}/{verb}"),
-            &json!({ "comment": comment }),
+            &json!({ "comment": comment, "version": version }),
         )
         .await?;
     output::emit(out, &view, |v| {
         let done = if verb == "approve" { "approved" } else { "rejected" };
         println!(
-            "run {id} {done}; it continues on {} (state {})",
+            "run {id} {done}: version {} (requested by {}, chosen by {}); it continues on {} (state {})",
+            v["target_version"].as_str().unwrap_or("-"),
+            v["requested_by"].as_str().unwrap_or(""),
+            v["version_chosen_by"].as_str().unwrap_or("-"),
             v["env"].as_str().unwrap_or(""),
             v["state"].as_str().unwrap_or("")
         );
@@ -111,10 +126,11 @@ async fn started(client: &Client, run: &Value, follow: bool, out: Output) -> any
     if !follow {
         output::emit(out, run, |r| {
             println!(
-                "run {id} queued on {} ({}{})",
+                "run {id} queued on {} ({}{}): version {}",
                 r["env"].as_str().unwrap_or(""),
                 r["kind"].as_str().unwrap_or(""),
-                r["reason"].as_str().map(|s| format!(", {s}")).unwrap_or_default()
+                r["reason"].as_str().map(|s| format!(", {s}")).unwrap_or_default(),
+                r["target_version"].as_str().unwrap_or("-")
             );
             println!("follow it:  cutover logs {id} --follow");
             println!("see stages: cutover run {id}");
@@ -197,7 +213,7 @@ fn runs_table(runs: &Value) {
                 r["env"].as_str().unwrap_or("").to_owned(),
                 r["kind"].as_str().unwrap_or("").to_owned(),
                 r["state"].as_str().unwrap_or("").to_owned(),
-                short(r["version"].as_str()),
+                short(r["version"].as_str().or(r["target_version"].as_str())),
                 r["requested_by"].as_str().unwrap_or("").to_owned(),
                 output::time(r["created_at_ms"].as_i64().unwrap_or(0)),
                 r["error"].as_str().unwrap_or("").to_owned(),
@@ -217,10 +233,19 @@ fn run_detail(r: &Value) {
         r["env"].as_str().unwrap_or(""),
         r["kind"].as_str().unwrap_or(""),
         r["state"].as_str().unwrap_or(""),
-        short(r["version"].as_str()),
+        short(r["version"].as_str().or(r["target_version"].as_str())),
         short(r["previous_version"].as_str()),
         r["requested_by"].as_str().unwrap_or("")
     );
+    if let Some(v) = r["target_version"].as_str() {
+        println!(
+            "version fixed at request: {v} (chosen by {})",
+            r["version_chosen_by"].as_str().unwrap_or("-")
+        );
+    }
+    if let Some(reason) = r["reason"].as_str() {
+        println!("reason: {reason}");
+    }
     if let Some(e) = r["error"].as_str() {
         println!("error: {e}");
     }

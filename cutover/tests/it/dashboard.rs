@@ -248,6 +248,10 @@ fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
     assert!(dom.contains(">Approve</button>"), "{dom}");
     assert!(dom.contains(">Reject</button>"), "{dom}");
     assert!(dom.contains("<label for=\"decision-comment\">"), "{dom}");
+    // The form names the SHA fixed when the run was requested (issue 11): what Approve approves.
+    let fixed = format!("<code class=\"approval-sha\">{}</code>", app.good[0]);
+    assert!(dom.contains(&fixed), "no {fixed}: {dom}");
+    assert!(dom.contains("(requested by alice, chosen by alice)"), "{dom}");
 
     // One screenshot of that run, for a human to look at.
     let png = tmp.path().join("run.png");

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod approvals;
 mod auth;
 mod auth_matrix;
 mod broker;

@@ -36,7 +36,8 @@ scheduler:
 environments:
   dev:     { tier: dev }
   staging: { tier: stage, branch: main }
-  prod:    { tier: prod, branch: main }
+  # These tests release prod directly; `requires:` (default: staging) is tested in approvals.rs.
+  prod:    { tier: prod, branch: main, requires: [] }
 "#;
 
 const RUN_OK: &str = "case \"$1\" in\n  api) exec \"$SHOP_BIN\" api ;;\n  worker) exec sleep 3600 ;;\nesac\n";

@@ -216,8 +216,8 @@ fn replicas(server: &Server, env: &str) -> u64 {
 #[test]
 fn production_follows_its_request_rate_between_min_and_max() {
     let config = crate::pipeline_support::APP_CONFIG.replace(
-        "prod:    { tier: prod, branch: main }",
-        "prod:    { tier: prod, branch: main, autoscale: { min: 1, max: 3, target_rps_per_replica: 20 } }",
+        "prod:    { tier: prod, branch: main, requires: [] }",
+        "prod:    { tier: prod, branch: main, requires: [], autoscale: { min: 1, max: 3, target_rps_per_replica: 20 } }",
     );
     assert!(config.contains("autoscale"), "the fixture's prod line changed");
     let app = App::with_config(&config);

@@ -55,7 +55,8 @@ services:
 environments:
   dev:     { tier: dev, branch: develop }
   staging: { tier: stage, branch: main }
-  prod:    { tier: prod, branch: main }
+  # These tests release prod directly; `requires:` (default: staging) is tested in approvals.rs.
+  prod:    { tier: prod, branch: main, requires: [] }
 "#;
 
 impl Fixture {
