@@ -15,6 +15,7 @@ mod environments;
 mod error;
 pub mod http;
 mod lifecycle;
+pub mod masking;
 mod metrics;
 mod params;
 pub mod pipeline;
@@ -51,7 +52,7 @@ pub use pipeline::{LogEvent, ReleaseRequest, RunView, SYSTEM_ACTOR};
 pub use scale::{MAX_REPLICAS, ScaleAnswer, ScaleRequest, ScaleState};
 pub use scheduler::{JobStatus, SchedulerStatus};
 pub use secrets::{Rotation, SecretKey, check_rotation_state, rotate_secret_key};
-pub use status::{EnvStatus, InstanceView, ServiceStatus};
+pub use status::{EnvStatus, InstanceView, ServiceFollow, ServiceStatus};
 pub use tokens::{AuthError, IssuedToken, Principal, TokenRequest, hash_secret};
 pub use webhooks::{check_webhook_files, check_webhooks, signature as webhook_signature};
 
@@ -138,6 +139,7 @@ impl Engine {
     /// workers (which first bring each environment back to its deployed
     /// version) and the scheduler. Call once, after the router listens.
     pub async fn start(&self) -> Result<(), EngineError> {
+        self.refresh_server_log_masker().await;
         for runtime in self.runtimes() {
             let report = runtime
                 .recover()

@@ -171,6 +171,9 @@ impl Engine {
             json!({ "version": written.version, "value": "****", "length": stored.chars().count() })
         };
         self.audit(actor, "param.put", key.as_str(), detail).await;
+        if crate::masking::is_masked_key(key.as_str()) {
+            self.refresh_server_log_masker().await;
+        }
         Ok(shown(written))
     }
 

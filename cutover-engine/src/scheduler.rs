@@ -405,9 +405,10 @@ impl Engine {
         tokio::spawn(async move {
             let (tx, mut rx) = mpsc::unbounded_channel::<cutover_runtime::TaskLine>();
             let store = engine.store().clone();
+            let masker = engine.log_masker(&env).await;
             let forward = tokio::spawn(async move {
                 while let Some(line) = rx.recv().await {
-                    let _ = store.job_log_append(id, &line.text).await;
+                    let _ = store.job_log_append(id, &masker.mask(&line.text)).await;
                 }
             });
             let outcome = engine.runtime_for(&env).run_task(spec, tx, cancel).await;

@@ -335,7 +335,8 @@ async fn pre_deploy_config(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
             .await;
         settings.push((name, p.value));
     }
-    ctx.secrets = std::sync::Arc::new(settings.iter().map(|(_, v)| v.clone()).collect());
+    // The settings as read now (a change since the run started counts too).
+    ctx.masker = ctx.engine.log_masker(&ctx.env).await;
     let n = settings.len();
     ctx.settings = settings;
     Ok(StageOutcome::Done(Some(format!("{n} settings"))))

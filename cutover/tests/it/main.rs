@@ -15,6 +15,7 @@ mod crash_and_scheduler;
 mod dashboard;
 mod demo;
 pub(crate) mod example_shop;
+mod leaks;
 mod lifecycle;
 mod openapi;
 mod pipeline;
