@@ -307,14 +307,10 @@ impl crate::Engine {
         }
     }
 
-    /// A setting's value, or a secret's decrypted one (`None` if it cannot be decrypted: then
-    /// nothing can print it either).
+    /// A setting's or secret's decrypted value (`None` if it cannot be decrypted: then nothing
+    /// can print it either).
     fn plain_value(&self, p: &cutover_store::ParamVersion) -> Option<String> {
-        if crate::secrets::is_secret(&p.key) {
-            self.secret_key().decrypt(&p.value).ok()
-        } else {
-            Some(p.value.clone())
-        }
+        self.secret_key().decrypt(&p.value).ok()
     }
 }
 

@@ -93,7 +93,12 @@ impl Engine {
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     && !name.starts_with("CUTOVER_")
                 {
-                    vars.push((name, p.value));
+                    match self.setting_value(&p.value) {
+                        Ok(value) => vars.push((name, value)),
+                        Err(e) => {
+                            tracing::error!(key = %p.key, error = %e, "a setting cannot be decrypted; left out")
+                        }
+                    }
                 }
             }
         }

@@ -451,3 +451,33 @@ fn a_webhook_receiver_answering_307_sends_nothing_to_the_redirect_target() {
         "the server log shows the webhook URL's token:\n{log}"
     );
 }
+
+#[test]
+fn settings_are_encrypted_at_rest_and_shown_decrypted() {
+    let fixture = crate::support::Fixture::new();
+    let server = fixture.start();
+    let key = "/shop-dev/env/API_KEY";
+    let value = "plain-setting-value-4242";
+    let put = server.cli_json("alice", &["param", "put", key, value]);
+    assert_eq!(put["value"], value, "{put:#}");
+    let got = server.cli_json("x", &["param", "get", key]);
+    assert_eq!(got["value"], value, "whoever may read a setting sees it: {got:#}");
+    let listed = server.cli_json("x", &["param", "list", "/shop-dev/env"]);
+    assert!(listed.to_string().contains(value), "{listed:#}");
+    server.terminate();
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(fixture.data_dir()).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("cutover.db") {
+            stored.extend(std::fs::read(entry.path()).unwrap());
+        }
+    }
+    assert!(!stored.is_empty(), "the database files were read");
+    assert!(
+        !stored.windows(value.len()).any(|w| w == value.as_bytes()),
+        "the setting is stored in plain"
+    );
+    assert!(
+        stored.windows(7).any(|w| w == b"enc:v1:"),
+        "encrypted values are stored"
+    );
+}
