@@ -95,6 +95,9 @@ services:
     run: "sh printer.sh"
 hooks:
   install: "sh leak.sh"
+scheduler:
+  jobs:
+    leak: { schedule: "0 0 1 1 *", run: "sh leak.sh" }
 environments:
   dev: { tier: dev }
 "#;
@@ -139,7 +142,7 @@ fn assert_no_leak(what: &str, text: &str) {
 }
 
 #[test]
-fn settings_are_masked_in_service_logs_run_logs_and_the_server_log_in_every_form() {
+fn settings_are_masked_in_run_job_service_and_server_logs_in_every_form() {
     let (dir, sha) = repo_with(LEAKY_CONFIG, &[("printer.sh", PRINTER), ("leak.sh", LEAK)]);
     let (server, server_log) = start_logged(&dir.path().join("cutover.yml"), &dir.path().join("data"), &[]);
     for (name, value) in [("DB_PASSWORD", PASSWORD), ("CERT", CERT), ("PIN", PIN)] {
@@ -162,6 +165,23 @@ fn settings_are_masked_in_service_logs_run_logs_and_the_server_log_in_every_form
     assert_eq!(value_of(&log, "cert"), "****", "{log}");
     assert_eq!(value_of(&log, "pin"), "[****]", "{log}");
     assert_no_leak("the run log", &log);
+
+    // A job's log: the same hook as a job.
+    server.cli_json("alice", &["scheduler", "run", "dev", "leak"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let job_log = loop {
+        let out = server.cli("x", &["scheduler", "logs", "dev", "leak"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("pin=") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for key in ["plain", "b64", "b64url", "hex", "HEX", "url", "cert"] {
+        assert_eq!(value_of(&job_log, key), "****", "{key} in:\n{job_log}");
+    }
+    assert_eq!(value_of(&job_log, "pin"), "[****]", "{job_log}");
+    assert_no_leak("the job log", &job_log);
 
     // Service logs as served: the last lines, and followed.
     let deadline = Instant::now() + Duration::from_secs(20);
