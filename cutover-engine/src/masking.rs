@@ -292,6 +292,19 @@ impl crate::Engine {
         Ok(self.log_masker(&env).await)
     }
 
+    /// As [`crate::Engine::log_masker`] for a stored environment name; one that no longer
+    /// exists (a deleted integration environment) gets the server log's masker.
+    pub(crate) async fn log_masker_named(&self, env: &str) -> Arc<Masker> {
+        match self.env_name(env) {
+            Ok(env) => self.log_masker(&env).await,
+            Err(_) => SERVER_LOG
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default(),
+        }
+    }
+
     /// Rebuilds the server log's masker from every setting and secret in the store: at start
     /// and after each change of one.
     pub(crate) async fn refresh_server_log_masker(&self) {

@@ -116,6 +116,7 @@ echo "HEX=$(printf %s "$DB_PASSWORD" | od -An -tx1 | tr -d ' \n' | tr a-f A-F)"
 echo "url=$(printf %s "$DB_PASSWORD" | od -An -tx1 | tr -s ' \n' ' ' | sed 's/ *$//; s/ /%/g')"
 echo "cert=$CERT"
 echo "pin=[$PIN]"
+echo "constant=token-abc-123-later"
 "#;
 
 /// The text after `key=` on the first line that has it.
@@ -165,6 +166,14 @@ fn settings_are_masked_in_run_job_service_and_server_logs_in_every_form() {
     assert_eq!(value_of(&log, "cert"), "****", "{log}");
     assert_eq!(value_of(&log, "pin"), "[****]", "{log}");
     assert_no_leak("the run log", &log);
+    // A value set after the line was written is masked as the log is served.
+    assert_eq!(value_of(&log, "constant"), "token-abc-123-later");
+    let put = server.cli(
+        "alice",
+        &["param", "put", "/shop-dev/env/LATER", "token-abc-123-later"],
+    );
+    assert!(put.status.success(), "{put:?}");
+    assert_eq!(value_of(&server.logs(id), "constant"), "****");
 
     // A job's log: the same hook as a job.
     server.cli_json("alice", &["scheduler", "run", "dev", "leak"]);
