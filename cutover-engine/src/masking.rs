@@ -18,6 +18,10 @@
 //!   3`, but not those of `v10` or `12:01`. Masking such a value everywhere would destroy every
 //!   log, and a secret that short is guessable anyway: give real secrets more characters.
 //!
+//! The server's own log gets one more pass over every environment's values of 4 or more
+//! characters (its lines from hooks and jobs were masked with their environment's masker
+//! first, short values included).
+//!
 //! Rejected: masking each place separately (the exact-substring filter of run logs missed
 //! every other path), and masking in the runtime's log writer (its files would be clean, but
 //! the runtime does not know the values, and it is rewritten for another reason); service logs
@@ -84,6 +88,14 @@ impl Masker {
             anywhere,
             words: words.into_iter().collect(),
         }
+    }
+
+    /// This masker without its short words: for the server's log, where every environment's
+    /// values meet (a `WORKERS=4` of one would hide every `run=4`), and whose lines from
+    /// processes were masked with their own environment's masker before.
+    pub fn without_short_words(mut self) -> Masker {
+        self.words.clear();
+        self
     }
 
     /// Whether this masker masks nothing.
@@ -314,7 +326,7 @@ impl crate::Engine {
                     .into_iter()
                     .filter(|p| is_masked_key(&p.key))
                     .filter_map(|p| self.plain_value(&p));
-                set_server_log_masker(Masker::new(values));
+                set_server_log_masker(Masker::new(values).without_short_words());
             }
             Err(e) => tracing::error!(error = %e, "cannot read the settings to mask the server log with"),
         }
@@ -350,6 +362,8 @@ mod tests {
         assert_eq!(m.mask("nothing here"), "nothing here");
         assert!(Masker::new([""]).is_empty());
         assert!(!format!("{m:?}").contains("hunter"));
+        let server_log = Masker::new(["hunter22", "1"]).without_short_words();
+        assert_eq!(server_log.mask("run=1 hunter22"), "run=1 ****");
     }
 
     #[test]
