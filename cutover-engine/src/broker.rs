@@ -83,7 +83,7 @@ pub(crate) async fn apply(
         if api.get(&path).await?.is_some() {
             log.line(format!("vhost {} exists", vhost.name)).await;
         } else {
-            api.put(&path, &json!({}), &[]).await?;
+            api.put(&path, &json!({})).await?;
             log.line(format!("created vhost {}", vhost.name)).await;
             changes += 1;
         }
@@ -106,7 +106,7 @@ pub(crate) async fn apply(
             },
         };
         let body = json!({ "password": password, "tags": tags });
-        api.put(&path, &body, &[password.as_str()]).await?;
+        api.put(&path, &body).await?;
         log.line(format!("{verdict} {user}")).await;
         changes += 1;
     }
@@ -136,7 +136,7 @@ pub(crate) async fn apply(
                 continue;
             }
             let body = json!({ "configure": user.configure, "write": user.write, "read": user.read });
-            api.put(&path, &body, &[]).await?;
+            api.put(&path, &body).await?;
             let verb = if current.is_none() { "set" } else { "changed" };
             log.line(format!("{verb} permissions of {on}: {}", differences.join(", ")))
                 .await;
@@ -269,17 +269,17 @@ impl Api {
                 ))
             }),
             StatusCode::NOT_FOUND => Ok(None),
-            s => Err(self.refused("GET", path, s, &body, &[])),
+            s => Err(self.refused("GET", path, s)),
         }
     }
 
-    /// PUTs `body`; `hide` lists values (passwords) kept out of any error.
-    async fn put(&self, path: &str, body: &Value, hide: &[&str]) -> Result<(), StageError> {
-        let (status, text) = self.call(Method::PUT, path, Some(body)).await?;
+    /// PUTs `body`.
+    async fn put(&self, path: &str, body: &Value) -> Result<(), StageError> {
+        let (status, _) = self.call(Method::PUT, path, Some(body)).await?;
         if status.is_success() {
             Ok(())
         } else {
-            Err(self.refused("PUT", path, status, &text, hide))
+            Err(self.refused("PUT", path, status))
         }
     }
 
@@ -311,23 +311,29 @@ impl Api {
         Ok((status, text))
     }
 
-    fn refused(&self, method: &str, path: &str, status: StatusCode, body: &str, hide: &[&str]) -> StageError {
-        let reason = serde_json::from_str::<Value>(body)
-            .ok()
-            .and_then(|v| v["reason"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| body.chars().take(300).collect());
-        let mut reason = hide
-            .iter()
-            .filter(|h| !h.is_empty())
-            .fold(reason, |r, h| r.replace(h, "****"));
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            reason = format!(
-                "{reason}; the management API refused user {} with {}. Check rabbitmq.admin_user and \
+    /// The error of a refused call: the status and what it usually means, never the answer's
+    /// body (a broker or anything posing as one may echo the request: passwords, the admin's
+    /// Basic credentials).
+    fn refused(&self, method: &str, path: &str, status: StatusCode) -> StageError {
+        let reason = match status {
+            s if s.is_redirection() => "the management API redirected the request; Cutover follows no redirect to \
+                 another host or port (it would re-send passwords there): set rabbitmq.url to the management API \
+                 itself"
+                .to_owned(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => format!(
+                "the management API refused user {} with {}. Check rabbitmq.admin_user and \
                  rabbitmq.admin_password_secret in cutover.yml (the user needs the administrator tag; \
                  guest may log in from loopback only)",
                 self.admin_user, self.admin_source
-            );
-        }
+            ),
+            StatusCode::BAD_REQUEST => "the broker refused the request as invalid (its answer is not shown, since it \
+                 may repeat the request's passwords); check the names and permission patterns of rabbitmq: in \
+                 cutover.yml, and the broker's own log"
+                .to_owned(),
+            s if s.is_server_error() => "the broker failed; see its own log".to_owned(),
+            _ => "unexpected answer (not shown, since it may repeat the request's passwords); see the broker's log"
+                .to_owned(),
+        };
         StageError::Failed(format!(
             "{method} {}{path} failed with {status}: {reason}",
             self.base

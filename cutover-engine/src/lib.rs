@@ -16,6 +16,7 @@ mod error;
 pub mod http;
 mod lifecycle;
 pub mod limits;
+pub mod masking;
 mod metrics;
 mod params;
 pub mod pipeline;
@@ -52,7 +53,7 @@ pub use pipeline::{LogEvent, PolicyOverride, ReleaseRequest, RunView, SYSTEM_ACT
 pub use scale::{MAX_REPLICAS, ScaleAnswer, ScaleRequest, ScaleState};
 pub use scheduler::{JobStatus, SchedulerStatus};
 pub use secrets::{Rotation, SecretKey, check_rotation_state, rotate_secret_key};
-pub use status::{EnvStatus, InstanceView, ServiceStatus};
+pub use status::{EnvStatus, InstanceView, ServiceFollow, ServiceStatus};
 pub use tokens::{AuthError, IssuedToken, Principal, TokenRequest, hash_secret};
 pub use webhooks::{check_webhook_files, check_webhooks, signature as webhook_signature};
 
@@ -145,6 +146,7 @@ impl Engine {
     /// workers (which first bring each environment back to its deployed
     /// version) and the scheduler. Call once, after the router listens.
     pub async fn start(&self) -> Result<(), EngineError> {
+        self.refresh_server_log_masker().await;
         for runtime in self.runtimes() {
             let report = runtime
                 .recover()

@@ -66,7 +66,8 @@ impl Engine {
         self.store()
             .param_get(&key)
             .await?
-            .map(shown)
+            .map(|p| self.shown(p))
+            .transpose()?
             .ok_or_else(|| EngineError::ParamNotFound { key: key.to_string() })
     }
 
@@ -97,17 +98,16 @@ impl Engine {
         if history.is_empty() {
             return Err(EngineError::ParamNotFound { key: key.to_string() });
         }
-        Ok(history.into_iter().map(shown).collect())
+        history.into_iter().map(|p| self.shown(p)).collect()
     }
 
     pub async fn param_list(&self, prefix: &str) -> Result<Vec<ParamVersion>, EngineError> {
-        Ok(self
-            .store()
+        self.store()
             .param_list(prefix)
             .await?
             .into_iter()
-            .map(shown)
-            .collect())
+            .map(|p| self.shown(p))
+            .collect()
     }
 
     /// Writes a parameter as a person (or a script acting for one).
@@ -157,7 +157,7 @@ impl Engine {
                     },
                 });
             }
-            None if secrets::is_secret(key.as_str()) => (self.secret_key().encrypt(value)?, None),
+            None if secrets::is_encrypted(key.as_str()) => (self.secret_key().encrypt(value)?, None),
             None => (value.to_owned(), None),
         };
         let written = self
@@ -172,7 +172,10 @@ impl Engine {
             json!({ "version": written.version, "value": "****", "length": stored.chars().count() })
         };
         self.audit(actor, "param.put", key.as_str(), detail).await;
-        Ok(shown(written))
+        if crate::masking::is_masked_key(key.as_str()) {
+            self.refresh_server_log_masker().await;
+        }
+        self.shown(written)
     }
 
     /// The limits of [`crate::limits`]: one value, and an environment's settings together.
@@ -240,10 +243,15 @@ impl Engine {
     }
 }
 
-/// What the API shows of a parameter: secrets never leave the engine.
-fn shown(mut p: ParamVersion) -> ParamVersion {
-    if secrets::is_secret(&p.key) {
-        p.value = "****".to_owned();
+impl Engine {
+    /// What the API shows of a parameter: secrets never leave the engine; settings are
+    /// decrypted (those written before settings were encrypted are plain and shown as they are).
+    fn shown(&self, mut p: ParamVersion) -> Result<ParamVersion, EngineError> {
+        if secrets::is_secret(&p.key) {
+            p.value = "****".to_owned();
+        } else if secrets::is_encrypted(&p.key) {
+            p.value = self.secret_key().decrypt(&p.value)?;
+        }
+        Ok(p)
     }
-    p
 }

@@ -378,6 +378,7 @@ impl Engine {
         let env = self.env_name(&request.env)?;
         let service = ServiceName::parse(&request.service)?;
         let (log, lines) = StageLog::capturing(self.store().clone(), Stage::DeployServices);
+        let log = log.masked_with(self.log_masker(&env).await);
         let gate = self.env_gate(&env);
         let held = tokio::time::timeout(GATE_WAIT, gate.lock()).await;
         let result = match held {

@@ -405,9 +405,10 @@ impl Engine {
         tokio::spawn(async move {
             let (tx, mut rx) = mpsc::unbounded_channel::<cutover_runtime::TaskLine>();
             let store = engine.store().clone();
+            let masker = engine.log_masker(&env).await;
             let forward = tokio::spawn(async move {
                 while let Some(line) = rx.recv().await {
-                    let _ = store.job_log_append(id, &line.text).await;
+                    let _ = store.job_log_append(id, &masker.mask(&line.text)).await;
                 }
             });
             let outcome = engine.runtime_for(&env).run_task(spec, tx, cancel).await;
@@ -591,6 +592,16 @@ impl Engine {
         job_run_id: i64,
         after_seq: i64,
     ) -> Result<Vec<(i64, i64, String)>, EngineError> {
-        Ok(self.store().job_log_read(job_run_id, after_seq, 10_000).await?)
+        let mut lines = self.store().job_log_read(job_run_id, after_seq, 10_000).await?;
+        // Masked when written; again as served, for lines written before a value was set.
+        if let Some(run) = self.store().job_run_get(job_run_id).await? {
+            let masker = self.log_masker_named(&run.env).await;
+            for (_, _, line) in &mut lines {
+                if let std::borrow::Cow::Owned(masked) = masker.mask(line) {
+                    *line = masked;
+                }
+            }
+        }
+        Ok(lines)
     }
 }

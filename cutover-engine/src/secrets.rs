@@ -1,7 +1,10 @@
 //! Secrets at rest: parameters under `/<app>-<env>/secrets/` are encrypted
 //! with XChaCha20-Poly1305 before they reach the store, and the API never
 //! prints them back (it shows `****`). Only the engine decrypts them, for
-//! the stages that need them (the message broker's passwords).
+//! the stages that need them (the message broker's passwords). Settings
+//! (`/<app>-<env>/env/`) are encrypted the same way, since they carry the
+//! application's own passwords, but are shown decrypted to whoever may read
+//! them and handed to the application as environment variables.
 //!
 //! The key is 32 random bytes in a file (`<data dir>/secret.key` unless
 //! `--secret-key-file` names another, mode 0600), created on first start.
@@ -198,7 +201,7 @@ pub async fn rotate_secret_key(
     let new = SecretKey::load_or_create(&next_path)?;
     let mut done = Rotation::default();
     for p in store.param_list("/").await? {
-        if !is_secret(&p.key) || !p.value.starts_with(PREFIX) {
+        if !is_encrypted(&p.key) || !p.value.starts_with(PREFIX) {
             continue;
         }
         if new.decrypt(&p.value).is_ok() {
@@ -231,6 +234,21 @@ pub async fn rotate_secret_key(
 /// Whether a parameter key names a secret: `/<app>-<env>/secrets/<name>`.
 pub(crate) fn is_secret(key: &str) -> bool {
     key.split('/').nth(2) == Some("secrets")
+}
+
+/// Whether a parameter is encrypted at rest: secrets and settings (`/<app>-<env>/env/<NAME>`,
+/// which carry an application's own passwords). Settings, unlike secrets, are shown decrypted
+/// to whoever may read them.
+pub(crate) fn is_encrypted(key: &str) -> bool {
+    matches!(key.split('/').nth(2), Some("secrets" | "env"))
+}
+
+impl crate::Engine {
+    /// A setting's plain value from what the store holds (a value stored before settings were
+    /// encrypted is plain already).
+    pub(crate) fn setting_value(&self, stored: &str) -> Result<String, EngineError> {
+        self.secret_key().decrypt(stored)
+    }
 }
 
 #[cfg(test)]
@@ -271,10 +289,26 @@ mod tests {
             .await
             .unwrap();
         store.param_put(&setting, "fast", "alice", None).await.unwrap();
+        let encrypted_setting = ParamKey::parse("/shop-prod/env/DB_PASSWORD").unwrap();
+        store
+            .param_put(
+                &encrypted_setting,
+                &first.encrypt("db-pw").unwrap(),
+                "alice",
+                None,
+            )
+            .await
+            .unwrap();
 
         let done = rotate_secret_key(&store, &key_file).await.unwrap();
-        assert_eq!((done.reencrypted, done.already), (1, 0));
+        assert_eq!(
+            (done.reencrypted, done.already),
+            (2, 0),
+            "the secret and the encrypted setting"
+        );
         let second = SecretKey::load_or_create(&key_file).unwrap();
+        let setting_now = store.param_get(&encrypted_setting).await.unwrap().unwrap();
+        assert_eq!(second.decrypt(&setting_now.value).unwrap(), "db-pw");
         let now = store.param_get(&secret).await.unwrap().unwrap();
         assert_eq!(now.version, 2, "a new version, history kept");
         assert_eq!(second.decrypt(&now.value).unwrap(), "s3cret");
@@ -291,7 +325,7 @@ mod tests {
         assert_eq!(
             store.param_get(&setting).await.unwrap().unwrap().version,
             1,
-            "settings untouched"
+            "a setting stored in plain (before settings were encrypted) is left alone"
         );
 
         // Interrupted after the new key was written and one secret re-encrypted: a plain start
@@ -308,7 +342,11 @@ mod tests {
                 .contains("--rotate-secret-key")
         );
         let done = rotate_secret_key(&store, &key_file).await.unwrap();
-        assert_eq!((done.reencrypted, done.already), (0, 1));
+        assert_eq!(
+            (done.reencrypted, done.already),
+            (1, 1),
+            "the setting still under the old key is re-encrypted, the secret is not again"
+        );
         let third = SecretKey::load_or_create(&key_file).unwrap();
         let now = store.param_get(&secret).await.unwrap().unwrap();
         assert_eq!(third.decrypt(&now.value).unwrap(), "s3cret");

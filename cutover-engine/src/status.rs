@@ -93,7 +93,12 @@ impl Engine {
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     && !name.starts_with("CUTOVER_")
                 {
-                    vars.push((name, p.value));
+                    match self.setting_value(&p.value) {
+                        Ok(value) => vars.push((name, value)),
+                        Err(e) => {
+                            tracing::error!(key = %p.key, error = %e, "a setting cannot be decrypted; left out")
+                        }
+                    }
                 }
             }
         }
@@ -222,7 +227,8 @@ impl Engine {
     /// prepares the release if needed, starts every service, routes traffic,
     /// and resumes a scheduler a pipeline left suspended.
     pub(crate) async fn reconcile_env(&self, env: &EnvName) {
-        let log = StageLog::system(self.store().clone(), Stage::DeployServices);
+        let log = StageLog::system(self.store().clone(), Stage::DeployServices)
+            .masked_with(self.log_masker(env).await);
         if let Err(e) = self.scheduler_recover(env).await {
             tracing::error!(env = %env, error = %e, "cannot recover the scheduler state");
         }
@@ -276,10 +282,14 @@ impl Engine {
         let env = self.env_name(env)?;
         let id = cutover_runtime::InstanceId::parse(id)
             .ok_or_else(|| EngineError::Refused(format!("{id:?} is not an instance id")))?;
-        self.runtime_for(&env)
+        let tail = self
+            .runtime_for(&env)
             .log_tail(&id, lines)
             .await
-            .map_err(|e| EngineError::Refused(e.to_string()))
+            .map_err(|e| EngineError::Refused(e.to_string()))?;
+        // Masked as served: the instance may print its environment (see `masking`).
+        let masker = self.log_masker(&env).await;
+        Ok(tail.into_iter().map(|l| masker.mask_owned(l)).collect())
     }
 
     /// The audit log, newest first.
@@ -294,12 +304,9 @@ impl Engine {
 
 impl Engine {
     /// Live log lines of every running instance of a service, as they are
-    /// written. Each receiver ends when its instance stops.
-    pub async fn follow_service(
-        &self,
-        env: &str,
-        service: &str,
-    ) -> Result<Vec<(String, tokio::sync::broadcast::Receiver<cutover_runtime::LogLine>)>, EngineError> {
+    /// written. Each receiver ends when its instance stops. The lines are raw: whoever serves
+    /// them masks each with the masker returned beside them.
+    pub async fn follow_service(&self, env: &str, service: &str) -> Result<ServiceFollow, EngineError> {
         let status = self.status(env).await?;
         let env = status.env.clone();
         let svc = status
@@ -322,6 +329,17 @@ impl Engine {
                 out.push((inst.id.clone(), rx));
             }
         }
-        Ok(out)
+        Ok(ServiceFollow {
+            masker: self.log_masker(&env).await,
+            receivers: out,
+        })
     }
+}
+
+/// What [`Engine::follow_service`] returns.
+pub struct ServiceFollow {
+    /// Masks each line before it is shown.
+    pub masker: std::sync::Arc<crate::masking::Masker>,
+    /// (instance id, its live lines).
+    pub receivers: Vec<(String, tokio::sync::broadcast::Receiver<cutover_runtime::LogLine>)>,
 }

@@ -57,21 +57,21 @@ pub fn load_ca(webhook: &Webhook) -> Result<Option<Vec<reqwest::Certificate>>, S
     let pem = std::fs::read(path).map_err(|e| {
         format!(
             "webhook {}: cannot read ca_file {}: {e}",
-            webhook.url,
+            shown_url(&webhook.url),
             path.display()
         )
     })?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
         format!(
             "webhook {}: ca_file {} is not a PEM certificate bundle: {e}",
-            webhook.url,
+            shown_url(&webhook.url),
             path.display()
         )
     })?;
     if certs.is_empty() {
         return Err(format!(
             "webhook {}: ca_file {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
-            webhook.url,
+            shown_url(&webhook.url),
             path.display()
         ));
     }
@@ -88,7 +88,7 @@ fn load_secret(webhook: &Webhook) -> Result<Option<Vec<u8>>, String> {
         _ => Err(format!(
             "webhook {}: secret_env {name} is not set (or empty) in the server's environment; \
              start the server with {name}=<the key the receiver verifies with>",
-            webhook.url
+            shown_url(&webhook.url)
         )),
     }
 }
@@ -124,9 +124,32 @@ fn client_for(webhook: &Webhook) -> Result<reqwest::Client, String> {
     if let Some(certs) = load_ca(webhook)? {
         builder = builder.tls_certs_only(certs);
     }
-    builder
-        .build()
-        .map_err(|e| format!("webhook {}: cannot build its HTTP client: {e}", webhook.url))
+    builder.build().map_err(|e| {
+        format!(
+            "webhook {}: cannot build its HTTP client: {e}",
+            shown_url(&webhook.url)
+        )
+    })
+}
+
+/// A webhook URL as logs show it: without user, password and query (which may hold the
+/// receiver's token), e.g. `https://hooks.example.com/cutover?…`.
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let had_query = u.query().is_some();
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            if had_query {
+                format!("{u}?…")
+            } else {
+                u.to_string()
+            }
+        }
+        Err(_) => "(a webhook URL that does not parse)".to_owned(),
+    }
 }
 
 /// Whether a failed try may succeed later.
@@ -139,6 +162,7 @@ fn worth_retrying(outcome: &Result<reqwest::StatusCode, reqwest::Error>) -> bool
 
 async fn deliver(client: &reqwest::Client, url: &str, key: Option<&[u8]>, body: &Value, id: &str) {
     let event = body["event"].as_str().unwrap_or_default();
+    let shown = shown_url(url);
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let signed = key.map(|k| signature(k, &bytes));
     for attempt in 0..=RETRY_AFTER.len() {
@@ -153,20 +177,26 @@ async fn deliver(client: &reqwest::Client, url: &str, key: Option<&[u8]>, body: 
         if let Some(sig) = &signed {
             request = request.header("X-Cutover-Signature", sig);
         }
-        let outcome = request.body(bytes.clone()).send().await.map(|r| r.status());
+        // Without the URL: its query may hold the receiver's token, and this goes to the log.
+        let outcome = request
+            .body(bytes.clone())
+            .send()
+            .await
+            .map(|r| r.status())
+            .map_err(reqwest::Error::without_url);
         let last = attempt == RETRY_AFTER.len();
         match &outcome {
             Ok(status) if status.is_success() => return,
             Ok(status) => {
-                tracing::warn!(url, %status, event, delivery = id, try_ = attempt + 1, "webhook refused an event")
+                tracing::warn!(url = %shown, %status, event, delivery = id, try_ = attempt + 1, "webhook refused an event")
             }
             Err(e) => {
-                tracing::warn!(url, error = %crate::releases::error_chain(e), event, delivery = id, try_ = attempt + 1, "webhook unreachable")
+                tracing::warn!(url = %shown, error = %crate::releases::error_chain(e), event, delivery = id, try_ = attempt + 1, "webhook unreachable")
             }
         }
         if last || !worth_retrying(&outcome) {
             tracing::error!(
-                url,
+                url = %shown,
                 event,
                 delivery = id,
                 "webhook event not delivered; giving up"
@@ -194,7 +224,7 @@ impl Webhooks {
                         deliver(&client, &url, key.as_deref(), &body, &id).await;
                     }
                 });
-                Some((w.url.clone(), tx))
+                Some((shown_url(&w.url), tx))
             })
             .collect();
         Webhooks {
@@ -266,6 +296,18 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::signature;
+
+    #[test]
+    fn logged_webhook_urls_carry_no_credentials() {
+        assert_eq!(
+            super::shown_url("https://u:p@hooks.example.com:8443/x?token=abc#f"),
+            "https://hooks.example.com:8443/x?…"
+        );
+        assert_eq!(
+            super::shown_url("http://127.0.0.1:9/hook"),
+            "http://127.0.0.1:9/hook"
+        );
+    }
 
     #[test]
     fn signature_is_hmac_sha256_in_hex() {

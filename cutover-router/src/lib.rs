@@ -17,7 +17,11 @@
 //!   upstream of the same generation (bounded by [`RouterConfig::max_connect_attempts`]); other
 //!   upstream failures answer `502`, an upstream that sends no response head within
 //!   [`RouterConfig::response_header_timeout`] answers `504`.
-//! * Unknown host → `404` listing the known hosts; a route without upstreams → `503`.
+//! * Unknown host → a plain `404` that names no route; a route without upstreams → `503`.
+//! * Strict on public traffic: two `Host` headers → `400`; an absolute-form target's authority
+//!   wins over `Host` (and replaces it upstream); a client body that cannot be read (an
+//!   overflowing chunk size) → `400`, not `502`; `Connection` never removes `Host` or
+//!   `Content-Length`.
 //! * Bodies are streamed both ways (never buffered); hop-by-hop headers are removed;
 //!   `X-Forwarded-For` (appended), `X-Forwarded-Host` and `X-Forwarded-Proto` are set; every
 //!   proxied response carries `X-Cutover-Version: <sha>`. Upstream connections are pooled

@@ -8,9 +8,9 @@
 //! (unbounded memory, breaks streaming uploads).
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -136,14 +136,18 @@ pub(crate) enum UpstreamBody {
     Slot {
         slot: Arc<Mutex<Option<Incoming>>>,
         body: Option<Incoming>,
+        /// Set when reading the client's body failed (a malformed chunk size, say): the
+        /// upstream call then fails because of the client, which is a 400, not a 502.
+        client_failed: Arc<AtomicBool>,
     },
 }
 
 impl UpstreamBody {
-    fn with_slot(slot: &Arc<Mutex<Option<Incoming>>>) -> Self {
+    fn with_slot(slot: &Arc<Mutex<Option<Incoming>>>, client_failed: &Arc<AtomicBool>) -> Self {
         Self::Slot {
             slot: Arc::clone(slot),
             body: None,
+            client_failed: Arc::clone(client_failed),
         }
     }
 }
@@ -162,12 +166,22 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Slot { slot, body } => {
+            UpstreamBody::Slot {
+                slot,
+                body,
+                client_failed,
+            } => {
                 if body.is_none() {
                     *body = lock(slot).take();
                 }
                 match body {
-                    Some(b) => Pin::new(b).poll_frame(cx),
+                    Some(b) => {
+                        let polled = Pin::new(b).poll_frame(cx);
+                        if matches!(polled, Poll::Ready(Some(Err(_)))) {
+                            client_failed.store(true, Ordering::Release);
+                        }
+                        polled
+                    }
                     None => Poll::Ready(None),
                 }
             }
@@ -178,7 +192,9 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Empty => true,
             UpstreamBody::Slot { body: Some(b), .. } => b.is_end_stream(),
-            UpstreamBody::Slot { slot, body: None } => lock(slot).as_ref().is_none_or(Body::is_end_stream),
+            UpstreamBody::Slot { slot, body: None, .. } => {
+                lock(slot).as_ref().is_none_or(Body::is_end_stream)
+            }
         }
     }
 
@@ -186,7 +202,7 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
             UpstreamBody::Slot { body: Some(b), .. } => b.size_hint(),
-            UpstreamBody::Slot { slot, body: None } => lock(slot)
+            UpstreamBody::Slot { slot, body: None, .. } => lock(slot)
                 .as_ref()
                 .map_or_else(|| SizeHint::with_exact(0), Body::size_hint),
         }
@@ -203,20 +219,13 @@ fn text_response(status: StatusCode, text: String) -> Response<RouterBody> {
     resp
 }
 
-fn not_found(inner: &Inner, host: &str) -> Response<RouterBody> {
-    let table = inner.table.load();
-    let mut hosts: Vec<&String> = table.keys().collect();
-    hosts.sort();
-    let mut text = format!("cutover router: no route for host {host:?}\n");
-    if hosts.is_empty() {
-        text.push_str("no routes are configured\n");
-    } else {
-        text.push_str("known routes:\n");
-        for h in hosts {
-            let _ = writeln!(text, "  {h}");
-        }
-    }
-    text_response(StatusCode::NOT_FOUND, text)
+/// An unknown host: a plain 404 that names nothing. Listing the routes told any visitor every
+/// environment, branch-derived ones included.
+fn not_found() -> Response<RouterBody> {
+    text_response(
+        StatusCode::NOT_FOUND,
+        "cutover router: no route for this host\n".into(),
+    )
 }
 
 /// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
@@ -230,7 +239,12 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Removes hop-by-hop headers, including those named by `Connection`.
+/// Headers that `Connection` may never name for removal: they are end-to-end by definition, and
+/// dropping them changes where (`Host`) or how long (`Content-Length`) a message is.
+const NEVER_HOP_BY_HOP: [HeaderName; 2] = [header::HOST, header::CONTENT_LENGTH];
+
+/// Removes hop-by-hop headers, including those named by `Connection` (but never `Host` or
+/// `Content-Length`).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -238,6 +252,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| !NEVER_HOP_BY_HOP.contains(name))
         .collect();
     for name in named {
         headers.remove(name);
@@ -280,13 +295,36 @@ pub(crate) async fn handle(
     Ok(forward(&ctx, req).await)
 }
 
+/// The host a request names, strictly: an absolute-form target's authority wins over `Host`
+/// (RFC 9112 section 3.2.2: a server must ignore `Host` then); otherwise exactly one `Host`.
+/// `Err` is the 400 answer.
+fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, &'static str> {
+    let hosts = req.headers().get_all(header::HOST);
+    if hosts.iter().nth(1).is_some() {
+        return Err("cutover router: more than one Host header\n");
+    }
+    if let Some(authority) = req.uri().authority() {
+        // `user@` is not part of the host; a target naming one is refused rather than guessed.
+        if authority.as_str().contains('@') {
+            return Err("cutover router: request target carries credentials\n");
+        }
+        return HeaderValue::from_str(authority.as_str())
+            .map(Some)
+            .map_err(|_| "cutover router: bad request target\n");
+    }
+    Ok(hosts.iter().next().cloned())
+}
+
 async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBody> {
     let inner = &*ctx.inner;
-    let host_header = req
-        .headers()
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| req.uri().authority().and_then(|a| a.as_str().parse().ok()));
+    let host_header = match request_host(&req) {
+        Ok(h) => h,
+        Err(why) => return text_response(StatusCode::BAD_REQUEST, why.into()),
+    };
+    if let Some(h) = &host_header {
+        // The upstream sees the host the route was picked by.
+        req.headers_mut().insert(header::HOST, h.clone());
+    }
     let host: std::borrow::Cow<'_, str> = match &ctx.target {
         Target::Fixed(h) => std::borrow::Cow::Borrowed(&**h),
         Target::ByHost => {
@@ -311,7 +349,7 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
     for _ in 0..MAX_ADMIT_ATTEMPTS {
         let table = inner.table.load();
         let Some(entry) = table.get(&*host) else {
-            return not_found(inner, &host);
+            return not_found();
         };
         if let Some(g) = InFlightGuard::enter(Arc::clone(&entry.generation)) {
             guard = Some(g);
@@ -355,6 +393,7 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
     }
 
     let slot = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body))));
+    let client_failed = Arc::new(AtomicBool::new(false));
     let attempts = upstreams.len().min(inner.config.max_connect_attempts.max(1));
     let start = generation.next_index();
     let mut last_err = String::new();
@@ -370,7 +409,7 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
         };
         let last = attempt + 1 == attempts;
         let mut up_req = Request::new(match &slot {
-            Some(s) => UpstreamBody::with_slot(s),
+            Some(s) => UpstreamBody::with_slot(s, &client_failed),
             None => UpstreamBody::Empty,
         });
         *up_req.method_mut() = method.clone();
@@ -387,6 +426,12 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
             Ok(Err(e)) => {
                 let body_untouched = slot.as_ref().is_none_or(|s| lock(s).is_some());
                 tracing::debug!(%addr, error = ?e, "upstream request failed");
+                if client_failed.load(Ordering::Acquire) {
+                    return text_response(
+                        StatusCode::BAD_REQUEST,
+                        "cutover router: malformed request body\n".into(),
+                    );
+                }
                 if e.is_connect() && body_untouched {
                     last_err = format!("connect to {addr} failed");
                     continue;

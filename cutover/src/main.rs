@@ -51,7 +51,8 @@ fn async_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     builder.build()
 }
 
-/// Logs go to stderr, filtered by RUST_LOG (default: info for `serve`, warnings otherwise).
+/// Logs go to stderr, filtered by RUST_LOG (default: info for `serve`, warnings otherwise),
+/// each line masked with every environment's settings and secrets (`cutover_engine::masking`).
 fn init_tracing(cli: &cli::Cli) {
     let default = if matches!(cli.command, cli::Command::Serve(_)) {
         "info"
@@ -62,6 +63,21 @@ fn init_tracing(cli: &cli::Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| MaskedStderr)
         .init();
+}
+
+/// stderr, masked: the fmt layer writes each event in one `write`, so a value is never split.
+struct MaskedStderr;
+
+impl std::io::Write for MaskedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(cutover_engine::masking::mask_server_log(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

@@ -51,7 +51,8 @@ pub(crate) struct RunCtx {
     pub release_dir: Option<PathBuf>,
     /// Settings rendered for this version (name, value), given to hooks and instances.
     pub settings: Vec<(String, String)>,
-    pub secrets: Arc<Vec<String>>,
+    /// Masks every line, note and error of this run (see [`crate::masking`]).
+    pub masker: Arc<crate::masking::Masker>,
     pub cancel: CancellationToken,
     pub decisions: mpsc::UnboundedReceiver<ApprovalRecord>,
     /// What this run did to the scheduler, to put back on failure.
@@ -74,7 +75,7 @@ impl RunCtx {
             store: self.engine.store().clone(),
             run_id: Some(self.run.id),
             stage,
-            secrets: self.secrets.clone(),
+            masker: self.masker.clone(),
             capture: None,
         }
     }
@@ -84,6 +85,20 @@ impl RunCtx {
         self.version
             .as_ref()
             .ok_or_else(|| StageError::Failed("no version was resolved (Source did not run)".into()))
+    }
+}
+
+/// A stage's note or error, masked: it becomes the stage's note, the run's `error` and
+/// webhook bodies.
+fn mask_outcome(
+    outcome: Result<StageOutcome, StageError>,
+    masker: &crate::masking::Masker,
+) -> Result<StageOutcome, StageError> {
+    match outcome {
+        Ok(StageOutcome::Done(note)) => Ok(StageOutcome::Done(note.map(|n| masker.mask_owned(n)))),
+        Ok(StageOutcome::Skipped(reason)) => Ok(StageOutcome::Skipped(masker.mask_owned(reason))),
+        Err(StageError::Failed(m)) => Err(StageError::Failed(masker.mask_owned(m))),
+        Err(StageError::Cancelled) => Err(StageError::Cancelled),
     }
 }
 
@@ -190,6 +205,8 @@ impl Engine {
                 return;
             }
         };
+        self.refresh_server_log_masker().await;
+        let masker = self.log_masker(&env).await;
         let mut ctx = RunCtx {
             engine: self.clone(),
             run,
@@ -198,7 +215,7 @@ impl Engine {
             previous: None,
             release_dir: None,
             settings: Vec::new(),
-            secrets: Arc::new(Vec::new()),
+            masker,
             cancel,
             decisions: rx,
             scheduler_touch: None,
@@ -224,7 +241,7 @@ impl Engine {
             }
             let log = ctx.log(stage);
             log.line(format!("── {} ──", stage.title())).await;
-            let outcome = super::stages::run_stage(&mut ctx, stage, &log).await;
+            let outcome = mask_outcome(super::stages::run_stage(&mut ctx, stage, &log).await, &ctx.masker);
             let recorded = match &outcome {
                 Ok(StageOutcome::Done(note)) => {
                     self.store()

@@ -14,6 +14,8 @@ use cutover_core::Stage;
 use cutover_store::{RunLogLine, Store};
 use tokio::sync::broadcast;
 
+use crate::masking::Masker;
+
 /// What followers of a run receive.
 #[derive(Debug, Clone)]
 pub enum LogEvent {
@@ -70,7 +72,7 @@ impl LogHub {
     }
 }
 
-/// Writes lines into one stage's log, masking secret values.
+/// Writes lines into one stage's log, masked (see [`crate::masking`]).
 #[derive(Clone)]
 pub struct StageLog {
     pub(crate) hub: LogHub,
@@ -78,7 +80,7 @@ pub struct StageLog {
     /// None: work outside any run, logged to tracing only.
     pub(crate) run_id: Option<i64>,
     pub(crate) stage: Stage,
-    pub(crate) secrets: Arc<Vec<String>>,
+    pub(crate) masker: Arc<Masker>,
     /// Work outside a run whose lines go back to the caller too (a scale change).
     pub(crate) capture: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
@@ -92,9 +94,15 @@ impl StageLog {
             store,
             run_id: None,
             stage,
-            secrets: Arc::new(Vec::new()),
+            masker: Arc::new(Masker::none()),
             capture: None,
         }
+    }
+
+    /// This log, masked with `masker`.
+    pub(crate) fn masked_with(mut self, masker: Arc<Masker>) -> StageLog {
+        self.masker = masker;
+        self
     }
 
     /// As [`StageLog::system`], also keeping every line for the caller.
@@ -109,7 +117,7 @@ impl StageLog {
     }
 
     pub async fn line(&self, text: impl AsRef<str>) {
-        let masked = mask(text.as_ref(), &self.secrets);
+        let masked = self.masker.mask(text.as_ref()).into_owned();
         if let Some(lines) = &self.capture
             && let Ok(mut lines) = lines.lock()
         {
@@ -119,25 +127,5 @@ impl StageLog {
             Some(run_id) => self.hub.line(&self.store, run_id, self.stage, &masked).await,
             None => tracing::info!(stage = self.stage.slug(), "{masked}"),
         }
-    }
-}
-
-/// Replaces every occurrence of a secret value with `****`.
-pub fn mask(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_owned();
-    for s in secrets.iter().filter(|s| s.len() >= 4) {
-        if out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), "****");
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn secrets_are_masked_and_short_values_are_not_mistaken_for_them() {
-        let secrets = vec!["hunter22".to_owned(), "ab".to_owned()];
-        assert_eq!(super::mask("password=hunter22 ab", &secrets), "password=**** ab");
     }
 }

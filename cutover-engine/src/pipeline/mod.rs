@@ -202,8 +202,16 @@ impl Engine {
             .map(cutover_core::Stage::parse)
             .transpose()
             .map_err(EngineError::Refused)?;
-        self.run(id).await?;
-        Ok(self.store().log_read(id, stage, after_seq, 10_000).await?)
+        let view = self.run(id).await?;
+        let mut lines = self.store().log_read(id, stage, after_seq, 10_000).await?;
+        // Masked when written; again as served, for lines written before a value was set.
+        let masker = self.log_masker_named(&view.run.env).await;
+        for l in &mut lines {
+            if let std::borrow::Cow::Owned(masked) = masker.mask(&l.line) {
+                l.line = masked;
+            }
+        }
+        Ok(lines)
     }
 
     /// Subscribes to a run's live log. Subscribe first, then read what is

@@ -332,9 +332,10 @@ async fn pre_deploy_config(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
         }
         log.line(format!("{name} = **** (version {} by {})", p.version, p.actor))
             .await;
-        settings.push((name, p.value));
+        settings.push((name, ctx.engine.setting_value(&p.value)?));
     }
-    ctx.secrets = std::sync::Arc::new(settings.iter().map(|(_, v)| v.clone()).collect());
+    // The settings as read now (a change since the run started counts too).
+    ctx.masker = ctx.engine.log_masker(&ctx.env).await;
     let n = settings.len();
     ctx.settings = settings;
     Ok(StageOutcome::Done(Some(format!("{n} settings"))))

@@ -4,5 +4,6 @@
 #![allow(clippy::disallowed_methods)]
 
 mod routing;
+mod strict;
 mod support;
 mod switching;

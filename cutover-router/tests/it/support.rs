@@ -118,6 +118,11 @@ async fn upstream_handle(
             full(text)
         }
         "/echo" => req.into_body().boxed(),
+        // Reads the whole body before answering (its length), as most applications do.
+        "/collect" => match req.into_body().collect().await {
+            Ok(b) => full(b.to_bytes().len().to_string()),
+            Err(e) => full(format!("body error: {e}")),
+        },
         "/stream" => {
             let (mut tx, body) = Channel::<Bytes, hyper::Error>::new(1);
             tokio::spawn(async move {

@@ -63,16 +63,18 @@ async fn service_logs(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     if q.follow {
-        let receivers = engine.follow_service(&env, &service).await?;
+        let follow = engine.follow_service(&env, &service).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(256);
-        for (instance, mut live) in receivers {
+        for (instance, mut live) in follow.receivers {
             let tx = tx.clone();
+            let masker = follow.masker.clone();
             tokio::spawn(async move {
                 loop {
                     match live.recv().await {
                         Ok(line) => {
                             let at_ms = line.at;
-                            let v = json!({ "instance": instance, "at_ms": at_ms, "stream": format!("{:?}", line.stream).to_lowercase(), "text": line.text });
+                            let text = masker.mask(&line.text);
+                            let v = json!({ "instance": instance, "at_ms": at_ms, "stream": format!("{:?}", line.stream).to_lowercase(), "text": text });
                             if tx.send(Ok(format!("{v}\n"))).await.is_err() {
                                 return;
                             }

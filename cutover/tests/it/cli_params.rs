@@ -336,7 +336,11 @@ fn rotating_the_secret_key_reencrypts_secrets_and_keeps_the_old_key_aside() {
         "re-encrypted by Cutover, as a new version"
     );
     let setting = server.cli_json("x", &["param", "get", "/shop-prod/env/MODE"]);
-    assert_eq!(setting["version"], 1, "only secrets change");
+    assert_eq!(
+        (setting["value"].as_str(), setting["version"].as_i64()),
+        (Some("fast"), Some(2)),
+        "settings are encrypted too: re-encrypted as a new version, shown decrypted"
+    );
     assert!(server.terminate().success());
 
     // A rotation cut short (its next key still there) stops a plain start with the way out.

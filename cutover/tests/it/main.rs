@@ -17,6 +17,7 @@ mod crash_and_scheduler;
 mod dashboard;
 mod demo;
 pub(crate) mod example_shop;
+mod leaks;
 mod lifecycle;
 mod many_instances;
 mod openapi;
