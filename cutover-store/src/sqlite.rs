@@ -10,6 +10,14 @@
 //! The run and scheduler queries live in `sqlite_runs` and `sqlite_scheduler`;
 //! the trait impl here delegates to them.
 //!
+//! Two pools on the one file: every write goes through the *writer* pool of one
+//! connection, so writers of this process queue fairly on an async semaphore
+//! instead of sleeping in SQLite's busy handler (which backs off in coarse
+//! steps: with a hundred runs logging at once, a reader that had to wait for
+//! a pool slot held by a sleeping writer answered after a second and more);
+//! reads go through the *reader* pool, which WAL never blocks. The busy timeout
+//! and `BEGIN IMMEDIATE` still guard against a second process on the file.
+//!
 //! Rejected: a process-wide mutex around writes (does not protect against a
 //! second process on the same file, and hides whether the SQL is atomic) and
 //! deferred `BEGIN` (the read takes a shared lock that must later be upgraded,
@@ -34,11 +42,15 @@ use crate::{
 use cutover_core::{RunState, Stage, StageStatus};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_CONNECTIONS: u32 = 8;
+/// Connections of the reader pool.
+const MAX_READERS: u32 = 8;
 
 /// The SQLite-backed [`Store`].
 pub struct SqliteStore {
+    /// Every write (one connection).
     pool: SqlitePool,
+    /// Reads only (the same connection as `pool` for an in-memory store).
+    readers: SqlitePool,
     /// The database file, or `:memory:`; for messages.
     path: PathBuf,
 }
@@ -80,7 +92,7 @@ impl SqliteStore {
         let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
         let pool = loop {
             let connected = SqlitePoolOptions::new()
-                .max_connections(MAX_CONNECTIONS)
+                .max_connections(1)
                 .connect_with(options.clone())
                 .await;
             match connected {
@@ -97,7 +109,23 @@ impl SqliteStore {
                 }
             }
         };
-        Self::migrated(pool, path).await
+        let store = Self::migrated(pool, path.clone()).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(MAX_READERS)
+            .connect_with(options.read_only(true))
+            .await;
+        let readers = match readers {
+            Ok(readers) => readers,
+            Err(source) => {
+                store.pool.close().await;
+                return Err(StoreError::Open {
+                    path: path.clone(),
+                    hint: open_hint(&source),
+                    source,
+                });
+            }
+        };
+        Ok(SqliteStore { readers, ..store })
     }
 
     /// A private in-memory database, for tests. One connection, kept open for
@@ -124,12 +152,15 @@ impl SqliteStore {
         Self::migrated(pool, path).await
     }
 
+    /// Migrates through `pool` (the writer), which is also the reader until `open` gives the
+    /// store its own reader pool.
     async fn migrated(pool: SqlitePool, path: PathBuf) -> Result<SqliteStore, StoreError> {
         if let Err(e) = migrate_sqlite(&pool, &path).await {
             pool.close().await;
             return Err(e);
         }
-        Ok(SqliteStore { pool, path })
+        let readers = pool.clone();
+        Ok(SqliteStore { pool, readers, path })
     }
 
     /// The database file (`:memory:` for an in-memory store).
@@ -140,7 +171,7 @@ impl SqliteStore {
     /// The schema version recorded in the database.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM schema_migrations")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.readers)
             .await
             .map(Option::unwrap_or_default)
             .map_err(StoreError::db("reading the schema version"))
@@ -222,7 +253,7 @@ impl Store for SqliteStore {
             "SELECT key, version, value, actor, at_ms FROM param_versions WHERE key = ? ORDER BY version DESC LIMIT 1",
         )
             .bind(key.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await
             .map_err(StoreError::db("reading a parameter"))?;
         row.as_ref()
@@ -285,7 +316,7 @@ impl Store for SqliteStore {
         const OP: &str = "reading a parameter's history";
         let rows = sqlx::query("SELECT key, version, value, actor, at_ms FROM param_versions WHERE key = ? ORDER BY version DESC")
             .bind(key.as_str())
-            .fetch_all(&self.pool)
+            .fetch_all(&self.readers)
             .await
             .map_err(StoreError::db(OP))?;
         rows.iter()
@@ -310,7 +341,7 @@ impl Store for SqliteStore {
         .bind(&exact)
         .bind(format!("{exact}/"))
         .bind(format!("{exact}0"))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await
         .map_err(StoreError::db(OP))?;
         rows.iter()
@@ -361,7 +392,7 @@ impl Store for SqliteStore {
         )
         .bind(before_id.unwrap_or(i64::MAX))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await
         .map_err(StoreError::db("reading the audit log"))?;
         rows.iter().map(audit_from_row).collect()
@@ -372,7 +403,7 @@ impl Store for SqliteStore {
     }
 
     async fn run_get(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
-        sqlite_runs::get(&self.pool, id).await
+        sqlite_runs::get(&self.readers, id).await
     }
 
     async fn run_list(
@@ -381,7 +412,7 @@ impl Store for SqliteStore {
         limit: u32,
         before_id: Option<i64>,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        sqlite_runs::list(&self.pool, env, limit, before_id).await
+        sqlite_runs::list(&self.readers, env, limit, before_id).await
     }
 
     async fn run_transition(
@@ -423,15 +454,15 @@ impl Store for SqliteStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<RunLogLine>, StoreError> {
-        sqlite_runs::log_read(&self.pool, run_id, stage, after_seq, limit).await
+        sqlite_runs::log_read(&self.readers, run_id, stage, after_seq, limit).await
     }
 
     async fn runs_unfinished(&self) -> Result<Vec<RunRecord>, StoreError> {
-        sqlite_runs::unfinished(&self.pool).await
+        sqlite_runs::unfinished(&self.readers).await
     }
 
     async fn run_succeeded_with(&self, env: &str, version: &str) -> Result<bool, StoreError> {
-        sqlite_runs::succeeded_with(&self.pool, env, version).await
+        sqlite_runs::succeeded_with(&self.readers, env, version).await
     }
 
     async fn approval_add(
@@ -445,11 +476,11 @@ impl Store for SqliteStore {
     }
 
     async fn approvals(&self, run_id: i64) -> Result<Vec<ApprovalRecord>, StoreError> {
-        sqlite_runs::approvals(&self.pool, run_id).await
+        sqlite_runs::approvals(&self.readers, run_id).await
     }
 
     async fn scheduler_get(&self, env: &str) -> Result<Option<SchedulerState>, StoreError> {
-        sqlite_scheduler::get(&self.pool, env).await
+        sqlite_scheduler::get(&self.readers, env).await
     }
 
     async fn scheduler_put(&self, state: &SchedulerState) -> Result<(), StoreError> {
@@ -477,11 +508,11 @@ impl Store for SqliteStore {
     }
 
     async fn job_runs(&self, env: &str, job: Option<&str>, limit: u32) -> Result<Vec<JobRun>, StoreError> {
-        sqlite_scheduler::job_runs(&self.pool, env, job, limit).await
+        sqlite_scheduler::job_runs(&self.readers, env, job, limit).await
     }
 
     async fn job_runs_unfinished(&self) -> Result<Vec<JobRun>, StoreError> {
-        sqlite_scheduler::job_runs_unfinished(&self.pool).await
+        sqlite_scheduler::job_runs_unfinished(&self.readers).await
     }
 
     async fn job_log_append(&self, job_run_id: i64, line: &str) -> Result<i64, StoreError> {
@@ -494,7 +525,7 @@ impl Store for SqliteStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<(i64, i64, String)>, StoreError> {
-        sqlite_scheduler::job_log_read(&self.pool, job_run_id, after_seq, limit).await
+        sqlite_scheduler::job_log_read(&self.readers, job_run_id, after_seq, limit).await
     }
 
     async fn job_history_reset(&self, env: &str) -> Result<u64, StoreError> {
@@ -502,7 +533,7 @@ impl Store for SqliteStore {
     }
 
     async fn job_run_get(&self, id: i64) -> Result<Option<JobRun>, StoreError> {
-        sqlite_tokens::job_run_get(&self.pool, id).await
+        sqlite_tokens::job_run_get(&self.readers, id).await
     }
 
     async fn token_create(&self, new: NewToken) -> Result<TokenRecord, StoreError> {
@@ -514,11 +545,11 @@ impl Store for SqliteStore {
     }
 
     async fn token_find(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        sqlite_tokens::find(&self.pool, secret_hash).await
+        sqlite_tokens::find(&self.readers, secret_hash).await
     }
 
     async fn token_list(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        sqlite_tokens::list(&self.pool).await
+        sqlite_tokens::list(&self.readers).await
     }
 
     async fn token_revoke(&self, name: &str, by: &str) -> Result<TokenRecord, StoreError> {
@@ -526,6 +557,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.readers.close().await;
         self.pool.close().await;
     }
 }

@@ -287,7 +287,13 @@ async fn stop_running(inst: &Instance, mut running: Running) -> StopOutcome {
             humantime::format_duration(grace)
         ))
         .await;
-    let graceful = match os::terminate_group(running.pid, grace).await {
+    // The leader is reaped while the group is being terminated, so checking that the group
+    // is gone stays one cheap syscall instead of a search of /proc for a zombie leader.
+    let (terminated, reaped) = tokio::join!(
+        os::terminate_group(running.pid, grace),
+        tokio::time::timeout(grace + Duration::from_secs(5), running.child.wait())
+    );
+    let graceful = match terminated {
         Ok(graceful) => graceful,
         Err((signal, err)) => {
             let err = RuntimeError::Signal {
@@ -302,7 +308,11 @@ async fn stop_running(inst: &Instance, mut running: Running) -> StopOutcome {
             false
         }
     };
-    let exit = match tokio::time::timeout(Duration::from_secs(5), running.child.wait()).await {
+    let reaped = match reaped {
+        Ok(status) => Ok(status),
+        Err(_) => tokio::time::timeout(Duration::from_secs(5), running.child.wait()).await,
+    };
+    let exit = match reaped {
         Ok(status) => describe(status),
         Err(_) => {
             let _ = running.child.start_kill();
