@@ -100,9 +100,14 @@ const BATCH: usize = 64;
 #[derive(Clone, Debug)]
 pub(crate) struct LogSink {
     tx: mpsc::Sender<LogLine>,
-    followers: broadcast::Sender<LogLine>,
+    /// Created by the first follower: an instance nobody follows pays nothing for the
+    /// broadcast buffer (1,024 lines, ~70 KiB), which was most of the server's memory per
+    /// instance.
+    followers: Followers,
     path: PathBuf,
 }
+
+type Followers = std::sync::Arc<std::sync::OnceLock<broadcast::Sender<LogLine>>>;
 
 impl LogSink {
     /// Opens (creates, appends to) `path` and starts the writer task (must be
@@ -110,7 +115,7 @@ impl LogSink {
     pub(crate) fn open(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let (tx, rx) = mpsc::channel(CHANNEL);
-        let (followers, _) = broadcast::channel(FOLLOW_BUFFER);
+        let followers = Followers::default();
         let out = followers.clone();
         let shown = path.to_owned();
         tokio::spawn(write_lines(file, rx, out, shown));
@@ -126,7 +131,9 @@ impl LogSink {
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<LogLine> {
-        self.followers.subscribe()
+        self.followers
+            .get_or_init(|| broadcast::channel(FOLLOW_BUFFER).0)
+            .subscribe()
     }
 
     /// Logs a supervisor event (also traced at `info`).
@@ -173,12 +180,7 @@ impl LogSink {
     }
 }
 
-async fn write_lines(
-    mut file: File,
-    mut rx: mpsc::Receiver<LogLine>,
-    followers: broadcast::Sender<LogLine>,
-    path: PathBuf,
-) {
+async fn write_lines(mut file: File, mut rx: mpsc::Receiver<LogLine>, followers: Followers, path: PathBuf) {
     let mut failed = false;
     let mut batch = Vec::with_capacity(BATCH);
     let mut text = String::new();
@@ -196,7 +198,9 @@ async fn write_lines(
         }
         for line in batch.drain(..) {
             // No follower is not an error.
-            let _ = followers.send(line);
+            if let Some(followers) = followers.get() {
+                let _ = followers.send(line);
+            }
         }
     }
 }
