@@ -48,6 +48,10 @@ pub struct Masker {
     anywhere: Option<AhoCorasick>,
     /// Short values, masked only as whole words.
     words: Vec<String>,
+    /// Pieces of long values (see [`MAX_ENCODED`]), masked wherever they occur by a plain
+    /// substring search: an automaton over megabytes of near-identical patterns took a minute
+    /// to build.
+    long: Vec<String>,
 }
 
 impl std::fmt::Debug for Masker {
@@ -72,8 +76,9 @@ impl Masker {
     pub fn new<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> Masker {
         let mut anywhere = BTreeSet::new();
         let mut words = BTreeSet::new();
+        let mut long = BTreeSet::new();
         for value in values {
-            add_forms(value.as_ref(), &mut anywhere, &mut words);
+            add_forms(value.as_ref(), &mut anywhere, &mut words, &mut long);
         }
         let anywhere = (!anywhere.is_empty())
             .then(|| {
@@ -87,6 +92,7 @@ impl Masker {
         Masker {
             anywhere,
             words: words.into_iter().collect(),
+            long: long.into_iter().collect(),
         }
     }
 
@@ -100,12 +106,17 @@ impl Masker {
 
     /// Whether this masker masks nothing.
     pub fn is_empty(&self) -> bool {
-        self.anywhere.is_none() && self.words.is_empty()
+        self.anywhere.is_none() && self.words.is_empty() && self.long.is_empty()
     }
 
     /// `text` with every masked form replaced by [`MASK`].
     pub fn mask<'t>(&self, text: &'t str) -> Cow<'t, str> {
         let mut out = Cow::Borrowed(text);
+        for piece in &self.long {
+            if out.contains(piece.as_str()) {
+                out = Cow::Owned(out.replace(piece.as_str(), MASK));
+            }
+        }
         if let Some(ac) = &self.anywhere
             && ac.is_match(text)
         {
@@ -163,7 +174,12 @@ fn mask_word(text: &str, word: &str) -> Option<String> {
 }
 
 /// The forms of one value: itself, each line of a multi-line value, and their encodings.
-fn add_forms(value: &str, anywhere: &mut BTreeSet<String>, words: &mut BTreeSet<String>) {
+fn add_forms(
+    value: &str,
+    anywhere: &mut BTreeSet<String>,
+    words: &mut BTreeSet<String>,
+    long: &mut BTreeSet<String>,
+) {
     let mut candidates = vec![value];
     if value.contains('\n') {
         candidates.extend(value.lines().map(str::trim).filter(|l| !l.is_empty()));
@@ -176,6 +192,17 @@ fn add_forms(value: &str, anywhere: &mut BTreeSet<String>, words: &mut BTreeSet<
             words.insert(candidate.to_owned());
             continue;
         }
+        if candidate.len() > MAX_ENCODED {
+            // A long value (a blob, a bundle on one line): its plain form, in pieces that each
+            // mask on their own, and no encodings, whose patterns would be megabytes per value
+            // (building the masker took seconds with a few 64 KiB settings).
+            for piece in pieces(candidate, PIECE) {
+                if piece.chars().count() >= MIN_ANYWHERE {
+                    long.insert(piece.to_owned());
+                }
+            }
+            continue;
+        }
         anywhere.insert(candidate.to_owned());
         for form in encodings(candidate.as_bytes()) {
             if form.len() >= MIN_ANYWHERE {
@@ -183,6 +210,29 @@ fn add_forms(value: &str, anywhere: &mut BTreeSet<String>, words: &mut BTreeSet<
             }
         }
     }
+}
+
+/// Values (or lines of values) longer than this many bytes are masked in their plain form
+/// only, in [`PIECE`]-byte pieces; shorter ones also in every encoding.
+pub const MAX_ENCODED: usize = 1024;
+/// The piece length of a long value's plain form.
+const PIECE: usize = 4096;
+
+/// `text` cut into pieces of at most `len` bytes, at character boundaries.
+fn pieces(text: &str, len: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len().min(len);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 /// Base64 (both alphabets, padded, unpadded, and the part that is the same at every byte
@@ -399,6 +449,24 @@ mod tests {
             let visible: String = masked.split(MASK).collect();
             assert!(visible.len() <= 10, "at most the user and edges stay: {masked}");
         }
+    }
+
+    #[test]
+    fn long_values_are_masked_in_plain_pieces_and_build_quickly() {
+        let long = "y".repeat(65_000);
+        let values: Vec<String> = (0..16).map(|i| format!("{i}{long}")).collect();
+        let started = std::time::Instant::now();
+        let m = Masker::new(&values);
+        let line = format!("env: X={} end", values[3]);
+        let masked = m.mask(&line);
+        assert!(!masked.contains(&values[3][..5000]), "a long value is masked");
+        assert!(masked.starts_with("env: X=") && masked.ends_with(" end"));
+        // Generous for a debug build on a loaded machine; the old encodings of 16 such values
+        // took tens of seconds.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let short = "hunter2-secret";
+        let m = Masker::new([short]);
+        assert_eq!(m.mask(&hex(short)), MASK, "short values keep their encodings");
     }
 
     fn hex(s: &str) -> String {

@@ -188,11 +188,14 @@ impl Engine {
         let Some(name) = key.as_str().strip_prefix(&settings) else {
             return Ok(());
         };
-        let others = self.store().param_list(&settings).await?;
-        let others = others
-            .iter()
-            .filter(|p| p.key != key.as_str())
-            .map(|p| (p.key.strip_prefix(&settings).unwrap_or(&p.key), p.value.as_str()));
+        let stored = self.store().param_list(&settings).await?;
+        // Settings are stored encrypted: the budget is about what children get, the plain values.
+        let mut others = Vec::with_capacity(stored.len());
+        for p in stored.iter().filter(|p| p.key != key.as_str()) {
+            let plain = self.secret_key().decrypt(&p.value)?;
+            others.push((p.key.strip_prefix(&settings).unwrap_or(&p.key), plain));
+        }
+        let others = others.iter().map(|(k, v)| (*k, v.as_str()));
         crate::limits::check_settings_total(key.as_str(), name, value, others)
     }
 

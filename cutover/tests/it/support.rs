@@ -150,7 +150,10 @@ impl Server {
         let home = tempfile::tempdir().unwrap();
         let mut child = serve_command(config, data_dir)
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("CUTOVER_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .env("XDG_CONFIG_HOME", home.path())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
