@@ -77,6 +77,9 @@ pub struct EngineParts {
     pub router: Router,
     /// How often the reaper and the auto-deploy watcher look.
     pub lifecycle: LifecycleSettings,
+    /// What confines the process runtime's children (`landlock ABI 7`,
+    /// `none: kernel lacks landlock`), for `cutover status`.
+    pub protection: String,
 }
 
 struct Inner {
@@ -101,6 +104,7 @@ struct Inner {
     webhooks: webhooks::Webhooks,
     metrics: metrics::Metrics,
     secret_key: SecretKey,
+    protection: String,
 }
 
 impl Engine {
@@ -130,6 +134,7 @@ impl Engine {
                 webhooks,
                 metrics: metrics::Metrics::default(),
                 secret_key: parts.secret_key,
+                protection: parts.protection,
             }),
         }
     }
@@ -145,6 +150,10 @@ impl Engine {
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
             for item in &report.instances {
                 tracing::warn!(file = %item.file.display(), action = ?item.action, "leftover instance from a previous server");
+            }
+            for item in &report.tasks {
+                let label = item.state.as_ref().map(|s| s.label.as_str()).unwrap_or("?");
+                tracing::warn!(file = %item.file.display(), task = label, action = ?item.action, "leftover hook, build or job of a previous server");
             }
         }
         self.interrupt_leftover_runs().await?;
@@ -192,6 +201,11 @@ impl Engine {
 
     pub fn router_port(&self) -> Option<u16> {
         self.inner.router_port.get().copied()
+    }
+
+    /// What keeps the children of the process runtime from Cutover's state.
+    pub fn protection(&self) -> &str {
+        &self.inner.protection
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -415,3 +415,17 @@ fn webhooks_take_http_urls_and_known_events() {
         assert!(e.contains(needle), "{needle}: {e}");
     }
 }
+
+#[test]
+fn run_as_names_a_user() {
+    assert_eq!(ok(MINIMAL).run_as, None);
+    let cfg = ok(&format!("run_as: cutover-app\n{MINIMAL}"));
+    assert_eq!(cfg.run_as.as_deref(), Some("cutover-app"));
+    let e = errors(&format!("run_as: Root User\n{MINIMAL}"));
+    assert!(
+        e.starts_with("cutover.yml:1:9: run_as: \"Root User\" is not a user name"),
+        "{e}"
+    );
+    let e = errors(&format!("run_a: app\n{MINIMAL}"));
+    assert!(e.contains("did you mean \"run_as\""), "{e}");
+}
