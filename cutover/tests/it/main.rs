@@ -23,6 +23,7 @@ mod pipeline_support;
 mod postgres_backend;
 mod registry;
 mod runtimes;
+mod sandbox;
 mod scale;
 mod server_lifecycle;
 mod webhooks;
