@@ -15,7 +15,9 @@
 //! spawn, so later children see them), and a child cannot create new entries
 //! directly in an ancestor of the data directory (with a data directory in
 //! `/tmp/x/data`, nothing new in `/tmp` or `/tmp/x`; use a dedicated parent
-//! such as `/var/lib/cutover`). A sibling that resolves to an ancestor of
+//! such as `/var/lib/cutover`; when the data directory is inside the system's
+//! temporary directory anyway, as in tests and `cutover demo`, children get
+//! `TMPDIR=<env_dir>/.tmp`, so compilers and `mktemp` keep working). A sibling that resolves to an ancestor of
 //! the data directory (a symlink to `/`) is skipped, as granting it would
 //! grant the data directory. Landlock resolves magic links (`/proc/<pid>/fd`)
 //! to the real file and forbids ptrace of processes outside the sandbox, so
@@ -155,8 +157,21 @@ impl Sandbox {
     /// Arranges for `cmd`'s process to run confined: `own` are the
     /// directories inside the data directory it may use (release and
     /// environment directory; missing ones are skipped). With `run_as`,
-    /// those directories are handed to that user first.
-    pub fn apply(&self, cmd: &mut Command, own: &[&Path]) -> io::Result<()> {
+    /// those directories are handed to that user first. When the data
+    /// directory lies in the system's temporary directory (tests, the demo),
+    /// where the child could create nothing, its `TMPDIR` is
+    /// `<env_dir>/.tmp` instead.
+    pub fn apply(&self, cmd: &mut Command, own: &[&Path], env_dir: Option<&Path>) -> io::Result<()> {
+        if let (Some(protect), Some(env_dir)) = (&self.protect, env_dir)
+            && under_temp_dir(protect)
+        {
+            let tmp = env_dir.join(".tmp");
+            std::fs::create_dir_all(&tmp)?;
+            if let Some(user) = &self.run_as {
+                std::os::unix::fs::lchown(&tmp, Some(user.uid), Some(user.gid))?;
+            }
+            cmd.env("TMPDIR", &tmp);
+        }
         if let Some(user) = &self.run_as {
             for dir in own {
                 hand_over(dir, user)?;
@@ -182,6 +197,14 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// The system's temporary directory (`$TMPDIR`, else `/tmp`) is an ancestor
+/// of `protect`: children could not create their temporary files there.
+fn under_temp_dir(protect: &Path) -> bool {
+    std::env::temp_dir()
+        .canonicalize()
+        .is_ok_and(|tmp| protect.starts_with(&tmp) && protect != tmp)
 }
 
 /// The ruleset for a child whose own directories are `own`; `None` when

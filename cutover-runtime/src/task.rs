@@ -236,7 +236,7 @@ pub(crate) async fn run(
     };
     let env_dir = env_dir(&spec.env_vars);
     let own: Vec<&std::path::Path> = std::iter::once(spec.dir.as_path()).chain(env_dir).collect();
-    config.sandbox.apply(&mut cmd, &own).map_err(spawn_err)?;
+    config.sandbox.apply(&mut cmd, &own, env_dir).map_err(spawn_err)?;
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(spawn_err)?;
     let Some(pgid) = child.id() else {

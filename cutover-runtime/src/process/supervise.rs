@@ -147,10 +147,14 @@ pub(crate) async fn spawn_process(inst: &Instance) -> Result<Running, RuntimeErr
         dir: spec.release_dir.clone(),
         source,
     };
+    let env_dir = crate::task::env_dir(&spec.env_vars);
     let own: Vec<&std::path::Path> = std::iter::once(spec.release_dir.as_path())
-        .chain(crate::task::env_dir(&spec.env_vars))
+        .chain(env_dir)
         .collect();
-    inst.config.sandbox.apply(&mut cmd, &own).map_err(spawn_err)?;
+    inst.config
+        .sandbox
+        .apply(&mut cmd, &own, env_dir)
+        .map_err(spawn_err)?;
     let mut child = cmd.spawn().map_err(spawn_err)?;
     let Some(pid) = child.id() else {
         return Err(spawn_err(std::io::Error::other(

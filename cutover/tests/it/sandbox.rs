@@ -158,7 +158,7 @@ fn the_data_directory_is_private_to_the_server() {
 fn probing_config() -> String {
     let probe = |who: &str| {
         format!(
-            "d=$CUTOVER_ENV_DIR/../..; r=$CUTOVER_ENV_DIR/{who}; : > $r; \
+            "d=$CUTOVER_ENV_DIR/../..; r=$CUTOVER_ENV_DIR/{who}-${{CUTOVER_REPLICA:-0}}; : > $r; \
              for f in admin.token secret.key cutover.db; do \
                if cat $d/$f > /dev/null 2>> $r.err; then echo read $f >> $r; else echo denied $f >> $r; fi; done; \
              if ls $d/envs/prod > /dev/null 2>> $r.err; then echo read prod >> $r; else echo denied prod >> $r; fi; \
@@ -191,7 +191,8 @@ fn hooks_and_instances_cannot_read_the_data_directory() {
     let expected = "denied admin.token\ndenied secret.key\ndenied cutover.db\ndenied prod\n\
                     read release\nwrote env\nread root\n";
     let env = app.env_dir("staging");
-    for who in ["hook", "instance"] {
+    // Each replica of the instance writes its own file.
+    for who in ["hook-0", "instance-0", "instance-1"] {
         let seen = std::fs::read_to_string(env.join(who)).unwrap_or_default();
         let errors = std::fs::read_to_string(env.join(format!("{who}.err"))).unwrap_or_default();
         assert_eq!(seen, expected, "{who}: {errors}");
