@@ -242,7 +242,15 @@ fn ruleset(protect: &Path, own: &[&Path]) -> io::Result<Option<RulesetCreated>> 
         let Component::Normal(next) = component else {
             continue;
         };
-        let entries = std::fs::read_dir(&ancestor)?;
+        let entries = std::fs::read_dir(&ancestor).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "landlock: cannot list {} to allow what lies beside the data directory: {e}",
+                    ancestor.display()
+                ),
+            )
+        })?;
         for entry in entries.flatten() {
             if entry.file_name() == next {
                 continue;
