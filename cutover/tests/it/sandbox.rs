@@ -343,3 +343,35 @@ fn run_as_starts_children_as_the_configured_user() {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
 }
+
+/// The start log says which protection is in force, before the server
+/// listens.
+#[test]
+fn the_start_log_says_which_protection_is_in_force() {
+    use std::io::{BufRead, BufReader};
+    let fx = crate::support::Fixture::new();
+    let home = tempfile::tempdir().unwrap();
+    let mut child = crate::support::serve_command(fx.config(), fx.data_dir())
+        .env("RUST_LOG", "warn")
+        .env("XDG_CONFIG_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.starts_with("cutover: listening on");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("cutover: children confined: landlock ABI ")),
+        "{lines:#?}"
+    );
+}
