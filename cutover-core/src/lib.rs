@@ -7,6 +7,7 @@ pub mod access;
 pub mod config;
 pub mod names;
 pub mod run;
+pub mod settings;
 
 pub use access::{Grants, Role};
 pub use config::{

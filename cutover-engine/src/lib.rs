@@ -79,6 +79,9 @@ pub struct EngineParts {
     pub router: Router,
     /// How often the reaper and the auto-deploy watcher look.
     pub lifecycle: LifecycleSettings,
+    /// What confines the process runtime's children (`landlock ABI 7`,
+    /// `none: kernel lacks landlock`), for `cutover status`.
+    pub protection: String,
 }
 
 struct Inner {
@@ -103,6 +106,7 @@ struct Inner {
     webhooks: webhooks::Webhooks,
     metrics: metrics::Metrics,
     secret_key: SecretKey,
+    protection: String,
 }
 
 /// The most a server shutdown takes: runs get [`RUN_STOP_LIMIT`] to put their environment back,
@@ -138,6 +142,7 @@ impl Engine {
                 webhooks,
                 metrics: metrics::Metrics::default(),
                 secret_key: parts.secret_key,
+                protection: parts.protection,
             }),
         }
     }
@@ -154,6 +159,10 @@ impl Engine {
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
             for item in &report.instances {
                 tracing::warn!(file = %item.file.display(), action = ?item.action, "leftover instance from a previous server");
+            }
+            for item in &report.tasks {
+                let label = item.state.as_ref().map(|s| s.label.as_str()).unwrap_or("?");
+                tracing::warn!(file = %item.file.display(), task = label, action = ?item.action, "leftover hook, build or job of a previous server");
             }
         }
         self.interrupt_leftover_runs().await?;
@@ -240,6 +249,11 @@ impl Engine {
 
     pub fn router_port(&self) -> Option<u16> {
         self.inner.router_port.get().copied()
+    }
+
+    /// What keeps the children of the process runtime from Cutover's state.
+    pub fn protection(&self) -> &str {
+        &self.inner.protection
     }
 
     pub fn data_dir(&self) -> &Path {

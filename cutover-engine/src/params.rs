@@ -12,6 +12,17 @@ use serde_json::json;
 
 use crate::{Engine, EngineError, secrets};
 
+/// Why `key`, a setting (`/<app>-<env>/env/…`, rendered into the environment
+/// of every process of a run under its last segment's name), may not be
+/// written; `None` for an acceptable name or a key that is no setting.
+pub(crate) fn refused_setting(key: &ParamKey) -> Option<String> {
+    let segments: Vec<&str> = key.segments().collect();
+    if segments.len() < 3 || segments[1] != "env" {
+        return None;
+    }
+    cutover_core::settings::refused_setting_name(segments[segments.len() - 1])
+}
+
 /// The per-environment keys of SPEC section 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WellKnownKey {
@@ -130,6 +141,11 @@ impl Engine {
                 "{key} is an environment's lifecycle record, written by Cutover only; use `cutover env create`, \
                  `cutover env delete` or a release instead"
             )));
+        }
+        // An empty value neutralises a refused setting stored by an older version (rendering
+        // skips it), as the store has no delete.
+        if let Some(why) = refused_setting(&key).filter(|_| !value.is_empty()) {
+            return Err(EngineError::Refused(format!("{key}: {why}")));
         }
         if self.is_replicas_key(&key) {
             return Err(EngineError::Refused(format!(

@@ -24,6 +24,11 @@ pub struct EnvStatus {
     /// Kind, expiry (`expires_at_ms`) and, after a ttl ran out, `expired_at_ms`.
     #[serde(flatten)]
     pub lifecycle: crate::LifecycleView,
+    /// What keeps this environment's processes from Cutover's own state: on
+    /// the process runtime `landlock ABI 7`, `run_as user X` or `none: kernel
+    /// lacks landlock`; on docker and swarm `container: only CUTOVER_ENV_DIR
+    /// mounted`.
+    pub protection: String,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -89,15 +94,15 @@ impl Engine {
         if let Ok(params) = self.store().param_list(&prefix).await {
             for p in params {
                 let name = p.key.rsplit('/').next().unwrap_or_default().to_owned();
-                if !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && !name.starts_with("CUTOVER_")
-                {
-                    match self.setting_value(&p.value) {
+                match cutover_core::settings::refused_setting_name(&name) {
+                    None => match self.setting_value(&p.value) {
                         Ok(value) => vars.push((name, value)),
                         Err(e) => {
                             tracing::error!(key = %p.key, error = %e, "a setting cannot be decrypted; left out")
                         }
+                    },
+                    Some(why) => {
+                        tracing::error!(key = %p.key, "setting not passed to {env}'s instances: {why}")
                     }
                 }
             }
@@ -216,6 +221,10 @@ impl Engine {
                 self.well_known(&env, WellKnownKey::LastDeployedVersion).await?,
             ),
             lifecycle: self.lifecycle_view(&env),
+            protection: match self.config().environments[&env].runtime {
+                cutover_core::config::RuntimeKind::Process => self.protection().to_owned(),
+                _ => "container: only CUTOVER_ENV_DIR mounted".to_owned(),
+            },
             serving_version: deployed.version.map(|v| v.to_string()),
             warm_version: deployed.warm_version.map(|v| v.to_string()),
             env,

@@ -23,14 +23,16 @@
 //! - [`logs`]: per-instance timestamped log files, tail and follow.
 //! - [`recover`]: state files and clean-up after a server crash.
 //! - [`os`]: `/proc` reading and process-group signals (Linux).
+//! - [`sandbox`]: the Landlock ruleset (and `run_as` user) of every child.
 //!
 //! Architecture invariant: user-typed values (versions, branch names) reach
 //! an instance or a task only as environment variables, never inside its
 //! command line; the command is the `run` (or hook, `build`, job) string of
 //! `cutover.yml`, run by `sh -c`.
 //!
-//! Architecture invariant: no `unsafe` (workspace lint); signals go through
-//! `rustix`.
+//! Architecture invariant: no `unsafe` (workspace lint) but the one
+//! `pre_exec` in [`sandbox`] that enforces a child's Landlock ruleset;
+//! signals go through `rustix`.
 
 pub mod error;
 pub mod health;
@@ -38,6 +40,7 @@ pub mod logs;
 pub mod os;
 pub mod process;
 pub mod recover;
+pub mod sandbox;
 pub mod task;
 pub mod types;
 
@@ -53,6 +56,7 @@ pub use health::ProbeResult;
 pub use logs::{LogLine, LogStream};
 pub use process::ProcessRuntime;
 pub use recover::{RecoveredInstance, RecoveryAction, RecoveryReport, StateFile};
+pub use sandbox::{Protection, RunAs, Sandbox};
 pub use task::{MAX_TASK_LINE, TaskExit, TaskLine, TaskOutcome, TaskSpec};
 pub use types::{
     BackoffPolicy, HealthSettings, InstanceId, InstanceSpec, InstanceState, InstanceStatus, RuntimeConfig,

@@ -26,6 +26,11 @@
 //!
 //! In every case the file is removed; an unreadable file is removed too and
 //! reported. Call `recover` once, before starting instances.
+//!
+//! One-off tasks (hooks, builds, jobs) are recorded the same way while they
+//! run (`<state_dir>/tasks/<pid>.json`, [`TaskStateFile`]) and their groups
+//! are terminated by the same rules ([`recover_tasks`]): a hook of a killed
+//! server must not run on beside the next run's hook.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -119,24 +124,89 @@ pub struct RecoveredInstance {
     pub action: RecoveryAction,
 }
 
+/// The content of `<state_dir>/tasks/<name>.json`: a one-off task (hook,
+/// build, job) while it runs. Removed when the task's group is gone; left
+/// behind when the server dies, and then read by [`recover_tasks`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStateFile {
+    /// `install hook`, `build api`, `job report`.
+    pub label: String,
+    pub pid: u32,
+    pub pgid: u32,
+    /// The working directory (its release directory).
+    pub dir: PathBuf,
+    /// When it was started (unix ms).
+    pub started_at: u64,
+    /// As [`StateFile::proc_start_time`].
+    pub proc_start_time: Option<u64>,
+    /// The server process that wrote the file.
+    pub server_pid: u32,
+}
+
+impl TaskStateFile {
+    /// `<dir>/<pid>.json`: a live task's pid is unique on the machine.
+    pub fn path(dir: &Path, pid: u32) -> PathBuf {
+        dir.join(format!("{pid}.json"))
+    }
+
+    /// Writes atomically (temporary file + rename) into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), RuntimeError> {
+        let path = Self::path(dir, self.pid);
+        let tmp = dir.join(format!(".{}.json.tmp", self.pid));
+        let err = |action, source| RuntimeError::StateFile {
+            action,
+            path: path.clone(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(self).map_err(|e| err("serialise", e.into()))?;
+        std::fs::write(&tmp, json).map_err(|e| err("write", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| err("write", e))
+    }
+
+    pub fn remove(dir: &Path, pid: u32) -> Result<(), RuntimeError> {
+        let path = Self::path(dir, pid);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(RuntimeError::StateFile {
+                action: "remove",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+/// One leftover one-off task and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveredTask {
+    pub file: PathBuf,
+    /// `None` when the file was unreadable.
+    pub state: Option<TaskStateFile>,
+    #[serde(flatten)]
+    pub action: RecoveryAction,
+}
+
 /// What [`recover`] found, for the server's start-up log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoveryReport {
     pub instances: Vec<RecoveredInstance>,
+    /// One-off tasks (hooks, builds, jobs) of a previous server.
+    #[serde(default)]
+    pub tasks: Vec<RecoveredTask>,
 }
 
 impl RecoveryReport {
     /// How many leftovers had something running that was terminated.
     pub fn terminated(&self) -> usize {
-        self.instances
-            .iter()
-            .filter(|i| {
-                matches!(
-                    i.action,
-                    RecoveryAction::Terminated { .. } | RecoveryAction::TerminatedOrphans { .. }
-                )
-            })
-            .count()
+        let killed = |a: &RecoveryAction| {
+            matches!(
+                a,
+                RecoveryAction::Terminated { .. } | RecoveryAction::TerminatedOrphans { .. }
+            )
+        };
+        self.instances.iter().filter(|i| killed(&i.action)).count()
+            + self.tasks.iter().filter(|t| killed(&t.action)).count()
     }
 }
 
@@ -199,21 +269,82 @@ pub async fn recover(
     Ok(report)
 }
 
+/// Kills the process groups of one-off tasks (hooks, builds, jobs) a
+/// previous server left running, by the same rules as instances (see the
+/// module docs), and removes their files. Files of this process are left
+/// alone. Call once at start, before any task runs.
+pub async fn recover_tasks(dir: &Path, grace: Duration) -> Result<Vec<RecoveredTask>, RuntimeError> {
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(source) => {
+            return Err(RuntimeError::StateFile {
+                action: "list",
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for file in files {
+        let parsed = std::fs::read(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<TaskStateFile>(&b).map_err(|e| e.to_string()));
+        let entry = match parsed {
+            Err(error) => RecoveredTask {
+                file: file.clone(),
+                state: None,
+                action: RecoveryAction::Unreadable { error },
+            },
+            Ok(state) if state.server_pid == std::process::id() => continue,
+            Ok(state) => {
+                let action = clean_up_group(state.pid, state.pgid, state.proc_start_time, grace).await;
+                RecoveredTask {
+                    file: file.clone(),
+                    state: Some(state),
+                    action,
+                }
+            }
+        };
+        tracing::info!(file = %file.display(), action = ?entry.action, "recovered a leftover task");
+        if let Err(e) = std::fs::remove_file(&file)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(RuntimeError::StateFile {
+                action: "remove",
+                path: file,
+                source: e,
+            });
+        }
+        found.push(entry);
+    }
+    Ok(found)
+}
+
 async fn clean_up(state: &StateFile, grace: Duration) -> RecoveryAction {
+    clean_up_group(state.pid, state.pgid, state.proc_start_time, grace).await
+}
+
+async fn clean_up_group(pid: u32, pgid: u32, start_time: Option<u64>, grace: Duration) -> RecoveryAction {
     let terminate = |count: Option<usize>| async move {
-        match os::terminate_group(state.pgid, grace).await {
+        match os::terminate_group(pgid, grace).await {
             Ok(graceful) => match count {
                 None => RecoveryAction::Terminated { graceful },
                 Some(count) => RecoveryAction::TerminatedOrphans { count, graceful },
             },
             Err((signal, e)) => RecoveryAction::KillFailed {
-                error: format!("{} to process group {}: {e}", os::signal_name(signal), state.pgid),
+                error: format!("{} to process group {pgid}: {e}", os::signal_name(signal)),
             },
         }
     };
-    match os::proc_stat(state.pid) {
+    match os::proc_stat(pid) {
         Some(stat) if !stat.is_zombie() => {
-            let same = state.proc_start_time == Some(stat.start_time);
+            let same = start_time == Some(stat.start_time);
             if same {
                 terminate(None).await
             } else {
@@ -222,7 +353,7 @@ async fn clean_up(state: &StateFile, grace: Duration) -> RecoveryAction {
         }
         // Gone, or a zombie: whatever is left in its group is ours.
         _ => {
-            let members = os::group_members(state.pgid);
+            let members = os::group_members(pgid);
             if members.is_empty() {
                 RecoveryAction::AlreadyGone
             } else {

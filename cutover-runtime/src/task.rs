@@ -29,9 +29,15 @@
 //!   `run_task` is dropped instead, the group gets SIGKILL at once (no
 //!   grace: a drop cannot wait); cancel through the token to be gentle.
 //!
-//! Known gap: a task running when the *server* is killed outright is not
-//! recorded in a state file, so [`recover`](crate::recover) does not clean
-//! it up; its group dies of SIGPIPE at its next write, or runs to its end.
+//! - **Crash**: while a task runs it is recorded in
+//!   `<state_dir>/tasks/<pid>.json`; if the *server* is killed outright, the
+//!   next start terminates the task's whole group before anything else runs
+//!   ([`recover_tasks`](crate::recover::recover_tasks)), so a hook of the
+//!   dead server never runs beside the next run's.
+//! - **Confinement**: the process is confined by the runtime's
+//!   [`Sandbox`](crate::sandbox::Sandbox): it may use [`TaskSpec::dir`] and
+//!   the `CUTOVER_ENV_DIR` among its variables, nothing else of the data
+//!   directory.
 
 use std::fmt;
 use std::io;
@@ -51,6 +57,8 @@ use tokio_util::sync::CancellationToken;
 use crate::error::RuntimeError;
 use crate::logs::LogStream;
 use crate::os;
+use crate::recover::TaskStateFile;
+use crate::types::RuntimeConfig;
 
 /// Lines longer than this (in bytes) are split into pieces of at most this
 /// size.
@@ -160,6 +168,28 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Removes a task's state file when the task is over (its group is gone,
+/// or `run` was dropped after killing it).
+struct RemoveOnDrop(std::path::PathBuf, u32);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Err(err) = TaskStateFile::remove(&self.0, self.1) {
+            tracing::warn!(error = %err, "could not remove a task's state file");
+        }
+    }
+}
+
+/// The environment's directory (`CUTOVER_ENV_DIR`, the last one wins) among
+/// a child's variables, when it is an absolute path.
+pub(crate) fn env_dir(vars: &[(String, String)]) -> Option<&std::path::Path> {
+    vars.iter()
+        .rev()
+        .find(|(k, _)| k == "CUTOVER_ENV_DIR")
+        .map(|(_, v)| std::path::Path::new(v))
+        .filter(|p| p.is_absolute())
+}
+
 enum Ended {
     Exited(io::Result<ExitStatus>),
     TimedOut,
@@ -173,8 +203,9 @@ pub(crate) async fn run(
     lines: UnboundedSender<TaskLine>,
     cancel: CancellationToken,
     shutdown: &CancellationToken,
-    grace: Duration,
+    config: &RuntimeConfig,
 ) -> Result<TaskOutcome, RuntimeError> {
+    let grace = config.stop_grace;
     if !spec.dir.is_dir() {
         return Err(RuntimeError::TaskDirMissing {
             label: spec.label,
@@ -203,6 +234,9 @@ pub(crate) async fn run(
         dir: spec.dir.clone(),
         source,
     };
+    let env_dir = env_dir(&spec.env_vars);
+    let own: Vec<&std::path::Path> = std::iter::once(spec.dir.as_path()).chain(env_dir).collect();
+    config.sandbox.apply(&mut cmd, &own, env_dir).map_err(spawn_err)?;
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(spawn_err)?;
     let Some(pgid) = child.id() else {
@@ -211,6 +245,21 @@ pub(crate) async fn run(
         )));
     };
     let mut guard = GroupGuard(Some(pgid));
+    let tasks_dir = config.tasks_dir();
+    let record = TaskStateFile {
+        label: spec.label.clone(),
+        pid: pgid,
+        pgid,
+        dir: spec.dir.clone(),
+        started_at: crate::unix_ms(),
+        proc_start_time: os::proc_start_time(pgid),
+        server_pid: std::process::id(),
+    };
+    if let Err(err) = record.write(&tasks_dir) {
+        // Not fatal: the task runs; only crash recovery would miss it.
+        tracing::warn!(label = %spec.label, error = %err, "could not record the task for crash recovery");
+    }
+    let _record = RemoveOnDrop(tasks_dir, pgid);
     tracing::debug!(label = %spec.label, pgid, "task started: sh -c {:?}", spec.command);
     let mut readers = Vec::with_capacity(2);
     if let Some(out) = child.stdout.take() {

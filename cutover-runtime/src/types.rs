@@ -15,6 +15,8 @@ use std::time::Duration;
 use cutover_core::{AppName, EnvName, ServiceName, Version};
 use serde::{Deserialize, Serialize};
 
+use crate::sandbox::Sandbox;
+
 /// One replica of one service at one version, as the engine asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceSpec {
@@ -222,7 +224,8 @@ impl Default for BackoffPolicy {
 /// Settings of the process runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeConfig {
-    /// Holds `logs/` and `instances/` (the crash-recovery state files).
+    /// Holds `logs/`, `instances/` and `tasks/` (the crash-recovery state
+    /// files).
     pub state_dir: PathBuf,
     /// Time between SIGTERM and SIGKILL when stopping.
     pub stop_grace: Duration,
@@ -230,6 +233,9 @@ pub struct RuntimeConfig {
     /// Pause between two background probes of an instance with a
     /// `health_path`; each probe is bounded by this too, at most 2 s.
     pub health_interval: Duration,
+    /// The confinement of every process started (see [`crate::sandbox`]);
+    /// none by default.
+    pub sandbox: Sandbox,
 }
 
 impl RuntimeConfig {
@@ -241,6 +247,7 @@ impl RuntimeConfig {
             stop_grace: Duration::from_secs(10),
             backoff: BackoffPolicy::default(),
             health_interval: Duration::from_secs(2),
+            sandbox: Sandbox::default(),
         }
     }
 
@@ -250,6 +257,11 @@ impl RuntimeConfig {
 
     pub fn instances_dir(&self) -> PathBuf {
         self.state_dir.join("instances")
+    }
+
+    /// Where running one-off tasks are recorded (crash recovery).
+    pub fn tasks_dir(&self) -> PathBuf {
+        self.state_dir.join("tasks")
     }
 
     /// `<state_dir>/logs/<app>-<env>-<service>-<instance-id>.log`

@@ -124,6 +124,8 @@ pub enum StartError {
 }
 
 pub struct App {
+    /// What confines the process runtime's children (see `cutover_runtime::sandbox`).
+    protection: String,
     listener: TcpListener,
     router_listener: TcpListener,
     /// `ports:` of each environment: a listener per fixed route.
@@ -169,8 +171,12 @@ impl App {
                 addr: router_addr,
                 source,
             })?;
-        let runtime = ProcessRuntime::new(RuntimeConfig::new(opts.data_dir.join("runtime")))
-            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        let sandbox = sandbox(&config, &opts.data_dir)?;
+        let protection = sandbox.protection().to_string();
+        let run_as = sandbox.run_as.is_some();
+        let mut runtime_config = RuntimeConfig::new(opts.data_dir.join("runtime"));
+        runtime_config.sandbox = sandbox;
+        let runtime = ProcessRuntime::new(runtime_config).map_err(|e| StartError::Runtime(e.to_string()))?;
         let (docker, swarm) = connect_docker(&config, &opts.data_dir).await?;
         let key_file = opts
             .secret_key_file
@@ -202,6 +208,7 @@ impl App {
             secret_key,
             router: Router::new(RouterConfig::default()),
             lifecycle: cutover_engine::LifecycleSettings::from_env().map_err(StartError::Runtime)?,
+            protection: protection.clone(),
         };
         let mut fixed = Vec::new();
         for (env, e) in &config.environments {
@@ -228,7 +235,19 @@ impl App {
                 source,
             })?;
         engine.set_router_port(port.port());
+        secure_data_dir(&opts.data_dir, run_as).map_err(|source| StartError::DataDir {
+            path: opts.data_dir.display().to_string(),
+            source,
+        })?;
+        if !protection.starts_with("landlock") {
+            tracing::warn!(
+                protection,
+                "hooks and instances can read this server's data directory"
+            );
+        }
+        tracing::info!(protection, "children of the process runtime confined");
         Ok(App {
+            protection,
             listener,
             router_listener,
             fixed,
@@ -252,6 +271,12 @@ impl App {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// What confines the process runtime's children: `landlock ABI 7`,
+    /// `landlock ABI 7, run_as user app`, `none: kernel lacks landlock`.
+    pub fn protection(&self) -> &str {
+        &self.protection
     }
 
     /// `<data dir>/admin.token`.
@@ -465,20 +490,110 @@ fn open_repo(config: &Config) -> Result<Repo, StartError> {
 }
 
 fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let path = dir.display().to_string();
-    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
-        path: path.clone(),
-        source,
-    })?;
-    let file = File::create(dir.join("server.lock")).map_err(|source| StartError::DataDir {
-        path: path.clone(),
-        source,
-    })?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StartError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join("server.lock"))
+        .map_err(|source| StartError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked { path }),
         Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir { path, source }),
     }
+}
+
+/// The confinement of the process runtime's children: Landlock around the
+/// data directory, and the `run_as` user when one is configured (which needs
+/// a server running as root).
+fn sandbox(config: &Config, data_dir: &Path) -> Result<cutover_runtime::Sandbox, StartError> {
+    let run_as = match &config.run_as {
+        None => {
+            if cutover_runtime::sandbox::running_as_root() {
+                tracing::info!(
+                    "the server runs as root and cutover.yml sets no run_as: hooks, builds, jobs and instances \
+                     run as root too (confined by Landlock where the kernel has it); create an unprivileged \
+                     user and set `run_as: USER`"
+                );
+            }
+            None
+        }
+        Some(name) => {
+            if !cutover_runtime::sandbox::running_as_root() {
+                return Err(StartError::Runtime(format!(
+                    "run_as: {name} in {} needs the server to run as root (only root can start processes \
+                     as another user); remove run_as or start the server as root",
+                    config.file.display()
+                )));
+            }
+            Some(cutover_runtime::RunAs::lookup(name).map_err(StartError::Runtime)?)
+        }
+    };
+    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    cutover_runtime::Sandbox::protecting(data_dir, run_as).map_err(|source| StartError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })
+}
+
+/// Makes the data directory private to the server: the directory 0700, every
+/// file directly in it (database, key, token, lock) 0600 and every directory
+/// 0700. With `run_as`, the directory and `releases/`, `envs/` are 0711 so
+/// that user can reach the release and environment directories it is given
+/// (it cannot list them, and everything else stays 0700/0600).
+fn secure_data_dir(dir: &Path, run_as: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let traverse = if run_as { 0o711 } else { 0o700 };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(traverse))?;
+    for sub in ["releases", "envs"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        let name = entry.file_name();
+        let mode = if meta.is_dir() {
+            if name == "releases" || name == "envs" {
+                traverse
+            } else {
+                0o700
+            }
+        } else {
+            0o600
+        };
+        if meta.permissions().mode() & 0o777 != mode {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    if run_as {
+        for entry in std::fs::read_dir(dir.join("releases"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.metadata()?.is_dir() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o711))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

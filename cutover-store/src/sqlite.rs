@@ -79,6 +79,27 @@ impl SqliteStore {
                 source,
             })?;
         let path = data_dir.join(Self::FILE_NAME);
+        // Created 0600 here rather than by SQLite (0644 under the usual umask): the database
+        // holds every setting in plain; SQLite gives its -wal and -shm files the same mode.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(StoreError::CreateDataDir {
+                        path: path.clone(),
+                        hint: io_hint(&source),
+                        source,
+                    });
+                }
+            }
+        }
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)

@@ -32,6 +32,7 @@ const TOP_KEYS: &[&str] = &[
     "task_service",
     "registry",
     "webhooks",
+    "run_as",
 ];
 
 pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
@@ -131,6 +132,11 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         }),
     };
 
+    let run_as = match top.get("run_as") {
+        None => Some(None),
+        Some(n) => parsed(ctx, n, "run_as", check_user_name).map(Some),
+    };
+
     let webhooks = match top.get("webhooks") {
         None => Some(Vec::new()),
         Some(n) => webhooks(ctx, n),
@@ -149,7 +155,27 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         task_service: task_service?,
         webhooks: webhooks?,
         registry: registry?,
+        run_as: run_as?,
     })
+}
+
+/// A user name as `useradd` accepts it: `[a-z_][a-z0-9_-]*`, at most 32
+/// characters. Whether the user exists is checked when the server starts.
+pub(crate) fn check_user_name(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 32
+        && raw.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "{raw:?} is not a user name (lowercase letters, digits, '_' and '-', starting with a letter or '_', \
+             at most 32 characters); name the unprivileged user hooks and instances run as, e.g. `run_as: cutover-app`"
+        ))
+    }
 }
 
 /// Fixed router ports must not clash with each other or the router's own port.

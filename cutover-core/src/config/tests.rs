@@ -483,3 +483,17 @@ fn requires_names_deployable_environments_with_file_line_column() {
         "{out}"
     );
 }
+
+#[test]
+fn run_as_names_a_user() {
+    assert_eq!(ok(MINIMAL).run_as, None);
+    let cfg = ok(&format!("run_as: cutover-app\n{MINIMAL}"));
+    assert_eq!(cfg.run_as.as_deref(), Some("cutover-app"));
+    let e = errors(&format!("run_as: Root User\n{MINIMAL}"));
+    assert!(
+        e.starts_with("cutover.yml:1:9: run_as: \"Root User\" is not a user name"),
+        "{e}"
+    );
+    let e = errors(&format!("run_a: app\n{MINIMAL}"));
+    assert!(e.contains("did you mean \"run_as\""), "{e}");
+}

@@ -34,6 +34,11 @@ pub struct Config {
     pub registry: Option<Registry>,
     /// Where run and stage events are POSTed as JSON.
     pub webhooks: Vec<Webhook>,
+    /// When the server runs as root: the unprivileged user (created by the
+    /// operator) that instances, hooks, builds and jobs of the process
+    /// runtime run as. `None`: they run as the server's user (still confined
+    /// by Landlock where the kernel has it).
+    pub run_as: Option<String>,
 }
 
 /// One webhook: a URL and the events it wants.

@@ -319,16 +319,19 @@ async fn pre_deploy_config(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     let mut settings = Vec::new();
     for p in params {
         let name = p.key.rsplit('/').next().unwrap_or_default().to_owned();
-        if name.is_empty()
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || name.starts_with("CUTOVER_")
-        {
-            log.line(format!(
-                "ignored {}: setting names are letters, digits and '_' and may not start with CUTOVER_",
-                p.key
-            ))
-            .await;
-            continue;
+        // Written before this version refused such names (or straight into the store): the
+        // run fails rather than hand it to a shell.
+        if let Some(why) = cutover_core::settings::refused_setting_name(&name) {
+            if p.value.is_empty() {
+                log.line(format!("ignored {}: refused name, emptied", p.key))
+                    .await;
+                continue;
+            }
+            return Err(StageError::Failed(format!(
+                "{} cannot be rendered: {why}. It was stored before such names were refused; empty it \
+                 (`cutover param put {} ''`), put its value under another name, and release again",
+                p.key, p.key
+            )));
         }
         log.line(format!("{name} = **** (version {} by {})", p.version, p.actor))
             .await;

@@ -130,10 +130,14 @@ impl Drop for ActiveTask<'_> {
 }
 
 impl ProcessRuntime {
-    /// Creates `<state_dir>/logs` and `<state_dir>/instances`. Starts
+    /// Creates `<state_dir>/logs`, `instances` and `tasks`. Starts
     /// nothing; call [`Runtime::recover`] next.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        for (what, path) in [("logs", config.logs_dir()), ("instances", config.instances_dir())] {
+        for (what, path) in [
+            ("logs", config.logs_dir()),
+            ("instances", config.instances_dir()),
+            ("tasks", config.tasks_dir()),
+        ] {
             std::fs::create_dir_all(&path).map_err(|source| RuntimeError::CreateDir {
                 what,
                 path,
@@ -441,7 +445,9 @@ impl Runtime for ProcessRuntime {
     async fn recover(&self) -> Result<RecoveryReport, RuntimeError> {
         let ours: Vec<InstanceId> = self.table().entries.keys().cloned().collect();
         let config = &self.inner.config;
-        recover::recover(&config.instances_dir(), config.stop_grace, &ours).await
+        let mut report = recover::recover(&config.instances_dir(), config.stop_grace, &ours).await?;
+        report.tasks = recover::recover_tasks(&config.tasks_dir(), config.stop_grace).await?;
+        Ok(report)
     }
 
     async fn run_task(
@@ -456,8 +462,14 @@ impl Runtime for ProcessRuntime {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(RuntimeError::ShutDown);
         }
-        let grace = self.inner.config.stop_grace;
-        task::run(spec, lines, cancel, &self.inner.tasks_shutdown, grace).await
+        task::run(
+            spec,
+            lines,
+            cancel,
+            &self.inner.tasks_shutdown,
+            &self.inner.config,
+        )
+        .await
     }
 
     async fn shutdown(&self) -> Result<Vec<StopOutcome>, RuntimeError> {

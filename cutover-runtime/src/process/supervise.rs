@@ -119,8 +119,9 @@ pub(crate) struct Running {
 }
 
 /// Spawns `sh -c <run>` in the release directory, in its own process group,
-/// with `PORT` and the `CUTOVER_*` variables, records it in [`Live`] and in
-/// its state file.
+/// with `PORT` and the `CUTOVER_*` variables, confined by the runtime's
+/// sandbox (its release and environment directory only, of the data
+/// directory), records it in [`Live`] and in its state file.
 pub(crate) async fn spawn_process(inst: &Instance) -> Result<Running, RuntimeError> {
     let spec = &inst.spec;
     let mut cmd = Command::new("sh");
@@ -146,6 +147,14 @@ pub(crate) async fn spawn_process(inst: &Instance) -> Result<Running, RuntimeErr
         dir: spec.release_dir.clone(),
         source,
     };
+    let env_dir = crate::task::env_dir(&spec.env_vars);
+    let own: Vec<&std::path::Path> = std::iter::once(spec.release_dir.as_path())
+        .chain(env_dir)
+        .collect();
+    inst.config
+        .sandbox
+        .apply(&mut cmd, &own, env_dir)
+        .map_err(spawn_err)?;
     let mut child = cmd.spawn().map_err(spawn_err)?;
     let Some(pid) = child.id() else {
         return Err(spawn_err(std::io::Error::other(

@@ -151,3 +151,67 @@ async fn recover_leaves_the_current_servers_instances_alone() {
     assert_eq!(recorded.port, s.port);
     fx.rt.shutdown().await.unwrap();
 }
+
+/// A running task is recorded in `tasks/` and the record goes when it ends;
+/// a record left by a dead server gets its whole group killed by `recover`.
+#[tokio::test]
+async fn tasks_are_recorded_while_they_run_and_a_dead_servers_tasks_are_killed() {
+    use cutover_runtime::TaskSpec;
+    use cutover_runtime::recover::TaskStateFile;
+    let fx = Fixture::new(Duration::from_secs(2));
+    let tasks = fx.rt.config().tasks_dir();
+
+    // Recorded while it runs, gone after.
+    let marker = fx.dir.path().join("go");
+    let spec = TaskSpec {
+        label: "install hook".into(),
+        command: format!("while [ ! -e '{}' ]; do sleep 0.05; done", marker.display()),
+        dir: fx.release.clone(),
+        env_vars: vec![],
+        timeout: Duration::from_secs(20),
+    };
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let rt = fx.rt.clone();
+    let running = tokio::spawn(async move {
+        rt.run_task(spec, tx, tokio_util::sync::CancellationToken::new())
+            .await
+    });
+    let record = eventually(Duration::from_secs(5), "the task's record", || async {
+        let entry = std::fs::read_dir(&tasks).ok()?.flatten().next()?;
+        serde_json::from_slice::<TaskStateFile>(&std::fs::read(entry.path()).ok()?).ok()
+    })
+    .await;
+    assert_eq!(record.label, "install hook");
+    assert!(os::is_alive(record.pid));
+    std::fs::write(&marker, "").unwrap();
+    assert!(running.await.unwrap().unwrap().success());
+    assert_eq!(std::fs::read_dir(&tasks).unwrap().count(), 0, "record removed");
+
+    // Left by a dead server: a hook and what it started in the background.
+    let mut leftover = detached("sleep 1000 & sleep 1000");
+    let pid = leftover.id();
+    eventually(Duration::from_secs(5), "the leftover's group", || async {
+        (os::group_members(pid).len() >= 2).then_some(())
+    })
+    .await;
+    TaskStateFile {
+        label: "install hook".into(),
+        pid,
+        pgid: pid,
+        dir: fx.release.clone(),
+        started_at: 0,
+        proc_start_time: os::proc_start_time(pid),
+        server_pid: 1,
+    }
+    .write(&tasks)
+    .unwrap();
+    let report = fx.rt.recover().await.unwrap();
+    assert_eq!(report.tasks.len(), 1, "{report:?}");
+    assert!(
+        matches!(report.tasks[0].action, RecoveryAction::Terminated { .. }),
+        "{report:?}"
+    );
+    assert!(os::group_members(pid).is_empty());
+    let _ = leftover.wait();
+    assert_eq!(std::fs::read_dir(&tasks).unwrap().count(), 0, "record removed");
+}

@@ -33,6 +33,9 @@ pub async fn status(client: &Client, env: &str, out: Output) -> anyhow::Result<E
                 output::time(at)
             );
         }
+        if let Some(p) = s["protection"].as_str() {
+            println!("children confined: {p}");
+        }
         let mut rows = Vec::new();
         for svc in s["services"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let name = svc["name"].as_str().unwrap_or("");

@@ -38,6 +38,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(secret) = app.new_admin_token() {
         save_admin_token(addr, secret, app.admin_token_file());
     }
+    println!("cutover: children confined: {}", app.protection());
     println!("cutover: router on http://{router}");
     println!("cutover: listening on http://{addr}");
     std::io::stdout().flush().ok();

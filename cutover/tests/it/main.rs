@@ -27,6 +27,7 @@ mod pipeline_support;
 mod postgres_backend;
 mod registry;
 mod runtimes;
+mod sandbox;
 mod scale;
 mod security;
 mod server_lifecycle;
