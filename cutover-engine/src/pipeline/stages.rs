@@ -319,10 +319,11 @@ async fn pre_deploy_config(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     let mut settings = Vec::new();
     for p in params {
         let name = p.key.rsplit('/').next().unwrap_or_default().to_owned();
+        let value = ctx.engine.setting_value(&p.value)?;
         // Written before this version refused such names (or straight into the store): the
         // run fails rather than hand it to a shell.
         if let Some(why) = cutover_core::settings::refused_setting_name(&name) {
-            if p.value.is_empty() {
+            if value.is_empty() {
                 log.line(format!("ignored {}: refused name, emptied", p.key))
                     .await;
                 continue;
@@ -335,7 +336,7 @@ async fn pre_deploy_config(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
         }
         log.line(format!("{name} = **** (version {} by {})", p.version, p.actor))
             .await;
-        settings.push((name, ctx.engine.setting_value(&p.value)?));
+        settings.push((name, value));
     }
     // The settings as read now (a change since the run started counts too).
     ctx.masker = ctx.engine.log_masker(&ctx.env).await;
