@@ -475,10 +475,13 @@ pub enum ParamCommand {
     /// full SHA is stored.
     #[command(
         after_help = "Examples:\n  cutover param put /shop-staging/desired_version 3f2a9c1\n  \
-                            cutover param put /shop-staging/desired_version main --expect-version 4"
+                            cutover param put /shop-staging/desired_version main --expect-version 4\n  \
+                            cutover param put /shop-prod/secrets/db_password - < password.txt"
     )]
     Put {
         key: String,
+        /// The value, or `-` to read it from standard input (one trailing newline is dropped):
+        /// a secret typed on the command line lands in shell history and the process list.
         value: String,
         /// Write only if the newest version is N (0: only if the key does not exist yet).
         #[arg(long, value_name = "N")]

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = cli::Cli::parse();
     init_tracing(&cli);
     let runtime = match async_runtime() {
@@ -63,8 +64,36 @@ fn init_tracing(cli: &cli::Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours_on_stderr())
         .with_writer(|| MaskedStderr)
         .init();
+}
+
+/// Colours in the log only on a terminal, and never with `NO_COLOR` set (no-color.org): a log
+/// written to a file or a journal stays plain text.
+fn colours_on_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+/// `cutover status prod | head -2`: when the reader of stdout goes away, the command ends
+/// quietly (exit status 0) instead of panicking in `println!` ("failed printing to stdout:
+/// Broken pipe", exit 101). Rejected: restoring SIGPIPE's default action, which needs `unsafe`
+/// (forbidden outside the sandbox module) and would also kill `serve` on a closed socket.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// stderr, masked: the fmt layer writes each event in one `write`, so a value is never split.

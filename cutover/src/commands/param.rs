@@ -19,11 +19,14 @@ pub async fn run(client: &Client, cmd: ParamCommand, out: Output) -> anyhow::Res
             value,
             expect_version,
         } => {
+            let value = if value == "-" { read_stdin_value()? } else { value };
             let body = json!({ "value": value, "expect_version": expect_version });
             let p: Value = client.put(&param_path("params", &key)?, &body).await?;
             output::emit(out, &p, |p| {
                 let stored = p["value"].as_str().unwrap_or("");
-                let note = if stored != value {
+                // Only a version is "resolved"; any other value may be a secret the server
+                // shows as `****`, and is never echoed back (CI logs, shoulder surfing).
+                let note = if stored != value && key.ends_with("/desired_version") {
                     format!(" (resolved from {value:?})")
                 } else {
                     String::new()
@@ -75,4 +78,21 @@ fn table(list: &Value, with_key: bool) {
         &["VERSION", "VALUE", "BY", "AT"]
     };
     output::table(header, &rows);
+}
+
+/// A value from standard input, without one trailing newline (`echo secret | …` stores `secret`).
+fn read_stdin_value() -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use std::io::Read as _;
+    let mut value = String::new();
+    std::io::stdin()
+        .read_to_string(&mut value)
+        .context("reading the value from standard input (`-`); it must be UTF-8 text")?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(value)
 }

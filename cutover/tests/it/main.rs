@@ -12,6 +12,7 @@ mod auth;
 mod auth_matrix;
 mod broker;
 mod cli_config;
+mod cli_contract;
 mod cli_params;
 mod crash_and_scheduler;
 mod dashboard;
