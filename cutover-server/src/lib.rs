@@ -115,9 +115,13 @@ pub enum StartError {
         source: cutover_docker::DockerError,
     },
 
-    #[error("cannot listen on {addr}; is another server using that port? choose another with --listen")]
+    #[error("cannot listen on {addr} ({what}); is another server using that port? choose another with {fix}")]
     Listen {
         addr: SocketAddr,
+        /// Which listener: the API, the router, or a service's fixed port.
+        what: String,
+        /// The flag or key that moves it.
+        fix: String,
         #[source]
         source: std::io::Error,
     },
@@ -160,6 +164,8 @@ impl App {
             .await
             .map_err(|source| StartError::Listen {
                 addr: opts.listen,
+                what: "the API".into(),
+                fix: "--listen".into(),
                 source,
             })?;
         let router_addr = opts.router_listen.unwrap_or_else(|| {
@@ -169,6 +175,8 @@ impl App {
             .await
             .map_err(|source| StartError::Listen {
                 addr: router_addr,
+                what: "the router".into(),
+                fix: "--router-listen or router.port in cutover.yml".into(),
                 source,
             })?;
         let sandbox = sandbox(&config, &opts.data_dir)?;
@@ -216,7 +224,12 @@ impl App {
                 let addr = SocketAddr::from(([127, 0, 0, 1], *port));
                 let listener = TcpListener::bind(addr)
                     .await
-                    .map_err(|source| StartError::Listen { addr, source })?;
+                    .map_err(|source| StartError::Listen {
+                        addr,
+                        what: format!("the fixed port of {env}/{service}"),
+                        fix: format!("environments.{env}.ports.{service} in cutover.yml"),
+                        source,
+                    })?;
                 let route = RouteKey::new(config.app.as_str(), env.as_str(), service.as_str())
                     .map_err(|e| StartError::Runtime(e.to_string()))?;
                 fixed.push((route, listener));
@@ -232,6 +245,8 @@ impl App {
             .local_addr()
             .map_err(|source| StartError::Listen {
                 addr: router_addr,
+                what: "the router".into(),
+                fix: "--router-listen or router.port in cutover.yml".into(),
                 source,
             })?;
         engine.set_router_port(port.port());

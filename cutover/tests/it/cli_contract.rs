@@ -94,3 +94,28 @@ fn the_server_log_written_to_a_file_has_no_colour_codes() {
     assert!(text.contains("INFO"), "the server logged at info: {text}");
     assert!(!text.contains('\u{1b}'), "ANSI codes in a log file: {text:?}");
 }
+
+#[test]
+fn a_busy_router_port_is_named_with_the_flag_that_moves_it() {
+    let fx = Fixture::new();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--router-listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--config")
+        .arg(fx.config())
+        .arg("--data-dir")
+        .arg(fx.data_dir())
+        .env("XDG_CONFIG_HOME", fx.dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port} (the router)"))
+            && err.contains("--router-listen or router.port"),
+        "{err}"
+    );
+    assert!(!err.contains("choose another with --listen"), "{err}");
+}
