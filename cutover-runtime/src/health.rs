@@ -141,9 +141,26 @@ pub async fn wait_healthy(
     path: &str,
     settings: &HealthSettings,
 ) -> Result<u16, NotHealthy> {
+    wait_healthy_unless(addr, path, settings, || None).await
+}
+
+/// As [`wait_healthy`], but gives up as soon as `hopeless` says why (checked before every
+/// probe), e.g. a process that keeps exiting: the reason becomes the result's `last`.
+pub async fn wait_healthy_unless(
+    addr: SocketAddr,
+    path: &str,
+    settings: &HealthSettings,
+    hopeless: impl Fn() -> Option<String>,
+) -> Result<u16, NotHealthy> {
     let give_up = Instant::now() + settings.deadline;
     let mut attempts = 0;
     loop {
+        if let Some(why) = hopeless() {
+            return Err(NotHealthy {
+                attempts,
+                last: ProbeResult::Failed(why),
+            });
+        }
         let left = give_up.saturating_duration_since(Instant::now());
         let timeout = settings.timeout.min(left).max(Duration::from_millis(10));
         attempts += 1;

@@ -62,13 +62,17 @@ use crate::logs::{self, LogLine, LogSink};
 use crate::recover::{self, RecoveryReport};
 use crate::task::{self, TaskLine, TaskOutcome, TaskSpec};
 use crate::types::{
-    HealthSettings, InstanceId, InstanceSpec, InstanceStatus, RuntimeConfig, StopOutcome, VersionSource,
+    HealthSettings, InstanceId, InstanceSpec, InstanceState, InstanceStatus, RuntimeConfig, StopOutcome,
+    VersionSource,
 };
 use crate::{Runtime, os};
 use supervise::{Instance, error_chain, monitor_health, spawn_process, supervise};
 
 /// How many log lines an [`UnhealthyReport`] carries.
 const UNHEALTHY_LOG_LINES: usize = 20;
+/// A new instance that exited this many times in a row while its health check waited fails
+/// the check at once.
+const CRASH_LOOP_EXITS: u32 = 3;
 
 /// The process runtime. Cheap to clone; clones share the instances.
 #[derive(Clone, Debug)]
@@ -403,7 +407,21 @@ impl Runtime for ProcessRuntime {
         }
         let inst = self.lookup(id)?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, inst.port));
-        match health::wait_healthy(addr, path, settings).await {
+        // A process that keeps exiting before it answers will not answer: fail the rollout after
+        // a few exits in a row instead of probing until the deadline.
+        let restarts_before = inst.live().restarts;
+        let hopeless = || {
+            let live = inst.live();
+            let exits = live.restarts.saturating_sub(restarts_before)
+                + u32::from(live.state == InstanceState::Backoff);
+            (exits >= CRASH_LOOP_EXITS).then(|| {
+                format!(
+                    "no answer: the process exited {exits} times in a row (last: {})",
+                    live.last_exit.as_deref().unwrap_or("unknown")
+                )
+            })
+        };
+        match health::wait_healthy_unless(addr, path, settings, hopeless).await {
             Ok(_) => {
                 inst.live().healthy = Some(true);
                 Ok(())

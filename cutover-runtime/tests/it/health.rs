@@ -79,7 +79,11 @@ async fn a_crash_looping_instance_reports_refusals_restarts_and_its_output() {
     let RuntimeError::Unhealthy(report) = &err else {
         panic!("{err}")
     };
-    assert_eq!(report.last, "connection refused");
+    // Refused while it restarts, or given up after three exits in a row, whichever comes first.
+    assert!(
+        report.last == "connection refused" || report.last.starts_with("no answer: the process exited"),
+        "{report:?}"
+    );
     assert!(report.restarts >= 2, "{report:?}");
     assert_eq!(report.last_exit.as_deref(), Some("exit status 3"));
     let text = err.to_string();
@@ -149,4 +153,24 @@ async fn a_health_path_keeps_the_healthy_flag_current_in_the_background() {
     let err = fx.rt.start(with_path("", 2, "health")).await.unwrap_err();
     assert!(matches!(err, RuntimeError::BadHealthPath { .. }), "{err}");
     fx.rt.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_instance_that_keeps_exiting_fails_its_check_long_before_the_deadline() {
+    let fx = Fixture::new(Duration::from_secs(5));
+    let s = fx.rt.start(fx.spec("exit 3".into(), 0)).await.unwrap();
+    let patient = HealthSettings {
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_millis(500),
+        deadline: Duration::from_secs(120),
+    };
+    let err = fx.rt.wait_healthy(&s.id, "/health", &patient).await.unwrap_err();
+    let RuntimeError::Unhealthy(report) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        report.last, "no answer: the process exited 3 times in a row (last: exit status 3)",
+        "{report:?}"
+    );
+    fx.rt.stop(&s.id).await.unwrap();
 }
