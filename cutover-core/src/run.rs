@@ -91,9 +91,10 @@ impl Stage {
         Stage::ALL.iter().position(|s| *s == self).unwrap_or_default()
     }
 
-    /// Accepts a slug or a title, case-insensitively; the error lists the slugs.
+    /// Accepts a slug or a title, case-insensitively, with `_` for `-` (the JSON's spelling,
+    /// `deploy_services`, works as well as the slug's); the error lists the slugs.
     pub fn parse(text: &str) -> Result<Stage, String> {
-        let t = text.trim().to_ascii_lowercase();
+        let t = text.trim().to_ascii_lowercase().replace('_', "-");
         Stage::ALL
             .into_iter()
             .find(|s| s.slug() == t || s.title().to_ascii_lowercase() == t)
@@ -329,6 +330,8 @@ mod tests {
             assert_eq!(s.index(), i);
             assert_eq!(Stage::parse(s.slug()), Ok(*s));
             assert_eq!(Stage::parse(&s.title().to_uppercase()), Ok(*s));
+            // The JSON's spelling (`deploy_services`) is accepted too.
+            assert_eq!(Stage::parse(&s.slug().replace('-', "_")), Ok(*s));
         }
         assert!(Stage::parse("deploy").unwrap_err().contains("deploy-services"));
     }

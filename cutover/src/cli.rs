@@ -240,8 +240,8 @@ pub enum TokenCommand {
     Create {
         /// Who holds it: 1 to 64 letters, digits, '.', '_', '@' or '-'.
         name: String,
-        /// viewer, deployer, approver or admin.
-        #[arg(long)]
+        /// What the token may do on its environments.
+        #[arg(long, value_parser = ["viewer", "deployer", "approver", "admin"])]
         role: String,
         /// An environment the role applies to (repeatable); none: every environment.
         #[arg(long = "env", value_name = "ENV")]

@@ -119,3 +119,26 @@ fn a_busy_router_port_is_named_with_the_flag_that_moves_it() {
     );
     assert!(!err.contains("choose another with --listen"), "{err}");
 }
+
+#[test]
+fn role_is_a_fixed_choice_and_stage_names_take_either_spelling() {
+    let fx = Fixture::new();
+    let server = fx.start();
+    let out = server.cli("admin", &["token", "create", "eve", "--role", "superuser"]);
+    assert!(!out.status.success());
+    let err = crate::support::stderr(&out);
+    assert!(
+        err.contains("possible values: viewer, deployer, approver, admin"),
+        "{err}"
+    );
+    let run = server.cli_json("admin", &["release", "dev", "--version", &fx.develop_only]);
+    let id = run["id"].as_i64().unwrap().to_string();
+    for spelling in ["version-info", "version_info"] {
+        let out = server.cli("admin", &["logs", &id, "--stage", spelling]);
+        assert!(
+            out.status.success(),
+            "{spelling}: {}",
+            crate::support::stderr(&out)
+        );
+    }
+}
