@@ -56,12 +56,21 @@ impl Engine {
     /// Every environment of one snapshot of the environment set (an integration environment
     /// deleted or expired meanwhile is summarized as that snapshot had it).
     pub async fn environments(&self) -> Result<Vec<EnvironmentSummary>, EngineError> {
+        use futures::StreamExt as _;
         let config = self.config();
-        let mut out = Vec::new();
-        for env in config.environments.keys() {
-            out.push(self.summarize(&config, env).await?);
-        }
-        Ok(out)
+        // Each summary is a few store reads: several at once (the SQLite reader pool and
+        // PostgreSQL serve them in parallel), in the environments' order.
+        let envs: Vec<EnvName> = config.environments.keys().cloned().collect();
+        futures::stream::iter(envs)
+            .map(|env| {
+                let (engine, config) = (self.clone(), config.clone());
+                async move { engine.summarize(&config, &env).await }
+            })
+            .buffered(8)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
     }
 
     pub async fn environment(&self, name: &str) -> Result<EnvironmentSummary, EngineError> {
