@@ -92,7 +92,10 @@ pub enum Command {
 
     /// Run the deployment pipeline for an environment (queued behind its active run).
     #[command(after_help = "Examples:\n  cutover release staging --version main\n  \
-                            cutover release dev --destructive --yes\n  cutover release prod --follow")]
+                            cutover release dev --destructive --yes\n  cutover release prod --follow\n  \
+                            cutover release staging --version main --wait --timeout 20m   # in CI: exit 0 only if it succeeded\n\n\
+                            A release is asynchronous: it queues a run and returns (as rollback and promote do)\n\
+                            unless you --follow its log or --wait for its outcome.")]
     Release(ReleaseArgs),
 
     /// Recent pipeline runs, newest first.
@@ -161,6 +164,8 @@ pub enum Command {
         override_policy: Option<String>,
         #[arg(long, short = 'f')]
         follow: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
 
     /// Deploy what one environment runs to another (sets its desired_version, starts a run).
@@ -174,6 +179,8 @@ pub enum Command {
         override_policy: Option<String>,
         #[arg(long, short = 'f')]
         follow: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
 
     /// What really runs: per service, each instance's version read from the process, health, restarts.
@@ -317,6 +324,20 @@ pub struct ReleaseArgs {
     /// Stream the run's log until it ends; exit 1 unless it succeeded.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `--wait [--timeout D]`: the CI contract of release, rollback and promote.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Wait until the run ends and exit with its outcome: 0 succeeded, 1 failed or interrupted,
+    /// 3 cancelled or superseded, 4 --timeout passed first, 5 waiting for an approval.
+    #[arg(long, conflicts_with = "follow")]
+    pub wait: bool,
+    /// With --wait: how long to wait at most, as in cutover.yml (e.g. 30m, 1h30m).
+    #[arg(long, value_name = "DURATION", default_value = "30m")]
+    pub timeout: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::cli::{Command, Output, ReleaseArgs};
+use crate::cli::{Command, Output, ReleaseArgs, WaitArgs};
 use crate::client::{Client, urlencode};
 use crate::output::{self, short};
 
@@ -17,7 +17,9 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
             yes,
             override_policy,
             follow,
+            wait,
         }) => {
+            let wait = wait_limit(&wait)?;
             let body = json!({
                 "version": version, "destructive": destructive, "confirm": yes,
                 "override_policy": override_policy
@@ -28,7 +30,7 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
                     &body,
                 )
                 .await?;
-            started(client, &run, follow, out).await
+            started(client, &run, follow, wait, out).await
         }
         Command::Rollback {
             env,
@@ -36,7 +38,9 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
             fast,
             override_policy,
             follow,
+            wait,
         } => {
+            let wait = wait_limit(&wait)?;
             let body = json!({ "to": to, "fast": fast, "override_policy": override_policy });
             let run: Value = client
                 .post(
@@ -44,17 +48,19 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
                     &body,
                 )
                 .await?;
-            started(client, &run, follow, out).await
+            started(client, &run, follow, wait, out).await
         }
         Command::Promote {
             from,
             to,
             override_policy,
             follow,
+            wait,
         } => {
+            let wait = wait_limit(&wait)?;
             let body = json!({ "from": from, "to": to, "override_policy": override_policy });
             let run: Value = client.post("/api/v1/promotions", &body).await?;
-            started(client, &run, follow, out).await
+            started(client, &run, follow, wait, out).await
         }
         Command::Runs { env, limit } => {
             let mut path = format!("/api/v1/runs?limit={limit}");
@@ -120,9 +126,18 @@ async fn decide(
     Ok(ExitCode::SUCCESS)
 }
 
-/// After a run was queued: print how to follow it, or follow it.
-async fn started(client: &Client, run: &Value, follow: bool, out: Output) -> anyhow::Result<ExitCode> {
+/// After a run was queued: print how to follow it, follow it, or wait for its outcome.
+async fn started(
+    client: &Client,
+    run: &Value,
+    follow: bool,
+    wait: Option<(std::time::Duration, String)>,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
     let id = run["id"].as_i64().unwrap_or_default();
+    if let Some((limit, shown)) = wait {
+        return wait_for(client, id, limit, &shown, out).await;
+    }
     if !follow {
         output::emit(out, run, |r| {
             println!(
@@ -281,5 +296,68 @@ fn run_detail(r: &Value) {
                 .map(|c| format!(": {c}"))
                 .unwrap_or_default()
         );
+    }
+}
+
+/// `--wait`'s limit (and how it was typed), checked before anything is requested.
+fn wait_limit(wait: &WaitArgs) -> anyhow::Result<Option<(std::time::Duration, String)>> {
+    if !wait.wait {
+        return Ok(None);
+    }
+    let limit = cutover_core::config::parse_duration(&wait.timeout)
+        .map_err(|e| anyhow::anyhow!("--timeout {:?}: {e}", wait.timeout))?;
+    Ok(Some((limit, wait.timeout.clone())))
+}
+
+/// Exit codes of `--wait` (documented in `--help` and the README).
+const WAIT_FAILED: u8 = 1;
+const WAIT_CANCELLED: u8 = 3;
+const WAIT_TIMED_OUT: u8 = 4;
+const WAIT_APPROVAL: u8 = 5;
+
+/// Polls run `id` until it ends, waits for an approval, or `timeout` passes; prints one line
+/// (or the run's JSON) and exits with the outcome's code.
+async fn wait_for(
+    client: &Client,
+    id: i64,
+    limit: std::time::Duration,
+    timeout: &str,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    loop {
+        let run: Value = client.get(&format!("/api/v1/runs/{id}")).await?;
+        let state = run["state"].as_str().unwrap_or("").to_owned();
+        let code = match state.as_str() {
+            "succeeded" => Some(0),
+            "failed" | "interrupted" => Some(WAIT_FAILED),
+            "cancelled" | "superseded" => Some(WAIT_CANCELLED),
+            "awaiting_approval" => Some(WAIT_APPROVAL),
+            _ if started.elapsed() >= limit => Some(WAIT_TIMED_OUT),
+            _ => None,
+        };
+        if let Some(code) = code {
+            output::emit(out, &run, |r| {
+                let took = started.elapsed().as_secs();
+                let what = match code {
+                    WAIT_TIMED_OUT => format!("still {state} after --timeout {timeout}"),
+                    WAIT_APPROVAL => "waits for approval (`cutover approve`)".to_owned(),
+                    _ => format!("{state} after {took}s"),
+                };
+                // One line: the error's first (the full report stays in `cutover logs`).
+                let error = r["error"]
+                    .as_str()
+                    .and_then(|e| e.lines().next())
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                println!(
+                    "run {id} on {} {what}, version {}{error}",
+                    r["env"].as_str().unwrap_or(""),
+                    short(r["version"].as_str().or(r["target_version"].as_str()))
+                );
+            })?;
+            return Ok(ExitCode::from(code));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }

@@ -142,3 +142,61 @@ fn role_is_a_fixed_choice_and_stage_names_take_either_spelling() {
         );
     }
 }
+
+#[test]
+fn release_wait_exits_with_the_outcome_of_the_run() {
+    use crate::pipeline_support::App;
+    let app = App::new();
+    let server = app.start();
+    let code = |args: &[&str]| {
+        let out = server.cli("admin", args);
+        (out.status.code(), stdout(&out))
+    };
+    let (c, line) = code(&["release", "dev", "--version", &app.good[0], "--wait"]);
+    assert_eq!(c, Some(0), "{line}");
+    assert!(
+        line.contains("succeeded after") && line.lines().count() == 1,
+        "{line}"
+    );
+    let (c, line) = code(&["release", "dev", "--version", &app.broken, "--wait"]);
+    assert_eq!(c, Some(1), "{line}");
+    assert_eq!(
+        line.lines().count(),
+        1,
+        "one line, the full report stays in the log: {line}"
+    );
+    let (c, line) = code(&["release", "prod", "--version", &app.good[0], "--wait"]);
+    assert_eq!(c, Some(5), "{line}");
+    assert!(line.contains("waits for approval"), "{line}");
+    app.hold("dev", "hold");
+    let (c, line) = code(&[
+        "release",
+        "dev",
+        "--version",
+        &app.good[1],
+        "--wait",
+        "--timeout",
+        "2s",
+    ]);
+    app.release_hold("dev", "hold");
+    assert_eq!(c, Some(4), "{line}");
+    assert!(line.contains("after --timeout 2s"), "{line}");
+    // The held run goes on; let it end so the list below cannot change under the check.
+    let (c, line) = code(&["release", "dev", "--wait"]);
+    assert!(matches!(c, Some(0 | 3)), "{line}");
+    server.wait_run(
+        server.cli_json("admin", &["runs", "dev", "-n", "1"])[0]["id"]
+            .as_i64()
+            .unwrap(),
+        &["succeeded", "failed", "cancelled", "superseded"],
+    );
+    let before = server.cli_json("admin", &["runs", "dev"]);
+    let out = server.cli("admin", &["release", "dev", "--wait", "--timeout", "soon"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(crate::support::stderr(&out).contains("--timeout \"soon\""));
+    assert_eq!(
+        server.cli_json("admin", &["runs", "dev"]),
+        before,
+        "a bad --timeout queues nothing"
+    );
+}
