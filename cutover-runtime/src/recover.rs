@@ -218,23 +218,7 @@ pub async fn recover(
     skip: &[InstanceId],
 ) -> Result<RecoveryReport, RuntimeError> {
     let mut report = RecoveryReport::default();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
-        Err(source) => {
-            return Err(RuntimeError::StateFile {
-                action: "list",
-                path: dir.to_owned(),
-                source,
-            });
-        }
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    for file in files {
+    for file in state_files(dir)? {
         let parsed = std::fs::read(&file)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<StateFile>(&b).map_err(|e| e.to_string()));
@@ -255,15 +239,7 @@ pub async fn recover(
             }
         };
         tracing::info!(file = %file.display(), action = ?entry.action, "recovered a leftover instance");
-        if let Err(e) = std::fs::remove_file(&file)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(RuntimeError::StateFile {
-                action: "remove",
-                path: file,
-                source: e,
-            });
-        }
+        remove_recovered(&file)?;
         report.instances.push(entry);
     }
     Ok(report)
@@ -275,23 +251,7 @@ pub async fn recover(
 /// alone. Call once at start, before any task runs.
 pub async fn recover_tasks(dir: &Path, grace: Duration) -> Result<Vec<RecoveredTask>, RuntimeError> {
     let mut found = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
-        Err(source) => {
-            return Err(RuntimeError::StateFile {
-                action: "list",
-                path: dir.to_owned(),
-                source,
-            });
-        }
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    for file in files {
+    for file in state_files(dir)? {
         let parsed = std::fs::read(&file)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<TaskStateFile>(&b).map_err(|e| e.to_string()));
@@ -312,18 +272,43 @@ pub async fn recover_tasks(dir: &Path, grace: Duration) -> Result<Vec<RecoveredT
             }
         };
         tracing::info!(file = %file.display(), action = ?entry.action, "recovered a leftover task");
-        if let Err(e) = std::fs::remove_file(&file)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(RuntimeError::StateFile {
-                action: "remove",
-                path: file,
-                source: e,
-            });
-        }
+        remove_recovered(&file)?;
         found.push(entry);
     }
     Ok(found)
+}
+
+/// The `*.json` state files in `dir`, sorted; none when `dir` does not exist.
+fn state_files(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(RuntimeError::StateFile {
+                action: "list",
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Removes a state file once what it described was dealt with (gone already is fine).
+fn remove_recovered(file: &Path) -> Result<(), RuntimeError> {
+    match std::fs::remove_file(file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::StateFile {
+            action: "remove",
+            path: file.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 async fn clean_up(state: &StateFile, grace: Duration) -> RecoveryAction {
