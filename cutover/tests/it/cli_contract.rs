@@ -1,9 +1,8 @@
 //! The CLI behaves as a Unix tool: a closed pipe ends it quietly, secrets can come from stdin,
 //! and logs written to a file carry no colour codes.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use crate::support::{Fixture, serve_command, stdout};
 
@@ -79,13 +78,7 @@ fn the_server_log_written_to_a_file_has_no_colour_codes() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for line in lines.lines().map_while(Result::ok) {
-        if line.starts_with("cutover: listening on ") || Instant::now() > deadline {
-            break;
-        }
-    }
+    crate::support::addresses(&mut child);
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

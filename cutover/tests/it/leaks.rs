@@ -48,22 +48,7 @@ fn start_logged(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> (Server
         .stderr(log)
         .spawn()
         .expect("cutover serve starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut router = 0u16;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("cutover: router on http://") {
-                router = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
-            }
-            if let Some(url) = line.strip_prefix("cutover: listening on ") {
-                let _ = tx.send((url.to_owned(), router));
-            }
-        }
-    });
-    let (url, router_port) = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server prints its address");
+    let (url, router_port) = crate::support::addresses(&mut child);
     let admin = std::fs::read_to_string(data_dir.join("admin.token")).unwrap();
     (
         Server::adopt(child, url, router_port, admin.trim().to_owned()),

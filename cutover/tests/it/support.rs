@@ -119,6 +119,26 @@ pub fn serve_command(config: impl AsRef<Path>, data_dir: impl AsRef<Path>) -> Co
     command
 }
 
+/// The API URL and router port a starting `cutover serve` prints on its (piped) stdout; the
+/// rest of its stdout is drained in the background.
+pub fn addresses(child: &mut Child) -> (String, u16) {
+    let stdout = child.stdout.take().expect("the server's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut router = 0u16;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("cutover: router on http://") {
+                router = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            }
+            if let Some(url) = line.strip_prefix("cutover: listening on ") {
+                let _ = tx.send((url.to_owned(), router));
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("server prints its address")
+}
+
 pub struct Server {
     pub child: Child,
     /// The API, e.g. http://127.0.0.1:41234
@@ -160,22 +180,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("cutover serve starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut router = 0u16;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("cutover: router on http://") {
-                    router = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
-                }
-                if let Some(url) = line.strip_prefix("cutover: listening on ") {
-                    let _ = tx.send((url.to_owned(), router));
-                }
-            }
-        });
-        let (url, router_port) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server prints its address");
+        let (url, router_port) = addresses(&mut child);
         // Written before the server listens, on the first start of its store.
         let admin_token = std::fs::read_to_string(data_dir.join("admin.token"))
             .map(|t| t.trim().to_owned())
