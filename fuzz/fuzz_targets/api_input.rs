@@ -29,7 +29,8 @@ fn is_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 macro_rules! check_name_type {
@@ -50,7 +51,10 @@ macro_rules! check_name_type {
         }
         // JSON string input (as in a body): same verdict as the parser.
         let json = serde_json::to_string(s).unwrap();
-        assert_eq!(serde_json::from_str::<$ty>(&json).is_ok(), <$ty>::parse(s).is_ok());
+        assert_eq!(
+            serde_json::from_str::<$ty>(&json).is_ok(),
+            <$ty>::parse(s).is_ok()
+        );
     }};
 }
 
@@ -82,7 +86,11 @@ fuzz_target!(|data: &[u8]| {
         4 => match Actor::parse(s) {
             Ok(a) => {
                 assert!((1..=64).contains(&a.as_str().len()));
-                assert!(a.as_str().bytes().all(|c| c.is_ascii_alphanumeric() || b"._@-".contains(&c)));
+                assert!(
+                    a.as_str()
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"._@-".contains(&c))
+                );
                 let json = serde_json::to_string(&a).unwrap();
                 assert_eq!(serde_json::from_str::<Actor>(&json).unwrap(), a);
             }
@@ -94,7 +102,11 @@ fuzz_target!(|data: &[u8]| {
         5 => {
             if let Ok(v) = Version::parse(s) {
                 assert_eq!(v.as_str().len(), 40);
-                assert!(v.as_str().bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+                assert!(
+                    v.as_str()
+                        .bytes()
+                        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+                );
                 assert_eq!(v.short().len(), 12);
                 assert_eq!(Version::parse(&v.to_string()).unwrap(), v);
                 let json = serde_json::to_string(&v).unwrap();
@@ -118,7 +130,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(k) => {
                 assert!(k.as_str().starts_with('/'));
                 assert!(k.as_str().chars().count() <= PARAM_KEY_MAX_LEN);
-                assert!(k.segments().all(|seg| !seg.is_empty() && seg != "." && seg != ".."));
+                assert!(
+                    k.segments()
+                        .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+                );
                 assert!(k.is_under(&k));
                 assert_eq!(ParamKey::parse(&k.to_string()).unwrap(), k);
                 let json = serde_json::to_string(&k).unwrap();
@@ -158,7 +173,14 @@ fuzz_target!(|data: &[u8]| {
             if refused_setting_name(s).is_none() {
                 assert!(!s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'));
                 let upper = s.to_ascii_uppercase();
-                for exact in ["BASH_ENV", "ENV", "PATH", "IFS", "NODE_OPTIONS", "JAVA_TOOL_OPTIONS"] {
+                for exact in [
+                    "BASH_ENV",
+                    "ENV",
+                    "PATH",
+                    "IFS",
+                    "NODE_OPTIONS",
+                    "JAVA_TOOL_OPTIONS",
+                ] {
                     assert_ne!(upper, exact, "{s} allowed");
                 }
                 for prefix in ["LD_", "DYLD_", "GIT_", "CUTOVER_", "PYTHON", "PERL5", "RUBY"] {

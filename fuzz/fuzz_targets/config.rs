@@ -28,10 +28,7 @@ fuzz_target!(|data: &[u8]| {
         Err(errors) => {
             assert!(!errors.is_empty(), "an error answer without errors");
             for e in &errors {
-                assert!(
-                    (e.line == 0) == (e.column == 0),
-                    "half a location: {e:?}"
-                );
+                assert!((e.line == 0) == (e.column == 0), "half a location: {e:?}");
                 assert!(!e.message.is_empty(), "an error without a message: {e:?}");
                 let _ = e.to_string();
             }

@@ -54,13 +54,18 @@ async fn upstream(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let (by_host, fixed) = rt.block_on(async {
             let up = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let up_addr = up.local_addr().unwrap();
             tokio::spawn(async move {
                 loop {
-                    let Ok((stream, _)) = up.accept().await else { continue };
+                    let Ok((stream, _)) = up.accept().await else {
+                        continue;
+                    };
                     tokio::spawn(async move {
                         let _ = http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service_fn(upstream))
@@ -91,7 +96,9 @@ fn harness() -> &'static Harness {
 }
 
 fn status_of(answer: &[u8]) -> Option<u16> {
-    let rest = answer.strip_prefix(b"HTTP/1.1 ").or_else(|| answer.strip_prefix(b"HTTP/1.0 "))?;
+    let rest = answer
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| answer.strip_prefix(b"HTTP/1.0 "))?;
     std::str::from_utf8(rest.get(..3)?).ok()?.parse().ok()
 }
 
@@ -119,7 +126,9 @@ fuzz_target!(|data: &[u8]| {
     // A last pipelined request with `Connection: close` makes the router close the connection
     // once it has answered everything before it. (Half-closing right after the input would not
     // do: hyper drops a request whose client half-closes, so nothing would reach the upstream.)
-    request.extend_from_slice(format!("GET /end HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes());
+    request.extend_from_slice(
+        format!("GET /end HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
 
     let answer = h.rt.block_on(async {
         let mut conn = TcpStream::connect(addr).await.unwrap();
@@ -132,7 +141,11 @@ fuzz_target!(|data: &[u8]| {
         loop {
             // An input that leaves a body unfinished keeps the router waiting: after a quiet
             // moment, end the client's side (the router then answers or closes).
-            let wait = if half_closed { Duration::from_secs(10) } else { Duration::from_millis(50) };
+            let wait = if half_closed {
+                Duration::from_secs(10)
+            } else {
+                Duration::from_millis(50)
+            };
             match tokio::time::timeout(wait, conn.read(&mut buf)).await {
                 Ok(Ok(0) | Err(_)) => break,
                 Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
@@ -150,12 +163,20 @@ fuzz_target!(|data: &[u8]| {
         answer
     });
     if std::env::var_os("CUTOVER_FUZZ_SHOW").is_some() {
-        eprintln!("request: {:?}\nanswer: {:?}", String::from_utf8_lossy(&request), String::from_utf8_lossy(&answer));
+        eprintln!(
+            "request: {:?}\nanswer: {:?}",
+            String::from_utf8_lossy(&request),
+            String::from_utf8_lossy(&answer)
+        );
     }
     if answer.is_empty() {
         return;
     }
-    assert!(status_of(&answer).is_some(), "not an HTTP/1.x answer: {:?}", String::from_utf8_lossy(&answer));
+    assert!(
+        status_of(&answer).is_some(),
+        "not an HTTP/1.x answer: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
     // Every status line (bodies here never contain one: the upstream answers a number).
     for at in memchr_all(&answer, b"HTTP/1.") {
         let status = status_of(&answer[at..]).unwrap_or_default();
