@@ -317,6 +317,19 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, &'static
 
 async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBody> {
     let inner = &*ctx.inner;
+    // A tunnel through the router would carry bytes past routing, draining and the switch:
+    // the router is a reverse proxy, not a forward one.
+    if req.method() == http::Method::CONNECT {
+        let mut answer = text_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "cutover router: CONNECT is not served\n".into(),
+        );
+        answer.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return answer;
+    }
     let host_header = match request_host(&req) {
         Ok(h) => h,
         Err(why) => return text_response(StatusCode::BAD_REQUEST, why.into()),

@@ -160,3 +160,16 @@ async fn an_unknown_host_gets_a_plain_404() {
         "no route is named: {answer}"
     );
 }
+
+#[tokio::test]
+async fn connect_is_refused_and_never_reaches_an_upstream() {
+    let (r, _a, _b) = two_routes().await;
+    let host = r.host("yves");
+    let answer = raw(
+        r.addr,
+        &format!("CONNECT {host}:80 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(status_line(&answer).contains(" 405 "), "{answer}");
+    assert!(!answer.contains(&sha('a')), "an upstream answered: {answer}");
+}
