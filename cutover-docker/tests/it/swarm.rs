@@ -332,7 +332,16 @@ async fn workers_converge_start_first_and_swarm_rolls_a_broken_version_back() {
         lines.iter().any(|l| l.starts_with("update rolled back: ")),
         "{lines:#?}"
     );
-    let status = f.rt.converged_status(&f.app, &env()).await.unwrap();
+    // Swarm's start-first rollback can list a third task (the one being replaced) for a moment
+    // after the update reports "rolled back": wait (bounded) for the two replicas of V2.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let status = f.rt.converged_status(&f.app, &env()).await.unwrap();
+        if versions(&status) == [V2, V2] || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     assert_eq!(versions(&status), [V2, V2], "{status:#?}");
     assert!(
         status.iter().all(|s| s.requested_version.as_str() == V2),
