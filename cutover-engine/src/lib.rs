@@ -206,7 +206,9 @@ impl Engine {
         let runtimes = self.runtimes();
         let mut before = Vec::new();
         for runtime in &runtimes {
-            before.extend(runtime.status().await.unwrap_or_default());
+            // Only to name what is left later; a stuck Docker must not hold the shutdown.
+            let listed = tokio::time::timeout(std::time::Duration::from_secs(2), runtime.status()).await;
+            before.extend(listed.ok().and_then(Result::ok).unwrap_or_default());
         }
         let stops = futures::future::join_all(runtimes.iter().map(|r| r.shutdown()));
         match tokio::time::timeout_at(started + SHUTDOWN_LIMIT, stops).await {
