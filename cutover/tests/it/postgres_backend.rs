@@ -118,6 +118,9 @@ fn a_standby_takes_over_when_the_leader_dies() {
         &["--database-url", &url],
     );
     let id = leader.deploy("alice", "staging", &app.good[0]);
+    // A leader killed outright leaves its instances running (nothing on this host adopts them
+    // yet): the test stops their process groups itself when it ends, pass or fail.
+    let _leftovers = KillGroupsOnDrop(instance_pids(&leader.cli_json("alice", &["status", "staging"])));
     // Tokens live in the database: the standby accepts the leader's.
     let admin_token = leader.admin_token.clone();
 
@@ -186,4 +189,28 @@ fn a_standby_takes_over_when_the_leader_dies() {
         std::thread::sleep(Duration::from_millis(200));
     }
     standby.deploy("bob", "staging", &app.good[1]);
+}
+
+/// Every instance pid in a `cutover status` answer (each leads its own process group).
+fn instance_pids(status: &serde_json::Value) -> Vec<u32> {
+    status["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["instances"].as_array().into_iter().flatten())
+        .filter_map(|i| i["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+        .collect()
+}
+
+/// SIGKILLs these process groups when dropped.
+struct KillGroupsOnDrop(Vec<u32>);
+
+impl Drop for KillGroupsOnDrop {
+    fn drop(&mut self) {
+        for pgid in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .status();
+        }
+    }
 }
