@@ -452,18 +452,21 @@ mod tests {
     }
 
     #[test]
-    fn long_values_are_masked_in_plain_pieces_and_build_quickly() {
+    fn long_values_are_masked_in_plain_pieces_without_encodings() {
         let long = "y".repeat(65_000);
-        let values: Vec<String> = (0..16).map(|i| format!("{i}{long}")).collect();
-        let started = std::time::Instant::now();
+        let values: Vec<String> = (0..16).map(|i| format!("{i:02}{long}")).collect();
         let m = Masker::new(&values);
+        // No automaton over megabytes of encoded patterns (building one took a minute): each
+        // value is its 4 KiB plain pieces, searched as substrings.
+        assert!(m.anywhere.is_none(), "{m:?}");
+        assert!(
+            !m.long.is_empty() && m.long.iter().all(|p| p.len() <= super::PIECE),
+            "{m:?}"
+        );
         let line = format!("env: X={} end", values[3]);
         let masked = m.mask(&line);
         assert!(!masked.contains(&values[3][..5000]), "a long value is masked");
         assert!(masked.starts_with("env: X=") && masked.ends_with(" end"));
-        // Generous for a debug build on a loaded machine; the old encodings of 16 such values
-        // took tens of seconds.
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
         let short = "hunter2-secret";
         let m = Masker::new([short]);
         assert_eq!(m.mask(&hex(short)), MASK, "short values keep their encodings");

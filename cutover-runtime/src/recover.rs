@@ -80,16 +80,7 @@ impl StateFile {
     }
 
     pub fn remove(dir: &Path, id: &InstanceId) -> Result<(), RuntimeError> {
-        let path = dir.join(format!("{id}.json"));
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(RuntimeError::StateFile {
-                action: "remove",
-                path,
-                source,
-            }),
-        }
+        remove_state_file(&dir.join(format!("{id}.json")))
     }
 }
 
@@ -164,16 +155,7 @@ impl TaskStateFile {
     }
 
     pub fn remove(dir: &Path, pid: u32) -> Result<(), RuntimeError> {
-        let path = Self::path(dir, pid);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(RuntimeError::StateFile {
-                action: "remove",
-                path,
-                source,
-            }),
-        }
+        remove_state_file(&Self::path(dir, pid))
     }
 }
 
@@ -239,7 +221,7 @@ pub async fn recover(
             }
         };
         tracing::info!(file = %file.display(), action = ?entry.action, "recovered a leftover instance");
-        remove_recovered(&file)?;
+        remove_state_file(&file)?;
         report.instances.push(entry);
     }
     Ok(report)
@@ -272,7 +254,7 @@ pub async fn recover_tasks(dir: &Path, grace: Duration) -> Result<Vec<RecoveredT
             }
         };
         tracing::info!(file = %file.display(), action = ?entry.action, "recovered a leftover task");
-        remove_recovered(&file)?;
+        remove_state_file(&file)?;
         found.push(entry);
     }
     Ok(found)
@@ -299,8 +281,8 @@ fn state_files(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
     Ok(files)
 }
 
-/// Removes a state file once what it described was dealt with (gone already is fine).
-fn remove_recovered(file: &Path) -> Result<(), RuntimeError> {
+/// Removes a state file (gone already is fine).
+fn remove_state_file(file: &Path) -> Result<(), RuntimeError> {
     match std::fs::remove_file(file) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::StateFile {
             action: "remove",
