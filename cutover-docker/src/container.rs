@@ -225,6 +225,7 @@ pub(crate) fn status_of(
         created_at: engine_ms(c.created.as_deref()),
         state: instance_state,
         last_exit,
+        owner: cutover_runtime::InstanceOwner::this_process(0, false),
     })
 }
 

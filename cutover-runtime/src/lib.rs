@@ -59,7 +59,7 @@ pub use recover::{RecoveredInstance, RecoveryAction, RecoveryReport, StateFile};
 pub use sandbox::{Protection, RunAs, Sandbox};
 pub use task::{MAX_TASK_LINE, TaskExit, TaskLine, TaskOutcome, TaskSpec};
 pub use types::{
-    BackoffPolicy, HealthSettings, InstanceId, InstanceSpec, InstanceState, InstanceStatus, RuntimeConfig,
+    BackoffPolicy, HealthSettings, InstanceId, InstanceOwner, InstanceSpec, InstanceState, InstanceStatus, RuntimeConfig,
     StopOutcome, VersionSource,
 };
 
@@ -135,9 +135,27 @@ pub trait Runtime: Send + Sync {
         cancel: CancellationToken,
     ) -> Result<TaskOutcome, RuntimeError>;
 
-    /// Cleans up instances left by a previous server process. Call once at
-    /// start-up, before [`Runtime::start`].
+    /// Looks at what a previous server process left: one-off tasks are terminated (a run does
+    /// not survive its server); instances that still run as recorded are taken into this
+    /// runtime *unclaimed* (listed by [`Runtime::status`] with `owner.adopted`, supervised, not
+    /// restarted yet if they exit) and everything else is cleaned up. Call once at start-up,
+    /// before [`Runtime::start`]; then [`Runtime::adopt`] what is kept and
+    /// [`Runtime::stop`] the rest.
     async fn recover(&self) -> Result<RecoveryReport, RuntimeError>;
+
+    /// Claims an instance found by [`Runtime::recover`]: `spec` (which must name the same app,
+    /// env, service, version and replica) is what a restart after an exit uses from now on, as
+    /// for an instance this runtime started. Nothing is restarted.
+    async fn adopt(&self, id: &InstanceId, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
+        let _ = spec;
+        Err(RuntimeError::UnknownInstance { id: id.clone() })
+    }
+
+    /// Ends supervision and refuses new starts and tasks, leaving every instance running
+    /// for the next server to adopt (running tasks are cancelled: a run ends with its server).
+    async fn detach(&self) -> Result<(), RuntimeError> {
+        self.shutdown().await.map(|_| ())
+    }
 
     /// Stops every instance (in parallel), cancels running tasks and waits
     /// for them, and refuses new starts and tasks.

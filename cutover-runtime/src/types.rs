@@ -168,6 +168,31 @@ pub struct InstanceStatus {
     pub state: InstanceState,
     /// How the previous process ended, e.g. `killed by signal 9`.
     pub last_exit: Option<String>,
+    /// Who looks after the instance now, and since when.
+    pub owner: InstanceOwner,
+}
+
+/// Who supervises an instance: the server process that started it, or the one that adopted it
+/// from a previous server (restart, crash, upgrade of `cutover serve`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct InstanceOwner {
+    /// The `cutover serve` process supervising it.
+    pub pid: u32,
+    /// When that process took it over: its start, or its adoption (unix ms).
+    pub since: u64,
+    /// `true` when it was adopted from an earlier server rather than started by this one.
+    pub adopted: bool,
+}
+
+impl InstanceOwner {
+    /// This server process, from `since`.
+    pub fn this_process(since: u64, adopted: bool) -> Self {
+        Self {
+            pid: std::process::id(),
+            since,
+            adopted,
+        }
+    }
 }
 
 /// How `stop` ended an instance.

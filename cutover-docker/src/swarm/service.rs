@@ -463,6 +463,7 @@ fn task_instance(
         created_at,
         state,
         last_exit: last_exit(tasks),
+        owner: cutover_runtime::InstanceOwner::this_process(0, false),
     }
 }
 

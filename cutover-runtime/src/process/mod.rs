@@ -277,6 +277,7 @@ fn snapshot(inst: &Instance) -> InstanceStatus {
         created_at: inst.created_at,
         state: live.state,
         last_exit: live.last_exit,
+        owner: crate::types::InstanceOwner::this_process(inst.created_at, false),
     }
 }
 
