@@ -74,6 +74,13 @@ pub enum Command {
     #[command(after_help = "Example: cutover demo   (then open the URLs it prints; Ctrl-C stops everything)")]
     Demo(DemoArgs),
 
+    /// Run the data plane (the router's listeners and routing table) of a data directory; `cutover
+    /// serve` starts it when none runs, and it keeps serving when the control plane stops.
+    #[command(after_help = "Example: cutover data-plane --data-dir ./.cutover\n\
+                      Files in <data-dir>/dataplane/: control.sock, secret, pid, routes.json, dataplane.log.\n\
+                      With --take-over it replaces the running data plane without dropping a connection.")]
+    DataPlane(DataPlaneArgs),
+
     /// Work with a cutover.yml without a server.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -422,6 +429,17 @@ pub struct ServeArgs {
     /// `router.port` from cutover.yml, else 7080; port 0 picks a free one).
     #[arg(long, env = "CUTOVER_ROUTER_LISTEN")]
     pub router_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct DataPlaneArgs {
+    /// Cutover's data directory (the same as `cutover serve`'s).
+    #[arg(long, env = "CUTOVER_DATA_DIR", default_value = "./.cutover")]
+    pub data_dir: PathBuf,
+    /// Take the listening sockets and routes over from the running data plane, which then drains
+    /// and exits (an upgrade without dropping a connection).
+    #[arg(long)]
+    pub take_over: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! local file), then prints a table or the JSON answer.
 
 mod config;
+mod dataplane;
 mod demo;
 mod env;
 mod ops;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::DataPlane(args) => dataplane::run(args).await,
         Command::Config(cmd) => config::run(cmd, out),
         Command::Env(cmd) => env::run(&client()?, cmd, out).await,
         Command::Param(cmd) => param::run(&client()?, cmd, out).await,
