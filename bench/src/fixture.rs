@@ -148,14 +148,25 @@ pub struct Server {
 impl Server {
     /// Starts `cutover serve` on free loopback ports; `env` is inherited by instances and hooks.
     pub fn start(bin: &Path, app: &AppRepo, env: &[(&str, &Path)]) -> Result<Server, Error> {
+        Server::start_routing(bin, app, env, "127.0.0.1:0")
+    }
+
+    /// Like [`Server::start`], with the router on `router` (a fixed port survives restarts).
+    pub fn start_routing(
+        bin: &Path,
+        app: &AppRepo,
+        env: &[(&str, &Path)],
+        router: &str,
+    ) -> Result<Server, Error> {
         let config_home = app.dir.path().join("config-home");
         let mut cmd = Command::new(bin);
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--router-listen", "127.0.0.1:0", "--config"])
+            .args(["--router-listen", router, "--config"])
             .arg(app.config())
             .arg("--data-dir")
             .arg(app.data_dir())
             .env("RUST_LOG", "warn")
+            .env("CUTOVER_STOP_ON_EXIT", "1")
             .env("XDG_CONFIG_HOME", &config_home)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -338,6 +349,24 @@ impl Server {
     pub fn logs(&self, id: i64) -> Result<Vec<Value>, Error> {
         let v = self.cli_json(&["logs", &id.to_string()])?;
         Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// SIGKILL, as a crash would, and reaps it.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits (at most `limit`) for the server to exit on its own; true when it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// SIGTERM, then SIGKILL if the server has not exited within 15 s.

@@ -107,16 +107,15 @@ impl Engine {
             }
             let counts = self.replica_counts(env).await;
             for (name, _) in config.services.iter().filter(|(_, s)| s.public) {
-                let Some(generation) = self
-                    .route(env, name)
-                    .ok()
-                    .and_then(|r| self.router().generation(&r))
-                else {
+                let Ok(route) = self.route(env, name) else {
+                    continue;
+                };
+                let Some(generation) = self.data_plane().route_state(&route).await else {
                     continue;
                 };
                 let now = Instant::now();
                 let sample = samples.entry((env.clone(), name.clone())).or_default();
-                let (id, admitted) = (generation.id(), generation.admitted());
+                let (id, admitted) = (generation.generation, generation.admitted);
                 let rate = match sample.at {
                     Some(at) if sample.generation == id => {
                         let secs = now.duration_since(at).as_secs_f64().max(0.001);

@@ -28,11 +28,12 @@ use cutover_runtime::{HealthSettings, InstanceId, InstanceSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::Engine;
+use crate::dataplane::OldGeneration;
 use crate::pipeline::executor::StageError;
 use crate::pipeline::logs::StageLog;
 
 /// How long in-flight requests of a switched-out generation may finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The instances of one service at one version.
 #[derive(Debug, Clone)]
@@ -79,7 +80,7 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    fn set_env_services(&self, env: &EnvName, services: EnvServices) {
+    pub(crate) fn set_env_services(&self, env: &EnvName, services: EnvServices) {
         self.deployments()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -102,7 +103,7 @@ impl Engine {
             .map_err(|e| StageError::Failed(e.to_string()))
     }
 
-    fn health_settings(deadline: Duration) -> HealthSettings {
+    pub(crate) fn health_settings(deadline: Duration) -> HealthSettings {
         HealthSettings {
             interval: Duration::from_millis(20),
             timeout: Duration::from_secs(2),
@@ -110,10 +111,33 @@ impl Engine {
         }
     }
 
+    /// What an instance of `service` at `l.version` runs: the one place a spec is made, for a
+    /// start and for the adoption of an instance a previous server started.
+    pub(crate) fn instance_spec(&self, l: &Launch<'_>, service: &ServiceName, replica: u32) -> InstanceSpec {
+        let svc = &self.config().services[service];
+        InstanceSpec {
+            app: self.config().app.clone(),
+            env: l.env.clone(),
+            service: service.clone(),
+            version: l.version.clone(),
+            release_dir: l.release_dir.to_owned(),
+            run: svc.run.clone(),
+            env_vars: {
+                let mut vars = l.env_vars.to_vec();
+                if let Some(port) = svc.port {
+                    vars.push((cutover_docker::CONTAINER_PORT_VAR.to_owned(), port.to_string()));
+                }
+                vars
+            },
+            replica,
+            health_path: svc.health.clone(),
+        }
+    }
+
     /// Starts `replicas` instances of one service and waits until every one
     /// is healthy. Started ids are pushed to `started` as they come, so a
     /// failure half-way can stop them.
-    async fn start_healthy(
+    pub(crate) async fn start_healthy(
         &self,
         l: &Launch<'_>,
         service: &ServiceName,
@@ -123,23 +147,7 @@ impl Engine {
         let svc = &self.config().services[service];
         let mut out = Vec::new();
         for replica in replicas {
-            let spec = InstanceSpec {
-                app: self.config().app.clone(),
-                env: l.env.clone(),
-                service: service.clone(),
-                version: l.version.clone(),
-                release_dir: l.release_dir.to_owned(),
-                run: svc.run.clone(),
-                env_vars: {
-                    let mut vars = l.env_vars.to_vec();
-                    if let Some(port) = svc.port {
-                        vars.push((cutover_docker::CONTAINER_PORT_VAR.to_owned(), port.to_string()));
-                    }
-                    vars
-                },
-                replica,
-                health_path: svc.health.clone(),
-            };
+            let spec = self.instance_spec(l, service, replica);
             let status = self
                 .runtime_for(l.env)
                 .start(spec)
@@ -221,18 +229,23 @@ impl Engine {
 
     /// Points every public route at the given sets, back to back; returns the
     /// generations switched out.
-    fn switch_routes(
+    pub(crate) async fn switch_routes(
         &self,
         env: &EnvName,
         sets: &BTreeMap<ServiceName, ServiceSet>,
-    ) -> Result<Vec<(ServiceName, cutover_router::Generation)>, StageError> {
+    ) -> Result<Vec<(ServiceName, OldGeneration)>, StageError> {
         let mut old = Vec::new();
         for (name, set) in sets.iter().filter(|(n, _)| self.config().services[*n].public) {
             let addrs = set.instances.iter().map(|(_, a)| *a).collect();
-            if let Some(g) = self.router().switch(
-                &self.route(env, name)?,
-                Backend::new(set.version.to_string(), addrs),
-            ) {
+            if let Some(g) = self
+                .data_plane()
+                .switch(
+                    &self.route(env, name)?,
+                    Backend::new(set.version.to_string(), addrs),
+                )
+                .await
+                .map_err(StageError::Failed)?
+            {
                 old.push((name.clone(), g));
             }
         }
@@ -277,7 +290,7 @@ impl Engine {
         // there, before any traffic has moved.
         self.converge_workers(l.env, l.version, l.env_vars, l.log).await?;
         // Everything is healthy: switch every public route, back to back.
-        let old_generations = self.switch_routes(l.env, &next)?;
+        let old_generations = self.switch_routes(l.env, &next).await?;
         if let Some(r) = slot.as_mut() {
             r.switched = true;
         }
@@ -381,8 +394,10 @@ impl Engine {
                     };
                     let addrs = new_set.iter().chain(remaining.iter()).map(|(_, a)| *a).collect();
                     if let Some(old_gen) = self
-                        .router()
+                        .data_plane()
                         .switch(&self.route(l.env, name)?, Backend::new(label, addrs))
+                        .await
+                        .map_err(StageError::Failed)?
                     {
                         if let Some(r) = slot.as_mut() {
                             r.switched = true;
@@ -450,10 +465,15 @@ impl Engine {
         };
         if public {
             let addrs = new.iter().map(|(_, a)| *a).collect();
-            if let Some(old) = self.router().switch(
-                &self.route(l.env, service)?,
-                Backend::new(l.version.to_string(), addrs),
-            ) {
+            if let Some(old) = self
+                .data_plane()
+                .switch(
+                    &self.route(l.env, service)?,
+                    Backend::new(l.version.to_string(), addrs),
+                )
+                .await
+                .map_err(StageError::Failed)?
+            {
                 l.log
                     .line(format!("{service}: traffic switched to {n} instances"))
                     .await;
@@ -481,7 +501,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn stop_set(&self, env: &EnvName, set: &ServiceSet, log: &StageLog) {
+    pub(crate) async fn stop_set(&self, env: &EnvName, set: &ServiceSet, log: &StageLog) {
         for (id, _) in &set.instances {
             if let Err(e) = self.runtime_for(env).stop(id).await {
                 log.line(format!("could not stop {}: {e}", id.as_str())).await;
@@ -501,11 +521,18 @@ impl Engine {
                 match before.current.get(name).filter(|_| svc.public) {
                     Some(set) => {
                         let addrs = set.instances.iter().map(|(_, a)| *a).collect();
-                        self.router()
-                            .switch(&route, Backend::new(set.version.to_string(), addrs));
+                        if let Err(e) = self
+                            .data_plane()
+                            .switch(&route, Backend::new(set.version.to_string(), addrs))
+                            .await
+                        {
+                            log.line(e).await;
+                        }
                     }
                     None if svc.public => {
-                        self.router().remove(&route);
+                        if let Err(e) = self.data_plane().remove(&route).await {
+                            log.line(e).await;
+                        }
                     }
                     None => {}
                 }
@@ -584,7 +611,7 @@ impl Engine {
             )));
         }
         let t0 = std::time::Instant::now();
-        self.switch_routes(env, &before.warm)?;
+        self.switch_routes(env, &before.warm).await?;
         log.line(format!(
             "traffic switched to {} in {} ms",
             version.short(),

@@ -8,8 +8,10 @@
 //! Architecture invariant: the engine never speaks HTTP and never formats for
 //! a terminal; it returns typed results and `EngineError`s.
 
+mod adopt;
 mod autoscale;
 mod broker;
+pub mod dataplane;
 mod deploy;
 mod environments;
 mod error;
@@ -38,9 +40,9 @@ use cutover_core::config::RuntimeKind;
 use cutover_core::{Actor, EnvName, Version};
 use cutover_docker::{DockerRuntime, SwarmRuntime};
 use cutover_git::Repo;
-use cutover_router::Router;
 use cutover_runtime::Runtime;
 use cutover_store::{NewAuditEntry, Store};
+pub use dataplane::{DataPlane, OldGeneration, RouteState};
 
 pub use environments::{EnvironmentSummary, VersionRow, VersionsReport};
 pub use error::{EngineError, ErrorKind};
@@ -76,7 +78,7 @@ pub struct EngineParts {
     pub swarm: Option<Arc<SwarmRuntime>>,
     /// Encrypts `/<app>-<env>/secrets/...` parameters at rest.
     pub secret_key: SecretKey,
-    pub router: Router,
+    pub data_plane: DataPlane,
     /// How often the reaper and the auto-deploy watcher look.
     pub lifecycle: LifecycleSettings,
     /// What confines the process runtime's children (`landlock ABI 7`,
@@ -97,7 +99,9 @@ struct Inner {
     runtime: Arc<dyn Runtime>,
     docker: Option<Arc<DockerRuntime>>,
     swarm: Option<Arc<SwarmRuntime>>,
-    router: Router,
+    data_plane: DataPlane,
+    data_plane_health: dataplane::DataPlaneHealth,
+    started_at_ms: u64,
     router_port: OnceLock<u16>,
     shared: pipeline::Shared,
     deployments: Mutex<HashMap<EnvName, deploy::EnvServices>>,
@@ -133,7 +137,12 @@ impl Engine {
                 runtime: parts.runtime,
                 docker: parts.docker,
                 swarm: parts.swarm,
-                router: parts.router,
+                data_plane: parts.data_plane,
+                data_plane_health: Default::default(),
+                started_at_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
                 router_port: OnceLock::new(),
                 shared: pipeline::Shared::default(),
                 deployments: Mutex::new(HashMap::new()),
@@ -168,6 +177,7 @@ impl Engine {
         self.interrupt_leftover_runs().await?;
         self.interrupt_leftover_job_runs().await?;
         self.restore_lifecycle().await?;
+        self.stop_orphans().await;
         pipeline::Executor::spawn_workers(self);
         self.spawn_scheduler();
         self.spawn_lifecycle_tasks();
@@ -182,27 +192,7 @@ impl Engine {
     /// left running is found and stopped by the next start's recovery (its state file stays).
     pub async fn shutdown(&self) -> Vec<String> {
         let started = tokio::time::Instant::now();
-        let active: Vec<_> = {
-            let controls = self.shared().controls.lock().unwrap_or_else(|e| e.into_inner());
-            controls.values().map(|c| c.cancel.clone()).collect()
-        };
-        for cancel in &active {
-            cancel.cancel();
-        }
-        let runs_until = started + RUN_STOP_LIMIT;
-        let active_runs = || -> Vec<i64> {
-            let controls = self.shared().controls.lock().unwrap_or_else(|e| e.into_inner());
-            let mut ids: Vec<i64> = controls.keys().copied().collect();
-            ids.sort_unstable();
-            ids
-        };
-        while !active_runs().is_empty() && tokio::time::Instant::now() < runs_until {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let mut left: Vec<String> = active_runs()
-            .into_iter()
-            .map(|id| format!("run {id} (cancelled, still undoing)"))
-            .collect();
+        let mut left = self.stop_runs(started).await;
         let runtimes = self.runtimes();
         let mut before = Vec::new();
         for runtime in &runtimes {
@@ -243,6 +233,52 @@ impl Engine {
             }
         }
         left
+    }
+
+    /// Control-plane exit that leaves production serving: cancels active runs (as
+    /// [`Engine::shutdown`]: a run ends with its server, and is marked interrupted by the next
+    /// one), then detaches every runtime, so instances keep running for the next server to
+    /// adopt. Returns what did not finish in time.
+    pub async fn detach(&self) -> Vec<String> {
+        let started = tokio::time::Instant::now();
+        let mut left = self.stop_runs(started).await;
+        let runtimes = self.runtimes();
+        let detaches = futures::future::join_all(runtimes.iter().map(|r| r.detach()));
+        match tokio::time::timeout_at(started + SHUTDOWN_LIMIT, detaches).await {
+            Ok(results) => {
+                for e in results.into_iter().filter_map(Result::err) {
+                    tracing::error!(error = %e, "detaching a runtime failed");
+                }
+            }
+            Err(_) => left.push("waiting for cancelled hooks, builds and jobs to end".to_owned()),
+        }
+        left
+    }
+
+    /// Cancels every active run and waits (at most [`RUN_STOP_LIMIT`]) for them to put their
+    /// environment back; returns the runs still undoing.
+    async fn stop_runs(&self, started: tokio::time::Instant) -> Vec<String> {
+        let active: Vec<_> = {
+            let controls = self.shared().controls.lock().unwrap_or_else(|e| e.into_inner());
+            controls.values().map(|c| c.cancel.clone()).collect()
+        };
+        for cancel in &active {
+            cancel.cancel();
+        }
+        let runs_until = started + RUN_STOP_LIMIT;
+        let active_runs = || -> Vec<i64> {
+            let controls = self.shared().controls.lock().unwrap_or_else(|e| e.into_inner());
+            let mut ids: Vec<i64> = controls.keys().copied().collect();
+            ids.sort_unstable();
+            ids
+        };
+        while !active_runs().is_empty() && tokio::time::Instant::now() < runs_until {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        active_runs()
+            .into_iter()
+            .map(|id| format!("run {id} (cancelled, still undoing)"))
+            .collect()
     }
 
     pub fn set_router_port(&self, port: u16) {
@@ -304,8 +340,8 @@ impl Engine {
         }
     }
 
-    pub fn router(&self) -> &Router {
-        &self.inner.router
+    pub fn data_plane(&self) -> &DataPlane {
+        &self.inner.data_plane
     }
 
     pub(crate) fn shared(&self) -> &pipeline::Shared {

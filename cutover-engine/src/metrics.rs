@@ -89,6 +89,7 @@ impl Engine {
         out.push_str("# HELP cutover_runs_active Runs executing now (all environments).\n");
         out.push_str("# TYPE cutover_runs_active gauge\n");
         let _ = writeln!(out, "cutover_runs_active {active}");
+        self.plane_metrics(&mut out);
         // Each family's lines stay together (the exposition format asks for one group per
         // metric), so the per-environment loop fills one buffer per family.
         let mut instances = String::new();
@@ -139,17 +140,17 @@ impl Engine {
                     label(env.as_str()),
                     label(service.as_str())
                 );
-                let generation = self
-                    .route(env, &service)
-                    .ok()
-                    .and_then(|r| self.router().generation(&r));
+                let generation = match self.route(env, &service) {
+                    Ok(r) => self.data_plane().route_state(&r).await,
+                    Err(_) => None,
+                };
                 if let Some(g) = generation {
                     let _ = writeln!(
                         requests,
                         "cutover_router_requests_total{{env=\"{}\",service=\"{}\"}} {}",
                         label(env.as_str()),
                         label(service.as_str()),
-                        g.admitted()
+                        g.admitted
                     );
                 }
             }
@@ -186,5 +187,51 @@ impl Engine {
             out.push_str(&lines);
         }
         out
+    }
+}
+
+impl Engine {
+    /// Control plane and data plane: up, since when, restarts; instances adopted at start.
+    fn plane_metrics(&self, out: &mut String) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let health = self.data_plane_health();
+        let embedded = matches!(self.data_plane(), crate::DataPlane::Embedded(_));
+        let lines = [
+            (
+                "cutover_control_plane_up",
+                "gauge",
+                "1 while this control plane (cutover serve) answers.",
+                "1".to_owned(),
+            ),
+            (
+                "cutover_control_plane_start_time_seconds",
+                "gauge",
+                "When this control plane started (unix seconds).",
+                (self.started_at_ms() / 1000).to_string(),
+            ),
+            (
+                "cutover_instances_adopted_total",
+                "counter",
+                "Instances a previous control plane left running that this one adopted at start.",
+                self.adopted_count().to_string(),
+            ),
+            (
+                "cutover_data_plane_up",
+                "gauge",
+                "1 when the data plane (the router process) answered its last check; the embedded router is always up.",
+                u8::from(embedded || health.up.load(Relaxed)).to_string(),
+            ),
+            (
+                "cutover_data_plane_restarts_total",
+                "counter",
+                "Data planes this control plane started because the previous one had died.",
+                health.restarts.load(Relaxed).to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in lines {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
     }
 }

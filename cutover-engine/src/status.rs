@@ -58,6 +58,16 @@ pub struct InstanceView {
     pub restarts: u32,
     pub uptime_s: u64,
     pub state: String,
+    /// Who supervises it: the pid of the `cutover serve` process, since when (unix ms: its start
+    /// or its adoption), and whether it was adopted from an earlier server.
+    pub owner: InstanceOwnerView,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct InstanceOwnerView {
+    pub pid: u32,
+    pub since_ms: u64,
+    pub adopted: bool,
 }
 
 impl Engine {
@@ -65,7 +75,7 @@ impl Engine {
     pub fn service_url(&self, env: &EnvName, service: &str) -> Option<String> {
         let port = self.router_port()?;
         let key = RouteKey::new(self.config().app.as_str(), env.as_str(), service).ok()?;
-        Some(format!("http://{}:{port}/", self.router().host_of(&key)))
+        Some(format!("http://{}:{port}/", self.data_plane().host_of(&key)))
     }
 
     /// `CUTOVER_SERVICE_URL_<SERVICE>` for every public service of `env`.
@@ -188,6 +198,11 @@ impl Engine {
                     restarts: fresh.restarts,
                     uptime_s: now.saturating_sub(fresh.started_at) / 1000,
                     state: format!("{:?}", fresh.state).to_lowercase(),
+                    owner: InstanceOwnerView {
+                        pid: fresh.owner.pid,
+                        since_ms: fresh.owner.since,
+                        adopted: fresh.owner.adopted,
+                    },
                 });
             }
             let rank = |r: &str| match r {
@@ -241,15 +256,20 @@ impl Engine {
         if let Err(e) = self.scheduler_recover(env).await {
             tracing::error!(env = %env, error = %e, "cannot recover the scheduler state");
         }
+        let left = self.leftovers(env).await;
         let deployed = match self.well_known(env, WellKnownKey::LastDeployedVersion).await {
             Ok(Some(v)) => v,
-            Ok(None) => return,
+            Ok(None) => {
+                self.stop_leftovers(env, &left).await;
+                return;
+            }
             Err(e) => {
                 tracing::error!(env = %env, error = %e, "cannot read last_deployed_version; not reconciling");
                 return;
             }
         };
         let Ok(version) = Version::parse(&deployed) else {
+            self.stop_leftovers(env, &left).await;
             return;
         };
         tracing::info!(env = %env, version = %version, "reconciling to the last deployed version");
@@ -266,12 +286,16 @@ impl Engine {
                 log: &log,
                 cancel: &cancel,
             };
-            self.roll_out(&l, &mut slot).await
+            if left.is_empty() {
+                self.roll_out(&l, &mut slot).await
+            } else {
+                self.adopt_env(&l, left).await
+            }
         }
         .await;
         match result {
-            Ok(_) => {
-                tracing::info!(env = %env, version = %version, "environment serves its last deployed version")
+            Ok(summary) => {
+                tracing::info!(env = %env, version = %version, "environment serves its last deployed version: {summary}")
             }
             Err(e) => {
                 tracing::error!(env = %env, version = %version, error = ?e, "could not bring the environment back")

@@ -59,8 +59,8 @@ pub use recover::{RecoveredInstance, RecoveryAction, RecoveryReport, StateFile};
 pub use sandbox::{Protection, RunAs, Sandbox};
 pub use task::{MAX_TASK_LINE, TaskExit, TaskLine, TaskOutcome, TaskSpec};
 pub use types::{
-    BackoffPolicy, HealthSettings, InstanceId, InstanceOwner, InstanceSpec, InstanceState, InstanceStatus, RuntimeConfig,
-    StopOutcome, VersionSource,
+    BackoffPolicy, HealthSettings, InstanceId, InstanceOwner, InstanceSpec, InstanceState, InstanceStatus,
+    RuntimeConfig, StopOutcome, VersionSource,
 };
 
 /// A place where service instances run. Every method is safe to call

@@ -13,6 +13,7 @@ mod api;
 mod auth;
 mod dashboard;
 mod error;
+mod plane;
 mod serve;
 
 use std::fs::File;
@@ -23,7 +24,6 @@ use std::sync::Arc;
 use cutover_core::config::{self, Config, ConfigErrors, RepoSource};
 use cutover_engine::{Engine, EngineParts};
 use cutover_git::{GitError, Repo};
-use cutover_router::{RouteKey, Router, RouterConfig};
 use cutover_runtime::{ProcessRuntime, RuntimeConfig};
 use cutover_store::{SqliteStore, StoreError};
 use tokio::net::TcpListener;
@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 pub use api::openapi;
 pub use auth::ACTOR_HEADER;
 pub use auth::limit::{FailureLimits, LOCKOUT_VAR, MAX_FAILURES_VAR};
+pub use plane::{DataPlaneMode, own_binary};
 pub use serve::{ApiTimeouts, HEADER_TIMEOUT_VAR};
 
 /// The file in the data directory that receives the first start's admin token.
@@ -61,6 +62,11 @@ pub struct ServeOptions {
     pub reset_admin_token: bool,
     /// Re-encrypt every secret with a fresh key before serving (see `rotate_secret_key`).
     pub rotate_secret_key: bool,
+    /// Where the router runs: its own long-lived process (default) or inside this one.
+    pub data_plane: DataPlaneMode,
+    /// On SIGTERM/SIGINT stop every instance (and the data plane) instead of leaving them
+    /// serving for the next server.
+    pub stop_on_exit: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,9 +137,10 @@ pub struct App {
     /// What confines the process runtime's children (see `cutover_runtime::sandbox`).
     protection: String,
     listener: TcpListener,
-    router_listener: TcpListener,
-    /// `ports:` of each environment: a listener per fixed route.
-    fixed: Vec<(RouteKey, TcpListener)>,
+    /// The router's listeners (embedded) or the data plane process.
+    plane: plane::Plane,
+    router_addr: SocketAddr,
+    system: api::system::SystemControl,
     engine: Engine,
     admin_token_file: PathBuf,
     /// The admin token minted by this start (first start or reset), if any.
@@ -171,14 +178,6 @@ impl App {
         let router_addr = opts.router_listen.unwrap_or_else(|| {
             SocketAddr::from(([127, 0, 0, 1], config.router.port.unwrap_or(DEFAULT_ROUTER_PORT)))
         });
-        let router_listener = TcpListener::bind(router_addr)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: router_addr,
-                what: "the router".into(),
-                fix: "--router-listen or router.port in cutover.yml".into(),
-                source,
-            })?;
         let sandbox = sandbox(&config, &opts.data_dir)?;
         let protection = sandbox.protection().to_string();
         let run_as = sandbox.run_as.is_some();
@@ -208,48 +207,26 @@ impl App {
         }
         let secret_key = cutover_engine::SecretKey::load_or_create(&key_file)
             .map_err(|e| StartError::Runtime(e.to_string()))?;
+        // Last of what can fail: a data plane this start spawned is not left behind by an error.
+        let (plane, data_plane, router_port) =
+            plane::Plane::start(opts.data_plane, &config, &opts.data_dir, router_addr).await?;
         let parts = EngineParts {
             data_dir: opts.data_dir.clone(),
             runtime: Arc::new(runtime),
             docker,
             swarm,
             secret_key,
-            router: Router::new(RouterConfig::default()),
+            data_plane,
             lifecycle: cutover_engine::LifecycleSettings::from_env().map_err(StartError::Runtime)?,
             protection: protection.clone(),
         };
-        let mut fixed = Vec::new();
-        for (env, e) in &config.environments {
-            for (service, port) in &e.ports {
-                let addr = SocketAddr::from(([127, 0, 0, 1], *port));
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Listen {
-                        addr,
-                        what: format!("the fixed port of {env}/{service}"),
-                        fix: format!("environments.{env}.ports.{service} in cutover.yml"),
-                        source,
-                    })?;
-                let route = RouteKey::new(config.app.as_str(), env.as_str(), service.as_str())
-                    .map_err(|e| StartError::Runtime(e.to_string()))?;
-                fixed.push((route, listener));
-            }
-        }
         let engine = Engine::new(config, store, repo, parts);
         let admin_token_file = opts.data_dir.join(ADMIN_TOKEN_FILE);
         let new_admin_token = bootstrap_admin(&engine, &admin_token_file, opts.reset_admin_token).await?;
         let limiter = auth::limit::FailureLimiter::load(engine.store().clone(), limits)
             .await
             .map_err(StartError::Store)?;
-        let port = router_listener
-            .local_addr()
-            .map_err(|source| StartError::Listen {
-                addr: router_addr,
-                what: "the router".into(),
-                fix: "--router-listen or router.port in cutover.yml".into(),
-                source,
-            })?;
-        engine.set_router_port(port.port());
+        engine.set_router_port(router_port);
         secure_data_dir(&opts.data_dir, run_as).map_err(|source| StartError::DataDir {
             path: opts.data_dir.display().to_string(),
             source,
@@ -264,8 +241,13 @@ impl App {
         Ok(App {
             protection,
             listener,
-            router_listener,
-            fixed,
+            plane,
+            router_addr: SocketAddr::new(router_addr.ip(), router_port),
+            system: api::system::SystemControl::new(
+                opts.data_dir.clone(),
+                opts.data_plane,
+                opts.stop_on_exit,
+            ),
             engine,
             admin_token_file,
             new_admin_token,
@@ -277,7 +259,7 @@ impl App {
     }
 
     pub fn router_addr(&self) -> std::io::Result<SocketAddr> {
-        self.router_listener.local_addr()
+        Ok(self.router_addr)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -310,27 +292,7 @@ impl App {
     /// finish, cancels active runs and stops every instance.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let router = self.engine.router().clone();
-        let mut router_stop = stop_rx.clone();
-        let router_listener = self.router_listener;
-        let router_task = tokio::spawn(async move {
-            let stopped = async move {
-                let _ = router_stop.wait_for(|s| *s).await;
-            };
-            router.serve(router_listener, stopped).await
-        });
-        for (route, listener) in self.fixed {
-            let router = self.engine.router().clone();
-            let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                if let Err(e) = router.serve_fixed(route, listener, stopped).await {
-                    tracing::error!(error = %e, "a fixed-port router listener stopped");
-                }
-            });
-        }
+        let plane = self.plane.run(&self.engine, stop_rx);
         if let Err(e) = self.engine.start().await {
             tracing::error!(error = %e.chain(), "engine start failed");
             return Err(std::io::Error::other(e.chain()));
@@ -340,18 +302,34 @@ impl App {
             admin_token_file: self.admin_token_file.clone(),
             limiter: self.limiter.clone(),
         };
+        let system = self.system.clone();
         let app = api::routes(auth)
+            .layer(axum::Extension(system.clone()))
             .merge(dashboard::routes())
             .layer(tower_http::trace::TraceLayer::new_for_http());
         // Open API connections (a `logs --follow`, a dashboard's stream) get
         // `timeouts.shutdown_grace` to finish after the signal, then they are closed, so they
         // cannot hold the shutdown; the engine's part is bounded by SHUTDOWN_LIMIT.
+        let requested = system.clone();
         let result = serve::serve(self.listener, app, self.timeouts, async move {
-            shutdown_signal().await;
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = requested.stop_requested() => {}
+            }
             let _ = stop_tx.send(true);
         })
         .await;
-        let left = self.engine.shutdown().await;
+        let stop_all = system.stops_everything();
+        let left = if stop_all {
+            tracing::info!("stopping every instance and the data plane");
+            self.engine.shutdown().await
+        } else {
+            tracing::info!(
+                "leaving every instance running for the next server (stop them with `cutover stop --all`, \
+                 or start the server with --stop-on-exit)"
+            );
+            self.engine.detach().await
+        };
         if !left.is_empty() {
             tracing::error!(
                 "shutdown limit ({} s) reached; not stopped: {}. The next start stops what is left.",
@@ -359,9 +337,7 @@ impl App {
                 left.join("; ")
             );
         }
-        if let Ok(Err(e)) = router_task.await {
-            tracing::error!(error = %e, "router stopped with an error");
-        }
+        plane.finish(stop_all).await;
         tracing::info!("server stopped");
         result
     }

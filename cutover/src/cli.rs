@@ -70,6 +70,32 @@ pub enum Command {
     )]
     Serve(ServeArgs),
 
+    /// Stop everything on purpose: every instance of every environment, the data plane (the
+    /// router) and the server. A plain Ctrl-C/SIGTERM of `cutover serve` leaves production
+    /// serving for the next server instead.
+    #[command(after_help = "Example: cutover stop --all")]
+    Stop {
+        /// Required: say that every environment, production included, stops serving.
+        #[arg(long)]
+        all: bool,
+    },
+
+    /// Replace the data plane (the router process) with the `cutover` binary now installed at
+    /// the server's path, without dropping a connection: it takes the listening sockets and
+    /// routes over, the old one drains and exits. Upgrading Cutover: install the new binary,
+    /// restart `cutover serve` (instances are adopted), then run this.
+    #[command(after_help = "Example: cutover upgrade --data-plane")]
+    Upgrade {
+        /// Required: what to upgrade (the control plane upgrades by restarting it).
+        #[arg(long)]
+        data_plane: bool,
+    },
+
+    /// The control plane and the data plane: pids, since when, data-plane restarts, instances
+    /// adopted at start.
+    #[command(after_help = "Example: cutover system --output json")]
+    System,
+
     /// Start Cutover with the example shop: dev and staging deployed, production awaiting approval.
     #[command(after_help = "Example: cutover demo   (then open the URLs it prints; Ctrl-C stops everything)")]
     Demo(DemoArgs),
@@ -429,6 +455,25 @@ pub struct ServeArgs {
     /// `router.port` from cutover.yml, else 7080; port 0 picks a free one).
     #[arg(long, env = "CUTOVER_ROUTER_LISTEN")]
     pub router_listen: Option<SocketAddr>,
+
+    /// Where the router runs. `process`: `cutover data-plane`, a process of its own (found, or
+    /// started, through <data-dir>/dataplane/) that keeps serving while this server restarts,
+    /// crashes or is replaced. `embedded`: inside this server, stopping with it.
+    #[arg(long, env = "CUTOVER_DATA_PLANE", value_enum, default_value_t = DataPlaneArg::Process)]
+    pub data_plane: DataPlaneArg,
+
+    /// On Ctrl-C/SIGTERM also stop every instance and the data plane. Without it they keep
+    /// serving and the next `cutover serve` adopts them (`cutover stop --all` stops everything
+    /// of a running server).
+    #[arg(long, env = "CUTOVER_STOP_ON_EXIT", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    pub stop_on_exit: bool,
+}
+
+/// `cutover serve --data-plane`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataPlaneArg {
+    Process,
+    Embedded,
 }
 
 #[derive(Debug, Args)]

@@ -137,8 +137,10 @@ impl Engine {
         remove_files: bool,
     ) -> usize {
         for service in public {
-            if let Ok(route) = self.route(env, service) {
-                self.router().remove(&route);
+            if let Ok(route) = self.route(env, service)
+                && let Err(e) = self.data_plane().remove(&route).await
+            {
+                tracing::warn!(env = %env, error = %e, "could not remove a route");
             }
         }
         let services = self

@@ -9,6 +9,7 @@ pub(crate) mod queries;
 mod redact;
 mod runs;
 mod scale;
+pub(crate) mod system;
 mod tokens;
 
 use std::sync::OnceLock;
@@ -92,6 +93,7 @@ fn api_router() -> OpenApiRouter<Engine> {
         .merge(ops::routes())
         .merge(scale::routes())
         .merge(tokens::routes())
+        .merge(system::routes())
 }
 
 /// The OpenAPI 3.1 description of the API, as served at `/api/v1/openapi.json`.

@@ -97,6 +97,8 @@ pub fn rule(method: &Method, route: &str) -> Rule {
         "/api/v1/audit" if get => Rule::Everywhere(Viewer),
         "/api/v1/tokens" if get || post => Rule::Everywhere(Admin),
         "/api/v1/tokens/{name}/revoke" if post => Rule::Everywhere(Admin),
+        "/api/v1/system" if get => Rule::AnyEnv(Viewer),
+        "/api/v1/system/stop" | "/api/v1/system/upgrade" if post => Rule::Everywhere(Admin),
         _ => Rule::Everywhere(Admin),
     }
 }

@@ -79,6 +79,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         secret_key_file: None,
         reset_admin_token: false,
         rotate_secret_key: false,
+        // Ctrl-C of the demo stops everything it started.
+        data_plane: cutover_server::DataPlaneMode::Process,
+        stop_on_exit: true,
     })
     .await
     .map_err(|e| match e {

@@ -10,6 +10,7 @@ mod param;
 mod runs;
 mod scale;
 mod serve;
+mod system;
 mod tokens;
 
 use std::process::ExitCode;
@@ -44,6 +45,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scale(args) => scale::run(&client()?, args, out).await,
         Command::Login => tokens::login(&cli.global.server, cli.global.token.as_deref(), out).await,
         Command::Whoami => tokens::whoami(&client()?, out).await,
+        Command::Stop { all } => system::stop(&client()?, all, out).await,
+        Command::Upgrade { data_plane } => system::upgrade(&client()?, data_plane, out).await,
+        Command::System => system::show(&client()?, out).await,
         Command::Token(cmd) => tokens::run(&client()?, cmd, out).await,
         cmd @ (Command::Release(_)
         | Command::Runs { .. }

@@ -52,6 +52,7 @@ pub async fn status(client: &Client, env: &str, out: Output) -> anyhow::Result<E
                     "-".into(),
                     "-".into(),
                     "-".into(),
+                    "-".into(),
                 ]);
             }
             for i in instances {
@@ -72,6 +73,7 @@ pub async fn status(client: &Client, env: &str, out: Output) -> anyhow::Result<E
                         None => "?".into(),
                     },
                     format!("{} / {}s", i["restarts"], i["uptime_s"]),
+                    owner(&i["owner"]),
                 ]);
             }
         }
@@ -86,6 +88,7 @@ pub async fn status(client: &Client, env: &str, out: Output) -> anyhow::Result<E
                 "PORT",
                 "HEALTHY",
                 "RESTARTS/UP",
+                "OWNER",
             ],
             &rows,
         );
@@ -351,4 +354,18 @@ pub async fn audit(client: &Client, limit: u32, out: Output) -> anyhow::Result<E
         output::table(&["ID", "AT", "ACTOR", "ACTION", "TARGET", "DETAIL"], &rows);
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `pid 1234 since 10:02:03`, `adopted by 1234 at 10:02:03`.
+fn owner(o: &Value) -> String {
+    let pid = o["pid"].as_u64().unwrap_or_default();
+    let since = o["since_ms"]
+        .as_i64()
+        .map(output::time)
+        .unwrap_or_else(|| "?".into());
+    if o["adopted"] == true {
+        format!("adopted by {pid} at {since}")
+    } else {
+        format!("{pid} since {since}")
+    }
 }

@@ -19,6 +19,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         secret_key_file: args.secret_key_file,
         reset_admin_token: args.reset_admin_token,
         rotate_secret_key: args.rotate_secret_key,
+        data_plane: match args.data_plane {
+            crate::cli::DataPlaneArg::Process => cutover_server::DataPlaneMode::Process,
+            crate::cli::DataPlaneArg::Embedded => cutover_server::DataPlaneMode::Embedded,
+        },
+        stop_on_exit: args.stop_on_exit,
     })
     .await
     {

@@ -117,6 +117,9 @@ fn expectations() -> BTreeMap<&'static str, Need> {
         ("GET /api/v1/tokens", Everywhere(ADMIN)),
         ("POST /api/v1/tokens", Everywhere(ADMIN)),
         ("POST /api/v1/tokens/{name}/revoke", Everywhere(ADMIN)),
+        ("GET /api/v1/system", Somewhere(VIEWER)),
+        ("POST /api/v1/system/stop", Everywhere(ADMIN)),
+        ("POST /api/v1/system/upgrade", Everywhere(ADMIN)),
     ])
 }
 

@@ -14,6 +14,7 @@ mod broker;
 mod cli_config;
 mod cli_contract;
 mod cli_params;
+mod control_plane;
 mod crash_and_scheduler;
 mod dashboard;
 mod demo;

@@ -103,7 +103,12 @@ impl Fixture {
 /// `cutover serve` on free loopback ports (API and router) for `config` and `data_dir`, to add
 /// arguments and variables to and run.
 pub fn serve_command(config: impl AsRef<Path>, data_dir: impl AsRef<Path>) -> Command {
-    let mut command = Command::new(BIN);
+    serve_command_of(Path::new(BIN), config, data_dir)
+}
+
+/// As [`serve_command`], with the `cutover` binary at `bin` (a copy a test can replace).
+pub fn serve_command_of(bin: &Path, config: impl AsRef<Path>, data_dir: impl AsRef<Path>) -> Command {
+    let mut command = Command::new(bin);
     command
         .args([
             "serve",
@@ -115,8 +120,55 @@ pub fn serve_command(config: impl AsRef<Path>, data_dir: impl AsRef<Path>) -> Co
         ])
         .arg(config.as_ref())
         .arg("--data-dir")
-        .arg(data_dir.as_ref());
+        .arg(data_dir.as_ref())
+        // A test's SIGTERM stops everything, as it did before the data plane was split off;
+        // the tests of that split start servers without it.
+        .env("CUTOVER_STOP_ON_EXIT", "1");
     command
+}
+
+/// Kills what a server of `data_dir` left running once no server holds the directory any more
+/// (a test killed it with SIGKILL): the data plane and every instance and task group recorded
+/// in the runtime's state files. A server that still runs there is left alone.
+pub fn reap_data_dir(data_dir: &Path) {
+    let Ok(lock) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(data_dir.join("server.lock"))
+    else {
+        return;
+    };
+    if lock.try_lock().is_err() {
+        return;
+    }
+    let mut groups = Vec::new();
+    for dir in ["runtime/instances", "runtime/tasks"] {
+        for entry in std::fs::read_dir(data_dir.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(pgid) = v["pgid"].as_u64().or_else(|| v["pid"].as_u64()) {
+                groups.push(format!("-{pgid}"));
+            }
+        }
+    }
+    let plane = std::fs::read_to_string(data_dir.join("dataplane/pid")).unwrap_or_default();
+    let plane = plane.trim();
+    let is_cutover = std::fs::read(format!("/proc/{plane}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("data-plane"));
+    if !plane.is_empty() && is_cutover {
+        groups.push(plane.to_owned());
+    }
+    if !groups.is_empty() {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg("--")
+            .args(&groups)
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// The API URL and router port a starting `cutover serve` prints on its (piped) stdout; the
@@ -152,6 +204,9 @@ pub struct Server {
     pub home: tempfile::TempDir,
     /// Tokens minted per actor name by `token()`.
     pub tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Its data directory: what it leaves running is reaped when it is dropped dead and no
+    /// other server took the directory over (see [`reap_data_dir`]).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Server {
@@ -167,8 +222,19 @@ impl Server {
 
     /// As `start_with`, with extra `cutover serve` arguments.
     pub fn start_with_args(config: &Path, data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
+        Server::start_bin(Path::new(BIN), config, data_dir, env, args)
+    }
+
+    /// As `start_with_args`, running the `cutover` binary at `bin`.
+    pub fn start_bin(
+        bin: &Path,
+        config: &Path,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         let home = tempfile::tempdir().unwrap();
-        let mut child = serve_command(config, data_dir)
+        let mut child = serve_command_of(bin, config, data_dir)
             .args(args)
             .env(
                 "RUST_LOG",
@@ -185,7 +251,9 @@ impl Server {
         let admin_token = std::fs::read_to_string(data_dir.join("admin.token"))
             .map(|t| t.trim().to_owned())
             .unwrap_or_default();
-        Server::adopt(child, url, router_port, admin_token)
+        let mut server = Server::adopt(child, url, router_port, admin_token);
+        server.data_dir = Some(data_dir.to_owned());
+        server
     }
 
     /// A server started by hand, acting with `admin_token`.
@@ -197,6 +265,7 @@ impl Server {
             admin_token,
             home: tempfile::tempdir().unwrap(),
             tokens: Default::default(),
+            data_dir: None,
         }
     }
 
@@ -297,8 +366,18 @@ impl Server {
 }
 
 impl Drop for Server {
-    /// SIGTERM first, so the server stops its instances; SIGKILL only if it hangs.
+    /// SIGTERM first, so the server stops its instances; SIGKILL only if it hangs; then what a
+    /// killed server left running is reaped.
     fn drop(&mut self) {
+        self.stop_child();
+        if let Some(dir) = &self.data_dir {
+            reap_data_dir(dir);
+        }
+    }
+}
+
+impl Server {
+    fn stop_child(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = Command::new("kill")
                 .args(["-TERM", &self.child.id().to_string()])

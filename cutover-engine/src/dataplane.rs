@@ -1,0 +1,215 @@
+//! The engine's one door to the data plane: the router's routing table, wherever it lives.
+//!
+//! By default the router runs in its own long-lived process (`cutover data-plane`, crate
+//! `cutover-dataplane`), so a restart, crash or upgrade of `cutover serve` never stops
+//! traffic; the engine drives it over its unix socket ([`DataPlane::Remote`]). The embedded
+//! router ([`DataPlane::Embedded`], `cutover serve --data-plane embedded`) is the earlier
+//! in-process design, kept for the benchmark's comparison and for one-shot uses where nothing
+//! should outlive the server.
+//!
+//! Every deploy path calls these methods, never a router directly, so both shapes behave the
+//! same: `switch` returns the switched-out generation as an [`OldGeneration`] whose `drain`
+//! waits for its in-flight requests in whichever process serves them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cutover_router::{Backend, Generation, RouteKey, Router, RouterConfig};
+
+/// Where the routing table lives.
+#[derive(Clone, Debug)]
+pub enum DataPlane {
+    /// The router inside this process; it stops with it.
+    Embedded(Router),
+    /// The `cutover data-plane` process, driven over its unix socket.
+    Remote(cutover_dataplane::Client),
+}
+
+/// A generation that no longer receives new requests, still finishing what it admitted.
+pub enum OldGeneration {
+    Local(Generation),
+    Remote {
+        client: cutover_dataplane::Client,
+        id: u64,
+    },
+}
+
+/// What a route serves now and how busy it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteState {
+    pub generation: u64,
+    /// `X-Cutover-Version` of the generation (`<sha>`, or `<old>+<new>` during a rolling update).
+    pub version: String,
+    pub upstreams: Vec<SocketAddr>,
+    pub in_flight: usize,
+    pub admitted: u64,
+}
+
+impl OldGeneration {
+    /// Waits until its in-flight requests are done, at most `timeout`; returns how many were
+    /// still running then. A data plane that cannot be asked counts as nothing left: its
+    /// requests are no longer ours to wait for.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        match self {
+            Self::Local(g) => g.drain(timeout).await,
+            Self::Remote { client, id } => match client.drain(*id, timeout).await {
+                Ok(left) => left,
+                Err(e) => {
+                    tracing::warn!(generation = id, error = %e, "could not wait for a generation to drain");
+                    0
+                }
+            },
+        }
+    }
+}
+
+impl DataPlane {
+    fn base_domain() -> String {
+        RouterConfig::default().base_domain
+    }
+
+    /// `<service>.<env>.<app>.localhost`
+    pub fn host_of(&self, route: &RouteKey) -> String {
+        match self {
+            Self::Embedded(r) => r.host_of(route),
+            Self::Remote(_) => route.host(&Self::base_domain()),
+        }
+    }
+
+    /// Points `route` at `backend` atomically; returns the generation switched out.
+    pub async fn switch(&self, route: &RouteKey, backend: Backend) -> Result<Option<OldGeneration>, String> {
+        match self {
+            Self::Embedded(r) => Ok(r.switch(route, backend).map(OldGeneration::Local)),
+            Self::Remote(c) => {
+                let id = c
+                    .switch(
+                        route.app(),
+                        route.env(),
+                        route.service(),
+                        &backend.version,
+                        backend.upstreams,
+                    )
+                    .await
+                    .map_err(|e| format!("the data plane did not switch {}: {e}", route.service()))?;
+                Ok(id.map(|id| OldGeneration::Remote {
+                    client: c.clone(),
+                    id,
+                }))
+            }
+        }
+    }
+
+    /// Removes `route` (its host answers 404 from now on); returns the generation removed.
+    pub async fn remove(&self, route: &RouteKey) -> Result<Option<OldGeneration>, String> {
+        match self {
+            Self::Embedded(r) => Ok(r.remove(route).map(OldGeneration::Local)),
+            Self::Remote(c) => {
+                let id = c
+                    .remove(route.app(), route.env(), route.service())
+                    .await
+                    .map_err(|e| format!("the data plane did not remove {}: {e}", route.service()))?;
+                Ok(id.map(|id| OldGeneration::Remote {
+                    client: c.clone(),
+                    id,
+                }))
+            }
+        }
+    }
+
+    /// The route's current generation, if it has one (`None` also when the data plane cannot
+    /// be asked; the caller treats the route as unknown).
+    pub async fn route_state(&self, route: &RouteKey) -> Option<RouteState> {
+        match self {
+            Self::Embedded(r) => r.generation(route).map(|g| RouteState {
+                generation: g.id(),
+                version: g.backend().version.clone(),
+                upstreams: g.backend().upstreams.clone(),
+                in_flight: g.in_flight(),
+                admitted: g.admitted(),
+            }),
+            Self::Remote(c) => match c.generation(route.app(), route.env(), route.service()).await {
+                Ok(g) => g.map(|g| RouteState {
+                    generation: g.id,
+                    version: g.version,
+                    upstreams: g.upstreams,
+                    in_flight: g.in_flight,
+                    admitted: g.admitted,
+                }),
+                Err(e) => {
+                    tracing::warn!(route = %route.host(&Self::base_domain()), error = %e, "cannot read a route from the data plane");
+                    None
+                }
+            },
+        }
+    }
+}
+
+/// What the control plane knows about its data plane, for `/metrics` and the log.
+#[derive(Debug, Default)]
+pub struct DataPlaneHealth {
+    /// The data plane answered its last check.
+    pub up: std::sync::atomic::AtomicBool,
+    /// Data planes started because the previous one had died.
+    pub restarts: std::sync::atomic::AtomicU64,
+    /// The serving data plane's pid.
+    pub pid: std::sync::atomic::AtomicU32,
+    /// Instances adopted at start from a previous control plane.
+    pub adopted: std::sync::atomic::AtomicU64,
+}
+
+impl crate::Engine {
+    /// The data plane's health record (written by the server's watcher).
+    pub fn data_plane_health(&self) -> &DataPlaneHealth {
+        &self.inner.data_plane_health
+    }
+
+    /// Audits an operation on the whole installation (`system.stop`, `system.upgrade`) as the
+    /// principal that asked for it.
+    pub async fn audit_system(
+        &self,
+        principal: &crate::Principal,
+        action: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), crate::EngineError> {
+        self.audit(&principal.name, action, "system", detail).await;
+        Ok(())
+    }
+
+    /// When this control plane started (unix ms).
+    pub fn started_at_ms(&self) -> u64 {
+        self.inner.started_at_ms
+    }
+
+    pub(crate) fn adopted_count(&self) -> u64 {
+        self.inner
+            .data_plane_health
+            .adopted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Pushes every route this control plane serves to the data plane again: after a data
+    /// plane died and a new one started. Instances are not touched (they never depended on it).
+    /// Returns how many routes were set.
+    pub async fn restore_routes(&self) -> usize {
+        let envs: Vec<_> = {
+            let map = self.deployments().lock().unwrap_or_else(|e| e.into_inner());
+            map.iter().map(|(env, s)| (env.clone(), s.clone())).collect()
+        };
+        let mut set = 0;
+        for (env, services) in envs {
+            match self.switch_routes(&env, &services.current).await {
+                Ok(_) => {
+                    set += services
+                        .current
+                        .keys()
+                        .filter(|n| self.config().services.get(*n).is_some_and(|s| s.public))
+                        .count()
+                }
+                Err(e) => {
+                    tracing::error!(env = %env, error = ?e, "could not restore the routes of an environment")
+                }
+            }
+        }
+        set
+    }
+}
