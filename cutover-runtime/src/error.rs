@@ -92,6 +92,13 @@ pub enum RuntimeError {
     )]
     BadHealthPath { path: String },
 
+    #[error("cannot adopt instance {id} of {service}: {reason}")]
+    AdoptRefused {
+        id: InstanceId,
+        service: String,
+        reason: String,
+    },
+
     #[error("the supervisor of instance {id} failed")]
     Supervisor {
         id: InstanceId,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cutover_core::{AppName, EnvName, ServiceName, Version};
-use cutover_runtime::{BackoffPolicy, HealthSettings, InstanceSpec, ProcessRuntime, RuntimeConfig};
+use cutover_runtime::{BackoffPolicy, HealthSettings, InstanceSpec, ProcessRuntime, RuntimeConfig, os};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -103,5 +103,28 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGKILLs process groups when dropped (also when the test panics): instances outlive
+/// their runtime now, so a test that leaves one to a "next server" must end it itself.
+pub struct KillOnDrop(std::sync::Mutex<Vec<u32>>);
+
+impl KillOnDrop {
+    pub fn new(pgids: impl IntoIterator<Item = u32>) -> Self {
+        Self(std::sync::Mutex::new(pgids.into_iter().collect()))
+    }
+
+    /// Also kills `pgid` at the end (a restarted instance's new group).
+    pub fn add(&self, pgid: u32) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(pgid);
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pgid in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = os::signal_group(*pgid, rustix::process::Signal::KILL);
+        }
     }
 }
