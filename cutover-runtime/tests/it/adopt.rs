@@ -95,10 +95,19 @@ async fn a_detached_instance_is_adopted_claimed_restarted_by_the_next_runtime_an
     );
     assert!(log.iter().any(|l| l.contains("cutover adopted pid")), "{log:?}");
 
-    // Claimed with the right spec: from now on an exit restarts it, as our own child.
-    let claimed = next.adopt(&first.id, fx.spec(run_testapp(""), 0)).await.unwrap();
+    // Claimed with the right spec: from now on an exit restarts it, as our own child, and
+    // its health path is watched.
+    let mut spec = fx.spec(run_testapp(""), 0);
+    spec.health_path = Some("/health".into());
+    let claimed = next.adopt(&first.id, spec).await.unwrap();
     assert_eq!(claimed.pid, Some(pid));
     assert!(claimed.owner.adopted);
+    eventually(
+        Duration::from_secs(10),
+        "the health monitor's first probe",
+        || async { (next.instance(&first.id).await.unwrap().healthy == Some(true)).then_some(()) },
+    )
+    .await;
     kill(pid);
     let restarted = eventually(Duration::from_secs(10), "a restart", || async {
         let s = next.instance(&first.id).await.unwrap();
