@@ -167,10 +167,12 @@ impl ProcessRuntime {
         match os::raise_open_files_limit() {
             Some((before, after)) if after > before => {
                 tracing::info!(
-                    "open files limit raised from {before} to {after} (each live instance holds 4)"
+                    "open files limit raised from {before} to {after} (each live instance holds one or two)"
                 );
             }
-            Some((_, after)) => tracing::info!("open files limit: {after} (each live instance holds 4)"),
+            Some((_, after)) => {
+                tracing::info!("open files limit: {after} (each live instance holds one or two)")
+            }
             None => tracing::warn!("cannot read or raise the open files limit (RLIMIT_NOFILE)"),
         }
         Ok(Self {
