@@ -19,12 +19,12 @@
 //! tokio's blocking pool at ~500 instances and hung the server. Rejected: `tokio::fs::File`,
 //! which hands every write to the same blocking pool.
 //!
-//! Following ([`LogSink::subscribe`]) tails the file: the first follower of an instance
+//! Following (`Runtime::follow_logs`) tails the file: the first follower of an instance
 //! starts a task that polls the file every [`FOLLOW_POLL`] from its end at that moment,
 //! splits complete lines (64 KiB at most per line) and broadcasts them as [`LogLine`]s; a
 //! line in the event format becomes [`LogStream::Cutover`] with its own time, any other line
 //! is [`LogStream::Stdout`] timestamped when read. The task ends when the last follower goes
-//! or the instance is stopped ([`LogSink::close_followers`], which ends every follower's
+//! or the instance is stopped (`LogSink::close_followers`, which ends every follower's
 //! stream). A slow follower loses lines (`RecvError::Lagged`) rather than slowing anything.
 //! Rejected: inotify, which needs a dependency (or `unsafe`) for a stream that is read by a
 //! person or a dashboard at human speed.
