@@ -5,8 +5,9 @@
 //!   closing the socket again; the process gets it as `PORT`. The tiny race
 //!   (another program takes the port in between) is accepted: the instance
 //!   then fails its health check or exits, and the run fails with the old
-//!   version still serving. Ports of this runtime's own instances (also
-//!   those waiting to restart) are never handed out twice.
+//!   version still serving. Ports of this runtime's instances (also
+//!   those waiting to restart, and those adopted from a previous server)
+//!   are never handed out twice.
 //! - **Run**: `sh -c <run>` with the release directory as working
 //!   directory, in its own process group (`process_group(0)`), stdin from
 //!   `/dev/null`, stdout/stderr appended by the process itself to the
@@ -14,7 +15,10 @@
 //! - **Supervise**: an unexpected exit is logged, leftovers of the group
 //!   are killed, and the process is restarted on the same port after a
 //!   back-off delay (100 ms doubling to 10 s by default, back to 100 ms
-//!   after 30 s of uptime); `restarts` counts the restarts.
+//!   after 30 s of uptime); `restarts` counts the restarts. An adopted
+//!   instance that is not claimed yet is not restarted (its spec is
+//!   unknown): it is reported down until it is claimed (then restarted) or
+//!   stopped.
 //! - **Health**: when the spec has a `health_path`, a monitor task per
 //!   instance probes it every `health_interval` (2 s by default) while a
 //!   process is alive, so `InstanceStatus::healthy` stays current without
