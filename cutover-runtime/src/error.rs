@@ -92,6 +92,13 @@ pub enum RuntimeError {
     )]
     BadHealthPath { path: String },
 
+    #[error("cannot adopt instance {id} of {service}: {reason}")]
+    AdoptRefused {
+        id: InstanceId,
+        service: String,
+        reason: String,
+    },
+
     #[error("the supervisor of instance {id} failed")]
     Supervisor {
         id: InstanceId,
@@ -130,7 +137,8 @@ pub struct UnhealthyReport {
     pub last: String,
     pub restarts: u32,
     pub last_exit: Option<String>,
-    /// The instance's last log lines (timestamped, as in its log file).
+    /// The instance's last log lines, as in its log file (the runtime's events
+    /// timestamped, the application's lines as it wrote them).
     pub log_tail: Vec<String>,
 }
 

@@ -20,8 +20,9 @@
 //!   background health monitor).
 //! - [`task`]: one-shot tasks, their output lines and outcome.
 //! - [`health`]: the HTTP probe and `wait_healthy`.
-//! - [`logs`]: per-instance timestamped log files, tail and follow.
-//! - [`recover`]: state files and clean-up after a server crash.
+//! - [`logs`]: per-instance log files (written by the instance itself, plus
+//!   the runtime's timestamped events), tail and follow.
+//! - [`recover`]: state files; adoption of what a previous server left running.
 //! - [`os`]: `/proc` reading and process-group signals (Linux).
 //! - [`sandbox`]: the Landlock ruleset (and `run_as` user) of every child.
 //!
@@ -72,8 +73,9 @@ pub trait Runtime: Send + Sync {
     async fn start(&self, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError>;
 
     /// Stops an instance (SIGTERM, SIGKILL after the grace period) and ends
-    /// its supervision. The instance is gone from [`Runtime::status`] when
-    /// this returns.
+    /// its supervision; also an adopted one, claimed or not (its whole process
+    /// group is waited for). The instance is gone from [`Runtime::status`]
+    /// when this returns.
     async fn stop(&self, id: &InstanceId) -> Result<StopOutcome, RuntimeError>;
 
     /// Every instance of this runtime, sorted by app, env, service, replica.
@@ -111,11 +113,13 @@ pub trait Runtime: Send + Sync {
         settings: &HealthSettings,
     ) -> Result<(), RuntimeError>;
 
-    /// The last `lines` lines of the instance's log, timestamped.
+    /// The last `lines` lines of the instance's log, as they are in its file (the process
+    /// runtime: the application's lines as it wrote them, the runtime's events timestamped).
     async fn log_tail(&self, id: &InstanceId, lines: usize) -> Result<Vec<String>, RuntimeError>;
 
     /// New log lines as they are written (a lagging follower loses lines;
-    /// the stream ends when the instance is stopped).
+    /// the stream ends when the instance is stopped, or when supervision ends
+    /// by [`Runtime::detach`]).
     async fn follow_logs(&self, id: &InstanceId) -> Result<broadcast::Receiver<LogLine>, RuntimeError>;
 
     /// Runs a one-shot command (hook, build, scheduler job) to its end in
@@ -144,21 +148,28 @@ pub trait Runtime: Send + Sync {
     async fn recover(&self) -> Result<RecoveryReport, RuntimeError>;
 
     /// Claims an instance found by [`Runtime::recover`]: `spec` (which must name the same app,
-    /// env, service, version and replica) is what a restart after an exit uses from now on, as
-    /// for an instance this runtime started. Nothing is restarted.
+    /// env, service, version and replica, else [`RuntimeError::AdoptRefused`] and nothing
+    /// changes) is what a restart after an exit uses from now on, as for an instance this
+    /// runtime started, and its health monitor starts when `spec.health_path` is set. A running
+    /// instance is not restarted. One that exited while unclaimed is restarted by the claim
+    /// (process runtime: at once, as this server's child, `restarts` counted), so the caller
+    /// keeps its id and port. Claiming twice, or an instance this runtime started, is refused.
     async fn adopt(&self, id: &InstanceId, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
         let _ = spec;
         Err(RuntimeError::UnknownInstance { id: id.clone() })
     }
 
     /// Ends supervision and refuses new starts and tasks, leaving every instance running
-    /// for the next server to adopt (running tasks are cancelled: a run ends with its server).
+    /// (and its state file) for the next server to adopt; no instance is signalled. Running
+    /// tasks are cancelled and awaited, as by [`Runtime::shutdown`]: a run ends with its
+    /// server. Dropping the runtime without calling this has the same effect on instances.
     async fn detach(&self) -> Result<(), RuntimeError> {
         self.shutdown().await.map(|_| ())
     }
 
     /// Stops every instance (in parallel), cancels running tasks and waits
-    /// for them, and refuses new starts and tasks.
+    /// for them, and refuses new starts and tasks: stopping everything on purpose
+    /// (`cutover stop --all`, the end of `cutover demo`), never a server's restart.
     async fn shutdown(&self) -> Result<Vec<StopOutcome>, RuntimeError>;
 }
 

@@ -218,9 +218,11 @@ pub async fn wait_group_gone(pgid: u32, limit: Duration) -> bool {
 }
 
 /// Raises this process's soft limit on open files to its hard limit and returns
-/// `(before, after)`. Every live instance holds a few descriptors in the server (its two
-/// output pipes, its log file, its child handle), so the common soft default of 1,024 would
-/// cap one node at a few hundred instances; the hard limit is the operator's real bound.
+/// `(before, after)`. Every live instance holds descriptors in the server (its log file for
+/// the runtime's events, its child handle; a followed one its tail's reads; its output goes
+/// straight from the process into its file), and one-off tasks hold their pipes, so the
+/// common soft default of 1,024 caps a node early; the hard limit is the operator's real
+/// bound.
 /// `None` when the limit cannot be read or raised (then it stays as it was).
 pub fn raise_open_files_limit() -> Option<(u64, u64)> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};

@@ -1,36 +1,45 @@
-//! Crash recovery: the per-instance state files and what is done with them
-//! when a server starts.
+//! What a server does at start with what a previous server process left: the per-instance
+//! state files, and the one-off tasks' files.
 //!
 //! Every running instance has `<state_dir>/instances/<id>.json`
 //! ([`StateFile`]: pid, process group, port, what it runs, the pid's
-//! `/proc` start time), rewritten on each restart and removed by `stop`. If
-//! the server dies without stopping its instances (SIGKILL, OOM, power), the
+//! `/proc` start time), rewritten on each restart and removed by `stop`. When
+//! the server ends without stopping its instances (a restart or upgrade of
+//! `cutover serve` detaches them; SIGKILL, OOM, power end it outright), the
 //! files stay, and [`recover`] reads them on the next start.
 //!
-//! Decision: leftovers are **cleaned up, not adopted**. Their stdout/stderr
-//! pipes died with the old server (no more logs, and a full pipe would block
-//! them), nobody is supervising them, and the router state is rebuilt from
-//! the store by the engine, which re-deploys the last deployed version.
-//! Adopting would mean a second, weaker kind of instance (no logs, no
-//! restart) for a few seconds of saved start-up. So for each file:
+//! Decision: instances that still run are **adopted, not cleaned up**. They
+//! write their output straight into their log files (not into pipes that die
+//! with the server, see [`crate::logs`]) and run in their own process groups,
+//! so nothing of them depended on the old server; killing them would make a
+//! restart or upgrade of the control plane an outage of production, and lose
+//! the warm previous release. (The earlier decision was the reverse, because
+//! their stdout/stderr pipes died with the server: no logs, SIGPIPE, a full
+//! pipe blocking them. That reason is gone.) An adopted instance is taken into
+//! the runtime *unclaimed*: listed, stoppable, watched (`/proc` polled), but not
+//! restarted if it exits, since its spec (run command, settings) is not in the
+//! state file; the engine claims what it keeps with `Runtime::adopt` and stops
+//! the rest. So for each file:
 //!
 //! - the pid is alive **and** its `/proc` start time is the recorded one:
-//!   it is ours, its process group gets SIGTERM, then SIGKILL after the
-//!   grace period;
+//!   it is ours, and it is adopted ([`RecoveryAction::Adopted`]); its file
+//!   stays;
 //! - the pid is gone but live processes remain in its process group (e.g. a
 //!   worker the service forked): a pgid cannot be reused while its group has
-//!   members, so they are ours too and are terminated the same way;
-//! - the pid is alive with another start time: the pid was reused by an
-//!   unrelated process, which is left alone;
+//!   members, so they are ours, without a main process, and are terminated
+//!   (SIGTERM, SIGKILL after the grace period);
+//! - the pid is alive with another start time (or none was recorded): the pid
+//!   was reused by an unrelated process, which is left alone;
 //! - nothing is left: nothing to do.
 //!
-//! In every case the file is removed; an unreadable file is removed too and
-//! reported. Call `recover` once, before starting instances.
+//! In every case but adoption the file is removed; an unreadable file is
+//! removed too and reported. Call `recover` once, before starting instances.
 //!
 //! One-off tasks (hooks, builds, jobs) are recorded the same way while they
 //! run (`<state_dir>/tasks/<pid>.json`, [`TaskStateFile`]) and their groups
-//! are terminated by the same rules ([`recover_tasks`]): a hook of a killed
-//! server must not run on beside the next run's hook.
+//! are **terminated** ([`recover_tasks`]), never adopted: a run ends with its
+//! server, and a hook of a dead server must not run on beside the next run's
+//! hook.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -88,6 +97,9 @@ impl StateFile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum RecoveryAction {
+    /// The instance still runs as recorded (same pid, same `/proc` start time): it was taken
+    /// into this runtime, unclaimed (see the module docs); its state file stays.
+    Adopted,
     /// The instance was still running; its process group was terminated.
     /// `graceful`: SIGTERM was enough.
     Terminated { graceful: bool },
@@ -179,6 +191,14 @@ pub struct RecoveryReport {
 }
 
 impl RecoveryReport {
+    /// The instances that were adopted (still running, taken into the runtime unclaimed).
+    pub fn adopted(&self) -> impl Iterator<Item = &StateFile> {
+        self.instances
+            .iter()
+            .filter(|i| i.action == RecoveryAction::Adopted)
+            .filter_map(|i| i.state.as_ref())
+    }
+
     /// How many leftovers had something running that was terminated.
     pub fn terminated(&self) -> usize {
         let killed = |a: &RecoveryAction| {
@@ -192,8 +212,10 @@ impl RecoveryReport {
     }
 }
 
-/// Cleans up after a previous server process; see the module docs. `skip`
-/// names instances of the current process, whose files are left alone.
+/// Looks at what a previous server process left; see the module docs. Instances that still
+/// run as recorded are reported [`RecoveryAction::Adopted`] and their files kept (the caller
+/// takes them in); everything else is cleaned up and its file removed. `skip` names
+/// instances of the current process, whose files are left alone.
 pub async fn recover(
     dir: &Path,
     grace: Duration,
@@ -212,7 +234,11 @@ pub async fn recover(
             },
             Ok(state) if skip.contains(&state.id) => continue,
             Ok(state) => {
-                let action = clean_up(&state, grace).await;
+                let action = if still_running(&state) {
+                    RecoveryAction::Adopted
+                } else {
+                    clean_up(&state, grace).await
+                };
                 RecoveredInstance {
                     file: file.clone(),
                     state: Some(state),
@@ -220,11 +246,20 @@ pub async fn recover(
                 }
             }
         };
-        tracing::info!(file = %file.display(), action = ?entry.action, "recovered a leftover instance");
-        remove_state_file(&file)?;
+        tracing::info!(file = %file.display(), action = ?entry.action, "recovered an instance of a previous server");
+        if entry.action != RecoveryAction::Adopted {
+            remove_state_file(&file)?;
+        }
         report.instances.push(entry);
     }
     Ok(report)
+}
+
+/// The recorded process is alive (not a zombie) with the recorded `/proc` start time.
+fn still_running(state: &StateFile) -> bool {
+    state.proc_start_time.is_some()
+        && os::proc_stat(state.pid)
+            .is_some_and(|s| !s.is_zombie() && Some(s.start_time) == state.proc_start_time)
 }
 
 /// Kills the process groups of one-off tasks (hooks, builds, jobs) a

@@ -5,16 +5,20 @@
 //!   closing the socket again; the process gets it as `PORT`. The tiny race
 //!   (another program takes the port in between) is accepted: the instance
 //!   then fails its health check or exits, and the run fails with the old
-//!   version still serving. Ports of this runtime's own instances (also
-//!   those waiting to restart) are never handed out twice.
+//!   version still serving. Ports of this runtime's instances (also
+//!   those waiting to restart, and those adopted from a previous server)
+//!   are never handed out twice.
 //! - **Run**: `sh -c <run>` with the release directory as working
 //!   directory, in its own process group (`process_group(0)`), stdin from
-//!   `/dev/null`, stdout/stderr into the instance log (see
-//!   [`logs`]).
+//!   `/dev/null`, stdout/stderr appended by the process itself to the
+//!   instance's log file (no pipe to this server; see [`logs`]).
 //! - **Supervise**: an unexpected exit is logged, leftovers of the group
 //!   are killed, and the process is restarted on the same port after a
 //!   back-off delay (100 ms doubling to 10 s by default, back to 100 ms
-//!   after 30 s of uptime); `restarts` counts the restarts.
+//!   after 30 s of uptime); `restarts` counts the restarts. An adopted
+//!   instance that is not claimed yet is not restarted (its spec is
+//!   unknown): it is reported down until it is claimed (then restarted) or
+//!   stopped.
 //! - **Health**: when the spec has a `health_path`, a monitor task per
 //!   instance probes it every `health_interval` (2 s by default) while a
 //!   process is alive, so `InstanceStatus::healthy` stays current without
@@ -27,7 +31,8 @@
 //!   [`crate::task`]; `shutdown` cancels the running ones and waits for
 //!   their groups to be gone.
 //! - **Stop**: SIGTERM to the process group, SIGKILL after the grace period
-//!   (default 10 s). A stop also ends supervision.
+//!   (default 10 s), until no member of the group is left. A stop also ends
+//!   supervision.
 //! - **Status**: pid, port, restarts, state from the supervisor; the
 //!   *version* is read from the process itself (`/proc/<pid>/cwd`, which
 //!   lies in `<data>/releases/<app>/<sha>`, else `CUTOVER_VERSION` in
@@ -35,12 +40,26 @@
 //!   to restart, or it died between the supervisor's look and ours) the
 //!   version is reported as `None` with [`VersionSource::Unavailable`]; it is
 //!   never filled in from what was asked for (`requested_version` says that).
-//! - **No orphans**: [`Runtime::shutdown`] stops every instance; dropping
-//!   the runtime stops them too (in the background, while the tokio runtime
-//!   lives); if the server is killed outright, `kill_on_drop` is moot and
-//!   the state files let [`Runtime::recover`] clean up on the next start.
-//!   Rejected: `PR_SET_PDEATHSIG`, which needs `unsafe` in `pre_exec` and
-//!   fires when the spawning *thread* exits (a tokio worker), not the server.
+//! - **Instances outlive their server**: production keeps serving whatever
+//!   happens to the control plane. An instance owns nothing in this process
+//!   (own process group, output straight into its file, `kill_on_drop(false)`),
+//!   so [`Runtime::detach`] (a restart or upgrade of `cutover serve`), dropping
+//!   the runtime, or the server's death (SIGKILL, OOM) leaves it running with
+//!   its state file; the next server's [`Runtime::recover`] adopts it
+//!   (recognised by pid *and* `/proc` start time, watched by polling `/proc`,
+//!   since it is not that server's child), unclaimed, and [`Runtime::adopt`]
+//!   claims it with its spec, from when on it is supervised like an instance
+//!   this server started (restarted as this server's child after an exit).
+//!   One-off tasks are not kept: a run ends with its server. Stopping
+//!   everything stays explicit: [`Runtime::shutdown`] (`cutover stop --all`,
+//!   Ctrl-C of `demo`). Rejected: `PR_SET_PDEATHSIG`, and killing instances
+//!   when the runtime is dropped (the earlier "no orphans" rule): an upgrade
+//!   of the control plane must not be an outage; the state files, not the
+//!   parent link, are what make sure nothing is left unowned: the next server
+//!   adopts or stops every instance they name. Rejected too: a separate
+//!   process owning the instances through pipes (it would have to hand its
+//!   pipes over on its own upgrade, and its crash would kill every instance
+//!   by SIGPIPE).
 
 mod supervise;
 
@@ -59,14 +78,14 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{RuntimeError, UnhealthyReport};
 use crate::health::{self, ProbeResult};
 use crate::logs::{self, LogLine, LogSink};
-use crate::recover::{self, RecoveryReport};
+use crate::recover::{self, RecoveryReport, StateFile};
 use crate::task::{self, TaskLine, TaskOutcome, TaskSpec};
 use crate::types::{
     HealthSettings, InstanceId, InstanceSpec, InstanceState, InstanceStatus, RuntimeConfig, StopOutcome,
     VersionSource,
 };
 use crate::{Runtime, os};
-use supervise::{Instance, error_chain, monitor_health, spawn_process, supervise};
+use supervise::{Ended, Halt, Instance, Running, error_chain, monitor_health, spawn_process, supervise};
 
 /// How many log lines an [`UnhealthyReport`] carries.
 const UNHEALTHY_LOG_LINES: usize = 20;
@@ -101,8 +120,9 @@ struct Table {
 #[derive(Debug)]
 struct Entry {
     inst: Arc<Instance>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<StopOutcome>,
+    /// Dropping it (the runtime was dropped) means [`Halt::Detach`].
+    halt: oneshot::Sender<Halt>,
+    task: JoinHandle<Ended>,
     /// The health monitor, when the spec has a `health_path`.
     monitor: Option<AbortOnDrop>,
 }
@@ -151,10 +171,12 @@ impl ProcessRuntime {
         match os::raise_open_files_limit() {
             Some((before, after)) if after > before => {
                 tracing::info!(
-                    "open files limit raised from {before} to {after} (each live instance holds 4)"
+                    "open files limit raised from {before} to {after} (each live instance holds one or two)"
                 );
             }
-            Some((_, after)) => tracing::info!("open files limit: {after} (each live instance holds 4)"),
+            Some((_, after)) => {
+                tracing::info!("open files limit: {after} (each live instance holds one or two)")
+            }
             None => tracing::warn!("cannot read or raise the open files limit (RLIMIT_NOFILE)"),
         }
         Ok(Self {
@@ -234,6 +256,60 @@ impl ProcessRuntime {
         list
     }
 
+    /// Empties the table and tells every supervisor `halt` (all at once, so instances stop
+    /// in parallel); their tasks, to await.
+    fn halt_all(&self, halt: Halt) -> Vec<(InstanceId, JoinHandle<Ended>)> {
+        let entries: Vec<(InstanceId, Entry)> = self.table().entries.drain().collect();
+        let mut tasks = Vec::with_capacity(entries.len());
+        for (id, entry) in entries {
+            drop(entry.monitor);
+            let _ = entry.halt.send(halt);
+            tasks.push((id, entry.task));
+        }
+        tasks
+    }
+
+    /// Waits for cancelled one-off tasks to end: within the stop grace (plus the SIGKILL wait).
+    async fn wait_tasks_ended(&self) {
+        let limit = self.inner.config.stop_grace + Duration::from_secs(10);
+        let until = tokio::time::Instant::now() + limit;
+        while self.inner.active_tasks.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Takes an instance of a previous server that still runs into the table, unclaimed,
+    /// watched by a supervisor of its own.
+    async fn take_in(&self, state: &StateFile) -> Result<(), RuntimeError> {
+        let config = self.inner.config.clone();
+        let log_path = config.log_file(&state.app, &state.env, &state.service, &state.id);
+        let log = LogSink::open(&log_path).map_err(|source| RuntimeError::Log {
+            action: "open",
+            path: log_path,
+            source,
+        })?;
+        let inst = Arc::new(Instance::adopted(state, log, config));
+        inst.log
+            .event(format!(
+                "adopted pid {} from the previous server (pid {}) by this one (pid {}); not restarted after an exit until claimed",
+                state.pid,
+                state.server_pid,
+                std::process::id()
+            ))
+            .await;
+        let running = Running::adopted(state.pid, state.proc_start_time);
+        let (halt, halt_rx) = oneshot::channel();
+        let task = tokio::spawn(supervise(inst.clone(), running, halt_rx));
+        let entry = Entry {
+            inst,
+            halt,
+            task,
+            monitor: None,
+        };
+        self.table().entries.insert(state.id.clone(), entry);
+        Ok(())
+    }
+
     fn release(&self, port: u16) {
         self.table().reserved.remove(&port);
     }
@@ -277,7 +353,7 @@ fn snapshot(inst: &Instance) -> InstanceStatus {
         created_at: inst.created_at,
         state: live.state,
         last_exit: live.last_exit,
-        owner: crate::types::InstanceOwner::this_process(inst.created_at, false),
+        owner: inst.owner(),
     }
 }
 
@@ -324,8 +400,8 @@ impl Runtime for ProcessRuntime {
                 return Err(err);
             }
         };
-        let (stop, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(supervise(inst.clone(), running, stop_rx));
+        let (halt, halt_rx) = oneshot::channel();
+        let task = tokio::spawn(supervise(inst.clone(), running, halt_rx));
         let monitor = inst
             .spec
             .health_path
@@ -337,7 +413,7 @@ impl Runtime for ProcessRuntime {
             table.reserved.remove(&port);
             let entry = Entry {
                 inst,
-                stop,
+                halt,
                 task,
                 monitor,
             };
@@ -358,11 +434,16 @@ impl Runtime for ProcessRuntime {
             .remove(id)
             .ok_or_else(|| RuntimeError::UnknownInstance { id: id.clone() })?;
         drop(entry.monitor);
-        let _ = entry.stop.send(());
-        entry.task.await.map_err(|source| RuntimeError::Supervisor {
-            id: id.clone(),
-            source,
-        })
+        let _ = entry.halt.send(Halt::Stop);
+        match entry.task.await {
+            Ok(Ended::Stopped(outcome)) => Ok(outcome),
+            // A supervisor only detaches when told to, or when its sender is dropped.
+            Ok(Ended::Detached) => Err(RuntimeError::UnknownInstance { id: id.clone() }),
+            Err(source) => Err(RuntimeError::Supervisor {
+                id: id.clone(),
+                source,
+            }),
+        }
     }
 
     async fn status(&self) -> Result<Vec<InstanceStatus>, RuntimeError> {
@@ -466,6 +547,10 @@ impl Runtime for ProcessRuntime {
         let config = &self.inner.config;
         let mut report = recover::recover(&config.instances_dir(), config.stop_grace, &ours).await?;
         report.tasks = recover::recover_tasks(&config.tasks_dir(), config.stop_grace).await?;
+        let adopted: Vec<StateFile> = report.adopted().cloned().collect();
+        for state in adopted {
+            self.take_in(&state).await?;
+        }
         Ok(report)
     }
 
@@ -494,31 +579,88 @@ impl Runtime for ProcessRuntime {
     async fn shutdown(&self) -> Result<Vec<StopOutcome>, RuntimeError> {
         self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.tasks_shutdown.cancel();
-        let entries: Vec<(InstanceId, Entry)> = self.table().entries.drain().collect();
-        // Signal every supervisor first so the instances stop in parallel.
-        let mut tasks = Vec::with_capacity(entries.len());
-        for (id, entry) in entries {
-            drop(entry.monitor);
-            let _ = entry.stop.send(());
-            tasks.push((id, entry.task));
-        }
+        let tasks = self.halt_all(Halt::Stop);
         let mut outcomes = Vec::with_capacity(tasks.len());
         let mut failed = None;
         for (id, task) in tasks {
             match task.await {
-                Ok(outcome) => outcomes.push(outcome),
+                Ok(Ended::Stopped(outcome)) => outcomes.push(outcome),
+                Ok(Ended::Detached) => {}
                 Err(source) => failed = Some(RuntimeError::Supervisor { id, source }),
             }
         }
-        // Cancelled tasks end within the stop grace (plus the SIGKILL wait).
-        let limit = self.inner.config.stop_grace + Duration::from_secs(10);
-        let until = tokio::time::Instant::now() + limit;
-        while self.inner.active_tasks.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_tasks_ended().await;
         match failed {
             Some(err) => Err(err),
             None => Ok(outcomes),
         }
+    }
+
+    async fn adopt(&self, id: &InstanceId, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(RuntimeError::ShutDown);
+        }
+        if let Some(path) = &spec.health_path
+            && !health::valid_path(path)
+        {
+            return Err(RuntimeError::BadHealthPath { path: path.clone() });
+        }
+        let inst = self.lookup(id)?;
+        let refuse = |reason: String| {
+            Err(RuntimeError::AdoptRefused {
+                id: id.clone(),
+                service: inst.service_label(),
+                reason,
+            })
+        };
+        if inst.adopted_at.is_none() {
+            return refuse("this server started it; only instances found by `recover` are adopted".into());
+        }
+        let found = &inst.spec;
+        let mismatch = [
+            ("app", found.app.to_string(), spec.app.to_string()),
+            ("env", found.env.to_string(), spec.env.to_string()),
+            ("service", found.service.to_string(), spec.service.to_string()),
+            ("version", found.version.to_string(), spec.version.to_string()),
+            ("replica", found.replica.to_string(), spec.replica.to_string()),
+        ]
+        .into_iter()
+        .find(|(_, found, asked)| found != asked);
+        if let Some((what, found, asked)) = mismatch {
+            return refuse(format!(
+                "it runs {what} {found}, the spec asks for {asked} (start the spec as a new instance and stop this one instead)"
+            ));
+        }
+        let health_path = spec.health_path.clone();
+        if !inst.claim(spec) {
+            return refuse("it was adopted already".into());
+        }
+        inst.log
+            .event(format!(
+                "claimed by this server (pid {}): supervised and restarted after an exit from now on",
+                std::process::id()
+            ))
+            .await;
+        if let Some(path) = health_path {
+            let monitor = AbortOnDrop(tokio::spawn(monitor_health(inst.clone(), path)));
+            if let Some(entry) = self.table().entries.get_mut(id) {
+                entry.monitor = Some(monitor);
+            }
+        }
+        Ok(snapshot(&inst))
+    }
+
+    async fn detach(&self) -> Result<(), RuntimeError> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.tasks_shutdown.cancel();
+        let tasks = self.halt_all(Halt::Detach);
+        let mut failed = None;
+        for (id, task) in tasks {
+            if let Err(source) = task.await {
+                failed = Some(RuntimeError::Supervisor { id, source });
+            }
+        }
+        self.wait_tasks_ended().await;
+        failed.map_or(Ok(()), Err)
     }
 }

@@ -37,11 +37,12 @@ async fn a_deadline_error_names_the_last_status_and_the_last_log_lines() {
         "{text}"
     );
     assert!(text.contains("the last saw HTTP 503"), "{text}");
+    // The application's lines are in the log as it wrote them (stderr too, no label).
     assert!(
-        text.contains("stderr UNHEALTHY=1: /health will answer 503"),
+        text.contains("\n  UNHEALTHY=1: /health will answer 503"),
         "{text}"
     );
-    assert!(text.contains("stdout GET /health"), "{text}");
+    assert!(text.contains("\n  GET /health"), "{text}");
     assert_eq!(fx.rt.instance(&s.id).await.unwrap().healthy, Some(false));
 
     assert_eq!(
@@ -87,7 +88,7 @@ async fn a_crash_looping_instance_reports_refusals_restarts_and_its_output() {
     assert!(report.restarts >= 2, "{report:?}");
     assert_eq!(report.last_exit.as_deref(), Some("exit status 3"));
     let text = err.to_string();
-    assert!(text.contains("stderr boom in web"), "{text}");
+    assert!(text.contains("\n  boom in web"), "{text}");
     assert!(text.contains("exited unexpectedly (exit status 3)"), "{text}");
     // Between restarts there is no process: the version is unknown, not
     // filled in from memory.

@@ -138,7 +138,7 @@ async fn stop_terms_the_whole_process_group() {
         .config()
         .log_file(&spec.app, &spec.env, &spec.service, &s.id);
     let log = std::fs::read_to_string(file).unwrap();
-    assert!(log.contains("stdout received SIGTERM, exiting"), "{log}");
+    assert!(log.contains("\nreceived SIGTERM, exiting\n"), "{log}");
     assert!(log.contains("cutover stopped (exit status 0)"), "{log}");
 }
 
@@ -163,7 +163,7 @@ async fn stop_escalates_to_sigkill_after_the_grace_period() {
 }
 
 #[tokio::test]
-async fn logs_are_timestamped_in_a_file_per_instance_and_can_be_followed() {
+async fn logs_are_written_by_the_instance_into_a_file_with_timestamped_events_and_can_be_followed() {
     let fx = Fixture::new(Duration::from_secs(5));
     let s = fx.rt.start(fx.spec(run_testapp(""), 0)).await.unwrap();
     let mut follow = fx.rt.follow_logs(&s.id).await.unwrap();
@@ -190,22 +190,23 @@ async fn logs_are_timestamped_in_a_file_per_instance_and_can_be_followed() {
         .path()
         .join(format!("state/logs/shop-staging-web-{}.log", s.id));
     let text = std::fs::read_to_string(&file).unwrap();
-    let first = text.lines().find(|l| l.contains("testapp listening")).unwrap();
-    // 2026-05-01T10:00:00.123Z stdout testapp listening on ...
-    let (stamp, rest) = first.split_once(' ').unwrap();
+    // The application's lines as it wrote them; the runtime's events timestamped:
+    // 2026-05-01T10:00:00.123Z cutover started pid 42 ...
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("testapp listening on 127.0.0.1:")),
+        "{text}"
+    );
+    let event = text.lines().find(|l| l.contains("started pid")).unwrap();
+    let (stamp, rest) = event.split_once(' ').unwrap();
     assert!(
         stamp.len() == 24 && stamp.ends_with('Z') && stamp.contains('T'),
-        "{first}"
+        "{event}"
     );
-    assert!(
-        rest.starts_with("stdout testapp listening on 127.0.0.1:"),
-        "{first}"
-    );
-    assert!(text.contains("cutover started pid"), "{text}");
+    assert!(rest.starts_with("cutover started pid"), "{event}");
 
-    let tail = fx.rt.log_tail(&s.id, 2).await.unwrap();
-    assert_eq!(tail.len(), 2);
-    assert!(tail[1].ends_with("GET /slow?ms=20"), "{tail:?}");
+    let tail = fx.rt.log_tail(&s.id, 1).await.unwrap();
+    assert_eq!(tail, ["GET /slow?ms=20"]);
 
     fx.rt.stop(&s.id).await.unwrap();
     // The follow stream ends after the stop (all senders gone).
@@ -237,19 +238,37 @@ async fn start_refuses_a_missing_release_dir_and_stop_an_unknown_id() {
     ));
 }
 
+/// The server's death (here: its runtime dropped without `detach` or `shutdown`) leaves the
+/// instance running, with its state file, for the next server to adopt.
 #[tokio::test]
-async fn dropping_the_runtime_stops_its_instances() {
+async fn dropping_the_runtime_leaves_its_instances_running() {
     let fx = Fixture::new(Duration::from_secs(5));
     let s = fx.rt.start(fx.spec(run_testapp(""), 0)).await.unwrap();
+    let pid = s.pid.unwrap();
+    let _guard = KillOnDrop::new([pid]);
     fx.rt
         .wait_healthy(&s.id, "/health", &quick_health())
         .await
         .unwrap();
-    let pid = s.pid.unwrap();
     let state_file = fx.rt.config().state_file(&s.id);
+    let log_file = fx
+        .rt
+        .config()
+        .log_file(&fx.spec(String::new(), 0).app, &s.env, &s.service, &s.id);
     drop(fx.rt);
-    eventually(Duration::from_secs(5), "the instance to stop", || async {
-        (!os::is_alive(pid) && !state_file.exists()).then_some(())
+    eventually(Duration::from_secs(5), "the supervisor to let go", || async {
+        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+        log.contains("left running for the next server (detached)")
+            .then_some(())
+    })
+    .await;
+    assert!(os::is_alive(pid), "the instance must outlive its runtime");
+    assert!(state_file.exists(), "its state file stays for the next server");
+    // It still serves, and its output still reaches its log file.
+    assert_eq!(http_get(s.addr, "/pid").await.1, pid.to_string());
+    eventually(Duration::from_secs(5), "the request in the log", || async {
+        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+        log.lines().any(|l| l == "GET /pid").then_some(())
     })
     .await;
 }

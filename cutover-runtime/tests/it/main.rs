@@ -6,6 +6,7 @@
 
 mod support;
 
+mod adopt;
 mod health;
 mod lifecycle;
 mod recover;

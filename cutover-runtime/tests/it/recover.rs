@@ -42,13 +42,14 @@ fn state(id: &str, pid: u32, start: Option<u64>) -> StateFile {
 }
 
 #[tokio::test]
-async fn recover_terminates_what_a_dead_server_left_and_spares_reused_pids() {
+async fn recover_adopts_what_still_runs_cleans_up_the_rest_and_spares_reused_pids() {
     let fx = Fixture::new(Duration::from_secs(2));
     let dir = fx.rt.config().instances_dir();
 
     // 1. A leftover instance, still running, with a child in its group.
     let mut leftover = detached(&format!("sleep 1000 & exec '{}'", testapp()));
     let pid = leftover.id();
+    let _guard = KillOnDrop::new([pid]);
     let members = eventually(Duration::from_secs(5), "the leftover's group", || async {
         let m = os::group_members(pid);
         (m.len() == 2).then_some(m)
@@ -61,6 +62,7 @@ async fn recover_terminates_what_a_dead_server_left_and_spares_reused_pids() {
     // 2. A live process whose pid "was reused" (other start time).
     let mut stranger = detached("exec sleep 1000");
     let spid = stranger.id();
+    let _stranger_guard = KillOnDrop::new([spid]);
     state(
         "aaaaaaaa-r0-000002",
         spid,
@@ -72,6 +74,7 @@ async fn recover_terminates_what_a_dead_server_left_and_spares_reused_pids() {
     // 3. A main process that died, leaving a worker in its group.
     let mut orphaned = detached("sleep 1000 & exec sleep 1000");
     let opid = orphaned.id();
+    let _orphan_guard = KillOnDrop::new([opid]);
     let ostart = os::proc_start_time(opid);
     eventually(Duration::from_secs(5), "the worker", || async {
         (os::group_members(opid).len() == 2).then_some(())
@@ -99,10 +102,7 @@ async fn recover_terminates_what_a_dead_server_left_and_spares_reused_pids() {
     assert_eq!(
         actions,
         vec![
-            (
-                Some("aaaaaaaa-r0-000001".into()),
-                RecoveryAction::Terminated { graceful: true }
-            ),
+            (Some("aaaaaaaa-r0-000001".into()), RecoveryAction::Adopted),
             (Some("aaaaaaaa-r0-000002".into()), RecoveryAction::PidReused),
             (
                 Some("aaaaaaaa-r0-000003".into()),
@@ -119,14 +119,35 @@ async fn recover_terminates_what_a_dead_server_left_and_spares_reused_pids() {
         matches!(&actions[4].1, RecoveryAction::Unreadable { error } if error.contains("EOF")),
         "{actions:?}"
     );
-    assert_eq!(report.terminated(), 2);
+    assert_eq!(report.terminated(), 1);
+    let adopted: Vec<_> = report.adopted().map(|s| s.pid).collect();
+    assert_eq!(adopted, [pid]);
 
-    // The test app exits 0 only on SIGTERM; a SIGKILL would show as a signal.
+    // The adopted one runs on, listed, its file kept; everything else is cleaned up.
+    assert!(members.iter().all(|m| os::is_alive(*m)), "adopted, not killed");
+    assert!(os::group_members(opid).is_empty());
+    assert!(os::is_alive(spid), "an unrelated process must survive");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        files,
+        ["aaaaaaaa-r0-000001.json"],
+        "only the adopted one's file stays"
+    );
+    let id = InstanceId::parse("aaaaaaaa-r0-000001").unwrap();
+    let status = fx.rt.instance(&id).await.unwrap();
+    assert_eq!((status.pid, status.port), (Some(pid), 1));
+    assert!(status.owner.adopted, "{status:?}");
+
+    // Stopping it terminates its whole group: SIGTERM first (the test app exits 0 only on
+    // SIGTERM; a SIGKILL would show as a signal), and removes its file.
+    let outcome = fx.rt.stop(&id).await.unwrap();
+    assert!(outcome.graceful, "{outcome:?}");
     let status = leftover.wait().unwrap();
     assert_eq!((status.code(), status.signal()), (Some(0), None), "SIGTERM first");
     assert!(members.iter().all(|m| !os::is_alive(*m)));
-    assert!(os::group_members(opid).is_empty());
-    assert!(os::is_alive(spid), "an unrelated process must survive");
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
         0,

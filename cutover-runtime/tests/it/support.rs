@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cutover_core::{AppName, EnvName, ServiceName, Version};
-use cutover_runtime::{BackoffPolicy, HealthSettings, InstanceSpec, ProcessRuntime, RuntimeConfig};
+use cutover_runtime::{
+    BackoffPolicy, HealthSettings, InstanceSpec, ProcessRuntime, RuntimeConfig, StateFile, os,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -23,9 +25,38 @@ pub fn run_testapp(prefix: &str) -> String {
 }
 
 pub struct Fixture {
-    pub dir: tempfile::TempDir,
     pub rt: ProcessRuntime,
+    /// Declared before `dir`, so it still finds the state files when it is dropped.
+    _reaper: Reaper,
+    pub dir: tempfile::TempDir,
     pub release: PathBuf,
+}
+
+/// Kills, when the fixture goes (also on panic), every instance its state directory still
+/// records: a runtime that is dropped leaves its instances running (for the next server),
+/// so a test that ends without `stop`/`shutdown` would leave them behind. A recorded pid
+/// whose start time differs (reused, or a test's fake) is left alone.
+struct Reaper(PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(bytes) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            let Ok(state) = serde_json::from_slice::<StateFile>(&bytes) else {
+                continue;
+            };
+            let ours = state.proc_start_time.is_some()
+                && os::proc_stat(state.pid).is_some_and(|s| Some(s.start_time) == state.proc_start_time);
+            if ours {
+                let _ = os::signal_group(state.pgid, rustix::process::Signal::KILL);
+            }
+        }
+    }
 }
 
 impl Fixture {
@@ -41,8 +72,14 @@ impl Fixture {
             max: Duration::from_millis(400),
             reset_after: Duration::from_secs(30),
         };
+        let reaper = Reaper(config.instances_dir());
         let rt = ProcessRuntime::new(config).expect("runtime");
-        Self { dir, rt, release }
+        Self {
+            rt,
+            _reaper: reaper,
+            dir,
+            release,
+        }
     }
 
     pub fn spec(&self, run: String, replica: u32) -> InstanceSpec {
@@ -103,5 +140,28 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGKILLs process groups when dropped (also when the test panics): instances outlive
+/// their runtime now, so a test that leaves one to a "next server" must end it itself.
+pub struct KillOnDrop(std::sync::Mutex<Vec<u32>>);
+
+impl KillOnDrop {
+    pub fn new(pgids: impl IntoIterator<Item = u32>) -> Self {
+        Self(std::sync::Mutex::new(pgids.into_iter().collect()))
+    }
+
+    /// Also kills `pgid` at the end (a restarted instance's new group).
+    pub fn add(&self, pgid: u32) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(pgid);
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pgid in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = os::signal_group(*pgid, rustix::process::Signal::KILL);
+        }
     }
 }

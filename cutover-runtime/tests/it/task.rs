@@ -303,6 +303,38 @@ async fn shutdown_cancels_running_tasks_and_refuses_new_ones() {
     assert!(matches!(err, RuntimeError::ShutDown), "{err}");
 }
 
+/// A restart of the server: its runs end (tasks cancelled, their groups gone), its instances
+/// run on for the next server.
+#[tokio::test]
+async fn detach_cancels_running_tasks_but_leaves_instances_running() {
+    let fx = Fixture::new(Duration::from_secs(2));
+    let instance = fx.rt.start(fx.spec(run_testapp(""), 0)).await.unwrap();
+    let pid_file = fx.dir.path().join("pids");
+    let s = sleeper(&fx, &pid_file);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let rt = fx.rt.clone();
+    let tx2 = tx.clone();
+    let running = tokio::spawn(async move { rt.run_task(s, tx2, CancellationToken::new()).await });
+    let pids = read_pids(&pid_file).await;
+    fx.rt.detach().await.unwrap();
+    assert_all_gone(&pids);
+    assert_eq!(running.await.unwrap().unwrap().exit, TaskExit::Cancelled);
+    let err = fx
+        .rt
+        .run_task(spec(&fx.release, "true"), tx, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::ShutDown), "{err}");
+    let pid = instance.pid.unwrap();
+    assert!(os::is_alive(pid), "the instance runs on");
+    assert!(fx.rt.config().state_file(&instance.id).exists());
+    assert!(
+        fx.rt.status().await.unwrap().is_empty(),
+        "no longer supervised here"
+    );
+    // The fixture's reaper ends the instance.
+}
+
 #[tokio::test]
 async fn dropping_a_running_task_kills_its_group() {
     let fx = Fixture::new(Duration::from_secs(5));
