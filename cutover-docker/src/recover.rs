@@ -1,16 +1,37 @@
-//! Start-up clean-up and the engine-side health check.
+//! Start-up adoption and clean-up, and the engine-side health check.
 //!
-//! **Recovery**: containers labelled with this server's state directory
-//! (`cutover.owner`) but another `cutover.runtime` were left by a previous
-//! server process (killed before it stopped them). They are stopped
-//! (SIGTERM, SIGKILL after the grace) and removed, instances and task
-//! containers alike: the same decision as the process runtime (clean up,
-//! do not adopt: nobody follows their logs or health, and the engine
-//! re-deploys the last deployed version). Containers of other servers
-//! (other state directories) are never touched. Each one is reported as a
-//! [`RecoveredInstance`] whose `file` names the container (`docker:<name>`)
-//! and whose `state` describes an instance container in the process
-//! runtime's [`StateFile`] shape (`None` for a task container).
+//! **Recovery** ([`DockerRuntime::recover_adopting`], behind
+//! [`Runtime::recover`](cutover_runtime::Runtime::recover)): containers
+//! labelled with this server's state directory (`cutover.owner`) but another
+//! `cutover.runtime` were left by a previous server process (restarted,
+//! upgraded, or killed). A control plane's restart must not touch
+//! production, so:
+//!
+//! - an **instance container that runs** and whose labels name its app,
+//!   environment, service, version and replica is **adopted**: it enters
+//!   this runtime's table *unclaimed*, listed by `status` with
+//!   `owner = this_process(<adoption time>, adopted: true)`, its port from
+//!   its create-time binding, its version from its image tag. It is not
+//!   stopped, restarted or re-created; its logs are followed from now on and
+//!   its exits watched (Docker's restart policy still restarts it). The
+//!   engine then claims it with [`Runtime::adopt`](cutover_runtime::Runtime::adopt)
+//!   (the spec must match the labels; the spec's health path starts the
+//!   health monitor) or stops it.
+//! - every **other** leftover is stopped (SIGTERM, SIGKILL after the grace)
+//!   and removed: instance containers that exited, were stopped or lost a
+//!   label, and **one-off task containers** (hooks, jobs): a run ends with
+//!   the server that ran it.
+//!
+//! Containers of other servers (other state directories) are never touched.
+//! A removed container is reported as a [`RecoveredInstance`] whose `file`
+//! names it (`docker:<name>`) and whose `state` describes an instance in
+//! the process runtime's [`StateFile`] shape (`None` for a task container);
+//! adopted ones are logged and listed in [`Recovery::adopted`] (the trait's
+//! [`RecoveryReport`] has no word for them yet).
+//!
+//! Rejected: removing running instances (the old behaviour: a restart of
+//! `cutover serve` was an outage of every container), and adopting task
+//! containers (nobody waits for their outcome any more).
 //!
 //! **HEALTHCHECK**: when an image declares one, `wait_healthy` also waits
 //! for Docker to call the container healthy, within the same deadline, after
@@ -21,17 +42,84 @@ use std::path::PathBuf;
 
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use cutover_runtime::{
-    HealthSettings, RecoveredInstance, RecoveryAction, RecoveryReport, RuntimeError, StateFile,
+    HealthSettings, InstanceOwner, InstanceSpec, InstanceStatus, RecoveredInstance, RecoveryAction,
+    RecoveryReport, RuntimeError, StateFile,
 };
 
 use crate::container::{self, labels_of};
-use crate::error::chain;
+use crate::error::{DockerError, chain};
 use crate::runtime::engine_err;
 use crate::{DockerRuntime, labels};
 
+/// What [`DockerRuntime::recover_adopting`] (and
+/// [`SwarmRuntime::recover_adopting`](crate::SwarmRuntime::recover_adopting))
+/// did: the trait's report of what was removed, and what was adopted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Leftovers stopped and removed (as [`Runtime::recover`](cutover_runtime::Runtime::recover) returns it).
+    pub report: RecoveryReport,
+    /// Instances of a previous server that run and are now in this
+    /// runtime's table, unclaimed (`pid`/`pgid`: the main process on the
+    /// host, 0 for a Swarm service; `release_dir` empty).
+    pub adopted: Vec<StateFile>,
+}
+
+/// An instance `recover` took over from a previous server.
+#[derive(Debug)]
+pub(crate) struct Adoption {
+    /// When (unix ms).
+    pub(crate) since: u64,
+    /// The spec it was claimed with (`None`: unclaimed).
+    pub(crate) spec: Option<Box<InstanceSpec>>,
+}
+
+/// Who supervises an instance: adopted at `adopted_since`, else started by
+/// this runtime object (`started_here`, since its creation), else nobody
+/// (pid 0: a previous server's container `recover` has not looked at).
+pub(crate) fn owner(adopted_since: Option<u64>, started_here: bool, created_at: u64) -> InstanceOwner {
+    match adopted_since {
+        Some(since) => InstanceOwner::this_process(since, true),
+        None if started_here => InstanceOwner::this_process(created_at, false),
+        None => InstanceOwner::default(),
+    }
+}
+
+/// `shop-prod-web@<sha> replica 0`.
+fn identity(app: &str, env: &str, service: &str, version: &str, replica: u32) -> String {
+    format!("{app}-{env}-{service}@{version} replica {replica}")
+}
+
+/// Refuses a claim whose spec names another app, env, service, version or
+/// replica than the instance's labels.
+pub(crate) fn check_claim(status: &InstanceStatus, spec: &InstanceSpec) -> Result<(), DockerError> {
+    let found = identity(
+        status.app.as_str(),
+        status.env.as_str(),
+        status.service.as_str(),
+        status.requested_version.as_str(),
+        status.replica,
+    );
+    let wanted = identity(
+        spec.app.as_str(),
+        spec.env.as_str(),
+        spec.service.as_str(),
+        spec.version.as_str(),
+        spec.replica,
+    );
+    if found == wanted {
+        Ok(())
+    } else {
+        Err(DockerError::AdoptMismatch {
+            id: status.id.to_string(),
+            found,
+            wanted,
+        })
+    }
+}
+
 impl DockerRuntime {
     /// See the module documentation.
-    pub(crate) async fn recover_leftovers(&self) -> Result<RecoveryReport, RuntimeError> {
+    pub async fn recover_adopting(&self) -> Result<Recovery, RuntimeError> {
         let filters = HashMap::from([("label", vec![format!("{}={}", labels::OWNER, self.inner.owner)])]);
         let options = ListContainersOptionsBuilder::new()
             .all(true)
@@ -43,7 +131,7 @@ impl DockerRuntime {
             .list_containers(Some(options))
             .await
             .map_err(engine_err("list containers left by a previous server"))?;
-        let mut report = RecoveryReport::default();
+        let mut recovery = Recovery::default();
         for summary in listed {
             let labels = summary.labels.clone().unwrap_or_default();
             if labels.get(labels::RUNTIME) == Some(&self.inner.runtime_id) {
@@ -52,6 +140,9 @@ impl DockerRuntime {
             let Some(container) = summary.id.clone() else {
                 continue;
             };
+            if container::instance_id(&container).is_some_and(|id| self.is_in_table(&id)) {
+                continue; // adopted by an earlier call
+            }
             let name = summary
                 .names
                 .as_ref()
@@ -65,6 +156,22 @@ impl DockerRuntime {
                 .and_then(|s| s.running)
                 .unwrap_or(false);
             let state = inspected.as_ref().and_then(leftover_state);
+            let named = labels.contains_key(labels::INSTANCE)
+                && labels
+                    .get(labels::REPLICA)
+                    .is_some_and(|r| r.parse::<u32>().is_ok());
+            if let Some(state) = state.clone().filter(|s| running && named && s.port > 0) {
+                // `false`: a concurrent call took it; it is adopted either way.
+                if self.take_over(&state.id, &container, state.port) {
+                    tracing::info!(
+                        container = %name, instance = %state.id, port = state.port,
+                        version = %state.version,
+                        "adopted a running container of a previous server (unclaimed)"
+                    );
+                    recovery.adopted.push(state);
+                }
+                continue;
+            }
             let action = match self.stop_container(&container, running).await {
                 Ok((graceful, _)) if running => RecoveryAction::Terminated { graceful },
                 Ok(_) => RecoveryAction::AlreadyGone,
@@ -76,14 +183,14 @@ impl DockerRuntime {
                     error: format!("remove container {name}: {}", chain(&err)),
                 },
             };
-            tracing::info!(container = %name, ?action, "recovered a leftover container");
-            report.instances.push(RecoveredInstance {
+            tracing::info!(container = %name, ?action, "removed a leftover container");
+            recovery.report.instances.push(RecoveredInstance {
                 file: PathBuf::from(format!("docker:{name}")),
                 state,
                 action,
             });
         }
-        Ok(report)
+        Ok(recovery)
     }
 }
 
