@@ -150,7 +150,7 @@ async fn a_detached_servers_running_containers_are_adopted_and_serve_throughout(
     assert!(next.unclaimed().contains(&a.id));
     let claimed = next.adopt(&a.id, f.spec(0)).await.expect("adopt");
     assert!(claimed.owner.adopted && claimed.id == a.id, "{claimed:#?}");
-    assert_eq!(next.unclaimed(), [b.id.clone()]);
+    assert_eq!(next.unclaimed(), vec![b.id.clone()]);
     next.wait_healthy(&a.id, "/health", &quick_health())
         .await
         .expect("the adopted instance is healthy");
