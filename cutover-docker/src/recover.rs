@@ -7,7 +7,8 @@
 //! upgraded, or killed). A control plane's restart must not touch
 //! production, so:
 //!
-//! - an **instance container that runs** and whose labels name its app,
+//! - an **instance container that runs** (or that Docker's restart policy
+//!   is restarting after a crash) and whose labels name its app,
 //!   environment, service, version and replica is **adopted**: it enters
 //!   this runtime's table *unclaimed*, listed by `status` with
 //!   `owner = this_process(<adoption time>, adopted: true)`, its port from
@@ -155,12 +156,20 @@ impl DockerRuntime {
                 .and_then(|c| c.state.as_ref())
                 .and_then(|s| s.running)
                 .unwrap_or(false);
+            // Between a crash and Docker's restart (policy on-failure) it
+            // is `restarting`, not running: still alive, and kept.
+            let restarting = inspected
+                .as_ref()
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.restarting)
+                .unwrap_or(false);
+            let alive = running || restarting;
             let state = inspected.as_ref().and_then(leftover_state);
             let named = labels.contains_key(labels::INSTANCE)
                 && labels
                     .get(labels::REPLICA)
                     .is_some_and(|r| r.parse::<u32>().is_ok());
-            if let Some(state) = state.clone().filter(|s| running && named && s.port > 0) {
+            if let Some(state) = state.clone().filter(|s| alive && named && s.port > 0) {
                 // `false`: a concurrent call took it; it is adopted either way.
                 if self.take_over(&state.id, &container, state.port) {
                     tracing::info!(
@@ -261,4 +270,95 @@ fn leftover_state(c: &bollard::models::ContainerInspectResponse) -> Option<State
         proc_start_time: None,
         server_pid: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use cutover_core::{AppName, EnvName, ServiceName, Version};
+    use cutover_runtime::{InstanceId, InstanceState, VersionSource};
+
+    use super::*;
+
+    fn spec(replica: u32, version: &str) -> InstanceSpec {
+        InstanceSpec {
+            app: AppName::parse("shop").unwrap(),
+            env: EnvName::parse("prod").unwrap(),
+            service: ServiceName::parse("web").unwrap(),
+            version: Version::parse(version).unwrap(),
+            release_dir: PathBuf::new(),
+            run: String::new(),
+            env_vars: Vec::new(),
+            replica,
+            health_path: None,
+        }
+    }
+
+    fn status_of(spec: &InstanceSpec) -> InstanceStatus {
+        InstanceStatus {
+            id: InstanceId::parse("0123456789ab").unwrap(),
+            app: spec.app.clone(),
+            env: spec.env.clone(),
+            service: spec.service.clone(),
+            replica: spec.replica,
+            requested_version: spec.version.clone(),
+            version: Some(spec.version.clone()),
+            version_source: VersionSource::ImageTag,
+            pid: None,
+            port: 1,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
+            healthy: None,
+            restarts: 0,
+            started_at: 0,
+            created_at: 0,
+            state: InstanceState::Running,
+            last_exit: None,
+            owner: InstanceOwner::default(),
+        }
+    }
+
+    #[test]
+    fn a_claim_must_name_what_runs() {
+        let a = "a".repeat(40);
+        let running = status_of(&spec(0, &a));
+        assert!(check_claim(&running, &spec(0, &a)).is_ok());
+        let text = check_claim(&running, &spec(1, &a)).unwrap_err().to_string();
+        assert!(
+            text.contains(&format!(
+                "is shop-prod-web@{a} replica 0, not shop-prod-web@{a} replica 1"
+            )),
+            "{text}"
+        );
+        assert!(check_claim(&running, &spec(0, &"b".repeat(40))).is_err());
+        let mut other = spec(0, &a);
+        other.service = ServiceName::parse("api").unwrap();
+        assert!(check_claim(&running, &other).is_err());
+    }
+
+    #[test]
+    fn owners_say_who_and_since_when() {
+        let me = std::process::id();
+        assert_eq!(
+            owner(Some(7), false, 3),
+            InstanceOwner {
+                pid: me,
+                since: 7,
+                adopted: true
+            }
+        );
+        assert_eq!(
+            owner(None, true, 3),
+            InstanceOwner {
+                pid: me,
+                since: 3,
+                adopted: false
+            }
+        );
+        assert_eq!(
+            owner(None, false, 3).pid,
+            0,
+            "a previous server's, not looked at yet"
+        );
+    }
 }

@@ -177,7 +177,8 @@ impl SwarmRuntime {
     }
 
     /// Adopts the public-instance services of a previous server (this
-    /// owner, another runtime object) that have a running task and name
+    /// owner, another runtime object) that have a running task (or one
+    /// Swarm is starting in place of a crashed one) and name
     /// their app, env, service, version and replica (unclaimed: followed,
     /// never touched); removes the others (converged services are left:
     /// Swarm runs them, and the next converge updates them); then the task
@@ -200,11 +201,11 @@ impl SwarmRuntime {
                 .tasks_of(&full)
                 .await
                 .map_err(engine_err(format!("list the tasks of service {name}")))?;
-            let running = service::current_task(&tasks).and_then(task_state) == Some(TaskState::RUNNING);
+            let alive = service::current_task(&tasks).is_some_and(alive);
             let named = labels
                 .get(labels::REPLICA)
                 .is_some_and(|r| r.parse::<u32>().is_ok());
-            if let Some(state) = state.clone().filter(|st| running && named && st.port > 0) {
+            if let Some(state) = state.clone().filter(|st| alive && named && st.port > 0) {
                 // `false`: a concurrent call took it; it is adopted either way.
                 if self.take_over(&id, &full, state.port) {
                     tracing::info!(
@@ -608,6 +609,13 @@ impl Runtime for SwarmRuntime {
         tasks?;
         Ok(outcomes)
     }
+}
+
+/// Whether a service's current task runs, or is being started again by
+/// Swarm (desired `running`, not ended: a replacement after a crash).
+fn alive(task: &bollard::models::Task) -> bool {
+    let state = task_state(task);
+    state == Some(TaskState::RUNNING) || (task.desired_state == Some(TaskState::RUNNING) && !is_ended(state))
 }
 
 /// A leftover service in the process runtime's [`StateFile`] shape (`pid`

@@ -42,10 +42,12 @@
 //! - **A restart of the server touches no service**: `detach` leaves every
 //!   public-instance service running; the next server's `recover` adopts
 //!   those of a previous server (this state directory) that have a running
-//!   task and name their app, environment, service, version and replica,
-//!   unclaimed until [`Runtime::adopt`](cutover_runtime::Runtime::adopt) or
-//!   `stop`; a service without a running task is removed, and so is every
-//!   one-off task container (`instances.rs`).
+//!   task (or one Swarm is starting in place of a crashed one) and name
+//!   their app, environment, service, version and replica, unclaimed until
+//!   [`Runtime::adopt`](cutover_runtime::Runtime::adopt) or `stop`; a
+//!   service whose task ended is removed, and so is every one-off task
+//!   container (`instances.rs`). Rejected: removing them at start (the old
+//!   behaviour: a restart of `cutover serve` dropped every public service).
 //!
 //! On a multi-node swarm with the routing mesh, public services could be
 //! updated natively too (an ingress port is shared by all tasks, so
