@@ -32,7 +32,7 @@
 //!   ([`VersionSource::ImageTag`](cutover_runtime::VersionSource::ImageTag)).
 //! - **Tasks** (hooks, jobs): a one-off container, see [`task`] and
 //!   [`TASK_IMAGE_VAR`].
-//! - **Recovery and adoption** ([`recover`]): a previous server's
+//! - **Recovery and adoption** ([`DockerRuntime::recover_adopting`]): a previous server's
 //!   containers (this state directory, another runtime object) that run as
 //!   labelled are adopted, unclaimed, and left untouched until the engine
 //!   claims them ([`Runtime::adopt`](cutover_runtime::Runtime::adopt)) or

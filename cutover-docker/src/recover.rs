@@ -21,7 +21,8 @@
 //! - every **other** leftover is stopped (SIGTERM, SIGKILL after the grace)
 //!   and removed: instance containers that exited, were stopped or lost a
 //!   label, and **one-off task containers** (hooks, jobs): a run ends with
-//!   the server that ran it.
+//!   the server that ran it. Under the Swarm runtime, whose instances are
+//!   services, an instance container is nobody's and is removed too.
 //!
 //! Containers of other servers (other state directories) are never touched.
 //! A removed container is reported as a [`RecoveredInstance`] whose `file`
@@ -121,6 +122,13 @@ pub(crate) fn check_claim(status: &InstanceStatus, spec: &InstanceSpec) -> Resul
 impl DockerRuntime {
     /// See the module documentation.
     pub async fn recover_adopting(&self) -> Result<Recovery, RuntimeError> {
+        self.recover_with(true).await
+    }
+
+    /// `adopt_instances: false` for the Swarm runtime, whose instances are
+    /// services: an instance container there is nobody's (a data directory
+    /// that ran the docker runtime before) and is removed with the tasks.
+    pub(crate) async fn recover_with(&self, adopt_instances: bool) -> Result<Recovery, RuntimeError> {
         let filters = HashMap::from([("label", vec![format!("{}={}", labels::OWNER, self.inner.owner)])]);
         let options = ListContainersOptionsBuilder::new()
             .all(true)
@@ -163,7 +171,7 @@ impl DockerRuntime {
                 .and_then(|c| c.state.as_ref())
                 .and_then(|s| s.restarting)
                 .unwrap_or(false);
-            let alive = running || restarting;
+            let alive = adopt_instances && (running || restarting);
             let state = inspected.as_ref().and_then(leftover_state);
             let named = labels.contains_key(labels::INSTANCE)
                 && labels

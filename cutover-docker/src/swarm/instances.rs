@@ -181,9 +181,10 @@ impl SwarmRuntime {
     /// Swarm is starting in place of a crashed one) and name
     /// their app, env, service, version and replica (unclaimed: followed,
     /// never touched); removes the others (converged services are left:
-    /// Swarm runs them, and the next converge updates them); then the task
-    /// containers a previous server left (see
-    /// [`DockerRuntime::recover_adopting`](crate::DockerRuntime::recover_adopting)).
+    /// Swarm runs them, and the next converge updates them); then removes
+    /// the task containers a previous server left (see
+    /// [`DockerRuntime::recover_adopting`](crate::DockerRuntime::recover_adopting)),
+    /// and any instance container (a docker runtime's, not this one's).
     pub async fn recover_adopting(&self) -> Result<Recovery, RuntimeError> {
         let mut recovery = Recovery::default();
         for s in self.instance_services(false).await? {
@@ -228,7 +229,7 @@ impl SwarmRuntime {
                 action,
             });
         }
-        let containers = self.containers().recover_adopting().await?;
+        let containers = self.containers().recover_with(false).await?;
         recovery.report.instances.extend(containers.report.instances);
         recovery.adopted.extend(containers.adopted);
         Ok(recovery)
