@@ -5,11 +5,13 @@
 //! servers' containers are never touched.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, StopContainerOptionsBuilder};
-use cutover_docker::labels;
-use cutover_runtime::{InstanceState, RecoveryAction, Runtime, RuntimeError};
+use cutover_docker::{TASK_IMAGE_VAR, labels};
+use cutover_runtime::{InstanceState, RecoveryAction, Runtime, RuntimeError, TaskExit, TaskSpec};
+use tokio_util::sync::CancellationToken;
 
 use crate::support::{
     Cleanup, Fixture, Load, RemoveImage, SHA, chain, connect, container_exists, container_labels,
@@ -80,7 +82,47 @@ async fn a_detached_servers_running_containers_are_adopted_and_serve_throughout(
         .await
         .expect("start the task container");
 
+    // A hook of a run of this server, running when it detaches.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let hook = TaskSpec {
+        label: "install hook".into(),
+        command: "echo started; exec sleep 60".into(),
+        dir: f.release(),
+        env_vars: vec![(TASK_IMAGE_VAR.into(), f.tag())],
+        timeout: Duration::from_secs(60),
+    };
+    let runtime = f.rt.clone();
+    let hook = tokio::spawn(async move { runtime.run_task(hook, lines_tx, CancellationToken::new()).await });
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.recv().await {
+            if line.text == "started" {
+                return;
+            }
+        }
+        panic!("the hook ended before it started");
+    })
+    .await
+    .expect("the hook started");
+
     f.rt.detach().await.expect("detach");
+    // A run ends with its server: its hook was cancelled (and removed).
+    let outcome = hook.await.expect("the hook's task").expect("run_task");
+    assert_eq!(outcome.exit, TaskExit::Cancelled);
+    let (lines_tx, _lines) = tokio::sync::mpsc::unbounded_channel();
+    let refused =
+        f.rt.run_task(
+            TaskSpec {
+                label: "job".into(),
+                command: "true".into(),
+                dir: f.release(),
+                env_vars: vec![(TASK_IMAGE_VAR.into(), f.tag())],
+                timeout: Duration::from_secs(5),
+            },
+            lines_tx,
+            CancellationToken::new(),
+        )
+        .await;
+    assert!(matches!(refused, Err(RuntimeError::ShutDown)), "{refused:?}");
     assert!(matches!(f.rt.start(f.spec(3)).await, Err(RuntimeError::ShutDown)));
     for s in [&a, &b] {
         assert!(running(&f.rt, s.id.as_str()).await, "detach stopped {}", s.id);
