@@ -132,6 +132,22 @@ pub enum DockerError {
     )]
     NotOurs { service: String },
 
+    #[error(
+        "instance {id} was not found by recover (it was started by this server, or is not \
+         one of this data directory's): only what a previous server left can be adopted"
+    )]
+    NotAdoptable { id: String },
+
+    #[error(
+        "instance {id} is {found}, not {wanted}: adopt it with the spec it was started with \
+         (app, environment, service, version, replica), or stop it"
+    )]
+    AdoptMismatch {
+        id: String,
+        found: String,
+        wanted: String,
+    },
+
     #[error("{service} did not converge within {after}: {detail}")]
     ConvergeTimeout {
         service: String,

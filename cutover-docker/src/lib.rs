@@ -32,9 +32,18 @@
 //!   ([`VersionSource::ImageTag`](cutover_runtime::VersionSource::ImageTag)).
 //! - **Tasks** (hooks, jobs): a one-off container, see [`task`] and
 //!   [`TASK_IMAGE_VAR`].
-//! - **Recovery**: containers labelled with this server's state directory
-//!   but created by another runtime object (a previous server) are removed,
-//!   the same decision as the process runtime (clean up, don't adopt).
+//! - **Recovery and adoption** ([`DockerRuntime::recover_adopting`]): a previous server's
+//!   containers (this state directory, another runtime object) that run as
+//!   labelled are adopted, unclaimed, and left untouched until the engine
+//!   claims them ([`Runtime::adopt`](cutover_runtime::Runtime::adopt)) or
+//!   stops them; the others, and every one-off task container, are removed.
+//! - **Owner**: `status` says who supervises each instance
+//!   ([`InstanceOwner`](cutover_runtime::InstanceOwner)): this process since
+//!   the container's creation (started here) or since its adoption.
+//! - **Detach** ([`Runtime::detach`](cutover_runtime::Runtime::detach)):
+//!   the server lets go (new starts and tasks refused, running tasks
+//!   cancelled, followers and monitors ended) and every instance container
+//!   keeps running for the next server; `shutdown` still stops everything.
 //!
 //! - **Swarm** ([`swarm`], [`SwarmRuntime`]): the same images as Swarm
 //!   services; public services blue-green across one-replica services with
@@ -71,6 +80,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::DockerError;
 pub use image::BuildOutcome;
+pub use recover::Recovery;
 pub use swarm::{ConvergeAction, ConvergeOutcome, ConvergeSpec, SwarmRuntime};
 pub use task::TASK_IMAGE_VAR;
 

@@ -12,6 +12,8 @@
 //!   so the follower follows again from the last timestamp it saw (lines
 //!   at or before it are dropped as duplicates) until `stop` aborts it.
 //!   The channel then closes: the stream ends when the instance is stopped.
+//!   An instance adopted from a previous server is followed from its
+//!   adoption on: its history stays in `tail`, not replayed to followers.
 //!
 //! Rejected: reading Docker's json-file logs from disk (root-only, driver
 //! dependent) and attaching to the container (only new output, and an
@@ -202,14 +204,25 @@ pub(crate) async fn tail_of(
 }
 
 /// Follows a container's output into `sender` until aborted (see the
-/// module documentation).
-pub(crate) async fn follow(docker: Docker, container: String, sender: broadcast::Sender<LogLine>) {
-    follow_source(docker, LogSource::Container(container), sender).await;
+/// module documentation). `after`: only lines written after that time (an
+/// adopted instance's history is not replayed); `None` for all of them.
+pub(crate) async fn follow(
+    docker: Docker,
+    container: String,
+    sender: broadcast::Sender<LogLine>,
+    after: Option<SystemTime>,
+) {
+    follow_source(docker, LogSource::Container(container), sender, after).await;
 }
 
 /// Follows `source`'s output into `sender` until aborted (see [`follow`]).
-pub(crate) async fn follow_source(docker: Docker, source: LogSource, sender: broadcast::Sender<LogLine>) {
-    let mut last_seen: Option<SystemTime> = None;
+pub(crate) async fn follow_source(
+    docker: Docker,
+    source: LogSource,
+    sender: broadcast::Sender<LogLine>,
+    after: Option<SystemTime>,
+) {
+    let mut last_seen: Option<SystemTime> = after;
     loop {
         let since = last_seen
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())

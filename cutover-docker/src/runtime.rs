@@ -3,11 +3,19 @@
 //! engine's facts, which [`Runtime::status`] always reads afresh.
 //!
 //! Per instance, `start` spawns up to three background tasks, owned by its
-//! table entry and aborted when `stop` removes it: the log follower (see
-//! [`crate::logs`]), an exit watcher (Docker's `die` events of the
-//! container, so a crash is logged and `last_exit` is known even after
-//! Docker has restarted the container and cleared its exit code), and the
-//! health monitor when the spec has a `health_path`.
+//! table entry and aborted when `stop` removes it (or `detach` lets go of
+//! every entry): the log follower (see [`crate::logs`]), an exit watcher
+//! (Docker's `die` events of the container, so a crash is logged and
+//! `last_exit` is known even after Docker has restarted the container and
+//! cleared its exit code), and the health monitor when the spec has a
+//! `health_path`. A container adopted by `recover` gets the first two at
+//! once (they only watch) and the health monitor when `adopt` claims it
+//! with a spec that has a `health_path`.
+//!
+//! `detach` and `shutdown` both refuse new starts and tasks and cancel and
+//! await running task containers; `detach` leaves every instance container
+//! running (a restart or upgrade of the server), `shutdown` stops and
+//! removes them (stop everything, on purpose).
 //!
 //! Rejected for the exit watcher: `wait?condition=next-exit`. Docker 20.10
 //! reads the exit code when it answers, after the fact, and answers 0 when
@@ -18,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bollard::query_parameters::{
@@ -36,8 +44,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::container::{self, describe_exit, status_of};
+use crate::container::{self, describe_exit, labels_of, status_of};
 use crate::error::{DockerError, chain, is_not_found};
+use crate::recover::{Adoption, check_claim, owner};
 use crate::{DockerRuntime, image_tag, labels, logs, random_hex};
 
 const UNHEALTHY_LOG_LINES: usize = 20;
@@ -56,7 +65,12 @@ pub(crate) struct Entry {
     port: u16,
     shared: Arc<Shared>,
     logs: broadcast::Sender<LogLine>,
+    /// Log follower and exit watcher.
     _tasks: Vec<AbortOnDrop>,
+    /// The health monitor (with a `health_path`: from `start`, or from `adopt`).
+    health: Option<AbortOnDrop>,
+    /// Set when `recover` took the container over from a previous server.
+    adoption: Option<Adoption>,
 }
 
 /// What the background tasks of an instance learn.
@@ -128,6 +142,18 @@ impl DockerRuntime {
         self.table().entries.get(id).map(|e| e.shared.clone())
     }
 
+    pub(crate) fn is_in_table(&self, id: &InstanceId) -> bool {
+        self.table().entries.contains_key(id)
+    }
+
+    /// When `recover` took the instance over (`None`: not adopted).
+    fn adopted_since(&self, id: &InstanceId) -> Option<u64> {
+        self.table()
+            .entries
+            .get(id)
+            .and_then(|e| e.adoption.as_ref().map(|a| a.since))
+    }
+
     /// The engine's view of one of our instances.
     async fn inspect(&self, id: &InstanceId) -> Result<(InstanceStatus, String), RuntimeError> {
         let c = match self.inner.docker.inspect_container(id.as_str(), None).await {
@@ -138,9 +164,11 @@ impl DockerRuntime {
         let shared = self.shared_of(id);
         let healthy = shared.as_ref().and_then(|s| *lock(&s.healthy));
         let exit = shared.as_ref().and_then(|s| lock(&s.last_exit).clone());
-        let status = status_of(&self.inner.owner, &c, healthy, exit)
+        let mut status = status_of(&self.inner.owner, &c, healthy, exit)
             .filter(|s| &s.id == id)
             .ok_or_else(|| RuntimeError::UnknownInstance { id: id.clone() })?;
+        let started_here = labels_of(&c).get(labels::RUNTIME) == Some(&self.inner.runtime_id);
+        status.owner = owner(self.adopted_since(id), started_here, status.created_at);
         Ok((status, c.id.unwrap_or_default()))
     }
 
@@ -183,12 +211,13 @@ impl DockerRuntime {
         ))
     }
 
+    /// The log follower and the exit watcher of an instance; `logs_after`:
+    /// see [`logs::follow`].
     fn spawn_background(
         &self,
         id: &InstanceId,
         container: &str,
-        addr: SocketAddr,
-        spec: &InstanceSpec,
+        logs_after: Option<SystemTime>,
     ) -> (Arc<Shared>, broadcast::Sender<LogLine>, Vec<AbortOnDrop>) {
         let shared = Arc::new(Shared::default());
         let (logs_tx, _) = broadcast::channel(FOLLOW_BUFFER);
@@ -197,6 +226,7 @@ impl DockerRuntime {
             docker.clone(),
             container.to_owned(),
             logs_tx.clone(),
+            logs_after,
         )))];
         tasks.push(AbortOnDrop(tokio::spawn(watch_exits(
             docker,
@@ -205,18 +235,82 @@ impl DockerRuntime {
             shared.clone(),
             logs_tx.clone(),
         ))));
-        if let Some(path) = spec.health_path.clone() {
-            let every = self.inner.config.health_interval;
-            let shared = shared.clone();
-            tasks.push(AbortOnDrop(tokio::spawn(async move {
-                loop {
-                    let result = health::probe(addr, &path, every.min(Duration::from_secs(2))).await;
-                    *lock(&shared.healthy) = Some(result.is_healthy());
-                    tokio::time::sleep(every).await;
-                }
-            })));
-        }
         (shared, logs_tx, tasks)
+    }
+
+    /// Probes `path` every `health_interval`, into `shared.healthy`.
+    fn health_monitor(
+        &self,
+        addr: SocketAddr,
+        path: Option<String>,
+        shared: &Arc<Shared>,
+    ) -> Option<AbortOnDrop> {
+        let path = path?;
+        let every = self.inner.config.health_interval;
+        let shared = shared.clone();
+        Some(AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let result = health::probe(addr, &path, every.min(Duration::from_secs(2))).await;
+                *lock(&shared.healthy) = Some(result.is_healthy());
+                tokio::time::sleep(every).await;
+            }
+        })))
+    }
+
+    /// Takes a running container of a previous server into the table,
+    /// unclaimed: followed (logs from now, exits), never touched. `false`
+    /// when it is in the table already.
+    pub(crate) fn take_over(&self, id: &InstanceId, container: &str, port: u16) -> bool {
+        if self.table().entries.contains_key(id) {
+            return false;
+        }
+        let (shared, logs_tx, tasks) = self.spawn_background(id, container, Some(SystemTime::now()));
+        let since = crate::unix_ms();
+        let mut table = self.table();
+        if table.entries.contains_key(id) {
+            return false;
+        }
+        table.entries.insert(
+            id.clone(),
+            Entry {
+                container: container.to_owned(),
+                port,
+                shared,
+                logs: logs_tx,
+                _tasks: tasks,
+                health: None,
+                adoption: Some(Adoption { since, spec: None }),
+            },
+        );
+        true
+    }
+
+    /// Instances taken over by `recover` and not claimed by `adopt` yet.
+    pub fn unclaimed(&self) -> Vec<InstanceId> {
+        let mut ids: Vec<InstanceId> = self
+            .table()
+            .entries
+            .iter()
+            .filter(|(_, e)| e.adoption.as_ref().is_some_and(|a| a.spec.is_none()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Cancels running one-off tasks and waits for them (bounded: the stop
+    /// grace + 10 s), after `closed` was set.
+    async fn end_tasks(&self) {
+        self.inner.tasks_shutdown.cancel();
+        let limit = self.inner.config.stop_grace + Duration::from_secs(10);
+        let until = tokio::time::Instant::now() + limit;
+        while self.inner.active_tasks.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.inner.active_tasks.load(Ordering::SeqCst);
+        if left > 0 {
+            tracing::warn!(left, "one-off task containers did not end within {limit:?}");
+        }
     }
 }
 
@@ -343,7 +437,8 @@ impl Runtime for DockerRuntime {
             .into_runtime(action));
         };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
-        let (shared, logs_tx, tasks) = self.spawn_background(&id, &container, addr, &spec);
+        let (shared, logs_tx, tasks) = self.spawn_background(&id, &container, None);
+        let health = self.health_monitor(addr, spec.health_path.clone(), &shared);
         let _ = logs_tx.send(LogLine::new(
             LogStream::Cutover,
             format!("started container {name} ({id}) from {image} on {addr}"),
@@ -360,6 +455,8 @@ impl Runtime for DockerRuntime {
                     shared,
                     logs: logs_tx,
                     _tasks: tasks,
+                    health,
+                    adoption: None,
                 },
             );
         }
@@ -510,7 +607,50 @@ impl Runtime for DockerRuntime {
     }
 
     async fn recover(&self) -> Result<RecoveryReport, RuntimeError> {
-        self.recover_leftovers().await
+        Ok(self.recover_adopting().await?.report)
+    }
+
+    async fn adopt(&self, id: &InstanceId, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(RuntimeError::ShutDown);
+        }
+        if let Some(path) = &spec.health_path
+            && !health::valid_path(path)
+        {
+            return Err(RuntimeError::BadHealthPath { path: path.clone() });
+        }
+        let action = format!("adopt instance {id}");
+        if self.adopted_since(id).is_none() {
+            return Err(DockerError::NotAdoptable { id: id.to_string() }.into_runtime(action));
+        }
+        let (status, _) = self.inspect(id).await?;
+        check_claim(&status, &spec).map_err(|e| e.into_runtime(action))?;
+        {
+            let mut table = self.table();
+            let Some(entry) = table.entries.get_mut(id) else {
+                return Err(RuntimeError::UnknownInstance { id: id.clone() });
+            };
+            entry.health = self.health_monitor(status.addr, spec.health_path.clone(), &entry.shared);
+            let _ = entry.logs.send(LogLine::new(
+                LogStream::Cutover,
+                format!("adopted by the server with pid {}", std::process::id()),
+            ));
+            if let Some(adoption) = &mut entry.adoption {
+                adoption.spec = Some(Box::new(spec));
+            }
+        }
+        tracing::info!(instance = %id, "adopted");
+        Ok(self.inspect(id).await?.0)
+    }
+
+    async fn detach(&self) -> Result<(), RuntimeError> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        // Ends every follower, watcher and monitor; the containers run on.
+        let entries: Vec<Entry> = self.table().entries.drain().map(|(_, e)| e).collect();
+        tracing::info!(instances = entries.len(), "detached: the containers keep running");
+        drop(entries);
+        self.end_tasks().await;
+        Ok(())
     }
 
     async fn shutdown(&self) -> Result<Vec<StopOutcome>, RuntimeError> {
@@ -518,11 +658,7 @@ impl Runtime for DockerRuntime {
         self.inner.tasks_shutdown.cancel();
         let ids: Vec<InstanceId> = self.table().entries.keys().cloned().collect();
         let results = futures::future::join_all(ids.iter().map(|id| self.stop(id))).await;
-        let limit = self.inner.config.stop_grace + Duration::from_secs(10);
-        let until = tokio::time::Instant::now() + limit;
-        while self.inner.active_tasks.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.end_tasks().await;
         let mut outcomes = Vec::with_capacity(results.len());
         let mut failed = None;
         for result in results {

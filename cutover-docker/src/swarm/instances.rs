@@ -6,7 +6,11 @@
 //! none placed within 30 s ("host-mode port already in use"), fails the
 //! start and removes the service. Per instance, `start` spawns a log
 //! follower on the service's logs and, with a `health_path`, the health
-//! monitor; both end when `stop` removes the table entry. Hooks and jobs
+//! monitor; both end when `stop` removes the table entry (or `detach` lets
+//! go of every entry, leaving the services running). `recover` adopts a
+//! previous server's running services (see [`SwarmRuntime::recover_adopting`]):
+//! their logs are followed from then on, and `adopt` adds the health
+//! monitor its spec asks for. Hooks and jobs
 //! run in one-off containers of the docker runtime beneath (same image
 //! selection, [`TASK_IMAGE_VAR`](crate::TASK_IMAGE_VAR)).
 
@@ -15,16 +19,16 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bollard::models::{Service, TaskState};
 use bollard::query_parameters::ListTasksOptionsBuilder;
 use cutover_runtime::health::{self, ProbeResult};
 use cutover_runtime::{
-    HealthSettings, InstanceId, InstanceSpec, InstanceStatus, LogLine, LogStream, RecoveredInstance,
-    RecoveryAction, RecoveryReport, Runtime, RuntimeError, StateFile, StopOutcome, TaskLine, TaskOutcome,
-    TaskSpec, UnhealthyReport,
+    HealthSettings, InstanceId, InstanceOwner, InstanceSpec, InstanceStatus, LogLine, LogStream,
+    RecoveredInstance, RecoveryAction, RecoveryReport, Runtime, RuntimeError, StateFile, StopOutcome,
+    TaskLine, TaskOutcome, TaskSpec, UnhealthyReport,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +37,7 @@ use super::service::{self, describe_task_end, is_ended, task_state};
 use super::{Entry, POLL, SwarmRuntime};
 use crate::error::{DockerError, chain};
 use crate::logs::{self, LogSource};
+use crate::recover::{Adoption, Recovery, check_claim, owner};
 use crate::runtime::{AbortOnDrop, engine_err, lock};
 use crate::{container, image_tag, labels};
 
@@ -50,8 +55,9 @@ impl SwarmRuntime {
             .await
             .map_err(engine_err(format!("list the tasks of service {id}")))?;
         let healthy = self.healthy_of(id).and_then(|h| *lock(&h));
-        let status = service::instance_status(self.owner(), &service, &tasks, healthy)
+        let mut status = service::instance_status(self.owner(), &service, &tasks, healthy)
             .ok_or_else(|| RuntimeError::UnknownInstance { id: id.clone() })?;
+        status.owner = self.owner_of(id, &service, status.created_at);
         Ok((status, full))
     }
 
@@ -99,11 +105,12 @@ impl SwarmRuntime {
         }
     }
 
+    /// The log follower of an instance; `logs_after`: see
+    /// [`logs::follow`](crate::logs::follow).
     fn spawn_background(
         &self,
         service_id: &str,
-        addr: SocketAddr,
-        spec: &InstanceSpec,
+        logs_after: Option<SystemTime>,
     ) -> (
         Arc<Mutex<Option<bool>>>,
         broadcast::Sender<LogLine>,
@@ -111,23 +118,146 @@ impl SwarmRuntime {
     ) {
         let healthy = Arc::new(Mutex::new(None));
         let (logs_tx, _) = broadcast::channel(FOLLOW_BUFFER);
-        let mut tasks = vec![AbortOnDrop(tokio::spawn(logs::follow_source(
+        let tasks = vec![AbortOnDrop(tokio::spawn(logs::follow_source(
             self.docker().clone(),
             LogSource::Service(service_id.to_owned()),
             logs_tx.clone(),
+            logs_after,
         )))];
-        if let Some(path) = spec.health_path.clone() {
-            let every = self.config().health_interval;
-            let healthy = healthy.clone();
-            tasks.push(AbortOnDrop(tokio::spawn(async move {
-                loop {
-                    let result = health::probe(addr, &path, every.min(Duration::from_secs(2))).await;
-                    *lock(&healthy) = Some(result.is_healthy());
-                    tokio::time::sleep(every).await;
-                }
-            })));
-        }
         (healthy, logs_tx, tasks)
+    }
+
+    /// Probes `path` every `health_interval`, into `healthy`.
+    fn health_monitor(
+        &self,
+        addr: SocketAddr,
+        path: Option<String>,
+        healthy: &Arc<Mutex<Option<bool>>>,
+    ) -> Option<AbortOnDrop> {
+        let path = path?;
+        let every = self.config().health_interval;
+        let healthy = healthy.clone();
+        Some(AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let result = health::probe(addr, &path, every.min(Duration::from_secs(2))).await;
+                *lock(&healthy) = Some(result.is_healthy());
+                tokio::time::sleep(every).await;
+            }
+        })))
+    }
+
+    /// When `recover` took the instance over (`None`: not adopted).
+    fn adopted_since(&self, id: &InstanceId) -> Option<u64> {
+        self.table()
+            .entries
+            .get(id)
+            .and_then(|e| e.adoption.as_ref().map(|a| a.since))
+    }
+
+    /// Who supervises the instance of `service` (see [`owner`]).
+    fn owner_of(&self, id: &InstanceId, service: &Service, created_at: u64) -> InstanceOwner {
+        let started_here = service::service_labels(service)
+            .get(labels::RUNTIME)
+            .map(String::as_str)
+            == Some(self.runtime_id());
+        owner(self.adopted_since(id), started_here, created_at)
+    }
+
+    /// Instances taken over by `recover` and not claimed by `adopt` yet.
+    pub fn unclaimed(&self) -> Vec<InstanceId> {
+        let mut ids: Vec<InstanceId> = self
+            .table()
+            .entries
+            .iter()
+            .filter(|(_, e)| e.adoption.as_ref().is_some_and(|a| a.spec.is_none()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Adopts the public-instance services of a previous server (this
+    /// owner, another runtime object) that have a running task (or one
+    /// Swarm is starting in place of a crashed one) and name
+    /// their app, env, service, version and replica (unclaimed: followed,
+    /// never touched); removes the others (converged services are left:
+    /// Swarm runs them, and the next converge updates them); then removes
+    /// the task containers a previous server left (see
+    /// [`DockerRuntime::recover_adopting`](crate::DockerRuntime::recover_adopting)),
+    /// and any instance container (a docker runtime's, not this one's).
+    pub async fn recover_adopting(&self) -> Result<Recovery, RuntimeError> {
+        let mut recovery = Recovery::default();
+        for s in self.instance_services(false).await? {
+            let labels = service::service_labels(&s);
+            let name = labels.get(labels::INSTANCE).cloned().unwrap_or_default();
+            let Some(full) = s.id.clone() else { continue };
+            let Some(id) = service::short_id(&full) else {
+                continue;
+            };
+            if self.table().entries.contains_key(&id) {
+                continue; // adopted by an earlier call
+            }
+            let state = leftover_state(&s);
+            let tasks = self
+                .tasks_of(&full)
+                .await
+                .map_err(engine_err(format!("list the tasks of service {name}")))?;
+            let alive = service::current_task(&tasks).is_some_and(alive);
+            let named = labels
+                .get(labels::REPLICA)
+                .is_some_and(|r| r.parse::<u32>().is_ok());
+            if let Some(state) = state.clone().filter(|st| alive && named && st.port > 0) {
+                // `false`: a concurrent call took it; it is adopted either way.
+                if self.take_over(&id, &full, state.port) {
+                    tracing::info!(
+                        service = %name, instance = %id, port = state.port, version = %state.version,
+                        "adopted a running Swarm service of a previous server (unclaimed)"
+                    );
+                    recovery.adopted.push(state);
+                }
+                continue;
+            }
+            let action = match self.remove_service(&s).await {
+                Ok(r) if r.was_running => RecoveryAction::Terminated { graceful: r.graceful },
+                Ok(_) => RecoveryAction::AlreadyGone,
+                Err(err) => RecoveryAction::KillFailed { error: chain(&err) },
+            };
+            tracing::info!(service = %name, ?action, "removed a leftover Swarm service");
+            recovery.report.instances.push(RecoveredInstance {
+                file: PathBuf::from(format!("swarm:{name}")),
+                state,
+                action,
+            });
+        }
+        let containers = self.containers().recover_with(false).await?;
+        recovery.report.instances.extend(containers.report.instances);
+        recovery.adopted.extend(containers.adopted);
+        Ok(recovery)
+    }
+
+    /// Puts a previous server's service into the table, unclaimed.
+    fn take_over(&self, id: &InstanceId, full: &str, port: u16) -> bool {
+        if self.table().entries.contains_key(id) {
+            return false;
+        }
+        let (healthy, logs_tx, tasks) = self.spawn_background(full, Some(SystemTime::now()));
+        let since = crate::unix_ms();
+        let mut table = self.table();
+        if table.entries.contains_key(id) {
+            return false;
+        }
+        table.entries.insert(
+            id.clone(),
+            Entry {
+                port,
+                healthy,
+                logs: logs_tx,
+                _tasks: tasks,
+                health: None,
+                adoption: Some(Adoption { since, spec: None }),
+            },
+        );
+        true
     }
 
     /// Public-instance services of this owner; with `mine`, only this
@@ -208,7 +338,8 @@ impl Runtime for SwarmRuntime {
             return Err(err.into_runtime(action));
         }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
-        let (healthy, logs_tx, tasks) = self.spawn_background(&full, addr, &spec);
+        let (healthy, logs_tx, tasks) = self.spawn_background(&full, None);
+        let health = self.health_monitor(addr, spec.health_path.clone(), &healthy);
         let _ = logs_tx.send(LogLine::new(
             LogStream::Cutover,
             format!("started Swarm service {name} ({id}) from {image} on {addr}"),
@@ -224,6 +355,8 @@ impl Runtime for SwarmRuntime {
                     healthy,
                     logs: logs_tx,
                     _tasks: tasks,
+                    health,
+                    adoption: None,
                 },
             );
         }
@@ -297,7 +430,10 @@ impl Runtime for SwarmRuntime {
                     .and_then(service::short_id)
                     .and_then(|id| self.healthy_of(&id))
                     .and_then(|h| *lock(&h));
-            out.extend(service::instance_status(self.owner(), s, tasks, healthy));
+            if let Some(mut status) = service::instance_status(self.owner(), s, tasks, healthy) {
+                status.owner = self.owner_of(&status.id, s, status.created_at);
+                out.push(status);
+            }
         }
         out.sort_by(|a, b| {
             (&a.app, &a.env, &a.service, a.replica, a.created_at, &a.id).cmp(&(
@@ -403,30 +539,55 @@ impl Runtime for SwarmRuntime {
         self.containers().run_task(spec, lines, cancel).await
     }
 
-    /// Removes the public-instance services of a previous runtime object
-    /// of this owner (converged services are left: Swarm runs them, and
-    /// the next converge updates them), then the task containers it left.
+    /// See [`SwarmRuntime::recover_adopting`].
     async fn recover(&self) -> Result<RecoveryReport, RuntimeError> {
-        let mut report = RecoveryReport::default();
-        for s in self.instance_services(false).await? {
-            let labels = service::service_labels(&s);
-            let name = labels.get(labels::INSTANCE).cloned().unwrap_or_default();
-            let state = leftover_state(&s);
-            let action = match self.remove_service(&s).await {
-                Ok(r) if r.was_running => RecoveryAction::Terminated { graceful: r.graceful },
-                Ok(_) => RecoveryAction::AlreadyGone,
-                Err(err) => RecoveryAction::KillFailed { error: chain(&err) },
-            };
-            tracing::info!(service = %name, ?action, "recovered a leftover Swarm service");
-            report.instances.push(RecoveredInstance {
-                file: PathBuf::from(format!("swarm:{name}")),
-                state,
-                action,
-            });
+        Ok(self.recover_adopting().await?.report)
+    }
+
+    async fn adopt(&self, id: &InstanceId, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(RuntimeError::ShutDown);
         }
-        let tasks = self.containers().recover().await?;
-        report.instances.extend(tasks.instances);
-        Ok(report)
+        if let Some(path) = &spec.health_path
+            && !health::valid_path(path)
+        {
+            return Err(RuntimeError::BadHealthPath { path: path.clone() });
+        }
+        let action = format!("adopt instance {id}");
+        if self.adopted_since(id).is_none() {
+            return Err(DockerError::NotAdoptable { id: id.to_string() }.into_runtime(action));
+        }
+        let (status, _) = self.inspect(id).await?;
+        check_claim(&status, &spec).map_err(|e| e.into_runtime(action))?;
+        {
+            let mut table = self.table();
+            let Some(entry) = table.entries.get_mut(id) else {
+                return Err(RuntimeError::UnknownInstance { id: id.clone() });
+            };
+            entry.health = self.health_monitor(status.addr, spec.health_path.clone(), &entry.healthy);
+            let _ = entry.logs.send(LogLine::new(
+                LogStream::Cutover,
+                format!("adopted by the server with pid {}", std::process::id()),
+            ));
+            if let Some(adoption) = &mut entry.adoption {
+                adoption.spec = Some(Box::new(spec));
+            }
+        }
+        tracing::info!(instance = %id, "adopted");
+        Ok(self.inspect(id).await?.0)
+    }
+
+    /// Leaves every public-instance service (and converged service)
+    /// running; cancels and awaits running task containers.
+    async fn detach(&self) -> Result<(), RuntimeError> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let entries: Vec<Entry> = self.table().entries.drain().map(|(_, e)| e).collect();
+        tracing::info!(
+            instances = entries.len(),
+            "detached: the Swarm services keep running"
+        );
+        drop(entries);
+        self.containers().detach().await
     }
 
     async fn shutdown(&self) -> Result<Vec<StopOutcome>, RuntimeError> {
@@ -449,6 +610,13 @@ impl Runtime for SwarmRuntime {
         tasks?;
         Ok(outcomes)
     }
+}
+
+/// Whether a service's current task runs, or is being started again by
+/// Swarm (desired `running`, not ended: a replacement after a crash).
+fn alive(task: &bollard::models::Task) -> bool {
+    let state = task_state(task);
+    state == Some(TaskState::RUNNING) || (task.desired_state == Some(TaskState::RUNNING) && !is_ended(state))
 }
 
 /// A leftover service in the process runtime's [`StateFile`] shape (`pid`

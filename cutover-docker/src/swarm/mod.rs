@@ -36,9 +36,18 @@
 //!   action rollback after a monitor window. Without a published port
 //!   start-first works on one node, and Swarm's own rollback is the
 //!   failure path. These services are not instances of the trait (no
-//!   router, no per-replica ids to switch) and outlive the server: `recover`
-//!   and `shutdown` leave them; [`SwarmRuntime::remove_converged`] removes
-//!   one.
+//!   router, no per-replica ids to switch) and outlive the server: `recover`,
+//!   `detach` and `shutdown` leave them; [`SwarmRuntime::remove_converged`]
+//!   removes one.
+//! - **A restart of the server touches no service**: `detach` leaves every
+//!   public-instance service running; the next server's `recover` adopts
+//!   those of a previous server (this state directory) that have a running
+//!   task (or one Swarm is starting in place of a crashed one) and name
+//!   their app, environment, service, version and replica, unclaimed until
+//!   [`Runtime::adopt`](cutover_runtime::Runtime::adopt) or `stop`; a
+//!   service whose task ended is removed, and so is every one-off task
+//!   container (`instances.rs`). Rejected: removing them at start (the old
+//!   behaviour: a restart of `cutover serve` dropped every public service).
 //!
 //! On a multi-node swarm with the routing mesh, public services could be
 //! updated natively too (an ingress port is shared by all tasks, so
@@ -69,6 +78,7 @@ use tokio::sync::broadcast;
 pub use converge::{ConvergeAction, ConvergeOutcome, ConvergeSpec};
 
 use crate::error::{DockerError, is_not_found};
+use crate::recover::Adoption;
 use crate::runtime::{AbortOnDrop, engine_err, free_port};
 use crate::{DockerConfig, DockerRuntime, labels};
 
@@ -104,7 +114,12 @@ struct Entry {
     port: u16,
     healthy: Arc<Mutex<Option<bool>>>,
     logs: broadcast::Sender<LogLine>,
+    /// The log follower.
     _tasks: Vec<AbortOnDrop>,
+    /// The health monitor (with a `health_path`: from `start`, or from `adopt`).
+    health: Option<AbortOnDrop>,
+    /// Set when `recover` took the service over from a previous server.
+    adoption: Option<Adoption>,
 }
 
 impl SwarmRuntime {

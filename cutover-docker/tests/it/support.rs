@@ -208,3 +208,75 @@ pub fn chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Removes an image tag when dropped (forced: a container still using it
+/// only keeps the layers), also when a test panicked.
+pub struct RemoveImage(pub String);
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        let tag = self.0.clone();
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let Ok(docker) = bollard::Docker::connect_with_socket_defaults() else {
+                    return;
+                };
+                let options = bollard::query_parameters::RemoveImageOptionsBuilder::new()
+                    .force(true)
+                    .build();
+                let _ = docker.remove_image(&tag, Some(options), None).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// `GET /health` on one address back to back (10 ms apart) until
+/// [`Load::finish`]; aborted when dropped.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<tokio::task::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = tokio::spawn(async move {
+            let (mut ok, mut failures) = (0, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let result = cutover_runtime::health::probe(addr, "/health", Duration::from_secs(2)).await;
+                if result.is_healthy() {
+                    ok += 1;
+                } else {
+                    failures.push(format!("{result:?}"));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (ok, failures)
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the load: (answered requests, failures).
+    pub async fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let handle = self.handle.take().expect("finished once");
+        handle.await.expect("the load task")
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The swarm runtime against the single-node swarm of `scripts/docker-setup`:
 //! public instances as one-replica services on their own host-mode ports,
 //! non-public services converged by Swarm's start-first update with
-//! rollback, recovery. Loopback only; every service of a test's owner is
+//! rollback, adoption by the next server. Loopback only; every service of a test's owner is
 //! removed at its end, also when it fails (`SwarmCleanup`).
 
 use std::collections::HashMap;
@@ -18,7 +18,9 @@ use cutover_runtime::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{DOCKERFILE, SHA, chain, env, http_get, quick_health, remove_all_of, service};
+use crate::support::{
+    DOCKERFILE, Load, RemoveImage, SHA, chain, env, http_get, quick_health, remove_all_of, service,
+};
 
 const V2: &str = "2222222222222222222222222222222222222222";
 const V3: &str = "3333333333333333333333333333333333333333";
@@ -360,44 +362,126 @@ async fn workers_converge_start_first_and_swarm_rolls_a_broken_version_back() {
 }
 
 #[tokio::test]
-async fn recover_removes_the_services_a_previous_server_left() {
+async fn a_detached_servers_running_services_are_adopted_and_serve_throughout() {
     let f = SwarmFixture::new("itswarmrec").await;
     let release = f.build(&service(), SHA, DOCKERFILE).await;
+    let _image = RemoveImage(image_tag(
+        &f.app,
+        &env(),
+        &service(),
+        &Version::parse(SHA).unwrap(),
+    ));
     let state = f.dir.path().join("state");
-    let left = f.rt.start(f.spec(&release, 0)).await.expect("start");
+    let a = f.rt.start(f.spec(&release, 0)).await.expect("start replica 0");
+    let b = f.rt.start(f.spec(&release, 1)).await.expect("start replica 1");
+    for s in [&a, &b] {
+        assert!(!s.owner.adopted && s.owner.since == s.created_at, "{s:#?}");
+        assert_eq!(s.owner.pid, std::process::id());
+        f.rt.wait_healthy(&s.id, "/health", &quick_health())
+            .await
+            .expect("healthy");
+    }
+    // Replica 2's task ended (exit 0 is not restarted): nothing to adopt.
+    let mut ended = f.spec(&release, 2);
+    ended.run = "echo done".into();
+    ended.health_path = None;
+    let ended = f.rt.start(ended).await.expect("start replica 2");
+    let until = Instant::now() + Duration::from_secs(20);
+    while f.rt.instance(&ended.id).await.expect("instance").state == InstanceState::Running {
+        assert!(Instant::now() < until, "replica 2's task did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let load = Load::start(a.addr);
 
+    f.rt.detach().await.expect("detach");
+    assert!(matches!(
+        f.rt.start(f.spec(&release, 3)).await,
+        Err(RuntimeError::ShutDown)
+    ));
+    for s in [&a, &b] {
+        assert!(
+            f.rt.docker().inspect_service(s.id.as_str(), None).await.is_ok(),
+            "detach removed {}",
+            s.id
+        );
+    }
+
+    // The next server on the same data directory.
     let next = connect(&state).await;
-    let own = next.start(f.spec(&release, 1)).await.expect("start");
-    let report = next.recover().await.expect("recover");
-    assert_eq!(report.instances.len(), 1, "{report:#?}");
-    let entry = &report.instances[0];
-    assert!(
-        matches!(entry.action, RecoveryAction::Terminated { .. }),
-        "{entry:#?}"
-    );
-    assert_eq!(entry.state.as_ref().map(|s| s.id.clone()), Some(left.id.clone()));
+    let recovery = next.recover_adopting().await.expect("recover");
+    let mut adopted: Vec<_> = recovery.adopted.iter().map(|s| (s.id.clone(), s.port)).collect();
+    adopted.sort();
+    let mut expected = vec![(a.id.clone(), a.port), (b.id.clone(), b.port)];
+    expected.sort();
+    assert_eq!(adopted, expected, "{recovery:#?}");
+    assert_eq!(recovery.report.instances.len(), 1, "{recovery:#?}");
+    let entry = &recovery.report.instances[0];
+    assert_eq!(entry.state.as_ref().map(|s| s.id.clone()), Some(ended.id.clone()));
+    assert_eq!(entry.action, RecoveryAction::AlreadyGone, "{entry:#?}");
     assert!(
         entry
             .file
             .display()
             .to_string()
-            .starts_with("swarm:itswarmrec-test-web-")
+            .starts_with("swarm:itswarmrec-test-web-d0c4e12a-r2-"),
+        "{entry:#?}"
     );
     assert!(
         next.docker()
-            .inspect_service(left.id.as_str(), None)
+            .inspect_service(ended.id.as_str(), None)
             .await
-            .is_err()
+            .is_err(),
+        "the ended service is still there"
     );
-    assert!(next.docker().inspect_service(own.id.as_str(), None).await.is_ok());
-    assert!(next.recover().await.unwrap().instances.is_empty());
-    assert_eq!(next.shutdown().await.unwrap().len(), 1);
+    assert!(next.recover().await.expect("recover again").instances.is_empty());
+
+    let status = next.status().await.expect("status");
+    assert_eq!(status.len(), 2, "{status:#?}");
+    for (s, old) in status.iter().zip([&a, &b]) {
+        assert_eq!((&s.id, s.port, s.replica), (&old.id, old.port, old.replica));
+        assert_eq!(s.state, InstanceState::Running, "{s:#?}");
+        assert_eq!(s.version.as_ref().map(Version::as_str), Some(SHA));
+        assert!(s.owner.adopted && s.owner.pid == std::process::id(), "{s:#?}");
+    }
+    let mut both = vec![a.id.clone(), b.id.clone()];
+    both.sort();
+    assert_eq!(next.unclaimed(), both);
+
+    let err = next
+        .adopt(&a.id, f.spec(&release, 1))
+        .await
+        .expect_err("wrong replica");
     assert!(
-        next.docker()
-            .inspect_service(own.id.as_str(), None)
-            .await
-            .is_err()
+        chain(&err).contains("adopt it with the spec it was started with"),
+        "{}",
+        chain(&err)
     );
+    let claimed = next.adopt(&a.id, f.spec(&release, 0)).await.expect("adopt");
+    assert!(claimed.owner.adopted && claimed.id == a.id, "{claimed:#?}");
+    assert_eq!(next.unclaimed(), vec![b.id.clone()]);
+    next.wait_healthy(&a.id, "/health", &quick_health())
+        .await
+        .expect("the adopted instance is healthy");
+
+    let (answered, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} failed of {answered} answered: {failures:?}",
+        failures.len()
+    );
+    assert!(answered > 0);
+
+    // Unclaimed or claimed, an adopted instance is stoppable.
+    for s in [&b, &a] {
+        next.stop(&s.id).await.expect("stop");
+        assert!(
+            next.docker().inspect_service(s.id.as_str(), None).await.is_err(),
+            "service {} is left",
+            s.id
+        );
+    }
+    assert!(next.status().await.unwrap().is_empty());
+    assert!(next.shutdown().await.unwrap().is_empty());
 }
 
 #[tokio::test]
