@@ -269,8 +269,9 @@ impl Engine {
         ))
     }
 
-    /// The warm release again after a restart: the public instances of one other version that
-    /// every public service still has, healthy, claimed with their version's spec.
+    /// The warm release again after a restart: the public instances of the previously deployed
+    /// version, when every public service still has them healthy, claimed with that version's
+    /// spec.
     async fn adopt_warm(
         &self,
         l: &Launch<'_>,
@@ -286,22 +287,18 @@ impl Engine {
             .filter(|(_, s)| s.public && self.managed_as_instances(env, true))
             .map(|(n, _)| n)
             .collect();
-        let mut versions: Vec<&Version> = left
-            .iter()
-            .filter(|s| s.requested_version != *l.version && s.state == InstanceState::Running)
-            .map(|s| &s.requested_version)
-            .collect();
-        versions.sort();
-        versions.dedup();
-        let candidate = versions.into_iter().find(|v| {
-            public.iter().all(|p| {
-                left.iter()
-                    .any(|s| &&s.service == p && &s.requested_version == *v)
-            })
-        });
-        let Some(version) = candidate.cloned() else {
+        // The warm release is the one deployed before the current one (a run cut off after it
+        // started a newer version's instances leaves those too; they are not a release).
+        let Ok(version) = self.previous_deployed(env, Some(l.version.as_str())).await else {
             return (None, BTreeMap::new());
         };
+        let complete = public.iter().all(|p| {
+            left.iter()
+                .any(|s| &s.service == *p && s.requested_version == version)
+        });
+        if !complete {
+            return (None, BTreeMap::new());
+        }
         let dir = self.release_dir(&version);
         if public.is_empty() || !dir.is_dir() {
             return (None, BTreeMap::new());

@@ -167,7 +167,14 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
             for item in &report.instances {
-                tracing::warn!(file = %item.file.display(), action = ?item.action, "leftover instance from a previous server");
+                match &item.action {
+                    cutover_runtime::RecoveryAction::Adopted => {
+                        tracing::info!(file = %item.file.display(), "instance of a previous server still runs: adopted")
+                    }
+                    action => {
+                        tracing::warn!(file = %item.file.display(), action = ?action, "leftover instance from a previous server")
+                    }
+                }
             }
             for item in &report.tasks {
                 let label = item.state.as_ref().map(|s| s.label.as_str()).unwrap_or("?");

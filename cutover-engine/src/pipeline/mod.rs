@@ -521,7 +521,11 @@ impl Engine {
     }
 
     /// The newest value of last_deployed_version that differs from `current`.
-    async fn previous_deployed(&self, env: &EnvName, current: Option<&str>) -> Result<Version, EngineError> {
+    pub(crate) async fn previous_deployed(
+        &self,
+        env: &EnvName,
+        current: Option<&str>,
+    ) -> Result<Version, EngineError> {
         let key = self.key(env, WellKnownKey::LastDeployedVersion);
         let history = self.store().param_history(&key).await?;
         let prev = history
