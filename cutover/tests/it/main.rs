@@ -16,6 +16,7 @@ mod cli_contract;
 mod cli_params;
 mod crash_and_scheduler;
 mod dashboard;
+mod dataplane;
 mod demo;
 pub(crate) mod example_shop;
 mod leaks;

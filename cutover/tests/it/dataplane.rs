@@ -1,0 +1,297 @@
+//! The data plane as a real process (`cutover data-plane`): started detached by
+//! `ensure_running`, replaced by `upgrade` under load without a failed request, and started
+//! again after a `kill -9` with its routing table. Every data-plane pid is SIGKILLed when the
+//! test ends, also on panic.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cutover_dataplane::{Error, ListenerKind, ensure_running, upgrade};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::support::BIN;
+
+const HOST: &str = "web.prod.shop.localhost";
+
+/// SIGKILLs the data planes it knows of when dropped.
+#[derive(Default)]
+struct Reaper(Mutex<Vec<u32>>);
+
+impl Reaper {
+    fn add(&self, pid: u32) {
+        self.0.lock().unwrap().push(pid);
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in self.0.lock().unwrap().iter() {
+            if alive(*pid) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+/// Whether `pid` still exists. The data planes are children of this process, reaped by a
+/// thread of `ensure_running`/`upgrade` once every thread of theirs has exited (a zombie leader
+/// may still have threads holding its sockets, so "not a zombie" is not enough).
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A keep-alive HTTP upstream answering `a` to every request.
+async fn upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            conns.spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    // Read a request head (GETs without a body).
+                    loop {
+                        line.clear();
+                        match stream.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na";
+                    if stream.get_mut().write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Why a request got no answer.
+enum Failed {
+    /// The server had closed the (idle, keep-alive) connection: nothing was answered.
+    Closed,
+    Other(String),
+}
+
+/// One GET on an open connection; returns the status and body.
+async fn get(stream: &mut BufReader<TcpStream>) -> Result<(u16, String), Failed> {
+    let other = |e: std::io::Error| Failed::Other(e.to_string());
+    stream
+        .get_mut()
+        .write_all(format!("GET / HTTP/1.1\r\nhost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|_| Failed::Closed)?;
+    let mut line = String::new();
+    match stream.read_line(&mut line).await {
+        Ok(0) => return Err(Failed::Closed),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Err(Failed::Closed),
+        Err(e) => return Err(other(e)),
+        Ok(_) => {}
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Failed::Other(format!("bad status line {line:?}")))?;
+    let mut length = None;
+    loop {
+        line.clear();
+        stream.read_line(&mut line).await.map_err(other)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse::<usize>().ok();
+        }
+    }
+    let length = length.ok_or_else(|| Failed::Other("no content-length".into()))?;
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.map_err(other)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn connect(addr: SocketAddr) -> Result<BufReader<TcpStream>, String> {
+    TcpStream::connect(addr)
+        .await
+        .map(BufReader::new)
+        .map_err(|e| format!("connect: {e}"))
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    resent: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn record(&self, r: Result<(u16, String), Failed>) {
+        match r {
+            Ok((200, body)) if body == "a" => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok((status, body)) => self.failures.lock().unwrap().push(format!("{status} {body:?}")),
+            Err(Failed::Closed) => self.failures.lock().unwrap().push("connection closed".into()),
+            Err(Failed::Other(e)) => self.failures.lock().unwrap().push(e),
+        }
+    }
+}
+
+async fn load(addr: SocketAddr, keep_alive: bool, tally: Arc<Tally>, stop: watch::Receiver<bool>) {
+    let mut conn = None;
+    while !*stop.borrow() {
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => match connect(addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tally.failures.lock().unwrap().push(e);
+                    continue;
+                }
+            },
+        };
+        let mut r = get(&mut c).await;
+        if keep_alive && matches!(r, Err(Failed::Closed)) {
+            // An idle keep-alive connection closed by the old data plane as it drained: send
+            // again on a new one, as HTTP clients do for idempotent requests.
+            tally.resent.fetch_add(1, Ordering::Relaxed);
+            c = match connect(addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tally.failures.lock().unwrap().push(e);
+                    continue;
+                }
+            };
+            r = get(&mut c).await;
+        }
+        let ok = r.is_ok();
+        tally.record(r);
+        if keep_alive && ok {
+            conn = Some(c);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_plane_process_upgrades_under_load_and_restarts_after_kill_9_with_its_routes() {
+    let reaper = Reaper::default();
+    let test = async {
+        let tmp = tempfile::tempdir().unwrap();
+        let exe = Path::new(BIN);
+        let (client, first, spawned) = ensure_running(tmp.path(), exe).await.unwrap();
+        reaper.add(first.pid);
+        assert!(spawned);
+        assert_ne!(first.pid, std::process::id());
+        let (_, again, spawned) = ensure_running(tmp.path(), exe).await.unwrap();
+        assert!(!spawned, "a running data plane is reused");
+        assert_eq!(again.pid, first.pid);
+
+        let main = client
+            .listen(ListenerKind::Main, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let (up, _up_task) = upstream().await;
+        client
+            .switch("shop", "prod", "web", "v1", vec![up])
+            .await
+            .unwrap();
+
+        let tally = Arc::new(Tally::default());
+        let (stop_tx, stop) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            tasks.spawn(load(main, i % 2 == 0, Arc::clone(&tally), stop.clone()));
+        }
+        until("load before the upgrade", Duration::from_secs(10), || {
+            tally.ok.load(Ordering::Relaxed) >= 200
+        })
+        .await;
+
+        let second = upgrade(tmp.path(), exe).await.unwrap();
+        reaper.add(second.pid);
+        assert_ne!(second.pid, first.pid);
+        assert_eq!(second.took_over_from, Some(first.pid));
+        until("the old data plane to exit", Duration::from_secs(20), || {
+            !alive(first.pid)
+        })
+        .await;
+        let at_exit = tally.ok.load(Ordering::Relaxed);
+        until("load after the upgrade", Duration::from_secs(10), || {
+            tally.ok.load(Ordering::Relaxed) >= at_exit + 200
+        })
+        .await;
+        stop_tx.send(true).unwrap();
+        while tasks.join_next().await.is_some() {}
+        let failures = tally.failures.lock().unwrap().clone();
+        eprintln!(
+            "ok {} · resent on closed keep-alive {} · failed {}",
+            tally.ok.load(Ordering::Relaxed),
+            tally.resent.load(Ordering::Relaxed),
+            failures.len()
+        );
+        assert!(
+            failures.is_empty(),
+            "failed requests during the upgrade: {failures:?}"
+        );
+        let hello = client.hello().await.unwrap();
+        assert_eq!(hello.pid, second.pid);
+        assert_eq!(hello.listeners.len(), 1);
+        assert_eq!(hello.listeners[0].addr, main, "the same port");
+        assert_eq!(hello.routes, 1);
+
+        // kill -9: nothing answers; the next ensure_running starts one that routes at once.
+        Command::new("kill")
+            .args(["-KILL", &second.pid.to_string()])
+            .status()
+            .unwrap();
+        until(
+            "the killed data plane to be gone",
+            Duration::from_secs(10),
+            || !alive(second.pid),
+        )
+        .await;
+        let gone = client.hello().await;
+        assert!(matches!(gone, Err(Error::NotRunning { .. })), "{gone:?}");
+        let (client, third, spawned) = ensure_running(tmp.path(), exe).await.unwrap();
+        reaper.add(third.pid);
+        assert!(spawned);
+        assert_eq!(third.routes, 1);
+        assert_eq!(third.listeners[0].addr, main);
+        let mut c = connect(main).await.unwrap();
+        assert!(matches!(get(&mut c).await, Ok((200, ref body)) if body == "a"));
+
+        client.shutdown().await.unwrap();
+        until("the data plane to stop", Duration::from_secs(10), || {
+            !alive(third.pid)
+        })
+        .await;
+        assert!(TcpStream::connect(main).await.is_err());
+    };
+    tokio::time::timeout(Duration::from_secs(90), test)
+        .await
+        .expect("the data-plane process test is bounded");
+}
