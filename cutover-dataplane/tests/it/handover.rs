@@ -177,3 +177,57 @@ async fn hand_over_under_load_drops_no_request_and_keeps_ports_and_routes() {
         .await
         .expect("the hand-over test is bounded");
 }
+
+#[tokio::test]
+async fn an_aborted_hand_over_leaves_the_old_data_plane_serving_and_mutable() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (dp, _) = Dp::start(tmp.path()).await;
+    let c = &dp.client;
+    let main = c
+        .listen(ListenerKind::Main, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let up = Upstream::start("a").await;
+    c.switch("shop", "prod", "web", "v1", vec![up.addr])
+        .await
+        .unwrap();
+
+    // A "successor" that asks for the hand-over, reads the offer, and never commits.
+    let secret = std::fs::read_to_string(dataplane_dir(tmp.path()).join("secret")).unwrap();
+    let stream = tokio::net::UnixStream::connect(dataplane_dir(tmp.path()).join("control.sock"))
+        .await
+        .unwrap();
+    let mut stream = BufReader::new(stream);
+    stream
+        .get_mut()
+        .write_all(format!("{{\"secret\":\"{secret}\",\"op\":\"hand_over\"}}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut offer = String::new();
+    stream.read_line(&mut offer).await.unwrap();
+    let offer: serde_json::Value = serde_json::from_str(&offer).unwrap();
+    assert_eq!(offer["status"], "ok");
+    assert_eq!(offer["value"]["routes"][0]["version"], "v1");
+
+    // Meanwhile mutations are refused (the successor would miss them), even after the retry;
+    // reads and traffic go on.
+    let refused = c.switch("shop", "prod", "web", "v2", vec![up.addr]).await;
+    assert!(
+        matches!(refused, Err(cutover_dataplane::Error::HandedOver)),
+        "{refused:?}"
+    );
+    assert_eq!(c.routes().await.unwrap()[0].1.version, "v1");
+    assert_eq!(get(main, HOST, "/").await.unwrap().body, "a");
+
+    // The successor goes away: the freeze is lifted.
+    drop(stream);
+    eventually("mutations accepted again", async || {
+        c.switch("shop", "prod", "web", "v2", vec![up.addr]).await.is_ok()
+    })
+    .await;
+    let reply = get(main, HOST, "/").await.unwrap();
+    assert_eq!(reply.version.as_deref(), Some("v2"));
+    assert!(c.hello().await.unwrap().took_over_from.is_none());
+}

@@ -46,6 +46,13 @@ fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The process group of `pid` (field 5 of /proc/PID/stat).
+fn process_group(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(") ").unwrap();
+    rest.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
 async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !f() {
@@ -206,6 +213,11 @@ async fn data_plane_process_upgrades_under_load_and_restarts_after_kill_9_with_i
         reaper.add(first.pid);
         assert!(spawned);
         assert_ne!(first.pid, std::process::id());
+        assert_eq!(
+            process_group(first.pid),
+            first.pid,
+            "detached: a process group of its own"
+        );
         let (_, again, spawned) = ensure_running(tmp.path(), exe).await.unwrap();
         assert!(!spawned, "a running data plane is reused");
         assert_eq!(again.pid, first.pid);
