@@ -268,6 +268,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     files::ensure_dir(&paths)?;
     let secret = files::secret_or_create(&paths)?;
     let router = Router::new(RouterConfig::default());
+    let start_lock = files::start_lock(&paths).await?;
 
     let mut received = None;
     let table = if opts.take_over {
@@ -366,6 +367,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     } else {
         drop(gone_tx);
     }
+    drop(start_lock);
     tracing::info!(
         pid = std::process::id(),
         routes = router.routes().len(),
