@@ -265,7 +265,7 @@ async fn data_plane_process_upgrades_under_load_and_restarts_after_kill_9_with_i
         .await;
         let gone = client.hello().await;
         assert!(matches!(gone, Err(Error::NotRunning { .. })), "{gone:?}");
-        let (client, third, spawned) = ensure_running(tmp.path(), exe).await.unwrap();
+        let (_, third, spawned) = ensure_running(tmp.path(), exe).await.unwrap();
         reaper.add(third.pid);
         assert!(spawned);
         assert_eq!(third.routes, 1);
@@ -273,12 +273,24 @@ async fn data_plane_process_upgrades_under_load_and_restarts_after_kill_9_with_i
         let mut c = connect(main).await.unwrap();
         assert!(matches!(get(&mut c).await, Ok((200, ref body, _)) if body == "a"));
 
-        client.shutdown().await.unwrap();
-        until("the data plane to stop", Duration::from_secs(10), || {
-            !alive(third.pid)
-        })
+        // SIGTERM: it stops accepting, drains and exits, removing its socket and pid file.
+        Command::new("kill")
+            .args(["-TERM", &third.pid.to_string()])
+            .status()
+            .unwrap();
+        until(
+            "the data plane to stop on SIGTERM",
+            Duration::from_secs(10),
+            || !alive(third.pid),
+        )
         .await;
         assert!(TcpStream::connect(main).await.is_err());
+        let files = tmp.path().join("dataplane");
+        assert!(!files.join("control.sock").exists() && !files.join("pid").exists());
+        assert!(
+            files.join("routes.json").exists(),
+            "the table stays for the next start"
+        );
     };
     tokio::time::timeout(Duration::from_secs(90), test)
         .await
