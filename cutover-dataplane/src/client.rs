@@ -3,8 +3,10 @@
 //!
 //! Each request opens a fresh connection to `control.sock` and reads the secret file again, so a
 //! client outlives data-plane restarts and hand-overs without any reconnect logic; a mutation
-//! refused by a data plane that is handing over (`handed_over`) is retried once after 200 ms, by
-//! which time `control.sock` names the successor.
+//! refused by a data plane that is handing over (`handed_over`), or a request whose connection
+//! could not be established for another reason than "nothing listens", is retried once after
+//! 200 ms, by which time `control.sock` names the successor. A request that was sent but got no
+//! answer is never retried (the data plane may have applied it).
 //!
 //! A spawned data plane is detached: its own process group (a Ctrl-C at the terminal of `cutover
 //! serve` does not reach it), stdin from `/dev/null`, stdout and stderr appended to
@@ -33,6 +35,8 @@ use crate::{Error, GenerationInfo, Hello, ListenerKind};
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before retrying a mutation refused by a data plane that is handing over.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
+/// `Error::Io::what` of a failed connect (retried once: nothing reached the data plane).
+const CONNECTING: &str = "connecting to the data plane";
 /// Time a spawned data plane has to answer its first hello.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -134,7 +138,13 @@ impl Client {
 
     async fn request<T: DeserializeOwned>(&self, op: Op, timeout: Duration) -> Result<T, Error> {
         match self.once(&op, timeout).await {
+            // Nothing was done: a data plane handing over refused it, or the connection was not
+            // even established (e.g. the old data plane's socket closing under a hand-over).
             Err(Error::HandedOver) => {
+                tokio::time::sleep(RETRY_AFTER).await;
+                self.once(&op, timeout).await
+            }
+            Err(Error::Io { ref what, .. }) if what == CONNECTING => {
                 tokio::time::sleep(RETRY_AFTER).await;
                 self.once(&op, timeout).await
             }
@@ -166,7 +176,7 @@ impl Client {
                         source,
                     });
                 }
-                Err(e) => return Err(io_err("connecting to the data plane", &socket)(e)),
+                Err(e) => return Err(io_err(CONNECTING, &socket)(e)),
             };
             stream
                 .write_all(&line)

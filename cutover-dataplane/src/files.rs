@@ -43,6 +43,42 @@ impl Paths {
     pub(crate) fn log(&self) -> PathBuf {
         self.dir.join("dataplane.log")
     }
+    pub(crate) fn start_lock(&self) -> PathBuf {
+        self.dir.join("start.lock")
+    }
+}
+
+/// How long a starting data plane waits for another one that is starting.
+const START_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Serialises data-plane starts (from "is one running?" to "control.sock is mine"), so two
+/// control planes starting one at the same moment never get two data planes fighting over the
+/// ports and the socket: the second waits, then finds the first running. Released on drop; a
+/// serving data plane does not hold it (its successor must be able to start).
+pub(crate) async fn start_lock(paths: &Paths) -> Result<fs::File, Error> {
+    let path = paths.start_lock();
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err("opening the data-plane start lock", &path))?;
+    let deadline = std::time::Instant::now() + START_LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Starting { lock: path });
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(io_err("locking the data-plane start lock", &path)(e));
+            }
+        }
+    }
 }
 
 pub(crate) fn io_err(what: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> Error {

@@ -14,6 +14,8 @@
 //! * `pid`: the serving process's pid. `routes.json`: the listeners and routing table, written
 //!   atomically (tmp + rename) after each change and read at start, so a data plane restarted
 //!   after a crash listens and routes at once. `dataplane.log`: output of a spawned data plane.
+//! * `start.lock`: held (`flock`) by a data plane while it starts, so two starting at once end
+//!   with one serving and the other refusing (`AlreadyRunning`).
 //!
 //! Upgrading the data plane ([`upgrade`]) drops no connection: the new process asks the old one
 //! for a hand-over on the control socket, receives the listening sockets (`SCM_RIGHTS`) and the
@@ -173,6 +175,12 @@ pub enum Error {
         pid: u32,
         /// Its control socket.
         socket: PathBuf,
+    },
+    /// Another data plane has been starting for too long (it holds the start lock).
+    #[error("another data plane of this data directory is still starting (it holds {}): wait, or stop the hung process", lock.display())]
+    Starting {
+        /// The lock file.
+        lock: PathBuf,
     },
     /// Binding a listening socket failed.
     #[error("cannot listen on {addr}: is another process using the port? choose another address")]

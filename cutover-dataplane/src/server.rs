@@ -268,6 +268,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     files::ensure_dir(&paths)?;
     let secret = files::secret_or_create(&paths)?;
     let router = Router::new(RouterConfig::default());
+    let start_lock = files::start_lock(&paths).await?;
 
     let mut received = None;
     let table = if opts.take_over {
@@ -349,7 +350,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     }
 
     let (control, control_ino) = bind_control(&paths)?;
-    files::write_pid(&paths)?;
+    // Past the rename this process owns control.sock: a missing pid file is not worth failing
+    // for (it is informational; `hello` gives the pid).
+    if let Err(e) = files::write_pid(&paths) {
+        tracing::warn!(error = %e, "cannot write the pid file");
+    }
     if let Some(r) = received.take() {
         // Past this point this process owns control.sock: it keeps serving whatever the old
         // one answers.
@@ -366,6 +371,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     } else {
         drop(gone_tx);
     }
+    drop(start_lock);
     tracing::info!(
         pid = std::process::id(),
         routes = router.routes().len(),

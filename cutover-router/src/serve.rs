@@ -1,9 +1,12 @@
 //! Listeners: accept loop, per-connection HTTP/1.1 serving, graceful shutdown.
 //!
 //! Each connection runs in its own task inside a `JoinSet`, so shutdown can (1) stop
-//! accepting, (2) ask every connection to finish its current request and close
-//! (`graceful_shutdown`), (3) wait for them up to `shutdown_grace`, then (4) drop the rest and
-//! close upgraded tunnels. Rejected: hyper-util's `GracefulShutdown` watcher, which does not
+//! accepting, (2) give every connection a last call (up to 1 s) for a request already on its
+//! way, then ask it to finish its current request and close (`graceful_shutdown`), (3) wait for
+//! them up to `shutdown_grace`, then (4) drop the rest and close upgraded tunnels. Without the
+//! last call, `graceful_shutdown` closes a connection accepted a moment before the stop whose
+//! request head is not read yet, failing a request that reached the listener (hand-overs of the
+//! listening socket to a newer data plane hit this every time under load). Rejected: hyper-util's `GracefulShutdown` watcher, which does not
 //! accept HTTP/1 connections with upgrades enabled; hyper-util's `auto` builder (HTTP/2 from
 //! clients buys nothing for local services and complicates per-request accounting).
 
@@ -75,8 +78,14 @@ impl Router {
                     });
                     let mut stop = stop_rx.clone();
                     let header_timeout = config.client_header_timeout;
+                    let last_call = config.shutdown_grace.min(LAST_CALL);
+                    let (requests, _) = watch::channel(0u64);
+                    let mut started = requests.subscribe();
                     conns.spawn(async move {
-                        let svc = service_fn(move |req| proxy::handle(Arc::clone(&ctx), req));
+                        let svc = service_fn(move |req| {
+                            requests.send_modify(|n| *n += 1);
+                            proxy::handle(Arc::clone(&ctx), req)
+                        });
                         let conn = http1::Builder::new()
                             .timer(TokioTimer::new())
                             .header_read_timeout(header_timeout)
@@ -87,6 +96,15 @@ impl Router {
                         tokio::select! {
                             r = conn.as_mut() => log_conn(r),
                             () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                                // Last call: a request that is on its way (on a connection
+                                // accepted a moment ago, or on an idle keep-alive one) is still
+                                // served, with `Connection: close`.
+                                started.mark_unchanged(); // only requests after the stop
+                                tokio::select! {
+                                    r = conn.as_mut() => return log_conn(r),
+                                    _ = started.changed() => {}
+                                    () = tokio::time::sleep(last_call) => {}
+                                }
                                 conn.as_mut().graceful_shutdown();
                                 log_conn(conn.await);
                             }
@@ -116,6 +134,13 @@ impl Router {
         Ok(())
     }
 }
+
+/// On shutdown, how long a connection without a request in flight is kept open for one that
+/// is on its way (bounded by the shutdown grace). Closing at once would fail requests that
+/// already reached the listener: a connection accepted just before the stop whose request head
+/// is not read yet (the last requests before a data-plane hand-over), or a keep-alive client
+/// sending its next request as the connection closes.
+const LAST_CALL: Duration = Duration::from_secs(1);
 
 fn log_conn(result: Result<(), hyper::Error>) {
     if let Err(e) = result {

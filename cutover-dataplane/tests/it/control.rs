@@ -260,3 +260,52 @@ async fn shutdown_stops_it_and_removes_its_socket_and_pid() {
     assert!(!dir.join("pid").exists());
     assert!(matches!(dp.client.hello().await, Err(Error::NotRunning { .. })));
 }
+
+#[tokio::test]
+async fn another_user_is_refused_even_with_the_secret() {
+    // The premise: CI and this suite run as root (as `scripts/test` does); only root can act as
+    // another user.
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root, as the whole suite does"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (dp, _) = Dp::start(tmp.path()).await;
+    let dir = dataplane_dir(tmp.path());
+    let socket = dir.join("control.sock");
+    let secret = std::fs::read_to_string(dir.join("secret")).unwrap();
+    // Open the way to the socket: what is tested here is the uid check behind the file modes.
+    for (path, mode) in [
+        (tmp.path(), 0o711),
+        (dir.as_path(), 0o711),
+        (socket.as_path(), 0o666),
+    ] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let answer = tokio::task::spawn_blocking(move || {
+        // A thread of its own: Linux credentials are per thread, and this one ends here.
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534)).unwrap();
+            let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            let line = format!(
+                r#"{{"secret":"{secret}","op":"switch","app":"shop","env":"prod","service":"web","version":"evil","upstreams":["127.0.0.1:9"]}}"#
+            );
+            // The data plane may answer and close before reading (a broken pipe here).
+            let _ = s.write_all(format!("{line}\n").as_bytes());
+            let mut answer = String::new();
+            std::io::BufReader::new(s).read_line(&mut answer).unwrap();
+            answer
+        })
+        .join()
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["kind"], "refused", "{answer}");
+    assert!(
+        dp.client.routes().await.unwrap().is_empty(),
+        "the other user changed nothing"
+    );
+}

@@ -80,3 +80,39 @@ async fn a_data_plane_started_after_one_was_killed_routes_the_same_table_at_once
     assert!(matches!(second, Err(Error::AlreadyRunning { .. })), "{second:?}");
     dp.client.hello().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_data_planes_started_at_once_one_serves_and_the_other_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A persisted listener both would bind.
+    let (mut dp, _) = Dp::start(tmp.path()).await;
+    let main = dp
+        .client
+        .listen(ListenerKind::Main, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    dp.client.shutdown().await.unwrap();
+    dp.exited().await.unwrap();
+
+    let start = || {
+        tokio::spawn(cutover_dataplane::run(Options {
+            data_dir: tmp.path().to_owned(),
+            take_over: false,
+        }))
+    };
+    let (a, b) = (start(), start());
+    let c = Client::new(tmp.path());
+    eventually("one data plane", async || a.is_finished() || b.is_finished()).await;
+    let (loser, winner) = if a.is_finished() { (a, b) } else { (b, a) };
+    let lost = loser.await.unwrap();
+    assert!(matches!(lost, Err(Error::AlreadyRunning { .. })), "{lost:?}");
+    let hello = c.hello().await.unwrap();
+    assert_eq!(hello.listeners[0].addr, main);
+    assert!(!winner.is_finished());
+    c.shutdown().await.unwrap();
+    tokio::time::timeout(STEP, winner)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

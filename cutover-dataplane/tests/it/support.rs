@@ -109,14 +109,19 @@ impl Conn {
         Ok(Conn { sender, task })
     }
 
-    /// Sends one GET; `Err((message, closed_idle))` where `closed_idle` says the server had
-    /// closed the connection before answering (hyper: canceled or incomplete message).
+    /// Whether the server closed the connection (after a `Connection: close` answer): then the
+    /// next request goes on a new connection, as any HTTP client does.
+    pub async fn closed(&mut self) -> bool {
+        self.sender.ready().await.is_err()
+    }
+
+    /// Sends one GET; `Err((message, sent))`: `sent` is false when the connection was already
+    /// closed, so the request never left.
     pub async fn get(&mut self, host: &str, path: &str) -> Result<Reply, (String, bool)> {
-        let closed = |e: &hyper::Error| e.is_canceled() || e.is_incomplete_message() || e.is_closed();
         self.sender
             .ready()
             .await
-            .map_err(|e| (format!("not ready: {e}"), closed(&e)))?;
+            .map_err(|e| (format!("not ready: {e}"), false))?;
         let req = hyper::Request::get(path)
             .header("host", host)
             .body(Empty::<Bytes>::new())
@@ -125,7 +130,7 @@ impl Conn {
             .sender
             .send_request(req)
             .await
-            .map_err(|e| (format!("request: {e}"), closed(&e)))?;
+            .map_err(|e| (format!("request: {e}"), true))?;
         let status = resp.status().as_u16();
         let version = resp
             .headers()
@@ -136,7 +141,7 @@ impl Conn {
             .into_body()
             .collect()
             .await
-            .map_err(|e| (format!("body: {e}"), false))?
+            .map_err(|e| (format!("body: {e}"), true))?
             .to_bytes();
         Ok(Reply {
             status,

@@ -250,6 +250,37 @@ async fn graceful_shutdown_finishes_in_flight_then_stops_accepting() {
 }
 
 #[tokio::test]
+async fn a_request_on_an_open_connection_just_after_shutdown_is_still_answered() {
+    // A keep-alive connection that is idle when the shutdown starts (or one accepted a moment
+    // before it, its request head not read yet): its request is on the wire, and closing the
+    // connection would fail it. It is answered, with `Connection: close`.
+    let a = upstream(&sha('a')).await;
+    let mut r = TestRouter::start(RouterConfig::default()).await;
+    r.switch("yves", &sha('a'), &[&a]);
+    let host = r.host("yves");
+    let mut c = Conn::connect(r.addr).await;
+    assert_eq!(c.get(&host, "/").await.unwrap().status, StatusCode::OK);
+    let serve = r.stop();
+    tokio::time::timeout(STEP, async {
+        while TcpStream::connect(r.addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the listener closes");
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let ans = c.get(&host, "/").await.expect("answered after the stop");
+    assert_eq!(ans.status, StatusCode::OK);
+    assert_eq!(
+        ans.headers.get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    tokio::time::timeout(STEP, serve).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn shutdown_is_bounded_by_grace() {
     let a = upstream(&sha('a')).await;
     let config = RouterConfig {

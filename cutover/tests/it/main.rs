@@ -17,6 +17,7 @@ mod cli_params;
 mod control_plane;
 mod crash_and_scheduler;
 mod dashboard;
+mod dataplane;
 mod demo;
 pub(crate) mod example_shop;
 mod leaks;
