@@ -10,7 +10,8 @@
 //!   answer line (see the `proto` module). Every request carries the secret; the peer's uid
 //!   (`SO_PEERCRED`) must be the data plane's own.
 //! * `secret`: 32 random bytes in hex (0600), created by the first data plane, reused after. The
-//!   sandboxed instances run as other users and cannot read it.
+//!   instances run as the same user, but Landlock keeps them out of the data directory, so they
+//!   can neither read it nor use the socket.
 //! * `pid`: the serving process's pid. `routes.json`: the listeners and routing table, written
 //!   atomically (tmp + rename) after each change and read at start, so a data plane restarted
 //!   after a crash listens and routes at once. `dataplane.log`: output of a spawned data plane.

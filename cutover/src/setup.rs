@@ -20,7 +20,10 @@ pub fn async_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Logs go to stderr, filtered by RUST_LOG (default: info for `serve`, warnings otherwise),
 /// each line masked with every environment's settings and secrets (`cutover_engine::masking`).
 pub fn init_tracing(cli: &crate::cli::Cli) {
-    let default = if matches!(cli.command, crate::cli::Command::Serve(_)) {
+    let default = if matches!(
+        cli.command,
+        crate::cli::Command::Serve(_) | crate::cli::Command::DataPlane(_)
+    ) {
         "info"
     } else {
         "warn"

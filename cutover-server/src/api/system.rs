@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::{Extension, Json};
 use cutover_engine::{Engine, Principal};
 use serde::Deserialize;
@@ -92,13 +93,15 @@ struct StopBody {
 #[utoipa::path(post, path = "/api/v1/system/stop", tag = "server",
     request_body = StopBody,
     responses((status = 202, description = "`{stopping: \"everything\"}`", body = Object),
-        (status = 400, description = "`all` is not true", body = ErrorBody)))]
+        (status = 400, description = "`all` is not true, or a bad body", body = ErrorBody)))]
 async fn stop(
     State(engine): State<Engine>,
     Extension(control): Extension<SystemControl>,
     Extension(principal): Extension<Principal>,
-    Json(body): Json<StopBody>,
+    body: Result<Json<StopBody>, JsonRejection>,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let Json(body) =
+        body.map_err(|r| ApiError::bad_request(format!("bad request body: {}", r.body_text())))?;
     if !body.all {
         return Err(ApiError::bad_request(
             "`all` must be true: this stops every instance of every environment and the data plane \
@@ -130,13 +133,16 @@ struct UpgradeBody {
 #[utoipa::path(post, path = "/api/v1/system/upgrade", tag = "server",
     request_body = UpgradeBody,
     responses((status = 200, description = "`{data_plane: {pid, took_over_from, version}}`", body = Object),
-        (status = 400, description = "Nothing to upgrade (`data_plane` not true, or the router is embedded)", body = ErrorBody)))]
+        (status = 400, description = "Nothing to upgrade (`data_plane` not true, a bad body, or the router is embedded)", body = ErrorBody),
+        (status = 500, description = "The new data plane did not take over (the old one keeps serving)", body = ErrorBody)))]
 async fn upgrade(
     State(engine): State<Engine>,
     Extension(control): Extension<SystemControl>,
     Extension(principal): Extension<Principal>,
-    Json(body): Json<UpgradeBody>,
+    body: Result<Json<UpgradeBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Json(body) =
+        body.map_err(|r| ApiError::bad_request(format!("bad request body: {}", r.body_text())))?;
     if !body.data_plane {
         return Err(ApiError::bad_request("`data_plane` must be true"));
     }
