@@ -200,6 +200,7 @@ impl Engine {
     pub async fn shutdown(&self) -> Vec<String> {
         let started = tokio::time::Instant::now();
         let mut left = self.stop_runs(started).await;
+        self.remove_swarm_workers().await;
         let runtimes = self.runtimes();
         let mut before = Vec::new();
         for runtime in &runtimes {
@@ -240,6 +241,22 @@ impl Engine {
             }
         }
         left
+    }
+
+    /// On Swarm the non-public services are Swarm services of their own, not instances: stopping
+    /// everything removes them too (a detach leaves them, like every instance).
+    async fn remove_swarm_workers(&self) {
+        let Some(swarm) = self.swarm() else {
+            return;
+        };
+        let config = self.config();
+        for env in config.environments.keys().filter(|e| self.swarm_for(e).is_some()) {
+            for (name, _) in config.services.iter().filter(|(_, s)| !s.public) {
+                if let Err(e) = swarm.remove_converged(&config.app, env, name).await {
+                    tracing::error!(env = %env, service = %name, error = %e, "could not remove the Swarm service");
+                }
+            }
+        }
     }
 
     /// Control-plane exit that leaves production serving: cancels active runs (as

@@ -147,6 +147,7 @@ pub struct App {
     new_admin_token: Option<String>,
     limiter: Arc<auth::limit::FailureLimiter>,
     timeouts: ApiTimeouts,
+    signals: Signals,
     _lock: File,
     /// With PostgreSQL: this server leads the database (see `PostgresStore::lead`).
     _leader: Option<cutover_store::LeaderLock>,
@@ -207,7 +208,9 @@ impl App {
         }
         let secret_key = cutover_engine::SecretKey::load_or_create(&key_file)
             .map_err(|e| StartError::Runtime(e.to_string()))?;
-        // Last of what can fail: a data plane this start spawned is not left behind by an error.
+        let lifecycle = cutover_engine::LifecycleSettings::from_env().map_err(StartError::Runtime)?;
+        // From here a signal ends the server through its orderly exit (see `Signals`).
+        let signals = Signals::listen()?;
         let (plane, data_plane, router_port) =
             plane::Plane::start(opts.data_plane, &config, &opts.data_dir, router_addr).await?;
         let parts = EngineParts {
@@ -217,20 +220,31 @@ impl App {
             swarm,
             secret_key,
             data_plane,
-            lifecycle: cutover_engine::LifecycleSettings::from_env().map_err(StartError::Runtime)?,
+            lifecycle,
             protection: protection.clone(),
         };
         let engine = Engine::new(config, store, repo, parts);
         let admin_token_file = opts.data_dir.join(ADMIN_TOKEN_FILE);
-        let new_admin_token = bootstrap_admin(&engine, &admin_token_file, opts.reset_admin_token).await?;
-        let limiter = auth::limit::FailureLimiter::load(engine.store().clone(), limits)
-            .await
-            .map_err(StartError::Store)?;
+        let rest = async {
+            let new_admin_token = bootstrap_admin(&engine, &admin_token_file, opts.reset_admin_token).await?;
+            let limiter = auth::limit::FailureLimiter::load(engine.store().clone(), limits)
+                .await
+                .map_err(StartError::Store)?;
+            secure_data_dir(&opts.data_dir, run_as).map_err(|source| StartError::DataDir {
+                path: opts.data_dir.display().to_string(),
+                source,
+            })?;
+            Ok::<_, StartError>((new_admin_token, limiter))
+        };
+        let (new_admin_token, limiter) = match rest.await {
+            Ok(done) => done,
+            Err(e) => {
+                // A data plane this start spawned is not left behind by an error.
+                plane.abandon().await;
+                return Err(e);
+            }
+        };
         engine.set_router_port(router_port);
-        secure_data_dir(&opts.data_dir, run_as).map_err(|source| StartError::DataDir {
-            path: opts.data_dir.display().to_string(),
-            source,
-        })?;
         if !protection.starts_with("landlock") {
             tracing::warn!(
                 protection,
@@ -253,6 +267,7 @@ impl App {
             new_admin_token,
             limiter: Arc::new(limiter),
             timeouts,
+            signals,
             _lock: lock,
             _leader: leader,
         })
@@ -311,9 +326,10 @@ impl App {
         // `timeouts.shutdown_grace` to finish after the signal, then they are closed, so they
         // cannot hold the shutdown; the engine's part is bounded by SHUTDOWN_LIMIT.
         let requested = system.clone();
+        let signals = self.signals;
         let result = serve::serve(self.listener, app, self.timeouts, async move {
             tokio::select! {
-                () = shutdown_signal() => {}
+                () = signals.recv() => {}
                 () = requested.stop_requested() => {}
             }
             let _ = stop_tx.send(true);
@@ -587,26 +603,28 @@ fn secure_data_dir(dir: &Path, run_as: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
+/// SIGINT and SIGTERM, listened for from the start of `App::build`: a signal that arrives while
+/// the server is still starting (after it spawned a data plane, say) ends it through the same
+/// orderly exit instead of the default disposition, which would kill it on the spot.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> Result<Self, StartError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let err = |e: std::io::Error| StartError::Runtime(format!("cannot listen for SIGINT/SIGTERM: {e}"));
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+            term: signal(SignalKind::terminate()).map_err(err)?,
+        })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("SIGINT received, shutting down"),
+            _ = self.term.recv() => tracing::info!("SIGTERM received, shutting down"),
         }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        () = term => tracing::info!("SIGTERM received, shutting down"),
     }
 }

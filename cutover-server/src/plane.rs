@@ -46,6 +46,8 @@ pub(crate) enum Plane {
     },
     Remote {
         client: Client,
+        /// Started by this server's start (not found running).
+        spawned: bool,
         data_dir: PathBuf,
         /// Where the main listener and the fixed ports are, to ask a replacement for the same.
         listeners: Vec<(ListenerKind, SocketAddr)>,
@@ -181,6 +183,7 @@ impl Plane {
                 Ok((
                     Plane::Remote {
                         client,
+                        spawned,
                         data_dir: data_dir.to_owned(),
                         listeners,
                     },
@@ -188,6 +191,20 @@ impl Plane {
                     port,
                 ))
             }
+        }
+    }
+
+    /// The server failed to start after this: a data plane it spawned goes too (one it found
+    /// running keeps serving).
+    pub(crate) async fn abandon(self) {
+        if let Plane::Remote {
+            client,
+            spawned: true,
+            ..
+        } = self
+            && let Err(e) = client.shutdown().await
+        {
+            tracing::warn!(error = %e, "could not stop the data plane this start spawned");
         }
     }
 
@@ -222,6 +239,7 @@ impl Plane {
                 client,
                 data_dir,
                 listeners,
+                ..
             } => {
                 let engine = engine.clone();
                 let c = client.clone();

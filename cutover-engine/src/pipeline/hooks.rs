@@ -13,7 +13,8 @@ use super::executor::{RunCtx, StageError};
 use super::logs::StageLog;
 
 impl RunCtx {
-    /// Variables every hook, build and instance of this run gets.
+    /// Variables every hook, build and job of this run gets (instances get
+    /// `Engine::instance_env_for`: nothing that belongs to one run).
     pub fn base_env(&self) -> Vec<(String, String)> {
         let cfg = self.engine.config();
         let env_cfg = &cfg.environments[&self.env];
@@ -44,13 +45,6 @@ impl RunCtx {
             vars.push(("CUTOVER_RELEASE_DIR".to_owned(), dir.display().to_string()));
         }
         vars.extend(self.engine.service_urls(&self.env));
-        vars
-    }
-
-    /// The environment of service instances: base variables plus settings.
-    pub fn instance_env(&self) -> Vec<(String, String)> {
-        let mut vars = self.settings.clone();
-        vars.extend(self.base_env());
         vars
     }
 

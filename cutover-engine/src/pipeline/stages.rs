@@ -402,7 +402,10 @@ async fn deploy_services(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
         .release_dir
         .clone()
         .ok_or_else(|| StageError::Failed("no release directory (Build did not run)".into()))?;
-    let env_vars = ctx.instance_env();
+    // The same environment as every other start of this version (reconciliation, adoption,
+    // scale, an undo): nothing that belongs to this run, so Swarm sees an unchanged service spec
+    // and an adopted instance restarts as it was started.
+    let env_vars = ctx.engine.instance_env_for(&ctx.env, &version).await;
     let l = crate::deploy::Launch {
         env: &ctx.env,
         version: &version,

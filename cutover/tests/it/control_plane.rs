@@ -170,11 +170,31 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// Every instance of the environment is supervised by `server`, adopted from an earlier one.
-fn assert_adopted_by(server: &Server, env: &str) {
+/// Every instance of the environment is supervised by `server`, adopted from an earlier one
+/// (on Swarm, only the public replicas are Cutover's instances: the workers are Swarm's own
+/// tasks).
+fn assert_adopted_by(server: &Server, env: &str, runtime: &str) {
+    wait_for(
+        "reconciliation to claim every instance",
+        Duration::from_secs(30),
+        || {
+            let status = server.cli_json("x", &["status", env]);
+            status["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| !s["instances"].as_array().unwrap().is_empty())
+        },
+    );
     let status = server.cli_json("x", &["status", env]);
     let pid = u64::from(server.child.id());
-    for svc in status["services"].as_array().unwrap() {
+    let swarm_workers = |svc: &Value| svc["public"] == false && runtime == "swarm";
+    for svc in status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !swarm_workers(s))
+    {
         for i in svc["instances"].as_array().unwrap() {
             let owner: &Value = &i["owner"];
             assert_eq!(
@@ -215,7 +235,7 @@ fn production_keeps_serving_through_restarts_crashes_and_upgrades_of_cutover() {
     let mut server = start(&app, &bin);
     expect_pids(&server, "serving", &serving);
     expect_pids(&server, "warm", &warm);
-    assert_adopted_by(&server, "dev");
+    assert_adopted_by(&server, "dev", "process");
     load.assert_clean("SIGTERM and restart");
 
     // 2. kill -9 while idle, and restart.
@@ -348,4 +368,139 @@ fn production_keeps_serving_through_restarts_crashes_and_upgrades_of_cutover() {
             "instance pid {pid} still runs after stop --all"
         );
     }
+}
+
+/// Removes the containers of one test environment, also when the test fails.
+struct ContainerCleanup(String);
+
+impl Drop for ContainerCleanup {
+    fn drop(&mut self) {
+        let label = format!("label=cutover.env={}", self.0);
+        if let Ok(out) = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+/// The instance ids of one environment by role, from `cutover status`.
+fn ids(server: &Server, env: &str, role: &str) -> BTreeSet<String> {
+    let status = server.cli_json("x", &["status", env]);
+    status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["instances"].as_array().unwrap().clone())
+        .filter(|i| i["role"] == role)
+        .filter_map(|i| i["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn expect_ids(server: &Server, env: &str, role: &str, expected: &BTreeSet<String>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut now = ids(server, env, role);
+    while &now != expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        now = ids(server, env, role);
+    }
+    assert_eq!(&now, expected, "the {role} containers are the same as before");
+}
+
+fn restarts_keep_containers_serving(runtime: &str) {
+    let fx = crate::runtimes::fixture(runtime);
+    let env = fx.env.clone();
+    let _containers = ContainerCleanup(env.clone());
+    let _services = (runtime == "swarm").then(|| crate::runtimes::SwarmCleanup(env.clone()));
+    let _reap = Reap(fx.dir.path().join("data"));
+    let shop = crate::example_shop::release().join("bin/shop");
+    let start = || {
+        let mut server = Server::start_with(
+            &fx.dir.path().join("cutover.yml"),
+            &fx.dir.path().join("data"),
+            &[
+                ("SHOP_BIN", shop.to_str().unwrap()),
+                ("CUTOVER_STOP_ON_EXIT", "0"),
+            ],
+        );
+        server.data_dir = None;
+        server
+    };
+    let server = start();
+    for v in &fx.versions {
+        let id = server.release("alice", &env, v);
+        let run = server.wait_run(id, &["succeeded", "failed"]);
+        assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
+    }
+    let serving = ids(&server, &env, "serving");
+    let warm = ids(&server, &env, "warm");
+    assert!(!serving.is_empty() && !warm.is_empty(), "{serving:?} {warm:?}");
+    let load = Load::start(server.router_port, &format!("api.{env}.shop.localhost"), 4);
+    std::thread::sleep(Duration::from_millis(300));
+
+    assert!(server.terminate().success());
+    let mut server = start();
+    expect_ids(&server, &env, "serving", &serving);
+    expect_ids(&server, &env, "warm", &warm);
+    assert_adopted_by(&server, &env, runtime);
+    load.assert_clean(&format!("SIGTERM and restart on {runtime}"));
+
+    kill_9(&mut server);
+    let server = start();
+    expect_ids(&server, &env, "serving", &serving);
+    expect_ids(&server, &env, "warm", &warm);
+    load.assert_clean(&format!("kill -9 and restart on {runtime}"));
+
+    let fast = server.cli_json("alice", &["rollback", &env, "--fast", "--wait"]);
+    assert_eq!(fast["state"], "succeeded", "{fast:#}");
+    assert_eq!(server.api_version(&env).as_deref(), Some(fx.versions[0].as_str()));
+    let (ok, failed) = load.finish();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed on {runtime}",
+        ok + failed
+    );
+
+    assert_eq!(
+        server.cli_json("admin", &["stop", "--all"])["stopping"],
+        "everything"
+    );
+    let mut server = server;
+    wait_for("the server to exit", Duration::from_secs(40), || {
+        matches!(server.child.try_wait(), Ok(Some(_)))
+    });
+    // Swarm removes a removed service's containers in the background.
+    let label = format!("label=cutover.env={env}");
+    wait_for(
+        "stop --all to leave no container running",
+        Duration::from_secs(30),
+        || {
+            let left = std::process::Command::new("docker")
+                .args(["ps", "-q", "--filter", &label])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&left.stdout).trim().is_empty()
+        },
+    );
+}
+
+#[test]
+fn restarts_of_cutover_keep_docker_containers_serving_and_adopted() {
+    restarts_keep_containers_serving("docker");
+}
+
+#[test]
+fn restarts_of_cutover_keep_swarm_services_serving_and_adopted() {
+    restarts_keep_containers_serving("swarm");
 }

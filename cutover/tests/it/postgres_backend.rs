@@ -141,6 +141,7 @@ fn a_standby_takes_over_when_the_leader_dies() {
         .args(["--database-url", &url])
         .env("SHOP_BIN", &shop)
         .env("RUST_LOG", "warn")
+        .env("CUTOVER_STOP_ON_EXIT", "1")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -15,19 +15,19 @@ use std::time::{Duration, Instant};
 use crate::pipeline_support::{header, http_get};
 use crate::support::{Server, git};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    versions: Vec<String>,
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) versions: Vec<String>,
     broken: String,
     /// Unique per run: Swarm service names (`<app>-<env>-<service>`) are
     /// global to the engine, shared by every test and every earlier run.
-    env: String,
+    pub(crate) env: String,
 }
 
 /// Removes the Swarm services and containers of one test environment, also
 /// when the test fails (Swarm keeps non-public services running by design
 /// when Cutover stops).
-struct SwarmCleanup(String);
+pub(crate) struct SwarmCleanup(pub(crate) String);
 
 impl Drop for SwarmCleanup {
     fn drop(&mut self) {
@@ -55,7 +55,7 @@ const DOCKERFILE: &str = "FROM cutover-base:latest\nCOPY www /www\n";
 const RUN_OK: &str = "exec \"$SHOP_BIN\" api\n";
 const RUN_BROKEN: &str = "echo 'this version cannot start' >&2\nexit 3\n";
 
-fn fixture(runtime: &str) -> Fixture {
+pub(crate) fn fixture(runtime: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let env = format!(
         "t{}-{}",
