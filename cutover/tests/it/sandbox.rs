@@ -368,6 +368,7 @@ fn the_start_log_says_which_protection_is_in_force() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    crate::support::reap_data_dir(&fx.data_dir());
     assert!(
         lines
             .iter()
