@@ -166,7 +166,7 @@ impl App {
         let timeouts = ApiTimeouts::from_env().map_err(StartError::Setting)?;
         cutover_engine::check_webhooks(&config.webhooks).map_err(StartError::Webhook)?;
         let repo = open_repo(&config)?;
-        let lock = lock_data_dir(&opts.data_dir)?;
+        let lock = lock_data_dir(&opts.data_dir, opts.standby).await?;
         let (store, leader) = open_store(&opts).await?;
         let listener = TcpListener::bind(opts.listen)
             .await
@@ -496,7 +496,10 @@ fn open_repo(config: &Config) -> Result<Repo, StartError> {
     }
 }
 
-fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
+/// Takes the data directory's lock. A `--standby` on the same host and data directory as the
+/// server that holds it waits for that server to go, then takes over everything it left running
+/// there (its data plane, its instances) instead of leaving them unowned.
+async fn lock_data_dir(dir: &Path, standby: bool) -> Result<File, StartError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let path = dir.display().to_string();
     std::fs::DirBuilder::new()
@@ -517,10 +520,28 @@ fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
             path: path.clone(),
             source,
         })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked { path }),
-        Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir { path, source }),
+    let mut announced = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                if announced {
+                    tracing::warn!(data_dir = %path, "the server that used this data directory is gone; this standby takes over");
+                }
+                return Ok(file);
+            }
+            Err(std::fs::TryLockError::WouldBlock) if standby => {
+                if !announced {
+                    // Stdout, like the listening line: scripts see a standby waiting.
+                    println!(
+                        "cutover: standby, waiting for the server that uses the data directory {path} to stop"
+                    );
+                    announced = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StartError::Locked { path }),
+            Err(std::fs::TryLockError::Error(source)) => return Err(StartError::DataDir { path, source }),
+        }
     }
 }
 

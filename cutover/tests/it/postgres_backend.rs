@@ -118,8 +118,9 @@ fn a_standby_takes_over_when_the_leader_dies() {
         &["--database-url", &url],
     );
     let id = leader.deploy("alice", "staging", &app.good[0]);
-    // A leader killed outright leaves its instances running (nothing on this host adopts them
-    // yet): the test stops their process groups itself when it ends, pass or fail.
+    // A leader killed outright leaves its instances running; a standby with its own data
+    // directory (as on another machine) does not see them (one on the same data directory adopts
+    // them: see below). The test stops their process groups itself when it ends, pass or fail.
     let _leftovers = KillGroupsOnDrop(instance_pids(&leader.cli_json("alice", &["status", "staging"])));
     // Tokens live in the database: the standby accepts the leader's.
     let admin_token = leader.admin_token.clone();
@@ -214,4 +215,115 @@ impl Drop for KillGroupsOnDrop {
                 .status();
         }
     }
+}
+
+/// Kills what servers of a data directory left running when the test ends.
+struct ReapOnDrop(std::path::PathBuf);
+
+impl Drop for ReapOnDrop {
+    fn drop(&mut self) {
+        crate::support::reap_data_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_standby_on_the_same_host_and_data_directory_adopts_what_the_dead_leader_left() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let schema = Schema::new();
+    let url = schema.url();
+    let app = App::new();
+    let shop = crate::example_shop::release().join("bin/shop");
+    let config = app.dir.path().join("cutover.yml");
+    let data = app.dir.path().join("data");
+    let _reap = ReapOnDrop(data.clone());
+    let mut leader = Server::start_with_args(
+        &config,
+        &data,
+        &[
+            ("SHOP_BIN", shop.to_str().unwrap()),
+            ("CUTOVER_STOP_ON_EXIT", "0"),
+        ],
+        &["--database-url", &url],
+    );
+    leader.data_dir = None;
+    leader.deploy("alice", "staging", &app.good[0]);
+    let mut before = instance_pids(&leader.cli_json("alice", &["status", "staging"]));
+    before.sort_unstable();
+    let admin_token = leader.admin_token.clone();
+
+    // The standby on the same host and data directory waits for the directory, without serving.
+    let mut child = crate::support::serve_command(&config, &data)
+        .args(["--standby", "--database-url", &url])
+        .env("SHOP_BIN", &shop)
+        .env("RUST_LOG", "warn")
+        .env("CUTOVER_STOP_ON_EXIT", "0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(
+        first.starts_with("cutover: standby, waiting for the server that uses the data directory"),
+        "{first}"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_secs(2)).is_err(),
+        "a standby does not serve while the leader lives"
+    );
+
+    // The leader dies: the standby takes the directory and the database over and adopts the
+    // leader's instances instead of leaving them unowned.
+    leader.child.kill().unwrap();
+    leader.child.wait().unwrap();
+    let (mut router_port, mut api) = (0u16, String::new());
+    while api.is_empty() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the standby takes over");
+        if let Some(a) = line.strip_prefix("cutover: router on http://") {
+            router_port = a.rsplit(':').next().unwrap().parse().unwrap();
+        }
+        if let Some(a) = line.strip_prefix("cutover: listening on ") {
+            api = a.to_owned();
+        }
+    }
+    let standby = Server::adopt(child, api, router_port, admin_token);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut now = Vec::new();
+    while now != before {
+        assert!(
+            Instant::now() < deadline,
+            "the standby adopts the leader's instances: {now:?} vs {before:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        now = instance_pids(&standby.cli_json("x", &["status", "staging"]));
+        now.sort_unstable();
+    }
+    assert_eq!(
+        standby.api_version("staging").as_deref(),
+        Some(app.good[0].as_str())
+    );
+    let status = standby.cli_json("x", &["status", "staging"]);
+    let owners: Vec<bool> = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["instances"].as_array().unwrap().clone())
+        .map(|i| i["owner"]["adopted"] == true)
+        .collect();
+    assert!(owners.iter().all(|a| *a), "{status:#}");
+    standby.deploy("bob", "staging", &app.good[1]);
+    assert_eq!(
+        standby.api_version("staging").as_deref(),
+        Some(app.good[1].as_str())
+    );
 }
