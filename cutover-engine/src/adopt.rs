@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cutover_core::config::AppDefinition;
 use cutover_core::{EnvName, ServiceName, Version};
 use cutover_router::Backend;
 use cutover_runtime::{InstanceId, InstanceState, InstanceStatus};
@@ -114,15 +115,15 @@ impl Engine {
         left: Vec<InstanceStatus>,
     ) -> Result<String, StageError> {
         let env = l.env;
-        let config = self.config();
         let runtime = self.runtime_for(env).clone();
-        let counts = self.replica_counts(env).await;
+        let counts = self.replica_counts_for(env, l.def).await;
         let mut kept: HashSet<InstanceId> = HashSet::new();
         let mut current = BTreeMap::new();
         let mut routes = BTreeMap::new();
         let (mut adopted, mut started_n) = (0usize, 0usize);
         let mut started = Vec::new();
-        for (name, svc) in config
+        for (name, svc) in l
+            .def
             .services
             .iter()
             .filter(|(_, s)| self.managed_as_instances(env, s.public))
@@ -205,7 +206,7 @@ impl Engine {
                 },
             );
         }
-        let (warm_version, warm) = self.adopt_warm(l, &left, &counts, &mut kept).await;
+        let (warm_version, warm, warm_def) = self.adopt_warm(l, &left, &counts, &mut kept).await;
         for st in left.iter().filter(|s| !kept.contains(&s.id)) {
             match runtime.stop(&st.id).await {
                 Ok(_) => {
@@ -223,7 +224,7 @@ impl Engine {
         }
         // Routes that do not point at exactly the adopted set (a run was cut off after its
         // switch, or the data plane was replaced) are switched to it.
-        for (name, set) in current.iter().filter(|(n, _)| config.services[*n].public) {
+        for (name, set) in current.iter().filter(|(n, _)| l.def.services[*n].public) {
             let want: BTreeSet<SocketAddr> = set.instances.iter().map(|(_, a)| *a).collect();
             let same = routes.get(name).and_then(Option::as_ref).is_some_and(|r| {
                 r.version == l.version.as_str()
@@ -247,7 +248,8 @@ impl Engine {
                 old.drain(DRAIN_TIMEOUT).await;
             }
         }
-        self.converge_workers(env, l.version, l.env_vars, l.log).await?;
+        self.converge_workers(env, l.version, l.def, l.env_vars, l.log)
+            .await?;
         self.set_env_services(
             env,
             EnvServices {
@@ -255,6 +257,8 @@ impl Engine {
                 current,
                 warm_version: warm_version.clone(),
                 warm,
+                def: Some(l.def.clone()),
+                warm_def,
             },
         );
         self.data_plane_health()
@@ -278,30 +282,37 @@ impl Engine {
         left: &[InstanceStatus],
         counts: &BTreeMap<ServiceName, u32>,
         kept: &mut HashSet<InstanceId>,
-    ) -> (Option<Version>, BTreeMap<ServiceName, ServiceSet>) {
+    ) -> (
+        Option<Version>,
+        BTreeMap<ServiceName, ServiceSet>,
+        Option<Arc<AppDefinition>>,
+    ) {
         let env = l.env;
-        let config = self.config();
-        let public: Vec<&ServiceName> = config
+        // The warm release is the one deployed before the current one (a run cut off after it
+        // started a newer version's instances leaves those too; they are not a release).
+        let Ok(version) = self.previous_deployed(env, Some(l.version.as_str())).await else {
+            return (None, BTreeMap::new(), None);
+        };
+        let def = match self.definition_at(&version).await {
+            Ok((def, _)) => def,
+            Err(_) => return (None, BTreeMap::new(), None),
+        };
+        let public: Vec<&ServiceName> = def
             .services
             .iter()
             .filter(|(_, s)| s.public && self.managed_as_instances(env, true))
             .map(|(n, _)| n)
             .collect();
-        // The warm release is the one deployed before the current one (a run cut off after it
-        // started a newer version's instances leaves those too; they are not a release).
-        let Ok(version) = self.previous_deployed(env, Some(l.version.as_str())).await else {
-            return (None, BTreeMap::new());
-        };
         let complete = public.iter().all(|p| {
             left.iter()
                 .any(|s| &s.service == *p && s.requested_version == version)
         });
         if !complete {
-            return (None, BTreeMap::new());
+            return (None, BTreeMap::new(), None);
         }
         let dir = self.release_dir(&version);
         if public.is_empty() || !dir.is_dir() {
-            return (None, BTreeMap::new());
+            return (None, BTreeMap::new(), None);
         }
         let vars = self.instance_env_for(env, &version).await;
         let wl = Launch {
@@ -311,11 +322,12 @@ impl Engine {
             env_vars: &vars,
             log: l.log,
             cancel: l.cancel,
+            def: &def,
         };
         let runtime = self.runtime_for(env).clone();
         let mut warm = BTreeMap::new();
         for name in public {
-            let svc = &config.services[name];
+            let svc = &def.services[name];
             let mut set = Vec::new();
             for st in left
                 .iter()
@@ -342,7 +354,7 @@ impl Engine {
                         let _ = runtime.stop(id).await;
                     }
                 }
-                return (None, BTreeMap::new());
+                return (None, BTreeMap::new(), None);
             }
             kept.extend(set.iter().map(|(id, _)| id.clone()));
             warm.insert(
@@ -359,6 +371,6 @@ impl Engine {
                 version.short()
             ))
             .await;
-        (Some(version), warm)
+        (Some(version), warm, Some(def.clone()))
     }
 }

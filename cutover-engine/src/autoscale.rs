@@ -106,7 +106,8 @@ impl Engine {
                 continue;
             }
             let counts = self.replica_counts(env).await;
-            for (name, _) in config.services.iter().filter(|(_, s)| s.public) {
+            let def = self.app(env);
+            for (name, _) in def.services.iter().filter(|(_, s)| s.public) {
                 let Ok(route) = self.route(env, name) else {
                     continue;
                 };

@@ -197,12 +197,13 @@ impl crate::Engine {
         };
         let mut set = 0;
         for (env, services) in envs {
-            match self.switch_routes(&env, &services.current).await {
+            let def = services.def.clone().unwrap_or_else(|| self.base_definition());
+            match self.switch_routes(&env, &def, &services.current).await {
                 Ok(_) => {
                     set += services
                         .current
                         .keys()
-                        .filter(|n| self.config().services.get(*n).is_some_and(|s| s.public))
+                        .filter(|n| def.services.get(*n).is_some_and(|s| s.public))
                         .count()
                 }
                 Err(e) => {

@@ -21,7 +21,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use cutover_core::config::Strategy;
+use std::sync::Arc;
+
+use cutover_core::config::{AppDefinition, Strategy};
 use cutover_core::{EnvName, ServiceName, Version};
 use cutover_router::{Backend, RouteKey};
 use cutover_runtime::{HealthSettings, InstanceId, InstanceSpec};
@@ -50,6 +52,10 @@ pub(crate) struct EnvServices {
     /// The previous release's public instances: running, no traffic.
     pub warm_version: Option<Version>,
     pub warm: BTreeMap<ServiceName, ServiceSet>,
+    /// The application definition `version` was deployed with (see `definition`).
+    pub def: Option<Arc<AppDefinition>>,
+    /// The warm release's definition.
+    pub warm_def: Option<Arc<AppDefinition>>,
 }
 
 /// What to start: one version of the application in one environment.
@@ -60,6 +66,8 @@ pub(crate) struct Launch<'a> {
     pub env_vars: &'a [(String, String)],
     pub log: &'a StageLog,
     pub cancel: &'a CancellationToken,
+    /// The application definition of `version`: which services run, how.
+    pub def: &'a Arc<AppDefinition>,
 }
 
 /// What a run changed, so a failure can put it back.
@@ -68,6 +76,8 @@ pub(crate) struct Rollout {
     before: EnvServices,
     started: Vec<InstanceId>,
     switched: bool,
+    /// The definition rolled out (its routes are removed by an undo when `before` lacks them).
+    def: Option<Arc<AppDefinition>>,
 }
 
 impl Engine {
@@ -114,7 +124,7 @@ impl Engine {
     /// What an instance of `service` at `l.version` runs: the one place a spec is made, for a
     /// start and for the adoption of an instance a previous server started.
     pub(crate) fn instance_spec(&self, l: &Launch<'_>, service: &ServiceName, replica: u32) -> InstanceSpec {
-        let svc = &self.config().services[service];
+        let svc = &l.def.services[service];
         InstanceSpec {
             app: self.config().app.clone(),
             env: l.env.clone(),
@@ -144,7 +154,7 @@ impl Engine {
         replicas: std::ops::Range<u32>,
         started: &mut Vec<InstanceId>,
     ) -> Result<Vec<(InstanceId, SocketAddr)>, StageError> {
-        let svc = &self.config().services[service];
+        let svc = &l.def.services[service];
         let mut out = Vec::new();
         for replica in replicas {
             let spec = self.instance_spec(l, service, replica);
@@ -211,9 +221,9 @@ impl Engine {
         which: impl Fn(&cutover_core::config::Service) -> bool,
         started: &mut Vec<InstanceId>,
     ) -> Result<BTreeMap<ServiceName, ServiceSet>, StageError> {
-        let counts = self.replica_counts(l.env).await;
+        let counts = self.replica_counts_for(l.env, l.def).await;
         let mut sets = BTreeMap::new();
-        for (name, _) in self.config().services.iter().filter(|(_, s)| which(s)) {
+        for (name, _) in l.def.services.iter().filter(|(_, s)| which(s)) {
             let n = counts[name];
             let instances = self.start_healthy(l, name, 0..n, started).await?;
             sets.insert(
@@ -232,10 +242,14 @@ impl Engine {
     pub(crate) async fn switch_routes(
         &self,
         env: &EnvName,
+        def: &AppDefinition,
         sets: &BTreeMap<ServiceName, ServiceSet>,
     ) -> Result<Vec<(ServiceName, OldGeneration)>, StageError> {
         let mut old = Vec::new();
-        for (name, set) in sets.iter().filter(|(n, _)| self.config().services[*n].public) {
+        for (name, set) in sets
+            .iter()
+            .filter(|(n, _)| def.services.get(*n).is_some_and(|s| s.public))
+        {
             let addrs = set.instances.iter().map(|(_, a)| *a).collect();
             if let Some(g) = self
                 .data_plane()
@@ -264,6 +278,7 @@ impl Engine {
             before: before.clone(),
             started: Vec::new(),
             switched: false,
+            def: Some(l.def.clone()),
         });
         let mut started = Vec::new();
         let result = match self.config().environments[l.env].strategy {
@@ -288,9 +303,16 @@ impl Engine {
             .await?;
         // Swarm updates non-public services itself; a failure rolls them back
         // there, before any traffic has moved.
-        self.converge_workers(l.env, l.version, l.env_vars, l.log).await?;
+        self.converge_workers(l.env, l.version, l.def, l.env_vars, l.log)
+            .await?;
         // Everything is healthy: switch every public route, back to back.
-        let old_generations = self.switch_routes(l.env, &next).await?;
+        let mut old_generations = self.switch_routes(l.env, l.def, &next).await?;
+        // Public services the new version no longer has: their routes go (their instances stay
+        // warm with the previous release, for a rollback that brings them back).
+        old_generations.extend(
+            self.remove_routes_not_in(l.env, before.def.as_deref(), l.def)
+                .await?,
+        );
         if let Some(r) = slot.as_mut() {
             r.switched = true;
         }
@@ -314,6 +336,9 @@ impl Engine {
             self.stop_set(l.env, set, l.log).await;
         }
         let (warm_version, warm) = self.keep_warm(l.env, before, l.version, l.log).await;
+        let warm_def = warm_version
+            .as_ref()
+            .map(|_| before.def.clone().unwrap_or_else(|| self.base_definition()));
         if let Some(w) = &warm_version {
             l.log
                 .line(format!(
@@ -329,6 +354,8 @@ impl Engine {
                 current: next,
                 warm_version,
                 warm,
+                def: Some(l.def.clone()),
+                warm_def,
             },
         );
         Ok(format!("blue-green to {}", l.version.short()))
@@ -345,8 +372,9 @@ impl Engine {
         log: &StageLog,
     ) -> (Option<Version>, BTreeMap<ServiceName, ServiceSet>) {
         let mut warm = BTreeMap::new();
+        let def = before.def.clone().unwrap_or_else(|| self.base_definition());
         for (name, set) in &before.current {
-            if self.config().services.get(name).is_some_and(|s| s.public) && set.version != *now {
+            if def.services.get(name).is_some_and(|s| s.public) && set.version != *now {
                 warm.insert(name.clone(), set.clone());
             } else {
                 self.stop_set(env, set, log).await;
@@ -367,10 +395,10 @@ impl Engine {
         started: &mut Vec<InstanceId>,
         slot: &mut Option<Rollout>,
     ) -> Result<String, StageError> {
-        let counts = self.replica_counts(l.env).await;
+        let counts = self.replica_counts_for(l.env, l.def).await;
         let mut next = BTreeMap::new();
-        for (name, svc) in self
-            .config()
+        for (name, svc) in l
+            .def
             .services
             .iter()
             .filter(|(_, s)| self.managed_as_instances(l.env, s.public))
@@ -423,7 +451,23 @@ impl Engine {
                 },
             );
         }
-        self.converge_workers(l.env, l.version, l.env_vars, l.log).await?;
+        self.converge_workers(l.env, l.version, l.def, l.env_vars, l.log)
+            .await?;
+        // Services the new version no longer has: routes removed, instances stopped.
+        for (_, old) in self
+            .remove_routes_not_in(l.env, before.def.as_deref(), l.def)
+            .await?
+        {
+            old.drain(DRAIN_TIMEOUT).await;
+        }
+        for (name, set) in before.current.iter().filter(|(n, _)| !next.contains_key(*n)) {
+            if self.managed_as_instances(l.env, true) {
+                l.log
+                    .line(format!("{name}: no longer in the definition; stopped"))
+                    .await;
+                self.stop_set(l.env, set, l.log).await;
+            }
+        }
         for set in before.warm.values() {
             self.stop_set(l.env, set, l.log).await;
         }
@@ -432,6 +476,7 @@ impl Engine {
             EnvServices {
                 version: Some(l.version.clone()),
                 current: next,
+                def: Some(l.def.clone()),
                 ..Default::default()
             },
         );
@@ -447,10 +492,12 @@ impl Engine {
         service: &ServiceName,
         n: u32,
     ) -> Result<(), StageError> {
-        let public = self.config().services[service].public;
+        let public = l.def.services[service].public;
         if !self.managed_as_instances(l.env, public) {
             // A Swarm service: its own update machinery changes the replica count.
-            return self.converge_workers(l.env, l.version, l.env_vars, l.log).await;
+            return self
+                .converge_workers(l.env, l.version, l.def, l.env_vars, l.log)
+                .await;
         }
         let before = self.env_services(l.env);
         let mut started = Vec::new();
@@ -501,6 +548,34 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes the routes of the public services `old` has and `new` has not (a version that
+    /// dropped a service); returns their generations, to drain.
+    pub(crate) async fn remove_routes_not_in(
+        &self,
+        env: &EnvName,
+        old: Option<&AppDefinition>,
+        new: &AppDefinition,
+    ) -> Result<Vec<(ServiceName, OldGeneration)>, StageError> {
+        let base = self.base_definition();
+        let old = old.unwrap_or(&base);
+        let mut gone = Vec::new();
+        for (name, _) in old
+            .services
+            .iter()
+            .filter(|(n, s)| s.public && !new.services.get(*n).is_some_and(|s| s.public))
+        {
+            if let Some(g) = self
+                .data_plane()
+                .remove(&self.route(env, name)?)
+                .await
+                .map_err(StageError::Failed)?
+            {
+                gone.push((name.clone(), g));
+            }
+        }
+        Ok(gone)
+    }
+
     pub(crate) async fn stop_set(&self, env: &EnvName, set: &ServiceSet, log: &StageLog) {
         for (id, _) in &set.instances {
             if let Err(e) = self.runtime_for(env).stop(id).await {
@@ -513,12 +588,23 @@ impl Engine {
     /// run started stopped, the remembered state restored.
     pub(crate) async fn undo_rollout(&self, env: &EnvName, rollout: Rollout, log: &StageLog) {
         let mut before = rollout.before;
+        let old_def = before.def.clone().unwrap_or_else(|| self.base_definition());
         if rollout.switched {
-            for (name, svc) in &self.config().services {
+            let mut names: std::collections::BTreeSet<ServiceName> =
+                old_def.services.keys().cloned().collect();
+            if let Some(new) = &rollout.def {
+                names.extend(new.services.keys().cloned());
+            }
+            let public_in = |d: Option<&AppDefinition>, n: &ServiceName| {
+                d.is_some_and(|d| d.services.get(n).is_some_and(|s| s.public))
+            };
+            for name in &names {
                 let Ok(route) = self.route(env, name) else {
                     continue;
                 };
-                match before.current.get(name).filter(|_| svc.public) {
+                let was_public = public_in(Some(&old_def), name);
+                let is_public = public_in(rollout.def.as_deref(), name);
+                match before.current.get(name).filter(|_| was_public) {
                     Some(set) => {
                         let addrs = set.instances.iter().map(|(_, a)| *a).collect();
                         if let Err(e) = self
@@ -529,7 +615,7 @@ impl Engine {
                             log.line(e).await;
                         }
                     }
-                    None if svc.public => {
+                    None if was_public || is_public => {
                         if let Err(e) = self.data_plane().remove(&route).await {
                             log.line(e).await;
                         }
@@ -562,6 +648,7 @@ impl Engine {
                 env_vars: &vars,
                 log,
                 cancel: &cancel,
+                def: &old_def,
             };
             for (name, set) in before.current.iter_mut() {
                 let mut alive = true;
@@ -583,7 +670,7 @@ impl Engine {
         }
         if let Some(version) = before.version.clone() {
             let vars = self.instance_env_for(env, &version).await;
-            if let Err(e) = self.converge_workers(env, &version, &vars, log).await {
+            if let Err(e) = self.converge_workers(env, &version, &old_def, &vars, log).await {
                 log.line(format!(
                     "could not converge Swarm services back to {}: {e:?}",
                     version.short()
@@ -610,8 +697,16 @@ impl Engine {
                 version.short()
             )));
         }
+        let warm_def = before.warm_def.clone().unwrap_or_else(|| self.base_definition());
         let t0 = std::time::Instant::now();
-        self.switch_routes(env, &before.warm).await?;
+        self.switch_routes(env, &warm_def, &before.warm).await?;
+        // Public services the warm release does not have: their routes go.
+        for (_, old) in self
+            .remove_routes_not_in(env, before.def.as_deref(), &warm_def)
+            .await?
+        {
+            drop(old);
+        }
         log.line(format!(
             "traffic switched to {} in {} ms",
             version.short(),
@@ -629,6 +724,7 @@ impl Engine {
             env_vars: &vars,
             log,
             cancel: &cancel,
+            def: &warm_def,
         };
         let mut current = before.warm.clone();
         current.extend(
@@ -639,8 +735,11 @@ impl Engine {
             )
             .await?,
         );
-        self.converge_workers(env, version, &vars, log).await?;
+        self.converge_workers(env, version, &warm_def, &vars, log).await?;
         let (warm_version, warm) = self.keep_warm(env, &before, version, log).await;
+        let next_warm_def = warm_version
+            .as_ref()
+            .map(|_| before.def.clone().unwrap_or_else(|| self.base_definition()));
         self.set_env_services(
             env,
             EnvServices {
@@ -648,12 +747,15 @@ impl Engine {
                 current,
                 warm_version,
                 warm,
+                def: Some(warm_def.clone()),
+                warm_def: next_warm_def,
             },
         );
         Ok(Rollout {
             before,
             started,
             switched: true,
+            def: Some(warm_def),
         })
     }
 }

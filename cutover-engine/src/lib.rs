@@ -12,6 +12,7 @@ mod adopt;
 mod autoscale;
 mod broker;
 pub mod dataplane;
+mod definition;
 mod deploy;
 mod environments;
 mod error;
@@ -84,11 +85,18 @@ pub struct EngineParts {
     /// What confines the process runtime's children (`landlock ABI 7`,
     /// `none: kernel lacks landlock`), for `cutover status`.
     pub protection: String,
+    /// The text of the server's `cutover.yml` the configuration was parsed from: its platform
+    /// part is combined with each commit's application part (see `definition`).
+    pub config_text: String,
 }
 
 struct Inner {
     /// `cutover.yml` as loaded: the static environments and the templates.
     base: Arc<Config>,
+    /// The server's file as read at start, and its application part (see `definition`).
+    config_text: String,
+    base_definition: Arc<cutover_core::config::AppDefinition>,
+    definitions: definition::Definitions,
     /// The environment set in use: `base` plus live integration instances.
     topology: arc_swap::ArcSwap<lifecycle::Topology>,
     lifecycle: lifecycle::LifecycleShared,
@@ -128,6 +136,9 @@ impl Engine {
                     &config,
                     Default::default(),
                 )),
+                base_definition: Arc::new(config.definition()),
+                definitions: Default::default(),
+                config_text: parts.config_text,
                 base: Arc::new(config),
                 lifecycle: lifecycle::LifecycleShared::default(),
                 lifecycle_settings: parts.lifecycle,
@@ -251,7 +262,7 @@ impl Engine {
         };
         let config = self.config();
         for env in config.environments.keys().filter(|e| self.swarm_for(e).is_some()) {
-            for (name, _) in config.services.iter().filter(|(_, s)| !s.public) {
+            for (name, _) in self.app(env).services.iter().filter(|(_, s)| !s.public) {
                 if let Err(e) = swarm.remove_converged(&config.app, env, name).await {
                     tracing::error!(env = %env, service = %name, error = %e, "could not remove the Swarm service");
                 }

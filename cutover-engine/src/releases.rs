@@ -118,7 +118,8 @@ impl Engine {
         env_vars: &[(String, String)],
     ) -> Result<(), StageError> {
         let timeout = Duration::from_secs(30 * 60);
-        for (name, svc) in &self.config().services {
+        let def = self.def_for(env, version);
+        for (name, svc) in &def.services {
             let artifact = format!("{}-{env}-{name}:{}", self.config().app, version.short());
             let Some(cmd) = svc.build.clone().filter(|c| !c.trim().is_empty()) else {
                 log.line(format!(
@@ -163,7 +164,8 @@ impl Engine {
         dir: &Path,
         log: &StageLog,
     ) -> Result<(), StageError> {
-        for (name, svc) in &self.config().services {
+        let def = self.def_for(env, version);
+        for (name, svc) in &def.services {
             let tag = cutover_docker::image_tag(&self.config().app, env, name, version);
             let dockerfile = svc.dockerfile.clone().unwrap_or_else(|| "Dockerfile".to_owned());
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();

@@ -103,11 +103,22 @@ impl Engine {
         format!("/{}/scale-requests", self.config().app)
     }
 
-    /// Every service's replica count in `env`: a scale change's, else cutover.yml's.
+    /// Every service's replica count in `env` under what serves it: a scale change's, else the
+    /// definition's.
     pub(crate) async fn replica_counts(&self, env: &EnvName) -> BTreeMap<ServiceName, u32> {
+        self.replica_counts_for(env, &self.app(env)).await
+    }
+
+    /// Every service's replica count in `env` under `def` (a version about to be deployed): a
+    /// scale change's (which wins over the file's default), else the definition's.
+    pub(crate) async fn replica_counts_for(
+        &self,
+        env: &EnvName,
+        def: &cutover_core::config::AppDefinition,
+    ) -> BTreeMap<ServiceName, u32> {
         let config = self.config();
         let mut counts: BTreeMap<ServiceName, u32> = match config.environments.get(env) {
-            Some(env_cfg) => config
+            Some(env_cfg) => def
                 .services
                 .iter()
                 .map(|(name, svc)| (name.clone(), env_cfg.replicas_of(name, svc)))
@@ -145,9 +156,10 @@ impl Engine {
     ) -> Result<ScaleAnswer, EngineError> {
         let env = self.env_name(env)?;
         let config = self.config();
+        let def = self.app(&env);
         let service = ServiceName::parse(service)?;
-        if !config.services.contains_key(&service) {
-            let known: Vec<&str> = config.services.keys().map(|s| s.as_str()).collect();
+        if !def.services.contains_key(&service) {
+            let known: Vec<&str> = def.services.keys().map(|s| s.as_str()).collect();
             return Err(EngineError::Refused(format!(
                 "unknown service {service:?}; {} has: {}",
                 config.app,
@@ -456,6 +468,7 @@ impl Engine {
                 .prepare_release(env, &version, log, &cancel, &vars)
                 .await
                 .map_err(stage_error)?;
+            let def = self.app(env);
             let l = crate::deploy::Launch {
                 env,
                 version: &version,
@@ -463,6 +476,7 @@ impl Engine {
                 env_vars: &vars,
                 log,
                 cancel: &cancel,
+                def: &def,
             };
             self.replace_service(&l, service, to).await.map_err(stage_error)
         }

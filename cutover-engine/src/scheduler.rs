@@ -109,7 +109,7 @@ impl Engine {
 
     /// Waits until no job of `env` runs, up to the configured bound.
     async fn wait_for_jobs(&self, env: &EnvName, cancel: &CancellationToken) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + self.config().scheduler.suspend_timeout;
+        let deadline = tokio::time::Instant::now() + self.app(env).scheduler.suspend_timeout;
         loop {
             let notified = self.scheduler_shared().ended.notified();
             let running = self.running_jobs(env);
@@ -123,7 +123,7 @@ impl Engine {
                     return Err(format!(
                         "jobs still running after {}: {}; they were not stopped — wait for them, raise scheduler.suspend_timeout, \
                          or set scheduler.on_suspend_timeout: terminate",
-                        cutover_core::config::format_duration(self.config().scheduler.suspend_timeout),
+                        cutover_core::config::format_duration(self.app(env).scheduler.suspend_timeout),
                         names.join(", ")
                     ));
                 }
@@ -172,7 +172,7 @@ impl Engine {
         log: &StageLog,
         cancel: &CancellationToken,
     ) -> Result<Option<SchedulerTouch>, StageError> {
-        if self.config().scheduler.jobs.is_empty() {
+        if self.app(env).scheduler.jobs.is_empty() {
             return Ok(None);
         }
         let mut state = self.scheduler_load(env).await?;
@@ -200,7 +200,7 @@ impl Engine {
         let mut waited = self.wait_for_jobs(env, cancel).await;
         if waited.is_err()
             && !cancel.is_cancelled()
-            && self.config().scheduler.on_suspend_timeout == SuspendTimeoutAction::Terminate
+            && self.app(env).scheduler.on_suspend_timeout == SuspendTimeoutAction::Terminate
         {
             let running = self.running_jobs(env);
             let names: Vec<&str> = running.iter().map(JobName::as_str).collect();
@@ -236,7 +236,7 @@ impl Engine {
         state.pending_version = Some(version.to_string());
         state.updated_by = SYSTEM_ACTOR.to_owned();
         self.store().scheduler_put(&state).await?;
-        for (name, job) in &self.config().scheduler.jobs {
+        for (name, job) in &self.def_for(env, version).scheduler.jobs {
             log.line(format!(
                 "job {name}: \"{}\" runs `{}` (installed, suspended)",
                 job.schedule, job.run
@@ -318,9 +318,8 @@ impl Engine {
 
     /// Starts the minute loop that fires due jobs in every environment.
     pub(crate) fn spawn_scheduler(&self) {
-        if self.config().scheduler.jobs.is_empty() {
-            return;
-        }
+        // Every environment's definition may add jobs (a commit's `scheduler:`): the loop runs
+        // even when the server's file has none; a minute without due jobs costs nothing.
         let engine = self.clone();
         tokio::spawn(async move {
             loop {
@@ -346,7 +345,7 @@ impl Engine {
             return Ok(());
         };
         let version = Version::parse(version)?;
-        for (name, job) in &self.config().scheduler.jobs {
+        for (name, job) in &self.app(env).scheduler.jobs {
             let due = CronSchedule::parse(&job.schedule)
                 .map(|s| s.matches(minute))
                 .unwrap_or(false);
@@ -365,7 +364,15 @@ impl Engine {
         version: &Version,
         trigger: &str,
     ) -> Result<JobRun, EngineError> {
-        let running = self.running_jobs(env).contains(job) && !self.config().scheduler.jobs[job].overlap;
+        let def = self.def_for(env, version);
+        let Some(job_def) = def.scheduler.jobs.get(job) else {
+            return Err(EngineError::Refused(format!(
+                "{version} defines no job {job} (scheduler.jobs of its cutover.yml)",
+                version = version.short()
+            )));
+        };
+        let running = self.running_jobs(env).contains(job) && !job_def.overlap;
+        let command = job_def.run.clone();
         let run = self
             .store()
             .job_run_start(env.as_str(), job.as_str(), version.as_str(), trigger)
@@ -395,7 +402,7 @@ impl Engine {
         vars.push(("CUTOVER_JOB".to_owned(), job.to_string()));
         let spec = TaskSpec {
             label: format!("job {job}"),
-            command: self.config().scheduler.jobs[job].run.clone(),
+            command,
             dir: self.release_dir(version),
             env_vars: vars,
             timeout: self.config().environments[env].hook_timeout,
@@ -445,11 +452,11 @@ impl Engine {
         Ok(run)
     }
 
-    fn job_name(&self, job: &str) -> Result<JobName, EngineError> {
+    fn job_name(&self, env: &EnvName, job: &str) -> Result<JobName, EngineError> {
         let name = JobName::parse(job)?;
-        if !self.config().scheduler.jobs.contains_key(&name) {
-            let config = self.config();
-            let known: Vec<&str> = config.scheduler.jobs.keys().map(JobName::as_str).collect();
+        let def = self.app(env);
+        if !def.scheduler.jobs.contains_key(&name) {
+            let known: Vec<&str> = def.scheduler.jobs.keys().map(JobName::as_str).collect();
             return Err(EngineError::Refused(format!(
                 "unknown job {job:?}; scheduler.jobs has: {}",
                 if known.is_empty() {
@@ -468,7 +475,7 @@ impl Engine {
         let running = self.running_jobs(&env);
         let now_s = now_ms() / 1000;
         let mut jobs = Vec::new();
-        for (name, job) in &self.config().scheduler.jobs {
+        for (name, job) in &self.app(&env).scheduler.jobs {
             let last = self
                 .store()
                 .job_runs(env.as_str(), Some(name.as_str()), 1)
@@ -544,7 +551,7 @@ impl Engine {
         actor: &Actor,
     ) -> Result<JobRun, EngineError> {
         let env = self.env_name(env)?;
-        let job = self.job_name(job)?;
+        let job = self.job_name(&env, job)?;
         let state = self.scheduler_load(&env).await?;
         if let Some(pending) = &state.pending_version {
             return Err(EngineError::Refused(format!(
@@ -576,7 +583,7 @@ impl Engine {
         limit: u32,
     ) -> Result<Vec<JobRun>, EngineError> {
         let env = self.env_name(env)?;
-        let job = job.map(|j| self.job_name(j)).transpose()?;
+        let job = job.map(|j| self.job_name(&env, j)).transpose()?;
         Ok(self
             .store()
             .job_runs(

@@ -79,9 +79,12 @@ impl Engine {
     }
 
     /// `CUTOVER_SERVICE_URL_<SERVICE>` for every public service of `env`.
-    pub(crate) fn service_urls(&self, env: &EnvName) -> Vec<(String, String)> {
-        self.config()
-            .services
+    pub(crate) fn service_urls(
+        &self,
+        env: &EnvName,
+        def: &cutover_core::config::AppDefinition,
+    ) -> Vec<(String, String)> {
+        def.services
             .iter()
             .filter(|(_, s)| s.public)
             .filter_map(|(name, _)| {
@@ -130,7 +133,7 @@ impl Engine {
                 self.release_dir(version).display().to_string(),
             ),
         ]);
-        vars.extend(self.service_urls(env));
+        vars.extend(self.service_urls(env, &self.def_for(env, version)));
         vars
     }
 
@@ -153,11 +156,18 @@ impl Engine {
         let now = crate::now_ms().max(0) as u64;
         let mut services = Vec::new();
         let counts = self.replica_counts(&env).await;
-        let config = self.config();
+        // The serving release's services, and the warm release's (a service the new version
+        // dropped still runs warm until the next release).
+        let mut known = deployed
+            .warm_def
+            .as_ref()
+            .map(|d| d.services.clone())
+            .unwrap_or_default();
+        known.extend(self.app(&env).services.clone());
         // A fresh probe of every live instance, all at once: the answer waits for the slowest
         // probe (1 s at most), not for their sum.
         let probes = all.iter().filter_map(|st| {
-            let path = config.services.get(&st.service)?.health.clone()?;
+            let path = known.get(&st.service)?.health.clone()?;
             st.pid?;
             let runtime = runtime.clone();
             let id = st.id.clone();
@@ -166,7 +176,7 @@ impl Engine {
             })
         });
         futures::future::join_all(probes).await;
-        for (name, svc) in &config.services {
+        for (name, svc) in &known {
             let mut instances = Vec::new();
             for st in all.iter().filter(|s| s.env == env && &s.service == name) {
                 let fresh = runtime.instance(&st.id).await.unwrap_or_else(|_| st.clone());
@@ -276,6 +286,15 @@ impl Engine {
         let cancel = CancellationToken::new();
         let vars = self.instance_env_for(env, &version).await;
         let result = async {
+            // The definition the version was deployed with: its commit's (read again after a
+            // restart; a commit does not change).
+            let def = match self.definition_at(&version).await {
+                Ok((def, _)) => def,
+                Err(e) => {
+                    tracing::error!(env = %env, version = %version, error = %e, "the deployed version's definition cannot be read; using the server's");
+                    self.base_definition()
+                }
+            };
             let dir = self.prepare_release(env, &version, &log, &cancel, &vars).await?;
             let mut slot = None;
             let l = crate::deploy::Launch {
@@ -285,6 +304,7 @@ impl Engine {
                 env_vars: &vars,
                 log: &log,
                 cancel: &cancel,
+                def: &def,
             };
             if left.is_empty() {
                 self.roll_out(&l, &mut slot).await

@@ -48,14 +48,37 @@ impl Engine {
         &self,
         env: &EnvName,
         version: &Version,
+        def: &cutover_core::config::AppDefinition,
         env_vars: &[(String, String)],
         log: &StageLog,
     ) -> Result<(), StageError> {
         let Some(swarm) = self.swarm_for(env) else {
             return Ok(());
         };
-        let counts = self.replica_counts(env).await;
-        for (name, svc) in self.config().services.iter().filter(|(_, s)| !s.public) {
+        // Non-public services the serving definition has and `def` has not: removed.
+        let app = self.config().app.clone();
+        for (name, _) in self
+            .app(env)
+            .services
+            .iter()
+            .filter(|(n, s)| !s.public && !def.services.contains_key(*n))
+        {
+            match swarm.remove_converged(&app, env, name).await {
+                Ok(true) => {
+                    log.line(format!(
+                        "{name}: no longer in the definition; its Swarm service removed"
+                    ))
+                    .await
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    log.line(format!("{name}: could not remove its Swarm service: {e}"))
+                        .await
+                }
+            }
+        }
+        let counts = self.replica_counts_for(env, def).await;
+        for (name, svc) in def.services.iter().filter(|(_, s)| !s.public) {
             let spec = ConvergeSpec {
                 app: self.config().app.clone(),
                 env: env.clone(),

@@ -29,6 +29,7 @@
 
 mod checkout;
 mod error;
+mod file;
 mod history;
 mod resolve;
 

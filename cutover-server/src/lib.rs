@@ -162,6 +162,9 @@ impl App {
             source,
         })?;
         let config = config::load(&opts.config).map_err(StartError::Config)?;
+        // Kept: each commit's application definition is validated against this file's platform
+        // part (see cutover-engine's `definition`).
+        let config_text = std::fs::read_to_string(&opts.config).unwrap_or_default();
         let limits = FailureLimits::from_env().map_err(StartError::Setting)?;
         let timeouts = ApiTimeouts::from_env().map_err(StartError::Setting)?;
         cutover_engine::check_webhooks(&config.webhooks).map_err(StartError::Webhook)?;
@@ -222,6 +225,7 @@ impl App {
             data_plane,
             lifecycle,
             protection: protection.clone(),
+            config_text,
         };
         let engine = Engine::new(config, store, repo, parts);
         let admin_token_file = opts.data_dir.join(ADMIN_TOKEN_FILE);

@@ -66,6 +66,98 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// The keys of `cutover.yml` that describe the *application*: read from the repository at each
+/// run's SHA, so a commit's own definition is what its run deploys.
+pub const APPLICATION_KEYS: &[&str] = &["services", "hooks", "scheduler", "rabbitmq", "task_service"];
+
+/// The keys that describe the *platform*: always the server's file's (a commit cannot move
+/// itself to another environment, router, registry or user).
+pub const PLATFORM_KEYS: &[&str] = &[
+    "app",
+    "repo",
+    "environments",
+    "router",
+    "registry",
+    "webhooks",
+    "run_as",
+];
+
+/// The configuration a run at one commit deploys: the platform part (`PLATFORM_KEYS`) of the
+/// server's file `platform_text` and the application part (`APPLICATION_KEYS`) of the commit's
+/// file `commit_text`; platform keys in the commit's file are ignored, unknown keys refused.
+/// Errors name `commit_file` (e.g. `cutover.yml@3f2a9c1`) with the commit's line and column;
+/// cross-references into the platform part (an environment's `ports:` or `replicas:` naming a
+/// service the commit removed) are reported against the server's file's line with the same
+/// label, and name the field path.
+pub fn parse_at_commit(
+    platform: &Config,
+    platform_text: &str,
+    commit_text: &str,
+    commit_file: &Path,
+) -> Result<AppDefinition, ConfigErrors> {
+    let mut ctx = Ctx::new(commit_file);
+    let commit = match node::parse_tree(commit_text) {
+        ParseOutcome::Tree(tree) => tree,
+        ParseOutcome::Malformed { message, location } => {
+            ctx.error(
+                location.unwrap_or(serde_saphyr::Location::UNKNOWN),
+                "",
+                format!("invalid YAML: {message}"),
+            );
+            return Err(ctx.finish());
+        }
+    };
+    let server = match node::parse_tree(platform_text) {
+        ParseOutcome::Tree(tree) => tree,
+        ParseOutcome::Malformed { .. } => {
+            ctx.error(
+                commit.referenced,
+                "",
+                format!(
+                    "the server's own {} no longer parses; fix it first",
+                    platform.file.display()
+                ),
+            );
+            return Err(ctx.finish());
+        }
+    };
+    let Node::Map(commit_entries) = &commit.value else {
+        ctx.error(
+            commit.referenced,
+            "",
+            format!(
+                "the file must be a mapping with (some of) the keys {}; found {}",
+                APPLICATION_KEYS.join(", "),
+                commit.value.kind()
+            ),
+        );
+        return Err(ctx.finish());
+    };
+    let mut merged: Vec<(serde_saphyr::Spanned<String>, serde_saphyr::Spanned<Node>)> = commit_entries
+        .iter()
+        .filter(|(k, _)| !PLATFORM_KEYS.contains(&k.value.as_str()))
+        .cloned()
+        .collect();
+    if let Node::Map(server_entries) = &server.value {
+        merged.extend(
+            server_entries
+                .iter()
+                .filter(|(k, _)| PLATFORM_KEYS.contains(&k.value.as_str()))
+                .cloned(),
+        );
+    }
+    let root = serde_saphyr::Spanned::new(Node::Map(merged), commit.referenced, commit.defined);
+    match build::config(&mut ctx, &root) {
+        Some(config) if !ctx.has_errors() => Ok(config.definition()),
+        _ => {
+            if !ctx.has_errors() {
+                ctx.error(root.referenced, "", "the application definition is incomplete");
+            }
+            Err(ctx.finish())
+        }
+    }
+}
+
 /// Reads and parses the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     match std::fs::read_to_string(path) {

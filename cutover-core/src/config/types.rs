@@ -41,6 +41,30 @@ pub struct Config {
     pub run_as: Option<String>,
 }
 
+/// The application part of a configuration (see [`super::APPLICATION_KEYS`]): what one commit
+/// deploys. The platform part (environments, router, registry, ...) stays in [`Config`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppDefinition {
+    pub services: BTreeMap<ServiceName, Service>,
+    pub hooks: Hooks,
+    pub scheduler: Scheduler,
+    pub rabbitmq: Option<RabbitMq>,
+    pub task_service: Option<ServiceName>,
+}
+
+impl Config {
+    /// This configuration's application part.
+    pub fn definition(&self) -> AppDefinition {
+        AppDefinition {
+            services: self.services.clone(),
+            hooks: self.hooks.clone(),
+            scheduler: self.scheduler.clone(),
+            rabbitmq: self.rabbitmq.clone(),
+            task_service: self.task_service.clone(),
+        }
+    }
+}
+
 /// One webhook: a URL and the events it wants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Webhook {

@@ -94,13 +94,18 @@ impl Engine {
         // environment leaves it).
         let runtime = self.runtime_for(env);
         let on_swarm = self.swarm_for(env).is_some();
-        let public: Vec<_> = self
-            .config()
+        // The serving release's public services, and the warm release's.
+        let services = self.env_services(env);
+        let mut public: Vec<_> = self
+            .app(env)
             .services
             .iter()
+            .chain(services.warm_def.iter().flat_map(|d| d.services.iter()))
             .filter(|(_, s)| s.public)
             .map(|(n, _)| n.clone())
             .collect();
+        public.sort();
+        public.dedup();
         let instance = rec.kind == EnvKind::Integration;
         {
             let _guard = self.lifecycle().lock.lock().await;
@@ -167,7 +172,8 @@ impl Engine {
         // instances): remove them, or they would run on after their environment is gone.
         if let Some(swarm) = self.swarm().filter(|_| on_swarm) {
             let config = self.config();
-            for (name, _) in config.services.iter().filter(|(_, s)| !s.public) {
+            let def = services.def.clone().unwrap_or_else(|| self.base_definition());
+            for (name, _) in def.services.iter().filter(|(_, s)| !s.public) {
                 match swarm.remove_converged(&config.app, env, name).await {
                     Ok(true) => stopped += 1,
                     Ok(false) => {}

@@ -51,6 +51,8 @@ pub(crate) struct RunCtx {
     pub release_dir: Option<PathBuf>,
     /// Settings rendered for this version (name, value), given to hooks and instances.
     pub settings: Vec<(String, String)>,
+    /// The application definition of this run's version (set by Source; see `definition`).
+    pub def: Option<Arc<cutover_core::config::AppDefinition>>,
     /// Masks every line, note and error of this run (see [`crate::masking`]).
     pub masker: Arc<crate::masking::Masker>,
     pub cancel: CancellationToken,
@@ -62,6 +64,14 @@ pub(crate) struct RunCtx {
     /// This run wrote last_deployed_version; a later failure writes the
     /// previous value back, since the old version serves again.
     pub wrote_deployed: bool,
+}
+
+impl RunCtx {
+    /// The application definition this run deploys: its version's (read by Source), else the
+    /// server's (a fast rollback reads no commit: it restores what was warm).
+    pub fn def(&self) -> Arc<cutover_core::config::AppDefinition> {
+        self.def.clone().unwrap_or_else(|| self.engine.app(&self.env))
+    }
 }
 
 impl RunCtx {
@@ -215,6 +225,7 @@ impl Engine {
             previous: None,
             release_dir: None,
             settings: Vec::new(),
+            def: None,
             masker,
             cancel,
             decisions: rx,

@@ -44,7 +44,7 @@ impl RunCtx {
         if let Some(dir) = &self.release_dir {
             vars.push(("CUTOVER_RELEASE_DIR".to_owned(), dir.display().to_string()));
         }
-        vars.extend(self.engine.service_urls(&self.env));
+        vars.extend(self.engine.service_urls(&self.env, &self.def()));
         vars
     }
 
@@ -136,9 +136,9 @@ impl crate::Engine {
         if self.config().environments[env].runtime == cutover_core::config::RuntimeKind::Process {
             return None;
         }
-        let config = self.config();
-        let services = &config.services;
-        let service = config.task_service.as_ref().or_else(|| {
+        let def = self.def_for(env, version);
+        let services = &def.services;
+        let service = def.task_service.as_ref().or_else(|| {
             services
                 .iter()
                 .find(|(_, s)| !s.public)

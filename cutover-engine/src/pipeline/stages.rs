@@ -41,13 +41,7 @@ pub(crate) async fn run_stage(ctx: &mut RunCtx, stage: Stage, log: &StageLog) ->
         Stage::UpdateDeployedVersion => update_deployed(ctx, log).await,
         Stage::PostDeployConfig => post_deploy_config(ctx, log).await,
         Stage::PostDeployHook => {
-            hook_stage(
-                ctx,
-                log,
-                "post_deploy",
-                ctx.engine.config().hooks.post_deploy.clone(),
-            )
-            .await
+            hook_stage(ctx, log, "post_deploy", ctx.def().hooks.post_deploy.clone()).await
         }
     }
 }
@@ -107,6 +101,23 @@ async fn source(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
         }
         log.line(format!("on branch {branch}: yes")).await;
     }
+    // The application definition this commit deploys: its own, validated before anything
+    // changes (an invalid one fails the run here, naming file@sha, line and column).
+    let (def, source) = engine.definition_at(&version).await.map_err(|e| match e {
+        crate::EngineError::Refused(message) => StageError::Failed(message),
+        other => StageError::from(other),
+    })?;
+    log.line(format!(
+        "application definition: {source}: {} services ({})",
+        def.services.len(),
+        def.services
+            .keys()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .await;
+    ctx.def = Some(def);
     ctx.previous = previous.as_deref().map(Version::parse).transpose()?;
     ctx.version = Some(version.clone());
     let update = RunUpdate {
@@ -280,14 +291,14 @@ async fn build(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
 }
 
 async fn message_broker(ctx: &RunCtx, log: &StageLog) -> StageResult {
-    match &ctx.engine.config().rabbitmq {
+    match &ctx.def().rabbitmq {
         None => Ok(StageOutcome::Skipped("no rabbitmq section in cutover.yml".into())),
         Some(rabbit) => crate::broker::apply(&ctx.engine, &ctx.env, rabbit, log).await,
     }
 }
 
 async fn pre_deploy(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
-    let hook = ctx.engine.config().hooks.pre_deploy.clone();
+    let hook = ctx.def().hooks.pre_deploy.clone();
     let ran_hook = match hook.filter(|h| !h.trim().is_empty()) {
         Some(cmd) => {
             ctx.run_hook(log, "pre_deploy", &cmd).await?;
@@ -346,7 +357,7 @@ async fn pre_deploy_config(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
 }
 
 async fn deploy_scheduler(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
-    if ctx.engine.config().scheduler.jobs.is_empty() {
+    if ctx.def().scheduler.jobs.is_empty() {
         return Ok(StageOutcome::Skipped("no scheduler jobs in cutover.yml".into()));
     }
     let version = ctx.version()?.clone();
@@ -355,7 +366,8 @@ async fn deploy_scheduler(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
 }
 
 async fn install(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
-    let hooks = &ctx.engine.config().hooks;
+    let def = ctx.def();
+    let hooks = &def.hooks;
     let (name, cmd) = if ctx.kind() == RunKind::Destructive {
         ("destructive_install", hooks.destructive_install.clone())
     } else {
@@ -406,6 +418,7 @@ async fn deploy_services(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     // scale, an undo): nothing that belongs to this run, so Swarm sees an unchanged service spec
     // and an adopted instance restarts as it was started.
     let env_vars = ctx.engine.instance_env_for(&ctx.env, &version).await;
+    let def = ctx.def();
     let l = crate::deploy::Launch {
         env: &ctx.env,
         version: &version,
@@ -413,6 +426,7 @@ async fn deploy_services(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
         env_vars: &env_vars,
         log,
         cancel: &ctx.cancel,
+        def: &def,
     };
     let mut slot = ctx.rollout.take();
     let result = ctx.engine.roll_out(&l, &mut slot).await;

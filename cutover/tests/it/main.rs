@@ -18,6 +18,7 @@ mod control_plane;
 mod crash_and_scheduler;
 mod dashboard;
 mod dataplane;
+mod definition;
 mod demo;
 pub(crate) mod example_shop;
 mod leaks;
