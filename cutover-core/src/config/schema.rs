@@ -1,7 +1,7 @@
 //! The JSON Schema (draft 2020-12) of `cutover.yml` that `cutover config schema` prints, for
 //! editors (yaml-language-server completes keys and flags typos as you type). Each section's
-//! `properties` are exactly the parser's key list for it ([`super::keys`]); a test compares them
-//! both ways. Allowed values come from the parser's own choice tables, defaults from its own
+//! `properties` must be exactly the parser's key list for it ([`super::keys`]); a test compares
+//! them both ways. Allowed values come from the parser's own choice tables, defaults from its own
 //! constants. The schema is a help, not the judge: cross-references (`like:`, `requires:`,
 //! `task_service:`), which keys each tier takes, cron syntax and zero durations are checked by
 //! `cutover config check` only. Rejected: deriving it with `schemars` from the typed `Config`,
@@ -67,21 +67,12 @@ fn choice<T>(table: &[(&str, T)], description: &str, default: Option<&str>) -> V
     s
 }
 
-/// A mapping with exactly `keys` (the parser's list), each described by `properties`.
-fn object(keys: &[&str], required: &[&str], description: &str, mut properties: Map<String, Value>) -> Value {
-    let mut ordered = Map::new();
-    for key in keys {
-        // A key the parser accepts but nobody described still appears, as "anything": the
-        // test that compares with the parser's lists would otherwise be the only one to notice.
-        let schema = properties.remove(*key).unwrap_or_else(|| json!({}));
-        ordered.insert((*key).to_owned(), schema);
-    }
-    // Described keys the parser does not accept stay in too, so the comparison sees them.
-    ordered.extend(properties);
+/// A mapping with exactly `properties` (compared with the parser's key list by a test).
+fn object(required: &[&str], description: &str, properties: Map<String, Value>) -> Value {
     let mut s = json!({
         "type": "object",
         "description": description,
-        "properties": ordered,
+        "properties": properties,
         "additionalProperties": false,
     });
     if !required.is_empty() {
@@ -106,7 +97,6 @@ fn props(entries: Vec<(&str, Value)>) -> Map<String, Value> {
 
 fn service() -> Value {
     object(
-        keys::SERVICE,
         &["run"],
         "A service: the command that starts one replica, and how to build, check and expose it.",
         props(vec![
@@ -162,7 +152,6 @@ fn service() -> Value {
 
 fn hooks() -> Value {
     object(
-        keys::HOOKS,
         &[],
         "Shell commands run in the new release's directory during a deployment (empty: none).",
         props(vec![
@@ -179,7 +168,6 @@ fn hooks() -> Value {
 
 fn scheduler() -> Value {
     let job = object(
-        keys::JOB,
         &["schedule", "run"],
         "A cron job run from the active release.",
         props(vec![
@@ -195,7 +183,6 @@ fn scheduler() -> Value {
         ]),
     );
     object(
-        keys::SCHEDULER,
         &[],
         "The cron scheduler of every environment.",
         props(vec![
@@ -222,7 +209,6 @@ fn scheduler() -> Value {
 fn rabbitmq() -> Value {
     let user = object(
         keys::RABBIT_USER,
-        keys::RABBIT_USER,
         "A RabbitMQ user of the vhost and its permissions.",
         props(vec![
             ("name", string("The RabbitMQ user name.")),
@@ -245,7 +231,6 @@ fn rabbitmq() -> Value {
         ]),
     );
     let vhost = object(
-        keys::VHOST,
         &["name"],
         "A vhost and its users.",
         props(vec![
@@ -257,7 +242,6 @@ fn rabbitmq() -> Value {
         ]),
     );
     object(
-        keys::RABBITMQ,
         &["url"],
         "A RabbitMQ broker configured by the Configure message broker stage (through its management API).",
         props(vec![
@@ -291,7 +275,6 @@ fn rabbitmq() -> Value {
 
 fn webhook() -> Value {
     object(
-        keys::WEBHOOK,
         &["url"],
         "A URL that receives run and stage events as JSON POSTs.",
         props(vec![
@@ -330,7 +313,6 @@ fn webhook() -> Value {
 
 fn environment() -> Value {
     let autoscale = object(
-        keys::AUTOSCALE,
         &["min", "max"],
         "prod and prod-like: scale public services by the requests the router admits.",
         props(vec![
@@ -343,7 +325,6 @@ fn environment() -> Value {
         ]),
     );
     object(
-        keys::ENVIRONMENT,
         &["tier"],
         "An environment: its tier decides which keys it takes and its defaults.",
         props(vec![
@@ -458,7 +439,6 @@ fn environment() -> Value {
 /// The JSON Schema of `cutover.yml`.
 pub fn json_schema() -> Value {
     let mut root = object(
-        keys::TOP,
         &["app", "services", "environments"],
         "cutover.yml: one application, its services and environments (Cutover's configuration).",
         props(vec![
@@ -490,7 +470,6 @@ pub fn json_schema() -> Value {
             (
                 "router",
                 object(
-                    keys::ROUTER,
                     &[],
                     "The router in front of public services.",
                     props(vec![("port", {
@@ -514,7 +493,6 @@ pub fn json_schema() -> Value {
             (
                 "registry",
                 object(
-                    keys::REGISTRY,
                     &["url"],
                     "docker/swarm: an image registry the Build stage pushes to.",
                     props(vec![(
@@ -543,4 +521,182 @@ pub fn json_schema() -> Value {
     );
     top.insert("title".to_owned(), json!("cutover.yml"));
     root
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The schema of the mapping at `path` (as written in [`keys::SECTIONS`]).
+    fn at<'s>(schema: &'s Value, path: &str) -> &'s Value {
+        let mut here = schema;
+        for segment in path.split('.').filter(|s| !s.is_empty()) {
+            let (name, item) = match segment.strip_suffix("[]") {
+                Some(name) => (name, true),
+                None => (segment, false),
+            };
+            here = if name == "*" {
+                &here["additionalProperties"]
+            } else {
+                &here["properties"][name]
+            };
+            if item {
+                here = &here["items"];
+            }
+            assert!(here.is_object(), "the schema has nothing at {path:?} ({segment})");
+        }
+        here
+    }
+
+    /// Every object schema with `properties`, by the path [`keys::SECTIONS`] would name it.
+    fn sections(schema: &Value, path: String, out: &mut Vec<(String, BTreeSet<String>)>) {
+        if let Some(props) = schema["properties"].as_object() {
+            assert_eq!(
+                schema["additionalProperties"], false,
+                "{path:?} must refuse unknown keys as the parser does"
+            );
+            out.push((path.clone(), props.keys().cloned().collect()));
+            for (key, sub) in props {
+                let joined = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                sections(sub, joined, out);
+            }
+        }
+        if schema["additionalProperties"].is_object() {
+            sections(&schema["additionalProperties"], format!("{path}.*"), out);
+        }
+        if schema["items"].is_object() {
+            sections(&schema["items"], format!("{path}[]"), out);
+        }
+    }
+
+    #[test]
+    fn every_section_has_exactly_the_keys_the_parser_accepts() {
+        let schema = json_schema();
+        for (path, accepted) in keys::SECTIONS {
+            let described: BTreeSet<&str> = at(&schema, path)["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{path:?} has no properties"))
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let accepted: BTreeSet<&str> = accepted.iter().copied().collect();
+            let missing: Vec<_> = accepted.difference(&described).collect();
+            let unknown: Vec<_> = described.difference(&accepted).collect();
+            assert!(
+                missing.is_empty() && unknown.is_empty(),
+                "section {path:?}: the parser accepts {missing:?} which the schema lacks; the schema has {unknown:?} which the parser refuses"
+            );
+            for key in &described {
+                let property = &at(&schema, path)["properties"][key];
+                assert!(
+                    property["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{path:?}.{key} has no description"
+                );
+            }
+        }
+        // The other way: no mapping in the schema that the parser's list does not know.
+        let mut found = Vec::new();
+        sections(&schema, String::new(), &mut found);
+        let listed: BTreeSet<&str> = keys::SECTIONS.iter().map(|(p, _)| *p).collect();
+        let found_paths: BTreeSet<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            found_paths, listed,
+            "the schema's mappings and keys::SECTIONS differ"
+        );
+    }
+
+    #[test]
+    fn the_parser_reads_every_mapping_through_the_key_lists() {
+        // A `Fields::new` with its own inline key list would escape the comparison above.
+        for (file, text) in [
+            ("build.rs", include_str!("build.rs")),
+            ("environments.rs", include_str!("environments.rs")),
+        ] {
+            for (i, call) in text.split("Fields::new(").skip(1).enumerate() {
+                let args = &call[..call
+                    .find(")?")
+                    .or_else(|| call.find(") else"))
+                    .unwrap_or(call.len())];
+                assert!(
+                    args.contains("keys::"),
+                    "{file}: Fields::new call #{} lists its keys inline: {args}",
+                    i + 1
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn enums_and_defaults_come_from_the_parser() {
+        let schema = json_schema();
+        let env = at(&schema, "environments.*");
+        assert_eq!(
+            env["properties"]["tier"]["enum"],
+            json!(["dev", "stage", "prod-like", "prod", "integration"])
+        );
+        assert_eq!(
+            env["properties"]["runtime"]["enum"],
+            json!(["process", "docker", "swarm"])
+        );
+        assert_eq!(env["properties"]["hook_timeout"]["default"], "30m");
+        assert_eq!(
+            at(&schema, "services.*")["properties"]["health_timeout"]["default"],
+            "1m"
+        );
+        assert_eq!(
+            at(&schema, "scheduler")["properties"]["suspend_timeout"]["default"],
+            "15m"
+        );
+        assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+        assert_eq!(schema["required"], json!(["app", "services", "environments"]));
+    }
+
+    fn readme_example() -> String {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme
+            .find("## Configuration")
+            .expect("README has a configuration section")..];
+        let start = section.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+        section[start..start + section[start..].find("```").expect("closed")].to_owned()
+    }
+
+    #[test]
+    fn real_configurations_validate_against_the_schema() {
+        let schema = json_schema();
+        let validator = jsonschema::draft202012::new(&schema).expect("the schema is valid draft 2020-12");
+        for (name, text) in [
+            (
+                "examples/shop/cutover.yml",
+                include_str!("../../../examples/shop/cutover.yml").to_owned(),
+            ),
+            ("README's example", readme_example()),
+        ] {
+            let value: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let errors: Vec<String> = validator
+                .iter_errors(&value)
+                .map(|e| format!("{e} at {}", e.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{name}: {errors:#?}");
+        }
+        // And it refuses what the parser refuses: a typo'd key, a bad tier, a bare number of seconds.
+        for bad in [
+            "app: shop\nservices: { web: { run: x, replica: 2 } }\nenvironments: { dev: { tier: dev } }\n",
+            "app: shop\nservices: { web: { run: x } }\nenvironments: { dev: { tier: production } }\n",
+            "app: shop\nservices: { web: { run: x, health_timeout: 90 } }\nenvironments: { dev: { tier: dev } }\n",
+            "app: shop\nservices: { web: { run: x } }\n",
+        ] {
+            let value: Value = serde_saphyr::from_str(bad).unwrap();
+            assert!(!validator.is_valid(&value), "the schema accepts {bad}");
+            assert!(
+                crate::config::parse(bad, std::path::Path::new("cutover.yml")).is_err(),
+                "the parser accepts {bad}"
+            );
+        }
+    }
 }
