@@ -129,7 +129,7 @@ fn a_duration_the_cli_refuses_is_refused_as_cutover_yml_refuses_it() {
             "dev",
             "--wait",
             "--timeout",
-            "0",
+            "0s",
         ])
         .output()
         .unwrap();
