@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -15,7 +17,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     after_help = "Start a server with `cutover serve --config cutover.yml`; the other commands talk to it \
                   (at --server, or CUTOVER_URL, default http://127.0.0.1:7070) with an API token: --token, \
                   CUTOVER_TOKEN, or the one `cutover login` saved for that server. The first start of a server \
-                  writes an admin token to <data-dir>/admin.token and saves it for the CLI of the user who ran it."
+                  writes an admin token to <data-dir>/admin.token and saves it for the CLI of the user who ran it.\n\n\
+                  Examples:\n  cutover demo\n  cutover serve --config cutover.yml\n  cutover status prod\n  \
+                  cutover release staging --version main --wait\n  cutover completions bash > ~/.local/share/bash-completion/completions/cutover"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -107,16 +111,28 @@ pub enum Command {
                       With --take-over it replaces the running data plane without dropping a connection.")]
     DataPlane(DataPlaneArgs),
 
-    /// Work with a cutover.yml without a server.
-    #[command(subcommand)]
+    /// Work with a cutover.yml without a server: check it, or print its JSON Schema for editors.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cutover config check --file examples/shop/cutover.yml\n  \
+                      cutover config schema > cutover.schema.json"
+    )]
     Config(ConfigCommand),
 
     /// Environments and their versions; create and delete per-branch integration environments.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cutover env list\n  cutover env show staging\n  \
+                      cutover env create review --branch feature/login --deploy"
+    )]
     Env(EnvCommand),
 
     /// The parameter store: versioned keys with history and compare-and-set.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cutover param list /shop-prod\n  cutover param get /shop-prod/desired_version\n  \
+                      cutover param put /shop-prod/secrets/db_password - < password.txt"
+    )]
     Param(ParamCommand),
 
     /// Recent commits of an environment's branch, marked built / desired / deployed.
@@ -132,6 +148,7 @@ pub enum Command {
     Release(ReleaseArgs),
 
     /// Recent pipeline runs, newest first.
+    #[command(after_help = "Examples:\n  cutover runs\n  cutover runs prod -n 5 -o json")]
     Runs {
         /// Only this environment's runs.
         env: Option<String>,
@@ -140,6 +157,7 @@ pub enum Command {
     },
 
     /// One run: its stages with status, start and duration.
+    #[command(after_help = "Example: cutover run 42")]
     Run { id: i64 },
 
     /// A run's log, all stages or one; --follow streams it live until the run ends.
@@ -154,6 +172,7 @@ pub enum Command {
     },
 
     /// Cancel a queued or active run; an active run puts the serving version back.
+    #[command(after_help = "Example: cutover cancel 42")]
     Cancel { id: i64 },
 
     /// Approve the version of a run waiting in its Approval stage (fixed when it was requested).
@@ -169,6 +188,7 @@ pub enum Command {
     },
 
     /// Reject a run waiting in its Approval stage; the comment is required.
+    #[command(after_help = "Example: cutover reject 42 --version 3f2a9c1 -m \"breaks checkout on staging\"")]
     Reject {
         id: i64,
         #[arg(long, short = 'm')]
@@ -202,7 +222,8 @@ pub enum Command {
     },
 
     /// Deploy what one environment runs to another (sets its desired_version, starts a run).
-    #[command(after_help = "Example: cutover promote staging prod")]
+    #[command(after_help = "Examples:\n  cutover promote staging prod\n  \
+                            cutover promote staging prod --wait --timeout 1h   # exit 5 while it waits for approval")]
     Promote {
         from: String,
         to: String,
@@ -217,14 +238,22 @@ pub enum Command {
     },
 
     /// What really runs: per service, each instance's version read from the process, health, restarts.
+    #[command(after_help = "Examples:\n  cutover status prod\n  cutover status staging -o json")]
     Status { env: String },
 
     /// A service's instance logs.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example: cutover service logs prod storefront -n 50 --follow"
+    )]
     Service(ServiceCommand),
 
     /// The cron scheduler of an environment.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cutover scheduler status prod\n  cutover scheduler suspend prod\n  \
+                      cutover scheduler run prod nightly-import"
+    )]
     Scheduler(SchedulerCommand),
 
     /// Change a service's replica count; on fixed-size tiers a change request for someone else.
@@ -240,6 +269,7 @@ pub enum Command {
     Scale(ScaleArgs),
 
     /// The append-only audit log of every change, newest first.
+    #[command(after_help = "Examples:\n  cutover audit\n  cutover audit -n 200 -o json")]
     Audit {
         #[arg(long, short = 'n', default_value_t = 50)]
         limit: u32,
@@ -257,11 +287,40 @@ pub enum Command {
     Login,
 
     /// Who the server says you are: your token's name and roles.
+    #[command(
+        after_help = "Examples:\n  cutover whoami\n  CUTOVER_TOKEN=$(cat ci.token) cutover whoami -o json"
+    )]
     Whoami,
 
     /// API tokens: create (admin), list, revoke.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cutover token create ci --role deployer --env dev --expires 90d\n  \
+                      cutover token list\n  cutover token revoke ci"
+    )]
     Token(TokenCommand),
+
+    /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
+    #[command(
+        after_help = "Examples:\n  cutover completions bash > ~/.local/share/bash-completion/completions/cutover\n  \
+                      cutover completions zsh > \"${fpath[1]}/_cutover\"\n  \
+                      cutover completions fish > ~/.config/fish/completions/cutover.fish"
+    )]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the manual page (roff) of cutover, or with --dir write one page per command.
+    #[command(after_help = "Examples:\n  cutover man | man -l -\n  \
+                      cutover man --dir /usr/local/share/man/man1   # cutover.1, cutover-release.1, ...")]
+    Man {
+        /// Write cutover.1 and a page per subcommand (cutover-release.1, cutover-env-create.1, ...)
+        /// into this directory instead of printing the top page.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,11 +345,12 @@ pub enum TokenCommand {
         /// An environment the role applies to (repeatable); none: every environment.
         #[arg(long = "env", value_name = "ENV")]
         envs: Vec<String>,
-        /// Lifetime, e.g. 12h, 30d; none: until revoked.
+        /// Lifetime, as durations in cutover.yml: e.g. 12h, 30d, 1h30m; none: until revoked.
         #[arg(long, value_name = "DURATION")]
-        expires: Option<String>,
+        expires: Option<DurationArg>,
     },
     /// Every token with its roles, creation, expiry and whether it still works (never secrets).
+    #[command(after_help = "Example: cutover token list -o json")]
     List,
     /// Revoke the live token NAME: requests with it fail from now on.
     #[command(after_help = "Example: cutover token revoke ci")]
@@ -318,17 +378,20 @@ pub struct ScaleArgs {
 #[derive(Debug, Subcommand)]
 pub enum ScaleAction {
     /// Scale changes, newest first: applied, pending approval, rejected, failed.
+    #[command(after_help = "Examples:\n  cutover scale requests\n  cutover scale requests prod")]
     Requests {
         /// Only this environment's.
         env: Option<String>,
     },
     /// Approve a pending scale request (not your own); it is applied at once.
+    #[command(after_help = "Example: cutover scale approve 7 -m \"ok for the sale\"")]
     Approve {
         id: i64,
         #[arg(long, short = 'm')]
         comment: Option<String>,
     },
     /// Reject a pending scale request; the comment is required.
+    #[command(after_help = "Example: cutover scale reject 7 -m \"not before the sale\"")]
     Reject {
         id: i64,
         #[arg(long, short = 'm')]
@@ -370,7 +433,28 @@ pub struct WaitArgs {
     pub wait: bool,
     /// With --wait: how long to wait at most, as in cutover.yml (e.g. 30m, 1h30m).
     #[arg(long, value_name = "DURATION", default_value = "30m")]
-    pub timeout: String,
+    pub timeout: DurationArg,
+}
+
+/// A duration on the command line (`--timeout`, `--expires`), read by the one parser
+/// `cutover.yml` uses ([`cutover_core::config::parse_duration`]), so `90s`, `5m`, `1h30m`, `7d`
+/// mean the same in both and `0`, `-1s` or `90days` are refused by both. Kept with the text as
+/// typed, which messages repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationArg {
+    pub text: String,
+    pub value: Duration,
+}
+
+impl FromStr for DurationArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        cutover_core::config::parse_duration(text).map(|value| Self {
+            text: text.to_owned(),
+            value,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -391,14 +475,22 @@ pub enum ServiceCommand {
 #[derive(Debug, Subcommand)]
 pub enum SchedulerCommand {
     /// Suspended or not, active version, jobs with last and next run.
+    #[command(after_help = "Example: cutover scheduler status prod")]
     Status { env: String },
     /// No new jobs start; waits for running jobs (bounded).
+    #[command(after_help = "Example: cutover scheduler suspend prod")]
     Suspend { env: String },
     /// Jobs start again on schedule.
+    #[command(after_help = "Example: cutover scheduler resume prod")]
     Resume { env: String },
     /// Run a job now from the active release.
+    #[command(
+        after_help = "Example: cutover scheduler run prod nightly-import   (JOB: a key of scheduler.jobs)"
+    )]
     Run { env: String, job: String },
     /// Recent job runs, with the log of the newest one (or of --run ID); --follow waits for it to end.
+    #[command(after_help = "Examples:\n  cutover scheduler logs prod nightly-import\n  \
+                            cutover scheduler logs prod nightly-import --run 12 --follow")]
     Logs {
         env: String,
         job: String,
@@ -503,18 +595,29 @@ pub struct DemoArgs {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate a cutover.yml and print a summary, or every error with file:line:column; exits 1 on error.
+    #[command(
+        after_help = "Examples:\n  cutover config check\n  cutover config check --file deploy/cutover.yml -o json"
+    )]
     Check {
         /// The file to check.
         #[arg(long, short = 'f', default_value = "cutover.yml")]
         file: PathBuf,
     },
+    /// Print a JSON Schema (draft 2020-12) of cutover.yml: every key with its type, allowed values,
+    /// default and meaning, for editors (e.g. yaml-language-server).
+    #[command(after_help = "Examples:\n  cutover config schema > cutover.schema.json\n\n\
+                      Then, for yaml-language-server (VS Code's YAML extension, Neovim, Helix...), first line of cutover.yml:\n  \
+                      # yaml-language-server: $schema=./cutover.schema.json")]
+    Schema,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum EnvCommand {
     /// Every environment with its kind (static, integration), tier, branch, versions and expiry.
+    #[command(after_help = "Example: cutover env list -o json")]
     List,
     /// One environment in detail.
+    #[command(after_help = "Example: cutover env show staging")]
     Show {
         /// Environment name, e.g. staging.
         env: String,
@@ -573,6 +676,7 @@ pub enum ParamCommand {
     },
 
     /// Every version of a key, newest first, with who wrote it and when.
+    #[command(after_help = "Example: cutover param history /shop-prod/desired_version")]
     History { key: String },
 
     /// The newest value of every key under a path prefix.
@@ -590,4 +694,111 @@ pub struct VersionsArgs {
     /// How many commits to show.
     #[arg(long, short = 'n', default_value_t = 20)]
     pub limit: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every command and subcommand, by its full path (`cutover env create`), visiting hidden
+    /// ones too: a command a user can type has an example in its --help.
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+        let help = [cmd.get_after_help(), cmd.get_after_long_help()]
+            .into_iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        out.push((path.to_owned(), help));
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_command_has_an_example_in_its_help() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut commands = Vec::new();
+        walk(&cli, "cutover", &mut commands);
+        // The tree is really walked: top level, nested, and the commands added last.
+        for expected in [
+            "cutover",
+            "cutover scheduler run",
+            "cutover scale approve",
+            "cutover config schema",
+            "cutover completions",
+            "cutover man",
+        ] {
+            assert!(
+                commands.iter().any(|(path, _)| path == expected),
+                "{expected} not found"
+            );
+        }
+        let without: Vec<&str> = commands
+            .iter()
+            .filter(|(path, help)| !(help.contains("Example") && help.contains(path.as_str())))
+            .map(|(path, _)| path.as_str())
+            .collect();
+        assert!(
+            without.is_empty(),
+            "these commands have no `Example` that shows them (`cutover ...`) in --help; add one with after_help: {without:?}"
+        );
+    }
+
+    /// Whether `cutover.yml` accepts `text` as a duration (`health_timeout`, `hook_timeout`).
+    fn yml_accepts(text: &str) -> bool {
+        let ok = |key_line: String, env_extra: &str| {
+            let yml = format!(
+                "app: shop\nservices:\n  web:\n    run: x\n{key_line}\nenvironments:\n  dev: {{ tier: dev{env_extra} }}\n"
+            );
+            cutover_core::config::parse(&yml, std::path::Path::new("cutover.yml")).is_ok()
+        };
+        let service = ok(format!("    health_timeout: {text:?}"), "");
+        let env = ok(String::new(), &format!(", hook_timeout: {text:?}"));
+        assert_eq!(service, env, "{text:?}: health_timeout and hook_timeout disagree");
+        service
+    }
+
+    fn cli_accepts(text: &str) -> bool {
+        let timeout = Cli::try_parse_from(["cutover", "release", "dev", "--wait", "--timeout", text]).is_ok();
+        let expires = Cli::try_parse_from([
+            "cutover",
+            "token",
+            "create",
+            "ci",
+            "--role",
+            "viewer",
+            "--expires",
+            text,
+        ])
+        .is_ok();
+        assert_eq!(timeout, expires, "{text:?}: --timeout and --expires disagree");
+        timeout
+    }
+
+    #[test]
+    fn durations_mean_the_same_in_the_cli_and_in_cutover_yml() {
+        let accepted = ["90s", "5m", "1h30m", "7d", "2w", "30m"];
+        let refused = [
+            "0", "0s", "-1s", "abc", "90", "90days", "1.5h", "1h 30m", "", "5y",
+        ];
+        for text in accepted {
+            assert!(yml_accepts(text), "cutover.yml refuses {text:?}");
+            assert!(cli_accepts(text), "the CLI refuses {text:?}");
+        }
+        for text in refused {
+            assert!(!yml_accepts(text), "cutover.yml accepts {text:?}");
+            assert!(!cli_accepts(text), "the CLI accepts {text:?}");
+        }
+        let parsed =
+            Cli::try_parse_from(["cutover", "release", "dev", "--wait", "--timeout", "1h30m"]).unwrap();
+        let Command::Release(args) = parsed.command else {
+            panic!("not a release")
+        };
+        assert_eq!(args.wait.timeout.value, Duration::from_secs(5400));
+        assert_eq!(args.wait.timeout.text, "1h30m");
+    }
 }

@@ -14,38 +14,24 @@ use super::environments;
 use super::extract::{
     Ctx, Fields, SNode, boolean, choice, count, integer, join, list, named_entries, nonempty, parsed, string,
 };
+use super::keys;
 use super::node::Node;
 use super::resolve_repo;
 use super::types::*;
 use super::values::parse_duration;
 use crate::{AppName, JobName, ServiceName};
 
-const TOP_KEYS: &[&str] = &[
-    "app",
-    "repo",
-    "services",
-    "hooks",
-    "scheduler",
-    "rabbitmq",
-    "environments",
-    "router",
-    "task_service",
-    "registry",
-    "webhooks",
-    "run_as",
-];
-
 pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
     if !matches!(root.value, Node::Map(_)) {
         let message = format!(
             "the file must be a mapping with the keys {}; found {}",
-            TOP_KEYS.join(", "),
+            keys::TOP.join(", "),
             root.value.kind()
         );
         ctx.error(root.referenced, "", message);
         return None;
     }
-    let top = Fields::new(ctx, root, root.referenced, "", TOP_KEYS)?;
+    let top = Fields::new(ctx, root, root.referenced, "", keys::TOP)?;
 
     let app = top
         .required(ctx, "app", "the application's name, e.g. `app: shop`")
@@ -209,18 +195,7 @@ fn unique_ports(
 }
 
 /// How long a new instance may take to answer its health path.
-const DEFAULT_HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-const SERVICE_KEYS: &[&str] = &[
-    "build",
-    "run",
-    "health",
-    "health_timeout",
-    "replicas",
-    "public",
-    "port",
-    "dockerfile",
-];
+pub(crate) const DEFAULT_HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn services(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<BTreeMap<ServiceName, Service>> {
     let named = named_entries(
@@ -253,7 +228,7 @@ fn services(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<BTreeMap<Se
 }
 
 fn service(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Service> {
-    let f = Fields::new(ctx, node, at, path, SERVICE_KEYS)?;
+    let f = Fields::new(ctx, node, at, path, keys::SERVICE)?;
     let mut ok = true;
     let run = f
         .required(ctx, "run", "the command that starts one replica")
@@ -334,10 +309,8 @@ fn optional_command(ctx: &mut Ctx<'_>, f: &Fields<'_>, key: &str, ok: &mut bool)
     }
 }
 
-const HOOK_KEYS: &[&str] = &["pre_deploy", "install", "destructive_install", "post_deploy"];
-
 fn hooks(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Hooks> {
-    let f = Fields::new(ctx, node, at, "hooks", HOOK_KEYS)?;
+    let f = Fields::new(ctx, node, at, "hooks", keys::HOOKS)?;
     let mut ok = true;
     let hooks = Hooks {
         pre_deploy: optional_command(ctx, &f, "pre_deploy", &mut ok),
@@ -348,25 +321,20 @@ fn hooks(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Hooks> {
     ok.then_some(hooks)
 }
 
+pub(crate) const SUSPEND_ACTIONS: &[(&str, SuspendTimeoutAction)] = &[
+    ("fail", SuspendTimeoutAction::Fail),
+    ("terminate", SuspendTimeoutAction::Terminate),
+];
+
 fn scheduler(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Scheduler> {
-    let f = Fields::new(
-        ctx,
-        node,
-        at,
-        "scheduler",
-        &["jobs", "suspend_timeout", "on_suspend_timeout"],
-    )?;
-    const ACTIONS: &[(&str, SuspendTimeoutAction)] = &[
-        ("fail", SuspendTimeoutAction::Fail),
-        ("terminate", SuspendTimeoutAction::Terminate),
-    ];
+    let f = Fields::new(ctx, node, at, "scheduler", keys::SCHEDULER)?;
     let mut ok = true;
     let suspend_timeout = opt(ctx, &f, "suspend_timeout", &mut ok, |ctx, n, p| {
         duration(ctx, n, p)
     })
     .unwrap_or(Scheduler::default().suspend_timeout);
     let on_suspend_timeout = opt(ctx, &f, "on_suspend_timeout", &mut ok, |ctx, n, p| {
-        choice(ctx, n, p, "action", ACTIONS)
+        choice(ctx, n, p, "action", SUSPEND_ACTIONS)
     })
     .unwrap_or_default();
     let mut jobs = BTreeMap::new();
@@ -395,7 +363,7 @@ fn scheduler(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Scheduler>
 }
 
 fn job(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Job> {
-    let f = Fields::new(ctx, node, at, path, &["schedule", "run", "overlap"])?;
+    let f = Fields::new(ctx, node, at, path, keys::JOB)?;
     let mut ok = true;
     let overlap = opt(ctx, &f, "overlap", &mut ok, boolean).unwrap_or(false);
     let schedule = f
@@ -427,7 +395,7 @@ pub(crate) fn duration(ctx: &mut Ctx<'_>, node: &SNode, path: &str) -> Option<Du
 }
 
 fn router(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<RouterConfig> {
-    let f = Fields::new(ctx, node, at, "router", &["port"])?;
+    let f = Fields::new(ctx, node, at, "router", keys::ROUTER)?;
     let mut ok = true;
     let port = opt(ctx, &f, "port", &mut ok, |ctx, n, p| {
         integer(ctx, n, p, 0, 65_535).and_then(|v| u16::try_from(v).ok())
@@ -436,7 +404,7 @@ fn router(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<RouterConfig>
 }
 
 fn registry(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Registry> {
-    let f = Fields::new(ctx, node, at, "registry", &["url"])?;
+    let f = Fields::new(ctx, node, at, "registry", keys::REGISTRY)?;
     let url = f
         .required(
             ctx,
@@ -509,11 +477,11 @@ pub(crate) fn check_registry_url(raw: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-const RABBIT_KEYS: &[&str] = &["url", "admin_user", "admin_password_secret", "vhosts"];
+pub(crate) const WEBHOOK_EVENTS: &[(&str, WebhookEvent)] =
+    &[("run", WebhookEvent::Run), ("stage", WebhookEvent::Stage)];
 
 /// `webhooks: [{ url: http(s)://…, events: [run, stage], ca_file: path }]`.
 fn webhooks(ctx: &mut Ctx<'_>, node: &SNode) -> Option<Vec<Webhook>> {
-    const EVENTS: &[(&str, WebhookEvent)] = &[("run", WebhookEvent::Run), ("stage", WebhookEvent::Stage)];
     let mut ok = true;
     let mut out = Vec::new();
     for (i, item) in list(ctx, node, "webhooks", "a list of webhooks")
@@ -522,13 +490,7 @@ fn webhooks(ctx: &mut Ctx<'_>, node: &SNode) -> Option<Vec<Webhook>> {
         .enumerate()
     {
         let path = format!("webhooks[{i}]");
-        let Some(f) = Fields::new(
-            ctx,
-            item,
-            item.referenced,
-            &path,
-            &["url", "events", "ca_file", "secret_env"],
-        ) else {
+        let Some(f) = Fields::new(ctx, item, item.referenced, &path, keys::WEBHOOK) else {
             ok = false;
             continue;
         };
@@ -591,7 +553,7 @@ fn webhooks(ctx: &mut Ctx<'_>, node: &SNode) -> Option<Vec<Webhook>> {
                 let p = f.path("events");
                 let mut events = Vec::new();
                 for e in list(ctx, n, &p, "a list of events: run, stage").unwrap_or_default() {
-                    match choice(ctx, e, &p, "event", EVENTS) {
+                    match choice(ctx, e, &p, "event", WEBHOOK_EVENTS) {
                         Some(ev) if !events.contains(&ev) => events.push(ev),
                         Some(_) => {}
                         None => ok = false,
@@ -614,7 +576,7 @@ fn webhooks(ctx: &mut Ctx<'_>, node: &SNode) -> Option<Vec<Webhook>> {
 }
 
 fn rabbitmq(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<RabbitMq> {
-    let f = Fields::new(ctx, node, at, "rabbitmq", RABBIT_KEYS)?;
+    let f = Fields::new(ctx, node, at, "rabbitmq", keys::RABBITMQ)?;
     let mut ok = true;
     let url = f
         .required(ctx, "url", "the management API URL, e.g. http://127.0.0.1:15672")
@@ -666,7 +628,7 @@ fn rabbitmq(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<RabbitMq> {
 }
 
 fn vhost(ctx: &mut Ctx<'_>, node: &SNode, path: &str) -> Option<Vhost> {
-    let f = Fields::new(ctx, node, node.referenced, path, &["name", "users"])?;
+    let f = Fields::new(ctx, node, node.referenced, path, keys::VHOST)?;
     let mut ok = true;
     let name = f
         .required(ctx, "name", "the vhost's name, e.g. /shop")
@@ -706,10 +668,8 @@ fn vhost(ctx: &mut Ctx<'_>, node: &SNode, path: &str) -> Option<Vhost> {
     ok.then_some(Vhost { name, users })
 }
 
-const USER_KEYS: &[&str] = &["name", "password_secret", "configure", "write", "read"];
-
 fn rabbit_user(ctx: &mut Ctx<'_>, node: &SNode, path: &str) -> Option<RabbitUser> {
-    let f = Fields::new(ctx, node, node.referenced, path, USER_KEYS)?;
+    let f = Fields::new(ctx, node, node.referenced, path, keys::RABBIT_USER)?;
     let name = f
         .required(ctx, "name", "the RabbitMQ user name")
         .and_then(|n| nonempty(ctx, n, &f.path("name"), "the RabbitMQ user name"));

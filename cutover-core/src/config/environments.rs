@@ -10,41 +10,23 @@ use serde_saphyr::Location;
 use super::build::{duration, is_empty_map, opt};
 use super::extract::integer;
 use super::extract::{Ctx, Fields, SNode, boolean, choice, count, join, list, named_entries, parsed, string};
+use super::keys;
 use super::types::{Autoscale, Environment, RuntimeKind, Strategy, Tier};
 use super::values::{check_branch, nearest};
 use crate::{EnvName, ServiceName};
 
-const ENV_KEYS: &[&str] = &[
-    "tier",
-    "branch",
-    "approval",
-    "approval_for_rollback",
-    "auto_deploy",
-    "strategy",
-    "runtime",
-    "ttl",
-    "like",
-    "max_active",
-    "autoscale",
-    "replicas",
-    "hook_timeout",
-    "approval_timeout",
-    "ports",
-    "requires",
-];
-
-const TIERS: &[(&str, Tier)] = &[
+pub(crate) const TIERS: &[(&str, Tier)] = &[
     ("dev", Tier::Dev),
     ("stage", Tier::Stage),
     ("prod-like", Tier::ProdLike),
     ("prod", Tier::Prod),
     ("integration", Tier::Integration),
 ];
-const STRATEGIES: &[(&str, Strategy)] = &[
+pub(crate) const STRATEGIES: &[(&str, Strategy)] = &[
     ("blue-green", Strategy::BlueGreen),
     ("rolling", Strategy::Rolling),
 ];
-const RUNTIMES: &[(&str, RuntimeKind)] = &[
+pub(crate) const RUNTIMES: &[(&str, RuntimeKind)] = &[
     ("process", RuntimeKind::Process),
     ("docker", RuntimeKind::Docker),
     ("swarm", RuntimeKind::Swarm),
@@ -85,9 +67,9 @@ const TIER_KEYS: &[(&str, &[Tier], &str)] = &[
 ];
 
 pub(crate) const DEFAULT_MAX_ACTIVE: u32 = 8;
-const DEFAULT_PROD_LIKE_TTL: Duration = Duration::from_secs(72 * 3600);
-const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
+pub(crate) const DEFAULT_PROD_LIKE_TTL: Duration = Duration::from_secs(72 * 3600);
+pub(crate) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
 
 /// An environment before cross-references are resolved; `None` = not given.
 struct Draft {
@@ -146,7 +128,7 @@ fn draft(
     public: &[ServiceName],
 ) -> Option<Draft> {
     let path = join("environments", name.as_str());
-    let f = Fields::new(ctx, node, key_at, &path, ENV_KEYS)?;
+    let f = Fields::new(ctx, node, key_at, &path, keys::ENVIRONMENT)?;
     let mut ok = true;
     let tier = f
         .required(ctx, "tier", "one of dev, stage, prod-like, prod, integration")
@@ -242,7 +224,7 @@ fn draft(
 }
 
 fn autoscale(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Autoscale> {
-    let f = Fields::new(ctx, node, at, path, &["min", "max", "target_rps_per_replica"])?;
+    let f = Fields::new(ctx, node, at, path, keys::AUTOSCALE)?;
     let min = f
         .required(ctx, "min", "the fewest replicas, at least 1")
         .and_then(|n| count(ctx, n, &f.path("min"), 1));

@@ -17,7 +17,9 @@ mod cron;
 mod environments;
 mod error;
 mod extract;
+pub mod keys;
 mod node;
+mod schema;
 mod types;
 mod values;
 
@@ -25,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 pub use cron::{CivilMinute, CronSchedule};
 pub use error::{ConfigError, ConfigErrors};
+pub use schema::json_schema;
 pub use types::*;
 pub use values::{format_duration, parse_duration};
 

@@ -1,4 +1,5 @@
-//! `cutover config check`: validates a file locally, no server needed.
+//! `cutover config check`: validates a file locally, no server needed. `cutover config schema`:
+//! the JSON Schema of cutover.yml, built in cutover-core next to the parser's own key lists.
 
 use std::process::ExitCode;
 
@@ -9,8 +10,18 @@ use crate::cli::{ConfigCommand, Output};
 use crate::output;
 
 pub fn run(cmd: ConfigCommand, out: Output) -> anyhow::Result<ExitCode> {
-    let ConfigCommand::Check { file } = cmd;
-    let loaded = config::load(&file);
+    match cmd {
+        ConfigCommand::Check { file } => check(&file, out),
+        ConfigCommand::Schema => {
+            // JSON whatever --output says: the schema is a document for tools, not a table.
+            output::json(&config::json_schema())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check(file: &std::path::Path, out: Output) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(file);
     // Beyond the file itself: the files it names must load too (webhook CA bundles).
     if let Ok(config) = &loaded
         && let Err(e) = cutover_engine::check_webhook_files(&config.webhooks)

@@ -4,6 +4,7 @@
 mod config;
 mod dataplane;
 mod demo;
+mod docs;
 mod env;
 mod ops;
 mod param;
@@ -49,6 +50,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Upgrade { data_plane } => system::upgrade(&client()?, data_plane, out).await,
         Command::System => system::show(&client()?, out).await,
         Command::Token(cmd) => tokens::run(&client()?, cmd, out).await,
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(dir.as_deref()),
         cmd @ (Command::Release(_)
         | Command::Runs { .. }
         | Command::Run { .. }

@@ -19,7 +19,7 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
             follow,
             wait,
         }) => {
-            let wait = wait_limit(&wait)?;
+            let wait = wait_limit(&wait);
             let body = json!({
                 "version": version, "destructive": destructive, "confirm": yes,
                 "override_policy": override_policy
@@ -40,7 +40,7 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
             follow,
             wait,
         } => {
-            let wait = wait_limit(&wait)?;
+            let wait = wait_limit(&wait);
             let body = json!({ "to": to, "fast": fast, "override_policy": override_policy });
             let run: Value = client
                 .post(
@@ -57,7 +57,7 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
             follow,
             wait,
         } => {
-            let wait = wait_limit(&wait)?;
+            let wait = wait_limit(&wait);
             let body = json!({ "from": from, "to": to, "override_policy": override_policy });
             let run: Value = client.post("/api/v1/promotions", &body).await?;
             started(client, &run, follow, wait, out).await
@@ -299,14 +299,9 @@ fn run_detail(r: &Value) {
     }
 }
 
-/// `--wait`'s limit (and how it was typed), checked before anything is requested.
-fn wait_limit(wait: &WaitArgs) -> anyhow::Result<Option<(std::time::Duration, String)>> {
-    if !wait.wait {
-        return Ok(None);
-    }
-    let limit = cutover_core::config::parse_duration(&wait.timeout)
-        .map_err(|e| anyhow::anyhow!("--timeout {:?}: {e}", wait.timeout))?;
-    Ok(Some((limit, wait.timeout.clone())))
+/// `--wait`'s limit (and how it was typed; clap refused a bad one before anything was requested).
+fn wait_limit(wait: &WaitArgs) -> Option<(std::time::Duration, String)> {
+    wait.wait.then(|| (wait.timeout.value, wait.timeout.text.clone()))
 }
 
 /// Exit codes of `--wait` (documented in `--help` and the README).

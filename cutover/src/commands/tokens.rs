@@ -17,7 +17,7 @@ pub async fn run(client: &Client, cmd: TokenCommand, out: Output) -> anyhow::Res
             role,
             envs,
             expires,
-        } => create(client, &name, &role, &envs, expires.as_deref(), out).await,
+        } => create(client, &name, &role, &envs, expires.map(|e| e.value), out).await,
         TokenCommand::List => {
             let tokens: Value = client.get("/api/v1/tokens").await?;
             output::emit(out, &tokens, list_table)?;
@@ -40,7 +40,7 @@ async fn create(
     name: &str,
     role: &str,
     envs: &[String],
-    expires: Option<&str>,
+    expires: Option<std::time::Duration>,
     out: Output,
 ) -> anyhow::Result<ExitCode> {
     let role = cutover_core::Role::parse(role).map_err(anyhow::Error::msg)?;
@@ -50,16 +50,7 @@ async fn create(
         let map: serde_json::Map<String, Value> = envs.iter().map(|e| (e.clone(), json!(role))).collect();
         json!({ "envs": map })
     };
-    let expires_in_secs = match expires {
-        Some(text) => Some(
-            humantime::parse_duration(text)
-                .with_context(|| {
-                    format!("--expires {text:?} is not a duration; write e.g. 12h, 30d or 90days")
-                })?
-                .as_secs(),
-        ),
-        None => None,
-    };
+    let expires_in_secs = expires.map(|d| d.as_secs());
     let issued: Value = client
         .post(
             "/api/v1/tokens",

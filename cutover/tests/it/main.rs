@@ -13,6 +13,7 @@ mod auth_matrix;
 mod broker;
 mod cli_config;
 mod cli_contract;
+mod cli_help;
 mod cli_params;
 mod control_plane;
 mod crash_and_scheduler;

@@ -1,0 +1,88 @@
+//! The keys the parser accepts in each mapping of `cutover.yml`: the one list per section that
+//! both the parser (unknown keys and their "did you mean" suggestions) and the JSON Schema
+//! (`cutover config schema`) read, so the two cannot drift ([`SECTIONS`] is what a test
+//! compares the schema with). Rejected: keys written out again in the schema only, which a new
+//! key in the parser would silently leave behind.
+
+pub(crate) const TOP: &[&str] = &[
+    "app",
+    "repo",
+    "services",
+    "hooks",
+    "scheduler",
+    "rabbitmq",
+    "environments",
+    "router",
+    "task_service",
+    "registry",
+    "webhooks",
+    "run_as",
+];
+
+pub(crate) const SERVICE: &[&str] = &[
+    "build",
+    "run",
+    "health",
+    "health_timeout",
+    "replicas",
+    "public",
+    "port",
+    "dockerfile",
+];
+
+pub(crate) const HOOKS: &[&str] = &["pre_deploy", "install", "destructive_install", "post_deploy"];
+
+pub(crate) const SCHEDULER: &[&str] = &["jobs", "suspend_timeout", "on_suspend_timeout"];
+
+pub(crate) const JOB: &[&str] = &["schedule", "run", "overlap"];
+
+pub(crate) const ROUTER: &[&str] = &["port"];
+
+pub(crate) const REGISTRY: &[&str] = &["url"];
+
+pub(crate) const WEBHOOK: &[&str] = &["url", "events", "ca_file", "secret_env"];
+
+pub(crate) const RABBITMQ: &[&str] = &["url", "admin_user", "admin_password_secret", "vhosts"];
+
+pub(crate) const VHOST: &[&str] = &["name", "users"];
+
+pub(crate) const RABBIT_USER: &[&str] = &["name", "password_secret", "configure", "write", "read"];
+
+pub(crate) const ENVIRONMENT: &[&str] = &[
+    "tier",
+    "branch",
+    "approval",
+    "approval_for_rollback",
+    "auto_deploy",
+    "strategy",
+    "runtime",
+    "ttl",
+    "like",
+    "max_active",
+    "autoscale",
+    "replicas",
+    "hook_timeout",
+    "approval_timeout",
+    "ports",
+    "requires",
+];
+
+pub(crate) const AUTOSCALE: &[&str] = &["min", "max", "target_rps_per_replica"];
+
+/// Every mapping of `cutover.yml` with fixed keys, by where it is (`*` a name the user chooses,
+/// `[]` an item of a list), with the keys the parser accepts there.
+pub const SECTIONS: &[(&str, &[&str])] = &[
+    ("", TOP),
+    ("services.*", SERVICE),
+    ("hooks", HOOKS),
+    ("scheduler", SCHEDULER),
+    ("scheduler.jobs.*", JOB),
+    ("router", ROUTER),
+    ("registry", REGISTRY),
+    ("webhooks[]", WEBHOOK),
+    ("rabbitmq", RABBITMQ),
+    ("rabbitmq.vhosts[]", VHOST),
+    ("rabbitmq.vhosts[].users[]", RABBIT_USER),
+    ("environments.*", ENVIRONMENT),
+    ("environments.*.autoscale", AUTOSCALE),
+];

@@ -1,0 +1,702 @@
+//! The JSON Schema (draft 2020-12) of `cutover.yml` that `cutover config schema` prints, for
+//! editors (yaml-language-server completes keys and flags typos as you type). Each section's
+//! `properties` must be exactly the parser's key list for it ([`super::keys`]); a test compares
+//! them both ways. Allowed values come from the parser's own choice tables, defaults from its own
+//! constants. The schema is a help, not the judge: cross-references (`like:`, `requires:`,
+//! `task_service:`), which keys each tier takes, cron syntax and zero durations are checked by
+//! `cutover config check` only. Rejected: deriving it with `schemars` from the typed `Config`,
+//! which describes the parsed result (defaults filled in, `like:` resolved), not the file.
+
+use serde_json::{Map, Value, json};
+
+use super::build::{DEFAULT_HEALTH_TIMEOUT, SUSPEND_ACTIONS, WEBHOOK_EVENTS};
+use super::environments::{
+    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_ACTIVE, DEFAULT_PROD_LIKE_TTL, RUNTIMES,
+    STRATEGIES, TIERS,
+};
+use super::keys;
+use super::values::format_duration;
+
+/// A name the user chooses: an application, service, environment or job.
+const NAME_PATTERN: &str = "^[a-z][a-z0-9-]{0,62}$";
+/// What [`super::parse_duration`] accepts, but for zero (refused by the parser only).
+const DURATION_PATTERN: &str = "^([0-9]+[smhdw])+$";
+
+fn described(mut schema: Value, description: &str) -> Value {
+    schema["description"] = json!(description);
+    schema
+}
+
+fn string(description: &str) -> Value {
+    described(json!({ "type": "string" }), description)
+}
+
+fn boolean(description: &str, default: Option<bool>) -> Value {
+    let mut s = described(json!({ "type": "boolean" }), description);
+    if let Some(d) = default {
+        s["default"] = json!(d);
+    }
+    s
+}
+
+fn integer(min: u64, max: Option<u64>, description: &str) -> Value {
+    let mut s = described(json!({ "type": "integer", "minimum": min }), description);
+    if let Some(max) = max {
+        s["maximum"] = json!(max);
+    }
+    s
+}
+
+fn duration(description: &str, default: Option<std::time::Duration>) -> Value {
+    let mut s = described(
+        json!({ "type": "string", "pattern": DURATION_PATTERN }),
+        &format!("{description} A duration: a number and a unit s, m, h, d or w, or a sum such as 1h30m."),
+    );
+    if let Some(d) = default {
+        s["default"] = json!(format_duration(d));
+    }
+    s
+}
+
+fn choice<T>(table: &[(&str, T)], description: &str, default: Option<&str>) -> Value {
+    let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+    let mut s = described(json!({ "type": "string", "enum": names }), description);
+    if let Some(d) = default {
+        s["default"] = json!(d);
+    }
+    s
+}
+
+/// A mapping with exactly `properties` (compared with the parser's key list by a test).
+fn object(required: &[&str], description: &str, properties: Map<String, Value>) -> Value {
+    let mut s = json!({
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "additionalProperties": false,
+    });
+    if !required.is_empty() {
+        s["required"] = json!(required);
+    }
+    s
+}
+
+/// A mapping from names the user chooses to `value`.
+fn named(value: Value, description: &str) -> Value {
+    json!({
+        "type": "object",
+        "description": description,
+        "propertyNames": { "pattern": NAME_PATTERN },
+        "additionalProperties": value,
+    })
+}
+
+fn props(entries: Vec<(&str, Value)>) -> Map<String, Value> {
+    entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+fn service() -> Value {
+    object(
+        &["run"],
+        "A service: the command that starts one replica, and how to build, check and expose it.",
+        props(vec![
+            (
+                "build",
+                string("Shell command run once per version in the checked-out release (empty: none)."),
+            ),
+            (
+                "run",
+                string("Shell command that starts one replica; PORT and the CUTOVER_* variables are set."),
+            ),
+            (
+                "health",
+                described(
+                    json!({ "type": "string", "pattern": "^/\\S*$" }),
+                    "HTTP path answering 2xx when an instance is ready, e.g. /health.",
+                ),
+            ),
+            (
+                "health_timeout",
+                duration(
+                    "How long a new instance may take to become healthy.",
+                    Some(DEFAULT_HEALTH_TIMEOUT),
+                ),
+            ),
+            ("replicas", {
+                let mut s = integer(1, None, "How many instances run.");
+                s["default"] = json!(1);
+                s
+            }),
+            (
+                "public",
+                boolean("Served through the router (reached by Host).", Some(false)),
+            ),
+            (
+                "port",
+                integer(
+                    1,
+                    Some(65_535),
+                    "docker/swarm: the port inside the container (PORT).",
+                ),
+            ),
+            (
+                "dockerfile",
+                described(
+                    json!({ "type": "string", "minLength": 1, "default": "Dockerfile" }),
+                    "docker/swarm: the Dockerfile the image is built from, relative to the release.",
+                ),
+            ),
+        ]),
+    )
+}
+
+fn hooks() -> Value {
+    object(
+        &[],
+        "Shell commands run in the new release's directory during a deployment (empty: none).",
+        props(vec![
+            ("pre_deploy", string("Runs before the installation.")),
+            ("install", string("The installation, e.g. migrations.")),
+            (
+                "destructive_install",
+                string("Replaces `install` in the destructive pipeline (resets data; never on prod tiers)."),
+            ),
+            ("post_deploy", string("Runs after the new version serves.")),
+        ]),
+    )
+}
+
+fn scheduler() -> Value {
+    let job = object(
+        &["schedule", "run"],
+        "A cron job run from the active release.",
+        props(vec![
+            (
+                "schedule",
+                string("A 5-field cron expression, e.g. \"*/5 * * * *\"."),
+            ),
+            ("run", string("The job's shell command.")),
+            (
+                "overlap",
+                boolean("Start a run while the previous one still runs.", Some(false)),
+            ),
+        ]),
+    );
+    object(
+        &[],
+        "The cron scheduler of every environment.",
+        props(vec![
+            ("jobs", named(job, "Jobs by name.")),
+            (
+                "suspend_timeout",
+                duration(
+                    "How long a suspend (e.g. during a deployment) waits for running jobs.",
+                    Some(super::Scheduler::default().suspend_timeout),
+                ),
+            ),
+            (
+                "on_suspend_timeout",
+                choice(
+                    SUSPEND_ACTIONS,
+                    "What a suspend does when jobs still run after suspend_timeout: fail, or terminate them and go on.",
+                    Some("fail"),
+                ),
+            ),
+        ]),
+    )
+}
+
+fn rabbitmq() -> Value {
+    let user = object(
+        keys::RABBIT_USER,
+        "A RabbitMQ user of the vhost and its permissions.",
+        props(vec![
+            ("name", string("The RabbitMQ user name.")),
+            (
+                "password_secret",
+                string("The parameter /<app>-<env>/secrets/<password_secret> holding its password."),
+            ),
+            (
+                "configure",
+                string("Configure permission regex, e.g. \".*\", or \"\" for none."),
+            ),
+            (
+                "write",
+                string("Write permission regex, e.g. \".*\", or \"\" for none."),
+            ),
+            (
+                "read",
+                string("Read permission regex, e.g. \".*\", or \"\" for none."),
+            ),
+        ]),
+    );
+    let vhost = object(
+        &["name"],
+        "A vhost and its users.",
+        props(vec![
+            ("name", string("The vhost's name, e.g. /shop.")),
+            (
+                "users",
+                json!({ "type": "array", "items": user, "description": "Its users." }),
+            ),
+        ]),
+    );
+    object(
+        &["url"],
+        "A RabbitMQ broker configured by the Configure message broker stage (through its management API).",
+        props(vec![
+            (
+                "url",
+                described(
+                    json!({ "type": "string", "pattern": "^https?://\\S+$" }),
+                    "The management API, e.g. http://127.0.0.1:15672.",
+                ),
+            ),
+            (
+                "admin_user",
+                described(
+                    json!({ "type": "string", "default": "guest" }),
+                    "The user the management API is called as.",
+                ),
+            ),
+            (
+                "admin_password_secret",
+                string(
+                    "The parameter /<app>-<env>/secrets/<name> holding admin_user's password (default: guest).",
+                ),
+            ),
+            (
+                "vhosts",
+                json!({ "type": "array", "items": vhost, "description": "The vhosts to create." }),
+            ),
+        ]),
+    )
+}
+
+fn webhook() -> Value {
+    object(
+        &["url"],
+        "A URL that receives run and stage events as JSON POSTs.",
+        props(vec![
+            (
+                "url",
+                described(
+                    json!({ "type": "string", "pattern": "^https?://\\S+$" }),
+                    "Where events are POSTed, e.g. https://hooks.example.com/cutover.",
+                ),
+            ),
+            (
+                "events",
+                json!({
+                    "type": "array",
+                    "items": choice(WEBHOOK_EVENTS, "An event kind.", None),
+                    "default": WEBHOOK_EVENTS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                    "description": "Which events to send.",
+                }),
+            ),
+            (
+                "ca_file",
+                string(
+                    "https only: a PEM bundle (relative to cutover.yml) trusted instead of the system roots.",
+                ),
+            ),
+            (
+                "secret_env",
+                described(
+                    json!({ "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" }),
+                    "The server's environment variable holding the HMAC key that signs every body (X-Cutover-Signature).",
+                ),
+            ),
+        ]),
+    )
+}
+
+fn environment() -> Value {
+    let autoscale = object(
+        &["min", "max"],
+        "prod and prod-like: scale public services by the requests the router admits.",
+        props(vec![
+            ("min", integer(1, None, "The fewest replicas.")),
+            ("max", integer(1, None, "The most replicas (at least min).")),
+            (
+                "target_rps_per_replica",
+                integer(1, None, "Requests per second one replica should take."),
+            ),
+        ]),
+    );
+    object(
+        &["tier"],
+        "An environment: its tier decides which keys it takes and its defaults.",
+        props(vec![
+            (
+                "tier",
+                choice(
+                    TIERS,
+                    "What kind of environment; integration makes a template for per-branch environments.",
+                    None,
+                ),
+            ),
+            (
+                "branch",
+                string(
+                    "dev, stage and prod: the branch whose commits it accepts (stage and prod: main unless set).",
+                ),
+            ),
+            (
+                "approval",
+                boolean(
+                    "Runs wait for someone's approval before deploying (default: true on prod, else false).",
+                    None,
+                ),
+            ),
+            (
+                "approval_for_rollback",
+                boolean(
+                    "Rollbacks wait for approval too (default: the same as approval).",
+                    None,
+                ),
+            ),
+            (
+                "auto_deploy",
+                boolean(
+                    "dev (with branch) and integration: release each new commit of the branch.",
+                    Some(false),
+                ),
+            ),
+            (
+                "strategy",
+                choice(
+                    STRATEGIES,
+                    "How new versions take the traffic.",
+                    Some("blue-green"),
+                ),
+            ),
+            (
+                "runtime",
+                choice(RUNTIMES, "Where instances run.", Some("process")),
+            ),
+            (
+                "ttl",
+                duration(
+                    &format!(
+                        "prod-like and integration: removed this long after the last deploy (prod-like default: {}).",
+                        format_duration(DEFAULT_PROD_LIKE_TTL)
+                    ),
+                    None,
+                ),
+            ),
+            (
+                "like",
+                string("prod-like: the environment it copies (its services and the version it runs)."),
+            ),
+            ("max_active", {
+                let mut s = integer(
+                    1,
+                    None,
+                    "integration: how many environments of this template may live at once.",
+                );
+                s["default"] = json!(DEFAULT_MAX_ACTIVE);
+                s
+            }),
+            ("autoscale", autoscale),
+            (
+                "replicas",
+                named(
+                    integer(1, None, "Replicas of the service here."),
+                    "Replica counts by service, overriding services.<name>.replicas.",
+                ),
+            ),
+            (
+                "hook_timeout",
+                duration("How long one hook may run.", Some(DEFAULT_HOOK_TIMEOUT)),
+            ),
+            (
+                "approval_timeout",
+                duration(
+                    "How long a run waits for approval before it fails.",
+                    Some(DEFAULT_APPROVAL_TIMEOUT),
+                ),
+            ),
+            (
+                "ports",
+                named(
+                    integer(1, Some(65_535), "A router port serving the public service."),
+                    "Fixed router ports by public service, besides the host-routed one.",
+                ),
+            ),
+            (
+                "requires",
+                json!({
+                    "type": "array",
+                    "items": { "type": "string", "pattern": NAME_PATTERN },
+                    "description": "Environments a version must have succeeded on before a run here (prod: every stage environment unless set; [] for none).",
+                }),
+            ),
+        ]),
+    )
+}
+
+/// The JSON Schema of `cutover.yml`.
+pub fn json_schema() -> Value {
+    let mut root = object(
+        &["app", "services", "environments"],
+        "cutover.yml: one application, its services and environments (Cutover's configuration).",
+        props(vec![
+            (
+                "app",
+                described(
+                    json!({ "type": "string", "pattern": NAME_PATTERN }),
+                    "The application's name; parameter keys are /<app>-<env>/...",
+                ),
+            ),
+            (
+                "repo",
+                described(
+                    json!({ "type": "string", "minLength": 1, "default": "." }),
+                    "The application's git repository: a path relative to this file, or a URL.",
+                ),
+            ),
+            (
+                "services",
+                named(service(), "The services, by name (at least one)."),
+            ),
+            ("hooks", hooks()),
+            ("scheduler", scheduler()),
+            ("rabbitmq", rabbitmq()),
+            (
+                "environments",
+                named(environment(), "The environments, by name (at least one)."),
+            ),
+            (
+                "router",
+                object(
+                    &[],
+                    "The router in front of public services.",
+                    props(vec![("port", {
+                        let mut s = integer(
+                            0,
+                            Some(65_535),
+                            "Its port on 127.0.0.1 (0: any free one); --router-listen overrides it.",
+                        );
+                        s["default"] = json!(7080);
+                        s
+                    })]),
+                ),
+            ),
+            (
+                "task_service",
+                described(
+                    json!({ "type": "string", "pattern": NAME_PATTERN }),
+                    "docker/swarm: the service whose image hooks and jobs run in.",
+                ),
+            ),
+            (
+                "registry",
+                object(
+                    &["url"],
+                    "docker/swarm: an image registry the Build stage pushes to.",
+                    props(vec![(
+                        "url",
+                        string("host[:port][/prefix] without a scheme, e.g. 127.0.0.1:5000."),
+                    )]),
+                ),
+            ),
+            (
+                "webhooks",
+                json!({ "type": "array", "items": webhook(), "description": "Receivers of run and stage events." }),
+            ),
+            (
+                "run_as",
+                described(
+                    json!({ "type": "string", "pattern": "^[a-z_][a-z0-9_-]{0,31}$" }),
+                    "Server as root: the unprivileged user hooks, builds, jobs and instances run as.",
+                ),
+            ),
+        ]),
+    );
+    let top = root.as_object_mut().expect("an object");
+    top.insert(
+        "$schema".to_owned(),
+        json!("https://json-schema.org/draft/2020-12/schema"),
+    );
+    top.insert("title".to_owned(), json!("cutover.yml"));
+    root
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The schema of the mapping at `path` (as written in [`keys::SECTIONS`]).
+    fn at<'s>(schema: &'s Value, path: &str) -> &'s Value {
+        let mut here = schema;
+        for segment in path.split('.').filter(|s| !s.is_empty()) {
+            let (name, item) = match segment.strip_suffix("[]") {
+                Some(name) => (name, true),
+                None => (segment, false),
+            };
+            here = if name == "*" {
+                &here["additionalProperties"]
+            } else {
+                &here["properties"][name]
+            };
+            if item {
+                here = &here["items"];
+            }
+            assert!(here.is_object(), "the schema has nothing at {path:?} ({segment})");
+        }
+        here
+    }
+
+    /// Every object schema with `properties`, by the path [`keys::SECTIONS`] would name it.
+    fn sections(schema: &Value, path: String, out: &mut Vec<(String, BTreeSet<String>)>) {
+        if let Some(props) = schema["properties"].as_object() {
+            assert_eq!(
+                schema["additionalProperties"], false,
+                "{path:?} must refuse unknown keys as the parser does"
+            );
+            out.push((path.clone(), props.keys().cloned().collect()));
+            for (key, sub) in props {
+                let joined = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                sections(sub, joined, out);
+            }
+        }
+        if schema["additionalProperties"].is_object() {
+            sections(&schema["additionalProperties"], format!("{path}.*"), out);
+        }
+        if schema["items"].is_object() {
+            sections(&schema["items"], format!("{path}[]"), out);
+        }
+    }
+
+    #[test]
+    fn every_section_has_exactly_the_keys_the_parser_accepts() {
+        let schema = json_schema();
+        for (path, accepted) in keys::SECTIONS {
+            let described: BTreeSet<&str> = at(&schema, path)["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{path:?} has no properties"))
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let accepted: BTreeSet<&str> = accepted.iter().copied().collect();
+            let missing: Vec<_> = accepted.difference(&described).collect();
+            let unknown: Vec<_> = described.difference(&accepted).collect();
+            assert!(
+                missing.is_empty() && unknown.is_empty(),
+                "section {path:?}: the parser accepts {missing:?} which the schema lacks; the schema has {unknown:?} which the parser refuses"
+            );
+            for key in &described {
+                let property = &at(&schema, path)["properties"][key];
+                assert!(
+                    property["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{path:?}.{key} has no description"
+                );
+            }
+        }
+        // The other way: no mapping in the schema that the parser's list does not know.
+        let mut found = Vec::new();
+        sections(&schema, String::new(), &mut found);
+        let listed: BTreeSet<&str> = keys::SECTIONS.iter().map(|(p, _)| *p).collect();
+        let found_paths: BTreeSet<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            found_paths, listed,
+            "the schema's mappings and keys::SECTIONS differ"
+        );
+    }
+
+    #[test]
+    fn the_parser_reads_every_mapping_through_the_key_lists() {
+        // A `Fields::new` with its own inline key list would escape the comparison above.
+        for (file, text) in [
+            ("build.rs", include_str!("build.rs")),
+            ("environments.rs", include_str!("environments.rs")),
+        ] {
+            for (i, call) in text.split("Fields::new(").skip(1).enumerate() {
+                let args = &call[..call
+                    .find(")?")
+                    .or_else(|| call.find(") else"))
+                    .unwrap_or(call.len())];
+                assert!(
+                    args.contains("keys::"),
+                    "{file}: Fields::new call #{} lists its keys inline: {args}",
+                    i + 1
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn enums_and_defaults_come_from_the_parser() {
+        let schema = json_schema();
+        let env = at(&schema, "environments.*");
+        assert_eq!(
+            env["properties"]["tier"]["enum"],
+            json!(["dev", "stage", "prod-like", "prod", "integration"])
+        );
+        assert_eq!(
+            env["properties"]["runtime"]["enum"],
+            json!(["process", "docker", "swarm"])
+        );
+        assert_eq!(env["properties"]["hook_timeout"]["default"], "30m");
+        assert_eq!(
+            at(&schema, "services.*")["properties"]["health_timeout"]["default"],
+            "1m"
+        );
+        assert_eq!(
+            at(&schema, "scheduler")["properties"]["suspend_timeout"]["default"],
+            "15m"
+        );
+        assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+        assert_eq!(schema["required"], json!(["app", "services", "environments"]));
+    }
+
+    fn readme_example() -> String {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme
+            .find("## Configuration")
+            .expect("README has a configuration section")..];
+        let start = section.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+        section[start..start + section[start..].find("```").expect("closed")].to_owned()
+    }
+
+    #[test]
+    fn real_configurations_validate_against_the_schema() {
+        let schema = json_schema();
+        let validator = jsonschema::draft202012::new(&schema).expect("the schema is valid draft 2020-12");
+        for (name, text) in [
+            (
+                "examples/shop/cutover.yml",
+                include_str!("../../../examples/shop/cutover.yml").to_owned(),
+            ),
+            ("README's example", readme_example()),
+        ] {
+            let value: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let errors: Vec<String> = validator
+                .iter_errors(&value)
+                .map(|e| format!("{e} at {}", e.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{name}: {errors:#?}");
+        }
+        // And it refuses what the parser refuses: a typo'd key, a bad tier, a bare number of seconds.
+        for bad in [
+            "app: shop\nservices: { web: { run: x, replica: 2 } }\nenvironments: { dev: { tier: dev } }\n",
+            "app: shop\nservices: { web: { run: x } }\nenvironments: { dev: { tier: production } }\n",
+            "app: shop\nservices: { web: { run: x, health_timeout: 90 } }\nenvironments: { dev: { tier: dev } }\n",
+            "app: shop\nservices: { web: { run: x } }\n",
+        ] {
+            let value: Value = serde_saphyr::from_str(bad).unwrap();
+            assert!(!validator.is_valid(&value), "the schema accepts {bad}");
+            assert!(
+                crate::config::parse(bad, std::path::Path::new("cutover.yml")).is_err(),
+                "the parser accepts {bad}"
+            );
+        }
+    }
+}
