@@ -20,6 +20,7 @@ mod dashboard;
 mod dataplane;
 mod demo;
 pub(crate) mod example_shop;
+mod image_command;
 mod leaks;
 mod lifecycle;
 mod many_instances;
