@@ -1,5 +1,6 @@
 //! A service without `run:` on docker and swarm runs its image's own command (the
-//! Dockerfile's CMD), listening on the service's `port:`; the same file on the process
+//! Dockerfile's CMD), listening on the service's `port:` (public: one container or
+//! one-replica Swarm service each; non-public: on Swarm a converged service); the same file on the process
 //! runtime is refused at start, naming the service's position and both fixes.
 //!
 //! The image serves with `busybox httpd` on 8081, not the runtime's default container port
@@ -7,6 +8,7 @@
 //! key reaching the container's published port.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::runtimes::SwarmCleanup;
 use crate::support::{BIN, Server, git};
@@ -38,7 +40,7 @@ fn fixture(runtime: &str) -> (tempfile::TempDir, String, String) {
     let version = git(&repo, &["rev-parse", "HEAD"]);
     let config = format!(
         "app: shop\nrepo: repo\nservices:\n  api:\n    port: 8081\n    health: /health\n    \
-         health_timeout: 30s\n    public: true\n\
+         health_timeout: 30s\n    public: true\n  worker: {{}}\n\
          environments:\n  {env}: {{ tier: dev, runtime: {runtime} }}\n"
     );
     std::fs::write(dir.path().join("cutover.yml"), config).unwrap();
@@ -53,13 +55,32 @@ fn serves_without_run(runtime: &str) {
     assert_eq!(server.api_version(&env).as_deref(), Some(version.as_str()));
     let (status, _, body) = server.via_router("api", &env, "/index.html").expect("an answer");
     assert_eq!((status, body.trim()), (200, "from the image's CMD"));
-    let status = server.cli_json("x", &["status", &env]);
-    let instance = &status["services"][0]["instances"][0];
-    assert_eq!(
-        (instance["version"].as_str(), instance["version_source"].as_str()),
-        (Some(version.as_str()), Some("imagetag")),
-        "{status:#}"
-    );
+    // Both services (on Swarm the worker is a converged service) run the deployed image.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = server.cli_json("x", &["status", &env]);
+        let names: Vec<&str> = status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                s["instances"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|i| i["version"] == version.as_str() && i["version_source"] == "imagetag")
+            })
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        if names.contains(&"api") && names.contains(&"worker") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "api and worker run {version}: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 #[test]
