@@ -13,8 +13,11 @@
 //!   labelled `cutover.app`, `cutover.env`, `cutover.service`,
 //!   `cutover.version`, `cutover.replica`, `cutover.instance` (the
 //!   container's name) plus `cutover.owner` (this server's state directory)
-//!   and `cutover.runtime` (this runtime object). It listens on `PORT`
-//!   inside (8080, see [`DockerConfig::container_port`]), published on
+//!   and `cutover.runtime` (this runtime object). It runs `sh -c <run>` as
+//!   its entrypoint, or, when `run` is empty (a service without `run:` in
+//!   cutover.yml), the image's own ENTRYPOINT/CMD. It listens on `PORT`
+//!   inside (8080, see [`DockerConfig::container_port`], or the service's
+//!   `port:` through [`CONTAINER_PORT_VAR`]), published on
 //!   **127.0.0.1 only**, on a host port Docker picks; `addr` is
 //!   `127.0.0.1:<that port>`. Containers are never reached through the
 //!   bridge's private addresses. Restart policy `on-failure`: Docker

@@ -32,6 +32,12 @@ pub enum RuntimeError {
     #[error("release directory {path} of {service} does not exist or is not a directory")]
     ReleaseDirMissing { service: String, path: PathBuf },
 
+    #[error(
+        "{service} has no `run` command, and the process runtime has no image command to fall \
+         back on; add `run:` to the service in cutover.yml, or use runtime docker or swarm"
+    )]
+    NoRunCommand { service: String },
+
     #[error("could not start `sh -c {run:?}` for {service} in {dir}")]
     Spawn {
         service: String,

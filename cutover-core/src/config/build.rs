@@ -48,9 +48,11 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
             .map(|raw| resolve_repo(raw.trim(), ctx.file())),
     };
 
+    // Services without `run:` (the image's own command), with where they are named.
+    let mut image_command = Vec::new();
     let services =
         match top.required_even_if_null(ctx, "services", "at least one service with a `run` command") {
-            Some(n) => services(ctx, n, top.key_location("services")),
+            Some(n) => services(ctx, n, top.key_location("services"), &mut image_command),
             None => None,
         };
     let hooks = top.get("hooks").map_or(Some(Hooks::default()), |n| {
@@ -92,6 +94,9 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
             }
             None => None,
         };
+    if let Some(envs) = &environments {
+        run_needed_by_process(ctx, &image_command, envs);
+    }
 
     let task_service = match top.get("task_service") {
         None => Some(None),
@@ -197,7 +202,39 @@ fn unique_ports(
 /// How long a new instance may take to answer its health path.
 pub(crate) const DEFAULT_HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn services(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<BTreeMap<ServiceName, Service>> {
+/// A service without `run:` runs its image's own command, which only the docker and swarm
+/// runtimes have: every environment on the process runtime (all environments run every
+/// service; an integration template's runtime is its environments') needs a `run`.
+fn run_needed_by_process(
+    ctx: &mut Ctx<'_>,
+    image_command: &[(ServiceName, Location)],
+    envs: &BTreeMap<EnvName, Environment>,
+) {
+    let process: Vec<&str> = envs
+        .iter()
+        .filter(|(_, e)| e.runtime == RuntimeKind::Process)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if process.is_empty() {
+        return;
+    }
+    for (name, at) in image_command {
+        let message = format!(
+            "has no `run` command, but environment(s) {} use the process runtime, which has no \
+             image command to fall back on; add `run:` to this service, or use runtime \
+             docker/swarm there (`runtime: docker`; process is the default)",
+            process.join(", ")
+        );
+        ctx.error(*at, &join("services", name.as_str()), message);
+    }
+}
+
+fn services(
+    ctx: &mut Ctx<'_>,
+    node: &SNode,
+    at: Location,
+    image_command: &mut Vec<(ServiceName, Location)>,
+) -> Option<BTreeMap<ServiceName, Service>> {
     let named = named_entries(
         ctx,
         node,
@@ -219,6 +256,9 @@ fn services(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<BTreeMap<Se
         let path = join("services", name.as_str());
         match service(ctx, value, key_at, &path) {
             Some(s) => {
+                if s.run.is_empty() {
+                    image_command.push((name.clone(), key_at));
+                }
                 out.insert(name, s);
             }
             None => ok = false,
@@ -230,9 +270,11 @@ fn services(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<BTreeMap<Se
 fn service(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Service> {
     let f = Fields::new(ctx, node, at, path, keys::SERVICE)?;
     let mut ok = true;
-    let run = f
-        .required(ctx, "run", "the command that starts one replica")
-        .and_then(|n| nonempty(ctx, n, &f.path("run"), "the command that starts one replica"));
+    // Absent: the image's own command (docker/swarm only, checked with the environments).
+    let run = match f.get("run") {
+        None => Some(""),
+        Some(n) => nonempty(ctx, n, &f.path("run"), "the command that starts one replica"),
+    };
     let build = optional_command(ctx, &f, "build", &mut ok);
     let health = match f.get("health") {
         None => None,

@@ -497,3 +497,53 @@ fn run_as_names_a_user() {
     let e = errors(&format!("run_a: app\n{MINIMAL}"));
     assert!(e.contains("did you mean \"run_as\""), "{e}");
 }
+
+/// A service without `run:` runs its image's own command: accepted when every environment
+/// is on docker or swarm (a prod-like copy inherits its target's runtime).
+#[test]
+fn run_is_optional_when_every_environment_runs_images() {
+    let cfg = ok("app: shop\n\
+                  services:\n  \
+                    web: { public: true, port: 8080 }\n  \
+                    worker: { run: bin/worker }\n\
+                  environments:\n  \
+                    dev: { tier: dev, runtime: docker }\n  \
+                    prod: { tier: prod, runtime: swarm }\n  \
+                    copy: { tier: prod-like, like: prod }\n");
+    let web = &cfg.services[&ServiceName::parse("web").unwrap()];
+    assert_eq!((web.run.as_str(), web.port), ("", Some(8080)));
+    assert_eq!(
+        cfg.services[&ServiceName::parse("worker").unwrap()].run,
+        "bin/worker"
+    );
+    // An explicit empty command is still a mistake, not "use the image's".
+    let e = errors(
+        "app: shop\nservices:\n  web: { run: \"\" }\nenvironments:\n  dev: { tier: dev, runtime: docker }\n",
+    );
+    assert!(e.contains("services.web.run"), "{e}");
+}
+
+/// On the process runtime there is no image: a missing `run` is refused where the service
+/// is named, saying which environments need it and both ways out.
+#[test]
+fn run_is_required_where_an_environment_uses_the_process_runtime() {
+    let e = errors(
+        "app: shop\n\
+                    services:\n  \
+                      web: { public: true }\n  \
+                      worker: { run: bin/worker }\n\
+                    environments:\n  \
+                      dev: { tier: dev }\n  \
+                      prod: { tier: prod, runtime: docker }\n",
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.starts_with("cutover.yml:3:3: services.web: has no `run` command"),
+        "{e}"
+    );
+    assert!(e.contains("environment(s) dev use the process runtime"), "{e}");
+    assert!(
+        e.contains("add `run:`") && e.contains("runtime docker/swarm"),
+        "{e}"
+    );
+}

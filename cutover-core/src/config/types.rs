@@ -112,7 +112,9 @@ impl fmt::Display for RepoSource {
 pub struct Service {
     /// Build command, run in the checked-out release at the version's SHA.
     pub build: Option<String>,
-    /// Command that runs one replica; `PORT` and `CUTOVER_*` are set.
+    /// Command that runs one replica; `PORT` and `CUTOVER_*` are set. Empty
+    /// when `run:` is absent: the image's own CMD/ENTRYPOINT runs (accepted
+    /// only when no environment uses the process runtime).
     pub run: String,
     /// HTTP path (starting with `/`) that answers 2xx when ready.
     pub health: Option<String>,

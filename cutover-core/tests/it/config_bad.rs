@@ -99,7 +99,7 @@ const CASES: &[(&str, usize, &str)] = &[
     (
         "22-missing-required",
         3,
-        "services.worker: missing required key \"run\"",
+        "services.worker: has no `run` command, but environment(s) dev use the process runtime",
     ),
     ("23-empty-sections", 2, "services: must list at least one service"),
     (

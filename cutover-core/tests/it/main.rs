@@ -5,6 +5,7 @@
 
 mod config_bad;
 mod config_good;
+mod readme;
 
 use std::path::{Path, PathBuf};
 

@@ -364,6 +364,10 @@ impl Runtime for ProcessRuntime {
             return Err(RuntimeError::ShutDown);
         }
         let service = format!("{}-{}-{}", spec.app, spec.env, spec.service);
+        // Empty means "the image's own command", which only containers have.
+        if spec.run.trim().is_empty() {
+            return Err(RuntimeError::NoRunCommand { service });
+        }
         if !spec.release_dir.is_dir() {
             return Err(RuntimeError::ReleaseDirMissing {
                 service,

@@ -238,6 +238,25 @@ async fn start_refuses_a_missing_release_dir_and_stop_an_unknown_id() {
     ));
 }
 
+/// An empty `run` means "the image's command" on docker/swarm; here it is refused up front
+/// (`sh -c ""` would exit at once and look like a crash loop).
+#[tokio::test]
+async fn start_refuses_an_empty_run_command_saying_how_to_fix_it() {
+    let fx = Fixture::new(Duration::from_secs(5));
+    let err = fx.rt.start(fx.spec("  ".to_owned(), 0)).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::NoRunCommand { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("shop-staging-web has no `run` command"),
+        "{text}"
+    );
+    assert!(
+        text.contains("add `run:`") && text.contains("docker or swarm"),
+        "{text}"
+    );
+    assert!(fx.rt.status().await.unwrap().is_empty(), "nothing was recorded");
+}
+
 /// The server's death (here: its runtime dropped without `detach` or `shutdown`) leaves the
 /// instance running, with its state file, for the next server to adopt.
 #[tokio::test]
