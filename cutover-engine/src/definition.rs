@@ -61,16 +61,21 @@ fn path_in_repo(file: &Path, repo: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
+/// Where a commit's application definition lives in the repository of `config`: the file's
+/// own path when it lies inside the repository, else `cutover.yml` at its root.
+pub fn definition_path_of(config: &cutover_core::config::Config) -> String {
+    match &config.repo {
+        RepoSource::Path { path, .. } => path_in_repo(&config.file, path),
+        RepoSource::Url { .. } => None,
+    }
+    .unwrap_or_else(|| "cutover.yml".to_owned())
+}
+
 impl Engine {
     /// Where a commit's application definition lives in the repository: the server's
     /// `cutover.yml`'s own path when it lies inside the repository, else `cutover.yml`.
     pub fn definition_path(&self) -> String {
-        let base = &self.inner.base;
-        match &base.repo {
-            RepoSource::Path { path, .. } => path_in_repo(&base.file, path),
-            RepoSource::Url { .. } => None,
-        }
-        .unwrap_or_else(|| "cutover.yml".to_owned())
+        definition_path_of(&self.inner.base)
     }
 
     /// The server's own application definition (its file as read at start).

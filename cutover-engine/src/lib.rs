@@ -44,6 +44,7 @@ use cutover_git::Repo;
 use cutover_runtime::Runtime;
 use cutover_store::{NewAuditEntry, Store};
 pub use dataplane::{DataPlane, OldGeneration, RouteState};
+pub use definition::{DefinitionSource, definition_path_of};
 
 pub use environments::{EnvironmentSummary, VersionRow, VersionsReport};
 pub use error::{EngineError, ErrorKind};

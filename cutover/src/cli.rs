@@ -596,12 +596,17 @@ pub struct DemoArgs {
 pub enum ConfigCommand {
     /// Validate a cutover.yml and print a summary, or every error with file:line:column; exits 1 on error.
     #[command(
-        after_help = "Examples:\n  cutover config check\n  cutover config check --file deploy/cutover.yml -o json"
+        after_help = "Examples:\n  cutover config check\n  cutover config check --file deploy/cutover.yml -o json\n  cutover config check --version main      # the definition the head of main would deploy"
     )]
     Check {
         /// The file to check.
         #[arg(long, short = 'f', default_value = "cutover.yml")]
         file: PathBuf,
+        /// Also check the application definition (services, hooks, scheduler, rabbitmq,
+        /// task_service) a commit carries in its own cutover.yml, as a release of it would: a
+        /// branch, tag or SHA of the file's `repo:`.
+        #[arg(long, value_name = "REF")]
+        version: Option<String>,
     },
     /// Print a JSON Schema (draft 2020-12) of cutover.yml: every key with its type, allowed values,
     /// default and meaning, for editors (e.g. yaml-language-server).

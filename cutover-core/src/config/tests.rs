@@ -547,3 +547,41 @@ fn run_is_required_where_an_environment_uses_the_process_runtime() {
         "{e}"
     );
 }
+
+#[test]
+fn every_top_level_key_is_either_application_or_platform() {
+    let mut split: Vec<&str> = super::APPLICATION_KEYS
+        .iter()
+        .chain(super::PLATFORM_KEYS)
+        .copied()
+        .collect();
+    split.sort_unstable();
+    let mut top: Vec<&str> = super::keys::TOP.to_vec();
+    top.sort_unstable();
+    assert_eq!(
+        split, top,
+        "a new top-level key must say which part it belongs to"
+    );
+}
+
+#[test]
+fn a_commits_definition_takes_the_application_keys_and_keeps_the_servers_platform() {
+    let server_text = "app: shop\nrepo: .\nservices:\n  web: { run: ./web, port: 8080, public: true }\n\
+                       environments:\n  dev: { tier: dev }\n";
+    let server = parse(server_text, Path::new("/srv/cutover.yml")).unwrap();
+    // The commit renames the app and adds an environment (ignored: platform keys are the
+    // server's) and adds a service (taken).
+    let commit = "app: other\nenvironments:\n  evil: { tier: dev }\nservices:\n  web: { run: ./web, port: 8080, public: true }\n  \
+                  worker: { run: ./worker }\n";
+    let def = super::parse_at_commit(&server, server_text, commit, Path::new("cutover.yml@abc")).unwrap();
+    assert_eq!(
+        def.services.keys().map(|s| s.as_str()).collect::<Vec<_>>(),
+        ["web", "worker"]
+    );
+    // An unknown key and a bad value are reported with the commit's label, line and column.
+    let bad = "services:\n  web: { run: ./web, replicas: many }\nhoks: {}\n";
+    let errors = super::parse_at_commit(&server, server_text, bad, Path::new("cutover.yml@abc")).unwrap_err();
+    let text = errors.to_string();
+    assert!(text.contains("cutover.yml@abc:2:"), "{text}");
+    assert!(text.contains("hoks") && text.contains("hooks"), "{text}");
+}

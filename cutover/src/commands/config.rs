@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use cutover_core::config::{self, Config};
 use serde_json::json;
 
@@ -11,7 +12,11 @@ use crate::output;
 
 pub fn run(cmd: ConfigCommand, out: Output) -> anyhow::Result<ExitCode> {
     match cmd {
-        ConfigCommand::Check { file } => check(&file, out),
+        ConfigCommand::Check { file, version: None } => check(&file, out),
+        ConfigCommand::Check {
+            file,
+            version: Some(reference),
+        } => check_version(&file, &reference, out),
         ConfigCommand::Schema => {
             // JSON whatever --output says: the schema is a document for tools, not a table.
             output::json(&config::json_schema())?;
@@ -52,9 +57,98 @@ fn check(file: &std::path::Path, out: Output) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `config check --version REF`: the server's file, then the application definition the commit
+/// carries, combined as a release of it would combine them.
+fn check_version(file: &std::path::Path, reference: &str, out: Output) -> anyhow::Result<ExitCode> {
+    let server = match config::load(file) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let config::RepoSource::Path { path: repo_dir, .. } = &server.repo else {
+        anyhow::bail!(
+            "`repo:` of {} is a URL; --version needs a local clone",
+            file.display()
+        );
+    };
+    let repo = cutover_git::Repo::open(repo_dir)
+        .with_context(|| format!("cannot open the repository {}", repo_dir.display()))?;
+    let version = repo
+        .resolve(reference)
+        .with_context(|| format!("{reference:?} is not a commit of {}", repo_dir.display()))?;
+    let path = cutover_engine::definition_path_of(&server);
+    let label = std::path::PathBuf::from(format!("{path}@{}", version.short()));
+    let server_text = std::fs::read_to_string(file)?;
+    let Some(bytes) = repo.read_file(&version, &path)? else {
+        output::emit(
+            out,
+            &json!({ "valid": true, "version": version, "definition": "server", "path": path }),
+            |_| {
+                println!(
+                    "{} has no {path}: a release of it deploys the application part of {}",
+                    version.short(),
+                    file.display()
+                )
+            },
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    match config::parse_at_commit(&server, &server_text, &text, &label) {
+        Ok(def) => {
+            output::emit(
+                out,
+                &json!({ "valid": true, "version": version, "definition": "commit", "path": path, "application": def }),
+                |_| {
+                    println!(
+                        "{}: valid (application part; the platform part is {})",
+                        label.display(),
+                        file.display()
+                    );
+                    let rows: Vec<Vec<String>> = def
+                        .services
+                        .iter()
+                        .map(|(name, s)| {
+                            vec![
+                                name.to_string(),
+                                s.replicas.to_string(),
+                                if s.public { "yes" } else { "no" }.to_owned(),
+                                s.health.clone().unwrap_or_else(|| "-".to_owned()),
+                            ]
+                        })
+                        .collect();
+                    output::table(&["SERVICE", "REPLICAS", "PUBLIC", "HEALTH"], &rows);
+                },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            match out {
+                Output::Json => output::json(&json!({
+                    "valid": false,
+                    "errors": errors.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                }))?,
+                Output::Table => eprintln!("{errors}"),
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 fn summary(config: &Config) {
     println!("{}: valid", config.file.display());
     println!("app: {}", config.app);
+    println!(
+        "application part ({}): read from each release's own commit ({} in the repository), this file's when the commit has none",
+        config::APPLICATION_KEYS.join(", "),
+        cutover_engine::definition_path_of(config)
+    );
+    println!(
+        "platform part ({}): this file only",
+        config::PLATFORM_KEYS.join(", ")
+    );
     println!();
     let rows: Vec<Vec<String>> = config
         .services

@@ -146,3 +146,49 @@ fn an_invalid_definition_in_a_commit_fails_source_and_changes_nothing() {
     );
     assert_eq!(server.api_version("dev").as_deref(), Some(app.good[0].as_str()));
 }
+
+#[test]
+fn config_check_version_checks_a_commits_definition_as_a_release_would() {
+    let app = App::new();
+    let config = app.dir.path().join("cutover.yml");
+    let check = |reference: &str| {
+        std::process::Command::new(crate::support::BIN)
+            .args(["config", "check", "-f"])
+            .arg(&config)
+            .args(["--version", reference])
+            .output()
+            .unwrap()
+    };
+    // No definition in the commit: the server's file's application part applies.
+    let out = check("main");
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    assert!(
+        crate::support::stdout(&out).contains("has no cutover.yml"),
+        "{}",
+        crate::support::stdout(&out)
+    );
+    let good = commit_definition(
+        &app,
+        &APP_CONFIG.replace("  worker:\n", &format!("{EXTRA}  worker:\n")),
+        "add extra",
+    );
+    let out = check(&good);
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    assert!(
+        crate::support::stdout(&out).contains("extra"),
+        "{}",
+        crate::support::stdout(&out)
+    );
+    let broken = commit_definition(
+        &app,
+        &APP_CONFIG.replace("    replicas: 2\n", "    replicas: many\n"),
+        "typo",
+    );
+    let out = check("main");
+    assert!(!out.status.success());
+    let err = crate::support::stderr(&out);
+    assert!(
+        err.contains(&format!("cutover.yml@{}:9:", &broken[..12])),
+        "{err}"
+    );
+}
