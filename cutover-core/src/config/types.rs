@@ -52,6 +52,74 @@ pub struct AppDefinition {
     pub task_service: Option<ServiceName>,
 }
 
+impl AppDefinition {
+    /// What changed from `older` to this definition, one line each: services added, removed or
+    /// changed (naming the changed keys), hooks, scheduler jobs, the broker section and the task
+    /// service. Empty when nothing did.
+    pub fn changes_from(&self, older: &AppDefinition) -> Vec<String> {
+        fn fields<T: Serialize>(v: &T) -> serde_json::Map<String, serde_json::Value> {
+            match serde_json::to_value(v) {
+                Ok(serde_json::Value::Object(m)) => m,
+                _ => serde_json::Map::new(),
+            }
+        }
+        fn changed_keys<T: Serialize>(old: &T, new: &T) -> Vec<String> {
+            let (old, new) = (fields(old), fields(new));
+            let mut keys: Vec<String> = old.keys().chain(new.keys()).cloned().collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().filter(|k| old.get(k) != new.get(k)).collect()
+        }
+        let mut out = Vec::new();
+        for (name, svc) in &self.services {
+            match older.services.get(name) {
+                None => out.push(format!(
+                    "service {name} added ({}, {} replica(s))",
+                    if svc.public { "public" } else { "not public" },
+                    svc.replicas
+                )),
+                Some(old) if old != svc => out.push(format!(
+                    "service {name} changed: {}",
+                    changed_keys(old, svc).join(", ")
+                )),
+                Some(_) => {}
+            }
+        }
+        for name in older.services.keys().filter(|n| !self.services.contains_key(*n)) {
+            out.push(format!("service {name} removed"));
+        }
+        let hooks = changed_keys(&older.hooks, &self.hooks);
+        if !hooks.is_empty() {
+            out.push(format!("hooks changed: {}", hooks.join(", ")));
+        }
+        for (name, job) in &self.scheduler.jobs {
+            match older.scheduler.jobs.get(name) {
+                None => out.push(format!("job {name} added ({})", job.schedule)),
+                Some(old) if old != job => out.push(format!(
+                    "job {name} changed: {}",
+                    changed_keys(old, job).join(", ")
+                )),
+                Some(_) => {}
+            }
+        }
+        for name in older
+            .scheduler
+            .jobs
+            .keys()
+            .filter(|n| !self.scheduler.jobs.contains_key(*n))
+        {
+            out.push(format!("job {name} removed"));
+        }
+        if older.rabbitmq != self.rabbitmq {
+            out.push("rabbitmq declarations changed".to_owned());
+        }
+        if older.task_service != self.task_service {
+            out.push("task_service changed".to_owned());
+        }
+        out
+    }
+}
+
 impl Config {
     /// This configuration's application part.
     pub fn definition(&self) -> AppDefinition {

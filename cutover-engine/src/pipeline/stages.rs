@@ -178,6 +178,28 @@ async fn version_info(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
                 .await;
         }
     }
+    // What the application definition changes (services, hooks, jobs), next to the commits.
+    match ctx.engine.definition_at(&previous).await {
+        Ok((old, _)) => {
+            let changes = ctx.def().changes_from(&old);
+            if changes.is_empty() {
+                log.line("application definition: unchanged").await;
+            } else {
+                log.line(format!("application definition changes ({}):", changes.len()))
+                    .await;
+                for change in changes {
+                    log.line(format!("  * {change}")).await;
+                }
+            }
+        }
+        Err(e) => {
+            log.line(format!(
+                "application definition of {}: cannot be read ({e})",
+                previous.short()
+            ))
+            .await
+        }
+    }
     Ok(StageOutcome::Done(Some(format!(
         "+{} -{} commits",
         forward.len(),

@@ -62,6 +62,10 @@ fn each_release_deploys_its_commits_services_and_a_rollback_restores_them() {
         logs.contains("application definition: cutover.yml of the commit"),
         "{logs}"
     );
+    assert!(
+        logs.contains("* service extra added (public, 1 replica(s))"),
+        "the version info names it: {logs}"
+    );
     let (status, head, _) = server.via_router("extra", "dev", "/health").unwrap();
     assert_eq!(status, 200, "the new service serves through the router");
     assert!(head.to_lowercase().contains(&with_extra), "{head}");
@@ -73,7 +77,12 @@ fn each_release_deploys_its_commits_services_and_a_rollback_restores_them() {
         &APP_CONFIG.replace("    replicas: 2\n", "    replicas: 3\n"),
         "drop extra, three api replicas",
     );
-    server.deploy("alice", "dev", &without);
+    let id = server.deploy("alice", "dev", &without);
+    let logs = server.logs(id);
+    assert!(
+        logs.contains("* service api changed: replicas") && logs.contains("* service extra removed"),
+        "{logs}"
+    );
     assert_eq!(
         server.via_router("extra", "dev", "/health").map(|r| r.0),
         Some(404),
