@@ -370,7 +370,7 @@ fn production_keeps_serving_through_restarts_crashes_and_upgrades_of_cutover() {
 }
 
 /// Removes the containers of one test environment, also when the test fails.
-struct ContainerCleanup(String);
+pub(crate) struct ContainerCleanup(pub(crate) String);
 
 impl Drop for ContainerCleanup {
     fn drop(&mut self) {

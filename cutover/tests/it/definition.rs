@@ -201,3 +201,63 @@ fn config_check_version_checks_a_commits_definition_as_a_release_would() {
         "{err}"
     );
 }
+
+/// The same on Docker: the added service gets its image built at the commit and its container
+/// routed; the fast rollback takes it away again.
+#[test]
+fn on_docker_a_commit_adds_a_service_and_a_fast_rollback_removes_it() {
+    let fx = crate::runtimes::fixture("docker");
+    let env = fx.env.clone();
+    let _containers = crate::control_plane::ContainerCleanup(env.clone());
+    let shop = crate::example_shop::release().join("bin/shop");
+    let server = crate::support::Server::start_with(
+        &fx.dir.path().join("cutover.yml"),
+        &fx.dir.path().join("data"),
+        &[("SHOP_BIN", shop.to_str().unwrap())],
+    );
+    let first = &fx.versions[1];
+    let id = server.release("alice", &env, first);
+    assert_eq!(
+        server.wait_run(id, &["succeeded", "failed"])["state"],
+        "succeeded",
+        "{}",
+        server.logs(id)
+    );
+    let host = format!("extra.{env}.shop.localhost");
+    let extra = |server: &crate::support::Server| {
+        crate::pipeline_support::http_get(server.router_port, &host, "/health").map(|r| r.0)
+    };
+    assert_eq!(extra(&server), Some(404));
+    let config = std::fs::read_to_string(fx.dir.path().join("cutover.yml")).unwrap();
+    let with_extra = config.replacen(
+        "  worker:\n",
+        "  extra:\n    run: \"busybox httpd -f -p $PORT -h /www\"\n    health: /health\n    health_timeout: 5s\n    public: true\n  worker:\n",
+        1,
+    );
+    assert_ne!(
+        with_extra, config,
+        "the fixture has a worker service to insert before"
+    );
+    let repo = fx.dir.path().join("repo");
+    std::fs::write(repo.join("cutover.yml"), with_extra).unwrap();
+    // On top of the fixture's last commit (a broken version): healthy again.
+    std::fs::write(repo.join("www/health"), "ok\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "add extra"]);
+    let second = git(&repo, &["rev-parse", "HEAD"]);
+    let id = server.release("alice", &env, &second);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
+    assert_eq!(
+        extra(&server),
+        Some(200),
+        "the new service's container serves through the router"
+    );
+    let fast = server.cli_json("alice", &["rollback", &env, "--fast", "--wait"]);
+    assert_eq!(fast["state"], "succeeded", "{fast:#}");
+    assert_eq!(
+        extra(&server),
+        Some(404),
+        "the older version has no extra service"
+    );
+}
