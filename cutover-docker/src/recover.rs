@@ -91,6 +91,30 @@ fn identity(app: &str, env: &str, service: &str, version: &str, replica: u32) ->
     format!("{app}-{env}-{service}@{version} replica {replica}")
 }
 
+/// What both backends check before a claim touches anything: the runtime still takes work,
+/// the health path is one the probe can send, and `recover` found the instance.
+pub(crate) fn claim_preconditions(
+    closed: bool,
+    id: &cutover_runtime::InstanceId,
+    spec: &InstanceSpec,
+    adopted: bool,
+) -> Result<(), cutover_runtime::RuntimeError> {
+    if closed {
+        return Err(cutover_runtime::RuntimeError::ShutDown);
+    }
+    if let Some(path) = &spec.health_path
+        && !cutover_runtime::health::valid_path(path)
+    {
+        return Err(cutover_runtime::RuntimeError::BadHealthPath { path: path.clone() });
+    }
+    if !adopted {
+        return Err(
+            DockerError::NotAdoptable { id: id.to_string() }.into_runtime(format!("adopt instance {id}"))
+        );
+    }
+    Ok(())
+}
+
 /// Refuses a claim whose spec names another app, env, service, version or
 /// replica than the instance's labels.
 pub(crate) fn check_claim(status: &InstanceStatus, spec: &InstanceSpec) -> Result<(), DockerError> {

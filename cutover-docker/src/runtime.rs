@@ -611,18 +611,13 @@ impl Runtime for DockerRuntime {
     }
 
     async fn adopt(&self, id: &InstanceId, spec: InstanceSpec) -> Result<InstanceStatus, RuntimeError> {
-        if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(RuntimeError::ShutDown);
-        }
-        if let Some(path) = &spec.health_path
-            && !health::valid_path(path)
-        {
-            return Err(RuntimeError::BadHealthPath { path: path.clone() });
-        }
+        crate::recover::claim_preconditions(
+            self.inner.closed.load(Ordering::SeqCst),
+            id,
+            &spec,
+            self.adopted_since(id).is_some(),
+        )?;
         let action = format!("adopt instance {id}");
-        if self.adopted_since(id).is_none() {
-            return Err(DockerError::NotAdoptable { id: id.to_string() }.into_runtime(action));
-        }
         let (status, _) = self.inspect(id).await?;
         check_claim(&status, &spec).map_err(|e| e.into_runtime(action))?;
         {

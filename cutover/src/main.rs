@@ -1,6 +1,7 @@
-//! `cutover`: `serve` runs the control plane; every other subcommand is a
-//! client of its HTTP API (so one process owns the database), except
-//! `config check`, which reads a file locally.
+//! `cutover`: `serve` runs the control plane and `data-plane` the router process it drives;
+//! every other subcommand is a client of the control plane's HTTP API (so one process owns the
+//! database), except those that only read local files or the grammar: `config check|schema`,
+//! `completions`, `man`.
 
 mod cli;
 mod client;

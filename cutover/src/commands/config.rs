@@ -107,19 +107,7 @@ fn check_version(file: &std::path::Path, reference: &str, out: Output) -> anyhow
                         label.display(),
                         file.display()
                     );
-                    let rows: Vec<Vec<String>> = def
-                        .services
-                        .iter()
-                        .map(|(name, s)| {
-                            vec![
-                                name.to_string(),
-                                s.replicas.to_string(),
-                                if s.public { "yes" } else { "no" }.to_owned(),
-                                s.health.clone().unwrap_or_else(|| "-".to_owned()),
-                            ]
-                        })
-                        .collect();
-                    output::table(&["SERVICE", "REPLICAS", "PUBLIC", "HEALTH"], &rows);
+                    services_table(&def.services);
                 },
             )?;
             Ok(ExitCode::SUCCESS)
@@ -137,6 +125,21 @@ fn check_version(file: &std::path::Path, reference: &str, out: Output) -> anyhow
     }
 }
 
+fn services_table(services: &std::collections::BTreeMap<cutover_core::ServiceName, config::Service>) {
+    let rows: Vec<Vec<String>> = services
+        .iter()
+        .map(|(name, s)| {
+            vec![
+                name.to_string(),
+                s.replicas.to_string(),
+                if s.public { "yes" } else { "no" }.to_owned(),
+                s.health.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    output::table(&["SERVICE", "REPLICAS", "PUBLIC", "HEALTH"], &rows);
+}
+
 fn summary(config: &Config) {
     println!("{}: valid", config.file.display());
     println!("app: {}", config.app);
@@ -150,19 +153,7 @@ fn summary(config: &Config) {
         config::PLATFORM_KEYS.join(", ")
     );
     println!();
-    let rows: Vec<Vec<String>> = config
-        .services
-        .iter()
-        .map(|(name, s)| {
-            vec![
-                name.to_string(),
-                s.replicas.to_string(),
-                if s.public { "yes" } else { "no" }.to_owned(),
-                s.health.clone().unwrap_or_else(|| "-".to_owned()),
-            ]
-        })
-        .collect();
-    output::table(&["SERVICE", "REPLICAS", "PUBLIC", "HEALTH"], &rows);
+    services_table(&config.services);
     println!();
     let rows: Vec<Vec<String>> = config
         .environments
