@@ -24,10 +24,17 @@ use cutover_core::{EnvName, Version};
 
 use crate::{Engine, EngineError};
 
-/// Definitions read from commits, by version (a commit never changes).
+/// Definitions read from commits, by version (a commit never changes; the server's platform
+/// part they are validated against can: `config reload` clears them).
 #[derive(Debug, Default)]
 pub(crate) struct Definitions {
     by_version: Mutex<HashMap<Version, Arc<AppDefinition>>>,
+}
+
+impl Definitions {
+    pub(crate) fn clear(&self) {
+        self.by_version.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 /// Where a version's definition came from.
@@ -75,12 +82,12 @@ impl Engine {
     /// Where a commit's application definition lives in the repository: the server's
     /// `cutover.yml`'s own path when it lies inside the repository, else `cutover.yml`.
     pub fn definition_path(&self) -> String {
-        definition_path_of(&self.inner.base)
+        definition_path_of(&self.inner.base.load())
     }
 
     /// The server's own application definition (its file as read at start).
     pub(crate) fn base_definition(&self) -> Arc<AppDefinition> {
-        self.inner.base_definition.clone()
+        self.inner.base_definition.load_full()
     }
 
     /// The application definition `version` deploys and where it came from. Errors: the
@@ -112,20 +119,24 @@ impl Engine {
         let Some(bytes) = bytes else {
             return Ok((
                 self.base_definition(),
-                DefinitionSource::Server(self.inner.base.file.clone()),
+                DefinitionSource::Server(self.inner.base.load().file.clone()),
             ));
         };
         let text = String::from_utf8(bytes)
             .map_err(|_| EngineError::Refused(format!("{path} at {} is not UTF-8 text", version.short())))?;
         let label = PathBuf::from(format!("{path}@{}", version.short()));
-        let def =
-            cutover_core::config::parse_at_commit(&self.inner.base, &self.inner.config_text, &text, &label)
-                .map_err(|errors| {
-                EngineError::Refused(format!(
-                    "the application definition of {} is invalid:\n{errors}",
-                    version.short()
-                ))
-            })?;
+        let def = cutover_core::config::parse_at_commit(
+            &self.inner.base.load(),
+            &self.inner.config_text.load(),
+            &text,
+            &label,
+        )
+        .map_err(|errors| {
+            EngineError::Refused(format!(
+                "the application definition of {} is invalid:\n{errors}",
+                version.short()
+            ))
+        })?;
         let def = Arc::new(def);
         self.inner
             .definitions

@@ -24,6 +24,7 @@ mod metrics;
 mod params;
 pub mod pipeline;
 mod releases;
+mod reload;
 mod scale;
 mod scheduler;
 mod secrets;
@@ -45,6 +46,7 @@ use cutover_runtime::Runtime;
 use cutover_store::{NewAuditEntry, Store};
 pub use dataplane::{DataPlane, OldGeneration, RouteState};
 pub use definition::{DefinitionSource, definition_path_of};
+pub use reload::ReloadReport;
 
 pub use environments::{EnvironmentSummary, VersionRow, VersionsReport};
 pub use error::{EngineError, ErrorKind};
@@ -93,10 +95,11 @@ pub struct EngineParts {
 
 struct Inner {
     /// `cutover.yml` as loaded: the static environments and the templates.
-    base: Arc<Config>,
-    /// The server's file as read at start, and its application part (see `definition`).
-    config_text: String,
-    base_definition: Arc<cutover_core::config::AppDefinition>,
+    /// The server's `cutover.yml` (swapped by `config reload`), its text, and its application
+    /// part (see `definition`).
+    base: arc_swap::ArcSwap<Config>,
+    config_text: arc_swap::ArcSwap<String>,
+    base_definition: arc_swap::ArcSwap<cutover_core::config::AppDefinition>,
     definitions: definition::Definitions,
     /// The environment set in use: `base` plus live integration instances.
     topology: arc_swap::ArcSwap<lifecycle::Topology>,
@@ -137,10 +140,10 @@ impl Engine {
                     &config,
                     Default::default(),
                 )),
-                base_definition: Arc::new(config.definition()),
+                base_definition: arc_swap::ArcSwap::from_pointee(config.definition()),
                 definitions: Default::default(),
-                config_text: parts.config_text,
-                base: Arc::new(config),
+                config_text: arc_swap::ArcSwap::from_pointee(parts.config_text),
+                base: arc_swap::ArcSwap::from_pointee(config),
                 lifecycle: lifecycle::LifecycleShared::default(),
                 lifecycle_settings: parts.lifecycle,
                 store,

@@ -330,7 +330,22 @@ impl App {
         // `timeouts.shutdown_grace` to finish after the signal, then they are closed, so they
         // cannot hold the shutdown; the engine's part is bounded by SHUTDOWN_LIMIT.
         let requested = system.clone();
-        let signals = self.signals;
+        let mut signals = self.signals;
+        if let Some(mut hup) = signals.hup.take() {
+            let engine = self.engine.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let actor = cutover_core::Actor::parse(cutover_engine::SYSTEM_ACTOR)
+                        .expect("the system actor is a valid name");
+                    match engine.reload_config(&actor, &[]).await {
+                        Ok(r) => {
+                            tracing::info!(added = ?r.added, removed = ?r.removed, changed = ?r.changed, "SIGHUP: configuration reloaded")
+                        }
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
+                    }
+                }
+            });
+        }
         let result = serve::serve(self.listener, app, self.timeouts, async move {
             tokio::select! {
                 () = signals.recv() => {}
@@ -634,6 +649,8 @@ fn secure_data_dir(dir: &Path, run_as: bool) -> std::io::Result<()> {
 struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    /// SIGHUP reloads `cutover.yml` (see `Engine::reload_config`).
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -643,6 +660,7 @@ impl Signals {
         Ok(Self {
             int: signal(SignalKind::interrupt()).map_err(err)?,
             term: signal(SignalKind::terminate()).map_err(err)?,
+            hup: Some(signal(SignalKind::hangup()).map_err(err)?),
         })
     }
 

@@ -608,6 +608,18 @@ pub enum ConfigCommand {
         #[arg(long, value_name = "REF")]
         version: Option<String>,
     },
+    /// Make the running server read its cutover.yml again, without a restart: environments added
+    /// or changed, the file's application part. A file with errors, an environment removed while
+    /// it still runs (without --tear-down), or a change only a restart can apply (app, repo, router,
+    /// run_as, webhooks, fixed ports) is refused and changes nothing. Admin. SIGHUP does the same.
+    #[command(
+        after_help = "Examples:\n  cutover config reload\n  cutover config reload --tear-down qa   # qa was removed from the file: stop what it runs"
+    )]
+    Reload {
+        /// An environment removed from the file whose instances may be stopped (repeatable).
+        #[arg(long = "tear-down", value_name = "ENV")]
+        tear_down: Vec<String>,
+    },
     /// Print a JSON Schema (draft 2020-12) of cutover.yml: every key with its type, allowed values,
     /// default and meaning, for editors (e.g. yaml-language-server).
     #[command(after_help = "Examples:\n  cutover config schema > cutover.schema.json\n\n\

@@ -236,7 +236,7 @@ pub struct Created {
 }
 
 impl Engine {
-    fn lifecycle(&self) -> &LifecycleShared {
+    pub(crate) fn lifecycle(&self) -> &LifecycleShared {
         &self.inner.lifecycle
     }
 
@@ -259,6 +259,7 @@ impl Engine {
     pub(crate) fn is_template(&self, env: &EnvName) -> bool {
         self.inner
             .base
+            .load()
             .environments
             .get(env)
             .is_some_and(|e| e.tier == Tier::Integration)
@@ -311,7 +312,7 @@ impl Engine {
             && self.config().environments.contains_key(env)
     }
 
-    fn stop_worker(&self, env: &EnvName) {
+    pub(crate) fn stop_worker(&self, env: &EnvName) {
         self.lifecycle()
             .workers
             .lock()
@@ -327,7 +328,7 @@ impl Engine {
 
     /// `/<app>/environments`: where lifecycle records live.
     pub(crate) fn records_prefix(&self) -> String {
-        format!("/{}/environments", self.inner.base.app)
+        format!("/{}/environments", self.inner.base.load().app)
     }
 
     /// Persists `rec` for `env`, then swaps in the topology built with it.
@@ -341,7 +342,7 @@ impl Engine {
         records.insert(env.clone(), rec);
         self.inner
             .topology
-            .store(Arc::new(Topology::build(&self.inner.base, records)));
+            .store(Arc::new(Topology::build(&self.inner.base.load(), records)));
         Ok(())
     }
 
@@ -359,7 +360,7 @@ impl Engine {
                 Err(e) => tracing::error!(key = %p.key, error = %e, "unreadable lifecycle record; ignored"),
             }
         }
-        let topology = Topology::build(&self.inner.base, records);
+        let topology = Topology::build(&self.inner.base.load(), records);
         for (name, rec) in topology.records.iter().filter(|(_, r)| r.is_live_instance()) {
             if topology.config.environments.contains_key(name) {
                 tracing::info!(env = %name, branch = rec.branch.as_deref().unwrap_or(""), "integration environment restored");
@@ -384,7 +385,7 @@ impl Engine {
     /// Creates an integration environment from `template` for `branch`.
     pub async fn env_create(&self, req: CreateRequest) -> Result<Created, EngineError> {
         let template = self.template_name(&req.template)?;
-        let tcfg = self.inner.base.environments[&template].clone();
+        let tcfg = self.inner.base.load().environments[&template].clone();
         let branch = req.branch.trim().to_owned();
         // Length and characters, as for any typed git ref, before git sees it.
         cutover_core::VersionRef::parse(&branch)?;
@@ -494,21 +495,14 @@ impl Engine {
     }
 
     fn template_name(&self, name: &str) -> Result<EnvName, EngineError> {
-        let templates: Vec<&str> = self
-            .inner
-            .base
+        let base = self.inner.base.load_full();
+        let templates: Vec<&str> = base
             .environments
             .iter()
             .filter(|(_, e)| e.tier == Tier::Integration)
             .map(|(n, _)| n.as_str())
             .collect();
-        match self
-            .inner
-            .base
-            .environments
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-        {
+        match base.environments.iter().find(|(n, _)| n.as_str() == name) {
             Some((n, e)) if e.tier == Tier::Integration => Ok(n.clone()),
             found => {
                 let what = match found {

@@ -130,6 +130,29 @@ impl Engine {
         Ok(rec)
     }
 
+    /// Tears a static environment down before `config reload` removes it from the file: routes,
+    /// instances (serving and warm), scheduler jobs; its directory and history stay. Returns how
+    /// many instances it stopped.
+    pub(crate) async fn tear_down_static(&self, env: &EnvName) -> usize {
+        // As every teardown: never beside a run of this environment.
+        let gate = self.env_gate(env);
+        let _held = gate.lock().await;
+        let runtime = self.runtime_for(env);
+        let on_swarm = self.swarm_for(env).is_some();
+        let services = self.env_services(env);
+        let mut public: Vec<_> = self
+            .app(env)
+            .services
+            .iter()
+            .chain(services.warm_def.iter().flat_map(|d| d.services.iter()))
+            .filter(|(_, s)| s.public)
+            .map(|(n, _)| n.clone())
+            .collect();
+        public.sort();
+        public.dedup();
+        self.teardown(env, &runtime, on_swarm, &public, false).await
+    }
+
     /// Stops everything `env` runs: routes, instances (serving, warm and
     /// any other), scheduler jobs; for an instance also its directory and
     /// the releases nothing else uses. Returns how many instances it stopped.

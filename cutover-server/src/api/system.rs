@@ -22,6 +22,7 @@ pub fn routes() -> OpenApiRouter<Engine> {
         .routes(routes!(system))
         .routes(routes!(stop))
         .routes(routes!(upgrade))
+        .routes(routes!(reload))
 }
 
 /// What the server's exit should do, and the way to ask for it over the API.
@@ -169,4 +170,31 @@ async fn upgrade(
             "version": hello.version,
         }
     })))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReloadBody {
+    /// Environments removed from the file whose instances may be stopped (else a removed
+    /// environment that still runs anything refuses the reload).
+    tear_down: Vec<String>,
+}
+
+/// Reads the server's own `cutover.yml` again and swaps it in without a restart: environments
+/// added or changed, the file's application part; a file with errors, or a change only a
+/// restart can apply, is refused and changes nothing. Audited. (SIGHUP does the same.)
+#[utoipa::path(post, path = "/api/v1/config/reload", tag = "server",
+    request_body = ReloadBody,
+    responses((status = 200, description = "What changed", body = cutover_engine::ReloadReport),
+        (status = 400, description = "The file has errors (file:line:column), a removed environment still runs, or a change needs a restart", body = ErrorBody)))]
+async fn reload(
+    State(engine): State<Engine>,
+    Extension(principal): Extension<Principal>,
+    body: Result<Json<ReloadBody>, JsonRejection>,
+) -> Result<Json<cutover_engine::ReloadReport>, ApiError> {
+    let Json(body) =
+        body.map_err(|r| ApiError::bad_request(format!("bad request body: {}", r.body_text())))?;
+    Ok(Json(
+        engine.reload_config(&principal.name, &body.tear_down).await?,
+    ))
 }

@@ -98,7 +98,9 @@ pub fn rule(method: &Method, route: &str) -> Rule {
         "/api/v1/tokens" if get || post => Rule::Everywhere(Admin),
         "/api/v1/tokens/{name}/revoke" if post => Rule::Everywhere(Admin),
         "/api/v1/system" if get => Rule::AnyEnv(Viewer),
-        "/api/v1/system/stop" | "/api/v1/system/upgrade" if post => Rule::Everywhere(Admin),
+        "/api/v1/system/stop" | "/api/v1/system/upgrade" | "/api/v1/config/reload" if post => {
+            Rule::Everywhere(Admin)
+        }
         _ => Rule::Everywhere(Admin),
     }
 }

@@ -17,6 +17,7 @@ pub fn run(cmd: ConfigCommand, out: Output) -> anyhow::Result<ExitCode> {
             file,
             version: Some(reference),
         } => check_version(&file, &reference, out),
+        ConfigCommand::Reload { .. } => unreachable!("`config reload` talks to the server (commands::run)"),
         ConfigCommand::Schema => {
             // JSON whatever --output says: the schema is a document for tools, not a table.
             output::json(&config::json_schema())?;
@@ -168,4 +169,36 @@ fn summary(config: &Config) {
         })
         .collect();
     output::table(&["ENVIRONMENT", "TIER", "BRANCH", "APPROVAL"], &rows);
+}
+
+/// `cutover config reload`: the server reads its file again.
+pub async fn reload(
+    client: &crate::client::Client,
+    tear_down: Vec<String>,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    let report: serde_json::Value = client
+        .post("/api/v1/config/reload", &json!({ "tear_down": tear_down }))
+        .await?;
+    output::emit(out, &report, |r| {
+        println!("{}: reloaded", r["file"].as_str().unwrap_or("cutover.yml"));
+        for (what, key) in [
+            ("added", "added"),
+            ("removed", "removed"),
+            ("changed", "changed"),
+            ("torn down", "torn_down"),
+        ] {
+            let list: Vec<&str> = r[key]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            if !list.is_empty() {
+                println!("environments {what}: {}", list.join(", "));
+            }
+        }
+        for change in r["application_changes"].as_array().into_iter().flatten() {
+            println!("application part: {}", change.as_str().unwrap_or(""));
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

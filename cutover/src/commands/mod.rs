@@ -36,6 +36,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::DataPlane(args) => dataplane::run(args).await,
+        Command::Config(crate::cli::ConfigCommand::Reload { tear_down }) => {
+            config::reload(&client()?, tear_down, out).await
+        }
         Command::Config(cmd) => config::run(cmd, out),
         Command::Env(cmd) => env::run(&client()?, cmd, out).await,
         Command::Param(cmd) => param::run(&client()?, cmd, out).await,

@@ -120,6 +120,7 @@ fn expectations() -> BTreeMap<&'static str, Need> {
         ("GET /api/v1/system", Somewhere(VIEWER)),
         ("POST /api/v1/system/stop", Everywhere(ADMIN)),
         ("POST /api/v1/system/upgrade", Everywhere(ADMIN)),
+        ("POST /api/v1/config/reload", Everywhere(ADMIN)),
     ])
 }
 

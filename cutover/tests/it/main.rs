@@ -32,6 +32,7 @@ mod pipeline_more;
 mod pipeline_support;
 mod postgres_backend;
 mod registry;
+mod reload;
 mod runtimes;
 mod sandbox;
 mod scale;
