@@ -1,16 +1,20 @@
 //! The OpenAPI document served at `/api/v1/openapi.json` against the real server: every
 //! documented operation is routed (no 404 without an error body, no 405), every error
 //! answer has the documented shape, and real answers of a deployed environment match the
-//! documented schemas, with no undocumented field.
+//! documented schemas, with no undocumented field; and the document passes a real
+//! validator (openapi-spec-validator from PyPI, installed by `scripts/openapi-setup`), as
+//! the tools people feed it to (client generators, gateways) expect.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::pipeline_support::App;
-use crate::support::Server;
+use crate::support::{Fixture, Server};
 
 /// One HTTP/1.1 request to the API with `Connection: close`: (status, body).
 fn request(server: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
@@ -311,4 +315,87 @@ fn the_served_document_matches_the_real_api() {
         schema,
         &serde_json::from_str(&text).unwrap(),
     );
+}
+
+/// The openapi-spec-validator program: `CUTOVER_OPENAPI_VALIDATOR`, else the one
+/// `scripts/openapi-setup` installs under `target/tools/openapi`, else the one on `PATH`.
+fn spec_validator() -> PathBuf {
+    if let Some(p) = std::env::var_os("CUTOVER_OPENAPI_VALIDATOR") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = root.join("target/tools/openapi/bin/openapi-spec-validator");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = PathBuf::from("openapi-spec-validator");
+    let runs = Command::new(&on_path)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        runs,
+        "openapi-spec-validator is not installed: run `scripts/openapi-setup` (a virtualenv \
+         under target/tools/openapi, what scripts/test does), or `pip install \
+         openapi-spec-validator`, or point CUTOVER_OPENAPI_VALIDATOR at the program"
+    );
+    on_path
+}
+
+/// Runs the validator on `doc` (written to `dir/name`): (passed, its output).
+fn run_spec_validator(dir: &Path, name: &str, doc: &Value) -> (bool, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, serde_json::to_vec_pretty(doc).unwrap()).unwrap();
+    let validator = spec_validator();
+    let out = Command::new(&validator)
+        .args(["--validation-errors", "all"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", validator.display()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_served_document_passes_openapi_spec_validator() {
+    let fx = Fixture::new();
+    let server = fx.start();
+    // Served without a token: tools fetch it before anyone has one.
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("the API listens");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET /api/v1/openapi.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "GET /api/v1/openapi.json: {head}"
+    );
+    let doc: Value = serde_json::from_str(body).expect("the document is JSON");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run_spec_validator(dir.path(), "openapi.json", &doc);
+    assert!(ok, "openapi-spec-validator rejects /api/v1/openapi.json:\n{out}");
+
+    // The validator really checks what generated clients need: a document with two
+    // operations sharing an operationId, and an answer without a description, fails.
+    let mut broken = doc.clone();
+    broken["paths"]["/api/v1/tokens"]["get"]["operationId"] = Value::from("list_runs");
+    broken["paths"]["/api/v1/whoami"]["get"]["responses"]["200"]
+        .as_object_mut()
+        .unwrap()
+        .remove("description");
+    let (ok, out) = run_spec_validator(dir.path(), "broken.json", &broken);
+    assert!(!ok, "the validator accepted a broken document:\n{out}");
+    assert!(out.contains("list_runs") && out.contains("description"), "{out}");
 }
