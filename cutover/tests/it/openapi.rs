@@ -317,36 +317,28 @@ fn the_served_document_matches_the_real_api() {
     );
 }
 
-/// The openapi-spec-validator program: `CUTOVER_OPENAPI_VALIDATOR`, else the one
-/// `scripts/openapi-setup` installs under `target/tools/openapi`, else the one on `PATH`.
-fn spec_validator() -> PathBuf {
-    if let Some(p) = std::env::var_os("CUTOVER_OPENAPI_VALIDATOR") {
-        return PathBuf::from(p);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let venv = root.join("target/tools/openapi/bin/openapi-spec-validator");
-    if venv.exists() {
-        return venv;
-    }
-    let on_path = PathBuf::from("openapi-spec-validator");
-    let runs = Command::new(&on_path)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+/// `<venv>/bin/<tool>` of the virtualenv with the OpenAPI tools: `CUTOVER_OPENAPI_VENV`,
+/// else the one `scripts/openapi-setup` makes under `target/tools/openapi`.
+fn openapi_tool(tool: &str) -> PathBuf {
+    let venv = std::env::var_os("CUTOVER_OPENAPI_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/openapi"));
+    let program = venv.join("bin").join(tool);
     assert!(
-        runs,
-        "openapi-spec-validator is not installed: run `scripts/openapi-setup` (a virtualenv \
-         under target/tools/openapi, what scripts/test does), or `pip install \
-         openapi-spec-validator`, or point CUTOVER_OPENAPI_VALIDATOR at the program"
+        program.exists(),
+        "{} is missing: run `scripts/openapi-setup` (it pip-installs openapi-spec-validator and \
+         openapi-python-client into target/tools/openapi, as scripts/test does), or point \
+         CUTOVER_OPENAPI_VENV at a virtualenv with both",
+        program.display()
     );
-    on_path
+    program
 }
 
 /// Runs the validator on `doc` (written to `dir/name`): (passed, its output).
 fn run_spec_validator(dir: &Path, name: &str, doc: &Value) -> (bool, String) {
     let file = dir.join(name);
     std::fs::write(&file, serde_json::to_vec_pretty(doc).unwrap()).unwrap();
-    let validator = spec_validator();
+    let validator = openapi_tool("openapi-spec-validator");
     let out = Command::new(&validator)
         .args(["--validation-errors", "all"])
         .arg(&file)
@@ -360,11 +352,8 @@ fn run_spec_validator(dir: &Path, name: &str, doc: &Value) -> (bool, String) {
     (out.status.success(), text)
 }
 
-#[test]
-fn the_served_document_passes_openapi_spec_validator() {
-    let fx = Fixture::new();
-    let server = fx.start();
-    // Served without a token: tools fetch it before anyone has one.
+/// `GET /api/v1/openapi.json` without a token: tools fetch it before anyone has one.
+fn served_document(server: &Server) -> Value {
     let addr = server.url.trim_start_matches("http://");
     let mut s = TcpStream::connect(addr).expect("the API listens");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -381,7 +370,14 @@ fn the_served_document_passes_openapi_spec_validator() {
         head.starts_with("HTTP/1.1 200"),
         "GET /api/v1/openapi.json: {head}"
     );
-    let doc: Value = serde_json::from_str(body).expect("the document is JSON");
+    serde_json::from_str(body).expect("the document is JSON")
+}
+
+#[test]
+fn the_served_document_passes_openapi_spec_validator() {
+    let fx = Fixture::new();
+    let server = fx.start();
+    let doc = served_document(&server);
 
     let dir = tempfile::tempdir().unwrap();
     let (ok, out) = run_spec_validator(dir.path(), "openapi.json", &doc);
@@ -398,4 +394,104 @@ fn the_served_document_passes_openapi_spec_validator() {
     let (ok, out) = run_spec_validator(dir.path(), "broken.json", &broken);
     assert!(!ok, "the validator accepted a broken document:\n{out}");
     assert!(out.contains("list_runs") && out.contains("description"), "{out}");
+}
+
+/// What a user of the generated client writes: alice releases prod, bob (four-eyes) waits
+/// for the approval stage and approves; every answer is parsed into the generated models.
+const CLIENT_SCRIPT: &str = r#"
+import json, os, sys, time
+from cutover_client import AuthenticatedClient
+from cutover_client.api.runs import approve_run, release, show_run
+from cutover_client.models import DecisionBody, ReleaseBody, RunRecord, RunView
+
+url = os.environ["CUTOVER_URL"]
+alice = AuthenticatedClient(base_url=url, token=os.environ["ALICE_TOKEN"], raise_on_unexpected_status=True)
+bob = AuthenticatedClient(base_url=url, token=os.environ["BOB_TOKEN"], raise_on_unexpected_status=True)
+
+run = release.sync(env="prod", client=alice, body=ReleaseBody(version=os.environ["VERSION"]))
+if not isinstance(run, RunRecord):
+    sys.exit(f"release answered {run!r}")
+deadline = time.monotonic() + 60
+while True:
+    view = show_run.sync(id=run.id, client=bob)
+    if not isinstance(view, RunView):
+        sys.exit(f"show_run answered {view!r}")
+    if view.state.value == "awaiting_approval":
+        break
+    if time.monotonic() > deadline:
+        sys.exit(f"run {run.id} still {view.state.value} after 60 s")
+    time.sleep(0.1)
+approved = approve_run.sync(id=run.id, client=bob, body=DecisionBody(comment="looks good"))
+if not isinstance(approved, RunView):
+    sys.exit(f"approve_run answered {approved!r}")
+print(json.dumps({
+    "id": run.id,
+    "requested_by": run.requested_by,
+    "target_version": run.target_version,
+    "approvals": [a.to_dict() for a in approved.approvals],
+}))
+"#;
+
+#[test]
+fn a_client_generated_from_the_document_releases_and_approves_a_run() {
+    let app = App::new();
+    let server = app.start();
+    let doc = served_document(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("openapi.json");
+    std::fs::write(&spec, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+
+    // Generate the client package `cutover_client` (its formatter, ruff, is in the venv).
+    let generator = openapi_tool("openapi-python-client");
+    let bin = generator.parent().unwrap().to_owned();
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let out = Command::new(&generator)
+        .args(["generate", "--meta", "none", "--output-path"])
+        .arg(dir.path().join("cutover_client"))
+        .arg("--path")
+        .arg(&spec)
+        .env("PATH", &path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", generator.display()));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "openapi-python-client failed:\n{said}");
+    assert!(
+        !said.contains("Warning"),
+        "openapi-python-client left parts of the document out:\n{said}"
+    );
+
+    let script = dir.path().join("release_and_approve.py");
+    std::fs::write(&script, CLIENT_SCRIPT).unwrap();
+    let out = Command::new(bin.join("python"))
+        .arg(&script)
+        .current_dir(dir.path())
+        .env("PYTHONPATH", dir.path())
+        .env("CUTOVER_URL", &server.url)
+        .env("ALICE_TOKEN", server.token("alice"))
+        .env("BOB_TOKEN", server.token("bob"))
+        .env("VERSION", &app.good[1])
+        .output()
+        .expect("the venv's python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the generated client could not release and approve:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(result["requested_by"], "alice", "{result}");
+    assert_eq!(result["target_version"], app.good[1].as_str(), "{result}");
+    assert_eq!(result["approvals"][0]["actor"], "bob", "{result}");
+
+    // The server agrees: the run approved through the generated client deploys.
+    let id = result["id"].as_i64().unwrap();
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    assert_eq!(run["state"], "succeeded", "{run:#}");
 }
