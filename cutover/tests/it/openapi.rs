@@ -1,9 +1,10 @@
 //! The OpenAPI document served at `/api/v1/openapi.json` against the real server: every
 //! documented operation is routed (no 404 without an error body, no 405), every error
 //! answer has the documented shape, and real answers of a deployed environment match the
-//! documented schemas, with no undocumented field; and the document passes a real
-//! validator (openapi-spec-validator from PyPI, installed by `scripts/openapi-setup`), as
-//! the tools people feed it to (client generators, gateways) expect.
+//! documented schemas, with no undocumented field; and the document works with the tools
+//! people feed it to: a real validator (openapi-spec-validator) accepts it, and a client
+//! generated from it (openapi-python-client) releases and approves a run. Both come from
+//! PyPI into `target/tools/openapi` through `scripts/openapi-setup`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
