@@ -23,8 +23,8 @@ pub fn routes() -> OpenApiRouter<Engine> {
 
 /// The environments the token may see (those of `cutover.yml` and the live integration
 /// environments), with tier, branch, lifecycle and version facts.
-#[utoipa::path(get, path = "/api/v1/environments", tag = "environments",
-    responses((status = 200, body = Vec<EnvironmentSummary>)))]
+#[utoipa::path(get, path = "/api/v1/environments", operation_id = "list_environments", tag = "environments",
+    responses((status = 200, description = "The environments the token may see, with tier, branch, lifecycle and versions", body = Vec<EnvironmentSummary>)))]
 async fn list(
     State(engine): State<Engine>,
     Extension(principal): Extension<Principal>,
@@ -35,9 +35,9 @@ async fn list(
 }
 
 /// One environment.
-#[utoipa::path(get, path = "/api/v1/environments/{env}", tag = "environments",
+#[utoipa::path(get, path = "/api/v1/environments/{env}", operation_id = "show_environment", tag = "environments",
     params(("env" = String, Path, description = "Environment name, e.g. staging")),
-    responses((status = 200, body = EnvironmentSummary),
+    responses((status = 200, description = "The environment", body = EnvironmentSummary),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn show(
     State(engine): State<Engine>,
@@ -54,9 +54,9 @@ struct VersionsQuery {
 }
 
 /// Recent commits of the environment's branch, marked built / desired / deployed.
-#[utoipa::path(get, path = "/api/v1/environments/{env}/versions", tag = "environments",
+#[utoipa::path(get, path = "/api/v1/environments/{env}/versions", operation_id = "list_versions", tag = "environments",
     params(("env" = String, Path, description = "Environment name"), VersionsQuery),
-    responses((status = 200, body = VersionsReport),
+    responses((status = 200, description = "Recent commits of the branch, marked built, desired and deployed", body = VersionsReport),
         (status = 400, description = "Bad limit", body = ErrorBody),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn versions(
@@ -86,7 +86,7 @@ struct CreateBody {
 }
 
 /// Creates an integration environment for a branch from an integration-tier template.
-#[utoipa::path(post, path = "/api/v1/environments", tag = "environments",
+#[utoipa::path(post, path = "/api/v1/environments", operation_id = "create_environment", tag = "environments",
     request_body = CreateBody,
     responses((status = 201, description = "The new environment (and the run, with deploy)", body = Created),
         (status = 400, description = "Bad body, unknown template or branch", body = ErrorBody),
@@ -117,7 +117,7 @@ struct DeleteQuery {
 
 /// Deletes an integration environment: stops its services and scheduler, removes its routes
 /// and directory; run history and audit stay.
-#[utoipa::path(delete, path = "/api/v1/environments/{env}", tag = "environments",
+#[utoipa::path(delete, path = "/api/v1/environments/{env}", operation_id = "delete_environment", tag = "environments",
     params(("env" = String, Path, description = "Environment name"), DeleteQuery),
     responses((status = 200, description = "Its final lifecycle record", body = LifecycleRecord),
         (status = 400, description = "Not an integration environment", body = ErrorBody),

@@ -122,7 +122,7 @@ pub fn routes(auth: AuthState) -> Router {
 }
 
 /// Liveness and what this server is.
-#[utoipa::path(get, path = "/api/v1/health", tag = "server", security(()),
+#[utoipa::path(get, path = "/api/v1/health", operation_id = "health", tag = "server", security(()),
     responses((status = 200, description = "`{status: \"ok\", app, cutover_version}`", body = Object)))]
 async fn health(axum::extract::State(engine): axum::extract::State<Engine>) -> Json<Value> {
     Json(json!({
@@ -134,7 +134,7 @@ async fn health(axum::extract::State(engine): axum::extract::State<Engine>) -> J
 
 /// The validated `cutover.yml` the server runs with, defaults filled in: only the
 /// environments the token may see, and URLs (webhooks, registry) without credentials.
-#[utoipa::path(get, path = "/api/v1/config", tag = "server",
+#[utoipa::path(get, path = "/api/v1/config", operation_id = "show_config", tag = "server",
     responses((status = 200, description = "The configuration as JSON", body = Object)))]
 async fn config(
     axum::extract::State(engine): axum::extract::State<Engine>,
@@ -149,14 +149,14 @@ async fn config(
 }
 
 /// This document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "server", security(()),
+#[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "openapi_document", tag = "server", security(()),
     responses((status = 200, description = "The OpenAPI 3.1 description of this API", body = Object)))]
 async fn openapi_json() -> Json<&'static OpenApi> {
     Json(openapi())
 }
 
 /// Prometheus metrics (text exposition format).
-#[utoipa::path(get, path = "/metrics", tag = "server", security(()),
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "server", security(()),
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 async fn metrics(
     axum::extract::State(engine): axum::extract::State<Engine>,

@@ -27,9 +27,9 @@ pub fn routes() -> OpenApiRouter<Engine> {
 
 /// What runs: per service its router URL and every instance with the version its process
 /// really runs (read from the runtime), health, pid, port, restarts and uptime.
-#[utoipa::path(get, path = "/api/v1/environments/{env}/status", tag = "operations",
+#[utoipa::path(get, path = "/api/v1/environments/{env}/status", operation_id = "environment_status", tag = "operations",
     params(("env" = String, Path, description = "Environment name")),
-    responses((status = 200, body = EnvStatus),
+    responses((status = 200, description = "Per service its router URL and every instance with the version it really runs", body = EnvStatus),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn status(State(engine): State<Engine>, Path(env): Path<String>) -> Result<Json<EnvStatus>, ApiError> {
     Ok(Json(engine.status(&env).await?))
@@ -48,7 +48,7 @@ struct LinesQuery {
 /// The last lines of every instance of a service; with `follow`, an NDJSON
 /// stream of new lines (`{"instance", "at_ms", "stream", "text"}`) until the
 /// instances stop or the client goes away.
-#[utoipa::path(get, path = "/api/v1/environments/{env}/services/{service}/logs", tag = "operations",
+#[utoipa::path(get, path = "/api/v1/environments/{env}/services/{service}/logs", operation_id = "service_logs", tag = "operations",
     params(("env" = String, Path, description = "Environment name"),
         ("service" = String, Path, description = "Service name"), LinesQuery),
     responses((status = 200,
@@ -114,9 +114,9 @@ async fn service_logs(
 }
 
 /// The environment's scheduler: suspended or not, and each job with its next and last run.
-#[utoipa::path(get, path = "/api/v1/environments/{env}/scheduler", tag = "scheduler",
+#[utoipa::path(get, path = "/api/v1/environments/{env}/scheduler", operation_id = "show_scheduler", tag = "scheduler",
     params(("env" = String, Path, description = "Environment name")),
-    responses((status = 200, body = SchedulerStatus),
+    responses((status = 200, description = "The environment's cron jobs and whether the scheduler is suspended", body = SchedulerStatus),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn scheduler(
     State(engine): State<Engine>,
@@ -127,9 +127,9 @@ async fn scheduler(
 
 /// Suspends the scheduler (no new job starts); it stays suspended across restarts and
 /// pipelines until resumed.
-#[utoipa::path(post, path = "/api/v1/environments/{env}/scheduler/suspend", tag = "scheduler",
+#[utoipa::path(post, path = "/api/v1/environments/{env}/scheduler/suspend", operation_id = "suspend_scheduler", tag = "scheduler",
     params(("env" = String, Path, description = "Environment name")),
-    responses((status = 200, body = SchedulerStatus),
+    responses((status = 200, description = "The scheduler, suspended", body = SchedulerStatus),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn suspend(
     State(engine): State<Engine>,
@@ -141,9 +141,9 @@ async fn suspend(
 }
 
 /// Resumes a suspended scheduler.
-#[utoipa::path(post, path = "/api/v1/environments/{env}/scheduler/resume", tag = "scheduler",
+#[utoipa::path(post, path = "/api/v1/environments/{env}/scheduler/resume", operation_id = "resume_scheduler", tag = "scheduler",
     params(("env" = String, Path, description = "Environment name")),
-    responses((status = 200, body = SchedulerStatus),
+    responses((status = 200, description = "The scheduler, resumed", body = SchedulerStatus),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn resume(
     State(engine): State<Engine>,
@@ -155,7 +155,7 @@ async fn resume(
 }
 
 /// Starts one job now, from the serving release.
-#[utoipa::path(post, path = "/api/v1/environments/{env}/scheduler/jobs/{job}/run", tag = "scheduler",
+#[utoipa::path(post, path = "/api/v1/environments/{env}/scheduler/jobs/{job}/run", operation_id = "run_job", tag = "scheduler",
     params(("env" = String, Path, description = "Environment name"),
         ("job" = String, Path, description = "Job name")),
     responses((status = 200, description = "The started job run", body = JobRun),
@@ -181,9 +181,9 @@ struct JobRunsQuery {
 }
 
 /// Job runs of the environment, newest first.
-#[utoipa::path(get, path = "/api/v1/environments/{env}/scheduler/runs", tag = "scheduler",
+#[utoipa::path(get, path = "/api/v1/environments/{env}/scheduler/runs", operation_id = "list_job_runs", tag = "scheduler",
     params(("env" = String, Path, description = "Environment name"), JobRunsQuery),
-    responses((status = 200, body = Vec<JobRun>),
+    responses((status = 200, description = "Job runs, newest first", body = Vec<JobRun>),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 
 async fn job_runs(
@@ -207,7 +207,7 @@ struct AfterQuery {
 }
 
 /// One job run's log: `[{seq, at_ms, line}]`.
-#[utoipa::path(get, path = "/api/v1/job-runs/{id}/logs", tag = "scheduler",
+#[utoipa::path(get, path = "/api/v1/job-runs/{id}/logs", operation_id = "job_run_logs", tag = "scheduler",
     params(("id" = i64, Path, description = "Job run id"), AfterQuery),
     responses((status = 200, description = "`[{seq, at_ms, line}]`", body = Vec<Object>),
         (status = 404, description = "No such job run", body = ErrorBody)))]
@@ -235,8 +235,8 @@ struct AuditQuery {
 }
 
 /// The append-only audit log, newest first. Setting values are never kept in it.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = Vec<AuditEntry>)))]
+#[utoipa::path(get, path = "/api/v1/audit", operation_id = "list_audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "Audit entries, newest first", body = Vec<AuditEntry>)))]
 
 async fn audit(
     State(engine): State<Engine>,

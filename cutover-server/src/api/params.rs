@@ -34,8 +34,8 @@ pub struct WildcardPaths;
 /// environments it may see, and shared ones outside every environment's prefix (secrets as
 /// `****`); Cutover's own records (`/<app>/…`, `/_cutover/…`) only with viewer on every
 /// environment.
-#[utoipa::path(get, path = "/api/v1/params", tag = "parameters", params(ParamListQuery),
-    responses((status = 200, body = Vec<ParamVersion>),
+#[utoipa::path(get, path = "/api/v1/params", operation_id = "list_params", tag = "parameters", params(ParamListQuery),
+    responses((status = 200, description = "The newest version of every key under the prefix the token may read", body = Vec<ParamVersion>),
         (status = 400, description = "Bad prefix", body = ErrorBody)))]
 
 async fn list(
@@ -54,9 +54,9 @@ fn key_of(path: &str) -> String {
 }
 
 /// The newest version of one key.
-#[utoipa::path(get, path = "/api/v1/params/{key}", tag = "parameters",
+#[utoipa::path(get, path = "/api/v1/params/{key}", operation_id = "show_param", tag = "parameters",
     params(("key" = String, Path, description = "The key without its leading slash, e.g. shop-prod/desired_version; may contain /")),
-    responses((status = 200, body = ParamVersion),
+    responses((status = 200, description = "The newest version of the key", body = ParamVersion),
         (status = 404, description = "Never written", body = ErrorBody)))]
 async fn get_one(
     State(engine): State<Engine>,
@@ -66,9 +66,9 @@ async fn get_one(
 }
 
 /// Every version of one key, oldest first.
-#[utoipa::path(get, path = "/api/v1/history/{key}", tag = "parameters",
+#[utoipa::path(get, path = "/api/v1/history/{key}", operation_id = "param_history", tag = "parameters",
     params(("key" = String, Path, description = "The key without its leading slash; may contain /")),
-    responses((status = 200, body = Vec<ParamVersion>),
+    responses((status = 200, description = "Every version of the key, oldest first", body = Vec<ParamVersion>),
         (status = 404, description = "Never written", body = ErrorBody)))]
 async fn history(
     State(engine): State<Engine>,
@@ -86,7 +86,7 @@ struct PutBody {
 }
 
 /// Writes the next version of a key (`desired_version` values are resolved to a full SHA).
-#[utoipa::path(put, path = "/api/v1/params/{key}", tag = "parameters",
+#[utoipa::path(put, path = "/api/v1/params/{key}", operation_id = "put_param", tag = "parameters",
     params(("key" = String, Path, description = "The key without its leading slash; may contain /")),
     request_body = PutBody,
     responses((status = 200, description = "The version written", body = ParamVersion),

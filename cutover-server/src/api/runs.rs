@@ -58,7 +58,7 @@ fn policy_override(reason: Option<String>, principal: &Principal) -> Option<Poli
 }
 
 /// Queues a run of the normal (or destructive) pipeline.
-#[utoipa::path(post, path = "/api/v1/environments/{env}/releases", tag = "runs",
+#[utoipa::path(post, path = "/api/v1/environments/{env}/releases", operation_id = "release", tag = "runs",
     params(("env" = String, Path, description = "Environment name")),
     request_body = ReleaseBody,
     responses((status = 202, description = "The queued run, with the SHA it deploys fixed (`target_version`)", body = RunRecord),
@@ -98,7 +98,7 @@ struct RollbackBody {
 
 /// Rolls an environment back: a pipeline run to an earlier version, or with `fast` an
 /// immediate switch to the warm previous release (recorded as a run).
-#[utoipa::path(post, path = "/api/v1/environments/{env}/rollback", tag = "runs",
+#[utoipa::path(post, path = "/api/v1/environments/{env}/rollback", operation_id = "rollback", tag = "runs",
     params(("env" = String, Path, description = "Environment name")),
     request_body = RollbackBody,
     responses((status = 202, description = "The rollback run", body = RunRecord),
@@ -143,7 +143,7 @@ struct PromoteBody {
 }
 
 /// Copies the version deployed in `from` to `to` and queues a release there.
-#[utoipa::path(post, path = "/api/v1/promotions", tag = "runs",
+#[utoipa::path(post, path = "/api/v1/promotions", operation_id = "promote", tag = "runs",
     request_body = PromoteBody,
     responses((status = 202, description = "The release run in `to`", body = RunRecord),
         (status = 400, description = "Nothing deployed in `from`, or a policy refusal", body = ErrorBody),
@@ -168,8 +168,8 @@ async fn promote(
 }
 
 /// Runs of the environments the token may see, newest first.
-#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunListQuery),
-    responses((status = 200, body = Vec<RunRecord>),
+#[utoipa::path(get, path = "/api/v1/runs", operation_id = "list_runs", tag = "runs", params(RunListQuery),
+    responses((status = 200, description = "Runs, newest first", body = Vec<RunRecord>),
         (status = 400, description = "Bad query (e.g. a limit over 1000)", body = ErrorBody),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 
@@ -196,9 +196,9 @@ async fn list(
 }
 
 /// One run with its stages and approvals.
-#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
+#[utoipa::path(get, path = "/api/v1/runs/{id}", operation_id = "show_run", tag = "runs",
     params(("id" = i64, Path, description = "Run id")),
-    responses((status = 200, body = RunView),
+    responses((status = 200, description = "The run with its stages and approvals", body = RunView),
         (status = 404, description = "No such run", body = ErrorBody)))]
 async fn show(State(engine): State<Engine>, Path(id): Path<i64>) -> Result<Json<RunView>, ApiError> {
     Ok(Json(engine.run(id).await?))
@@ -219,7 +219,7 @@ struct LogsQuery {
 
 /// A run's log. Without `follow`: a JSON array. With `follow`: newline-delimited JSON, one
 /// object per line as it is written, closed by `{"end": true, "state": ...}`.
-#[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "runs",
+#[utoipa::path(get, path = "/api/v1/runs/{id}/logs", operation_id = "run_logs", tag = "runs",
     params(("id" = i64, Path, description = "Run id"), LogsQuery),
     responses((status = 200, description = "The lines (a JSON array, or NDJSON with follow=true)",
             content((Vec<RunLogLine> = "application/json"), (RunLogLine = "application/x-ndjson"))),
@@ -307,9 +307,9 @@ async fn logs(
 }
 
 /// Cancels a queued, waiting or running run (a running one restores the serving version).
-#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs",
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", operation_id = "cancel_run", tag = "runs",
     params(("id" = i64, Path, description = "Run id")),
-    responses((status = 200, body = RunRecord),
+    responses((status = 200, description = "The run, cancelled", body = RunRecord),
         (status = 404, description = "No such run", body = ErrorBody),
         (status = 409, description = "The run has already ended", body = ErrorBody)))]
 async fn cancel(
@@ -334,10 +334,10 @@ struct DecisionBody {
 /// Approves the SHA of a run waiting in its Approval stage (fixed when the run was
 /// requested). Four-eyes on production tiers: not by who requested the run, nor by who
 /// chose its version (wrote the desired_version it was resolved from).
-#[utoipa::path(post, path = "/api/v1/runs/{id}/approve", tag = "runs",
+#[utoipa::path(post, path = "/api/v1/runs/{id}/approve", operation_id = "approve_run", tag = "runs",
     params(("id" = i64, Path, description = "Run id")),
     request_body = DecisionBody,
-    responses((status = 200, body = RunView),
+    responses((status = 200, description = "The run, approved (it continues)", body = RunView),
         (status = 400, description = "A bad body", body = ErrorBody),
         (status = 403, description = "Four-eyes: the requester or the chooser of the version of a production run", body = ErrorBody),
         (status = 404, description = "No such run", body = ErrorBody),
@@ -360,10 +360,10 @@ async fn approve(
 }
 
 /// Rejects a run waiting for approval; it ends as rejected and nothing is deployed.
-#[utoipa::path(post, path = "/api/v1/runs/{id}/reject", tag = "runs",
+#[utoipa::path(post, path = "/api/v1/runs/{id}/reject", operation_id = "reject_run", tag = "runs",
     params(("id" = i64, Path, description = "Run id")),
     request_body = DecisionBody,
-    responses((status = 200, body = RunView),
+    responses((status = 200, description = "The run, rejected", body = RunView),
         (status = 400, description = "No comment: a rejection says why", body = ErrorBody),
         (status = 403, description = "Four-eyes: the requester or the chooser of the version of a production run", body = ErrorBody),
         (status = 404, description = "No such run", body = ErrorBody),

@@ -31,7 +31,7 @@ struct ScaleBody {
 
 /// Changes a service's replica count: applied now on dev and integration environments
 /// (200), recorded as a change request on fixed-size tiers (202).
-#[utoipa::path(post, path = "/api/v1/environments/{env}/services/{service}/scale", tag = "scale",
+#[utoipa::path(post, path = "/api/v1/environments/{env}/services/{service}/scale", operation_id = "scale_service", tag = "scale",
     params(("env" = String, Path, description = "Environment name"),
         ("service" = String, Path, description = "Service name")),
     request_body = ScaleBody,
@@ -67,8 +67,8 @@ struct ListQuery {
 
 /// Scale changes (applied, pending, rejected, failed) of the environments the token may see,
 /// newest first.
-#[utoipa::path(get, path = "/api/v1/scale-requests", tag = "scale", params(ListQuery),
-    responses((status = 200, body = Vec<ScaleRequest>),
+#[utoipa::path(get, path = "/api/v1/scale-requests", operation_id = "list_scale_requests", tag = "scale", params(ListQuery),
+    responses((status = 200, description = "Scale change requests, newest first", body = Vec<ScaleRequest>),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn list(
     State(engine): State<Engine>,
@@ -88,7 +88,7 @@ struct DecisionBody {
 }
 
 /// Approves a pending scale request (not your own; admin on its environment) and applies it.
-#[utoipa::path(post, path = "/api/v1/scale-requests/{id}/approve", tag = "scale",
+#[utoipa::path(post, path = "/api/v1/scale-requests/{id}/approve", operation_id = "approve_scale_request", tag = "scale",
     params(("id" = i64, Path, description = "Scale request id")),
     request_body = DecisionBody,
     responses((status = 200, description = "Approved and applied", body = ScaleAnswer),
@@ -104,7 +104,7 @@ async fn approve(
 }
 
 /// Rejects a pending scale request; the count stays.
-#[utoipa::path(post, path = "/api/v1/scale-requests/{id}/reject", tag = "scale",
+#[utoipa::path(post, path = "/api/v1/scale-requests/{id}/reject", operation_id = "reject_scale_request", tag = "scale",
     params(("id" = i64, Path, description = "Scale request id")),
     request_body = DecisionBody,
     responses((status = 200, description = "Rejected", body = ScaleAnswer),

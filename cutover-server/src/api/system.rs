@@ -60,7 +60,7 @@ impl SystemControl {
 
 /// The control plane (this server) and the data plane (the router process): pids, since when,
 /// restarts, and how many instances this server adopted at start.
-#[utoipa::path(get, path = "/api/v1/system", tag = "server",
+#[utoipa::path(get, path = "/api/v1/system", operation_id = "show_system", tag = "server",
     responses((status = 200, description = "`{control_plane: {pid, started_at_ms, adopted_instances}, data_plane: {mode, up, pid, restarts}}`", body = Object)))]
 async fn system(State(engine): State<Engine>, Extension(control): Extension<SystemControl>) -> Json<Value> {
     let health = engine.data_plane_health();
@@ -91,7 +91,7 @@ struct StopBody {
 
 /// Stops everything on purpose: every instance of every environment, the data plane, and this
 /// server. Audited.
-#[utoipa::path(post, path = "/api/v1/system/stop", tag = "server",
+#[utoipa::path(post, path = "/api/v1/system/stop", operation_id = "stop_system", tag = "server",
     request_body = StopBody,
     responses((status = 202, description = "`{stopping: \"everything\"}`", body = Object),
         (status = 400, description = "`all` is not true, or a bad body", body = ErrorBody)))]
@@ -131,7 +131,7 @@ struct UpgradeBody {
 /// Replaces the data plane process without dropping a connection: the new one (the binary
 /// at this server's path, e.g. a newer build installed over it) takes the listening sockets
 /// and the routing table over, the old one drains and exits. Audited.
-#[utoipa::path(post, path = "/api/v1/system/upgrade", tag = "server",
+#[utoipa::path(post, path = "/api/v1/system/upgrade", operation_id = "upgrade_data_plane", tag = "server",
     request_body = UpgradeBody,
     responses((status = 200, description = "`{data_plane: {pid, took_over_from, version}}`", body = Object),
         (status = 400, description = "Nothing to upgrade (`data_plane` not true, a bad body, or the router is embedded)", body = ErrorBody),

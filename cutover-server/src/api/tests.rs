@@ -81,3 +81,43 @@ fn every_operation_has_a_tag_a_summary_and_a_success_answer() {
         }
     }
 }
+
+/// What OpenAPI validators and client generators require of every operation: an
+/// `operationId` unique in the document (generated clients name their methods after it,
+/// so two `list`s collide) and a `description` on every response (a required field).
+#[test]
+fn operation_ids_are_unique_and_every_response_has_a_description() {
+    let doc = doc();
+    let mut ids: std::collections::BTreeMap<String, String> = Default::default();
+    let mut problems = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let what = format!("{method} {path}");
+            match op["operationId"].as_str() {
+                None => problems.push(format!("{what}: no operationId")),
+                Some(id) => {
+                    if let Some(other) = ids.insert(id.to_owned(), what.clone()) {
+                        problems.push(format!(
+                            "{what}: operationId {id:?} is also {other}'s; give each handler \
+                             its own `operation_id = \"...\"` in #[utoipa::path]"
+                        ));
+                    }
+                }
+            }
+            for (status, answer) in op["responses"].as_object().expect("responses") {
+                if !answer["description"].is_string() {
+                    problems.push(format!(
+                        "{what}: answer {status} has no description; add \
+                         `description = \"...\"` to it in #[utoipa::path]"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(ids.len() >= 40, "only {} operations found", ids.len());
+    assert!(
+        problems.is_empty(),
+        "the OpenAPI document is invalid:\n  {}",
+        problems.join("\n  ")
+    );
+}

@@ -22,15 +22,15 @@ pub fn routes() -> OpenApiRouter<Engine> {
 }
 
 /// Who the token is: its name (the actor of its changes) and its grants.
-#[utoipa::path(get, path = "/api/v1/whoami", tag = "tokens",
-    responses((status = 200, body = Principal)))]
+#[utoipa::path(get, path = "/api/v1/whoami", operation_id = "whoami", tag = "tokens",
+    responses((status = 200, description = "The token's name and grants", body = Principal)))]
 async fn whoami(Extension(principal): Extension<Principal>) -> Json<Principal> {
     Json(principal)
 }
 
 /// Every token, live and revoked (never a secret; admin on every environment).
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
-    responses((status = 200, body = Vec<TokenRecord>)))]
+#[utoipa::path(get, path = "/api/v1/tokens", operation_id = "list_tokens", tag = "tokens",
+    responses((status = 200, description = "Every token, live and revoked, without secrets", body = Vec<TokenRecord>)))]
 async fn list(State(engine): State<Engine>) -> Result<Json<Vec<TokenRecord>>, ApiError> {
     Ok(Json(engine.token_list().await?))
 }
@@ -47,7 +47,7 @@ struct CreateBody {
 }
 
 /// Creates a token: 201 with its secret, which is not stored and cannot be shown again.
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens",
+#[utoipa::path(post, path = "/api/v1/tokens", operation_id = "create_token", tag = "tokens",
     request_body = CreateBody,
     responses((status = 201, description = "The token and its secret, shown once", body = IssuedToken),
         (status = 400, description = "Bad name, grants or expiry", body = ErrorBody),
@@ -70,7 +70,7 @@ async fn create(
 }
 
 /// Revokes the live token of a name; it stops working at once.
-#[utoipa::path(post, path = "/api/v1/tokens/{name}/revoke", tag = "tokens",
+#[utoipa::path(post, path = "/api/v1/tokens/{name}/revoke", operation_id = "revoke_token", tag = "tokens",
     params(("name" = String, Path, description = "Token name")),
     responses((status = 200, description = "The revoked token", body = TokenRecord),
         (status = 400, description = "Not a valid token name", body = ErrorBody),

@@ -1,16 +1,21 @@
 //! The OpenAPI document served at `/api/v1/openapi.json` against the real server: every
 //! documented operation is routed (no 404 without an error body, no 405), every error
 //! answer has the documented shape, and real answers of a deployed environment match the
-//! documented schemas, with no undocumented field.
+//! documented schemas, with no undocumented field; and the document works with the tools
+//! people feed it to: a real validator (openapi-spec-validator) accepts it, and a client
+//! generated from it (openapi-python-client) releases and approves a run. Both come from
+//! PyPI into `target/tools/openapi` through `scripts/openapi-setup`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::pipeline_support::App;
-use crate::support::Server;
+use crate::support::{Fixture, Server};
 
 /// One HTTP/1.1 request to the API with `Connection: close`: (status, body).
 fn request(server: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
@@ -311,4 +316,183 @@ fn the_served_document_matches_the_real_api() {
         schema,
         &serde_json::from_str(&text).unwrap(),
     );
+}
+
+/// `<venv>/bin/<tool>` of the virtualenv with the OpenAPI tools: `CUTOVER_OPENAPI_VENV`,
+/// else the one `scripts/openapi-setup` makes under `target/tools/openapi`.
+fn openapi_tool(tool: &str) -> PathBuf {
+    let venv = std::env::var_os("CUTOVER_OPENAPI_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/openapi"));
+    let program = venv.join("bin").join(tool);
+    assert!(
+        program.exists(),
+        "{} is missing: run `scripts/openapi-setup` (it pip-installs openapi-spec-validator and \
+         openapi-python-client into target/tools/openapi, as scripts/test does), or point \
+         CUTOVER_OPENAPI_VENV at a virtualenv with both",
+        program.display()
+    );
+    program
+}
+
+/// Runs the validator on `doc` (written to `dir/name`): (passed, its output).
+fn run_spec_validator(dir: &Path, name: &str, doc: &Value) -> (bool, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, serde_json::to_vec_pretty(doc).unwrap()).unwrap();
+    let validator = openapi_tool("openapi-spec-validator");
+    let out = Command::new(&validator)
+        .args(["--validation-errors", "all"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", validator.display()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `GET /api/v1/openapi.json` without a token: tools fetch it before anyone has one.
+fn served_document(server: &Server) -> Value {
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("the API listens");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET /api/v1/openapi.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "GET /api/v1/openapi.json: {head}"
+    );
+    serde_json::from_str(body).expect("the document is JSON")
+}
+
+#[test]
+fn the_served_document_passes_openapi_spec_validator() {
+    let fx = Fixture::new();
+    let server = fx.start();
+    let doc = served_document(&server);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run_spec_validator(dir.path(), "openapi.json", &doc);
+    assert!(ok, "openapi-spec-validator rejects /api/v1/openapi.json:\n{out}");
+
+    // The validator really checks what generated clients need: a document with two
+    // operations sharing an operationId, and an answer without a description, fails.
+    let mut broken = doc.clone();
+    broken["paths"]["/api/v1/tokens"]["get"]["operationId"] = Value::from("list_runs");
+    broken["paths"]["/api/v1/whoami"]["get"]["responses"]["200"]
+        .as_object_mut()
+        .unwrap()
+        .remove("description");
+    let (ok, out) = run_spec_validator(dir.path(), "broken.json", &broken);
+    assert!(!ok, "the validator accepted a broken document:\n{out}");
+    assert!(out.contains("list_runs") && out.contains("description"), "{out}");
+}
+
+/// What a user of the generated client writes: alice releases prod, bob (four-eyes) waits
+/// for the approval stage and approves; every answer is parsed into the generated models.
+const CLIENT_SCRIPT: &str = r#"
+import json, os, sys, time
+from cutover_client import AuthenticatedClient
+from cutover_client.api.runs import approve_run, release, show_run
+from cutover_client.models import DecisionBody, ReleaseBody, RunRecord, RunView
+
+url = os.environ["CUTOVER_URL"]
+alice = AuthenticatedClient(base_url=url, token=os.environ["ALICE_TOKEN"], raise_on_unexpected_status=True)
+bob = AuthenticatedClient(base_url=url, token=os.environ["BOB_TOKEN"], raise_on_unexpected_status=True)
+
+run = release.sync(env="prod", client=alice, body=ReleaseBody(version=os.environ["VERSION"]))
+if not isinstance(run, RunRecord):
+    sys.exit(f"release answered {run!r}")
+deadline = time.monotonic() + 60
+while True:
+    view = show_run.sync(id=run.id, client=bob)
+    if not isinstance(view, RunView):
+        sys.exit(f"show_run answered {view!r}")
+    if view.state.value == "awaiting_approval":
+        break
+    if time.monotonic() > deadline:
+        sys.exit(f"run {run.id} still {view.state.value} after 60 s")
+    time.sleep(0.1)
+approved = approve_run.sync(id=run.id, client=bob, body=DecisionBody(comment="looks good"))
+if not isinstance(approved, RunView):
+    sys.exit(f"approve_run answered {approved!r}")
+print(json.dumps({
+    "id": run.id,
+    "requested_by": run.requested_by,
+    "target_version": run.target_version,
+    "approvals": [a.to_dict() for a in approved.approvals],
+}))
+"#;
+
+#[test]
+fn a_client_generated_from_the_document_releases_and_approves_a_run() {
+    let app = App::new();
+    let server = app.start();
+    let doc = served_document(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("openapi.json");
+    std::fs::write(&spec, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+
+    // Generate the client package `cutover_client` (its formatter, ruff, is in the venv).
+    let generator = openapi_tool("openapi-python-client");
+    let bin = generator.parent().unwrap().to_owned();
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let out = Command::new(&generator)
+        .args(["generate", "--meta", "none", "--output-path"])
+        .arg(dir.path().join("cutover_client"))
+        .arg("--path")
+        .arg(&spec)
+        .env("PATH", &path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", generator.display()));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "openapi-python-client failed:\n{said}");
+    assert!(
+        !said.contains("Warning"),
+        "openapi-python-client left parts of the document out:\n{said}"
+    );
+
+    let script = dir.path().join("release_and_approve.py");
+    std::fs::write(&script, CLIENT_SCRIPT).unwrap();
+    let out = Command::new(bin.join("python"))
+        .arg(&script)
+        .current_dir(dir.path())
+        .env("PYTHONPATH", dir.path())
+        .env("CUTOVER_URL", &server.url)
+        .env("ALICE_TOKEN", server.token("alice"))
+        .env("BOB_TOKEN", server.token("bob"))
+        .env("VERSION", &app.good[1])
+        .output()
+        .expect("the venv's python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the generated client could not release and approve:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(result["requested_by"], "alice", "{result}");
+    assert_eq!(result["target_version"], app.good[1].as_str(), "{result}");
+    assert_eq!(result["approvals"][0]["actor"], "bob", "{result}");
+
+    // The server agrees: the run approved through the generated client deploys.
+    let id = result["id"].as_i64().unwrap();
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    assert_eq!(run["state"], "succeeded", "{run:#}");
 }
