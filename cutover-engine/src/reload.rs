@@ -166,10 +166,10 @@ impl Engine {
         }
         for (env, cfg) in &new.environments {
             let before = old.environments.get(env);
-            if before.map(|b| &b.ports).unwrap_or(&Default::default()) != &cfg.ports {
-                if before.is_some() || !cfg.ports.is_empty() {
-                    restart.push(format!("environments.{env}.ports"));
-                }
+            if before.map(|b| &b.ports).unwrap_or(&Default::default()) != &cfg.ports
+                && (before.is_some() || !cfg.ports.is_empty())
+            {
+                restart.push(format!("environments.{env}.ports"));
             }
             let needs = match cfg.runtime {
                 RuntimeKind::Docker => self.docker().is_none(),

@@ -183,7 +183,7 @@ struct ReloadBody {
 /// Reads the server's own `cutover.yml` again and swaps it in without a restart: environments
 /// added or changed, the file's application part; a file with errors, or a change only a
 /// restart can apply, is refused and changes nothing. Audited. (SIGHUP does the same.)
-#[utoipa::path(post, path = "/api/v1/config/reload", tag = "server",
+#[utoipa::path(post, path = "/api/v1/config/reload", tag = "server", operation_id = "reload_config",
     request_body = ReloadBody,
     responses((status = 200, description = "What changed", body = cutover_engine::ReloadReport),
         (status = 400, description = "The file has errors (file:line:column), a removed environment still runs, or a change needs a restart", body = ErrorBody)))]
