@@ -74,8 +74,13 @@ fn each_release_deploys_its_commits_services_and_a_rollback_restores_them() {
     // A commit that removes it and asks for three api replicas.
     let without = commit_definition(
         &app,
-        &APP_CONFIG.replace("    replicas: 2\n", "    replicas: 3\n"),
-        "drop extra, three api replicas",
+        &APP_CONFIG
+            .replace("    replicas: 2\n", "    replicas: 3\n")
+            .replace(
+                "    run: \"sh run.sh worker\"\n",
+                "    run: \"echo changed-run >> $CUTOVER_ENV_DIR/worker-runs; exec sh run.sh worker\"\n",
+            ),
+        "drop extra, three api replicas, a new worker command",
     );
     let id = server.deploy("alice", "dev", &without);
     let logs = server.logs(id);
@@ -90,6 +95,10 @@ fn each_release_deploys_its_commits_services_and_a_rollback_restores_them() {
     );
     assert_eq!(instances_of(&server, "dev", "extra", "serving"), 0);
     assert_eq!(instances_of(&server, "dev", "api", "serving"), 3);
+    wait_for("the worker to run the commit's new command", || {
+        std::fs::read_to_string(app.env_dir("dev").join("worker-runs"))
+            .is_ok_and(|t| t.contains("changed-run"))
+    });
 
     // A fast rollback restores the previous version's definition: extra serves again, api has
     // its two replicas.
