@@ -94,18 +94,7 @@ impl Engine {
         // environment leaves it).
         let runtime = self.runtime_for(env);
         let on_swarm = self.swarm_for(env).is_some();
-        // The serving release's public services, and the warm release's.
-        let services = self.env_services(env);
-        let mut public: Vec<_> = self
-            .app(env)
-            .services
-            .iter()
-            .chain(services.warm_def.iter().flat_map(|d| d.services.iter()))
-            .filter(|(_, s)| s.public)
-            .map(|(n, _)| n.clone())
-            .collect();
-        public.sort();
-        public.dedup();
+        let public = self.routed_services(env);
         let instance = rec.kind == EnvKind::Integration;
         {
             let _guard = self.lifecycle().lock.lock().await;
@@ -139,6 +128,13 @@ impl Engine {
         let _held = gate.lock().await;
         let runtime = self.runtime_for(env);
         let on_swarm = self.swarm_for(env).is_some();
+        let public = self.routed_services(env);
+        self.teardown(env, &runtime, on_swarm, &public, false).await
+    }
+
+    /// The public services whose routes `env` may have: the serving release's and the warm
+    /// release's (a service the newer version dropped keeps its warm instances, not its route).
+    fn routed_services(&self, env: &EnvName) -> Vec<cutover_core::ServiceName> {
         let services = self.env_services(env);
         let mut public: Vec<_> = self
             .app(env)
@@ -150,7 +146,7 @@ impl Engine {
             .collect();
         public.sort();
         public.dedup();
-        self.teardown(env, &runtime, on_swarm, &public, false).await
+        public
     }
 
     /// Stops everything `env` runs: routes, instances (serving, warm and

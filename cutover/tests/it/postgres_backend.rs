@@ -102,7 +102,6 @@ fn the_pipeline_runs_on_postgres_and_a_second_server_cannot_lead_the_same_databa
 
 #[test]
 fn a_standby_takes_over_when_the_leader_dies() {
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     use std::time::Duration;
 
@@ -146,13 +145,7 @@ fn a_standby_takes_over_when_the_leader_dies() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut child);
     let first = rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert!(first.starts_with("cutover: standby, waiting"), "{first}");
     assert!(
@@ -164,18 +157,7 @@ fn a_standby_takes_over_when_the_leader_dies() {
     leader.child.kill().unwrap();
     leader.child.wait().unwrap();
     drop(leader);
-    let (mut router_port, mut api) = (0u16, String::new());
-    while api.is_empty() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the standby takes over");
-        if let Some(a) = line.strip_prefix("cutover: router on http://") {
-            router_port = a.rsplit(':').next().unwrap().parse().unwrap();
-        }
-        if let Some(a) = line.strip_prefix("cutover: listening on ") {
-            api = a.to_owned();
-        }
-    }
+    let (router_port, api) = takeover_addresses(&rx);
     let standby = Server::adopt(child, api, router_port, admin_token);
     let runs = standby.cli_json("x", &["runs", "staging"]);
     assert_eq!(
@@ -228,7 +210,6 @@ impl Drop for ReapOnDrop {
 
 #[test]
 fn a_standby_on_the_same_host_and_data_directory_adopts_what_the_dead_leader_left() {
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     use std::time::{Duration, Instant};
 
@@ -263,13 +244,7 @@ fn a_standby_on_the_same_host_and_data_directory_adopts_what_the_dead_leader_lef
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut child);
     let first = rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert!(
         first.starts_with("cutover: standby, waiting for the server that uses the data directory"),
@@ -284,18 +259,7 @@ fn a_standby_on_the_same_host_and_data_directory_adopts_what_the_dead_leader_lef
     // leader's instances instead of leaving them unowned.
     leader.child.kill().unwrap();
     leader.child.wait().unwrap();
-    let (mut router_port, mut api) = (0u16, String::new());
-    while api.is_empty() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the standby takes over");
-        if let Some(a) = line.strip_prefix("cutover: router on http://") {
-            router_port = a.rsplit(':').next().unwrap().parse().unwrap();
-        }
-        if let Some(a) = line.strip_prefix("cutover: listening on ") {
-            api = a.to_owned();
-        }
-    }
+    let (router_port, api) = takeover_addresses(&rx);
     let standby = Server::adopt(child, api, router_port, admin_token);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut now = Vec::new();
@@ -326,4 +290,34 @@ fn a_standby_on_the_same_host_and_data_directory_adopts_what_the_dead_leader_lef
         standby.api_version("staging").as_deref(),
         Some(app.good[1].as_str())
     );
+}
+
+/// Every line a spawned server prints on stdout, as it comes.
+fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// The router port and API URL a standby prints once it takes over.
+fn takeover_addresses(rx: &std::sync::mpsc::Receiver<String>) -> (u16, String) {
+    let (mut router_port, mut api) = (0u16, String::new());
+    while api.is_empty() {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the standby takes over");
+        if let Some(a) = line.strip_prefix("cutover: router on http://") {
+            router_port = a.rsplit(':').next().unwrap().parse().unwrap();
+        }
+        if let Some(a) = line.strip_prefix("cutover: listening on ") {
+            api = a.to_owned();
+        }
+    }
+    (router_port, api)
 }
