@@ -402,8 +402,12 @@ async fn request_production(client: &Client, version: &str) -> anyhow::Result<Pr
         if !ended_by_a_stop(client, last).await? {
             let v = last["target_version"].as_str().unwrap_or(version).to_owned();
             println!(
-                "demo: prod's last run {id} (requested by {}) ended {state}; the demo does not request it again",
-                last["requested_by"].as_str().unwrap_or("?")
+                "demo: prod's last run {id} (requested by {}) ended {state}{}; the demo does not request it again",
+                last["requested_by"].as_str().unwrap_or("?"),
+                last["error"]
+                    .as_str()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
             );
             return Ok(Prod::Left {
                 run: id,
