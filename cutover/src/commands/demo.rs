@@ -297,10 +297,7 @@ enum Found {
 }
 
 async fn found(client: &Client, env: &str) -> anyhow::Result<Found> {
-    let summary: Value = client.get(&format!("/api/v1/environments/{env}")).await?;
-    if let Some(v) = summary["last_deployed_version"].as_str() {
-        return Ok(Found::Deployed(v.to_owned()));
-    }
+    // A queued run survives a restart and changes what gets deployed: look for it first.
     let runs: Value = client.get(&format!("/api/v1/runs?env={env}&limit=20")).await?;
     let pending = runs.as_array().and_then(|r| {
         r.iter().find(|r| {
@@ -310,7 +307,14 @@ async fn found(client: &Client, env: &str) -> anyhow::Result<Found> {
             )
         })
     });
-    Ok(pending.map_or(Found::Nothing, |r| Found::Pending(r.clone())))
+    if let Some(run) = pending {
+        return Ok(Found::Pending(run.clone()));
+    }
+    let summary: Value = client.get(&format!("/api/v1/environments/{env}")).await?;
+    Ok(match summary["last_deployed_version"].as_str() {
+        Some(v) => Found::Deployed(v.to_owned()),
+        None => Found::Nothing,
+    })
 }
 
 fn short(v: &str) -> &str {
