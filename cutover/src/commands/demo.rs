@@ -80,6 +80,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = std::fs::canonicalize(&args.data_dir)?;
     let repo = dir.join("shop");
     let (first, second) = ensure_repository(&repo)?;
+    let resuming = dir.join("state").is_dir();
     let app = App::build(ServeOptions {
         config: repo.join("cutover.yml"),
         data_dir: dir.join("state"),
@@ -105,6 +106,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     super::serve::save_admin_token(api, &admin, app.admin_token_file());
     println!("cutover: router on http://{router}");
     println!("cutover: listening on http://{api}");
+    if resuming {
+        println!(
+            "demo: resuming the state in {} (what was deployed is not deployed again; remove {} to start afresh)",
+            dir.join("state").display(),
+            dir.display()
+        );
+    }
     std::io::stdout().flush().ok();
     let mut server = tokio::spawn(app.run_until_stopped());
 

@@ -157,6 +157,7 @@ fn the_demo_deploys_the_shop_and_leaves_production_waiting_for_approval() {
     let home = tempfile::tempdir().unwrap();
     let demo = Demo::start(dir.path(), home.path());
     let text = &demo.printed;
+    assert!(!text.contains("resuming"), "a first run: {text}");
     assert!(text.contains("is waiting for approval"), "{text}");
     assert!(text.contains("cutover approve"), "{text}");
     let admin = std::fs::read_to_string(dir.path().join("state/admin.token")).unwrap();
@@ -222,6 +223,7 @@ fn running_the_demo_again_resumes_what_the_user_did() {
     let demo = Demo::start(dir.path(), home.path());
     let text = &demo.printed;
     assert!(!text.contains("demo: deploying"), "nothing is redeployed: {text}");
+    assert!(text.contains("demo: resuming the state in"), "{text}");
     assert!(
         text.contains(&format!("demo: dev resumes on {}", &staging[..12])),
         "it says what it resumed: {text}"
