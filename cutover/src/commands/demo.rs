@@ -6,8 +6,19 @@
 //! approval, four-eyes) and prints what to open and type next. Ctrl-C stops
 //! everything. It deploys with a token of its own (`demo`, deployer), so the
 //! admin token it saves for your CLI (and hands the dashboard in the URL it
-//! prints) belongs to someone else and may approve production. Running it again reuses the repository and the state: what is
-//! already deployed is not deployed again.
+//! prints) belongs to someone else and may approve production.
+//!
+//! Running it again resumes what you did: the same repository and state, and
+//! no environment that was ever deployed is deployed again (the server's own
+//! reconciliation brings each back to its `last_deployed_version`, your
+//! releases and rollbacks included); a run pending somewhere is left alone.
+//! Stopping the demo ends the production run waiting for approval (runs end
+//! with their server), so the demo requests it again only when it was its own
+//! and ended by that stop (cancelled with no `run.cancel` in the audit log, or
+//! interrupted); a run you rejected or cancelled, or requested yourself, is
+//! not requested again: the next steps print the command to do it. Rejected:
+//! re-requesting production whenever nothing waits, which would undo a
+//! rejection.
 //!
 //! The repository is created with the `git` binary: the demo is a
 //! convenience for people, not a Cutover code path (Cutover itself reads git
@@ -69,6 +80,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = std::fs::canonicalize(&args.data_dir)?;
     let repo = dir.join("shop");
     let (first, second) = ensure_repository(&repo)?;
+    let resuming = dir.join("state").is_dir();
     let app = App::build(ServeOptions {
         config: repo.join("cutover.yml"),
         data_dir: dir.join("state"),
@@ -94,19 +106,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     super::serve::save_admin_token(api, &admin, app.admin_token_file());
     println!("cutover: router on http://{router}");
     println!("cutover: listening on http://{api}");
+    if resuming {
+        println!(
+            "demo: resuming the state in {} (what was deployed is not deployed again; remove {} to start afresh)",
+            dir.join("state").display(),
+            dir.display()
+        );
+    }
     std::io::stdout().flush().ok();
     let mut server = tokio::spawn(app.run_until_stopped());
 
     let url = super::serve::local_url(api);
     let deploy = async {
         let client = demo_client(&url, &admin).await?;
-        deploy(&client, "dev", &second).await?;
-        deploy(&client, "staging", &first).await?;
+        for (env, pinned) in [("dev", &second), ("staging", &first)] {
+            match found(&client, env).await? {
+                Found::Nothing => deploy(&client, env, pinned).await?,
+                Found::Deployed(v) => comes_back(&client, env, &v, pinned).await?,
+                Found::Pending(run) => leave_pending(env, &run),
+            }
+        }
         request_production(&client, &first).await
     };
     tokio::select! {
         r = deploy => match r {
-            Ok(waiting) => print_next_steps(&url, &admin, router, waiting, &first, &second),
+            Ok(prod) => print_next_steps(&url, &admin, router, &prod, &first, &second),
             // Keep serving: the failed run's log is where the answer is.
             Err(e) => eprintln!("error: {e:#}\nThe server keeps running so you can look: CUTOVER_URL={url} cutover runs"),
         },
@@ -268,36 +292,199 @@ async fn deploy(client: &Client, env: &str, version: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Requests a production release that waits for approval; reuses a waiting one.
-async fn request_production(client: &Client, version: &str) -> anyhow::Result<Option<i64>> {
-    let summary: Value = client.get("/api/v1/environments/prod").await?;
-    if summary["last_deployed_version"].as_str().is_some() {
-        println!(
-            "demo: prod already runs {}",
-            summary["last_deployed_version"].as_str().unwrap_or("")
-        );
-        return Ok(None);
-    }
-    let runs: Value = client.get("/api/v1/runs?env=prod&limit=5").await?;
-    let waiting = runs.as_array().and_then(|r| {
-        r.iter()
-            .find(|r| r["state"] == "awaiting_approval" || r["state"] == "queued")
+/// What the demo finds in an environment before it touches it.
+enum Found {
+    /// Never deployed and no run under way: the demo deploys it (a first run, or one stopped
+    /// before it got there).
+    Nothing,
+    /// Its `last_deployed_version`: the server's reconciliation brings it back, the demo
+    /// deploys nothing (it may be the user's own release).
+    Deployed(String),
+    /// A run queued, running or waiting for approval: left alone, never superseded.
+    Pending(Value),
+}
+
+async fn found(client: &Client, env: &str) -> anyhow::Result<Found> {
+    // A queued run survives a restart and changes what gets deployed: look for it first.
+    let runs: Value = client.get(&format!("/api/v1/runs?env={env}&limit=20")).await?;
+    let pending = runs.as_array().and_then(|r| {
+        r.iter().find(|r| {
+            matches!(
+                r["state"].as_str(),
+                Some("queued" | "running" | "awaiting_approval")
+            )
+        })
     });
-    let id = match waiting {
-        Some(r) => r["id"].as_i64().unwrap_or_default(),
-        None => {
-            let run: Value = client
-                .post(
-                    "/api/v1/environments/prod/releases",
-                    &json!({ "version": version }),
-                )
-                .await?;
-            run["id"].as_i64().unwrap_or_default()
-        }
+    if let Some(run) = pending {
+        return Ok(Found::Pending(run.clone()));
+    }
+    let summary: Value = client.get(&format!("/api/v1/environments/{env}")).await?;
+    Ok(match summary["last_deployed_version"].as_str() {
+        Some(v) => Found::Deployed(v.to_owned()),
+        None => Found::Nothing,
+    })
+}
+
+fn short(v: &str) -> &str {
+    v.get(..12).unwrap_or(v)
+}
+
+/// A later run: `env` comes back to its last deployed version by the server's own
+/// reconciliation; waits until it serves it, so the URLs printed next answer.
+async fn comes_back(client: &Client, env: &str, deployed: &str, pinned: &str) -> anyhow::Result<()> {
+    let whose = if deployed == pinned {
+        String::new()
+    } else {
+        format!(", released since the demo deployed {}", short(pinned))
     };
-    watch(client, id, &["awaiting_approval", "succeeded", "failed"]).await?;
-    println!("demo: production run {id} is waiting for approval");
-    Ok(Some(id))
+    println!(
+        "demo: {env} resumes on {}, its last deployed version{whose}",
+        short(deployed)
+    );
+    for _ in 0..3000 {
+        let status: Value = client.get(&format!("/api/v1/environments/{env}/status")).await?;
+        let services = status["services"].as_array().cloned().unwrap_or_default();
+        let up = status["serving_version"].as_str() == Some(deployed)
+            && services.iter().all(|s| {
+                s["instances"].as_array().is_some_and(|i| {
+                    i.iter().any(|i| {
+                        i["version"].as_str() == Some(deployed) && i["healthy"] != Value::Bool(false)
+                    })
+                })
+            });
+        if up {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!(
+        "{env} did not come back to {} within 10 minutes; see the server log above and \
+         `cutover status {env}`",
+        short(deployed)
+    )
+}
+
+fn leave_pending(env: &str, run: &Value) {
+    let id = run["id"].as_i64().unwrap_or_default();
+    println!(
+        "demo: {env} has run {id} {} (requested by {}); the demo leaves it be: cutover run {id}",
+        run["state"].as_str().unwrap_or("?"),
+        run["requested_by"].as_str().unwrap_or("?")
+    );
+}
+
+/// What production is left with, for the next steps.
+enum Prod {
+    /// A release waits for approval: the demo's, requested now or found waiting.
+    Waiting(i64),
+    /// Something was deployed there; nothing is requested.
+    Deployed,
+    /// Not requested again: the last production run did not end by a stop of the demo
+    /// (someone rejected or cancelled it, it failed, or it is someone else's).
+    Left {
+        run: i64,
+        state: String,
+        version: String,
+    },
+}
+
+/// Requests a production release that waits for approval, unless prod was deployed, a run
+/// is pending there, or its last run ended by someone's decision. A demo stop ends the run
+/// waiting for approval (runs end with their server: cancelled at the stop, or interrupted
+/// by the next start after a kill); the demo requests it again only if it was its own.
+async fn request_production(client: &Client, version: &str) -> anyhow::Result<Prod> {
+    match found(client, "prod").await? {
+        Found::Deployed(v) => {
+            println!(
+                "demo: prod runs {} (deployed before; nothing is requested)",
+                short(&v)
+            );
+            return Ok(Prod::Deployed);
+        }
+        Found::Pending(run) => {
+            let id = run["id"].as_i64().unwrap_or_default();
+            return waiting(client, id).await;
+        }
+        Found::Nothing => {}
+    }
+    let runs: Value = client.get("/api/v1/runs?env=prod&limit=1").await?;
+    if let Some(last) = runs.as_array().and_then(|r| r.first()) {
+        let id = last["id"].as_i64().unwrap_or_default();
+        let state = last["state"].as_str().unwrap_or("?").to_owned();
+        if !ended_by_a_stop(client, last).await? {
+            let v = last["target_version"].as_str().unwrap_or(version).to_owned();
+            println!(
+                "demo: prod's last run {id} (requested by {}) ended {state}{}; the demo does not request it again",
+                last["requested_by"].as_str().unwrap_or("?"),
+                last["error"]
+                    .as_str()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+            return Ok(Prod::Left {
+                run: id,
+                state,
+                version: v,
+            });
+        }
+        println!("demo: production run {id} ended ({state}) when the demo stopped; requesting it again");
+    }
+    let run: Value = client
+        .post(
+            "/api/v1/environments/prod/releases",
+            &json!({ "version": version }),
+        )
+        .await?;
+    waiting(client, run["id"].as_i64().unwrap_or_default()).await
+}
+
+/// Whether a production run is the demo's own and ended only because its server stopped:
+/// interrupted, or cancelled with no one's `run.cancel` in the audit log.
+async fn ended_by_a_stop(client: &Client, run: &Value) -> anyhow::Result<bool> {
+    if run["requested_by"] != ACTOR {
+        return Ok(false);
+    }
+    match run["state"].as_str() {
+        Some("interrupted") => Ok(true),
+        Some("cancelled") => {
+            let target = format!("run/{}", run["id"].as_i64().unwrap_or_default());
+            let audit: Value = client.get("/api/v1/audit?limit=1000").await?;
+            let by_someone = audit.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|e| e["action"] == "run.cancel" && e["target"] == target.as_str())
+            });
+            Ok(!by_someone)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Follows a production run to its Approval stage.
+async fn waiting(client: &Client, id: i64) -> anyhow::Result<Prod> {
+    let run = watch(
+        client,
+        id,
+        &[
+            "awaiting_approval",
+            "succeeded",
+            "failed",
+            "cancelled",
+            "rejected",
+            "interrupted",
+        ],
+    )
+    .await?;
+    let state = run["state"].as_str().unwrap_or("?");
+    if state == "awaiting_approval" {
+        println!("demo: production run {id} is waiting for approval");
+        return Ok(Prod::Waiting(id));
+    }
+    println!("demo: production run {id} ended {state}");
+    Ok(Prod::Left {
+        run: id,
+        state: state.to_owned(),
+        version: run["target_version"].as_str().unwrap_or("").to_owned(),
+    })
 }
 
 /// Polls a run, printing stages as they finish, until it reaches one of `states`.
@@ -327,7 +514,7 @@ fn print_next_steps(
     api: &str,
     admin: &str,
     router: std::net::SocketAddr,
-    waiting: Option<i64>,
+    prod: &Prod,
     first: &str,
     second: &str,
 ) {
@@ -350,12 +537,16 @@ fn print_next_steps(
     println!("  cutover env list                      # desired / built / deployed per environment");
     println!("  cutover status staging                # every instance and the version it really runs");
     println!("  cutover versions staging              # commits, marked built / desired / deployed");
-    if let Some(id) = waiting {
+    if let Prod::Waiting(id) = prod {
         // Padded to the comment column of the lines around them, whatever the id's width.
         let run = format!("cutover run {id}");
         let approve = format!("cutover approve {id}");
         println!("  {run:<38}# production waits in its Approval stage");
         println!("  {approve:<38}# four-eyes: the demo requested it as \"{ACTOR}\", you are admin");
+    }
+    if let Prod::Left { run, state, version } = prod {
+        let again = format!("cutover release prod --version {}", short(version));
+        println!("  {again:<38}# production again (run {run} ended {state}); waits for approval");
     }
     println!(
         "  cutover release staging --version {} --follow   # the winter sale to staging",
