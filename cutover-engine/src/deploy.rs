@@ -548,6 +548,27 @@ impl Engine {
         Ok(())
     }
 
+    /// Stops the warm release: before a `post_switch` hook, whose changes (the contract half of
+    /// a schema change) the previous version's code may not survive. `rollback --fast` then has
+    /// nothing to switch to; a full rollback (with `hooks.rollback`) remains.
+    pub(crate) async fn drop_warm(&self, env: &EnvName, log: &StageLog) {
+        let mut services = self.env_services(env);
+        let Some(version) = services.warm_version.take() else {
+            return;
+        };
+        for set in services.warm.values() {
+            self.stop_set(env, set, log).await;
+        }
+        log.line(format!(
+            "previous release {} stopped before post_switch: no warm release for `rollback --fast`",
+            version.short()
+        ))
+        .await;
+        services.warm.clear();
+        services.warm_def = None;
+        self.set_env_services(env, services);
+    }
+
     /// Removes the routes of the public services `old` has and `new` has not (a version that
     /// dropped a service); returns their generations, to drain.
     pub(crate) async fn remove_routes_not_in(

@@ -359,6 +359,8 @@ fn hooks(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Hooks> {
         install: optional_command(ctx, &f, "install", &mut ok),
         destructive_install: optional_command(ctx, &f, "destructive_install", &mut ok),
         post_deploy: optional_command(ctx, &f, "post_deploy", &mut ok),
+        post_switch: optional_command(ctx, &f, "post_switch", &mut ok),
+        rollback: optional_command(ctx, &f, "rollback", &mut ok),
     };
     ok.then_some(hooks)
 }

@@ -30,7 +30,14 @@ pub(crate) const SERVICE: &[&str] = &[
     "dockerfile",
 ];
 
-pub(crate) const HOOKS: &[&str] = &["pre_deploy", "install", "destructive_install", "post_deploy"];
+pub(crate) const HOOKS: &[&str] = &[
+    "pre_deploy",
+    "install",
+    "destructive_install",
+    "post_switch",
+    "post_deploy",
+    "rollback",
+];
 
 pub(crate) const SCHEDULER: &[&str] = &["jobs", "suspend_timeout", "on_suspend_timeout"];
 

@@ -161,7 +161,21 @@ fn hooks() -> Value {
                 "destructive_install",
                 string("Replaces `install` in the destructive pipeline (resets data; never on prod tiers)."),
             ),
+            (
+                "post_switch",
+                string(
+                    "Runs after the switch, once the previous version drained and stopped (expand/contract: the \
+                     destructive half of a schema change); such a release keeps no warm release.",
+                ),
+            ),
             ("post_deploy", string("Runs after the new version serves.")),
+            (
+                "rollback",
+                string(
+                    "Runs before Install in a rollback run, in the release restored (CUTOVER_VERSION) with \
+                     CUTOVER_PREVIOUS_VERSION the version left: reverses migrations.",
+                ),
+            ),
         ]),
     )
 }

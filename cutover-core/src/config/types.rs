@@ -208,6 +208,14 @@ pub struct Hooks {
     pub install: Option<String>,
     pub destructive_install: Option<String>,
     pub post_deploy: Option<String>,
+    /// Expand / contract: runs after the switch, once the previous version has drained and
+    /// stopped (a release that runs it keeps no warm release: the old code may not run against
+    /// what this hook changes), for the destructive half of a schema change.
+    pub post_switch: Option<String>,
+    /// Runs before Install in a rollback run, in the release being restored, with
+    /// `CUTOVER_VERSION` the version restored and `CUTOVER_PREVIOUS_VERSION` the one left, so
+    /// migrations can be reversed.
+    pub rollback: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -40,9 +40,7 @@ pub(crate) async fn run_stage(ctx: &mut RunCtx, stage: Stage, log: &StageLog) ->
         Stage::DeployServices => deploy_services(ctx, log).await,
         Stage::UpdateDeployedVersion => update_deployed(ctx, log).await,
         Stage::PostDeployConfig => post_deploy_config(ctx, log).await,
-        Stage::PostDeployHook => {
-            hook_stage(ctx, log, "post_deploy", ctx.def().hooks.post_deploy.clone()).await
-        }
+        Stage::PostDeployHook => post_deploy_hooks(ctx, log).await,
     }
 }
 
@@ -390,6 +388,15 @@ async fn deploy_scheduler(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
 async fn install(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     let def = ctx.def();
     let hooks = &def.hooks;
+    // A rollback run first reverses what the version it leaves migrated (in the release being
+    // restored; CUTOVER_PREVIOUS_VERSION names the version left).
+    let rollback = hooks
+        .rollback
+        .clone()
+        .filter(|c| !c.trim().is_empty() && ctx.kind() == RunKind::Rollback);
+    if let Some(cmd) = &rollback {
+        ctx.run_hook(log, "rollback", cmd).await?;
+    }
     let (name, cmd) = if ctx.kind() == RunKind::Destructive {
         ("destructive_install", hooks.destructive_install.clone())
     } else {
@@ -420,8 +427,26 @@ async fn install(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     }
     match (cmd, ctx.kind()) {
         (None, RunKind::Destructive) => Ok(StageOutcome::Done(Some("no destructive_install hook".into()))),
+        (None, _) if rollback.is_some() => Ok(StageOutcome::Done(Some("rollback hook".into()))),
         (None, _) => Ok(StageOutcome::Skipped("no install hook".into())),
         _ => Ok(StageOutcome::Done(None)),
+    }
+}
+
+/// After the new version serves: `post_switch` (expand/contract) once the previous version is
+/// stopped — the warm release too, since its code may not run against what the hook changes —
+/// then `post_deploy`.
+async fn post_deploy_hooks(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
+    let def = ctx.def();
+    let switch = def.hooks.post_switch.clone().filter(|c| !c.trim().is_empty());
+    if let Some(cmd) = &switch {
+        ctx.engine.drop_warm(&ctx.env, log).await;
+        ctx.run_hook(log, "post_switch", cmd).await?;
+    }
+    let outcome = hook_stage(ctx, log, "post_deploy", def.hooks.post_deploy.clone()).await?;
+    match (switch, outcome) {
+        (Some(_), StageOutcome::Skipped(_)) => Ok(StageOutcome::Done(Some("post_switch hook".into()))),
+        (_, outcome) => Ok(outcome),
     }
 }
 

@@ -22,6 +22,7 @@ mod dataplane;
 mod definition;
 mod demo;
 pub(crate) mod example_shop;
+mod expand_contract;
 mod image_command;
 mod leaks;
 mod lifecycle;
