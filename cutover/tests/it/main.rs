@@ -22,6 +22,7 @@ mod dataplane;
 mod definition;
 mod demo;
 pub(crate) mod example_shop;
+mod flags;
 mod image_command;
 mod leaks;
 mod lifecycle;
