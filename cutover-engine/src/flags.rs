@@ -198,3 +198,43 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_names_and_values_are_checked_with_the_rule_in_the_error() {
+        for ok in ["a", "new_checkout", "dark-mode", "v2", &"a".repeat(MAX_FLAG_NAME)] {
+            assert!(check_flag_name(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("", "is empty"),
+            ("New", "starts with 'N'"),
+            ("2fa", "starts with '2'"),
+            ("_x", "starts with '_'"),
+            ("a.b", "contains '.'"),
+            ("a/b", "contains '/'"),
+            ("aB", "contains 'B'"),
+        ] {
+            let e = check_flag_name(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(says) && e.contains("lowercase letter first"),
+                "{bad}: {e}"
+            );
+        }
+        let long = "a".repeat(MAX_FLAG_NAME + 1);
+        assert!(
+            check_flag_name(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
+        assert!(check_flag_value("x", "on").unwrap());
+        assert!(!check_flag_value("x", "off").unwrap());
+        for bad in ["On", "true", "1", "", " on"] {
+            let e = check_flag_value("x", bad).unwrap_err().to_string();
+            assert!(e.contains("\"on\" or \"off\""), "{bad}: {e}");
+        }
+    }
+}
