@@ -165,6 +165,10 @@ impl Engine {
 
     /// Writes `env`'s flags file from the store, atomically (temporary file, then rename).
     pub(crate) async fn write_flags_file(&self, env: &EnvName) -> Result<(), EngineError> {
+        // Reading the store and renaming are one step: two changes at once must not leave the
+        // older read as the file (the later rename would win with a set missing one flag).
+        static WRITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = WRITING.lock().await;
         let flags: BTreeMap<String, bool> = self
             .flags_of(env)
             .await?
@@ -186,6 +190,18 @@ impl Engine {
                 file.display()
             ))
         })
+    }
+
+    /// `env`'s flags file, written first if it does not exist yet (an integration environment
+    /// created after the start): every instance finds the file its variable names.
+    pub(crate) async fn ensure_flags_file(&self, env: &EnvName) -> PathBuf {
+        let file = self.flags_file(env);
+        if !file.exists()
+            && let Err(e) = self.write_flags_file(env).await
+        {
+            tracing::error!(env = %env, error = %e, "cannot write the flags file");
+        }
+        file
     }
 
     /// At start: every environment's flags file, so instances see the stored flags.

@@ -130,7 +130,7 @@ impl Engine {
             ),
             (
                 "CUTOVER_FLAGS_FILE".to_owned(),
-                self.flags_file(env).display().to_string(),
+                self.ensure_flags_file(env).await.display().to_string(),
             ),
             (
                 "CUTOVER_RELEASE_DIR".to_owned(),

@@ -161,4 +161,14 @@ fn flags_reach_running_instances_without_a_restart_and_only_the_flag_command_wri
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(flags_file(&app, "dev")["flags"]["new_checkout"], true);
+
+    // Instances started where the file is missing (an environment made after the start) get
+    // it written first, with the stored flags.
+    std::fs::remove_file(app.env_dir("dev").join("flags.json")).unwrap();
+    let scaled = server.cli_json("alice", &["scale", "dev", "worker", "2"]);
+    assert_eq!(scaled["applied"], true, "{scaled}");
+    assert_eq!(
+        flags_file(&app, "dev")["flags"],
+        serde_json::json!({ "new_checkout": true, "dark-mode": true })
+    );
 }
