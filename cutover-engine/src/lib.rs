@@ -16,6 +16,7 @@ mod definition;
 mod deploy;
 mod environments;
 mod error;
+mod flags;
 pub mod http;
 mod lifecycle;
 pub mod limits;
@@ -50,6 +51,7 @@ pub use reload::ReloadReport;
 
 pub use environments::{EnvironmentSummary, VersionRow, VersionsReport};
 pub use error::{EngineError, ErrorKind};
+pub use flags::{Flag, MAX_FLAG_NAME, check_flag_name};
 pub use lifecycle::{
     CreateRequest, Created, EnvKind, LifeState, LifecycleRecord, LifecycleSettings, LifecycleView,
     derive_name, slug,
@@ -199,6 +201,7 @@ impl Engine {
         self.interrupt_leftover_runs().await?;
         self.interrupt_leftover_job_runs().await?;
         self.restore_lifecycle().await?;
+        self.write_all_flags_files().await;
         self.stop_orphans().await;
         pipeline::Executor::spawn_workers(self);
         self.spawn_scheduler();

@@ -153,6 +153,12 @@ impl Engine {
                  (dev and integration apply at once, fixed-size tiers need an approval)"
             )));
         }
+        if self.is_flag_key(&key) {
+            return Err(EngineError::Refused(format!(
+                "{key} is a feature flag; use `cutover flag set ENV NAME on|off` (it is audited and updates \
+                 the running instances' flags file)"
+            )));
+        }
         self.check_size(&key, value).await?;
         let (stored, typed) = match self.classify(&key) {
             Some((env, WellKnownKey::DesiredVersion)) => {

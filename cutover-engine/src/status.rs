@@ -129,6 +129,10 @@ impl Engine {
                 self.env_dir(env).display().to_string(),
             ),
             (
+                "CUTOVER_FLAGS_FILE".to_owned(),
+                self.ensure_flags_file(env).await.display().to_string(),
+            ),
+            (
                 "CUTOVER_RELEASE_DIR".to_owned(),
                 self.release_dir(version).display().to_string(),
             ),

@@ -272,6 +272,16 @@ pub enum Command {
     )]
     Scale(ScaleArgs),
 
+    /// Feature flags of an environment: running instances read them from $CUTOVER_FLAGS_FILE.
+    #[command(
+        subcommand,
+        after_help = "A flag change reaches running instances without a restart or a deploy: every instance\n\
+                      has CUTOVER_FLAGS_FILE, a JSON file {\"flags\": {\"NAME\": true, ...}} rewritten atomically.\n\n\
+                      Examples:\n  cutover flag set dev new_checkout on\n  cutover flag list dev\n  \
+                      cutover param history /shop-dev/flags/new_checkout"
+    )]
+    Flag(FlagCommand),
+
     /// The append-only audit log of every change, newest first.
     #[command(after_help = "Examples:\n  cutover audit\n  cutover audit -n 200 -o json")]
     Audit {
@@ -377,6 +387,28 @@ pub struct ScaleArgs {
     /// Why (shown to whoever approves it).
     #[arg(long, short = 'm')]
     pub comment: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlagCommand {
+    /// Turn a flag on or off (deployer on the environment); audited as flag.set.
+    #[command(
+        after_help = "Examples:\n  cutover flag set dev new_checkout on\n  cutover flag set prod new_checkout off"
+    )]
+    Set {
+        /// Environment name, e.g. dev.
+        env: String,
+        /// Flag name: a lowercase letter, then lowercase letters, digits, '_' or '-' (at most 63).
+        name: String,
+        /// `on` or `off`.
+        value: String,
+    },
+    /// The flags of an environment, by name.
+    #[command(after_help = "Examples:\n  cutover flag list dev\n  cutover flag list prod -o json")]
+    List {
+        /// Environment name, e.g. dev.
+        env: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

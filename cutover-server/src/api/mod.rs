@@ -3,6 +3,7 @@
 //! domain rules and never retry.
 
 mod environments;
+mod flags;
 mod ops;
 mod params;
 pub(crate) mod queries;
@@ -50,6 +51,7 @@ use crate::error::ApiError;
         (name = "operations", description = "What runs: instances, versions, service logs"),
         (name = "scheduler", description = "Cron jobs per environment"),
         (name = "scale", description = "Replica counts: applied on dev, change requests on fixed-size tiers"),
+        (name = "flags", description = "Feature flags per environment, delivered to running instances without a restart"),
         (name = "tokens", description = "API tokens and who the caller is"),
         (name = "audit", description = "The append-only audit log"),
         (name = "server", description = "Health, configuration, metrics and this document"),
@@ -92,6 +94,7 @@ fn api_router() -> OpenApiRouter<Engine> {
         .merge(runs::routes())
         .merge(ops::routes())
         .merge(scale::routes())
+        .merge(flags::routes())
         .merge(tokens::routes())
         .merge(system::routes())
 }

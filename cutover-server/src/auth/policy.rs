@@ -73,6 +73,8 @@ pub fn rule(method: &Method, route: &str) -> Rule {
             Rule::PathEnv(Deployer)
         }
         "/api/v1/environments/{env}/services/{service}/scale" if post => Rule::PathEnv(Deployer),
+        "/api/v1/environments/{env}/flags" if get => Rule::PathEnv(Viewer),
+        "/api/v1/environments/{env}/flags/{name}" if put => Rule::PathEnv(Deployer),
         // An integration environment is made from a template for a branch: any deployer may
         // make one, and remove one (they are short-lived and carry no production data).
         "/api/v1/environments" if post => Rule::AnyEnv(Deployer),
@@ -124,6 +126,12 @@ mod tests {
                 Rule::PathEnv(Deployer),
             ),
             (&p, "/api/v1/environments", Rule::AnyEnv(Deployer)),
+            (&g, "/api/v1/environments/{env}/flags", Rule::PathEnv(Viewer)),
+            (
+                &Method::PUT,
+                "/api/v1/environments/{env}/flags/{name}",
+                Rule::PathEnv(Deployer),
+            ),
             (
                 &Method::DELETE,
                 "/api/v1/environments/{env}",

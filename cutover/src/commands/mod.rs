@@ -6,6 +6,7 @@ mod dataplane;
 mod demo;
 mod docs;
 mod env;
+mod flag;
 mod ops;
 mod param;
 mod runs;
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scheduler(cmd) => ops::scheduler(&client()?, cmd, out).await,
         Command::Audit { limit } => ops::audit(&client()?, limit, out).await,
         Command::Scale(args) => scale::run(&client()?, args, out).await,
+        Command::Flag(cmd) => flag::run(&client()?, cmd, out).await,
         Command::Login => tokens::login(&cli.global.server, cli.global.token.as_deref(), out).await,
         Command::Whoami => tokens::whoami(&client()?, out).await,
         Command::Stop { all } => system::stop(&client()?, all, out).await,

@@ -82,6 +82,8 @@ fn expectations() -> BTreeMap<&'static str, Need> {
             "POST /api/v1/environments/{env}/services/{service}/scale",
             OnTarget(DEPLOYER),
         ),
+        ("GET /api/v1/environments/{env}/flags", OnTarget(VIEWER)),
+        ("PUT /api/v1/environments/{env}/flags/{name}", OnTarget(DEPLOYER)),
         ("GET /api/v1/environments/{env}/scheduler", OnTarget(VIEWER)),
         ("GET /api/v1/environments/{env}/scheduler/runs", OnTarget(VIEWER)),
         (

@@ -23,6 +23,7 @@ mod definition;
 mod demo;
 pub(crate) mod example_shop;
 mod expand_contract;
+mod flags;
 mod image_command;
 mod leaks;
 mod lifecycle;

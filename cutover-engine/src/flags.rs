@@ -1,0 +1,256 @@
+//! Feature flags per environment: named on/off switches that running instances read from a
+//! file, so turning one changes behaviour without a restart or a deploy.
+//!
+//! A flag is `/<app>-<env>/flags/<NAME>` in the parameter store (`on` or `off`; history and
+//! compare-and-set for free), written by [`Engine::flag_set`] only: `param put` refuses those
+//! keys, as it refuses the replica counts of scale changes. Every instance gets
+//! `CUTOVER_FLAGS_FILE=<env dir>/flags.json` (the environment directory is shared with
+//! containers at the same path); the engine rewrites that file atomically (a temporary file
+//! renamed over it) on every change and at start, as
+//! `{"flags": {"NAME": true, ...}, "updated_at_ms": ...}`. Rejected: environment variables
+//! (they need a restart) and an HTTP endpoint polled by apps (every app would need a token).
+//! Not done: percentages or user lists, and `promote` does not carry flags.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use cutover_core::{Actor, EnvName, NameError};
+use cutover_store::ParamKey;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::{Engine, EngineError};
+
+/// The longest flag name.
+pub const MAX_FLAG_NAME: usize = 63;
+const FLAG_RULE: &str = "use a lowercase letter first, then lowercase letters, digits, '_' or '-' (at most 63 characters), e.g. \"new_checkout\"";
+
+/// One flag of an environment as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Flag {
+    pub name: String,
+    /// `on` or `off`.
+    pub value: String,
+    /// The parameter store version of this value (its history: `cutover param history`).
+    pub version: i64,
+    pub updated_by: String,
+    pub updated_at_ms: i64,
+}
+
+/// Checks a flag name: `[a-z][a-z0-9_-]*`, at most [`MAX_FLAG_NAME`] characters.
+pub fn check_flag_name(name: &str) -> Result<(), NameError> {
+    let kind = "flag name";
+    if name.is_empty() {
+        return Err(NameError::Empty {
+            kind,
+            rule: FLAG_RULE,
+        });
+    }
+    let len = name.chars().count();
+    if len > MAX_FLAG_NAME {
+        return Err(NameError::TooLong {
+            kind,
+            value: name.to_owned(),
+            len,
+            rule: FLAG_RULE,
+        });
+    }
+    let problem = if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        Some(format!(
+            "it starts with {:?}",
+            name.chars().next().unwrap_or_default()
+        ))
+    } else {
+        name.chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
+            .map(|bad| format!("it contains {bad:?}"))
+    };
+    match problem {
+        Some(problem) => Err(NameError::Invalid {
+            kind,
+            value: name.to_owned(),
+            problem,
+            rule: FLAG_RULE,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks a flag value: exactly `on` or `off`.
+fn check_flag_value(name: &str, value: &str) -> Result<bool, EngineError> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(EngineError::Refused(format!(
+            "flag {name}: value {other:?} is not valid; use exactly \"on\" or \"off\""
+        ))),
+    }
+}
+
+impl Engine {
+    /// `/<app>-<env>/flags`.
+    fn flags_prefix(&self, env: &EnvName) -> String {
+        format!("{}/flags", self.config().param_prefix(env))
+    }
+
+    /// Whether `key` is a feature flag, which only [`Engine::flag_set`] writes.
+    pub(crate) fn is_flag_key(&self, key: &ParamKey) -> bool {
+        let config = self.config();
+        config
+            .environments
+            .keys()
+            .any(|env| ParamKey::parse(&self.flags_prefix(env)).is_ok_and(|p| key.is_under(&p)))
+    }
+
+    /// The file every instance of `env` reads its flags from (`CUTOVER_FLAGS_FILE`).
+    pub fn flags_file(&self, env: &EnvName) -> PathBuf {
+        self.env_dir(env).join("flags.json")
+    }
+
+    /// The flags of `env`, by name.
+    pub async fn flag_list(&self, env: &str) -> Result<Vec<Flag>, EngineError> {
+        let env = self.env_name(env)?;
+        self.flags_of(&env).await
+    }
+
+    async fn flags_of(&self, env: &EnvName) -> Result<Vec<Flag>, EngineError> {
+        let prefix = format!("{}/", self.flags_prefix(env));
+        let mut flags: Vec<Flag> = self
+            .store()
+            .param_list(&prefix)
+            .await?
+            .into_iter()
+            .map(|p| Flag {
+                name: p.key.trim_start_matches(&prefix).to_owned(),
+                value: p.value,
+                version: p.version,
+                updated_by: p.actor,
+                updated_at_ms: p.at_ms,
+            })
+            .collect();
+        flags.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(flags)
+    }
+
+    /// Turns flag `name` of `env` on or off (`value` is `on` or `off`), audited as `flag.set`,
+    /// and rewrites the environment's flags file for its running instances.
+    pub async fn flag_set(
+        &self,
+        env: &str,
+        name: &str,
+        value: &str,
+        actor: &Actor,
+    ) -> Result<Flag, EngineError> {
+        let env = self.env_name(env)?;
+        check_flag_name(name)?;
+        check_flag_value(name, value)?;
+        let key = ParamKey::parse(&format!("{}/{name}", self.flags_prefix(&env)))?;
+        let written = self.store().param_put(&key, value, actor.as_str(), None).await?;
+        self.audit(
+            actor,
+            "flag.set",
+            key.as_str(),
+            json!({ "env": env.as_str(), "flag": name, "value": value, "version": written.version }),
+        )
+        .await;
+        self.write_flags_file(&env).await?;
+        Ok(Flag {
+            name: name.to_owned(),
+            value: written.value,
+            version: written.version,
+            updated_by: written.actor,
+            updated_at_ms: written.at_ms,
+        })
+    }
+
+    /// Writes `env`'s flags file from the store, atomically (temporary file, then rename).
+    pub(crate) async fn write_flags_file(&self, env: &EnvName) -> Result<(), EngineError> {
+        // Reading the store and renaming are one step: two changes at once must not leave the
+        // older read as the file (the later rename would win with a set missing one flag).
+        static WRITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = WRITING.lock().await;
+        let flags: BTreeMap<String, bool> = self
+            .flags_of(env)
+            .await?
+            .into_iter()
+            .map(|f| (f.name, f.value == "on"))
+            .collect();
+        let body = json!({ "flags": flags, "updated_at_ms": crate::now_ms() }).to_string();
+        let file = self.flags_file(env);
+        // One temporary file per write: two changes at once must not share one.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = file.with_extension(format!("json.{}.{seq}.tmp", std::process::id()));
+        let written = tokio::fs::write(&tmp, body.as_bytes())
+            .await
+            .and(tokio::fs::rename(&tmp, &file).await);
+        written.map_err(|e| {
+            EngineError::Internal(format!(
+                "cannot write the flags file {}: {e}; check that the data directory is writable, then set the flag again",
+                file.display()
+            ))
+        })
+    }
+
+    /// `env`'s flags file, written first if it does not exist yet (an integration environment
+    /// created after the start): every instance finds the file its variable names.
+    pub(crate) async fn ensure_flags_file(&self, env: &EnvName) -> PathBuf {
+        let file = self.flags_file(env);
+        if !file.exists()
+            && let Err(e) = self.write_flags_file(env).await
+        {
+            tracing::error!(env = %env, error = %e, "cannot write the flags file");
+        }
+        file
+    }
+
+    /// At start: every environment's flags file, so instances see the stored flags.
+    pub(crate) async fn write_all_flags_files(&self) {
+        let envs: Vec<EnvName> = self.config().environments.keys().cloned().collect();
+        for env in envs {
+            if let Err(e) = self.write_flags_file(&env).await {
+                tracing::error!(env = %env, error = %e, "cannot write the flags file");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_names_and_values_are_checked_with_the_rule_in_the_error() {
+        for ok in ["a", "new_checkout", "dark-mode", "v2", &"a".repeat(MAX_FLAG_NAME)] {
+            assert!(check_flag_name(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("", "is empty"),
+            ("New", "starts with 'N'"),
+            ("2fa", "starts with '2'"),
+            ("_x", "starts with '_'"),
+            ("a.b", "contains '.'"),
+            ("a/b", "contains '/'"),
+            ("aB", "contains 'B'"),
+        ] {
+            let e = check_flag_name(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(says) && e.contains("lowercase letter first"),
+                "{bad}: {e}"
+            );
+        }
+        let long = "a".repeat(MAX_FLAG_NAME + 1);
+        assert!(
+            check_flag_name(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
+        assert!(check_flag_value("x", "on").unwrap());
+        assert!(!check_flag_value("x", "off").unwrap());
+        for bad in ["On", "true", "1", "", " on"] {
+            let e = check_flag_value("x", bad).unwrap_err().to_string();
+            assert!(e.contains("\"on\" or \"off\""), "{bad}: {e}");
+        }
+    }
+}
