@@ -721,13 +721,10 @@ impl Engine {
         let warm_def = before.warm_def.clone().unwrap_or_else(|| self.base_definition());
         let t0 = std::time::Instant::now();
         self.switch_routes(env, &warm_def, &before.warm).await?;
-        // Public services the warm release does not have: their routes go.
-        for (_, old) in self
-            .remove_routes_not_in(env, before.def.as_deref(), &warm_def)
-            .await?
-        {
-            drop(old);
-        }
+        // Public services the warm release does not have: their routes go (a fast rollback
+        // waits for no drain, as for the switch itself).
+        self.remove_routes_not_in(env, before.def.as_deref(), &warm_def)
+            .await?;
         log.line(format!(
             "traffic switched to {} in {} ms",
             version.short(),

@@ -82,7 +82,7 @@ fn listen_error(addr: SocketAddr, what: String, fix: String, e: impl std::fmt::D
 fn wanted_listeners(
     config: &Config,
     router_addr: SocketAddr,
-) -> Result<Vec<(ListenerKind, SocketAddr, String, String)>, StartError> {
+) -> Vec<(ListenerKind, SocketAddr, String, String)> {
     let mut out = vec![(
         ListenerKind::Main,
         router_addr,
@@ -103,7 +103,7 @@ fn wanted_listeners(
             ));
         }
     }
-    Ok(out)
+    out
 }
 
 impl Plane {
@@ -115,7 +115,7 @@ impl Plane {
         data_dir: &Path,
         router_addr: SocketAddr,
     ) -> Result<(Plane, DataPlane, u16), StartError> {
-        let wanted = wanted_listeners(config, router_addr)?;
+        let wanted = wanted_listeners(config, router_addr);
         match mode {
             DataPlaneMode::Embedded => {
                 let router = Router::new(RouterConfig::default());

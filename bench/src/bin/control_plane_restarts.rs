@@ -23,6 +23,7 @@
 // Benchmarks start the real binary and kill it directly.
 #![allow(clippy::disallowed_methods)]
 
+use cutover_bench::arg;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,15 +46,6 @@ environments:
 "#;
 const HOST: &str = "api.dev.bench.localhost";
 const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One request: when it was sent, how long it took, whether it got a 200.
 #[derive(Clone, Copy)]

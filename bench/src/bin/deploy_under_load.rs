@@ -26,6 +26,7 @@
 // Benchmarks start the real binary, baselines and fixture tools directly.
 #![allow(clippy::disallowed_methods)]
 
+use cutover_bench::arg;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,15 +63,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// A client whose request failed waits this long, then reconnects.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 const UNKNOWN: u8 = u8::MAX;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One request as a client saw it; times are wall-clock µs, comparable with the server's.
 #[derive(Clone, Copy)]

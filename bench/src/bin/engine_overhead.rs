@@ -21,6 +21,7 @@
 // Benchmarks start the real binary, baselines and fixture tools directly.
 #![allow(clippy::disallowed_methods)]
 
+use cutover_bench::arg;
 use std::time::{Duration, Instant};
 
 use cutover_bench::fixture::{
@@ -50,15 +51,6 @@ environments:
 const HOOKS: [&str; 3] = ["pre_deploy_hook", "install", "post_deploy_hook"];
 const GOAL_MS: i64 = 50;
 const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One measured run, in milliseconds.
 struct RunTimes {

@@ -20,6 +20,7 @@
 // Benchmarks start the real binary and fixture tools directly.
 #![allow(clippy::disallowed_methods)]
 
+use cutover_bench::arg;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -29,15 +30,6 @@ use serde_json::Value;
 
 /// A mass release must end within this (else the phase is reported as timed out).
 const PHASE_LIMIT: Duration = Duration::from_secs(900);
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn config(envs: usize, services: usize) -> String {
     let mut c = String::from("app: bench\nrepo: repo\nservices:\n");

@@ -14,6 +14,7 @@
 // Benchmarks start the real binary, baselines and fixture tools directly.
 #![allow(clippy::disallowed_methods)]
 
+use cutover_bench::arg;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -25,15 +26,6 @@ use tokio::net::TcpListener;
 const MAX_REQUESTS: usize = 5_000_000;
 const SWITCHES: usize = 10;
 const SWITCH_EVERY: Duration = Duration::from_millis(300);
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn sha(c: char) -> String {
     std::iter::repeat_n(c, 40).collect()

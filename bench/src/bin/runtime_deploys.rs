@@ -27,6 +27,7 @@
 // Benchmarks start the real binary, baselines and fixture tools directly.
 #![allow(clippy::disallowed_methods)]
 
+use cutover_bench::arg;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -46,15 +47,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(180);
 const DOCKER_LIMIT: Duration = Duration::from_secs(180);
 const DOCKERFILE: &str = "FROM cutover-base:latest\nCOPY www /www\n\
                           CMD [\"busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n";
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// What only version `i` (1-based) of the busybox service answers on `/version.json`.
 fn marker(i: usize) -> String {
