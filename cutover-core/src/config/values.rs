@@ -1,7 +1,8 @@
 //! Small value grammars used by `cutover.yml`: durations (`72h`, `1h30m`),
 //! branch names, and the edit distance behind "did you mean" suggestions.
-//! Hand-written because each is a few lines and a crate per grammar would
-//! cost more than it saves.
+//! The two grammars are hand-written because each is a few lines and a crate
+//! per grammar would cost more than it saves; the edit distance is `strsim`'s
+//! optimal string alignment (it replaced a hand-written copy of the same).
 
 use std::time::Duration;
 
@@ -117,24 +118,9 @@ pub(crate) fn check_branch(name: &str) -> Result<(), String> {
     }
 }
 
-/// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions).
+/// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions), by `strsim`.
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev2: Vec<usize> = vec![0; b.len() + 1];
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                cur[j] = cur[j].min(prev2[j - 2] + 1);
-            }
-        }
-        prev2 = std::mem::replace(&mut prev, cur);
-    }
-    prev[b.len()]
+    strsim::osa_distance(a, b)
 }
 
 /// The candidate closest to `input`, if it is close enough to be a likely typo
@@ -197,6 +183,9 @@ mod tests {
         assert_eq!(edit_distance("teir", "tier"), 1);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
+        // Counted in characters, not bytes: one accented letter is one edit.
+        assert_eq!(edit_distance("déploy", "deploy"), 1);
+        assert_eq!(nearest("régistry", &["registry"]), Some("registry"));
         assert_eq!(nearest("replica", &["run", "replicas"]), Some("replicas"));
         assert_eq!(
             nearest("enviroments", &["environments", "services"]),
