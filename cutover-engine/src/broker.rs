@@ -386,13 +386,7 @@ fn tags_of(user: &Value) -> String {
 
 /// Percent-encodes one path segment (vhost names start with `/`).
 fn enc(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    crate::http::encode_segment(segment)
 }
 
 /// An error with its causes ("connection refused" is a source, not the top).

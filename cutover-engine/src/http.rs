@@ -15,8 +15,31 @@
 //! The platform's certificate roots are loaded only for a client that may speak https:
 //! loading them parses every system CA (milliseconds, on every CLI call) and fails on a
 //! machine without any, which must not break plain-http use.
+//!
+//! [`encode_segment`] is the one percent-encoder of a URL path segment (the `percent-encoding`
+//! crate with RFC 3986's unreserved set), for the broker's API, the CLI and the log masker.
 
 use std::sync::Once;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`) is escaped.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes `s` as one URL path segment (or query value): `/`, `?`, `#`, `%`, spaces and
+/// every non-ASCII byte become `%XX` (upper-case hex), so the value cannot change the path.
+pub fn encode_segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// Percent-encodes raw bytes the same way (for values that need not be UTF-8).
+pub fn encode_segment_bytes(raw: &[u8]) -> String {
+    percent_encoding::percent_encode(raw, SEGMENT).to_string()
+}
 
 /// A `reqwest::ClientBuilder` for requests to `url`'s scheme: for `https://`, trusting the
 /// platform's roots; for anything else, with no roots loaded (plain http needs none).
@@ -51,5 +74,20 @@ fn same_origin_only(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirec
         attempt.follow()
     } else {
         attempt.stop()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_cannot_change_the_path_or_query() {
+        assert_eq!(encode_segment("shop-prod_1.a~"), "shop-prod_1.a~");
+        assert_eq!(
+            encode_segment("a b/../ü?x=1#f%+"),
+            "a%20b%2F..%2F%C3%BC%3Fx%3D1%23f%25%2B"
+        );
+        assert_eq!(encode_segment_bytes(&[0xff, b'/']), "%FF%2F");
     }
 }

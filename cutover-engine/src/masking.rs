@@ -263,24 +263,9 @@ fn encodings(raw: &[u8]) -> Vec<String> {
     out.push(hex);
     let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
     if !raw.iter().all(|&b| unreserved(b)) {
-        let percent: String = raw
-            .iter()
-            .map(|&b| {
-                if unreserved(b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let form: String = raw
-            .iter()
-            .map(|&b| match b {
-                b' ' => "+".to_owned(),
-                b if unreserved(b) => (b as char).to_string(),
-                b => format!("%{b:02X}"),
-            })
-            .collect();
+        let percent = crate::http::encode_segment_bytes(raw);
+        // HTML form encoding: the same, with a space as `+`.
+        let form = percent.replace("%20", "+");
         out.push(lower_escapes(&percent));
         out.push(percent);
         out.push(form);

@@ -212,14 +212,7 @@ pub fn param_path(route: &str, key: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// One URL path segment or query value, percent-encoded (see `cutover_engine::http`).
 pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    cutover_engine::http::encode_segment(s)
 }
