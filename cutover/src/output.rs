@@ -2,6 +2,7 @@
 //! the server's answer, pretty-printed, so scripts get the full data.
 
 use serde::Serialize;
+use unicode_width::UnicodeWidthStr;
 
 use crate::cli::Output;
 
@@ -12,27 +13,35 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 /// Prints rows under a header with columns padded to the widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    print!("{}", render_table(header, rows));
+}
+
+/// The text of [`table`]: columns padded to the widest cell as a terminal shows it
+/// (`unicode-width`: a CJK character or an emoji takes two columns, a combining accent none).
+fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
+            widths[i] = widths[i].max(cell.width());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(widths[i].saturating_sub(c.width()) + 2));
             }
         }
-        println!("{}", s.trim_end());
+        out.push_str(s.trim_end());
+        out.push('\n');
     };
     line(header.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
     }
+    out
 }
 
 /// A version for a table: 12 hex digits, `latest`, or `-`.
@@ -65,4 +74,45 @@ pub fn stage_title(v: &serde_json::Value) -> String {
     serde_json::from_value::<cutover_core::Stage>(v.clone())
         .map(|s| s.title().to_owned())
         .unwrap_or_else(|_| v.as_str().unwrap_or("").to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_characters_in_a_commit_subject_keep_the_columns_lined_up() {
+        let rows = vec![
+            vec![
+                "0123456789ab".to_owned(),
+                "修复登录页面".to_owned(),
+                "alice".to_owned(),
+            ],
+            vec![
+                "ba9876543210".to_owned(),
+                "🚀 ship it".to_owned(),
+                "bob".to_owned(),
+            ],
+            vec![
+                "aaaaaaaaaaaa".to_owned(),
+                "café crème".to_owned(),
+                "carol".to_owned(),
+            ],
+            vec![
+                "bbbbbbbbbbbb".to_owned(),
+                "plain ascii subject".to_owned(),
+                "dave".to_owned(),
+            ],
+        ];
+        let text = render_table(&["VERSION", "SUBJECT", "AUTHOR"], &rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        // The AUTHOR column starts at the same terminal column on every line.
+        let author_col = |line: &str, author: &str| line[..line.find(author).unwrap()].width();
+        let want = author_col(lines[0], "AUTHOR");
+        for (line, author) in lines[1..].iter().zip(["alice", "bob", "carol", "dave"]) {
+            assert_eq!(author_col(line, author), want, "{text}");
+        }
+        assert_eq!(want, 12 + 2 + "plain ascii subject".len() + 2, "{text}");
+    }
 }
