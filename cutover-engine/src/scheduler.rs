@@ -11,7 +11,9 @@
 //! activates them and resumes. Any failure puts the scheduler back on the
 //! serving version, resumed unless a person had suspended it.
 //!
-//! Evaluation is in UTC at minute resolution (`CronSchedule`). A job whose
+//! Evaluation is at minute resolution, in UTC or the job's `timezone:` (`CronSchedule`, croner:
+//! a job is due in a minute when its next start after the previous minute is this one, which
+//! gives croner's daylight-saving rules). A job whose
 //! previous run is still going is skipped for that minute, and the skip is
 //! recorded. Rejected: an external cron daemon (it would not know what a
 //! release is, nor suspend around migrations).
@@ -20,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cutover_core::config::{CivilMinute, CronSchedule, SuspendTimeoutAction};
+use cutover_core::config::{CronSchedule, SuspendTimeoutAction};
 use cutover_core::{Actor, EnvName, JobName, Version};
 use cutover_runtime::{TaskExit, TaskSpec};
 use cutover_store::{JobRun, JobRunState, SchedulerState};
@@ -57,6 +59,8 @@ pub struct SchedulerStatus {
 pub struct JobStatus {
     pub name: String,
     pub schedule: String,
+    /// The IANA time zone the schedule is read in (`UTC` unless the job sets `timezone:`).
+    pub timezone: String,
     pub run: String,
     pub running: bool,
     pub next_at_ms: Option<i64>,
@@ -326,7 +330,7 @@ impl Engine {
                 let now = now_ms();
                 let next = (now / 60_000 + 1) * 60_000;
                 tokio::time::sleep(Duration::from_millis((next - now).max(1) as u64)).await;
-                let minute = CivilMinute::from_unix(next / 1000);
+                let minute = next / 1000;
                 for env in engine.config().environments.keys() {
                     if let Err(e) = engine.tick(env, minute).await {
                         tracing::error!(env = %env, error = %e, "scheduler tick failed");
@@ -336,7 +340,8 @@ impl Engine {
         });
     }
 
-    async fn tick(&self, env: &EnvName, minute: CivilMinute) -> Result<(), EngineError> {
+    /// Starts the jobs due in the minute that begins at `minute` (Unix seconds).
+    async fn tick(&self, env: &EnvName, minute: i64) -> Result<(), EngineError> {
         if self.is_expired(env) {
             return Ok(()); // torn down after its ttl: nothing runs until a release
         }
@@ -346,8 +351,8 @@ impl Engine {
         };
         let version = Version::parse(version)?;
         for (name, job) in &self.app(env).scheduler.jobs {
-            let due = CronSchedule::parse(&job.schedule)
-                .map(|s| s.matches(minute))
+            let due = CronSchedule::parse_in(&job.schedule, job.timezone.as_deref())
+                .map(|s| s.is_due(minute))
                 .unwrap_or(false);
             if due {
                 self.start_job(env, name, &version, "schedule").await?;
@@ -482,13 +487,14 @@ impl Engine {
                 .await?
                 .into_iter()
                 .next();
-            let next = CronSchedule::parse(&job.schedule)
+            let next = CronSchedule::parse_in(&job.schedule, job.timezone.as_deref())
                 .ok()
                 .and_then(|s| s.next_after(now_s))
                 .map(|s| s * 1000);
             jobs.push(JobStatus {
                 name: name.to_string(),
                 schedule: job.schedule.clone(),
+                timezone: job.timezone.clone().unwrap_or_else(|| "UTC".to_owned()),
                 run: job.run.clone(),
                 running: running.contains(name),
                 next_at_ms: if state.suspended || state.version.is_none() {

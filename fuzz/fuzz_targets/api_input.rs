@@ -11,7 +11,7 @@
 //! JSON forms.
 #![no_main]
 
-use cutover_core::config::{CivilMinute, CronSchedule, format_duration, parse_duration};
+use cutover_core::config::{CronSchedule, format_duration, parse_duration};
 use cutover_core::run::{RunKind, RunState, Stage};
 use cutover_core::settings::refused_setting_name;
 use cutover_core::{Actor, AppName, EnvName, Grants, JobName, Role, ServiceName, Version, VersionRef};
@@ -199,7 +199,8 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(cron) = CronSchedule::parse(s) {
                 // A few minutes around 2026 and the ends of the supported range.
                 for t in [0i64, 1_780_000_000, 4_102_444_800, 253_402_300_740] {
-                    let _ = cron.matches(CivilMinute::from_unix(t));
+                    let _ = cron.is_due(t);
+                    let _ = cron.next_after(t);
                 }
             }
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_saphyr::Location;
 
-use super::cron::check_cron;
+use super::cron::{check_cron, check_timezone};
 use super::environments;
 use super::extract::{
     Ctx, Fields, SNode, boolean, choice, count, integer, join, list, named_entries, nonempty, parsed, string,
@@ -417,12 +417,16 @@ fn job(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Job>
                 check_cron(s).map(|()| s.trim().to_owned())
             })
         });
+    let timezone = opt(ctx, &f, "timezone", &mut ok, |ctx, n, p| {
+        parsed(ctx, n, p, check_timezone)
+    });
     let run = f
         .required(ctx, "run", "the job's command")
         .and_then(|n| nonempty(ctx, n, &f.path("run"), "the job's command"));
     let (schedule, run) = (schedule?, run?.to_owned());
     ok.then_some(Job {
         schedule,
+        timezone,
         run,
         overlap,
     })

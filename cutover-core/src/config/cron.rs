@@ -1,25 +1,28 @@
-//! Validation of 5-field cron expressions (`minute hour day-of-month month
-//! day-of-week`), as evaluated later by the scheduler.
+//! Cron schedules of scheduler jobs: 5-field expressions (`minute hour day-of-month month
+//! day-of-week`) evaluated by `croner`, in UTC or in the job's IANA `timezone:` (`chrono-tz`).
 //!
-//! Accepted per field: `*`, numbers, ranges `a-b`, steps `*/n` and `a-b/n`,
-//! and comma-separated lists of those; month and weekday names (`jan`,
-//! `mon`) and the nicknames `@hourly`, `@daily`, `@midnight`, `@weekly`,
-//! `@monthly`, `@yearly`, `@annually`. `CronSchedule` is both the validator
-//! and the evaluator the scheduler uses (UTC, minute resolution); a pure
-//! bit-set per field needs no crate.
+//! Accepted: what croner accepts in five fields (`*`, numbers, ranges `a-b`, steps `*/n` and
+//! `a-b/n`, lists, month and weekday names, and its extensions `L`, `W`, `#`, `?`), plus the
+//! nicknames `@hourly`, `@daily`, `@midnight`, `@weekly`, `@monthly`, `@yearly`, `@annually`.
+//! Six or seven fields (seconds, years) are refused: the scheduler ticks once a minute, and a
+//! seconds field would silently never fire as written. When both day fields are restricted,
+//! either may match (classic cron).
+//!
+//! Daylight saving time follows croner (the Open Cron Pattern Specification, like Vixie cron):
+//! a fixed-time job (`30 2 * * *`) whose time falls into a spring-forward gap runs once right
+//! after the gap (03:00), and once, at the first occurrence, on a fall-back day; an interval
+//! job (`*/15 * * * *`) skips the minutes that do not exist and runs in both repeated hours.
+//!
+//! Rejected: the hand-written bit-set evaluator this replaced (UTC only: a time zone with DST
+//! is exactly where a hand-written calendar goes wrong) and the `cron` crate (6-7 fields with
+//! seconds, no DST rules for fixed-time jobs).
 
-const FIELDS: [(&str, u32, u32); 5] = [
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day of month", 1, 31),
-    ("month", 1, 12),
-    ("day of week", 0, 7),
-];
+use std::str::FromStr;
 
-const MONTHS: [&str; 12] = [
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-];
-const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
 
 const NICKNAMES: [&str; 7] = [
     "@hourly",
@@ -33,60 +36,94 @@ const NICKNAMES: [&str; 7] = [
 
 const CRON_RULE: &str = "a schedule has 5 fields \"minute hour day-of-month month day-of-week\", each `*`, a number, a range a-b, a step */n or a-b/n, or a comma-separated list of those, e.g. \"*/15 * * * *\"";
 
-/// Checks a cron expression; the error says which field is wrong and why.
+/// Checks a cron expression; the error says what is wrong and how to write it.
 pub(crate) fn check_cron(expr: &str) -> Result<(), String> {
     CronSchedule::parse(expr).map(|_| ())
 }
 
-/// A parsed 5-field schedule, evaluated in UTC at minute resolution.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CronSchedule {
-    /// Allowed values per field as bit sets (bit n = value n).
-    fields: [u64; 5],
-    /// Day-of-month or day-of-week was `*`: classic cron matches a day when
-    /// both are restricted and *either* matches, otherwise when both match.
-    dom_star: bool,
-    dow_star: bool,
+/// Checks an IANA time zone name and returns its canonical spelling (`europe/paris` →
+/// `Europe/Paris`); the error suggests the nearest known name.
+pub(crate) fn check_timezone(name: &str) -> Result<String, String> {
+    if let Ok(tz) = Tz::from_str(name) {
+        return Ok(tz.name().to_owned());
+    }
+    if let Ok(tz) = Tz::from_str_insensitive(name) {
+        return Err(format!(
+            "unknown time zone {name:?}; did you mean {:?}? (names are case-sensitive)",
+            tz.name()
+        ));
+    }
+    let names: Vec<String> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|t| t.name().to_ascii_lowercase())
+        .collect();
+    let lowered: Vec<&str> = names.iter().map(String::as_str).collect();
+    let hint = super::values::nearest(name, &lowered)
+        .and_then(|n| {
+            chrono_tz::TZ_VARIANTS
+                .iter()
+                .find(|t| t.name().eq_ignore_ascii_case(n))
+        })
+        .map(|t| format!(" did you mean {:?}?", t.name()))
+        .unwrap_or_default();
+    Err(format!(
+        "unknown time zone {name:?};{hint} write an IANA time zone name such as \"Europe/Paris\", \"America/New_York\" or \"UTC\""
+    ))
 }
 
-/// A UTC calendar minute, as the scheduler evaluates schedules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CivilMinute {
-    pub minute: u32,
-    pub hour: u32,
-    pub day: u32,
-    pub month: u32,
-    /// 0 = Sunday.
-    pub weekday: u32,
+const FIELDS: [(&str, &str); 5] = [
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day of week", "0-7 or sun-sat"),
+];
+
+fn parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
 }
 
-impl CivilMinute {
-    /// The UTC minute containing `unix_secs`.
-    pub fn from_unix(unix_secs: i64) -> CivilMinute {
-        let days = unix_secs.div_euclid(86_400);
-        let secs = unix_secs.rem_euclid(86_400);
-        // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let _ = era;
-        CivilMinute {
-            minute: ((secs / 60) % 60) as u32,
-            hour: (secs / 3600) as u32,
-            day,
-            month,
-            weekday: (days + 4).rem_euclid(7) as u32,
+/// croner's error names neither the field nor its range: find the first field that fails
+/// on its own (the others `*`) and say both.
+fn which_field(expanded: &str, error: &croner::errors::CronError) -> String {
+    let why = error.to_string();
+    let why = why
+        .trim_start_matches("Component error: ")
+        .trim_start_matches("Invalid pattern: ")
+        .trim_end_matches('.');
+    let fields: Vec<&str> = expanded.split_whitespace().collect();
+    for (i, (name, range)) in FIELDS.iter().enumerate() {
+        let mut alone = ["*"; 5];
+        alone[i] = fields[i];
+        if parser().parse(&alone.join(" ")).is_err() {
+            return format!("{name} field {:?}: {why} (allowed: {range})", fields[i]);
         }
     }
+    why.to_owned()
+}
+
+/// A parsed 5-field schedule and the time zone its fields are read in.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    cron: Cron,
+    tz: Tz,
 }
 
 impl CronSchedule {
+    /// A schedule read in UTC.
     pub fn parse(expr: &str) -> Result<CronSchedule, String> {
+        CronSchedule::parse_in(expr, None)
+    }
+
+    /// A schedule read in the IANA time zone `timezone` (UTC when None).
+    pub fn parse_in(expr: &str, timezone: Option<&str>) -> Result<CronSchedule, String> {
+        let tz = match timezone {
+            None => Tz::UTC,
+            Some(name) => Tz::from_str(name).map_err(|_| check_timezone(name).unwrap_err())?,
+        };
         let trimmed = expr.trim();
         let expanded = if trimmed.starts_with('@') {
             match trimmed.to_ascii_lowercase().as_str() {
@@ -105,123 +142,67 @@ impl CronSchedule {
         } else {
             trimmed
         };
-        let parts: Vec<&str> = expanded.split_whitespace().collect();
-        if parts.len() != 5 {
+        let fields = expanded.split_whitespace().count();
+        if fields != 5 {
+            let why = if fields > 5 {
+                " (seconds and years are not supported: jobs start on the minute)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "schedule {expr:?} has {} fields, not 5; {CRON_RULE}",
-                parts.len()
+                "schedule {expr:?} has {fields} fields, not 5{why}; {CRON_RULE}"
             ));
         }
-        let mut fields = [0u64; 5];
-        for (i, (field, (name, min, max))) in parts.iter().zip(FIELDS).enumerate() {
-            fields[i] = field_set(field, name, min, max)
-                .map_err(|why| format!("schedule {expr:?}: {name} field {field:?}: {why}; {CRON_RULE}"))?;
+        // croner reads `1,,2` as `1,2`; an empty list item is more likely a typo.
+        if let Some(field) = expanded
+            .split_whitespace()
+            .find(|f| f.split(',').any(str::is_empty))
+        {
+            return Err(format!(
+                "schedule {expr:?}: field {field:?} has an empty list item; {CRON_RULE}"
+            ));
         }
-        // Day of week 7 is Sunday too.
-        if fields[4] & (1 << 7) != 0 {
-            fields[4] |= 1;
-        }
-        Ok(CronSchedule {
-            fields,
-            dom_star: parts[2] == "*",
-            dow_star: parts[4] == "*",
-        })
+        let cron = parser()
+            .parse(expanded)
+            .map_err(|e| format!("schedule {expr:?}: {}; {CRON_RULE}", which_field(expanded, &e)))?;
+        Ok(CronSchedule { cron, tz })
     }
 
-    pub fn matches(&self, t: CivilMinute) -> bool {
-        let has = |i: usize, v: u32| self.fields[i] & (1u64 << v) != 0;
-        let dom = has(2, t.day);
-        let dow = has(4, t.weekday);
-        let day = if self.dom_star || self.dow_star {
-            dom && dow
-        } else {
-            dom || dow
-        };
-        has(0, t.minute) && has(1, t.hour) && has(3, t.month) && day
+    /// The time zone the fields are read in.
+    pub fn timezone(&self) -> &'static str {
+        self.tz.name()
     }
 
-    /// The first minute after `unix_secs` (exclusive) that matches, within a
-    /// year; None if the schedule never fires (e.g. 30 February).
+    /// The first start after `unix_secs` (exclusive), as Unix seconds; None if the schedule
+    /// never fires (e.g. 30 February).
     pub fn next_after(&self, unix_secs: i64) -> Option<i64> {
-        let mut t = unix_secs.div_euclid(60) * 60 + 60;
-        for _ in 0..(366 * 24 * 60) {
-            if self.matches(CivilMinute::from_unix(t)) {
-                return Some(t);
-            }
-            t += 60;
-        }
-        None
+        let start = DateTime::<Utc>::from_timestamp(unix_secs, 0)?.with_timezone(&self.tz);
+        self.cron
+            .find_next_occurrence(&start, false)
+            .ok()
+            .map(|t| t.timestamp())
+    }
+
+    /// Whether the job starts in the minute beginning at `minute_secs` (Unix seconds, a
+    /// multiple of 60): the schedule's next start after the previous minute is this one.
+    pub fn is_due(&self, minute_secs: i64) -> bool {
+        let minute = minute_secs.div_euclid(60) * 60;
+        self.next_after(minute - 60) == Some(minute)
     }
 }
 
-fn field_set(field: &str, name: &str, min: u32, max: u32) -> Result<u64, String> {
-    let mut set = 0u64;
-    for part in field.split(',') {
-        if part.is_empty() {
-            return Err("empty list item".to_owned());
-        }
-        let (range, step) = match part.split_once('/') {
-            Some((r, s)) => (r, Some(s)),
-            None => (part, None),
-        };
-        let step = match step {
-            Some(step) => {
-                let n: u32 = step
-                    .parse()
-                    .map_err(|_| format!("step {step:?} is not a number"))?;
-                if n == 0 || n > max {
-                    return Err(format!("step {n} is out of range 1-{max}"));
-                }
-                if range != "*" && !range.contains('-') {
-                    return Err(format!("a step needs `*` or a range before '/', found {range:?}"));
-                }
-                n
-            }
-            None => 1,
-        };
-        let (lo, hi) = if range == "*" {
-            (min, max)
-        } else {
-            match range.split_once('-') {
-                Some((a, b)) => (value(a, name, min, max)?, value(b, name, min, max)?),
-                None => {
-                    let v = value(range, name, min, max)?;
-                    (v, v)
-                }
-            }
-        };
-        if lo > hi {
-            return Err(format!("range {range:?} runs backwards"));
-        }
-        let mut v = lo;
-        while v <= hi {
-            set |= 1u64 << v;
-            v += step;
-        }
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.cron.pattern.as_str() == other.cron.pattern.as_str() && self.tz == other.tz
     }
-    Ok(set)
 }
 
-fn value(text: &str, name: &str, min: u32, max: u32) -> Result<u32, String> {
-    let lower = text.to_ascii_lowercase();
-    let named = match name {
-        "month" => MONTHS.iter().position(|m| *m == lower).map(|i| i as u32 + 1),
-        "day of week" => DAYS.iter().position(|d| *d == lower).map(|i| i as u32),
-        _ => None,
-    };
-    if let Some(v) = named {
-        return Ok(v);
-    }
-    let v: u32 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
-    if v < min || v > max {
-        return Err(format!("{v} is out of range {min}-{max}"));
-    }
-    Ok(v)
-}
+impl Eq for CronSchedule {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{NaiveDate, TimeZone};
 
     #[test]
     fn accepts_common_schedules() {
@@ -233,6 +214,7 @@ mod tests {
             "59 23 31 12 7",
             "@daily",
             "@Hourly",
+            "@midnight",
         ] {
             check_cron(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
@@ -242,62 +224,132 @@ mod tests {
     fn refuses_what_cron_cannot_mean() {
         for (bad, needle) in [
             ("* * * *", "4 fields"),
-            ("* * * * * *", "6 fields"),
-            ("60 * * * *", "60 is out of range 0-59"),
-            ("* 24 * * *", "out of range 0-23"),
-            ("* * 0 * *", "out of range 1-31"),
-            ("* * * 13 *", "out of range 1-12"),
-            ("* * * * 8", "out of range 0-7"),
-            ("*/0 * * * *", "step 0"),
-            ("5/2 * * * *", "needs `*` or a range"),
-            ("10-5 * * * *", "backwards"),
-            ("a * * * *", "not a number"),
+            (
+                "* * * * * *",
+                "6 fields, not 5 (seconds and years are not supported",
+            ),
+            ("0 0 0 * * * *", "7 fields"),
+            (
+                "60 * * * *",
+                "minute field \"60\": Number out of bounds (allowed: 0-59)",
+            ),
+            ("* 24 * * *", "hour field \"24\""),
+            ("* * 0 * *", "day of month field \"0\""),
+            ("* * * 13 *", "month field \"13\""),
+            ("* * * * 8", "day of week field \"8\""),
+            ("*/0 * * * *", "minute field \"*/0\": Step cannot be zero"),
+            ("10-5 * * * *", "minute field \"10-5\""),
+            (
+                "a * * * *",
+                "minute field \"a\": Pattern contains illegal characters",
+            ),
             ("1,,2 * * * *", "empty list item"),
             ("@sometimes", "nickname"),
             ("", "0 fields"),
         ] {
-            let err = check_cron(bad).unwrap_err();
+            let err = check_cron(bad).expect_err(bad);
             assert!(err.contains(needle), "{bad:?}: {err}");
+            assert!(
+                err.contains("a schedule has 5 fields") || err.contains("nickname"),
+                "{bad:?}: {err}"
+            );
         }
     }
 
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> i64 {
+        Utc.from_utc_datetime(
+            &NaiveDate::from_ymd_opt(y, mo, d)
+                .unwrap()
+                .and_hms_opt(h, mi, 0)
+                .unwrap(),
+        )
+        .timestamp()
+    }
+
+    /// The minutes of `[from, to)` (UTC) in which `s` is due.
+    fn due_minutes(s: &CronSchedule, from: i64, to: i64) -> Vec<i64> {
+        (from / 60..to / 60)
+            .map(|m| m * 60)
+            .filter(|&t| s.is_due(t))
+            .collect()
+    }
+
     #[test]
-    fn civil_minutes_and_matching() {
+    fn utc_matching_and_next() {
         // 2026-11-21 23:14 UTC is a Saturday.
-        let t = CivilMinute::from_unix(1_795_302_840);
-        assert_eq!((t.month, t.day, t.hour, t.minute, t.weekday), (11, 21, 23, 14, 6));
+        let t = utc(2026, 11, 21, 23, 14);
         let every_15 = CronSchedule::parse("*/15 * * * *").unwrap();
-        assert!(!every_15.matches(t));
-        assert!(every_15.matches(CivilMinute { minute: 45, ..t }));
-        assert_eq!(
-            every_15.next_after(1_795_302_840),
-            Some(1_795_302_840 - 14 * 60 + 15 * 60)
-        );
+        assert!(!every_15.is_due(t));
+        assert!(every_15.is_due(utc(2026, 11, 21, 23, 15)));
+        assert_eq!(every_15.next_after(t), Some(utc(2026, 11, 21, 23, 15)));
         let weekend = CronSchedule::parse("0 9 * * sat,sun").unwrap();
-        assert!(weekend.matches(CivilMinute {
-            minute: 0,
-            hour: 9,
-            ..t
-        }));
-        assert!(!weekend.matches(CivilMinute {
-            minute: 0,
-            hour: 9,
-            weekday: 1,
-            ..t
-        }));
-        // Both day fields restricted: either matches (classic cron).
+        assert!(weekend.is_due(utc(2026, 11, 21, 9, 0)));
+        assert!(!weekend.is_due(utc(2026, 11, 23, 9, 0)), "a Monday");
+        // Both day fields restricted: either matches (classic cron); 2026-11-01 is a Sunday.
         let either = CronSchedule::parse("0 0 1 * 6").unwrap();
-        assert!(either.matches(CivilMinute {
-            minute: 0,
-            hour: 0,
-            ..t
-        }));
+        assert!(either.is_due(utc(2026, 11, 1, 0, 0)));
+        assert!(either.is_due(utc(2026, 11, 7, 0, 0)), "a Saturday");
         assert!(CronSchedule::parse("0 0 30 2 *").unwrap().next_after(0).is_none());
-        assert!(CronSchedule::parse("0 0 * * 7").unwrap().matches(CivilMinute {
-            minute: 0,
-            hour: 0,
-            weekday: 0,
-            ..t
-        }));
+        assert!(
+            CronSchedule::parse("0 0 * * 7")
+                .unwrap()
+                .is_due(utc(2026, 11, 22, 0, 0))
+        );
+    }
+
+    #[test]
+    fn a_timezone_moves_the_start() {
+        let paris = CronSchedule::parse_in("0 9 * * *", Some("Europe/Paris")).unwrap();
+        assert_eq!(paris.timezone(), "Europe/Paris");
+        // Winter: UTC+1; summer: UTC+2.
+        assert!(paris.is_due(utc(2026, 1, 15, 8, 0)));
+        assert!(paris.is_due(utc(2026, 7, 15, 7, 0)));
+        assert!(!paris.is_due(utc(2026, 7, 15, 9, 0)));
+    }
+
+    #[test]
+    fn spring_forward_runs_a_skipped_fixed_time_once_after_the_gap() {
+        // 2026-03-29, last Sunday of March: Paris goes from 02:00 CET to 03:00 CEST (01:00 UTC),
+        // so 02:30 does not exist that day.
+        let job = CronSchedule::parse_in("30 2 * * *", Some("Europe/Paris")).unwrap();
+        let day = due_minutes(&job, utc(2026, 3, 28, 22, 0), utc(2026, 3, 29, 22, 0));
+        assert_eq!(day, vec![utc(2026, 3, 29, 1, 0)], "once, at 03:00 CEST");
+        // The days around it keep 02:30 local.
+        assert!(job.is_due(utc(2026, 3, 28, 1, 30)), "02:30 CET");
+        assert!(job.is_due(utc(2026, 3, 30, 0, 30)), "02:30 CEST");
+        // An interval job skips the hour that does not exist.
+        let quarterly = CronSchedule::parse_in("*/15 * * * *", Some("Europe/Paris")).unwrap();
+        // The local day from midnight CET to midnight CEST.
+        let n = due_minutes(&quarterly, utc(2026, 3, 28, 23, 0), utc(2026, 3, 29, 22, 0)).len();
+        assert_eq!(n, 23 * 4, "a 23-hour day");
+    }
+
+    #[test]
+    fn fall_back_runs_a_repeated_fixed_time_once() {
+        // 2026-10-25, last Sunday of October: Paris goes from 03:00 CEST back to 02:00 CET
+        // (01:00 UTC), so 02:30 happens twice (00:30 and 01:30 UTC).
+        let job = CronSchedule::parse_in("30 2 * * *", Some("Europe/Paris")).unwrap();
+        let day = due_minutes(&job, utc(2026, 10, 24, 22, 0), utc(2026, 10, 25, 23, 0));
+        assert_eq!(day, vec![utc(2026, 10, 25, 0, 30)], "once, at the first 02:30");
+        assert!(job.is_due(utc(2026, 10, 26, 1, 30)), "02:30 CET the next day");
+        let quarterly = CronSchedule::parse_in("*/15 * * * *", Some("Europe/Paris")).unwrap();
+        let n = due_minutes(&quarterly, utc(2026, 10, 24, 22, 0), utc(2026, 10, 25, 23, 0)).len();
+        assert_eq!(n, 25 * 4, "a 25-hour day");
+    }
+
+    #[test]
+    fn time_zones_are_iana_names() {
+        assert_eq!(check_timezone("Europe/Paris").unwrap(), "Europe/Paris");
+        assert_eq!(check_timezone("UTC").unwrap(), "UTC");
+        let e = check_timezone("europe/paris").unwrap_err();
+        assert!(e.contains("did you mean \"Europe/Paris\""), "{e}");
+        let e = check_timezone("Europe/Pariss").unwrap_err();
+        assert!(e.contains("did you mean \"Europe/Paris\""), "{e}");
+        let e = check_timezone("Mars/Olympus").unwrap_err();
+        assert!(
+            e.contains("unknown time zone \"Mars/Olympus\"") && e.contains("IANA"),
+            "{e}"
+        );
+        assert!(CronSchedule::parse_in("* * * * *", Some("CEST")).is_err());
     }
 }

@@ -41,7 +41,7 @@ pub(crate) const HOOKS: &[&str] = &[
 
 pub(crate) const SCHEDULER: &[&str] = &["jobs", "suspend_timeout", "on_suspend_timeout"];
 
-pub(crate) const JOB: &[&str] = &["schedule", "run", "overlap"];
+pub(crate) const JOB: &[&str] = &["schedule", "timezone", "run", "overlap"];
 
 pub(crate) const ROUTER: &[&str] = &["port"];
 

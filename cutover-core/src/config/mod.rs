@@ -25,7 +25,7 @@ mod values;
 
 use std::path::{Path, PathBuf};
 
-pub use cron::{CivilMinute, CronSchedule};
+pub use cron::CronSchedule;
 pub use error::{ConfigError, ConfigErrors};
 pub use schema::json_schema;
 pub use types::*;

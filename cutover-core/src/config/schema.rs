@@ -189,6 +189,12 @@ fn scheduler() -> Value {
                 "schedule",
                 string("A 5-field cron expression, e.g. \"*/5 * * * *\"."),
             ),
+            (
+                "timezone",
+                string(
+                    "The IANA time zone the schedule is read in, e.g. \"Europe/Paris\" (default UTC); daylight saving time as in Vixie cron.",
+                ),
+            ),
             ("run", string("The job's shell command.")),
             (
                 "overlap",

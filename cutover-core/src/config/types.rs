@@ -255,6 +255,9 @@ impl Default for Scheduler {
 pub struct Job {
     /// A validated 5-field cron expression (or `@daily`-style nickname).
     pub schedule: String,
+    /// The IANA time zone the schedule is read in (canonical spelling); None = UTC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
     pub run: String,
     /// Start a run even while the previous one still runs. Default false:
     /// that minute's run is skipped, and the skip recorded.

@@ -53,7 +53,7 @@ const CASES: &[(&str, usize, &str)] = &[
     (
         "12-bad-cron",
         3,
-        "scheduler.jobs.late.schedule: schedule \"61 * * * *\": minute field \"61\": 61 is out of range 0-59",
+        "scheduler.jobs.late.schedule: schedule \"61 * * * *\": minute field \"61\": Number out of bounds (allowed: 0-59)",
     ),
     (
         "13-bad-ttl",
@@ -136,6 +136,11 @@ const CASES: &[(&str, usize, &str)] = &[
         "30-bad-job-and-hooks",
         4,
         "scheduler.jobs.Queue_Worker: job name \"Queue_Worker\" is not valid",
+    ),
+    (
+        "31-bad-timezone",
+        2,
+        "cutover.yml:6:49: scheduler.jobs.report.timezone: unknown time zone \"Europe/Pariss\"; did you mean \"Europe/Paris\"?",
     ),
 ];
 

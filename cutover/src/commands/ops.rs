@@ -246,7 +246,12 @@ pub async fn scheduler(client: &Client, cmd: SchedulerCommand, out: Output) -> a
             .map(|j| {
                 vec![
                     j["name"].as_str().unwrap_or("").to_owned(),
-                    j["schedule"].as_str().unwrap_or("").to_owned(),
+                    match j["timezone"].as_str() {
+                        Some(tz) if tz != "UTC" => {
+                            format!("{} ({tz})", j["schedule"].as_str().unwrap_or(""))
+                        }
+                        _ => j["schedule"].as_str().unwrap_or("").to_owned(),
+                    },
                     if j["running"].as_bool() == Some(true) {
                         "yes"
                     } else {

@@ -170,6 +170,17 @@ fn a_suspend_by_a_person_survives_a_restart_and_pipelines_leave_it_suspended() {
     );
     let s = server.cli_json("alice", &["scheduler", "resume", "staging"]);
     assert_eq!(s["suspended"], false);
+    // The job's `timezone:` is honoured: midnight of 1 January in Auckland (NZDT, UTC+13) is
+    // 11:00 UTC on 31 December.
+    let job = &server.cli_json("x", &["scheduler", "status", "staging"])["jobs"][0];
+    assert_eq!(job["timezone"], "Pacific/Auckland", "{job}");
+    let next = job["next_at_ms"].as_i64().unwrap_or_else(|| panic!("{job}"));
+    assert_eq!(next.rem_euclid(86_400_000), 11 * 3_600_000, "{job}");
+    let table = server.cli("x", &["scheduler", "status", "staging"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("0 0 1 1 * (Pacific/Auckland)"),
+        "{table:?}"
+    );
     fails_with(
         &server.cli("alice", &["scheduler", "run", "staging", "nope"]),
         &["unknown job", "report"],

@@ -32,7 +32,7 @@ hooks:
 scheduler:
   suspend_timeout: 20s
   jobs:
-    report: { schedule: "0 0 1 1 *", run: "sh hooks/job.sh" }
+    report: { schedule: "0 0 1 1 *", timezone: Pacific/Auckland, run: "sh hooks/job.sh" }
 environments:
   dev:     { tier: dev }
   staging: { tier: stage, branch: main }
