@@ -1,104 +1,165 @@
-//! Prometheus metrics, in the text exposition format, for `GET /metrics`.
+//! Prometheus metrics for `GET /metrics`, encoded by `prometheus-client` in the Prometheus
+//! text format (version 0.0.4, the `text/plain` every scraper accepts).
 //!
-//! Counters of ended runs are kept in memory since this server started (as
-//! Prometheus counters are: a restart resets them, `rate()` copes); gauges
-//! (active runs, instances, scheduler) are read at scrape time from the
-//! engine and the runtimes. Rejected: the `metrics` crate's global recorder,
-//! which would make two engines in one process (tests) share counters.
+//! Counters of ended runs and the histograms of run and stage durations are kept in memory
+//! since this server started (as Prometheus counters are: a restart resets them, `rate()`
+//! copes); gauges (active runs, instances, scheduler) are read at scrape time from the engine
+//! and the runtimes into a registry built for that scrape. Rejected: the `metrics` crate's
+//! global recorder, which would make two engines in one process (tests) share counters, and
+//! the hand-written exposition this replaced (a mean per environment instead of histograms,
+//! its own label escaping).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
+use cutover_core::Stage;
 use cutover_store::RunRecord;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::Engine;
 
-/// (env, kind, state) → count; env → (sum of seconds, count).
-#[derive(Default)]
-pub(crate) struct Metrics {
-    runs: Mutex<BTreeMap<(String, String, String), u64>>,
-    durations: Mutex<BTreeMap<String, (f64, u64)>>,
+/// A metric's labels, in the order they are printed.
+type Labels = Vec<(&'static str, String)>;
+
+/// Bucket bounds (seconds) of the duration histograms: a skipped hook takes milliseconds,
+/// a build or a migration minutes, an approval wait hours.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14_400.0,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
 }
 
-impl Metrics {
-    pub(crate) fn run_ended(&self, run: &RunRecord) {
-        let key = (
-            run.env.clone(),
-            run.kind.as_str().to_owned(),
-            run.state.as_str().to_owned(),
-        );
-        *self
-            .runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_default() += 1;
-        if let (Some(start), Some(end)) = (run.started_at_ms, run.ended_at_ms) {
-            let mut d = self.durations.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = d.entry(run.env.clone()).or_default();
-            entry.0 += (end - start).max(0) as f64 / 1000.0;
-            entry.1 += 1;
+/// What lives as long as the server: ended runs by env, kind and state; run durations by
+/// env; stage durations by env and stage.
+pub(crate) struct Metrics {
+    runs: Family<Labels, Counter>,
+    run_durations: Family<Labels, Histogram, fn() -> Histogram>,
+    stage_durations: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            runs: Family::default(),
+            run_durations: Family::new_with_constructor(duration_histogram),
+            stage_durations: Family::new_with_constructor(duration_histogram),
         }
     }
 }
 
-/// A label value escaped as the exposition format requires.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+impl Metrics {
+    pub(crate) fn run_ended(&self, run: &RunRecord) {
+        self.runs
+            .get_or_create(&vec![
+                ("env", run.env.clone()),
+                ("kind", run.kind.as_str().to_owned()),
+                ("state", run.state.as_str().to_owned()),
+            ])
+            .inc();
+        if let (Some(start), Some(end)) = (run.started_at_ms, run.ended_at_ms) {
+            self.run_durations
+                .get_or_create(&vec![("env", run.env.clone())])
+                .observe((end - start).max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// Registers what lives as long as the server in a scrape's registry.
+    fn register(&self, reg: &mut Registry) {
+        // Counters are registered without `_total`: the encoder adds it.
+        reg.register(
+            "cutover_runs",
+            "Pipeline runs that ended, by environment, kind and final state",
+            self.runs.clone(),
+        );
+        reg.register(
+            "cutover_run_duration_seconds",
+            "Time from a run's start to its end, by environment",
+            self.run_durations.clone(),
+        );
+        reg.register(
+            "cutover_stage_duration_seconds",
+            "Time a stage took, by environment and stage (stages that ran: succeeded or failed, \
+             not skipped)",
+            self.stage_durations.clone(),
+        );
+    }
+
+    /// A stage that ran (succeeded or failed; skipped stages are not observed).
+    pub(crate) fn stage_ended(&self, env: &str, stage: Stage, seconds: f64) {
+        let stage = serde_json::to_value(stage)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.stage_durations
+            .get_or_create(&vec![("env", env.to_owned()), ("stage", stage)])
+            .observe(seconds);
+    }
+}
+
+/// One gauge per label set, filled at scrape time.
+fn gauges(values: impl IntoIterator<Item = (Labels, i64)>) -> Family<Labels, Gauge> {
+    let family = Family::<Labels, Gauge>::default();
+    for (labels, v) in values {
+        family.get_or_create(&labels).set(v);
+    }
+    family
+}
+
+/// One counter per label set, with a value read at scrape time.
+fn counters(values: impl IntoIterator<Item = (Labels, u64)>) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    for (labels, v) in values {
+        family.get_or_create(&labels).inc_by(v);
+    }
+    family
+}
+
+/// A gauge without labels.
+fn gauge(v: i64) -> Gauge {
+    let g = Gauge::default();
+    g.set(v);
+    g
+}
+
+/// A counter without labels, with a value read at scrape time.
+fn counter(v: u64) -> Counter<u64, AtomicU64> {
+    let c = Counter::default();
+    c.inc_by(v);
+    c
 }
 
 impl Engine {
     /// The whole exposition, ready to serve as `text/plain; version=0.0.4`.
     pub async fn metrics_text(&self) -> String {
-        let mut out = String::new();
+        let mut reg = Registry::default();
         let m = self.metrics();
-        out.push_str(
-            "# HELP cutover_runs_total Pipeline runs that ended, by environment, kind and final state.\n",
-        );
-        out.push_str("# TYPE cutover_runs_total counter\n");
-        for ((env, kind, state), n) in m.runs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(
-                out,
-                "cutover_runs_total{{env=\"{}\",kind=\"{}\",state=\"{}\"}} {n}",
-                label(env),
-                label(kind),
-                label(state)
-            );
-        }
-        out.push_str("# HELP cutover_run_duration_seconds Time from a run's start to its end.\n");
-        out.push_str("# TYPE cutover_run_duration_seconds summary\n");
-        for (env, (sum, count)) in m.durations.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(
-                out,
-                "cutover_run_duration_seconds_sum{{env=\"{}\"}} {sum}",
-                label(env)
-            );
-            let _ = writeln!(
-                out,
-                "cutover_run_duration_seconds_count{{env=\"{}\"}} {count}",
-                label(env)
-            );
-        }
+        m.register(&mut reg);
         let active = self
             .shared()
             .controls
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .len();
-        out.push_str("# HELP cutover_runs_active Runs executing now (all environments).\n");
-        out.push_str("# TYPE cutover_runs_active gauge\n");
-        let _ = writeln!(out, "cutover_runs_active {active}");
-        self.plane_metrics(&mut out);
-        // Each family's lines stay together (the exposition format asks for one group per
-        // metric), so the per-environment loop fills one buffer per family.
-        let mut instances = String::new();
-        let mut suspended = String::new();
-        let mut replicas = String::new();
-        let mut requests = String::new();
+        reg.register(
+            "cutover_runs_active",
+            "Runs executing now (all environments)",
+            gauge(active as i64),
+        );
+        self.plane_metrics(&mut reg);
+        let mut instances = Vec::new();
+        let mut suspended = Vec::new();
+        let mut replicas = Vec::new();
+        let mut requests = Vec::new();
         let config = self.config();
         for env in config.environments.keys() {
-            let mut counts: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+            let mut counts: std::collections::BTreeMap<(String, String, String), i64> =
+                std::collections::BTreeMap::new();
             if let Ok(all) = self.runtime_for(env).status_of(&config.app, env).await {
                 for st in &all {
                     let version = st
@@ -117,121 +178,120 @@ impl Engine {
                 }
             }
             for ((service, version, healthy), n) in counts {
-                let _ = writeln!(
-                    instances,
-                    "cutover_instances{{env=\"{}\",service=\"{}\",version=\"{}\",healthy=\"{healthy}\"}} {n}",
-                    label(env.as_str()),
-                    label(&service),
-                    label(&version)
-                );
+                let labels = vec![
+                    ("env", env.to_string()),
+                    ("service", service),
+                    ("version", version),
+                    ("healthy", healthy),
+                ];
+                instances.push((labels, n));
             }
             if let Ok(Some(state)) = self.store().scheduler_get(env.as_str()).await {
-                let _ = writeln!(
-                    suspended,
-                    "cutover_scheduler_suspended{{env=\"{}\"}} {}",
-                    label(env.as_str()),
-                    u8::from(state.suspended)
-                );
+                suspended.push((vec![("env", env.to_string())], i64::from(state.suspended)));
             }
             for (service, n) in self.replica_counts(env).await {
-                let _ = writeln!(
-                    replicas,
-                    "cutover_replicas{{env=\"{}\",service=\"{}\"}} {n}",
-                    label(env.as_str()),
-                    label(service.as_str())
-                );
+                let labels = vec![("env", env.to_string()), ("service", service.to_string())];
+                replicas.push((labels.clone(), i64::from(n)));
                 let generation = match self.route(env, &service) {
                     Ok(r) => self.data_plane().route_state(&r).await,
                     Err(_) => None,
                 };
                 if let Some(g) = generation {
-                    let _ = writeln!(
-                        requests,
-                        "cutover_router_requests_total{{env=\"{}\",service=\"{}\"}} {}",
-                        label(env.as_str()),
-                        label(service.as_str()),
-                        g.admitted
-                    );
+                    requests.push((labels, g.admitted));
                 }
             }
         }
-        for (name, kind, help, lines) in [
-            (
-                "cutover_instances",
-                "gauge",
-                "Running instances by service, version (read from the runtime) and health.",
-                instances,
-            ),
-            (
-                "cutover_scheduler_suspended",
-                "gauge",
-                "1 when the environment's scheduler is suspended.",
-                suspended,
-            ),
-            (
-                "cutover_replicas",
-                "gauge",
-                "The replica count in force per service (a scale change's, else cutover.yml's).",
-                replicas,
-            ),
-            (
-                "cutover_router_requests_total",
-                "counter",
-                "Requests the router admitted for a public service; resets when traffic switches \
-                 to a new set of instances (a deploy, rollback or scale).",
-                requests,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            out.push_str(&lines);
-        }
+        reg.register(
+            "cutover_instances",
+            "Running instances by service, version (read from the runtime) and health",
+            gauges(instances),
+        );
+        reg.register(
+            "cutover_scheduler_suspended",
+            "1 when the environment's scheduler is suspended",
+            gauges(suspended),
+        );
+        reg.register(
+            "cutover_replicas",
+            "The replica count in force per service (a scale change's, else cutover.yml's)",
+            gauges(replicas),
+        );
+        reg.register(
+            "cutover_router_requests",
+            "Requests the router admitted for a public service; resets when traffic switches \
+             to a new set of instances (a deploy, rollback or scale)",
+            counters(requests),
+        );
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &reg);
         out
     }
 }
 
 impl Engine {
     /// Control plane and data plane: up, since when, restarts; instances adopted at start.
-    fn plane_metrics(&self, out: &mut String) {
+    fn plane_metrics(&self, reg: &mut Registry) {
         use std::sync::atomic::Ordering::Relaxed;
         let health = self.data_plane_health();
         let embedded = matches!(self.data_plane(), crate::DataPlane::Embedded(_));
-        let lines = [
-            (
-                "cutover_control_plane_up",
-                "gauge",
-                "1 while this control plane (cutover serve) answers.",
-                "1".to_owned(),
-            ),
-            (
-                "cutover_control_plane_start_time_seconds",
-                "gauge",
-                "When this control plane started (unix seconds).",
-                (self.started_at_ms() / 1000).to_string(),
-            ),
-            (
-                "cutover_instances_adopted_total",
-                "counter",
-                "Instances a previous control plane left running that this one adopted at start.",
-                self.adopted_count().to_string(),
-            ),
-            (
-                "cutover_data_plane_up",
-                "gauge",
-                "1 when the data plane (the router process) answered its last check; the embedded router is always up.",
-                u8::from(embedded || health.up.load(Relaxed)).to_string(),
-            ),
-            (
-                "cutover_data_plane_restarts_total",
-                "counter",
-                "Data planes this control plane started because the previous one had died.",
-                health.restarts.load(Relaxed).to_string(),
-            ),
-        ];
-        for (name, kind, help, value) in lines {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
+        reg.register(
+            "cutover_control_plane_up",
+            "1 while this control plane (cutover serve) answers",
+            gauge(1),
+        );
+        reg.register(
+            "cutover_control_plane_start_time_seconds",
+            "When this control plane started (unix seconds)",
+            gauge((self.started_at_ms() / 1000) as i64),
+        );
+        reg.register(
+            "cutover_instances_adopted",
+            "Instances a previous control plane left running that this one adopted at start",
+            counter(self.adopted_count()),
+        );
+        reg.register(
+            "cutover_data_plane_up",
+            "1 when the data plane (the router process) answered its last check; the embedded \
+             router is always up",
+            gauge(i64::from(embedded || health.up.load(Relaxed))),
+        );
+        reg.register(
+            "cutover_data_plane_restarts",
+            "Data planes this control plane started because the previous one had died",
+            counter(health.restarts.load(Relaxed)),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_durations_are_histograms_with_buckets() {
+        let m = Metrics::default();
+        m.stage_ended("prod", Stage::DeployServices, 0.3);
+        m.stage_ended("prod", Stage::DeployServices, 42.0);
+        m.stage_ended("prod", Stage::Install, 7.0);
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &reg).unwrap();
+        let has = |line: &str| out.lines().any(|l| l == line);
+        for line in [
+            "# TYPE cutover_stage_duration_seconds histogram",
+            "cutover_stage_duration_seconds_bucket{env=\"prod\",stage=\"deploy_services\",le=\"0.1\"} 0",
+            "cutover_stage_duration_seconds_bucket{env=\"prod\",stage=\"deploy_services\",le=\"0.5\"} 1",
+            "cutover_stage_duration_seconds_bucket{env=\"prod\",stage=\"deploy_services\",le=\"60\"} 2",
+            "cutover_stage_duration_seconds_sum{env=\"prod\",stage=\"deploy_services\"} 42.3",
+            "cutover_stage_duration_seconds_count{env=\"prod\",stage=\"install\"} 1",
+        ] {
+            assert!(has(line), "{line} missing from:\n{out}");
         }
+        assert!(
+            !out.contains("# EOF"),
+            "the Prometheus text format has no EOF marker:\n{out}"
+        );
     }
 }

@@ -252,7 +252,12 @@ impl Engine {
             }
             let log = ctx.log(stage);
             log.line(format!("── {} ──", stage.title())).await;
+            let started = std::time::Instant::now();
             let outcome = mask_outcome(super::stages::run_stage(&mut ctx, stage, &log).await, &ctx.masker);
+            if !matches!(outcome, Ok(StageOutcome::Skipped(_))) {
+                self.metrics()
+                    .stage_ended(ctx.env.as_str(), stage, started.elapsed().as_secs_f64());
+            }
             let recorded = match &outcome {
                 Ok(StageOutcome::Done(note)) => {
                     self.store()

@@ -334,6 +334,12 @@ fn prometheus_metrics_count_runs_and_instances() {
         "cutover_runs_total{env=\"staging\",kind=\"normal\",state=\"succeeded\"} 1",
         "cutover_runs_total{env=\"staging\",kind=\"normal\",state=\"failed\"} 1",
         "cutover_run_duration_seconds_count{env=\"staging\"} 2",
+        // Real histograms: every run falls under +Inf, and each stage that ran has its own.
+        "cutover_run_duration_seconds_bucket{env=\"staging\",le=\"+Inf\"} 2",
+        "# TYPE cutover_run_duration_seconds histogram",
+        "# TYPE cutover_stage_duration_seconds histogram",
+        "cutover_stage_duration_seconds_count{env=\"staging\",stage=\"source\"} 2",
+        "cutover_stage_duration_seconds_bucket{env=\"staging\",stage=\"deploy_services\",le=\"+Inf\"} 2",
         "cutover_runs_active 0",
         "cutover_scheduler_suspended{env=\"staging\"} 0",
     ] {
@@ -367,6 +373,7 @@ fn prometheus_metrics_count_runs_and_instances() {
             .split(['{', ' '])
             .next()
             .unwrap()
+            .trim_end_matches("_bucket")
             .trim_end_matches("_sum")
             .trim_end_matches("_count");
         if seen.last() != Some(&family) {
