@@ -97,6 +97,18 @@ pub enum StoreError {
     )]
     SchemaTooNew { path: PathBuf, found: i64, known: i64 },
 
+    /// sqlx's migrator refused the database for another reason (a migration changed after it
+    /// was applied, or one left half-applied).
+    #[error(
+        "the schema migrations of {path} cannot run: the recorded migrations (table _sqlx_migrations) do not match \
+         this Cutover's; restore a backup taken before the last upgrade, or run the Cutover that wrote it"
+    )]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+
     #[error(
         "applying schema migration {version} ({name}) to {path} failed; the database was left at the previous version"
     )]

@@ -191,7 +191,7 @@ impl SqliteStore {
 
     /// The schema version recorded in the database.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM schema_migrations")
+        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM _sqlx_migrations")
             .fetch_one(&self.readers)
             .await
             .map(Option::unwrap_or_default)

@@ -173,17 +173,69 @@ async fn migrations_are_recorded_and_idempotent_on_reconnect() {
         first,
         "reconnecting must not change the schema"
     );
-    let recorded: Vec<(i64, String, String)> =
-        sqlx::query_as("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+    let recorded: Vec<(i64, String, Vec<u8>)> =
+        sqlx::query_as("SELECT version, description, checksum FROM _sqlx_migrations ORDER BY version")
             .fetch_all(&pool)
             .await
             .unwrap();
-    let expected: Vec<(i64, String, String)> = migrate::POSTGRES
+    let expected: Vec<(i64, String, Vec<u8>)> = migrate::POSTGRES
         .iter()
         .map(|m| (m.version, m.name.to_owned(), m.checksum()))
         .collect();
     assert_eq!(recorded, expected, "each migration recorded exactly once");
     pool.close().await;
+}
+
+/// A schema made by the hand-written runner that sqlx's migrator replaced (its
+/// `schema_migrations` table, at version 1) is converted and upgraded in place.
+#[tokio::test]
+async fn a_schema_made_by_the_old_runner_is_converted_and_keeps_its_data() {
+    let schema = Schema::new().await;
+    let pool = schema.raw().await;
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, \
+         applied_at_ms BIGINT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let first = &migrate::POSTGRES[0];
+    sqlx::raw_sql(first.sql).execute(&pool).await.unwrap();
+    sqlx::query("INSERT INTO schema_migrations (version, name, checksum, applied_at_ms) VALUES (1, $1, '00ff00ff00ff00ff', 0)")
+        .bind(first.name)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO param_versions (key, version, value, actor, at_ms) VALUES ('/old-prod/x', 1, 'v', 'a', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let store = schema.store().await;
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let key = cutover_store::ParamKey::parse("/old-prod/x").unwrap();
+    assert_eq!(store.param_get(&key).await.unwrap().unwrap().value, "v");
+    store.close().await;
+    let pool = schema.raw().await;
+    let recorded: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        recorded,
+        migrate::POSTGRES.iter().map(|m| m.version).collect::<Vec<_>>()
+    );
+    let old: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(old, Some(migrate::MOVED_VERSION), "an older Cutover refuses it");
+    pool.close().await;
+    let store = schema.store().await;
+    assert_eq!(store.param_get(&key).await.unwrap().unwrap().value, "v");
+    store.close().await;
 }
 
 /// The two backends' migrations give the same tables with the same columns.
@@ -227,7 +279,8 @@ async fn refuses_a_database_written_by_a_newer_cutover() {
     schema.store().await.close().await;
     let pool = schema.raw().await;
     sqlx::query(
-        "INSERT INTO schema_migrations (version, name, checksum, applied_at_ms) VALUES ($1, 'from_the_future', 'x', 0)",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, 'from_the_future', TRUE, '\\x00', 0)",
     )
     .bind(SCHEMA_VERSION + 1)
     .execute(&pool)
@@ -311,7 +364,7 @@ async fn two_stores_connecting_to_a_new_schema_at_once_migrate_it_once() {
     a.close().await;
     b.close().await;
     let pool = schema.raw().await;
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
         .fetch_one(&pool)
         .await
         .unwrap();

@@ -94,9 +94,9 @@ async fn a_schema_1_database_is_upgraded_and_keeps_its_data() {
     .unwrap();
     let first = &migrate::SQLITE[0];
     sqlx::raw_sql(first.sql).execute(&pool).await.unwrap();
-    sqlx::query("INSERT INTO schema_migrations (version, name, checksum, applied_at_ms) VALUES (1, ?, ?, 0)")
+    // The old runner recorded an FNV-1a hex checksum.
+    sqlx::query("INSERT INTO schema_migrations (version, name, checksum, applied_at_ms) VALUES (1, ?, '00ff00ff00ff00ff', 0)")
         .bind(first.name)
-        .bind(first.checksum())
         .execute(&pool)
         .await
         .unwrap();
@@ -112,6 +112,28 @@ async fn a_schema_1_database_is_upgraded_and_keeps_its_data() {
     assert_eq!(store.param_get(&key).await.unwrap().unwrap().value, "v");
     let (run, _) = store.run_enqueue(run_request("old-prod")).await.unwrap();
     assert_eq!(run.stages.len(), 13);
+    store.close().await;
+    // The old runner's bookkeeping now lives in sqlx's table, and the old table carries a
+    // version no older Cutover knows, so one would refuse the file instead of migrating it again.
+    let pool = raw(dir.path()).await;
+    let recorded: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        recorded,
+        migrate::SQLITE.iter().map(|m| m.version).collect::<Vec<_>>()
+    );
+    let old: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(old, Some(migrate::MOVED_VERSION));
+    pool.close().await;
+    // And it opens again as a plain sqlx-migrated database.
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    assert_eq!(store.param_get(&key).await.unwrap().unwrap().value, "v");
     store.close().await;
 }
 
@@ -194,12 +216,12 @@ async fn migrations_are_recorded_and_idempotent_on_reopen() {
     }
     let pool = raw(dir.path()).await;
     assert_eq!(schema(&pool).await, first, "reopening must not change the schema");
-    let rows = sqlx::query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+    let rows = sqlx::query("SELECT version, description, checksum FROM _sqlx_migrations ORDER BY version")
         .fetch_all(&pool)
         .await
         .unwrap();
-    let recorded: Vec<(i64, String, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-    let expected: Vec<(i64, String, String)> = migrate::SQLITE
+    let recorded: Vec<(i64, String, Vec<u8>)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let expected: Vec<(i64, String, Vec<u8>)> = migrate::SQLITE
         .iter()
         .map(|m| (m.version, m.name.to_owned(), m.checksum()))
         .collect();
@@ -211,7 +233,7 @@ async fn refuses_a_database_written_by_a_newer_cutover() {
     let dir = tempfile::tempdir().unwrap();
     SqliteStore::open(dir.path()).await.unwrap().close().await;
     let pool = raw(dir.path()).await;
-    sqlx::query("INSERT INTO schema_migrations (version, name, checksum, applied_at_ms) VALUES (?, 'from_the_future', 'x', 0)")
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, 'from_the_future', TRUE, x'00', 0)")
         .bind(SCHEMA_VERSION + 1)
         .execute(&pool)
         .await
@@ -313,7 +335,7 @@ async fn two_stores_opening_a_new_file_at_once_migrate_it_once() {
     assert_eq!(b.schema_version().await.unwrap(), SCHEMA_VERSION);
     a.close().await;
     b.close().await;
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
         .fetch_one(&raw(dir.path()).await)
         .await
         .unwrap();
