@@ -215,6 +215,10 @@ pub enum Command {
         /// Switch traffic back to the still-warm previous release (no build, no hooks).
         #[arg(long, conflicts_with = "to")]
         fast: bool,
+        /// With --fast: switch even though the version left ran an install step (a migration)
+        /// since the warm release served; audited with force=true.
+        #[arg(long, requires = "fast")]
+        force: bool,
         /// Admins only: deploy although the version has not succeeded on the environments this one
         /// `requires:` (cutover.yml); the reason is recorded on the run and in the audit log.
         #[arg(long, value_name = "REASON")]
