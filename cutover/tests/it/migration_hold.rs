@@ -222,6 +222,8 @@ fn flask_shop_migration_under_hold_fails_no_request_and_old_code_never_meets_the
         .map(|s| s.took_ms)
         .max()
         .unwrap_or(0);
+    assert_eq!(failed, 0, "hold: {}\n{}", summary(&seen), server.logs(id));
+    assert_eq!(v1_after, 0, "hold: v1 answered after the migration began");
     assert!(v2 > 0, "the load reached v2: {}", summary(&seen));
     assert!(
         held >= 500,
