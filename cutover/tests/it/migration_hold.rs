@@ -39,6 +39,8 @@ environments:
   plain: { tier: dev }
   slow:  { tier: dev, migrations: hold, hold_timeout: 1s, maintenance_page: page.html }
   early: { tier: dev, migrations: hold-before-start, hold_timeout: 30s }
+  strict: { tier: dev, migrations: hold, hold_timeout: 1s, on_hold_timeout: fail }
+  long:  { tier: dev, migrations: hold, hold_timeout: 60s }
 "#;
 
 const PAGE: &str = "<html><body>The shop is being upgraded</body></html>\n";
@@ -79,9 +81,14 @@ fn shop() -> Shop {
 
 impl Shop {
     fn start(&self) -> Server {
-        Server::start(
+        self.start_args(&[])
+    }
+    fn start_args(&self, args: &[&str]) -> Server {
+        Server::start_with_args(
             &self.dir.path().join("cutover.yml"),
             &self.dir.path().join("data"),
+            &[],
+            args,
         )
     }
     fn env_dir(&self, env: &str) -> std::path::PathBuf {
@@ -396,4 +403,96 @@ fn maintenance_mode_answers_503_survives_a_data_plane_kill_and_is_audited() {
         actions.contains(&"maintenance.on") && actions.contains(&"maintenance.off"),
         "{actions:?}"
     );
+}
+
+/// What the router answers for `web.<env>.shop.localhost/` within `limit` (it must answer).
+fn answer(server: &Server, env: &str, limit: Duration) -> (u16, String) {
+    let started = Instant::now();
+    let (status, _, body) =
+        http_get(server.router_port, &format!("web.{env}.shop.localhost"), "/").expect("the router answers");
+    assert!(
+        started.elapsed() < limit,
+        "answered after {:?}",
+        started.elapsed()
+    );
+    (status, body)
+}
+
+#[test]
+fn no_hold_is_left_behind_by_a_failed_run_a_bound_with_fail_or_a_killed_server() {
+    let shop = shop();
+    let server = shop.start();
+
+    // A migration that fails: the run fails, the hold is released, v1 serves again at once.
+    server.deploy("alice", "held", &shop.v1);
+    std::fs::write(shop.env_dir("held").join("migration-seconds"), "not a number").unwrap();
+    let id = server.release("alice", "held", &shop.v2);
+    let run = server.wait_run(id, &["succeeded", "failed", "cancelled", "interrupted"]);
+    assert_eq!(run["state"], "failed", "{}", server.logs(id));
+    assert!(server.logs(id).contains("held requests released"));
+    let (status, body) = answer(&server, "held", Duration::from_secs(2));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("v1 Ada "), "{body}");
+
+    // on_hold_timeout: fail — a 5 s migration under a 1 s bound is stopped; v1 serves, unmigrated.
+    server.deploy("alice", "strict", &shop.v1);
+    std::fs::write(shop.env_dir("strict").join("migration-seconds"), "5").unwrap();
+    let started = Instant::now();
+    let id = server.release("alice", "strict", &shop.v2);
+    let run = server.wait_run(id, &["succeeded", "failed", "cancelled", "interrupted"]);
+    assert_eq!(run["state"], "failed", "{}", server.logs(id));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped at the bound, not after the migration"
+    );
+    assert!(
+        run["error"].as_str().unwrap_or("").contains("hold_timeout"),
+        "{run:#}"
+    );
+    let (status, body) = answer(&server, "strict", Duration::from_secs(2));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("v1 Ada "),
+        "the migration was stopped before the rename: {body}"
+    );
+
+    // A server killed during a hold: the next one releases it at start.
+    server.deploy("alice", "long", &shop.v1);
+    std::fs::write(shop.env_dir("long").join("migration-seconds"), "30").unwrap();
+    let id = server.release("alice", "long", &shop.v2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !shop.env_dir("long").join("migration-started").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the migration began: {}",
+            server.logs(id)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut dead = server;
+    let _ = dead.child.kill();
+    let _ = dead.child.wait();
+    // The data plane lives on and holds (bounded by 60 s): a request now would wait. The next
+    // server finds it (and its port) and releases the hold at start.
+    let server = shop.start();
+    assert_eq!(server.router_port, dead.router_port);
+    let (status, body) = answer(&server, "long", Duration::from_secs(5));
+    assert_eq!(status, 200, "the restarted server released the hold: {body}");
+    assert!(body.starts_with("v1 Ada "), "{body}");
+}
+
+#[test]
+fn the_hold_works_with_the_router_embedded_in_the_server() {
+    let shop = shop();
+    let server = shop.start_args(&["--data-plane", "embedded"]);
+    let (seen, began, id) = release_under_load(&server, &shop, "held");
+    let failed = seen.iter().filter(|s| s.status != 200).count();
+    let v1_after = seen
+        .iter()
+        .filter_map(Seen::app_answer)
+        .filter(|(v, at)| *v == "v1" && *at >= began)
+        .count();
+    assert_eq!(failed, 0, "embedded: {}\n{}", summary(&seen), server.logs(id));
+    assert_eq!(v1_after, 0);
+    assert!(server.logs(id).contains("held at the router"));
 }
