@@ -20,6 +20,9 @@
 //! bound meanwhile. Maintenance mode (`maintenance.rs`) wins over a hold: a release puts the
 //! maintenance gate back.
 //!
+//! Not covered: the old version's non-public instances (workers) run until the switch, as in
+//! any blue-green deploy; a hold deploy is blue-green whatever `strategy` says.
+//!
 //! Rejected: holding in the engine by removing routes (a removed route answers 404, and the
 //! waiting would be the client's) and a queue of held requests in the control plane (it must
 //! not carry traffic; the data plane holds them, each request waiting on its own connection).
