@@ -331,7 +331,7 @@ impl Engine {
             r.switched = true;
         }
         if release_hold {
-            self.release_hold(l.env, l.log).await;
+            self.release_hold_now(l.env, l.log).await;
         }
         l.log
             .line(format!(

@@ -117,40 +117,37 @@ impl Engine {
         let bound = env_cfg.hold_timeout;
         let app = self.config().app.to_string();
         let held_at = Instant::now();
-        if self.maintenance_on(l.env).await {
-            l.log
-                .line("maintenance mode is on: requests keep getting the maintenance page (no hold)")
-                .await;
-        } else {
+        let maintenance = self.maintenance_on(l.env).await;
+        if !maintenance {
             let gate = Gate::hold(bound, HOLD_RETRY_AFTER_SECS, self.configured_page(l.env));
             self.data_plane()
                 .set_gate(&app, l.env.as_str(), Some(gate))
                 .await
                 .map_err(StageError::Failed)?;
-            l.log
-                .line(format!(
-                    "requests to {} held at the router (migrations: {}, bound {})",
-                    l.env,
-                    env_cfg.migrations.as_str(),
-                    cutover_core::config::format_duration(bound)
-                ))
-                .await;
         }
         let left = self.data_plane().drain_env(&app, l.env.as_str(), bound).await;
-        if left > 0 {
-            l.log
-                .line(format!(
-                    "{left} requests of the serving version still running at the hold's bound; the install step starts anyway"
-                ))
-                .await;
+        // One log write inside the hold (each is a store write the held requests wait for).
+        let how = if maintenance {
+            "maintenance mode is on: requests keep getting the maintenance page (no hold)".to_owned()
         } else {
-            l.log
-                .line(format!(
-                    "serving version drained in {} ms; install step starts",
-                    held_at.elapsed().as_millis()
-                ))
-                .await;
-        }
+            format!(
+                "requests to {} held at the router (migrations: {}, bound {})",
+                l.env,
+                env_cfg.migrations.as_str(),
+                cutover_core::config::format_duration(bound)
+            )
+        };
+        let drained = if left > 0 {
+            format!(
+                "{left} requests of the serving version still running at the bound; the install step starts anyway"
+            )
+        } else {
+            format!(
+                "serving version drained in {} ms; install step starts",
+                held_at.elapsed().as_millis()
+            )
+        };
+        l.log.line(format!("{how}; {drained}")).await;
         match env_cfg.on_hold_timeout {
             OnHoldTimeout::Continue => migrate.await?,
             OnHoldTimeout::Fail => {
@@ -180,7 +177,8 @@ impl Engine {
                 n
             }
         };
-        let outcome = self.switch_over(l, before, next, slot, true).await?;
+        // With maintenance on there is no hold to release (its gate stays).
+        let outcome = self.switch_over(l, before, next, slot, !maintenance).await?;
         let took = held_at.elapsed();
         if took > bound {
             l.log
@@ -196,8 +194,27 @@ impl Engine {
     /// Ends a hold on `env`: the gate is cleared, or set back to maintenance when that is on.
     pub(crate) async fn release_hold(&self, env: &EnvName, log: &StageLog) {
         let gate = self.maintenance_gate(env).await;
+        self.set_release(env, gate, log).await;
+    }
+
+    /// Ends a hold right after the switch: the gate is cleared first (the held requests wait on
+    /// nothing else, not even a store read), then maintenance, if someone turned it on during the
+    /// hold, goes in force.
+    pub(crate) async fn release_hold_now(&self, env: &EnvName, log: &StageLog) {
+        self.set_release(env, None, log).await;
+        if let Some(gate) = self.maintenance_gate(env).await {
+            self.set_release(env, Some(gate), log).await;
+        }
+    }
+
+    async fn set_release(&self, env: &EnvName, gate: Option<Gate>, log: &StageLog) {
         let app = self.config().app.to_string();
+        let maintenance = gate.is_some();
         match self.data_plane().set_gate(&app, env.as_str(), gate).await {
+            Ok(()) if maintenance => {
+                log.line("held requests get the maintenance page (maintenance is on)")
+                    .await
+            }
             Ok(()) => log.line("held requests released").await,
             Err(e) => {
                 log.line(format!(

@@ -39,7 +39,7 @@ environments:
   plain: { tier: dev }
   slow:  { tier: dev, migrations: hold, hold_timeout: 1s, maintenance_page: page.html }
   early: { tier: dev, migrations: hold-before-start, hold_timeout: 30s }
-  strict: { tier: dev, migrations: hold, hold_timeout: 1s, on_hold_timeout: fail }
+  strict: { tier: dev, migrations: hold, hold_timeout: 4s, on_hold_timeout: fail }
   long:  { tier: dev, migrations: hold, hold_timeout: 60s }
 "#;
 
@@ -434,15 +434,16 @@ fn no_hold_is_left_behind_by_a_failed_run_a_bound_with_fail_or_a_killed_server()
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("v1 Ada "), "{body}");
 
-    // on_hold_timeout: fail — a 5 s migration under a 1 s bound is stopped; v1 serves, unmigrated.
+    // on_hold_timeout: fail — a 30 s migration under a 4 s bound is stopped before its rename;
+    // the run fails and v1 serves on its own schema.
     server.deploy("alice", "strict", &shop.v1);
-    std::fs::write(shop.env_dir("strict").join("migration-seconds"), "5").unwrap();
+    std::fs::write(shop.env_dir("strict").join("migration-seconds"), "30").unwrap();
     let started = Instant::now();
     let id = server.release("alice", "strict", &shop.v2);
     let run = server.wait_run(id, &["succeeded", "failed", "cancelled", "interrupted"]);
     assert_eq!(run["state"], "failed", "{}", server.logs(id));
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(30),
         "stopped at the bound, not after the migration"
     );
     assert!(
@@ -455,6 +456,7 @@ fn no_hold_is_left_behind_by_a_failed_run_a_bound_with_fail_or_a_killed_server()
         body.starts_with("v1 Ada "),
         "the migration was stopped before the rename: {body}"
     );
+    assert!(!shop.env_dir("strict").join("migration-ended").exists());
 
     // A server killed during a hold: the next one releases it at start.
     server.deploy("alice", "long", &shop.v1);
