@@ -380,6 +380,9 @@ fn maintenance_mode_answers_503_survives_a_data_plane_kill_and_is_audited() {
 
     let status = server.cli_json("x", &["maintenance", "status", "plain"]);
     assert_eq!(status["on"], true);
+    assert_eq!(server.cli_json("x", &["status", "plain"])["maintenance"], true);
+    let shown = crate::support::stdout(&server.cli("x", &["status", "plain"]));
+    assert!(shown.contains("maintenance mode"), "{shown}");
     assert_eq!(status["updated_by"], "alice");
     // Only the maintenance command writes it.
     let put = server.cli(
