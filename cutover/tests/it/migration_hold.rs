@@ -41,6 +41,7 @@ environments:
   early: { tier: dev, migrations: hold-before-start, hold_timeout: 30s }
   strict: { tier: dev, migrations: hold, hold_timeout: 4s, on_hold_timeout: fail }
   long:  { tier: dev, migrations: hold, hold_timeout: 60s }
+  live:  { tier: prod, requires: [] }
 "#;
 
 const PAGE: &str = "<html><body>The shop is being upgraded</body></html>\n";
@@ -390,6 +391,21 @@ fn maintenance_mode_answers_503_survives_a_data_plane_kill_and_is_audited() {
         &["param", "put", "/shop-plain/maintenance", "{\"on\":false}"],
     );
     assert!(!put.status.success());
+
+    // Who may: a deployer on a non-production environment, an approver on production.
+    let dora = crate::security::mint(&server, "dora", &["--role", "deployer"]);
+    let ann = crate::security::mint(&server, "ann", &["--role", "approver"]);
+    let put = |token: &str, env: &str| {
+        let path = format!("/api/v1/environments/{env}/maintenance");
+        crate::security::raw(&server, "PUT", &path, Some(token), r#"{"on":false}"#).0
+    };
+    assert_eq!(
+        put(&dora, "live"),
+        403,
+        "a deployer may not take production offline"
+    );
+    assert_eq!(put(&ann, "live"), 200);
+    assert_eq!(put(&dora, "held"), 200);
 
     let off = server.cli_json("alice", &["maintenance", "off", "plain"]);
     assert_eq!(off["on"], false);
