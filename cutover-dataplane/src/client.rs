@@ -131,6 +131,37 @@ impl Client {
         self.request(Op::Routes, IO_TIMEOUT).await
     }
 
+    /// Sets (`Some`) or clears (`None`) an environment's gate; returns the previous one.
+    pub async fn set_gate(
+        &self,
+        app: &str,
+        env: &str,
+        gate: Option<crate::GateRecord>,
+    ) -> Result<Option<crate::GateRecord>, Error> {
+        let op = Op::SetGate {
+            app: app.to_owned(),
+            env: env.to_owned(),
+            gate,
+        };
+        self.request(op, IO_TIMEOUT).await
+    }
+
+    /// Every gate the data plane has.
+    pub async fn gates(&self) -> Result<Vec<crate::GateRecord>, Error> {
+        self.request(Op::Gates, IO_TIMEOUT).await
+    }
+
+    /// `Router::drain_env`: waits (at most `timeout`) until no route of the environment has a
+    /// request in flight; returns how many were still running.
+    pub async fn drain_env(&self, app: &str, env: &str, timeout: Duration) -> Result<usize, Error> {
+        let op = Op::DrainEnv {
+            app: app.to_owned(),
+            env: env.to_owned(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        self.request(op, timeout.saturating_add(IO_TIMEOUT)).await
+    }
+
     /// Stop accepting, drain (bounded), exit; returns when the process answered.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.request(Op::Shutdown, IO_TIMEOUT).await

@@ -192,6 +192,9 @@ pub(crate) struct Table {
     pub(crate) epoch: u32,
     pub(crate) listeners: Vec<ListenerRecord>,
     pub(crate) routes: Vec<RouteRecord>,
+    /// Holds and maintenance per environment (absent in tables of older data planes).
+    #[serde(default)]
+    pub(crate) gates: Vec<crate::GateRecord>,
 }
 
 /// Reads `routes.json`; a missing file is an empty table, an unreadable one is renamed aside
@@ -267,6 +270,7 @@ mod tests {
                 version: "abc".into(),
                 upstreams: vec!["127.0.0.1:9000".parse().unwrap()],
             }],
+            gates: Vec::new(),
         };
         save_table(&paths, &table).unwrap();
         let back = load_table(&paths);

@@ -52,6 +52,9 @@ pub(crate) struct Offer {
     pub(crate) epoch: u32,
     pub(crate) listeners: Vec<ListenerRecord>,
     pub(crate) routes: Vec<RouteRecord>,
+    /// Holds and maintenance (absent from an older data plane's offer).
+    #[serde(default)]
+    pub(crate) gates: Vec<crate::GateRecord>,
 }
 
 /// What the new data plane received, before it commits.
@@ -171,6 +174,7 @@ pub(crate) async fn give(shared: Arc<Shared>, stream: UnixStream) {
             epoch: shared.epoch,
             listeners,
             routes: shared.route_records(),
+            gates: crate::gates::records(&shared.router),
         };
         (offer, fds)
     };

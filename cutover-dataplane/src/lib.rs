@@ -37,6 +37,7 @@
 
 mod client;
 mod files;
+mod gates;
 mod handover;
 mod proto;
 mod server;
@@ -47,6 +48,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use client::{Client, ensure_running, upgrade};
+pub use gates::{GateKind, GateRecord};
 pub use server::run;
 
 /// How [`run`] starts.

@@ -57,6 +57,21 @@ pub(crate) enum Op {
         service: String,
     },
     Routes,
+    /// Sets (`gate`) or clears (none) an environment's hold or maintenance gate.
+    SetGate {
+        app: String,
+        env: String,
+        #[serde(default)]
+        gate: Option<crate::GateRecord>,
+    },
+    /// Every gate.
+    Gates,
+    /// Waits until no route of the environment has a request in flight (while it is held).
+    DrainEnv {
+        app: String,
+        env: String,
+        timeout_ms: u64,
+    },
     Shutdown,
     /// A newer data plane asks for the listeners and the table (see the `handover` module).
     HandOver,
@@ -68,7 +83,7 @@ impl Op {
     pub(crate) fn mutates(&self) -> bool {
         matches!(
             self,
-            Op::Listen { .. } | Op::Close { .. } | Op::Switch { .. } | Op::Remove { .. }
+            Op::Listen { .. } | Op::Close { .. } | Op::Switch { .. } | Op::Remove { .. } | Op::SetGate { .. }
         )
     }
 }

@@ -123,6 +123,7 @@ impl Shared {
                 })
                 .collect(),
             routes: self.route_records(),
+            gates: crate::gates::records(&self.router),
         };
         if let Err(e) = files::save_table(&self.paths, &table) {
             tracing::warn!(error = %e, "cannot persist the routing table; a restarted data plane would start from an older one");
@@ -277,6 +278,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             epoch: r.offer.epoch,
             listeners: r.offer.listeners.clone(),
             routes: r.offer.routes.clone(),
+            gates: r.offer.gates.clone(),
         };
         received = Some(r);
         table
@@ -293,6 +295,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             Err(e) => tracing::warn!(error = %e, "skipping an invalid route of the persisted table"),
         }
     }
+    crate::gates::restore(&router, &table.gates);
 
     let (gone_tx, predecessor_gone) = watch::channel(received.is_none());
     let (stop, _) = watch::channel(false);
@@ -666,6 +669,27 @@ async fn dispatch(shared: &Shared, op: Op) -> Answer {
                 .collect();
             Answer::ok(routes)
         }
+        Op::SetGate { app, env, gate } => {
+            if let Err(a) = route_key(&app, &env, "gate") {
+                return a;
+            }
+            let state = shared.state.lock().await;
+            if shared.handing_over.load(Ordering::SeqCst) {
+                return handed_over_answer();
+            }
+            let previous = shared
+                .router
+                .set_gate(&app, &env, gate.as_ref().map(crate::GateRecord::gate));
+            shared.persist(&state);
+            Answer::ok(previous.map(|g| crate::GateRecord::new(&app, &env, &g)))
+        }
+        Op::Gates => Answer::ok(crate::gates::records(&shared.router)),
+        Op::DrainEnv { app, env, timeout_ms } => Answer::ok(
+            shared
+                .router
+                .drain_env(&app, &env, Duration::from_millis(timeout_ms))
+                .await,
+        ),
         Op::Shutdown | Op::HandOver => Answer::error(ErrorKind::BadRequest, "not dispatched here"),
     }
 }

@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cutover_router::{Backend, Generation, RouteKey, Router, RouterConfig};
+use cutover_router::{Backend, Gate, Generation, RouteKey, Router, RouterConfig};
 
 /// Where the routing table lives.
 #[derive(Clone, Debug)]
@@ -116,6 +116,58 @@ impl DataPlane {
         }
     }
 
+    /// Sets (`Some`) or clears (`None`) the gate (hold or maintenance) of an environment's
+    /// public routes.
+    pub async fn set_gate(&self, app: &str, env: &str, gate: Option<Gate>) -> Result<(), String> {
+        match self {
+            Self::Embedded(r) => {
+                r.set_gate(app, env, gate);
+                Ok(())
+            }
+            Self::Remote(c) => c
+                .set_gate(
+                    app,
+                    env,
+                    gate.map(|g| cutover_dataplane::GateRecord::new(app, env, &g)),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("the data plane did not change the gate of {env}: {e}")),
+        }
+    }
+
+    /// Every gate set: `(app, env, gate)`.
+    pub async fn gates(&self) -> Result<Vec<(String, String, Gate)>, String> {
+        match self {
+            Self::Embedded(r) => Ok(r.gates()),
+            Self::Remote(c) => c
+                .gates()
+                .await
+                .map(|v| {
+                    v.into_iter()
+                        .map(|g| (g.app.clone(), g.env.clone(), g.gate()))
+                        .collect()
+                })
+                .map_err(|e| format!("cannot read the gates of the data plane: {e}")),
+        }
+    }
+
+    /// Waits (at most `timeout`) until no route of the environment has a request in flight;
+    /// returns how many were still running. A data plane that cannot be asked counts as drained
+    /// (its requests are no longer ours to wait for), as in [`OldGeneration::drain`].
+    pub async fn drain_env(&self, app: &str, env: &str, timeout: Duration) -> usize {
+        match self {
+            Self::Embedded(r) => r.drain_env(app, env, timeout).await,
+            Self::Remote(c) => match c.drain_env(app, env, timeout).await {
+                Ok(left) => left,
+                Err(e) => {
+                    tracing::warn!(env, error = %e, "could not wait for an environment to drain");
+                    0
+                }
+            },
+        }
+    }
+
     /// The route's current generation, if it has one (`None` also when the data plane cannot
     /// be asked; the caller treats the route as unknown).
     pub async fn route_state(&self, route: &RouteKey) -> Option<RouteState> {
@@ -203,6 +255,19 @@ impl crate::Engine {
                 Err(e) => {
                     tracing::error!(env = %env, error = ?e, "could not restore the routes of an environment")
                 }
+            }
+        }
+        // Maintenance too (a new data plane without the table would serve it); a hold it kept
+        // from routes.json stays for its run to release.
+        let envs: Vec<_> = self.config().environments.keys().cloned().collect();
+        for env in envs {
+            if let Some(gate) = self.maintenance_gate(&env).await
+                && let Err(e) = self
+                    .data_plane()
+                    .set_gate(self.config().app.as_str(), env.as_str(), Some(gate))
+                    .await
+            {
+                tracing::error!(env = %env, error = %e, "could not restore maintenance mode");
             }
         }
         set

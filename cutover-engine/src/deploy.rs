@@ -73,11 +73,11 @@ pub(crate) struct Launch<'a> {
 /// What a run changed, so a failure can put it back.
 #[derive(Debug)]
 pub(crate) struct Rollout {
-    before: EnvServices,
-    started: Vec<InstanceId>,
-    switched: bool,
+    pub(crate) before: EnvServices,
+    pub(crate) started: Vec<InstanceId>,
+    pub(crate) switched: bool,
     /// The definition rolled out (its routes are removed by an undo when `before` lacks them).
-    def: Option<Arc<AppDefinition>>,
+    pub(crate) def: Option<Arc<AppDefinition>>,
 }
 
 impl Engine {
@@ -215,7 +215,7 @@ impl Engine {
     }
 
     /// Starts every service whose replicas `which` selects, healthy, as sets.
-    async fn start_services(
+    pub(crate) async fn start_services(
         &self,
         l: &Launch<'_>,
         which: impl Fn(&cutover_core::config::Service) -> bool,
@@ -305,6 +305,20 @@ impl Engine {
         // there, before any traffic has moved.
         self.converge_workers(l.env, l.version, l.def, l.env_vars, l.log)
             .await?;
+        self.switch_over(l, before, next, slot, false).await
+    }
+
+    /// The second half of blue-green, once every new instance is healthy: switch every public
+    /// route back to back, (with `release_hold`) release the requests a hold kept waiting, drain
+    /// the old generations, keep the previous release warm.
+    pub(crate) async fn switch_over(
+        &self,
+        l: &Launch<'_>,
+        before: &EnvServices,
+        next: BTreeMap<ServiceName, ServiceSet>,
+        slot: &mut Option<Rollout>,
+        release_hold: bool,
+    ) -> Result<String, StageError> {
         // Everything is healthy: switch every public route, back to back.
         let mut old_generations = self.switch_routes(l.env, l.def, &next).await?;
         // Public services the new version no longer has: their routes go (their instances stay
@@ -315,6 +329,9 @@ impl Engine {
         );
         if let Some(r) = slot.as_mut() {
             r.switched = true;
+        }
+        if release_hold {
+            self.release_hold_now(l.env, l.log).await;
         }
         l.log
             .line(format!(

@@ -17,9 +17,11 @@ mod deploy;
 mod environments;
 mod error;
 mod flags;
+mod hold;
 pub mod http;
 mod lifecycle;
 pub mod limits;
+mod maintenance;
 pub mod masking;
 mod metrics;
 mod params;
@@ -56,6 +58,7 @@ pub use lifecycle::{
     CreateRequest, Created, EnvKind, LifeState, LifecycleRecord, LifecycleSettings, LifecycleView,
     derive_name, slug,
 };
+pub use maintenance::{MAX_PAGE, Maintenance};
 pub use params::{ReservedKey, WellKnownKey};
 pub use pipeline::{LogEvent, PolicyOverride, ReleaseRequest, RunView, SYSTEM_ACTOR};
 pub use scale::{MAX_REPLICAS, ScaleAnswer, ScaleRequest, ScaleState};
@@ -199,6 +202,8 @@ impl Engine {
             }
         }
         self.interrupt_leftover_runs().await?;
+        // No run is active now: a hold a dead control plane left goes, maintenance stays.
+        self.sync_gates().await;
         self.interrupt_leftover_job_runs().await?;
         self.restore_lifecycle().await?;
         self.write_all_flags_files().await;

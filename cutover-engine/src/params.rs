@@ -153,6 +153,12 @@ impl Engine {
                  (dev and integration apply at once, fixed-size tiers need an approval)"
             )));
         }
+        if self.is_maintenance_key(&key) {
+            return Err(EngineError::Refused(format!(
+                "{key} is the environment's maintenance mode; use `cutover maintenance on|off ENV` (it is audited \
+                 and puts the router's answer in force)"
+            )));
+        }
         if self.is_flag_key(&key) {
             return Err(EngineError::Refused(format!(
                 "{key} is a feature flag; use `cutover flag set ENV NAME on|off` (it is audited and updates \

@@ -29,6 +29,8 @@ pub struct EnvStatus {
     /// lacks landlock`; on docker and swarm `container: only CUTOVER_ENV_DIR
     /// mounted`.
     pub protection: String,
+    /// Maintenance mode: the router answers 503 with a page (`cutover maintenance`).
+    pub maintenance: bool,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -256,6 +258,7 @@ impl Engine {
             },
             serving_version: deployed.version.map(|v| v.to_string()),
             warm_version: deployed.warm_version.map(|v| v.to_string()),
+            maintenance: self.maintenance_on(&env).await,
             env,
             services,
         })

@@ -38,6 +38,7 @@
 //! multiplex many requests on one connection, blurring per-generation draining); a mutex-held
 //! table during dispatch (switches would wait behind slow requests).
 
+mod gate;
 mod generation;
 mod proxy;
 mod route;
@@ -50,6 +51,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+pub use gate::{DEFAULT_PAGE, Gate, GateMode};
 pub use generation::{Backend, Generation};
 pub use route::{RouteKey, RouteKeyError};
 
@@ -105,6 +107,8 @@ pub(crate) struct Inner {
     /// Serialises writers (switch/remove); readers never take it.
     write: Mutex<()>,
     next_id: AtomicU64,
+    /// Per-environment holds and maintenance (`gate` module).
+    pub(crate) gates: gate::Gates,
     pub(crate) client: proxy::UpstreamClient,
 }
 
@@ -134,6 +138,7 @@ impl Router {
                 table: ArcSwap::from_pointee(HashMap::new()),
                 write: Mutex::new(()),
                 next_id: AtomicU64::new(1),
+                gates: gate::Gates::default(),
                 client,
             }),
         }

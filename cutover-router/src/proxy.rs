@@ -85,7 +85,7 @@ enum Kind {
 }
 
 impl RouterBody {
-    fn local(text: impl Into<Bytes>) -> Self {
+    pub(crate) fn local(text: impl Into<Bytes>) -> Self {
         Self {
             kind: Kind::Local(Some(text.into())),
             guard: None,
@@ -365,6 +365,15 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
             return not_found();
         };
         if let Some(g) = InFlightGuard::enter(Arc::clone(&entry.generation)) {
+            // A held or closed environment (see the `gate` module): leave the generation, wait.
+            if inner.gates.on(&entry.key) {
+                let key = entry.key.clone();
+                drop((g, table));
+                match inner.gates.wait(key.app(), key.env()).await {
+                    crate::gate::Wait::Go => continue,
+                    crate::gate::Wait::Answer(answer) => return answer,
+                }
+            }
             guard = Some(g);
             break;
         }

@@ -215,6 +215,10 @@ pub enum Command {
         /// Switch traffic back to the still-warm previous release (no build, no hooks).
         #[arg(long, conflicts_with = "to")]
         fast: bool,
+        /// With --fast: switch even though the version left ran an install step (a migration)
+        /// since the warm release served; audited with force=true.
+        #[arg(long, requires = "fast")]
+        force: bool,
         /// Admins only: deploy although the version has not succeeded on the environments this one
         /// `requires:` (cutover.yml); the reason is recorded on the run and in the audit log.
         #[arg(long, value_name = "REASON")]
@@ -281,6 +285,17 @@ pub enum Command {
                       cutover param history /shop-dev/flags/new_checkout"
     )]
     Flag(FlagCommand),
+
+    /// Maintenance mode of an environment: the router answers 503 with Retry-After and a page.
+    #[command(
+        subcommand,
+        after_help = "Every request to the environment's public services gets 503, Retry-After and the page,\n\
+                      until it is turned off; a data-plane restart or upgrade keeps it. Deployer on the\n\
+                      environment (approver on prod); audited as maintenance.on / maintenance.off.\n\n\
+                      Examples:\n  cutover maintenance on staging --page down.html\n  cutover maintenance status staging\n  \
+                      cutover maintenance off staging"
+    )]
+    Maintenance(MaintenanceCommand),
 
     /// The append-only audit log of every change, newest first.
     #[command(after_help = "Examples:\n  cutover audit\n  cutover audit -n 200 -o json")]
@@ -407,6 +422,34 @@ pub enum FlagCommand {
     #[command(after_help = "Examples:\n  cutover flag list dev\n  cutover flag list prod -o json")]
     List {
         /// Environment name, e.g. dev.
+        env: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Answer every request with 503 + Retry-After + the page.
+    #[command(
+        after_help = "Examples:\n  cutover maintenance on staging\n  cutover maintenance on prod --page down.html"
+    )]
+    On {
+        /// Environment name, e.g. staging.
+        env: String,
+        /// An HTML file to answer with (read here, at most 64 KiB). Default: the environment's
+        /// maintenance_page, else a built-in page.
+        #[arg(long, value_name = "FILE")]
+        page: Option<std::path::PathBuf>,
+    },
+    /// Serve the environment again.
+    #[command(after_help = "Examples:\n  cutover maintenance off staging")]
+    Off {
+        /// Environment name, e.g. staging.
+        env: String,
+    },
+    /// Whether the environment is in maintenance mode.
+    #[command(after_help = "Examples:\n  cutover maintenance status staging -o json")]
+    Status {
+        /// Environment name, e.g. staging.
         env: String,
     },
 }

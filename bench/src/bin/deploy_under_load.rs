@@ -388,13 +388,13 @@ fn cutover_phase(
             ),
             (
                 "rollback --fast",
-                vec!["rollback".into(), "dev".into(), "--fast".into()],
+                vec!["rollback".into(), "dev".into(), "--fast".into(), "--force".into()],
             ),
             ("rollback", vec!["rollback".into(), "dev".into()]),
             ("release", vec![]),
             (
                 "rollback --fast",
-                vec!["rollback".into(), "dev".into(), "--fast".into()],
+                vec!["rollback".into(), "dev".into(), "--fast".into(), "--force".into()],
             ),
         ];
         for (label, mut args) in steps {

@@ -11,7 +11,7 @@ use super::build::{duration, is_empty_map, opt};
 use super::extract::integer;
 use super::extract::{Ctx, Fields, SNode, boolean, choice, count, join, list, named_entries, parsed, string};
 use super::keys;
-use super::types::{Autoscale, Environment, RuntimeKind, Strategy, Tier};
+use super::types::{Autoscale, Environment, Migrations, OnHoldTimeout, RuntimeKind, Strategy, Tier};
 use super::values::{check_branch, nearest};
 use crate::{EnvName, ServiceName};
 
@@ -25,6 +25,15 @@ pub(crate) const TIERS: &[(&str, Tier)] = &[
 pub(crate) const STRATEGIES: &[(&str, Strategy)] = &[
     ("blue-green", Strategy::BlueGreen),
     ("rolling", Strategy::Rolling),
+];
+pub(crate) const MIGRATIONS: &[(&str, Migrations)] = &[
+    ("switch", Migrations::Switch),
+    ("hold", Migrations::Hold),
+    ("hold-before-start", Migrations::HoldBeforeStart),
+];
+pub(crate) const ON_HOLD_TIMEOUT: &[(&str, OnHoldTimeout)] = &[
+    ("continue", OnHoldTimeout::Continue),
+    ("fail", OnHoldTimeout::Fail),
 ];
 pub(crate) const RUNTIMES: &[(&str, RuntimeKind)] = &[
     ("process", RuntimeKind::Process),
@@ -69,6 +78,7 @@ const TIER_KEYS: &[(&str, &[Tier], &str)] = &[
 pub(crate) const DEFAULT_MAX_ACTIVE: u32 = 8;
 pub(crate) const DEFAULT_PROD_LIKE_TTL: Duration = Duration::from_secs(72 * 3600);
 pub(crate) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
 
 /// An environment before cross-references are resolved; `None` = not given.
@@ -188,6 +198,26 @@ fn draft(
     let hook_timeout = opt(ctx, &f, "hook_timeout", &mut ok, duration).unwrap_or(DEFAULT_HOOK_TIMEOUT);
     let approval_timeout =
         opt(ctx, &f, "approval_timeout", &mut ok, duration).unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+    let migrations = opt(ctx, &f, "migrations", &mut ok, |ctx, n, p| {
+        choice(ctx, n, p, "migrations", MIGRATIONS)
+    });
+    let hold_timeout = opt(ctx, &f, "hold_timeout", &mut ok, duration).unwrap_or(DEFAULT_HOLD_TIMEOUT);
+    let on_hold_timeout = opt(ctx, &f, "on_hold_timeout", &mut ok, |ctx, n, p| {
+        choice(ctx, n, p, "on_hold_timeout", ON_HOLD_TIMEOUT)
+    });
+    let maintenance_page = opt(ctx, &f, "maintenance_page", &mut ok, |ctx, n, p| {
+        let raw = string(ctx, n, p)?.trim().to_owned();
+        if raw.is_empty() {
+            ctx.error(
+                n.referenced,
+                p,
+                "maintenance_page is empty: give the path of an HTML file",
+            );
+            return None;
+        }
+        let base = ctx.file().parent().unwrap_or(std::path::Path::new("."));
+        Some(base.join(raw))
+    });
 
     let tier = tier?;
     if !ok {
@@ -211,6 +241,10 @@ fn draft(
         approval_timeout,
         ports,
         requires: Vec::new(),
+        migrations: migrations.unwrap_or(Migrations::Switch),
+        hold_timeout,
+        on_hold_timeout: on_hold_timeout.unwrap_or(OnHoldTimeout::Continue),
+        maintenance_page,
     };
     Some(Draft {
         name,

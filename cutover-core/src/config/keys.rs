@@ -72,6 +72,10 @@ pub(crate) const ENVIRONMENT: &[&str] = &[
     "approval_timeout",
     "ports",
     "requires",
+    "migrations",
+    "hold_timeout",
+    "on_hold_timeout",
+    "maintenance_page",
 ];
 
 pub(crate) const AUTOSCALE: &[&str] = &["min", "max", "target_rps_per_replica"];

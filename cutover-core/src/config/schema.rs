@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 
 use super::build::{DEFAULT_HEALTH_TIMEOUT, SUSPEND_ACTIONS, WEBHOOK_EVENTS};
 use super::environments::{
-    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_ACTIVE, DEFAULT_PROD_LIKE_TTL, RUNTIMES,
-    STRATEGIES, TIERS,
+    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_HOLD_TIMEOUT, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_ACTIVE,
+    DEFAULT_PROD_LIKE_TTL, MIGRATIONS, ON_HOLD_TIMEOUT, RUNTIMES, STRATEGIES, TIERS,
 };
 use super::keys;
 use super::values::format_duration;
@@ -429,6 +429,35 @@ fn environment() -> Value {
             (
                 "hook_timeout",
                 duration("How long one hook may run.", Some(DEFAULT_HOOK_TIMEOUT)),
+            ),
+            (
+                "migrations",
+                choice(
+                    MIGRATIONS,
+                    "When the install step runs: `switch` while the old version serves; `hold` after the new version is healthy, with requests held at the router and the old version drained; `hold-before-start` before the new version starts, for one that cannot start against the old schema.",
+                    Some("switch"),
+                ),
+            ),
+            (
+                "hold_timeout",
+                duration(
+                    "Longest the router holds requests in a hold deploy; past it they get 503 with Retry-After and the maintenance page.",
+                    Some(DEFAULT_HOLD_TIMEOUT),
+                ),
+            ),
+            (
+                "on_hold_timeout",
+                choice(
+                    ON_HOLD_TIMEOUT,
+                    "Past hold_timeout: `continue` (503 until the install step ends, then switch) or `fail` (stop the install step, fail the run, the old version serves again).",
+                    Some("continue"),
+                ),
+            ),
+            (
+                "maintenance_page",
+                string(
+                    "An HTML file (relative to this file) answered with 503 past a hold's bound and in maintenance mode.",
+                ),
             ),
             (
                 "approval_timeout",

@@ -395,6 +395,54 @@ impl fmt::Display for Strategy {
     }
 }
 
+/// When the install step (migrations) runs relative to the traffic switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Migrations {
+    /// Install runs while the old version serves, then the new version takes the traffic.
+    Switch,
+    /// Start the new version healthy, hold requests at the router, drain the old version, run
+    /// install, switch, release the held requests.
+    Hold,
+    /// Hold and drain first, run install, then start the new version, switch, release: for a
+    /// version that cannot start against the old schema.
+    HoldBeforeStart,
+}
+
+impl Migrations {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Migrations::Switch => "switch",
+            Migrations::Hold => "hold",
+            Migrations::HoldBeforeStart => "hold-before-start",
+        }
+    }
+
+    /// Whether the router holds requests around the install step.
+    pub fn holds(self) -> bool {
+        self != Migrations::Switch
+    }
+}
+
+/// What a run does when a hold outlasts `hold_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnHoldTimeout {
+    /// The router answers 503 until the install step ends; then the run switches and releases.
+    Continue,
+    /// The run fails at the bound: the install step is stopped, the old version serves again.
+    Fail,
+}
+
+impl OnHoldTimeout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnHoldTimeout::Continue => "continue",
+            OnHoldTimeout::Fail => "fail",
+        }
+    }
+}
+
 /// Where an environment's services run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -470,6 +518,16 @@ pub struct Environment {
     /// deploy it (checked when the run is requested). Default: on a prod
     /// environment, every stage environment; elsewhere none; `[]` turns it off.
     pub requires: Vec<EnvName>,
+    /// When the install step runs relative to the switch. Default `switch`.
+    pub migrations: Migrations,
+    /// Longest the router holds requests during a `hold` deploy. Default 30s.
+    #[serde(serialize_with = "ser_duration")]
+    pub hold_timeout: Duration,
+    /// What a run does past `hold_timeout`. Default `continue`.
+    pub on_hold_timeout: OnHoldTimeout,
+    /// The page answered with 503 past a hold's bound and in maintenance mode (an HTML file,
+    /// relative to the configuration file). Default: a short built-in page.
+    pub maintenance_page: Option<std::path::PathBuf>,
 }
 
 impl Environment {

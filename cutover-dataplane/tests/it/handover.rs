@@ -120,6 +120,15 @@ async fn hand_over_under_load_drops_no_request_and_keeps_ports_and_routes() {
         })
         .await;
 
+        let hold = cutover_dataplane::GateRecord {
+            app: "shop".into(),
+            env: "stage".into(),
+            mode: cutover_dataplane::GateKind::Hold,
+            until_ms: 4_102_444_800_000,
+            retry_after_secs: 5,
+            page: "p".into(),
+        };
+        c.set_gate("shop", "stage", Some(hold.clone())).await.unwrap();
         let (mut new, second) = Dp::start_with(tmp.path(), true, |h| h.took_over_from.is_some()).await;
         assert_eq!(second.took_over_from, Some(first.pid));
         old.exited()
@@ -165,6 +174,11 @@ async fn hand_over_under_load_drops_no_request_and_keeps_ports_and_routes() {
             .unwrap()
             .unwrap();
         assert_eq!(g.version, last, "the last switch was not lost");
+        assert_eq!(
+            new.client.gates().await.unwrap(),
+            vec![hold],
+            "a hand-over keeps the gates"
+        );
         assert!(g.admitted > 0 || g.in_flight > 0 || tally.ok.load(Ordering::Relaxed) > at_exit);
         let reply = get(main, HOST, "/").await.unwrap();
         assert_eq!(reply.version.as_deref(), Some(last.as_str()));

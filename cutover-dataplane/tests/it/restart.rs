@@ -33,6 +33,16 @@ async fn a_data_plane_started_after_one_was_killed_routes_the_same_table_at_once
         .unwrap();
     assert_eq!(get(main, HOST, "/").await.unwrap().body, "a");
     let before = c.generation("shop", "prod", "web").await.unwrap().unwrap();
+    // A maintenance page (another environment) is part of the table too.
+    let page = cutover_dataplane::GateRecord {
+        app: "shop".into(),
+        env: "stage".into(),
+        mode: cutover_dataplane::GateKind::Maintenance,
+        until_ms: 0,
+        retry_after_secs: 120,
+        page: "<p>later</p>".into(),
+    };
+    c.set_gate("shop", "stage", Some(page.clone())).await.unwrap();
 
     first.kill();
     assert!(
@@ -65,6 +75,11 @@ async fn a_data_plane_started_after_one_was_killed_routes_the_same_table_at_once
         .unwrap()
         .unwrap();
     assert_eq!(after.version, "v1");
+    assert_eq!(
+        dp.client.gates().await.unwrap(),
+        vec![page],
+        "a restart keeps the gates"
+    );
     assert_eq!(
         after.id >> 32,
         (before.id >> 32) + 1,

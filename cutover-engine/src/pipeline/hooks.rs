@@ -50,6 +50,17 @@ impl RunCtx {
 
     /// Runs a hook in the release directory; a non-zero exit or timeout fails the stage.
     pub async fn run_hook(&self, log: &StageLog, name: &str, command: &str) -> Result<(), StageError> {
+        self.run_hook_with(log, name, command, &self.cancel).await
+    }
+
+    /// [`RunCtx::run_hook`] stopped by `cancel` (the run's token or a child of it).
+    pub async fn run_hook_with(
+        &self,
+        log: &StageLog,
+        name: &str,
+        command: &str,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), StageError> {
         let dir = self.release_dir.clone().ok_or_else(|| {
             StageError::Failed(format!(
                 "no release directory for the {name} hook (Build did not run)"
@@ -68,7 +79,7 @@ impl RunCtx {
         };
         let version = self.version()?.clone();
         self.engine
-            .run_logged_task(&self.env, &version, spec, log, &self.cancel)
+            .run_logged_task(&self.env, &version, spec, log, cancel)
             .await
     }
 }

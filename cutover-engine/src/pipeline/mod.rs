@@ -457,7 +457,16 @@ impl Engine {
     }
 
     /// Switches traffic back to the still-warm previous release; recorded as a run.
-    pub async fn fast_rollback(&self, env: &str, actor: &Actor) -> Result<RunRecord, EngineError> {
+    ///
+    /// Refused when a run since the warm release last served ran an install step (the warm code
+    /// would meet a migrated schema), unless `force` (audited as `rollback.fast` with
+    /// `force: true`).
+    pub async fn fast_rollback(
+        &self,
+        env: &str,
+        actor: &Actor,
+        force: bool,
+    ) -> Result<RunRecord, EngineError> {
         let env = self.env_name(env)?;
         let warm = self.warm_previous(&env).ok_or_else(|| {
             EngineError::Refused(format!(
@@ -465,6 +474,27 @@ impl Engine {
                  use `cutover rollback {env}` for a full rollback"
             ))
         })?;
+        let installs = self.installs_since_warm(&env, &warm).await?;
+        if !installs.is_empty() {
+            let ids: Vec<String> = installs.iter().map(|id| format!("#{id}")).collect();
+            if !force {
+                return Err(EngineError::Conflict(format!(
+                    "refusing a fast rollback of {env} to {}: run {} ran an install step since that release served, so its \
+                     code would meet a migrated schema. Use `cutover rollback {env} --to {}` (it runs hooks.rollback \
+                     first), or `--fast --force` if you know the schema still fits",
+                    warm.short(),
+                    ids.join(", "),
+                    warm.short()
+                )));
+            }
+            self.audit(
+                actor,
+                "rollback.fast",
+                &format!("env/{env}"),
+                serde_json::json!({ "force": true, "to": warm.as_str(), "install_runs": installs }),
+            )
+            .await;
+        }
         let key = self.key(&env, WellKnownKey::DesiredVersion);
         self.param_put(key.as_str(), warm.as_str(), actor, None).await?;
         let fixed = Fixed {
@@ -479,6 +509,34 @@ impl Engine {
             Some("fast rollback to the warm release".into()),
         )
         .await
+    }
+
+    /// Runs since the warm release `warm` last served (newest first, down to the run that
+    /// switched away from it) whose install step ran (succeeded or failed: it may have migrated).
+    async fn installs_since_warm(&self, env: &EnvName, warm: &Version) -> Result<Vec<i64>, EngineError> {
+        let mut out = Vec::new();
+        for run in self.store().run_list(Some(env.as_str()), 100, None).await? {
+            let Some(run) = self.store().run_get(run.id).await? else {
+                continue;
+            };
+            let ran_install = run.stages.iter().any(|s| {
+                s.stage == cutover_core::Stage::Install
+                    && matches!(
+                        s.status,
+                        cutover_core::StageStatus::Succeeded | cutover_core::StageStatus::Failed
+                    )
+            });
+            if ran_install {
+                out.push(run.id);
+            }
+            let switched_away = run.state == cutover_core::RunState::Succeeded
+                && run.kind != RunKind::FastRollback
+                && run.target_version.as_deref() != Some(warm.as_str());
+            if switched_away {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Sets `to`'s desired_version to what `from` last deployed, then releases `to`.

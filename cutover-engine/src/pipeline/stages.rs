@@ -385,9 +385,57 @@ async fn deploy_scheduler(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     Ok(StageOutcome::Done(None))
 }
 
+/// Whether this run's install step runs inside Deploy services, under a router hold.
+fn held_install(ctx: &RunCtx) -> bool {
+    ctx.engine.config().environments[&ctx.env].migrations.holds()
+        && !matches!(ctx.kind(), RunKind::FastRollback)
+}
+
+/// The install step's hooks (rollback, then install or destructive_install), in order.
+fn install_hooks(ctx: &RunCtx) -> Vec<(&'static str, String)> {
+    let def = ctx.def();
+    let hooks = &def.hooks;
+    let mut out = Vec::new();
+    if ctx.kind() == RunKind::Rollback
+        && let Some(cmd) = hooks.rollback.clone().filter(|c| !c.trim().is_empty())
+    {
+        out.push(("rollback", cmd));
+    }
+    let (name, cmd) = if ctx.kind() == RunKind::Destructive {
+        ("destructive_install", hooks.destructive_install.clone())
+    } else {
+        ("install", hooks.install.clone())
+    };
+    if let Some(cmd) = cmd.filter(|c| !c.trim().is_empty()) {
+        out.push((name, cmd));
+    }
+    out
+}
+
 async fn install(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     let def = ctx.def();
     let hooks = &def.hooks;
+    if held_install(ctx) {
+        let hooks = install_hooks(ctx);
+        let names: Vec<_> = hooks.iter().map(|(n, _)| *n).collect();
+        if let Some(touch) = ctx.scheduler_touch {
+            let version = ctx.version()?.clone();
+            ctx.engine.scheduler_activate(&ctx.env, &version, touch).await?;
+        }
+        if hooks.is_empty() {
+            return Ok(StageOutcome::Skipped("no install hook".into()));
+        }
+        log.line(format!(
+            "{} runs in Deploy services, while the router holds requests (migrations: {})",
+            names.join(", "),
+            ctx.engine.config().environments[&ctx.env].migrations.as_str()
+        ))
+        .await;
+        return Ok(StageOutcome::Done(Some(format!(
+            "{} deferred under the hold",
+            names.join(", ")
+        ))));
+    }
     // A rollback run first reverses what the version it leaves migrated (in the release being
     // restored; CUTOVER_PREVIOUS_VERSION names the version left).
     let rollback = hooks
@@ -476,7 +524,19 @@ async fn deploy_services(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
         def: &def,
     };
     let mut slot = ctx.rollout.take();
-    let result = ctx.engine.roll_out(&l, &mut slot).await;
+    let result = if held_install(ctx) {
+        let hooks = install_hooks(ctx);
+        let stop = ctx.cancel.child_token();
+        let migrate = async {
+            for (name, cmd) in &hooks {
+                ctx.run_hook_with(log, name, cmd, &stop).await?;
+            }
+            Ok(())
+        };
+        ctx.engine.roll_out_held(&l, &mut slot, migrate, &stop).await
+    } else {
+        ctx.engine.roll_out(&l, &mut slot).await
+    };
     ctx.rollout = slot;
     let rollout = result?;
     Ok(StageOutcome::Done(Some(rollout)))

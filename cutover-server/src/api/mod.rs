@@ -4,6 +4,7 @@
 
 mod environments;
 mod flags;
+mod maintenance;
 mod ops;
 mod params;
 pub(crate) mod queries;
@@ -52,6 +53,7 @@ use crate::error::ApiError;
         (name = "scheduler", description = "Cron jobs per environment"),
         (name = "scale", description = "Replica counts: applied on dev, change requests on fixed-size tiers"),
         (name = "flags", description = "Feature flags per environment, delivered to running instances without a restart"),
+        (name = "maintenance", description = "Maintenance mode per environment: the router answers 503 with Retry-After and a page"),
         (name = "tokens", description = "API tokens and who the caller is"),
         (name = "audit", description = "The append-only audit log"),
         (name = "server", description = "Health, configuration, metrics and this document"),
@@ -95,6 +97,7 @@ fn api_router() -> OpenApiRouter<Engine> {
         .merge(ops::routes())
         .merge(scale::routes())
         .merge(flags::routes())
+        .merge(maintenance::routes())
         .merge(tokens::routes())
         .merge(system::routes())
 }

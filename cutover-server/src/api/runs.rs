@@ -92,6 +92,10 @@ struct RollbackBody {
     /// Switch traffic back to the warm previous release (no `to`).
     #[serde(default)]
     fast: bool,
+    /// With `fast`: switch even though the version left ran an install step since the warm
+    /// release served (audited as `rollback.fast` with `force: true`).
+    #[serde(default)]
+    force: bool,
     /// Admins only: as for a release.
     override_policy: Option<String>,
 }
@@ -105,7 +109,7 @@ struct RollbackBody {
         (status = 400, description = "Nothing to roll back to, a bad body, or a `requires:` refusal", body = ErrorBody),
         (status = 403, description = "A policy override by someone who is not an admin of the environment", body = ErrorBody),
         (status = 404, description = "No such environment", body = ErrorBody),
-        (status = 409, description = "No warm release for a fast rollback", body = ErrorBody)))]
+        (status = 409, description = "No warm release for a fast rollback, or (without `force`) the version left ran an install step since the warm release served", body = ErrorBody)))]
 
 async fn rollback(
     State(engine): State<Engine>,
@@ -122,7 +126,7 @@ async fn rollback(
                 "--fast switches to the warm previous release; it takes no --to (use a full rollback for another version)",
             ));
         }
-        engine.fast_rollback(&env, &actor).await?
+        engine.fast_rollback(&env, &actor, b.force).await?
     } else {
         engine
             .rollback(&env, b.to.as_deref(), &actor, over.as_ref())

@@ -169,6 +169,14 @@ async fn authorize(
             let env = param("env").unwrap_or_default();
             need_on(&principal, role, &env, &what)?;
         }
+        Rule::PathEnvByTier { prod, other } => {
+            let env = param("env").unwrap_or_default();
+            let is_prod = engine
+                .config()
+                .environment(&env)
+                .is_some_and(|(_, e)| e.tier == cutover_core::config::Tier::Prod);
+            need_on(&principal, if is_prod { prod } else { other }, &env, &what)?;
+        }
         Rule::AnyEnv(role) => need_somewhere(&principal, role, &what)?,
         Rule::Everywhere(role) => need_everywhere(&principal, role, &what)?,
         Rule::Run(role) => {

@@ -22,6 +22,8 @@ pub enum Rule {
     AnyEnv(Role),
     /// `role` as the token's default, i.e. on every environment (`*`).
     Everywhere(Role),
+    /// On the `{env}` of the path: `prod` on a `prod`-tier environment, `other` elsewhere.
+    PathEnvByTier { prod: Role, other: Role },
     /// `role` on the environment of pipeline run `{id}`.
     Run(Role),
     /// `role` on the environment of scheduler job run `{id}`.
@@ -75,6 +77,13 @@ pub fn rule(method: &Method, route: &str) -> Rule {
         "/api/v1/environments/{env}/services/{service}/scale" if post => Rule::PathEnv(Deployer),
         "/api/v1/environments/{env}/flags" if get => Rule::PathEnv(Viewer),
         "/api/v1/environments/{env}/flags/{name}" if put => Rule::PathEnv(Deployer),
+        "/api/v1/environments/{env}/maintenance" if get => Rule::PathEnv(Viewer),
+        // Maintenance takes an environment away from its users: on production that is an
+        // approver's decision, elsewhere a deployer's.
+        "/api/v1/environments/{env}/maintenance" if put => Rule::PathEnvByTier {
+            prod: Approver,
+            other: Deployer,
+        },
         // An integration environment is made from a template for a branch: any deployer may
         // make one, and remove one (they are short-lived and carry no production data).
         "/api/v1/environments" if post => Rule::AnyEnv(Deployer),
@@ -127,6 +136,19 @@ mod tests {
             ),
             (&p, "/api/v1/environments", Rule::AnyEnv(Deployer)),
             (&g, "/api/v1/environments/{env}/flags", Rule::PathEnv(Viewer)),
+            (
+                &g,
+                "/api/v1/environments/{env}/maintenance",
+                Rule::PathEnv(Viewer),
+            ),
+            (
+                &Method::PUT,
+                "/api/v1/environments/{env}/maintenance",
+                Rule::PathEnvByTier {
+                    prod: Approver,
+                    other: Deployer,
+                },
+            ),
             (
                 &Method::PUT,
                 "/api/v1/environments/{env}/flags/{name}",

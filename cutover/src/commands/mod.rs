@@ -7,6 +7,7 @@ mod demo;
 mod docs;
 mod env;
 mod flag;
+mod maintenance;
 mod ops;
 mod param;
 mod runs;
@@ -49,6 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { limit } => ops::audit(&client()?, limit, out).await,
         Command::Scale(args) => scale::run(&client()?, args, out).await,
         Command::Flag(cmd) => flag::run(&client()?, cmd, out).await,
+        Command::Maintenance(cmd) => maintenance::run(&client()?, cmd, out).await,
         Command::Login => tokens::login(&cli.global.server, cli.global.token.as_deref(), out).await,
         Command::Whoami => tokens::whoami(&client()?, out).await,
         Command::Stop { all } => system::stop(&client()?, all, out).await,

@@ -36,6 +36,12 @@ pub async fn status(client: &Client, env: &str, out: Output) -> anyhow::Result<E
         if let Some(p) = s["protection"].as_str() {
             println!("children confined: {p}");
         }
+        if s["maintenance"].as_bool() == Some(true) {
+            println!(
+                "maintenance mode: public services answer 503 (`cutover maintenance off {}` ends it)",
+                s["env"].as_str().unwrap_or("")
+            );
+        }
         let mut rows = Vec::new();
         for svc in s["services"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let name = svc["name"].as_str().unwrap_or("");

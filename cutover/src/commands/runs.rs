@@ -36,12 +36,13 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
             env,
             to,
             fast,
+            force,
             override_policy,
             follow,
             wait,
         } => {
             let wait = wait_limit(&wait);
-            let body = json!({ "to": to, "fast": fast, "override_policy": override_policy });
+            let body = json!({ "to": to, "fast": fast, "force": force, "override_policy": override_policy });
             let run: Value = client
                 .post(
                     &format!("/api/v1/environments/{}/rollback", urlencode(&env)),

@@ -84,6 +84,9 @@ fn expectations() -> BTreeMap<&'static str, Need> {
         ),
         ("GET /api/v1/environments/{env}/flags", OnTarget(VIEWER)),
         ("PUT /api/v1/environments/{env}/flags/{name}", OnTarget(DEPLOYER)),
+        // dev is not production: a deployer's (approver on a prod environment).
+        ("GET /api/v1/environments/{env}/maintenance", OnTarget(VIEWER)),
+        ("PUT /api/v1/environments/{env}/maintenance", OnTarget(DEPLOYER)),
         ("GET /api/v1/environments/{env}/scheduler", OnTarget(VIEWER)),
         ("GET /api/v1/environments/{env}/scheduler/runs", OnTarget(VIEWER)),
         (

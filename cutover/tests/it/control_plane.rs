@@ -306,7 +306,7 @@ fn production_keeps_serving_through_restarts_crashes_and_upgrades_of_cutover() {
     load.assert_clean("binary replaced, restart, data plane upgrade");
 
     // The warm release still rolls back in one switch, and the next release succeeds.
-    let fast = server.cli_json("alice", &["rollback", "dev", "--fast", "--wait"]);
+    let fast = server.cli_json("alice", &["rollback", "dev", "--fast", "--force", "--wait"]);
     assert_eq!(fast["state"], "succeeded", "{fast:#}");
     assert_eq!(server.api_version("dev").as_deref(), Some(app.good[0].as_str()));
     let id = server.release("alice", "dev", &app.good[2]);
@@ -460,7 +460,7 @@ fn restarts_keep_containers_serving(runtime: &str) {
     expect_ids(&server, &env, "warm", &warm);
     load.assert_clean(&format!("kill -9 and restart on {runtime}"));
 
-    let fast = server.cli_json("alice", &["rollback", &env, "--fast", "--wait"]);
+    let fast = server.cli_json("alice", &["rollback", &env, "--fast", "--force", "--wait"]);
     assert_eq!(fast["state"], "succeeded", "{fast:#}");
     assert_eq!(server.api_version(&env).as_deref(), Some(fx.versions[0].as_str()));
     let (ok, failed) = load.finish();

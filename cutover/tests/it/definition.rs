@@ -102,7 +102,7 @@ fn each_release_deploys_its_commits_services_and_a_rollback_restores_them() {
 
     // A fast rollback restores the previous version's definition: extra serves again, api has
     // its two replicas.
-    let fast = server.cli_json("alice", &["rollback", "dev", "--fast", "--wait"]);
+    let fast = server.cli_json("alice", &["rollback", "dev", "--fast", "--force", "--wait"]);
     assert_eq!(fast["state"], "succeeded", "{fast:#}");
     assert_eq!(server.api_version("dev").as_deref(), Some(with_extra.as_str()));
     assert_eq!(
@@ -262,7 +262,7 @@ fn on_docker_a_commit_adds_a_service_and_a_fast_rollback_removes_it() {
         Some(200),
         "the new service's container serves through the router"
     );
-    let fast = server.cli_json("alice", &["rollback", &env, "--fast", "--wait"]);
+    let fast = server.cli_json("alice", &["rollback", &env, "--fast", "--force", "--wait"]);
     assert_eq!(fast["state"], "succeeded", "{fast:#}");
     assert_eq!(
         extra(&server),

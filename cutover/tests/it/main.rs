@@ -28,6 +28,7 @@ mod image_command;
 mod leaks;
 mod lifecycle;
 mod many_instances;
+mod migration_hold;
 mod openapi;
 mod pipeline;
 mod pipeline_more;

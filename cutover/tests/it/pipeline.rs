@@ -360,7 +360,7 @@ fn rollback_fast_rollback_and_promote() {
     );
 
     // Fast: traffic back to the warm previous release.
-    let fast = server.cli_json("alice", &["rollback", "staging", "--fast"])["id"]
+    let fast = server.cli_json("alice", &["rollback", "staging", "--fast", "--force"])["id"]
         .as_i64()
         .unwrap();
     let run = server.wait_run(fast, &["succeeded", "failed"]);

@@ -250,7 +250,7 @@ fn scenario(runtime: &str, version_source: &str) {
     }
 
     // Fast rollback to the warm v1.
-    let id = server.cli_json("alice", &["rollback", &env, "--fast"])["id"]
+    let id = server.cli_json("alice", &["rollback", &env, "--fast", "--force"])["id"]
         .as_i64()
         .unwrap();
     assert_eq!(

@@ -1,0 +1,105 @@
+//! Gates in the data plane: an environment held during a migration-safe deploy, or in
+//! maintenance, as the control protocol carries it and `routes.json` keeps it.
+//!
+//! A gate is persisted with the routes and handed over with them, so a data plane restarted
+//! after a crash, or upgraded, keeps answering a maintenance page and keeps a hold (with its
+//! wall-clock bound: a hold whose control plane died ends in 503s at its bound, never in
+//! requests waiting forever or in the old version answering over a migrated schema).
+//!
+//! Rejected: keeping gates only in the control plane and pushing them again (a data plane
+//! restarted while its control plane is down would serve a maintenance environment).
+
+use cutover_router::{Gate, GateMode, Router};
+use serde::{Deserialize, Serialize};
+
+/// One environment's gate, as persisted and sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateRecord {
+    pub app: String,
+    pub env: String,
+    /// `hold` or `maintenance`.
+    pub mode: GateKind,
+    /// For a hold: its bound (unix ms).
+    #[serde(default)]
+    pub until_ms: u64,
+    pub retry_after_secs: u32,
+    pub page: String,
+}
+
+/// What a gate does (see `cutover_router::GateMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateKind {
+    Hold,
+    Maintenance,
+}
+
+impl GateRecord {
+    /// The record of `gate` on `app`/`env`.
+    pub fn new(app: &str, env: &str, gate: &Gate) -> Self {
+        Self {
+            app: app.to_owned(),
+            env: env.to_owned(),
+            mode: match gate.mode {
+                GateMode::Hold => GateKind::Hold,
+                GateMode::Maintenance => GateKind::Maintenance,
+            },
+            until_ms: gate.until_ms,
+            retry_after_secs: gate.retry_after_secs,
+            page: gate.page.clone(),
+        }
+    }
+
+    /// The router's gate.
+    pub fn gate(&self) -> Gate {
+        Gate {
+            mode: match self.mode {
+                GateKind::Hold => GateMode::Hold,
+                GateKind::Maintenance => GateMode::Maintenance,
+            },
+            until_ms: self.until_ms,
+            retry_after_secs: self.retry_after_secs,
+            page: self.page.clone(),
+        }
+    }
+}
+
+/// Every gate of `router`.
+pub(crate) fn records(router: &Router) -> Vec<GateRecord> {
+    router
+        .gates()
+        .into_iter()
+        .map(|(app, env, g)| GateRecord::new(&app, &env, &g))
+        .collect()
+}
+
+/// Sets the persisted or handed-over gates on a fresh router.
+pub(crate) fn restore(router: &Router, gates: &[GateRecord]) {
+    for g in gates {
+        router.set_gate(&g.app, &g.env, Some(g.gate()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cutover_router::RouterConfig;
+
+    #[test]
+    fn gates_round_trip_through_records() {
+        let router = Router::new(RouterConfig::default());
+        router.set_gate("shop", "prod", Some(Gate::maintenance(60, "<p>later</p>")));
+        router.set_gate(
+            "shop",
+            "stage",
+            Some(Gate::hold(std::time::Duration::from_secs(30), 5, "p")),
+        );
+        let recs = records(&router);
+        let json = serde_json::to_string(&recs).unwrap();
+        let back: Vec<GateRecord> = serde_json::from_str(&json).unwrap();
+        let fresh = Router::new(RouterConfig::default());
+        restore(&fresh, &back);
+        assert_eq!(fresh.gates(), router.gates());
+        assert_eq!(back[0].mode, GateKind::Maintenance);
+    }
+}
