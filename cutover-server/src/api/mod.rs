@@ -3,6 +3,7 @@
 //! domain rules and never retry.
 
 mod environments;
+mod events;
 mod flags;
 mod ops;
 mod params;
@@ -97,6 +98,7 @@ fn api_router() -> OpenApiRouter<Engine> {
         .merge(flags::routes())
         .merge(tokens::routes())
         .merge(system::routes())
+        .merge(events::routes())
 }
 
 /// The OpenAPI 3.1 description of the API, as served at `/api/v1/openapi.json`.
