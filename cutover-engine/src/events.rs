@@ -39,8 +39,8 @@ pub enum EventKind {
     StageChanged,
     ApprovalNeeded,
     RunFinished,
-    /// Versions (`desired_version`, `last_build_version`, `last_deployed_version`), the
-    /// lifecycle record or the scheduler of the environment changed.
+    /// Versions (`desired_version`, `last_build_version`, `last_deployed_version`), replica
+    /// counts, flags, the lifecycle record or the scheduler of the environment changed.
     EnvironmentChanged,
 }
 
@@ -165,11 +165,12 @@ fn env_of_key(env_prefix: &str, records_prefix: &str, key: &str) -> Option<Strin
         return Some(env.to_owned());
     }
     let (env, rest) = key.strip_prefix(env_prefix)?.split_once('/')?;
-    matches!(
+    let shown = matches!(
         rest,
         "desired_version" | "last_build_version" | "last_deployed_version"
-    )
-    .then(|| env.to_owned())
+    ) || rest.starts_with("replicas/")
+        || rest.starts_with("flags/");
+    shown.then(|| env.to_owned())
 }
 
 #[async_trait::async_trait]
@@ -413,6 +414,7 @@ mod tests {
         assert_eq!(of("/shop-prod/desired_version").as_deref(), Some("prod"));
         assert_eq!(of("/shop-dev/last_deployed_version").as_deref(), Some("dev"));
         assert_eq!(of("/shop/environments/review-x").as_deref(), Some("review-x"));
+        assert_eq!(of("/shop-prod/replicas/api").as_deref(), Some("prod"));
         assert_eq!(of("/shop-prod/secrets/db"), None);
         assert_eq!(of("/shop-prod/env/desired_version"), None);
         assert_eq!(of("/other-prod/desired_version"), None);
