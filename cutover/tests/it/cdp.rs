@@ -233,7 +233,13 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let body = self.eval(tab, "document.body ? document.body.innerText : ''");
-                panic!("never true in the page: {js}\npage text: {body}");
+                let errors: Vec<String> = self
+                    .events
+                    .iter()
+                    .filter(|e| e["method"] == "Runtime.exceptionThrown")
+                    .map(|e| e["params"]["exceptionDetails"].to_string())
+                    .collect();
+                panic!("never true in the page: {js}\npage text: {body}\nerrors: {errors:#?}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }

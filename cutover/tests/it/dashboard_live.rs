@@ -34,7 +34,11 @@ fn cell(env: &str, col: usize) -> String {
 }
 
 fn sign_in(browser: &mut Browser, tab: &Tab, token: &str) {
-    browser.wait_for(tab, "!document.getElementById('signin-form').hidden");
+    // The script has run (it marks body[data-live]) and asks for a token.
+    browser.wait_for(
+        tab,
+        "document.body.dataset.live && !document.getElementById('signin-form').hidden",
+    );
     browser.eval(
         tab,
         &format!(
