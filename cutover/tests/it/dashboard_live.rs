@@ -77,7 +77,7 @@ fn the_overview_tells_sync_health_runs_and_approvals_and_updates_live_in_chromiu
     let home = browser.open(&format!("{}/#/", server.url));
     browser.wait_for(&home, "document.getElementById('signin-notice').hidden === false");
     sign_in(&mut browser, &home, &server.token("alice"));
-    browser.wait_for(&home, &format!("{}", cell("staging", 1)));
+    browser.wait_for(&home, &cell("staging", 1));
     assert_eq!(
         browser.eval(&home, "document.getElementById('signin-notice').hidden"),
         true,
