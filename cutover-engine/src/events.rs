@@ -40,7 +40,8 @@ pub enum EventKind {
     ApprovalNeeded,
     RunFinished,
     /// Versions (`desired_version`, `last_build_version`, `last_deployed_version`), replica
-    /// counts, flags, the lifecycle record or the scheduler of the environment changed.
+    /// counts, scale requests, flags, the lifecycle record or the scheduler of the environment
+    /// changed.
     EnvironmentChanged,
 }
 
@@ -118,6 +119,8 @@ pub(crate) struct EventStore {
     pub env_prefix: String,
     /// `/<app>/environments/`: lifecycle records.
     pub records_prefix: String,
+    /// `/<app>/scale-requests/`: scale change requests (JSON with `env`).
+    pub scale_prefix: String,
 }
 
 impl EventStore {
@@ -189,6 +192,14 @@ impl Store for EventStore {
         let put = self.inner.param_put(key, value, actor, expect_version).await?;
         if let Some(env) = self.env_of_key(&put.key) {
             self.env_event(&env);
+        } else if put.key.starts_with(&self.scale_prefix) {
+            // A scale request's record names its environment.
+            let env = serde_json::from_str::<serde_json::Value>(value)
+                .ok()
+                .and_then(|v| v["env"].as_str().map(str::to_owned));
+            if let Some(env) = env {
+                self.env_event(&env);
+            }
         }
         Ok(put)
     }

@@ -148,6 +148,7 @@ impl Engine {
             events: events.clone(),
             env_prefix: format!("/{}-", config.app),
             records_prefix: format!("/{}/environments/", config.app),
+            scale_prefix: format!("/{}/scale-requests/", config.app),
         });
         Self {
             inner: Arc::new(Inner {

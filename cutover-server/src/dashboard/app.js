@@ -652,6 +652,8 @@ function tokensView() {
 
 function route() {
   generation += 1;
+  for (const ctl of live.follows) ctl.abort(); // the log stream of the view left
+  live.follows.clear();
   const hash = decodeURIComponent(location.hash.replace(/^#\/?/, ''));
   const [what, arg] = [hash.split('/')[0], hash.split('/').slice(1).join('/')];
   if (what === 'env' && arg) envView(arg);

@@ -4,18 +4,21 @@
 // An event only says what changed; the view that shows it re-reads it through the API.
 // While the stream is down the views poll every POLL_MS and the stream is retried with
 // backoff (1 s, 2 s, 4 s ... 30 s); body[data-live] says which ("sse" or "polling"), and
-// body[data-polls] counts the fallback polls made.
+// body[data-polls] counts the fallback polls made. A hidden tab closes its streams and
+// neither polls nor streams ("paused"): the server answers HTTP/1.1, and a browser keeps
+// only six connections per server, so open streams in background tabs would starve the
+// foreground one. Showing the tab again reconnects and re-reads.
 'use strict';
 
 const POLL_MS = 5000;
-const live = { state: 'off', retry: 0, controller: null, listeners: new Set(), polls: 0 };
+const live = { state: 'off', retry: 0, controller: null, listeners: new Set(), polls: 0, follows: new Set() };
 
 function setLive(state) {
   live.state = state;
   document.body.dataset.live = state;
   const tag = document.getElementById('live');
   if (tag) {
-    tag.textContent = state === 'sse' ? '● live' : state === 'polling' ? '○ polling' : '';
+    tag.textContent = state === 'sse' ? '● live' : state === 'polling' ? '○ polling' : state === 'paused' ? '○ paused' : '';
     tag.title = state === 'sse' ? 'Updates arrive as they happen (event stream)'
       : `The event stream is down: refreshing every ${POLL_MS / 1000} s while it reconnects`;
   }
@@ -47,7 +50,7 @@ function handleFrame(frame) {
 }
 
 async function connectEvents() {
-  if (live.controller || !token()) return;
+  if (live.controller || !token() || document.hidden) return;
   const ctl = new AbortController();
   live.controller = ctl;
   try {
@@ -70,18 +73,29 @@ async function connectEvents() {
     }
   } catch (_) { /* refused, network error or aborted: below */ }
   if (live.controller === ctl) live.controller = null;
-  if (ctl.signal.aborted) return; // signed out
+  if (ctl.signal.aborted) return; // signed out or hidden
   setLive('polling');
   const wait = Math.min(30000, 1000 * 2 ** live.retry);
   live.retry += 1;
   setTimeout(connectEvents, wait);
 }
 
-function disconnectEvents() {
+function disconnectEvents(state) {
   if (live.controller) live.controller.abort();
   live.controller = null;
-  setLive('off');
+  for (const ctl of live.follows) ctl.abort();
+  live.follows.clear();
+  setLive(state || 'off');
 }
+
+document.addEventListener('visibilitychange', () => {
+  if (document.hidden) {
+    if (live.state !== 'off') disconnectEvents('paused');
+  } else if (live.state === 'paused') {
+    live.retry = 0;
+    connectEvents();
+  }
+});
 
 // Runs `tick` now, again on every event `relevant` accepts (all when absent), and every
 // POLL_MS while the stream is down; until the view changes or `tick` returns false.
@@ -116,7 +130,7 @@ function watch(tick, errorBox, relevant) {
   live.listeners.add(listener);
   const fallback = () => {
     if (gen !== generation) return;
-    if (live.state !== 'sse' && !stopped) {
+    if ((live.state === 'polling' || live.state === 'off') && !stopped) {
       live.polls += 1;
       document.body.dataset.polls = String(live.polls);
       run();
@@ -130,9 +144,12 @@ function watch(tick, errorBox, relevant) {
 // Follows a run's log (NDJSON, GET /runs/ID/logs?follow=true) from after `after`,
 // calling `line` for each; resolves true when the run ended, false when the stream broke.
 async function followLog(id, after, line, gen) {
+  const ctl = new AbortController();
+  live.follows.add(ctl);
   try {
     const res = await fetch(`${API}/runs/${id}/logs?follow=true&after=${after}`, {
       headers: { Authorization: `Bearer ${token()}`, Accept: 'application/x-ndjson' }, cache: 'no-store',
+      signal: ctl.signal,
     });
     if (!res.ok || !res.body) return false;
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -154,5 +171,7 @@ async function followLog(id, after, line, gen) {
     }
   } catch (_) {
     return false;
+  } finally {
+    live.follows.delete(ctl);
   }
 }

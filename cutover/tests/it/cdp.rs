@@ -181,6 +181,11 @@ impl Browser {
         tab
     }
 
+    /// Brings the tab to the front (the others become hidden).
+    pub fn front(&mut self, tab: &Tab) {
+        self.call(Some(&tab.session), "Page.bringToFront", json!({}));
+    }
+
     /// The page target whose URL contains `part`, other than `except`.
     pub fn find_tab(&mut self, part: &str, except: &Tab) -> Tab {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -220,13 +220,24 @@ fn the_overview_tells_sync_health_runs_and_approvals_and_updates_live_in_chromiu
         "[...document.querySelectorAll('button')].find((b) => b.textContent === 'Approve').click(); true",
     );
     server.wait_run(waiting, &["succeeded"]);
+    // Alice's tabs are in the background: they hold no stream and do not poll (a browser
+    // has six connections per server); in front again, they reconnect and catch up.
+    browser.wait_for(&run, "document.body.dataset.live === 'paused'");
+    browser.front(&run);
     browser.wait_for(&run, "document.querySelector('.badge.s-succeeded')");
+    browser.wait_for(&run, "document.body.dataset.live === 'sse'");
+    browser.front(&home);
     browser.wait_for(
         &home,
         &format!(
             "{}.querySelector('[data-glance=sync]').textContent === 'in sync'",
             cell("prod", 1)
         ),
+    );
+    assert_eq!(
+        browser.eval(&home, "document.body.dataset.polls === undefined"),
+        true,
+        "no fallback poll in any of it"
     );
 }
 
