@@ -209,3 +209,87 @@ fn health_of(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cutover_core::{AppName, EnvName, ServiceName, Version};
+    use cutover_runtime::{InstanceId, InstanceOwner, InstanceState, InstanceStatus, VersionSource};
+
+    use super::*;
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn instance(id: &str, version: &str, healthy: Option<bool>, state: InstanceState) -> InstanceStatus {
+        InstanceStatus {
+            id: InstanceId::parse(id).unwrap(),
+            app: AppName::parse("shop").unwrap(),
+            env: EnvName::parse("prod").unwrap(),
+            service: ServiceName::parse("api").unwrap(),
+            replica: 0,
+            requested_version: Version::parse(version).unwrap(),
+            version: Some(Version::parse(version).unwrap()),
+            version_source: VersionSource::Cwd,
+            pid: Some(1),
+            port: 1,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            healthy,
+            restarts: 0,
+            started_at: 0,
+            created_at: 0,
+            state,
+            last_exit: None,
+            owner: InstanceOwner::default(),
+        }
+    }
+
+    #[test]
+    fn sync_is_deployed_equals_desired_and_every_serving_instance_runs_it() {
+        let ok = instance("api-1", A, Some(true), InstanceState::Running);
+        assert_eq!(sync_of(Some(A), Some(A), &[&ok]).state, "in_sync");
+        let moved = sync_of(Some(B), Some(A), &[&ok]);
+        assert_eq!(moved.state, "drift");
+        assert!(
+            moved.reason.contains("bbbbbbbbbbbb") && moved.reason.contains("aaaaaaaaaaaa"),
+            "{}",
+            moved.reason
+        );
+        let never = sync_of(Some(A), None, &[]);
+        assert_eq!(never.state, "drift");
+        assert!(never.reason.contains("not deployed"), "{}", never.reason);
+        assert_eq!(sync_of(None, None, &[]).state, "unknown");
+        let odd = instance("api-2", B, Some(true), InstanceState::Running);
+        let drift = sync_of(Some(A), Some(A), &[&ok, &odd]);
+        assert_eq!(drift.state, "drift");
+        assert!(
+            drift.reason.contains("api-2 runs bbbbbbbbbbbb"),
+            "{}",
+            drift.reason
+        );
+    }
+
+    #[test]
+    fn health_names_each_serving_instance_that_is_down_failing_or_missing() {
+        let ok = instance("api-1", A, Some(true), InstanceState::Running);
+        assert_eq!(health_of(Some(A), 1, &[&ok]).state, "healthy");
+        let failing = instance("api-2", A, Some(false), InstanceState::Running);
+        let bad = health_of(Some(A), 2, &[&ok, &failing]);
+        assert_eq!(bad.state, "degraded");
+        assert!(
+            bad.reason.contains("api-2 fails its health probe"),
+            "{}",
+            bad.reason
+        );
+        let restarting = instance("api-3", A, None, InstanceState::Backoff);
+        let bad = health_of(Some(A), 3, &[&ok, &restarting]);
+        assert_eq!(bad.state, "degraded");
+        assert!(
+            bad.reason.contains("1 of 3 serving instances are gone"),
+            "{}",
+            bad.reason
+        );
+        assert!(bad.reason.contains("api-3 is backoff"), "{}", bad.reason);
+        assert_eq!(health_of(None, 0, &[]).state, "unknown");
+        assert_eq!(health_of(Some(A), 0, &[]).state, "unknown");
+    }
+}
