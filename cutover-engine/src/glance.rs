@@ -75,7 +75,9 @@ impl Engine {
         desired: Option<&str>,
         deployed: Option<&str>,
     ) -> Result<Glance, EngineError> {
-        let runs = self.store().run_list(Some(env.as_str()), 20, None).await?;
+        // One active run per environment, and at most one queued behind it (a newer request
+        // supersedes a queued one): a run waiting for approval is among the newest few.
+        let runs = self.store().run_list(Some(env.as_str()), 5, None).await?;
         let last_run = runs.first().map(RunBrief::from);
         let awaiting_approval = runs
             .iter()

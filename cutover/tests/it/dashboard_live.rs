@@ -214,6 +214,21 @@ fn the_overview_tells_sync_health_runs_and_approvals_and_updates_live_in_chromiu
         true
     );
     shot(&mut browser, &other, "run-approver");
+    // Bob's overview says the run waits for him.
+    browser.eval(&other, "location.hash = '#/'; true");
+    let marker = browser.wait_for(
+        &other,
+        &format!("{}.querySelector('[data-approval]').textContent", cell("prod", 3)),
+    );
+    assert!(
+        marker.as_str().unwrap().contains("waiting for your approval"),
+        "{marker}"
+    );
+    browser.eval(&other, &format!("location.hash = '#/run/{waiting}'; true"));
+    browser.wait_for(
+        &other,
+        "[...document.querySelectorAll('button')].some((b) => b.textContent === 'Approve')",
+    );
     // Bob approves; alice's tab sees the run go on without a reload.
     browser.eval(
         &other,
