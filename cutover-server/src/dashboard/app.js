@@ -109,6 +109,14 @@ function assessment(what, a) {
 // Asks first; false when the person said no.
 function confirmed(question) { return window.confirm(question); }
 
+// Replaces `box`'s children with `make()` only when `key` changed: a refresh must not reset
+// a choice being made or wipe a refusal being read.
+function keep(box, key, make) {
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  box.replaceChildren(make());
+}
+
 // A button that runs `action` (after `question`, when given) and shows the API's
 // refusal next to it.
 function actionButton(label, attrs, question, action) {
@@ -285,6 +293,7 @@ function envView(env) {
   const history = el('div');
   const releaseBox = el('div');
   const actions = el('div');
+  const buttons = el('div');
   const err = view(`Environment ${env}`, summary, section('Actions', actions), section('Release', releaseBox),
     section('Services', services), section('Recent runs', runs),
     section('History of desired_version', history));
@@ -312,7 +321,9 @@ function envView(env) {
     el('p', {}, 'Last run: ', lastRun(e.last_run)),
     sched ? el('p', { 'data-scheduler': sched.suspended ? 'suspended' : 'active' },
       `Scheduler: ${sched.suspended ? `suspended${sched.reason ? ` (${sched.reason})` : ''}` : 'active'}`) : '',
-    envActions(env, e, st, sched, others));
+    buttons);
+    keep(buttons, JSON.stringify([st.warm_version, e.last_deployed_version, sched && sched.suspended, others, roleOn(env)]),
+      () => envActions(env, e, st, sched, others));
     summary.replaceChildren(el('dl', { class: 'facts' },
       el('dt', {}, 'Tier'), el('dd', {}, e.tier),
       el('dt', {}, 'Branch'), el('dd', {}, e.branch || 'HEAD', e.branch_only ? ' (only this branch)' : ''),
@@ -551,11 +562,11 @@ function runView(id) {
     approvals.replaceChildren(table('Decisions', ['By', 'Decision', 'Comment', 'At'],
       run.approvals.map((a) => [a.actor, a.decision, a.comment || '', time(a.at_ms)]), 'No decisions.'));
     const active = !TERMINAL.includes(run.state) && run.state !== 'rejected';
-    actions.replaceChildren(active && may(run.env, 'deployer')
+    keep(actions, String(active && may(run.env, 'deployer')), () => (active && may(run.env, 'deployer')
       ? actionButton('Cancel this run', { class: 'danger', 'data-action': 'cancel' },
         `Cancel run #${id} on ${run.env}? A running deploy puts the serving version back.`,
         async () => { await write(`/runs/${id}/cancel`, {}); tick(); })
-      : '');
+      : ''));
     if (run.state === 'awaiting_approval') {
       const note = decisionFor(run);
       if (note) { form = null; decision.replaceChildren(note); }
