@@ -12,10 +12,11 @@
 //!
 //! One `tokio::sync::broadcast` channel of [`EVENT_BUFFER`] events: a slow reader lags behind,
 //! and the stream then ends for that reader (the client re-reads everything and reconnects);
-//! no reader can make the channel grow. At most [`MAX_EVENT_STREAMS`] streams at once.
+//! no reader can make the channel grow. At most [`MAX_EVENT_STREAMS`] streams at once, and
+//! [`MAX_EVENT_STREAMS_PER_TOKEN`] per token, so one token cannot take every slot.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use cutover_core::{RunState, Stage, StageStatus};
 use cutover_store::{
@@ -27,8 +28,23 @@ use tokio::sync::broadcast;
 
 /// Events buffered for the slowest stream before it is dropped.
 pub const EVENT_BUFFER: usize = 1024;
-/// Concurrent event streams a server serves; more are refused (503) until one ends.
+/// Concurrent event streams a server serves; more are refused (429) until one ends.
 pub const MAX_EVENT_STREAMS: usize = 64;
+/// Concurrent event streams of one token (a browser holds six connections per server).
+pub const MAX_EVENT_STREAMS_PER_TOKEN: usize = 8;
+
+/// Why no event stream was opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamRefused {
+    #[error(
+        "{MAX_EVENT_STREAMS} event streams are open on this server already; close a dashboard tab or retry later"
+    )]
+    Server,
+    #[error(
+        "this token has {MAX_EVENT_STREAMS_PER_TOKEN} event streams open already; close a dashboard tab (one in the background holds none) or retry later"
+    )]
+    Token,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -57,17 +73,24 @@ pub struct Event {
     pub stage_status: Option<StageStatus>,
 }
 
-/// The engine's event channel and its stream count.
+/// Open streams: in all, and per token name.
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_token: HashMap<String, usize>,
+}
+
+/// The engine's event channel and its stream counts.
 pub(crate) struct Events {
     tx: broadcast::Sender<Event>,
-    streams: Arc<AtomicUsize>,
+    counts: Arc<Mutex<Counts>>,
 }
 
 impl Default for Events {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(EVENT_BUFFER).0,
-            streams: Arc::default(),
+            counts: Arc::default(),
         }
     }
 }
@@ -78,35 +101,49 @@ impl Events {
         let _ = self.tx.send(event);
     }
 
-    fn take(&self) -> Option<EventStream> {
-        let taken = self
-            .streams
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < MAX_EVENT_STREAMS).then_some(n + 1)
-            });
-        taken.ok().map(|_| EventStream {
+    fn take(&self, token: &str) -> Result<EventStream, StreamRefused> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.total >= MAX_EVENT_STREAMS {
+            return Err(StreamRefused::Server);
+        }
+        let mine = counts.per_token.entry(token.to_owned()).or_default();
+        if *mine >= MAX_EVENT_STREAMS_PER_TOKEN {
+            return Err(StreamRefused::Token);
+        }
+        *mine += 1;
+        counts.total += 1;
+        Ok(EventStream {
             events: self.tx.subscribe(),
-            streams: self.streams.clone(),
+            token: token.to_owned(),
+            counts: self.counts.clone(),
         })
     }
 }
 
-/// A subscription that counts against [`MAX_EVENT_STREAMS`] until dropped.
+/// A subscription that counts against the caps until dropped.
 pub struct EventStream {
     pub events: broadcast::Receiver<Event>,
-    streams: Arc<AtomicUsize>,
+    token: String,
+    counts: Arc<Mutex<Counts>>,
 }
 
 impl Drop for EventStream {
     fn drop(&mut self) {
-        self.streams.fetch_sub(1, Ordering::SeqCst);
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_token.get_mut(&self.token) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.per_token.remove(&self.token);
+            }
+        }
     }
 }
 
 impl crate::Engine {
-    /// A new event stream, or `None` when [`MAX_EVENT_STREAMS`] are open.
-    pub fn event_stream(&self) -> Option<EventStream> {
-        self.inner.events.take()
+    /// A new event stream for the token named `token`, unless a cap is reached.
+    pub fn event_stream(&self, token: &str) -> Result<EventStream, StreamRefused> {
+        self.inner.events.take(token)
     }
 }
 
@@ -432,11 +469,19 @@ mod tests {
     }
 
     #[test]
-    fn streams_beyond_the_cap_are_refused_and_a_closed_one_frees_its_slot() {
+    fn streams_beyond_the_caps_are_refused_and_a_closed_one_frees_its_slot() {
         let events = Events::default();
-        let mut open: Vec<_> = (0..MAX_EVENT_STREAMS).map(|_| events.take().unwrap()).collect();
-        assert!(events.take().is_none(), "the cap holds");
-        open.pop();
-        assert!(events.take().is_some(), "a closed stream frees its slot");
+        let mut alice: Vec<_> = (0..MAX_EVENT_STREAMS_PER_TOKEN)
+            .map(|_| events.take("alice").unwrap())
+            .collect();
+        assert_eq!(events.take("alice").err(), Some(StreamRefused::Token));
+        alice.pop();
+        alice.push(events.take("alice").expect("a closed stream frees its slot"));
+        let mut others: Vec<_> = (alice.len()..MAX_EVENT_STREAMS)
+            .map(|i| events.take(&format!("t{i}")).unwrap())
+            .collect();
+        assert_eq!(events.take("bob").err(), Some(StreamRefused::Server));
+        others.pop();
+        assert!(events.take("bob").is_ok());
     }
 }

@@ -53,7 +53,9 @@ pub use reload::ReloadReport;
 
 pub use environments::{EnvironmentSummary, VersionRow, VersionsReport};
 pub use error::{EngineError, ErrorKind};
-pub use events::{Event, EventKind, EventStream, MAX_EVENT_STREAMS};
+pub use events::{
+    Event, EventKind, EventStream, MAX_EVENT_STREAMS, MAX_EVENT_STREAMS_PER_TOKEN, StreamRefused,
+};
 pub use flags::{Flag, MAX_FLAG_NAME, check_flag_name};
 pub use glance::{Assessment, RunBrief};
 pub use lifecycle::{

@@ -3,7 +3,8 @@
 //! Each event is `event: <kind>` with `data:` one JSON [`Event`] (what changed, never a value);
 //! a `: keep-alive` comment goes out every [`KEEP_ALIVE`] so proxies keep the connection; the
 //! first message is `event: ready`. Only events of environments the token may view are sent.
-//! A client that falls [`cutover_engine::MAX_EVENT_STREAMS`]-stream cap is refused with 429; a
+//! A stream beyond [`cutover_engine::MAX_EVENT_STREAMS`] on the server or
+//! [`cutover_engine::MAX_EVENT_STREAMS_PER_TOKEN`] of one token is refused with 429; a
 //! client too slow to take the events loses its stream (`event: reset`, then the end); and
 //! every stream ends after [`STREAM_LIFETIME`], so a revoked token stops seeing events soon.
 //! The dashboard reconnects in all three cases and re-reads what it shows.
@@ -41,20 +42,14 @@ pub fn routes() -> OpenApiRouter<Engine> {
 /// environment's versions, lifecycle or scheduler changed.
 #[utoipa::path(get, path = "/api/v1/events", operation_id = "event_stream", tag = "server",
     responses((status = 200, description = "`text/event-stream`: `event: <kind>` with `data:` one JSON event per change, `event: ready` first, a keep-alive comment every 15 s; `event: reset` then the end when the client was too slow", body = Event, content_type = "text/event-stream"),
-        (status = 429, description = "Too many event streams are open on this server: retry later", body = ErrorBody)))]
+        (status = 429, description = "Too many event streams are open on this server or for this token: retry later", body = ErrorBody)))]
 async fn events(
     State(engine): State<Engine>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Response, ApiError> {
-    let Some(mut stream) = engine.event_stream() else {
-        return Err(ApiError::too_many_requests(
-            format!(
-                "{} event streams are open on this server already; close a dashboard tab or retry later",
-                cutover_engine::MAX_EVENT_STREAMS
-            ),
-            5,
-        ));
-    };
+    let mut stream = engine
+        .event_stream(principal.name.as_str())
+        .map_err(|refused| ApiError::too_many_requests(refused.to_string(), 5))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<SseEvent, std::convert::Infallible>>(CLIENT_BUFFER);
     tokio::spawn(async move {
         if tx

@@ -215,4 +215,18 @@ fn the_event_stream_needs_a_token_and_sends_a_runs_events_in_order_and_only_what
             .any(|(k, d)| k == "environment_changed" && d["env"] == "staging"),
         "{seen:#?}"
     );
+
+    // One token cannot take every stream of the server: the ninth of the same token is
+    // refused (429, retry later), another token still gets one.
+    let more: Vec<Stream> = (1..8)
+        .map(|_| open(&server, Some(&staging_only)).unwrap())
+        .collect();
+    let (status, head) = open(&server, Some(&staging_only))
+        .err()
+        .expect("a ninth stream of one token is refused");
+    assert_eq!(status, 429, "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after: 5"), "{head}");
+    let mut other = open(&server, Some(&admin)).unwrap();
+    assert_eq!(other.next().0, "ready");
+    drop(more);
 }
