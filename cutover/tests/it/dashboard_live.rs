@@ -361,6 +361,34 @@ fn dashboard_actions_confirm_show_refusals_and_manage_tokens_in_chromium() {
         .unwrap();
     assert!(ci["revoked_at_ms"].is_i64(), "{ci}");
 
+    // A fast rollback once a warm release exists: confirmed, and the page opens its run.
+    server.deploy("alice", "staging", &app.good[1][..12]);
+    browser.eval(&tab, "location.hash = '#/env/staging'; true");
+    browser.wait_for(
+        &tab,
+        "document.querySelector('[data-action=rollback-fast]') && !document.querySelector('[data-action=rollback-fast]').disabled",
+    );
+    browser.eval(&tab, &click("rollback-fast"));
+    assert!(
+        browser
+            .dialogs
+            .last()
+            .unwrap()
+            .contains("back to the warm release"),
+        "{:?}",
+        browser.dialogs
+    );
+    browser.wait_for(&tab, "location.hash.startsWith('#/run/')");
+    let id: i64 = browser
+        .eval(&tab, "location.hash.slice(6)")
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["version"], app.good[0].as_str(), "{run}");
+
     // A deployer: no token page link, and the page shows the API's refusal.
     let deployer = mint(&server, "dora", &["--role", "deployer"]);
     let tab = browser.open(&format!("{}/#/tokens&token={deployer}", server.url));
