@@ -399,3 +399,48 @@ fn dashboard_actions_confirm_show_refusals_and_manage_tokens_in_chromium() {
         true
     );
 }
+
+#[test]
+fn the_dashboard_polls_while_its_event_stream_is_refused_and_keeps_retrying_it() {
+    let app = App::new();
+    let server = app.start();
+    let token = server.token("alice");
+    // Alice's token holds every stream it may have: the page's own is refused (429).
+    let held: Vec<_> = (0..crate::events::PER_TOKEN)
+        .map(|_| crate::events::open(&server, Some(&token)).unwrap())
+        .collect();
+    let mut browser = Browser::start();
+    let tab = browser.open(&format!("{}/#/", server.url));
+    sign_in(&mut browser, &tab, &token);
+    browser.wait_for(&tab, "document.body.dataset.live === 'polling'");
+    // It retries the stream (backoff 1 s, 2 s, ...) ...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let tries = browser
+            .requests(&tab)
+            .iter()
+            .filter(|u| u.ends_with("/api/v1/events"))
+            .count();
+        if tries >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the stream is not retried");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // ... and meanwhile a change shows up by polling.
+    let dev = server.deploy("bob", "dev", &app.good[0][..12]);
+    browser.wait_for(
+        &tab,
+        &format!(
+            "{}.textContent.includes('#{dev}') && {}.textContent.includes('succeeded')",
+            cell("dev", 2),
+            cell("dev", 2)
+        ),
+    );
+    assert_eq!(
+        browser.eval(&tab, "Number(document.body.dataset.polls) > 0"),
+        true,
+        "the update came by a fallback poll"
+    );
+    drop(held);
+}

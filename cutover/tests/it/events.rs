@@ -11,14 +11,17 @@ use serde_json::Value;
 use crate::pipeline_support::App;
 use crate::support::Server;
 
+/// Event streams one token may hold (`MAX_EVENT_STREAMS_PER_TOKEN`).
+pub(crate) const PER_TOKEN: usize = 8;
+
 /// An open event stream: the decoded body of a chunked `text/event-stream` answer.
-struct Stream {
+pub(crate) struct Stream {
     reader: BufReader<TcpStream>,
     buf: String,
 }
 
 /// Opens the stream; `Err((status, head))` when the server refuses it.
-fn open(server: &Server, token: Option<&str>) -> Result<Stream, (u16, String)> {
+pub(crate) fn open(server: &Server, token: Option<&str>) -> Result<Stream, (u16, String)> {
     let addr = server.url.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -218,7 +221,7 @@ fn the_event_stream_needs_a_token_and_sends_a_runs_events_in_order_and_only_what
 
     // One token cannot take every stream of the server: the ninth of the same token is
     // refused (429, retry later), another token still gets one.
-    let more: Vec<Stream> = (1..8)
+    let more: Vec<Stream> = (1..PER_TOKEN)
         .map(|_| open(&server, Some(&staging_only)).unwrap())
         .collect();
     let (status, head) = open(&server, Some(&staging_only))
