@@ -10,6 +10,10 @@
 //! through the API, under the same authorization as any other read. Rejected: events raised at
 //! each call site (a new path would forget them), polling the store per client.
 //!
+//! [`EventStore`] forwards every `Store` method explicitly: a method added to the trait without
+//! a default body fails to compile until it is forwarded here; one added *with* a default body
+//! must be forwarded by hand too (or the default runs instead of the real store's).
+//!
 //! One `tokio::sync::broadcast` channel of [`EVENT_BUFFER`] events: a slow reader lags behind,
 //! and the stream then ends for that reader (the client re-reads everything and reconnects);
 //! no reader can make the channel grow. At most [`MAX_EVENT_STREAMS`] streams at once, and
