@@ -31,6 +31,14 @@ pub struct EnvironmentSummary {
     /// integration environments, template, creator and last activity.
     #[serde(flatten)]
     pub lifecycle: crate::LifecycleView,
+    /// In sync: deployed = desired and every serving instance runs it.
+    pub sync: crate::glance::Assessment,
+    /// Healthy: every serving instance is up and passes its last probe.
+    pub health: crate::glance::Assessment,
+    /// The newest run, whatever its state.
+    pub last_run: Option<crate::glance::RunBrief>,
+    /// Runs waiting in their Approval stage.
+    pub awaiting_approval: Vec<crate::glance::RunBrief>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -106,6 +114,15 @@ impl Engine {
             Some("latest") => built.clone(),
             other => other.map(str::to_owned),
         };
+        let lifecycle = self.lifecycle_view(env);
+        let glance = self
+            .glance(
+                env,
+                lifecycle.kind == "integration-template",
+                desired_resolved.as_deref(),
+                deployed.as_deref(),
+            )
+            .await?;
         Ok(EnvironmentSummary {
             name: env.clone(),
             tier: cfg.tier,
@@ -120,7 +137,11 @@ impl Engine {
             last_build_version: built,
             last_deployed_version: deployed,
             auto_deploy: cfg.auto_deploy,
-            lifecycle: self.lifecycle_view(env),
+            lifecycle,
+            sync: glance.sync,
+            health: glance.health,
+            last_run: glance.last_run,
+            awaiting_approval: glance.awaiting_approval,
         })
     }
 

@@ -16,7 +16,9 @@ mod definition;
 mod deploy;
 mod environments;
 mod error;
+mod events;
 mod flags;
+mod glance;
 mod hold;
 pub mod http;
 mod lifecycle;
@@ -53,7 +55,11 @@ pub use reload::ReloadReport;
 
 pub use environments::{EnvironmentSummary, VersionRow, VersionsReport};
 pub use error::{EngineError, ErrorKind};
+pub use events::{
+    Event, EventKind, EventStream, MAX_EVENT_STREAMS, MAX_EVENT_STREAMS_PER_TOKEN, StreamRefused,
+};
 pub use flags::{Flag, MAX_FLAG_NAME, check_flag_name};
+pub use glance::{Assessment, RunBrief};
 pub use lifecycle::{
     CreateRequest, Created, EnvKind, LifeState, LifecycleRecord, LifecycleSettings, LifecycleView,
     derive_name, slug,
@@ -126,6 +132,7 @@ struct Inner {
     scheduler: scheduler::SchedulerShared,
     webhooks: webhooks::Webhooks,
     metrics: metrics::Metrics,
+    events: Arc<events::Events>,
     secret_key: SecretKey,
     protection: String,
 }
@@ -139,6 +146,15 @@ pub const RUN_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(1
 impl Engine {
     pub fn new(config: Config, store: Arc<dyn Store>, repo: Repo, parts: EngineParts) -> Self {
         let webhooks = webhooks::Webhooks::new(&config.webhooks);
+        let events = Arc::new(events::Events::default());
+        // Every write goes through the decorator, which raises the dashboard's events.
+        let store: Arc<dyn Store> = Arc::new(events::EventStore {
+            inner: store,
+            events: events.clone(),
+            env_prefix: format!("/{}-", config.app),
+            records_prefix: format!("/{}/environments/", config.app),
+            scale_prefix: format!("/{}/scale-requests/", config.app),
+        });
         Self {
             inner: Arc::new(Inner {
                 topology: arc_swap::ArcSwap::from_pointee(lifecycle::Topology::build(
@@ -170,6 +186,7 @@ impl Engine {
                 scheduler: scheduler::SchedulerShared::default(),
                 webhooks,
                 metrics: metrics::Metrics::default(),
+                events,
                 secret_key: parts.secret_key,
                 protection: parts.protection,
             }),

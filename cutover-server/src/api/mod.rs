@@ -3,6 +3,7 @@
 //! domain rules and never retry.
 
 mod environments;
+mod events;
 mod flags;
 mod maintenance;
 mod ops;
@@ -100,6 +101,7 @@ fn api_router() -> OpenApiRouter<Engine> {
         .merge(maintenance::routes())
         .merge(tokens::routes())
         .merge(system::routes())
+        .merge(events::routes())
 }
 
 /// The OpenAPI 3.1 description of the API, as served at `/api/v1/openapi.json`.

@@ -55,6 +55,8 @@ pub fn rule(method: &Method, route: &str) -> Rule {
         "/api/v1/health" | "/metrics" | "/api/v1/openapi.json" if get => Rule::Open,
         "/api/v1/whoami" if get => Rule::Authenticated,
         "/api/v1/config" | "/api/v1/environments" if get => Rule::AnyEnv(Viewer),
+        // Filtered per event by what the token may view.
+        "/api/v1/events" if get => Rule::AnyEnv(Viewer),
         "/api/v1/environments/{env}"
         | "/api/v1/environments/{env}/versions"
         | "/api/v1/environments/{env}/status"
@@ -173,6 +175,7 @@ mod tests {
             (&g, "/api/v1/whoami", Rule::Authenticated),
             (&g, "/api/v1/config", Rule::AnyEnv(Viewer)),
             (&g, "/api/v1/environments", Rule::AnyEnv(Viewer)),
+            (&g, "/api/v1/events", Rule::AnyEnv(Viewer)),
             (&g, "/api/v1/environments/{env}", Rule::PathEnv(Viewer)),
             (&g, "/api/v1/environments/{env}/versions", Rule::PathEnv(Viewer)),
             (&g, "/api/v1/environments/{env}/status", Rule::PathEnv(Viewer)),

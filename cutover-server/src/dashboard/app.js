@@ -1,15 +1,16 @@
 // Cutover dashboard: a small single-page app over the JSON API (/api/v1).
 // Views are chosen by the URL fragment: #/, #/env/NAME, #/run/ID, #/runs,
-// #/audit, #/scale. The current view polls what it shows about once a second.
-// Every piece of data reaches the DOM as text (textContent), never as HTML.
-// Every API call carries the API token (Authorization: Bearer) kept in this
-// tab's sessionStorage: typed into the sign-in form, or handed over once in
-// the URL as #token=... (or #/run/5&token=...), which is then removed from
-// the address bar.
+// #/audit, #/scale, #/tokens. A view re-reads what it shows when the server's
+// event stream (live.js) says something changed, and polls only while that
+// stream is down. Every piece of data reaches the DOM as text (textContent),
+// never as HTML. Every API call carries the API token (Authorization: Bearer)
+// kept in this tab's sessionStorage: typed into the sign-in form, or handed over
+// once in the URL as #token=... (or #/run/5&token=...), which is then removed
+// from the address bar at once. A deep link (#/run/5) opened without a token
+// shows the sign-in form and, once signed in, the view it names.
 'use strict';
 
 const API = '/api/v1';
-const POLL_MS = 1000;
 const STAGES = {
   source: 'Source', version_info: 'Prepare versions information', approval: 'Approval',
   build: 'Build and prepare', message_broker: 'Configure message broker',
@@ -20,10 +21,12 @@ const STAGES = {
 };
 const TERMINAL = ['succeeded', 'failed', 'cancelled', 'superseded', 'interrupted'];
 const TOKEN_KEY = 'cutover.token';
+const ROLES = ['viewer', 'deployer', 'approver', 'admin'];
 
 const main = document.getElementById('main');
 let generation = 0; // bumped on every navigation; stale polls stop themselves
 let appName = null;
+let me = null; // GET /whoami: {name, grants: {default, envs}}
 
 // ---- small helpers -------------------------------------------------------
 
@@ -46,6 +49,24 @@ function el(tag, attrs, ...children) {
 const short = (v) => (!v ? '—' : /^[0-9a-f]{40}$/.test(v) ? v.slice(0, 12) : v);
 const sha = (v) => el('code', { title: v || '' }, short(v));
 const time = (ms) => (ms ? new Date(ms).toLocaleString() : '—');
+
+// "5 min ago", with the exact time as a tooltip.
+function ago(ms) {
+  if (!ms) return '—';
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  const text = s < 10 ? 'just now' : s < 60 ? `${s} s ago` : s < 3600 ? `${Math.floor(s / 60)} min ago`
+    : s < 172800 ? `${Math.floor(s / 3600)} h ago` : `${Math.floor(s / 86400)} days ago`;
+  return el('time', { datetime: new Date(ms).toISOString(), title: time(ms) }, text);
+}
+
+// The signed-in token's role on an environment, as an index into ROLES (-1: none).
+function roleOn(env) {
+  if (!me) return -1;
+  const envs = me.grants.envs || {};
+  return Math.max(ROLES.indexOf(envs[env]), ROLES.indexOf(me.grants.default));
+}
+const may = (env, role) => roleOn(env) >= ROLES.indexOf(role);
+const isAdmin = () => Boolean(me && me.grants.default === 'admin');
 
 function duration(from, to) {
   if (!from) return '';
@@ -78,6 +99,44 @@ function badge(state) {
   return el('span', { class: `badge s-${state}` }, String(state).replace(/_/g, ' '));
 }
 
+// A sync or health judgement: its word as a badge, its reason as the tooltip.
+function assessment(what, a) {
+  const word = { in_sync: 'in sync', drift: 'drift', healthy: 'healthy', degraded: 'degraded' }[a.state]
+    || (what === 'sync' ? 'not deployed' : 'no instances');
+  return el('span', { class: `badge g-${a.state}`, title: `${what}: ${a.reason}`, 'data-glance': what, 'aria-label': `${what} ${word}: ${a.reason}` }, word);
+}
+
+// Asks first; false when the person said no.
+function confirmed(question) { return window.confirm(question); }
+
+// Replaces `box`'s children with `make()` only when `key` changed: a refresh must not reset
+// a choice being made or wipe a refusal being read.
+function keep(box, key, make) {
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  box.replaceChildren(make());
+}
+
+// A button that runs `action` (after `question`, when given) and shows the API's
+// refusal next to it.
+function actionButton(label, attrs, question, action) {
+  const msg = el('span', { role: 'alert', class: 'error action-error' });
+  const button = el('button', { type: 'button', ...attrs }, label);
+  button.addEventListener('click', async () => {
+    msg.replaceChildren();
+    if (question && !confirmed(question)) return;
+    button.disabled = true;
+    try {
+      await action();
+    } catch (e) {
+      msg.textContent = e.message;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return el('span', { class: 'action' }, button, msg);
+}
+
 function token() { return (sessionStorage.getItem(TOKEN_KEY) || '').trim(); }
 
 // An API answer that says the token is missing or no longer works.
@@ -108,29 +167,6 @@ async function write(path, payload) {
   });
 }
 
-// Runs `tick` now and then every POLL_MS until the view changes or it returns false.
-function poll(tick, errorBox) {
-  const gen = generation;
-  const loop = async () => {
-    if (gen !== generation) return;
-    let again = true;
-    try {
-      again = (await tick()) !== false;
-      errorBox.replaceChildren();
-    } catch (e) {
-      if (e instanceof Unauthorized) {
-        errorBox.replaceChildren(el('p', { class: 'error' },
-          `Sign in with an API token (form at the top of the page): ${e.message}`));
-        again = false;
-      } else {
-        errorBox.replaceChildren(el('p', { class: 'error' }, `Cannot reach the server: ${e.message}`));
-      }
-    }
-    if (again && gen === generation) setTimeout(loop, POLL_MS);
-  };
-  loop();
-}
-
 function section(title, ...children) {
   return el('section', {}, el('h2', {}, title), ...children);
 }
@@ -149,32 +185,63 @@ function runRows(runs, withEnv) {
     el('a', { href: `#/run/${r.id}` }, `#${r.id}`),
     ...(withEnv ? [el('a', { href: `#/env/${encodeURIComponent(r.env)}` }, r.env)] : []),
     r.kind.replace(/_/g, ' '), badge(r.state), sha(r.version || r.target_version),
-    r.current_stage ? STAGES[r.current_stage] || r.current_stage : '—',
-    r.requested_by, time(r.created_at_ms),
+    r.requested_by, ago(r.ended_at_ms || r.created_at_ms),
   ]);
 }
-const RUN_HEADERS = ['Run', 'Kind', 'State', 'Version', 'Stage', 'Requested by', 'Requested'];
+const RUN_HEADERS = ['Run', 'Kind', 'State', 'Version', 'Requested by', 'Updated'];
 const RUN_HEADERS_ENV = ['Run', 'Environment', ...RUN_HEADERS.slice(1)];
+
+// The last run in words: "succeeded 5 min ago", linked to the run.
+function lastRun(r) {
+  if (!r) return el('span', { class: 'muted' }, 'no runs yet');
+  const when = r.ended_at_ms || r.created_at_ms;
+  return el('span', { class: 'last-run' }, el('a', { href: `#/run/${r.id}` }, `#${r.id}`), ' ',
+    badge(r.state), ' ', ago(when));
+}
+
+// Who has to act on the runs waiting for an approval.
+function approvalMarker(e) {
+  const waiting = e.awaiting_approval || [];
+  if (!waiting.length) return e.approval ? el('span', { class: 'muted' }, 'required') : el('span', { class: 'muted' }, '—');
+  return el('span', {}, ...waiting.map((r) => {
+    const mine = me && r.requested_by === me.name;
+    const yours = !mine && may(e.name, 'approver');
+    return el('a', {
+      href: `#/run/${r.id}`, class: yours ? 'wait-you' : 'wait-other', 'data-approval': yours ? 'yours' : 'other',
+    }, yours ? `⏳ waiting for your approval (#${r.id})`
+      : mine ? `waiting for another approver (#${r.id}, you requested it)` : `waiting for an approver (#${r.id})`);
+  }));
+}
 
 function homeView() {
   const envs = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
+  const templates = el('div');
   const runs = el('div');
   const create = el('div');
-  const err = view('Environments', envs, create, section('Recent runs', runs));
-  poll(async () => {
+  const err = view('Environments', envs, templates, create, section('Recent runs', runs));
+  watch(async () => {
     const [list, recent] = await Promise.all([api('/environments'), api('/runs?limit=10')]);
-    const templates = list.filter((e) => e.kind === 'integration-template').map((e) => e.name);
-    if (templates.length && !create.firstChild) {
-      create.replaceChildren(section('New integration environment', integrationForm(templates)));
+    const real = list.filter((e) => e.kind !== 'integration-template');
+    const tmpl = list.filter((e) => e.kind === 'integration-template');
+    if (tmpl.length && !create.firstChild) {
+      create.replaceChildren(section('New integration environment', integrationForm(tmpl.map((e) => e.name))));
     }
-    envs.replaceChildren(table('Every environment, with the versions of its parameter store',
-      ['Environment', 'Tier', 'Branch', 'Desired', 'Built', 'Deployed', 'Approval'],
-      list.map((e) => [
-        el('a', { href: `#/env/${encodeURIComponent(e.name)}` }, e.name), e.tier, e.branch || 'HEAD',
+    envs.replaceChildren(table('Every environment: in sync (deployed = desired), healthy (every serving instance up), its last run',
+      ['Environment', 'Status', 'Last run', 'Approval', 'Deployed', 'Desired', 'Tier', 'Branch'],
+      real.map((e) => [
+        el('a', { href: `#/env/${encodeURIComponent(e.name)}` }, e.name),
+        el('span', { class: 'glance' }, assessment('sync', e.sync), ' ', assessment('health', e.health)),
+        lastRun(e.last_run),
+        approvalMarker(e),
+        sha(e.last_deployed_version),
         el('span', {}, sha(e.desired_version),
           e.desired_version === 'latest' ? el('span', { class: 'muted' }, ' → ', sha(e.desired_resolved)) : null),
-        sha(e.last_build_version), sha(e.last_deployed_version), e.approval ? 'required' : 'no',
+        e.tier, e.branch || 'HEAD',
       ]), 'No environments are configured.'));
+    templates.replaceChildren(tmpl.length ? section('Integration templates',
+      el('p', { class: 'muted' }, 'Templates are never deployed themselves: each branch gets its own environment made from one.'),
+      table('Templates for per-branch environments', ['Template', 'Tier', 'Approval'],
+        tmpl.map((e) => [el('span', { 'data-template': e.name }, e.name), e.tier, e.approval ? 'required' : 'no']))) : '');
     runs.replaceChildren(table('The ten newest runs', RUN_HEADERS_ENV, runRows(recent, true), 'No runs yet.'));
   }, err);
 }
@@ -182,10 +249,41 @@ function homeView() {
 function runsView() {
   const runs = el('div');
   const err = view('Runs', runs);
-  poll(async () => {
+  watch(async () => {
     const list = await api('/runs?limit=50');
     runs.replaceChildren(table('The fifty newest runs', RUN_HEADERS_ENV, runRows(list, true), 'No runs yet.'));
-  }, err);
+  }, err, (ev) => ev.run_id);
+}
+
+// Rollback (fast and through the pipeline), promotion and the scheduler, for deployers.
+function envActions(env, e, st, sched, others) {
+  if (!may(env, 'deployer')) return el('p', { class: 'muted' }, 'Your token may only look at this environment.');
+  const enc = encodeURIComponent(env);
+  const open = (run) => { location.hash = `#/run/${run.id}`; };
+  const parts = [];
+  parts.push(actionButton('Roll back now (fast)', { class: 'danger', 'data-action': 'rollback-fast', disabled: !st.warm_version },
+    `Switch ${env}'s traffic back to the warm release ${short(st.warm_version)} now?`,
+    async () => open(await write(`/environments/${enc}/rollback`, { fast: true }))));
+  parts.push(actionButton('Roll back through the pipeline', { class: 'danger', 'data-action': 'rollback' },
+    `Roll ${env} back to the version deployed before ${short(e.last_deployed_version)}, through the full pipeline?`,
+    async () => open(await write(`/environments/${enc}/rollback`, {}))));
+  if (others.length && e.last_deployed_version) {
+    const target = el('select', { id: 'promote-to', 'aria-label': 'Promote to' }, ...others.map((o) => el('option', { value: o }, o)));
+    parts.push(el('span', { class: 'action' }, el('label', { for: 'promote-to' }, `Promote ${short(e.last_deployed_version)} to`), target,
+      actionButton('Promote', { 'data-action': 'promote' }, null, async () => {
+        if (!confirmed(`Release ${short(e.last_deployed_version)} (deployed in ${env}) to ${target.value}?`)) return;
+        open(await write('/promotions', { from: env, to: target.value }));
+      })));
+  }
+  if (sched) {
+    parts.push(sched.suspended
+      ? actionButton('Resume the scheduler', { 'data-action': 'resume' }, null,
+        async () => write(`/environments/${enc}/scheduler/resume`, {}))
+      : actionButton('Suspend the scheduler', { 'data-action': 'suspend' },
+        `Suspend ${env}'s scheduler? No job starts until it is resumed.`,
+        async () => write(`/environments/${enc}/scheduler/suspend`, {})));
+  }
+  return el('div', { class: 'actions' }, ...parts);
 }
 
 function envView(env) {
@@ -194,13 +292,15 @@ function envView(env) {
   const runs = el('div');
   const history = el('div');
   const releaseBox = el('div');
-  const err = view(`Environment ${env}`, summary, section('Release', releaseBox),
+  const actions = el('div');
+  const buttons = el('div');
+  const err = view(`Environment ${env}`, summary, section('Actions', actions), section('Release', releaseBox),
     section('Services', services), section('Recent runs', runs),
     section('History of desired_version', history));
   const enc = encodeURIComponent(env);
-  poll(async () => {
+  watch(async () => {
     if (!appName) appName = (await api('/health')).app;
-    const [e, st, rs, hist] = await Promise.all([
+    const [e, st, rs, hist, sched, all] = await Promise.all([
       api(`/environments/${enc}`), api(`/environments/${enc}/status`),
       api(`/runs?env=${enc}&limit=10`),
       // Never set yet (a new environment): no history rather than an error.
@@ -208,7 +308,22 @@ function envView(env) {
         if (e instanceof Unauthorized) throw e;
         return [];
       }),
+      api(`/environments/${enc}/scheduler`).catch((e) => {
+        if (e instanceof Unauthorized) throw e;
+        return null;
+      }),
+      api('/environments'),
     ]);
+    const others = all.filter((o) => o.name !== env && o.kind !== 'integration-template').map((o) => o.name);
+    actions.replaceChildren(el('p', { class: 'glance' }, assessment('sync', e.sync), ' ', e.sync.reason, el('br'),
+      assessment('health', e.health), ' ', e.health.reason),
+    (e.awaiting_approval || []).length ? el('p', {}, approvalMarker(e)) : '',
+    el('p', {}, 'Last run: ', lastRun(e.last_run)),
+    sched ? el('p', { 'data-scheduler': sched.suspended ? 'suspended' : 'active' },
+      `Scheduler: ${sched.suspended ? `suspended${sched.reason ? ` (${sched.reason})` : ''}` : 'active'}`) : '',
+    buttons);
+    keep(buttons, JSON.stringify([st.warm_version, e.last_deployed_version, sched && sched.suspended, others, roleOn(env)]),
+      () => envActions(env, e, st, sched, others));
     summary.replaceChildren(el('dl', { class: 'facts' },
       el('dt', {}, 'Tier'), el('dd', {}, e.tier),
       el('dt', {}, 'Branch'), el('dd', {}, e.branch || 'HEAD', e.branch_only ? ' (only this branch)' : ''),
@@ -243,7 +358,7 @@ function envView(env) {
     runs.replaceChildren(table(`The ten newest runs of ${env}`, RUN_HEADERS, runRows(rs, false), 'No runs yet.'));
     history.replaceChildren(table('Every value it had, newest first', ['Version', 'Value', 'Set by', 'At'],
       hist.map((p) => [String(p.version), sha(p.value), p.actor, time(p.at_ms)]), 'Never set.'));
-  }, err);
+  }, err, (ev) => ev.env === env);
 }
 
 // Creates an integration environment for a branch from a template, optionally deploying it.
@@ -344,7 +459,7 @@ function scaleView() {
           : r.error ? el('span', { class: 'error' }, r.error) : '',
       ]), 'No scale changes yet.'));
   };
-  poll(tick, err);
+  watch(tick, err);
 }
 
 function stageBox(s) {
@@ -392,23 +507,47 @@ function decisionForm(run, refresh) {
     msg);
 }
 
+// What the signed-in person may do about a run waiting for an approval: never decide
+// their own request (four-eyes; the API refuses it too), and only as an approver.
+function decisionFor(run) {
+  if (!me) return null;
+  if (run.requested_by === me.name) {
+    return el('p', { class: 'decision-note', 'data-decision': 'own' },
+      'You requested this run: another approver decides it (four-eyes).');
+  }
+  if (!may(run.env, 'approver')) {
+    return el('p', { class: 'decision-note', 'data-decision': 'role' },
+      'Waiting for an approver; your token cannot approve here.');
+  }
+  return null;
+}
+
 function runView(id) {
   const facts = el('div');
   const stages = el('ol', { class: 'stages', 'aria-label': 'Pipeline stages' });
   const approvals = el('div');
   const decision = el('div');
+  const actions = el('div', { class: 'actions' });
   const log = el('pre', { class: 'log', tabindex: 0, 'aria-label': 'Run log', 'aria-live': 'off' });
-  const err = view(`Run #${id}`, facts, section('Pipeline', stages),
-    section('Approval', decision, approvals), section('Log', log));
+  const err = view(`Run #${id}`, facts, actions, decision, section('Pipeline', stages),
+    section('Log', log), section('Approvals', approvals));
+  const gen = generation;
   let after = 0;
+  let following = false;
   let form = null;
-  let tick = null;
-  tick = async () => {
+  const addLine = (l) => {
+    if (l.seq <= after) return;
+    const stuck = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    log.append(`[${l.stage}] ${l.line}\n`);
+    after = l.seq;
+    if (stuck) log.scrollTop = log.scrollHeight;
+  };
+  const tick = async () => {
     const run = await api(`/runs/${id}`);
-    facts.replaceChildren(el('dl', { class: 'facts' },
+    facts.replaceChildren(el('dl', { class: 'facts run-facts' },
       el('dt', {}, 'Environment'), el('dd', {}, el('a', { href: `#/env/${encodeURIComponent(run.env)}` }, run.env)),
-      el('dt', {}, 'Kind'), el('dd', {}, run.kind.replace(/_/g, ' ')),
       el('dt', {}, 'State'), el('dd', {}, badge(run.state)),
+      el('dt', {}, 'Kind'), el('dd', {}, run.kind.replace(/_/g, ' ')),
       el('dt', {}, 'Version'), el('dd', {}, sha(run.version || run.target_version)),
       el('dt', {}, 'Previous'), el('dd', {}, sha(run.previous_version)),
       el('dt', {}, 'Requested by'), el('dd', {}, run.requested_by, run.reason ? ` — ${run.reason}` : ''),
@@ -422,29 +561,39 @@ function runView(id) {
     stages.replaceChildren(...run.stages.map(stageBox));
     approvals.replaceChildren(table('Decisions', ['By', 'Decision', 'Comment', 'At'],
       run.approvals.map((a) => [a.actor, a.decision, a.comment || '', time(a.at_ms)]), 'No decisions.'));
+    const active = !TERMINAL.includes(run.state) && run.state !== 'rejected';
+    keep(actions, String(active && may(run.env, 'deployer')), () => (active && may(run.env, 'deployer')
+      ? actionButton('Cancel this run', { class: 'danger', 'data-action': 'cancel' },
+        `Cancel run #${id} on ${run.env}? A running deploy puts the serving version back.`,
+        async () => { await write(`/runs/${id}/cancel`, {}); tick(); })
+      : ''));
     if (run.state === 'awaiting_approval') {
-      if (!form) { form = decisionForm(run, () => tick()); decision.replaceChildren(form); }
+      const note = decisionFor(run);
+      if (note) { form = null; decision.replaceChildren(note); }
+      else if (!form) { form = decisionForm(run, () => tick()); decision.replaceChildren(form); }
     } else {
       form = null;
       decision.replaceChildren();
     }
-    const lines = await api(`/runs/${id}/logs?after=${after}`);
-    if (lines.length) {
-      const stuck = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-      log.append(lines.map((l) => `[${l.stage}] ${l.line}\n`).join(''));
-      after = lines[lines.length - 1].seq;
-      if (stuck) log.scrollTop = log.scrollHeight;
+    // The log: streamed while the event stream is up, else read here.
+    if (!following && live.state === 'sse' && active) {
+      following = true;
+      followLog(id, after, addLine, gen).then(() => { following = false; tick().catch(() => {}); });
+    } else if (!following) {
+      const lines = await api(`/runs/${id}/logs?after=${after}`);
+      lines.forEach(addLine);
+      // A finished run changes no more once its last lines are read.
+      if (!active && !lines.length) return false;
     }
-    // A finished run changes no more once its last lines are read.
-    return !(TERMINAL.includes(run.state) && !lines.length);
+    return true;
   };
-  poll(tick, err);
+  watch(tick, err, (ev) => ev.run_id === id);
 }
 
 function auditView() {
   const list = el('div');
   const err = view('Audit log', list);
-  poll(async () => {
+  watch(async () => {
     const entries = await api('/audit?limit=100');
     list.replaceChildren(table('The hundred newest changes, newest first', ['#', 'At', 'Actor', 'Action', 'Target', 'Detail'],
       entries.map((a) => [String(a.id), time(a.at_ms), a.actor, a.action, a.target,
@@ -452,10 +601,70 @@ function auditView() {
   }, err);
 }
 
+// API tokens (admins): every token, live and revoked; make one (its secret is shown
+// once); revoke one. A token without admin everywhere sees the API's refusal.
+function grantsText(g) {
+  const parts = Object.entries(g.envs || {}).map(([e, r]) => `${r} on ${e}`);
+  if (g.default) parts.unshift(`${g.default} everywhere`);
+  return parts.join(', ') || 'none';
+}
+
+function tokensView() {
+  const list = el('div');
+  const made = el('div', { role: 'status' });
+  const name = el('input', { id: 'token-name', maxlength: 64, required: true, placeholder: 'ci-deployer' });
+  const role = el('select', { id: 'token-role' }, ...ROLES.map((r) => el('option', { value: r }, r)));
+  const env = el('input', { id: 'token-env', maxlength: 64, placeholder: 'every environment' });
+  const days = el('input', { id: 'token-days', type: 'number', min: 1, max: 3650, placeholder: 'never' });
+  const msg = el('p', { role: 'alert', class: 'error' });
+  const form = el('form', { class: 'release' },
+    el('label', { for: 'token-name' }, 'Name'), name,
+    el('label', { for: 'token-role' }, 'Role'), role,
+    el('label', { for: 'token-env' }, 'on environment'), env,
+    el('label', { for: 'token-days' }, 'expires in days'), days,
+    el('button', { type: 'submit' }, 'Create token'), msg);
+  const err = view('API tokens', section('New token', form, made), section('Tokens', list));
+  const tick = async () => {
+    const tokens = await api('/tokens');
+    const now = Date.now();
+    list.replaceChildren(table('Every token, newest first (secrets are never shown again)',
+      ['Name', 'Grants', 'Created', 'Expires', 'State', ''],
+      tokens.slice().reverse().map((t) => {
+        const liveNow = !t.revoked_at_ms && !(t.expires_at_ms && t.expires_at_ms <= now);
+        return [t.name, grantsText(t.grants), el('span', {}, ago(t.created_at_ms), ` by ${t.created_by}`),
+          t.expires_at_ms ? time(t.expires_at_ms) : 'never',
+          t.revoked_at_ms ? `revoked by ${t.revoked_by}` : liveNow ? 'live' : 'expired',
+          liveNow ? actionButton('Revoke', { class: 'danger', 'data-action': 'revoke', 'data-token': t.name },
+            `Revoke the token ${t.name}? Everything using it stops working at once.`,
+            async () => { await write(`/tokens/${encodeURIComponent(t.name)}/revoke`, {}); tick(); }) : ''];
+      }), 'No tokens.'));
+  };
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    msg.replaceChildren();
+    made.replaceChildren();
+    const grants = env.value.trim() ? { envs: { [env.value.trim()]: role.value } } : { default: role.value };
+    const body = { name: name.value.trim(), grants };
+    if (days.value) body.expires_in_secs = Number(days.value) * 86400;
+    try {
+      const issued = await write('/tokens', body);
+      made.replaceChildren(el('p', {}, `Token ${issued.token.name} made. Its secret, shown only now: `,
+        el('code', { class: 'secret' }, issued.secret)));
+      name.value = '';
+      tick();
+    } catch (e) {
+      msg.textContent = e.message;
+    }
+  });
+  watch(tick, err, () => false);
+}
+
 // ---- routing and signing in -------------------------------------------------
 
 function route() {
   generation += 1;
+  for (const ctl of live.follows) ctl.abort(); // the log stream of the view left
+  live.follows.clear();
   const hash = decodeURIComponent(location.hash.replace(/^#\/?/, ''));
   const [what, arg] = [hash.split('/')[0], hash.split('/').slice(1).join('/')];
   if (what === 'env' && arg) envView(arg);
@@ -463,6 +672,7 @@ function route() {
   else if (what === 'runs') runsView();
   else if (what === 'audit') auditView();
   else if (what === 'scale') scaleView();
+  else if (what === 'tokens') tokensView();
   else homeView();
   main.focus({ preventScroll: true });
 }
@@ -479,19 +689,30 @@ function takeTokenFromUrl() {
 }
 
 function showSignedOut(message) {
+  me = null;
+  disconnectEvents();
   document.getElementById('signin-form').hidden = false;
   document.getElementById('signed-in').hidden = true;
+  document.getElementById('signin-notice').hidden = false;
+  document.getElementById('nav-tokens').hidden = true;
   document.getElementById('signin-status').textContent = message ? 'Not signed in.' : '';
 }
 
+// Who the token is; resolves true when signed in.
 async function showWho() {
-  if (!token()) { showSignedOut(''); return; }
+  if (!token()) { showSignedOut(''); return false; }
   try {
-    const me = await api('/whoami');
-    document.getElementById('signin-form').hidden = true;
-    document.getElementById('signed-in').hidden = false;
-    document.getElementById('who').textContent = me.name;
-  } catch (_) { /* api() showed the form */ }
+    me = await api('/whoami');
+  } catch (_) {
+    return false; // api() showed the form
+  }
+  document.getElementById('signin-form').hidden = true;
+  document.getElementById('signed-in').hidden = false;
+  document.getElementById('signin-notice').hidden = true;
+  document.getElementById('nav-tokens').hidden = !isAdmin();
+  document.getElementById('who').textContent = me.name;
+  connectEvents();
+  return true;
 }
 
 function setupSignIn() {
@@ -501,7 +722,7 @@ function setupSignIn() {
     sessionStorage.setItem(TOKEN_KEY, input.value.trim());
     input.value = '';
     await showWho();
-    route();
+    route(); // the view the address names: a deep link works after one sign-in
   });
   document.getElementById('signout').addEventListener('click', () => {
     sessionStorage.removeItem(TOKEN_KEY);
@@ -512,9 +733,9 @@ function setupSignIn() {
 
 takeTokenFromUrl();
 setupSignIn();
-showWho();
 window.addEventListener('hashchange', route);
-route();
+// The views need to know who is signed in (which buttons to offer) before they draw.
+showWho().finally(route);
 api('/health').then((h) => {
   appName = h.app;
   document.getElementById('footer').textContent = `${h.app} · Cutover ${h.cutover_version}`;

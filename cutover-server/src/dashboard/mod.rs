@@ -1,6 +1,9 @@
-//! The web dashboard: one HTML page, one script and one stylesheet, embedded
-//! in the binary and served at `/`. The page is a small single-page app that
-//! polls the JSON API (`/api/v1/...`); it holds no logic the API lacks.
+//! The web dashboard: one HTML page, two scripts and one stylesheet, embedded
+//! in the binary and served at `/`. The page is a small single-page app over
+//! the JSON API (`/api/v1/...`); it holds no logic the API lacks. `live.js`
+//! reads the event stream (`GET /api/v1/events`) with `fetch()` and re-reads
+//! what a view shows when it says something changed; it polls only while the
+//! stream is down.
 //!
 //! Every call sends the API token (`Authorization: Bearer`) the user signed in
 //! with, kept in the tab's sessionStorage (not localStorage: it should not
@@ -14,6 +17,7 @@ use axum::routing::get;
 
 const INDEX: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
+const LIVE_JS: &str = include_str!("live.js");
 const STYLE_CSS: &str = include_str!("style.css");
 
 /// Only this origin's script, style and API; no inline script, no framing.
@@ -26,6 +30,10 @@ pub fn routes() -> Router {
         .route(
             "/dashboard/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/dashboard/live.js",
+            get(|| async { asset("text/javascript; charset=utf-8", LIVE_JS) }),
         )
         .route(
             "/dashboard/style.css",

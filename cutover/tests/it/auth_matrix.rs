@@ -69,6 +69,7 @@ fn expectations() -> BTreeMap<&'static str, Need> {
         ("GET /api/v1/whoami", AnyToken),
         ("GET /api/v1/config", Somewhere(VIEWER)),
         ("GET /api/v1/environments", Somewhere(VIEWER)),
+        ("GET /api/v1/events", Somewhere(VIEWER)),
         ("POST /api/v1/environments", Somewhere(DEPLOYER)),
         ("GET /api/v1/environments/{env}", OnTarget(VIEWER)),
         ("DELETE /api/v1/environments/{env}", Somewhere(DEPLOYER)),

@@ -130,21 +130,22 @@ fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
         dom.contains("<strong id=\"who\">alice</strong>"),
         "signed in as the token's name: {dom}"
     );
-    // Environments at a glance: tier, branch, desired / built / deployed.
+    // Environments at a glance: status, last run, approval, deployed / desired, tier, branch.
     let cells = env_row(&dom, "staging");
-    assert_eq!(cells[1], "stage", "{cells:?}");
-    assert_eq!(cells[2], "main", "{cells:?}");
+    assert!(cells[1].contains(">in sync</span>"), "{cells:?}");
+    assert!(cells[2].contains(&format!("#{id}</a>")), "{cells:?}");
+    assert_eq!(cells[6], "stage", "{cells:?}");
+    assert_eq!(cells[7], "main", "{cells:?}");
     let version = format!("<code title=\"{full}\">{short}</code>");
-    assert!(cells[3].contains(&version), "desired: {cells:?}");
-    assert!(cells[4].contains(&version), "built: {cells:?}");
-    assert!(cells[5].contains(&version), "deployed: {cells:?}");
+    assert!(cells[4].contains(&version), "deployed: {cells:?}");
+    assert!(cells[5].contains(&version), "desired: {cells:?}");
     assert!(
         dom.contains("<label for=\"new-template\">")
             && dom.contains("<option value=\"review\">review</option>"),
         "a form for integration environments: {dom}"
     );
     let dev = env_row(&dom, "dev");
-    assert!(dev[5].contains('—'), "dev has deployed nothing: {dev:?}");
+    assert!(dev[4].contains('—'), "dev has deployed nothing: {dev:?}");
     assert!(
         dom.contains(&format!("<a href=\"#/run/{id}\">#{id}</a>")),
         "recent runs: {dom}"
@@ -235,7 +236,16 @@ fn the_dashboard_shows_environments_a_run_and_its_stages_in_a_real_browser() {
     // A prod run waiting for approval: its boxes, and the decision form.
     let waiting = server.release("alice", "prod", short);
     let run = server.wait_run(waiting, &["awaiting_approval"]);
-    let url = format!("{}/#/run/{waiting}&token={token}", server.url);
+    // Its requester is not offered the decision (four-eyes) ...
+    let dom = dump_dom(
+        tmp.path(),
+        "requester",
+        &format!("{}/#/run/{waiting}&token={token}", server.url),
+    );
+    assert!(dom.contains("data-decision=\"own\""), "{dom}");
+    assert!(!dom.contains(">Approve</button>"), "{dom}");
+    // ... another approver is.
+    let url = format!("{}/#/run/{waiting}&token={}", server.url, server.token("bob"));
     let dom = dump_dom(tmp.path(), "approval", &url);
     for (stage, status) in Server::stages(&run) {
         let needle = format!("data-stage=\"{stage}\" data-status=\"{status}\">");

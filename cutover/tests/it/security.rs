@@ -35,7 +35,16 @@ pub fn raw(
     s.write_all(req.as_bytes()).unwrap();
     s.write_all(body.as_bytes()).unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    // An event stream does not end: its head is the answer.
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        raw.extend_from_slice(&buf[..n]);
+        let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+        if n == 0 || head.contains("\r\n\r\n") && head.contains("content-type: text/event-stream") {
+            break;
+        }
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
