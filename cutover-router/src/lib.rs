@@ -23,13 +23,15 @@
 //!   overflowing chunk size) → `400`, not `502`; `Connection` never removes `Host` or
 //!   `Content-Length`.
 //! * Bodies are streamed both ways (never buffered); hop-by-hop headers are removed;
-//!   `X-Forwarded-For` (appended), `X-Forwarded-Host` and `X-Forwarded-Proto` are set; every
+//!   `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto` and `Forwarded` are set,
+//!   replacing a client's own unless it is a trusted proxy (the `forwarded` module); every
 //!   proxied response carries `X-Cutover-Version: <sha>`. Upstream connections are pooled
 //!   (hyper-util's legacy client, keep-alive).
 //! * WebSocket / `Upgrade` **is passed through**: a `101 Switching Protocols` answer turns the
 //!   exchange into a byte tunnel (`hyper::upgrade::on` on both sides). A tunnel counts as in
 //!   flight on its generation until either side closes it, so `drain` waits for it (bounded by
 //!   its timeout); tunnels are cut when `serve` returns.
+//! * Optional access log, one JSON line per request (the `access_log` module).
 //! * Graceful shutdown: when the shutdown future resolves, `serve` stops accepting, lets
 //!   in-flight requests finish for up to [`RouterConfig::shutdown_grace`], then returns.
 //!
@@ -38,6 +40,8 @@
 //! multiplex many requests on one connection, blurring per-generation draining); a mutex-held
 //! table during dispatch (switches would wait behind slow requests).
 
+mod access_log;
+mod forwarded;
 mod generation;
 mod proxy;
 mod route;
@@ -50,10 +54,31 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+pub use access_log::{AccessLogError, AccessLogTarget};
+pub use forwarded::{Cidr, CidrError, TrustedProxies};
 pub use generation::{Backend, Generation};
 pub use route::{RouteKey, RouteKeyError};
 
+use access_log::AccessLog;
 use generation::GenInner;
+
+/// Settings of the router's public side that may change while it serves (the data plane gets
+/// them from the control plane, see [`Router::set_edge`]). `Default`: no trusted proxy, no
+/// access log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EdgeSettings {
+    /// Peers whose forwarding headers are appended to rather than replaced.
+    pub trusted_proxies: TrustedProxies,
+    /// Where the access log goes; `None`: no access log.
+    pub access_log: Option<AccessLogTarget>,
+}
+
+/// The live form of [`EdgeSettings`] (an open access log).
+#[derive(Default)]
+pub(crate) struct Edge {
+    pub(crate) trusted_proxies: TrustedProxies,
+    pub(crate) access_log: Option<Arc<AccessLog>>,
+}
 
 /// Router settings. `Default` gives sensible values for local services.
 #[derive(Clone, Debug)]
@@ -106,6 +131,8 @@ pub(crate) struct Inner {
     write: Mutex<()>,
     next_id: AtomicU64,
     pub(crate) client: proxy::UpstreamClient,
+    /// Forwarding and logging settings, swapped whole by [`Router::set_edge`].
+    pub(crate) edge: ArcSwap<Edge>,
 }
 
 /// The router: a routing table plus an upstream connection pool. Cheap to clone (an `Arc`);
@@ -135,6 +162,7 @@ impl Router {
                 write: Mutex::new(()),
                 next_id: AtomicU64::new(1),
                 client,
+                edge: ArcSwap::from_pointee(Edge::default()),
             }),
         }
     }
@@ -142,6 +170,33 @@ impl Router {
     /// The settings this router was built with.
     pub fn config(&self) -> &RouterConfig {
         &self.inner.config
+    }
+
+    /// Replaces the forwarding and access-log settings; requests dispatched afterwards use the
+    /// new ones. An access log whose target did not change is kept open (no line lost).
+    pub fn set_edge(&self, settings: EdgeSettings) -> Result<(), AccessLogError> {
+        let current = self.inner.edge.load_full();
+        let access_log = match settings.access_log {
+            None => None,
+            Some(target) => match &current.access_log {
+                Some(open) if *open.target() == target => Some(Arc::clone(open)),
+                _ => Some(Arc::new(AccessLog::open(target)?)),
+            },
+        };
+        self.inner.edge.store(Arc::new(Edge {
+            trusted_proxies: settings.trusted_proxies,
+            access_log,
+        }));
+        Ok(())
+    }
+
+    /// The forwarding and access-log settings in use.
+    pub fn edge(&self) -> EdgeSettings {
+        let edge = self.inner.edge.load();
+        EdgeSettings {
+            trusted_proxies: edge.trusted_proxies.clone(),
+            access_log: edge.access_log.as_ref().map(|l| l.target().clone()),
+        }
     }
 
     /// The host name `route` is served under by [`Router::serve`].

@@ -24,16 +24,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
 
+use crate::access_log::{Pending, Trace};
+use crate::forwarded::{client_address, set_forwarding_headers};
 use crate::generation::InFlightGuard;
 use crate::route::normalize_host;
-use crate::{Inner, RouterConfig};
+use crate::{Edge, Inner, RouterConfig};
 
 pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 const X_CUTOVER_VERSION: HeaderName = HeaderName::from_static("x-cutover-version");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -68,6 +67,8 @@ pub(crate) struct ConnCtx {
     pub(crate) inner: Arc<Inner>,
     pub(crate) target: Target,
     pub(crate) peer: SocketAddr,
+    /// The scheme clients use on this listener (`http` or `https`), for `X-Forwarded-Proto`.
+    pub(crate) proto: &'static str,
     /// Flips to `true` when `serve` returns; upgraded tunnels close then.
     pub(crate) hard_stop: watch::Receiver<bool>,
 }
@@ -77,6 +78,8 @@ pub(crate) struct ConnCtx {
 pub(crate) struct RouterBody {
     kind: Kind,
     guard: Option<InFlightGuard>,
+    /// The access-log line of this response, written when the body ends or is dropped.
+    pending: Option<Box<Pending>>,
 }
 
 enum Kind {
@@ -89,6 +92,7 @@ impl RouterBody {
         Self {
             kind: Kind::Local(Some(text.into())),
             guard: None,
+            pending: None,
         }
     }
 }
@@ -102,7 +106,7 @@ impl Body for RouterBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        match &mut this.kind {
+        let polled = match &mut this.kind {
             Kind::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Kind::Upstream(body) => {
                 let polled = Pin::new(body).poll_frame(cx);
@@ -111,7 +115,17 @@ impl Body for RouterBody {
                 }
                 polled
             }
+        };
+        if let Some(pending) = &mut this.pending {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    pending.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                Poll::Ready(None | Some(Err(_))) => this.pending = None, // logged now
+                Poll::Pending => {}
+            }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -272,27 +286,38 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<HeaderValue>) {
-    let ip = peer.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-}
-
 /// hyper service entry point: never fails, errors become HTTP answers.
 pub(crate) async fn handle(
     ctx: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Result<Response<RouterBody>, Infallible> {
-    Ok(forward(&ctx, req).await)
+    let edge = ctx.inner.edge.load_full();
+    let Some(log) = &edge.access_log else {
+        return Ok(forward(&ctx, &edge, req, None).await);
+    };
+    let time = std::time::SystemTime::now();
+    let start = std::time::Instant::now();
+    let client = client_address(req.headers(), ctx.peer, &edge.trusted_proxies);
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let mut trace = Trace::default();
+    let mut resp = forward(&ctx, &edge, req, Some(&mut trace)).await;
+    let pending = Box::new(Pending {
+        log: Arc::clone(log),
+        time,
+        start,
+        trace,
+        status: resp.status().as_u16(),
+        client,
+        method,
+        path,
+        bytes: 0,
+    });
+    if !resp.body().is_end_stream() {
+        resp.body_mut().pending = Some(pending);
+    }
+    // else: an empty body is never polled; `pending` is dropped here, which writes the line.
+    Ok(resp)
 }
 
 /// The host a request names, strictly: an absolute-form target's authority wins over `Host`
@@ -315,7 +340,12 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, &'static
     Ok(hosts.iter().next().cloned())
 }
 
-async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBody> {
+async fn forward(
+    ctx: &ConnCtx,
+    edge: &Edge,
+    mut req: Request<Incoming>,
+    mut trace: Option<&mut Trace>,
+) -> Response<RouterBody> {
     let inner = &*ctx.inner;
     // A tunnel through the router would carry bytes past routing, draining and the switch:
     // the router is a reverse proxy, not a forward one.
@@ -357,6 +387,9 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
         }
     };
 
+    if let Some(t) = trace.as_deref_mut() {
+        t.host = Some(host.to_string());
+    }
     // Pick the generation exactly once, and get admitted to it (see `generation`).
     let mut guard = None;
     for _ in 0..MAX_ADMIT_ATTEMPTS {
@@ -365,6 +398,10 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
             return not_found();
         };
         if let Some(g) = InFlightGuard::enter(Arc::clone(&entry.generation)) {
+            if let Some(t) = trace.as_deref_mut() {
+                t.route = Some(entry.key.clone());
+                t.version = Some(g.generation().backend.version.clone());
+            }
             guard = Some(g);
             break;
         }
@@ -399,7 +436,13 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
     // hyper answers `Expect: 100-continue` to the client itself when the body is first read
     // (i.e. when the upstream starts pulling it); forwarding it would ask twice.
     headers.remove(header::EXPECT);
-    set_forwarded(&mut headers, ctx.peer, host_header.clone());
+    set_forwarding_headers(
+        &mut headers,
+        ctx.peer,
+        host_header.as_ref(),
+        ctx.proto,
+        &edge.trusted_proxies,
+    );
     if let Some(up) = upgrade_value.filter(|_| upgrade) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up);
@@ -413,6 +456,9 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
     for attempt in 0..attempts {
         let index = (start + attempt) % upstreams.len();
         let addr = upstreams[index];
+        if let Some(t) = trace.as_deref_mut() {
+            t.upstream = Some(addr);
+        }
         let mut uri = uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(generation.authorities[index].clone());
@@ -516,6 +562,7 @@ fn respond(
         RouterBody {
             kind: Kind::Upstream(body),
             guard: Some(guard),
+            pending: None,
         },
     )
 }
@@ -538,7 +585,7 @@ mod tests {
     }
 
     #[test]
-    fn upgrade_detection_and_forwarded_headers() {
+    fn upgrade_detection() {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONNECTION,
@@ -548,13 +595,5 @@ mod tests {
         assert!(wants_upgrade(&h));
         h.remove(header::UPGRADE);
         assert!(!wants_upgrade(&h));
-
-        let mut h = HeaderMap::new();
-        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
-        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        set_forwarded(&mut h, peer, Some(HeaderValue::from_static("a.b.c.localhost")));
-        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h[&X_FORWARDED_HOST], "a.b.c.localhost");
-        assert_eq!(h[&X_FORWARDED_PROTO], "http");
     }
 }

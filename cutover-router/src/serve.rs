@@ -74,6 +74,7 @@ impl Router {
                         inner: Arc::clone(&self.inner),
                         target: target.clone(),
                         peer,
+                        proto: "http",
                         hard_stop: hard_rx.clone(),
                     });
                     let mut stop = stop_rx.clone();

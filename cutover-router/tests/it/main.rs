@@ -3,6 +3,7 @@
 // Tests start real binaries and fixture tools (git, sh) directly.
 #![allow(clippy::disallowed_methods)]
 
+mod edge;
 mod routing;
 mod strict;
 mod support;

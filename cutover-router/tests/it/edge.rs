@@ -1,0 +1,171 @@
+//! The router's public side: forwarding headers with trusted proxies, and the access log.
+
+use cutover_router::{AccessLogTarget, EdgeSettings, RouterConfig, TrustedProxies};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::support::*;
+
+async fn echoed_headers(c: &mut Conn, host: &str, extra: &[(&str, &str)]) -> String {
+    let mut req = Request::get("/headers").header("host", host);
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = c.send(req.body(Conn::body("")).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+const SPOOFED: &[(&str, &str)] = &[
+    ("x-forwarded-for", "198.51.100.7"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-host", "bank.example"),
+    ("forwarded", "for=198.51.100.7;proto=https"),
+];
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_are_replaced() {
+    let a = upstream(&sha('a')).await;
+    let r = TestRouter::start(RouterConfig::default()).await;
+    // Trusting some other network must not make 127.0.0.1 trusted.
+    r.router
+        .set_edge(EdgeSettings {
+            trusted_proxies: TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]),
+            access_log: None,
+        })
+        .unwrap();
+    r.switch("yves", &sha('a'), &[&a]);
+    let host = r.host("yves");
+    let mut c = Conn::connect(r.addr).await;
+    let text = echoed_headers(&mut c, &host, SPOOFED).await;
+    assert!(!text.contains("198.51.100.7"), "{text}");
+    assert!(!text.contains("bank.example"), "{text}");
+    assert!(text.contains("x-forwarded-for: 127.0.0.1\n"), "{text}");
+    assert!(text.contains("x-forwarded-proto: http\n"), "{text}");
+    assert!(text.contains(&format!("x-forwarded-host: {host}\n")), "{text}");
+    assert!(
+        text.contains(&format!("forwarded: for=127.0.0.1;host=\"{host}\";proto=http\n")),
+        "{text}"
+    );
+    // Exactly one line per forwarding header: nothing of the client's survives beside it.
+    assert_eq!(text.matches("x-forwarded-for:").count(), 1, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("forwarded:")).count(),
+        1,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_a_trusted_proxy_are_appended() {
+    let a = upstream(&sha('a')).await;
+    let r = TestRouter::start(RouterConfig::default()).await;
+    r.router
+        .set_edge(EdgeSettings {
+            trusted_proxies: TrustedProxies::new(vec!["127.0.0.0/8".parse().unwrap()]),
+            access_log: None,
+        })
+        .unwrap();
+    r.switch("yves", &sha('a'), &[&a]);
+    let mut c = Conn::connect(r.addr).await;
+    let text = echoed_headers(&mut c, &r.host("yves"), SPOOFED).await;
+    assert!(
+        text.contains("x-forwarded-for: 198.51.100.7, 127.0.0.1\n"),
+        "{text}"
+    );
+    assert!(text.contains("x-forwarded-proto: https\n"), "{text}");
+    assert!(text.contains("x-forwarded-host: bank.example\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "forwarded: for=198.51.100.7;proto=https, for=127.0.0.1;host=\"{}\";proto=http\n",
+            r.host("yves")
+        )),
+        "{text}"
+    );
+}
+
+fn log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn access_log_has_one_line_per_request_with_the_version_across_a_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let a = upstream(&sha('a')).await;
+    let b = upstream(&sha('b')).await;
+    let r = TestRouter::start(RouterConfig::default()).await;
+    r.router
+        .set_edge(EdgeSettings {
+            trusted_proxies: TrustedProxies::default(),
+            access_log: Some(AccessLogTarget::File {
+                path: path.clone(),
+                max_size: 10 * 1024 * 1024,
+                keep: 1,
+            }),
+        })
+        .unwrap();
+    r.switch("yves", &sha('a'), &[&a]);
+    let host = r.host("yves");
+    let mut c = Conn::connect(r.addr).await;
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        if i == 20 {
+            r.switch("yves", &sha('b'), &[&b]);
+        }
+        let ans = c.get(&host, "/?token=secret").await.unwrap();
+        assert_eq!(ans.status, StatusCode::OK);
+        expected.push((ans.body.clone(), ans.body.len() as u64));
+    }
+    let ans = c.get("nobody.stage.shop.localhost", "/").await.unwrap();
+    assert_eq!(ans.status, StatusCode::NOT_FOUND);
+
+    wait_until(|| log_lines(&path).len() >= 41).await;
+    let lines = log_lines(&path);
+    assert_eq!(lines.len(), 41);
+    for (line, (version, bytes)) in lines.iter().zip(&expected) {
+        assert_eq!(line["version"], version.as_str(), "{line}");
+        assert_eq!(line["bytes"], *bytes, "{line}");
+        assert_eq!(line["status"], 200, "{line}");
+        assert_eq!(line["host"], host.as_str(), "{line}");
+        assert_eq!(line["app"], "shop", "{line}");
+        assert_eq!(line["env"], "stage", "{line}");
+        assert_eq!(line["service"], "yves", "{line}");
+        assert_eq!(line["path"], "/", "the query is left out: {line}");
+        assert_eq!(line["method"], "GET", "{line}");
+        assert_eq!(line["client"], "127.0.0.1", "{line}");
+        assert!(line["duration_ms"].as_f64().unwrap() >= 0.0, "{line}");
+        assert!(line["time"].as_str().unwrap().ends_with('Z'), "{line}");
+        let upstream = line["upstream"].as_str().unwrap();
+        let want = if *version == sha('a') { a.addr } else { b.addr };
+        assert_eq!(upstream, want.to_string(), "{line}");
+    }
+    assert_eq!(
+        lines[..20]
+            .iter()
+            .filter(|l| l["version"] == sha('a').as_str())
+            .count(),
+        20
+    );
+    assert_eq!(
+        lines[20..40]
+            .iter()
+            .filter(|l| l["version"] == sha('b').as_str())
+            .count(),
+        20
+    );
+    let miss = &lines[40];
+    assert_eq!(miss["status"], 404);
+    assert!(miss["service"].is_null() && miss["version"].is_null(), "{miss}");
+
+    // Turned off: no more lines.
+    r.router.set_edge(EdgeSettings::default()).unwrap();
+    c.get(&host, "/").await.unwrap();
+    assert_eq!(r.router.edge(), EdgeSettings::default());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(log_lines(&path).len(), 41);
+}
