@@ -192,6 +192,9 @@ pub(crate) struct Table {
     pub(crate) epoch: u32,
     pub(crate) listeners: Vec<ListenerRecord>,
     pub(crate) routes: Vec<RouteRecord>,
+    /// The router's forwarding and access-log settings (absent in older files).
+    #[serde(default)]
+    pub(crate) edge: crate::EdgeConfig,
 }
 
 /// Reads `routes.json`; a missing file is an empty table, an unreadable one is renamed aside
@@ -255,6 +258,7 @@ mod tests {
         assert!(t.routes.is_empty());
         assert!(paths.dir.join("routes.json.bad").exists());
         let table = Table {
+            edge: crate::EdgeConfig::default(),
             epoch: 3,
             listeners: vec![ListenerRecord {
                 kind: ListenerKind::Main,

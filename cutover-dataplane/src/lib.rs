@@ -36,6 +36,7 @@
 //! accept queues, and the connections queued on the old one's socket are reset when it closes).
 
 mod client;
+mod edge;
 mod files;
 mod handover;
 mod proto;
@@ -47,6 +48,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use client::{Client, ensure_running, upgrade};
+pub use edge::{AccessLogConfig, EdgeConfig};
 pub use server::run;
 
 /// How [`run`] starts.

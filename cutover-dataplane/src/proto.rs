@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
-use crate::ListenerKind;
+use crate::{EdgeConfig, ListenerKind};
 
 /// Longest request or answer line.
 pub(crate) const MAX_LINE: u64 = 1024 * 1024;
@@ -57,6 +57,10 @@ pub(crate) enum Op {
         service: String,
     },
     Routes,
+    /// Replaces the router's forwarding and access-log settings.
+    Configure {
+        edge: EdgeConfig,
+    },
     Shutdown,
     /// A newer data plane asks for the listeners and the table (see the `handover` module).
     HandOver,
@@ -68,7 +72,11 @@ impl Op {
     pub(crate) fn mutates(&self) -> bool {
         matches!(
             self,
-            Op::Listen { .. } | Op::Close { .. } | Op::Switch { .. } | Op::Remove { .. }
+            Op::Listen { .. }
+                | Op::Close { .. }
+                | Op::Switch { .. }
+                | Op::Remove { .. }
+                | Op::Configure { .. }
         )
     }
 }

@@ -51,6 +51,8 @@ pub(crate) enum Plane {
         data_dir: PathBuf,
         /// Where the main listener and the fixed ports are, to ask a replacement for the same.
         listeners: Vec<(ListenerKind, SocketAddr)>,
+        /// The router settings, pushed again to a replacement.
+        edge: cutover_dataplane::EdgeConfig,
     },
 }
 
@@ -75,6 +77,26 @@ fn listen_error(addr: SocketAddr, what: String, fix: String, e: impl std::fmt::D
         what,
         fix,
         source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The router's forwarding and access-log settings from `router.*` of cutover.yml.
+pub(crate) fn edge_config(config: &Config) -> cutover_dataplane::EdgeConfig {
+    use cutover_core::config::AccessLogTarget;
+    cutover_dataplane::EdgeConfig {
+        trusted_proxies: config.router.trusted_proxies.clone(),
+        access_log: config
+            .router
+            .access_log
+            .as_ref()
+            .map(|log| cutover_dataplane::AccessLogConfig {
+                path: match &log.target {
+                    AccessLogTarget::Stdout => None,
+                    AccessLogTarget::File(path) => Some(path.clone()),
+                },
+                max_size: log.max_size,
+                keep: log.keep as usize,
+            }),
     }
 }
 
@@ -116,9 +138,14 @@ impl Plane {
         router_addr: SocketAddr,
     ) -> Result<(Plane, DataPlane, u16), StartError> {
         let wanted = wanted_listeners(config, router_addr);
+        let edge = edge_config(config);
         match mode {
             DataPlaneMode::Embedded => {
                 let router = Router::new(RouterConfig::default());
+                let settings = edge.to_settings().map_err(StartError::Runtime)?;
+                router
+                    .set_edge(settings)
+                    .map_err(|e| StartError::Runtime(format!("router.access_log in cutover.yml: {e}")))?;
                 let mut main = None;
                 let mut fixed = Vec::new();
                 for (kind, addr, what, fix) in wanted {
@@ -179,6 +206,14 @@ impl Plane {
                     }
                     listeners.push((kind, bound));
                 }
+                if let Err(e) = client.configure(&edge).await {
+                    if spawned {
+                        let _ = client.shutdown().await;
+                    }
+                    return Err(StartError::Runtime(format!(
+                        "the data plane refused router.trusted_proxies / router.access_log of cutover.yml: {e}"
+                    )));
+                }
                 let handle = DataPlane::Remote(client.clone());
                 Ok((
                     Plane::Remote {
@@ -186,6 +221,7 @@ impl Plane {
                         spawned,
                         data_dir: data_dir.to_owned(),
                         listeners,
+                        edge,
                     },
                     handle,
                     port,
@@ -239,11 +275,12 @@ impl Plane {
                 client,
                 data_dir,
                 listeners,
+                edge,
                 ..
             } => {
                 let engine = engine.clone();
                 let c = client.clone();
-                let task = tokio::spawn(watch(engine, c, data_dir, listeners, stop));
+                let task = tokio::spawn(watch(engine, c, data_dir, listeners, edge, stop));
                 Running {
                     tasks: vec![task],
                     client: Some(client),
@@ -284,6 +321,7 @@ async fn watch(
     client: Client,
     data_dir: PathBuf,
     listeners: Vec<(ListenerKind, SocketAddr)>,
+    edge: cutover_dataplane::EdgeConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let health = engine.data_plane_health();
@@ -310,7 +348,7 @@ async fn watch(
                     error = %e,
                     "the data plane does not answer: public traffic is not being routed; starting a new one"
                 );
-                match restart(&engine, &data_dir, &listeners).await {
+                match restart(&engine, &data_dir, &listeners, &edge).await {
                     Ok((pid, routes)) => {
                         health.restarts.fetch_add(1, Ordering::Relaxed);
                         health.up.store(true, Ordering::Relaxed);
@@ -341,6 +379,7 @@ async fn restart(
     engine: &Engine,
     data_dir: &Path,
     listeners: &[(ListenerKind, SocketAddr)],
+    edge: &cutover_dataplane::EdgeConfig,
 ) -> Result<(u32, usize), String> {
     let exe = own_binary().map_err(|e| e.to_string())?;
     let (client, hello, _) = cutover_dataplane::ensure_running(data_dir, &exe)
@@ -352,6 +391,10 @@ async fn restart(
             .await
             .map_err(|e| format!("the new data plane cannot listen on {addr}: {e}"))?;
     }
+    client
+        .configure(edge)
+        .await
+        .map_err(|e| format!("the new data plane refused the router settings: {e}"))?;
     Ok((hello.pid, engine.restore_routes().await))
 }
 

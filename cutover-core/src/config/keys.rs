@@ -43,7 +43,9 @@ pub(crate) const SCHEDULER: &[&str] = &["jobs", "suspend_timeout", "on_suspend_t
 
 pub(crate) const JOB: &[&str] = &["schedule", "run", "overlap"];
 
-pub(crate) const ROUTER: &[&str] = &["port"];
+pub(crate) const ROUTER: &[&str] = &["port", "trusted_proxies", "access_log"];
+
+pub(crate) const ACCESS_LOG: &[&str] = &["path", "stdout", "max_size", "keep"];
 
 pub(crate) const REGISTRY: &[&str] = &["url"];
 
@@ -85,6 +87,7 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("scheduler", SCHEDULER),
     ("scheduler.jobs.*", JOB),
     ("router", ROUTER),
+    ("router.access_log", ACCESS_LOG),
     ("registry", REGISTRY),
     ("webhooks[]", WEBHOOK),
     ("rabbitmq", RABBITMQ),

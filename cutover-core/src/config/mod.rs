@@ -19,6 +19,7 @@ mod error;
 mod extract;
 pub mod keys;
 mod node;
+mod router;
 mod schema;
 mod types;
 mod values;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 pub use cron::{CivilMinute, CronSchedule};
 pub use error::{ConfigError, ConfigErrors};
+pub use router::{DEFAULT_ACCESS_LOG_KEEP, DEFAULT_ACCESS_LOG_MAX_SIZE};
 pub use schema::json_schema;
 pub use types::*;
 pub use values::{format_duration, parse_duration};

@@ -287,6 +287,39 @@ fn rabbitmq() -> Value {
     )
 }
 
+fn access_log() -> Value {
+    object(
+        &[],
+        "One JSON line per request, to a file (rotated by size) or stdout; off when absent.",
+        props(vec![
+            (
+                "path",
+                string("An absolute file path, written by the data plane."),
+            ),
+            (
+                "stdout",
+                boolean(
+                    "Write to the data plane's standard output instead of a file.",
+                    Some(false),
+                ),
+            ),
+            ("max_size", {
+                let mut s = json!({
+                    "type": ["integer", "string"],
+                    "description": "Rotate the file before it passes this size: bytes, or a number with B, KB, MB, GB, KiB, MiB or GiB.",
+                });
+                s["default"] = json!("100MiB");
+                s
+            }),
+            ("keep", {
+                let mut s = integer(0, None, "Rotated files kept (access.log.1 the newest).");
+                s["default"] = json!(super::DEFAULT_ACCESS_LOG_KEEP);
+                s
+            }),
+        ]),
+    )
+}
+
 fn webhook() -> Value {
     object(
         &["url"],
@@ -486,15 +519,26 @@ pub fn json_schema() -> Value {
                 object(
                     &[],
                     "The router in front of public services.",
-                    props(vec![("port", {
-                        let mut s = integer(
-                            0,
-                            Some(65_535),
-                            "Its port on 127.0.0.1 (0: any free one); --router-listen overrides it.",
-                        );
-                        s["default"] = json!(7080);
-                        s
-                    })]),
+                    props(vec![
+                        ("port", {
+                            let mut s = integer(
+                                0,
+                                Some(65_535),
+                                "Its port on 127.0.0.1 (0: any free one); --router-listen overrides it.",
+                            );
+                            s["default"] = json!(7080);
+                            s
+                        }),
+                        (
+                            "trusted_proxies",
+                            json!({
+                                "type": "array",
+                                "items": { "type": "string" },
+                                "description": "Address ranges (10.0.0.0/8, 2001:db8::/32, or one address) of proxies in front of the router: their X-Forwarded-For/Forwarded headers are appended to; everyone else's are replaced.",
+                            }),
+                        ),
+                        ("access_log", access_log()),
+                    ]),
                 ),
             ),
             (
@@ -631,6 +675,7 @@ mod tests {
         for (file, text) in [
             ("build.rs", include_str!("build.rs")),
             ("environments.rs", include_str!("environments.rs")),
+            ("router.rs", include_str!("router.rs")),
         ] {
             for (i, call) in text.split("Fields::new(").skip(1).enumerate() {
                 let args = &call[..call

@@ -295,6 +295,32 @@ pub struct RabbitUser {
 pub struct RouterConfig {
     /// Port to listen on; `None` lets the control plane choose; 0 = any free port.
     pub port: Option<u16>,
+    /// Address ranges of proxies in front of the router (canonical `ADDRESS/PREFIX`): their
+    /// forwarding headers are appended to; everyone else's are replaced.
+    pub trusted_proxies: Vec<String>,
+    /// The access log; `None`: off.
+    pub access_log: Option<AccessLog>,
+}
+
+/// `router.access_log`: one JSON line per request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessLog {
+    /// Where the lines go.
+    pub target: AccessLogTarget,
+    /// A file is rotated before it passes this many bytes.
+    pub max_size: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogTarget {
+    /// The data plane's standard output.
+    Stdout,
+    /// An absolute file path.
+    File(std::path::PathBuf),
 }
 
 /// An image registry (the optional top-level `registry:` section).
