@@ -111,18 +111,33 @@ impl AccessLog {
     }
 }
 
-/// What one request did, filled in while it is forwarded.
+/// What one request did, filled in while it is forwarded (`host`, `route`, `version` and
+/// `upstream` only when the access log is on).
 #[derive(Debug, Default)]
 pub(crate) struct Trace {
+    pub(crate) logging: bool,
+    /// The route's metrics, once it was admitted to a generation (its in-flight gauge raised).
+    pub(crate) metrics: Option<std::sync::Arc<crate::metrics::RouteMetrics>>,
     pub(crate) host: Option<String>,
     pub(crate) route: Option<crate::RouteKey>,
     pub(crate) version: Option<String>,
     pub(crate) upstream: Option<SocketAddr>,
 }
 
-/// A finished response's log line, written when dropped (see [`crate::proxy::RouterBody`]).
+impl Drop for Trace {
+    /// Also when the request is abandoned before its answer (the client went away).
+    fn drop(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.in_flight.dec();
+        }
+    }
+}
+
+/// A response being sent: its metrics and log line are recorded when it is dropped (see
+/// [`crate::proxy::RouterBody`]).
 pub(crate) struct Pending {
-    pub(crate) log: std::sync::Arc<AccessLog>,
+    pub(crate) log: Option<std::sync::Arc<AccessLog>>,
+    pub(crate) unrouted: std::sync::Arc<crate::metrics::RouteMetrics>,
     pub(crate) time: SystemTime,
     pub(crate) start: Instant,
     pub(crate) trace: Trace,
@@ -135,8 +150,17 @@ pub(crate) struct Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let line = render(self, self.start.elapsed());
-        self.log.send(line);
+        let elapsed = self.start.elapsed();
+        match &self.trace.metrics {
+            // (the in-flight gauge goes down when `trace` is dropped, right after)
+            Some(m) => m.finished(self.status, elapsed.as_secs_f64(), self.bytes),
+            None => self
+                .unrouted
+                .finished(self.status, elapsed.as_secs_f64(), self.bytes),
+        }
+        if let Some(log) = &self.log {
+            log.send(render(self, elapsed));
+        }
     }
 }
 

@@ -43,6 +43,7 @@
 mod access_log;
 mod forwarded;
 mod generation;
+mod metrics;
 mod proxy;
 mod route;
 mod serve;
@@ -119,6 +120,8 @@ impl Default for RouterConfig {
 pub(crate) struct Entry {
     pub(crate) key: RouteKey,
     pub(crate) generation: Arc<GenInner>,
+    /// The route's metric handles (the same series across switches).
+    pub(crate) metrics: Arc<metrics::RouteMetrics>,
 }
 
 /// Routing table: normalised host → current generation. Replaced whole on every change.
@@ -133,6 +136,7 @@ pub(crate) struct Inner {
     pub(crate) client: proxy::UpstreamClient,
     /// Forwarding and logging settings, swapped whole by [`Router::set_edge`].
     pub(crate) edge: ArcSwap<Edge>,
+    pub(crate) metrics: metrics::Metrics,
 }
 
 /// The router: a routing table plus an upstream connection pool. Cheap to clone (an `Arc`);
@@ -163,6 +167,7 @@ impl Router {
                 next_id: AtomicU64::new(1),
                 client,
                 edge: ArcSwap::from_pointee(Edge::default()),
+                metrics: metrics::Metrics::new(),
             }),
         }
     }
@@ -211,6 +216,7 @@ impl Router {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let generation = Arc::new(GenInner::new(id, backend));
         let host = self.host_of(route);
+        let metrics = Arc::new(self.inner.metrics.route(route));
         self.update(|table| {
             table
                 .insert(
@@ -218,6 +224,7 @@ impl Router {
                     Entry {
                         key: route.clone(),
                         generation,
+                        metrics,
                     },
                 )
                 .map(|e| e.generation)
@@ -271,6 +278,7 @@ impl Router {
                     Entry {
                         key: e.key.clone(),
                         generation: Arc::clone(&e.generation),
+                        metrics: Arc::clone(&e.metrics),
                     },
                 )
             })

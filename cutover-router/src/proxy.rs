@@ -292,18 +292,24 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<RouterBody>, Infallible> {
     let edge = ctx.inner.edge.load_full();
-    let Some(log) = &edge.access_log else {
-        return Ok(forward(&ctx, &edge, req, None).await);
-    };
+    let log = edge.access_log.clone();
     let time = std::time::SystemTime::now();
     let start = std::time::Instant::now();
-    let client = client_address(req.headers(), ctx.peer, &edge.trusted_proxies);
-    let method = req.method().to_string();
-    let path = req.uri().path().to_owned();
+    let (client, method, path) = if log.is_some() {
+        (
+            client_address(req.headers(), ctx.peer, &edge.trusted_proxies),
+            req.method().to_string(),
+            req.uri().path().to_owned(),
+        )
+    } else {
+        (ctx.peer.ip(), String::new(), String::new())
+    };
     let mut trace = Trace::default();
-    let mut resp = forward(&ctx, &edge, req, Some(&mut trace)).await;
+    trace.logging = log.is_some();
+    let mut resp = forward(&ctx, &edge, req, &mut trace).await;
     let pending = Box::new(Pending {
-        log: Arc::clone(log),
+        log,
+        unrouted: Arc::clone(&ctx.inner.metrics.unrouted),
         time,
         start,
         trace,
@@ -344,7 +350,7 @@ async fn forward(
     ctx: &ConnCtx,
     edge: &Edge,
     mut req: Request<Incoming>,
-    mut trace: Option<&mut Trace>,
+    trace: &mut Trace,
 ) -> Response<RouterBody> {
     let inner = &*ctx.inner;
     // A tunnel through the router would carry bytes past routing, draining and the switch:
@@ -387,8 +393,8 @@ async fn forward(
         }
     };
 
-    if let Some(t) = trace.as_deref_mut() {
-        t.host = Some(host.to_string());
+    if trace.logging {
+        trace.host = Some(host.to_string());
     }
     // Pick the generation exactly once, and get admitted to it (see `generation`).
     let mut guard = None;
@@ -398,9 +404,11 @@ async fn forward(
             return not_found();
         };
         if let Some(g) = InFlightGuard::enter(Arc::clone(&entry.generation)) {
-            if let Some(t) = trace.as_deref_mut() {
-                t.route = Some(entry.key.clone());
-                t.version = Some(g.generation().backend.version.clone());
+            entry.metrics.in_flight.inc();
+            trace.metrics = Some(Arc::clone(&entry.metrics));
+            if trace.logging {
+                trace.route = Some(entry.key.clone());
+                trace.version = Some(g.generation().backend.version.clone());
             }
             guard = Some(g);
             break;
@@ -456,8 +464,8 @@ async fn forward(
     for attempt in 0..attempts {
         let index = (start + attempt) % upstreams.len();
         let addr = upstreams[index];
-        if let Some(t) = trace.as_deref_mut() {
-            t.upstream = Some(addr);
+        if trace.logging {
+            trace.upstream = Some(addr);
         }
         let mut uri = uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
@@ -490,6 +498,11 @@ async fn forward(
                         StatusCode::BAD_REQUEST,
                         "cutover router: malformed request body\n".into(),
                     );
+                }
+                if e.is_connect()
+                    && let Some(m) = &trace.metrics
+                {
+                    m.connect_errors.inc();
                 }
                 if e.is_connect() && body_untouched {
                     last_err = format!("connect to {addr} failed");

@@ -169,3 +169,84 @@ async fn access_log_has_one_line_per_request_with_the_version_across_a_switch() 
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(log_lines(&path).len(), 41);
 }
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_class_across_a_switch() {
+    let a = upstream(&sha('a')).await;
+    let b = upstream(&sha('b')).await;
+    let dead = dead_addr().await;
+    let r = TestRouter::start(RouterConfig::default()).await;
+    r.switch("yves", &sha('a'), &[&a]);
+    let host = r.host("yves");
+    let mut c = Conn::connect(r.addr).await;
+    for _ in 0..3 {
+        assert_eq!(c.get(&host, "/").await.unwrap().status, StatusCode::OK);
+    }
+    // Round-robin starts somewhere in [dead, b]: whichever, one connect fails over at most.
+    r.router.switch(
+        &key("yves"),
+        cutover_router::Backend::new(sha('b'), vec![dead, b.addr]),
+    );
+    for _ in 0..2 {
+        assert_eq!(c.get(&host, "/").await.unwrap().status, StatusCode::OK);
+    }
+    r.router
+        .switch(&key("yves"), cutover_router::Backend::new(sha('b'), vec![dead]));
+    assert_eq!(c.get(&host, "/").await.unwrap().status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        c.get("nobody.stage.shop.localhost", "/").await.unwrap().status,
+        StatusCode::NOT_FOUND
+    );
+
+    let text = r.router.encode_metrics();
+    let labels = "app=\"shop\",env=\"stage\",service=\"yves\"";
+    assert_eq!(
+        metric(
+            &text,
+            &format!("cutover_router_requests_total{{{labels},class=\"2xx\"}}")
+        ),
+        5.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("cutover_router_requests_total{{{labels},class=\"5xx\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "cutover_router_requests_total{app=\"\",env=\"\",service=\"\",class=\"4xx\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, &format!("cutover_router_in_flight{{{labels}}}")),
+        0.0
+    );
+    let errors = metric(
+        &text,
+        &format!("cutover_router_upstream_connect_errors_total{{{labels}}}"),
+    );
+    assert!((2.0..=3.0).contains(&errors), "{errors}");
+    assert_eq!(
+        metric(
+            &text,
+            &format!("cutover_router_request_duration_seconds_count{{{labels}}}")
+        ),
+        6.0
+    );
+    let bytes = metric(&text, &format!("cutover_router_response_bytes_total{{{labels}}}"));
+    assert!(bytes >= 5.0 * 40.0, "{bytes}");
+    assert!(text.contains("cutover_build_info{version=\""), "{text}");
+}
