@@ -66,6 +66,11 @@ impl Client {
         self.request(Op::Listen { kind, addr }, IO_TIMEOUT).await
     }
 
+    /// The router's metrics in the Prometheus text format.
+    pub async fn metrics(&self) -> Result<String, Error> {
+        self.request(Op::Metrics, IO_TIMEOUT).await
+    }
+
     /// Replaces the router's forwarding and access-log settings (kept across restarts).
     pub async fn configure(&self, edge: &crate::EdgeConfig) -> Result<(), Error> {
         self.request(Op::Configure { edge: edge.clone() }, IO_TIMEOUT)

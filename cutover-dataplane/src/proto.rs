@@ -57,6 +57,8 @@ pub(crate) enum Op {
         service: String,
     },
     Routes,
+    /// The router's metrics (Prometheus text, see `Router::encode_metrics`).
+    Metrics,
     /// Replaces the router's forwarding and access-log settings.
     Configure {
         edge: EdgeConfig,

@@ -628,6 +628,7 @@ async fn dispatch(shared: &Shared, op: Op) -> Answer {
             })
         }
         Op::Listen { kind, addr } => listen(shared, kind, addr).await,
+        Op::Metrics => Answer::ok(shared.router.encode_metrics()),
         Op::Configure { edge } => {
             let settings = match edge.to_settings() {
                 Ok(s) => s,
