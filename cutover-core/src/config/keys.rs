@@ -74,6 +74,7 @@ pub(crate) const ENVIRONMENT: &[&str] = &[
     "approval_timeout",
     "ports",
     "requires",
+    "hosts",
 ];
 
 pub(crate) const AUTOSCALE: &[&str] = &["min", "max", "target_rps_per_replica"];

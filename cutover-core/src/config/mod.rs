@@ -17,6 +17,7 @@ mod cron;
 mod environments;
 mod error;
 mod extract;
+mod hosts;
 pub mod keys;
 mod node;
 mod router;

@@ -472,6 +472,17 @@ fn environment() -> Value {
                 ),
             ),
             (
+                "hosts",
+                named(
+                    json!({
+                        "type": "array",
+                        "items": { "type": "string" },
+                        "description": "Host names (www.example.com, or *.example.com for one label) routed to the public service.",
+                    }),
+                    "Public host names by public service; each name belongs to one environment (not on integration environments yet).",
+                ),
+            ),
+            (
                 "requires",
                 json!({
                     "type": "array",

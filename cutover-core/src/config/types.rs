@@ -483,6 +483,8 @@ pub struct Environment {
     pub replicas: BTreeMap<ServiceName, u32>,
     /// Fixed router ports (on 127.0.0.1) per public service, besides the host-routed port.
     pub ports: BTreeMap<ServiceName, u16>,
+    /// Public host names per public service (lower-case; `*.example.com` wildcards).
+    pub hosts: BTreeMap<ServiceName, Vec<String>>,
     /// Longest a hook may run. Default 30m.
     #[serde(serialize_with = "ser_duration")]
     pub hook_timeout: Duration,
