@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use cutover_router::{AccessLogTarget, Cidr, EdgeSettings, TrustedProxies};
+use cutover_router::{AccessLogTarget, Cidr, EdgeSettings, RouteKey, TrustedProxies};
 use serde::{Deserialize, Serialize};
 
 /// Forwarding and access-log settings of the router (see [`cutover_router::EdgeSettings`]).
@@ -20,6 +20,22 @@ pub struct EdgeConfig {
     /// The access log; `None`: off.
     #[serde(default)]
     pub access_log: Option<AccessLogConfig>,
+    /// Public host names and the route each one serves.
+    #[serde(default)]
+    pub hosts: Vec<HostRoute>,
+}
+
+/// One public host name (`www.example.com`, `*.example.com`) of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRoute {
+    /// The name.
+    pub host: String,
+    /// Application label.
+    pub app: String,
+    /// Environment label.
+    pub env: String,
+    /// Service label.
+    pub service: String,
 }
 
 /// Where the access log goes.
@@ -62,9 +78,19 @@ impl EdgeConfig {
                 })
             }
         };
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|h| {
+                RouteKey::new(&h.app, &h.env, &h.service)
+                    .map(|key| (h.host.clone(), key))
+                    .map_err(|e| format!("host {}: {e}", h.host))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(EdgeSettings {
             trusted_proxies: TrustedProxies::new(ranges),
             access_log,
+            hosts,
         })
     }
 }
@@ -95,7 +121,7 @@ mod tests {
         assert_eq!(old, EdgeConfig::default());
         let bad = EdgeConfig {
             trusted_proxies: vec!["10.0.0.1/8".into()],
-            access_log: None,
+            ..EdgeConfig::default()
         };
         assert!(bad.to_settings().unwrap_err().contains("10.0.0.1/8"));
         let relative = EdgeConfig {
@@ -105,6 +131,7 @@ mod tests {
                 max_size: 1,
                 keep: 0,
             }),
+            hosts: vec![],
         };
         assert!(relative.to_settings().is_err());
     }

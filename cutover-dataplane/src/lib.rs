@@ -48,7 +48,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use client::{Client, ensure_running, upgrade};
-pub use edge::{AccessLogConfig, EdgeConfig};
+pub use edge::{AccessLogConfig, EdgeConfig, HostRoute};
 pub use server::run;
 
 /// How [`run`] starts.

@@ -43,6 +43,7 @@
 mod access_log;
 mod forwarded;
 mod generation;
+mod hosts;
 mod metrics;
 mod proxy;
 mod route;
@@ -58,6 +59,7 @@ use arc_swap::ArcSwap;
 pub use access_log::{AccessLogError, AccessLogTarget};
 pub use forwarded::{Cidr, CidrError, TrustedProxies};
 pub use generation::{Backend, Generation};
+pub use hosts::HostError;
 pub use route::{RouteKey, RouteKeyError};
 
 use access_log::AccessLog;
@@ -72,6 +74,20 @@ pub struct EdgeSettings {
     pub trusted_proxies: TrustedProxies,
     /// Where the access log goes; `None`: no access log.
     pub access_log: Option<AccessLogTarget>,
+    /// Public host names (`www.example.com`, `*.example.com`) and the route each one serves,
+    /// besides the routes' own `<service>.<env>.<app>.<base_domain>` names.
+    pub hosts: Vec<(String, RouteKey)>,
+}
+
+/// Why [`Router::set_edge`] refused new settings (the old ones stay).
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The access log cannot be opened.
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
+    /// A host name is invalid or given twice.
+    #[error(transparent)]
+    Host(#[from] HostError),
 }
 
 /// The live form of [`EdgeSettings`] (an open access log).
@@ -79,6 +95,9 @@ pub struct EdgeSettings {
 pub(crate) struct Edge {
     pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) access_log: Option<Arc<AccessLog>>,
+    pub(crate) hosts: hosts::HostMap,
+    /// As given, for [`Router::edge`].
+    pub(crate) host_list: Vec<(String, RouteKey)>,
 }
 
 /// Router settings. `Default` gives sensible values for local services.
@@ -179,7 +198,8 @@ impl Router {
 
     /// Replaces the forwarding and access-log settings; requests dispatched afterwards use the
     /// new ones. An access log whose target did not change is kept open (no line lost).
-    pub fn set_edge(&self, settings: EdgeSettings) -> Result<(), AccessLogError> {
+    pub fn set_edge(&self, settings: EdgeSettings) -> Result<(), EdgeError> {
+        let hosts = hosts::HostMap::build(&settings.hosts, &self.inner.config.base_domain)?;
         let current = self.inner.edge.load_full();
         let access_log = match settings.access_log {
             None => None,
@@ -191,6 +211,8 @@ impl Router {
         self.inner.edge.store(Arc::new(Edge {
             trusted_proxies: settings.trusted_proxies,
             access_log,
+            hosts,
+            host_list: settings.hosts,
         }));
         Ok(())
     }
@@ -201,6 +223,7 @@ impl Router {
         EdgeSettings {
             trusted_proxies: edge.trusted_proxies.clone(),
             access_log: edge.access_log.as_ref().map(|l| l.target().clone()),
+            hosts: edge.host_list.clone(),
         }
     }
 

@@ -396,6 +396,14 @@ async fn forward(
     if trace.logging {
         trace.host = Some(host.to_string());
     }
+    // A public name (www.example.com) stands for its route's own name.
+    let host: std::borrow::Cow<'_, str> = match &ctx.target {
+        Target::ByHost if !edge.hosts.is_empty() => match edge.hosts.resolve(&host) {
+            Some(internal) => std::borrow::Cow::Borrowed(internal),
+            None => host,
+        },
+        _ => host,
+    };
     // Pick the generation exactly once, and get admitted to it (see `generation`).
     let mut guard = None;
     for _ in 0..MAX_ADMIT_ATTEMPTS {

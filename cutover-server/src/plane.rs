@@ -97,6 +97,20 @@ pub(crate) fn edge_config(config: &Config) -> cutover_dataplane::EdgeConfig {
                 max_size: log.max_size,
                 keep: log.keep as usize,
             }),
+        hosts: config
+            .environments
+            .iter()
+            .flat_map(|(env, e)| {
+                e.hosts.iter().flat_map(move |(service, names)| {
+                    names.iter().map(move |host| cutover_dataplane::HostRoute {
+                        host: host.clone(),
+                        app: config.app.to_string(),
+                        env: env.to_string(),
+                        service: service.to_string(),
+                    })
+                })
+            })
+            .collect(),
     }
 }
 

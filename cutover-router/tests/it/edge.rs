@@ -32,6 +32,7 @@ async fn forwarding_headers_from_an_untrusted_peer_are_replaced() {
         .set_edge(EdgeSettings {
             trusted_proxies: TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]),
             access_log: None,
+            hosts: vec![],
         })
         .unwrap();
     r.switch("yves", &sha('a'), &[&a]);
@@ -64,6 +65,7 @@ async fn forwarding_headers_from_a_trusted_proxy_are_appended() {
         .set_edge(EdgeSettings {
             trusted_proxies: TrustedProxies::new(vec!["127.0.0.0/8".parse().unwrap()]),
             access_log: None,
+            hosts: vec![],
         })
         .unwrap();
     r.switch("yves", &sha('a'), &[&a]);
@@ -85,8 +87,10 @@ async fn forwarding_headers_from_a_trusted_proxy_are_appended() {
 }
 
 fn log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Only complete lines: the writer may be in the middle of the next one.
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -107,6 +111,7 @@ async fn access_log_has_one_line_per_request_with_the_version_across_a_switch() 
                 max_size: 10 * 1024 * 1024,
                 keep: 1,
             }),
+            hosts: vec![],
         })
         .unwrap();
     r.switch("yves", &sha('a'), &[&a]);
@@ -249,4 +254,66 @@ async fn metrics_count_requests_by_route_and_class_across_a_switch() {
     let bytes = metric(&text, &format!("cutover_router_response_bytes_total{{{labels}}}"));
     assert!(bytes >= 5.0 * 40.0, "{bytes}");
     assert!(text.contains("cutover_build_info{version=\""), "{text}");
+}
+
+#[tokio::test]
+async fn public_host_names_and_wildcards_route_beside_the_localhost_names() {
+    let a = upstream(&sha('a')).await;
+    let b = upstream(&sha('b')).await;
+    let r = TestRouter::start(RouterConfig::default()).await;
+    r.switch("yves", &sha('a'), &[&a]);
+    r.switch("zed", &sha('b'), &[&b]);
+    r.router
+        .set_edge(EdgeSettings {
+            hosts: vec![
+                ("www.example.com".into(), key("yves")),
+                ("example.com".into(), key("yves")),
+                ("*.admin.example.com".into(), key("zed")),
+            ],
+            ..EdgeSettings::default()
+        })
+        .unwrap();
+    let mut c = Conn::connect(r.addr).await;
+    for (host, want) in [
+        ("WWW.example.com:443", sha('a')),
+        ("example.com", sha('a')),
+        ("eu.admin.example.com", sha('b')),
+        (r.host("yves").as_str(), sha('a')),
+        (r.host("zed").as_str(), sha('b')),
+    ] {
+        let ans = c.get(host, "/").await.unwrap();
+        assert_eq!(ans.status, StatusCode::OK, "{host}");
+        assert_eq!(ans.body, want, "{host}");
+    }
+    for host in ["a.b.admin.example.com", "admin.example.com", "other.example.com"] {
+        assert_eq!(
+            c.get(host, "/").await.unwrap().status,
+            StatusCode::NOT_FOUND,
+            "{host}"
+        );
+    }
+    // The instance sees the name the client asked for.
+    let ans = c.get("www.example.com", "/headers").await.unwrap();
+    assert!(ans.body.contains("host: www.example.com\n"), "{}", ans.body);
+    assert!(
+        ans.body.contains("x-forwarded-host: www.example.com\n"),
+        "{}",
+        ans.body
+    );
+    // A switch keeps the public names.
+    r.switch("yves", &sha('b'), &[&b]);
+    assert_eq!(c.get("www.example.com", "/").await.unwrap().body, sha('b'));
+    // A name given twice is refused and the old names stay.
+    let err = r
+        .router
+        .set_edge(EdgeSettings {
+            hosts: vec![
+                ("x.example.com".into(), key("yves")),
+                ("x.example.com".into(), key("zed")),
+            ],
+            ..EdgeSettings::default()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("x.example.com"), "{err}");
+    assert_eq!(c.get("example.com", "/").await.unwrap().status, StatusCode::OK);
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cutover_dataplane::{AccessLogConfig, EdgeConfig, ListenerKind, ensure_running};
+use cutover_dataplane::{AccessLogConfig, EdgeConfig, HostRoute, ListenerKind, ensure_running};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -49,9 +49,13 @@ async fn echo_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 
 /// One GET with extra header lines on a new connection; (status, version header, body).
 async fn get(router: SocketAddr, extra: &str) -> (u16, String, String) {
+    get_host(router, HOST, extra).await
+}
+
+async fn get_host(router: SocketAddr, host: &str, extra: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(router).await.unwrap();
     s.write_all(
-        format!("GET /p?secret=1 HTTP/1.1\r\nhost: {HOST}\r\n{extra}connection: close\r\n\r\n").as_bytes(),
+        format!("GET /p?secret=1 HTTP/1.1\r\nhost: {host}\r\n{extra}connection: close\r\n\r\n").as_bytes(),
     )
     .await
     .unwrap();
@@ -68,8 +72,10 @@ async fn get(router: SocketAddr, extra: &str) -> (u16, String, String) {
 }
 
 fn log_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Only complete lines: the writer may be in the middle of the next one.
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -113,6 +119,12 @@ async fn data_plane_replaces_spoofed_forwarding_headers_and_logs_every_request()
                 max_size: 1 << 20,
                 keep: 2,
             }),
+            hosts: vec![HostRoute {
+                host: "www.example.com".into(),
+                app: "shop".into(),
+                env: "prod".into(),
+                service: "web".into(),
+            }],
         };
         client.configure(&edge).await.unwrap();
         client.switch("shop", "prod", "web", &a, vec![up]).await.unwrap();
@@ -165,10 +177,18 @@ async fn data_plane_replaces_spoofed_forwarding_headers_and_logs_every_request()
         let lines = until_lines(&log, 21).await;
         assert_eq!(lines[20]["client"], "198.51.100.7", "the client behind the proxy");
 
+        // The public name routes to the same service, and is what the log says.
+        let (status, version, seen) = get_host(router, "www.example.com", "").await;
+        assert_eq!((status, version), (200, b.clone()));
+        assert!(seen.contains("host: www.example.com\r\n"), "{seen}");
+        let lines = until_lines(&log, 22).await;
+        assert_eq!(lines[21]["host"], "www.example.com");
+        assert_eq!(lines[21]["service"], "web");
+
         // A refused setting changes nothing.
         let bad = EdgeConfig {
             trusted_proxies: vec!["10.0.0.1/8".into()],
-            access_log: None,
+            ..EdgeConfig::default()
         };
         let err = client.configure(&bad).await.unwrap_err().to_string();
         assert!(err.contains("10.0.0.1/8"), "{err}");
@@ -189,7 +209,12 @@ async fn data_plane_replaces_spoofed_forwarding_headers_and_logs_every_request()
             seen.contains("x-forwarded-for: 198.51.100.7, 127.0.0.1\r\n"),
             "{seen}"
         );
-        assert_eq!(until_lines(&log, 22).await.len(), 22);
+        assert_eq!(until_lines(&log, 23).await.len(), 23);
+        assert_eq!(
+            get_host(router, "www.example.com", "").await.0,
+            200,
+            "public names kept"
+        );
     };
     let result = tokio::time::timeout(Duration::from_secs(60), test).await;
     for pid in pids {
@@ -202,7 +227,11 @@ async fn data_plane_replaces_spoofed_forwarding_headers_and_logs_every_request()
 fn serve_pushes_the_router_section_of_cutover_yml() {
     let fixture = Fixture::new();
     let log = fixture.dir.path().join("router-access.log");
-    let text = std::fs::read_to_string(fixture.config()).unwrap();
+    let text = std::fs::read_to_string(fixture.config()).unwrap().replace(
+        "requires: [] }",
+        "requires: [], hosts: { yves: [www.shop.example] } }",
+    );
+    assert!(text.contains("www.shop.example"));
     std::fs::write(
         fixture.config(),
         format!(
@@ -228,5 +257,23 @@ fn serve_pushes_the_router_section_of_cutover_yml() {
     assert_eq!(
         routes["edge"]["trusted_proxies"],
         serde_json::json!(["192.0.2.0/24"])
+    );
+    assert_eq!(
+        routes["edge"]["hosts"],
+        serde_json::json!([{"host": "www.shop.example", "app": "shop", "env": "prod", "service": "yves"}])
+    );
+
+    // The router's series, from the data plane, are in the server's /metrics.
+    let api_port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let (status, _, metrics) = http_get(api_port, "127.0.0.1", "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("cutover_router_requests_total{app=\"\",env=\"\",service=\"\",class=\"4xx\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cutover_build_info{"), "{metrics}");
+    assert!(
+        metrics.contains("cutover_runs_total"),
+        "the server's own series stay: {metrics}"
     );
 }
