@@ -48,6 +48,7 @@ mod metrics;
 mod proxy;
 mod route;
 mod serve;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +62,7 @@ pub use forwarded::{Cidr, CidrError, TrustedProxies};
 pub use generation::{Backend, Generation};
 pub use hosts::HostError;
 pub use route::{RouteKey, RouteKeyError};
+pub use tls::{CertFiles, RELOAD_EVERY, TlsCerts, TlsError, TlsOptions};
 
 use access_log::AccessLog;
 use generation::GenInner;

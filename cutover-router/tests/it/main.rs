@@ -8,3 +8,4 @@ mod routing;
 mod strict;
 mod support;
 mod switching;
+mod tls;
