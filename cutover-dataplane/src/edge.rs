@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use cutover_router::{AccessLogTarget, Cidr, EdgeSettings, RouteKey, TrustedProxies};
+use cutover_router::{AccessLogTarget, CertFiles, Cidr, EdgeSettings, EdgeTls, RouteKey, TrustedProxies};
 use serde::{Deserialize, Serialize};
 
 /// Forwarding and access-log settings of the router (see [`cutover_router::EdgeSettings`]).
@@ -23,6 +23,29 @@ pub struct EdgeConfig {
     /// Public host names and the route each one serves.
     #[serde(default)]
     pub hosts: Vec<HostRoute>,
+    /// Certificates of the TLS listener (`ListenerKind::Tls`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// Certificates and HSTS of the TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsConfig {
+    /// One entry per certificate.
+    pub certificates: Vec<CertConfig>,
+    /// `Strict-Transport-Security` value, `None`: none.
+    pub hsts: Option<String>,
+}
+
+/// One certificate: the host names it is picked for (SNI) and its absolute PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertConfig {
+    /// Host names (`*.example.com` for one label).
+    pub hosts: Vec<String>,
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
 }
 
 /// One public host name (`www.example.com`, `*.example.com`) of a route.
@@ -87,10 +110,23 @@ impl EdgeConfig {
                     .map_err(|e| format!("host {}: {e}", h.host))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let tls = self.tls.as_ref().map(|t| EdgeTls {
+            certificates: t
+                .certificates
+                .iter()
+                .map(|c| CertFiles {
+                    hosts: c.hosts.clone(),
+                    cert: c.cert.clone(),
+                    key: c.key.clone(),
+                })
+                .collect(),
+            hsts: t.hsts.clone(),
+        });
         Ok(EdgeSettings {
             trusted_proxies: TrustedProxies::new(ranges),
             access_log,
             hosts,
+            tls,
         })
     }
 }
@@ -131,7 +167,7 @@ mod tests {
                 max_size: 1,
                 keep: 0,
             }),
-            hosts: vec![],
+            ..EdgeConfig::default()
         };
         assert!(relative.to_settings().is_err());
     }

@@ -48,7 +48,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use client::{Client, ensure_running, upgrade};
-pub use edge::{AccessLogConfig, EdgeConfig, HostRoute};
+pub use edge::{AccessLogConfig, CertConfig, EdgeConfig, HostRoute, TlsConfig};
 pub use server::run;
 
 /// How [`run`] starts.
@@ -66,6 +66,9 @@ pub struct Options {
 pub enum ListenerKind {
     /// Routes every request by its `Host` (`<service>.<env>.<app>.localhost`).
     Main,
+    /// HTTPS (HTTP/2 or HTTP/1.1 by ALPN), routing by `Host` like `Main`, with the certificates
+    /// of the last `configure`.
+    Tls,
     /// Routes every request to this route, whatever its `Host`.
     Fixed {
         /// Application label.

@@ -174,7 +174,7 @@ fn route_key(app: &str, env: &str, service: &str) -> Result<RouteKey, Answer> {
 
 fn fixed_key(kind: &ListenerKind) -> Result<Option<RouteKey>, Answer> {
     match kind {
-        ListenerKind::Main => Ok(None),
+        ListenerKind::Main | ListenerKind::Tls => Ok(None),
         ListenerKind::Fixed { app, env, service } => route_key(app, env, service).map(Some),
     }
 }
@@ -207,8 +207,10 @@ pub(crate) fn start_listener(
         let _ = stopped.await;
     };
     let router = router.clone();
+    let tls = *kind == ListenerKind::Tls;
     let task = tokio::spawn(async move {
         let served = match key {
+            None if tls => router.serve_tls_configured(listener, shutdown).await,
             None => router.serve(listener, shutdown).await,
             Some(key) => router.serve_fixed(key, listener, shutdown).await,
         };
@@ -328,6 +330,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         }
     }
 
+    // Before the listeners: a TLS listener needs its certificates.
+    apply_edge(&router, &table.edge);
     let (gone_tx, predecessor_gone) = watch::channel(received.is_none());
     let (stop, _) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -380,7 +384,6 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 }
             }
         }
-        apply_edge(&router, &table.edge);
         state.edge = table.edge.clone();
         shared.persist(&state);
     }

@@ -79,6 +79,18 @@ pub struct EdgeSettings {
     /// Public host names (`www.example.com`, `*.example.com`) and the route each one serves,
     /// besides the routes' own `<service>.<env>.<app>.<base_domain>` names.
     pub hosts: Vec<(String, RouteKey)>,
+    /// Certificates (and HSTS) of the listeners served by [`Router::serve_tls_configured`].
+    pub tls: Option<EdgeTls>,
+}
+
+/// TLS settings carried with [`EdgeSettings`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeTls {
+    /// One entry per certificate.
+    pub certificates: Vec<CertFiles>,
+    /// `Strict-Transport-Security` value (e.g. `max-age=31536000`), `None`: no HSTS. Read when a
+    /// TLS listener starts.
+    pub hsts: Option<String>,
 }
 
 /// Why [`Router::set_edge`] refused new settings (the old ones stay).
@@ -90,6 +102,12 @@ pub enum EdgeError {
     /// A host name is invalid or given twice.
     #[error(transparent)]
     Host(#[from] HostError),
+    /// A certificate cannot be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The HSTS value is not a header value.
+    #[error("the HSTS value {0:?} is not a valid header value; use e.g. max-age=31536000")]
+    Hsts(String),
 }
 
 /// The live form of [`EdgeSettings`] (an open access log).
@@ -100,6 +118,7 @@ pub(crate) struct Edge {
     pub(crate) hosts: hosts::HostMap,
     /// As given, for [`Router::edge`].
     pub(crate) host_list: Vec<(String, RouteKey)>,
+    pub(crate) tls: Option<EdgeTls>,
 }
 
 /// Router settings. `Default` gives sensible values for local services.
@@ -158,6 +177,8 @@ pub(crate) struct Inner {
     /// Forwarding and logging settings, swapped whole by [`Router::set_edge`].
     pub(crate) edge: ArcSwap<Edge>,
     pub(crate) metrics: metrics::Metrics,
+    /// Certificates of the listeners of [`Router::serve_tls_configured`] (empty until set).
+    pub(crate) tls_certs: Arc<TlsCerts>,
 }
 
 /// The router: a routing table plus an upstream connection pool. Cheap to clone (an `Arc`);
@@ -189,6 +210,7 @@ impl Router {
                 client,
                 edge: ArcSwap::from_pointee(Edge::default()),
                 metrics: metrics::Metrics::new(),
+                tls_certs: Arc::new(TlsCerts::empty()),
             }),
         }
     }
@@ -202,6 +224,14 @@ impl Router {
     /// new ones. An access log whose target did not change is kept open (no line lost).
     pub fn set_edge(&self, settings: EdgeSettings) -> Result<(), EdgeError> {
         let hosts = hosts::HostMap::build(&settings.hosts, &self.inner.config.base_domain)?;
+        if let Some(tls) = &settings.tls {
+            if let Some(h) = &tls.hsts {
+                http::HeaderValue::from_str(h).map_err(|_| EdgeError::Hsts(h.clone()))?;
+            }
+            if tls.certificates != self.inner.tls_certs.files() {
+                self.inner.tls_certs.replace(tls.certificates.clone())?;
+            }
+        }
         let current = self.inner.edge.load_full();
         let access_log = match settings.access_log {
             None => None,
@@ -215,6 +245,7 @@ impl Router {
             access_log,
             hosts,
             host_list: settings.hosts,
+            tls: settings.tls,
         }));
         Ok(())
     }
@@ -226,6 +257,7 @@ impl Router {
             trusted_proxies: edge.trusted_proxies.clone(),
             access_log: edge.access_log.as_ref().map(|l| l.target().clone()),
             hosts: edge.host_list.clone(),
+            tls: edge.tls.clone(),
         }
     }
 

@@ -133,8 +133,28 @@ fn load_pair(files: &CertFiles) -> Result<Arc<CertifiedKey>, TlsError> {
 }
 
 impl TlsCerts {
+    /// No certificate: every handshake fails until [`TlsCerts::replace`].
+    pub fn empty() -> Self {
+        Self {
+            by_name: ArcSwap::from_pointee(HashMap::new()),
+            loaded: Mutex::new(Vec::new()),
+            default: ArcSwap::from_pointee(None),
+        }
+    }
+
     /// Loads every pair; fails on the first that cannot be loaded.
     pub fn load(files: Vec<CertFiles>) -> Result<Self, TlsError> {
+        let certs = Self {
+            by_name: ArcSwap::from_pointee(HashMap::new()),
+            loaded: Mutex::new(Vec::new()),
+            default: ArcSwap::from_pointee(None),
+        };
+        certs.replace(files)?;
+        Ok(certs)
+    }
+
+    /// Replaces the whole set (a new configuration); on an error the current set stays.
+    pub fn replace(&self, files: Vec<CertFiles>) -> Result<(), TlsError> {
         if files.is_empty() {
             return Err(TlsError::Empty);
         }
@@ -148,17 +168,22 @@ impl TlsCerts {
                 key,
             });
         }
-        let certs = Self {
-            by_name: ArcSwap::from_pointee(HashMap::new()),
-            loaded: Mutex::new(Vec::new()),
-            default: ArcSwap::from_pointee(None),
-        };
-        certs.publish(&loaded);
-        *certs
+        let mut current = self
             .loaded
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = loaded;
-        Ok(certs)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.publish(&loaded);
+        *current = loaded;
+        Ok(())
+    }
+
+    /// The configured files.
+    pub fn files(&self) -> Vec<CertFiles> {
+        let loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loaded.iter().map(|l| l.files.clone()).collect()
     }
 
     fn publish(&self, loaded: &[Loaded]) {
@@ -254,6 +279,28 @@ fn server_config(certs: &Arc<TlsCerts>) -> Arc<ServerConfig> {
 }
 
 impl Router {
+    /// [`Router::serve_tls`] with the certificates and HSTS of [`crate::EdgeSettings::tls`]
+    /// (certificates replaced by [`Router::set_edge`] apply at once; HSTS as it was at start).
+    pub async fn serve_tls_configured(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let hsts = self
+            .inner
+            .edge
+            .load()
+            .tls
+            .as_ref()
+            .and_then(|t| t.hsts.as_deref())
+            .and_then(|h| HeaderValue::from_str(h).ok());
+        let opts = TlsOptions {
+            certs: Arc::clone(&self.inner.tls_certs),
+            hsts,
+        };
+        self.serve_tls(listener, opts, shutdown).await
+    }
+
     /// Serves HTTPS (HTTP/2 or HTTP/1.1 by ALPN) on `listener`, routing by `Host` (or
     /// `:authority`) like [`Router::serve`], until `shutdown` resolves; checks the certificate
     /// files every [`RELOAD_EVERY`]. On shutdown, connections finish their requests (bounded by

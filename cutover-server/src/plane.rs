@@ -43,6 +43,8 @@ pub(crate) enum Plane {
         router: Router,
         main: TcpListener,
         fixed: Vec<(RouteKey, TcpListener)>,
+        /// `router.tls`'s listener.
+        tls: Option<TcpListener>,
     },
     Remote {
         client: Client,
@@ -111,6 +113,18 @@ pub(crate) fn edge_config(config: &Config) -> cutover_dataplane::EdgeConfig {
                 })
             })
             .collect(),
+        tls: config.router.tls.as_ref().map(|t| cutover_dataplane::TlsConfig {
+            certificates: t
+                .certificates
+                .iter()
+                .map(|c| cutover_dataplane::CertConfig {
+                    hosts: c.hosts.clone(),
+                    cert: c.cert.clone(),
+                    key: c.key.clone(),
+                })
+                .collect(),
+            hsts: t.hsts.then(|| "max-age=31536000".to_owned()),
+        }),
     }
 }
 
@@ -125,6 +139,14 @@ fn wanted_listeners(
         "the router".to_owned(),
         "--router-listen or router.port in cutover.yml".to_owned(),
     )];
+    if let Some(tls) = &config.router.tls {
+        out.push((
+            ListenerKind::Tls,
+            SocketAddr::from(([127, 0, 0, 1], tls.port)),
+            "the router's HTTPS port".to_owned(),
+            "router.tls.port in cutover.yml".to_owned(),
+        ));
+    }
     for (env, e) in &config.environments {
         for (service, port) in &e.ports {
             out.push((
@@ -162,6 +184,7 @@ impl Plane {
                     .map_err(|e| StartError::Runtime(format!("router.access_log in cutover.yml: {e}")))?;
                 let mut main = None;
                 let mut fixed = Vec::new();
+                let mut tls = None;
                 for (kind, addr, what, fix) in wanted {
                     let listener = TcpListener::bind(addr)
                         .await
@@ -173,6 +196,7 @@ impl Plane {
                         })?;
                     match kind {
                         ListenerKind::Main => main = Some(listener),
+                        ListenerKind::Tls => tls = Some(listener),
                         ListenerKind::Fixed { app, env, service } => {
                             let route = RouteKey::new(&app, &env, &service)
                                 .map_err(|e| StartError::Runtime(e.to_string()))?;
@@ -183,7 +207,16 @@ impl Plane {
                 let main = main.expect("the main listener is always wanted");
                 let port = main.local_addr().map(|a| a.port()).unwrap_or_default();
                 let handle = DataPlane::Embedded(router.clone());
-                Ok((Plane::Embedded { router, main, fixed }, handle, port))
+                Ok((
+                    Plane::Embedded {
+                        router,
+                        main,
+                        fixed,
+                        tls,
+                    },
+                    handle,
+                    port,
+                ))
             }
             DataPlaneMode::Process => {
                 let exe = own_binary().map_err(|e| {
@@ -203,6 +236,15 @@ impl Plane {
                         "data plane found running; its routes keep serving"
                     );
                 }
+                // Before the listeners: the TLS one needs its certificates.
+                if let Err(e) = client.configure(&edge).await {
+                    if spawned {
+                        let _ = client.shutdown().await;
+                    }
+                    return Err(StartError::Runtime(format!(
+                        "the data plane refused the router settings of cutover.yml (router.*, environments.*.hosts): {e}"
+                    )));
+                }
                 let mut listeners = Vec::new();
                 let mut port = 0;
                 for (kind, addr, what, fix) in wanted {
@@ -219,14 +261,6 @@ impl Plane {
                         port = bound.port();
                     }
                     listeners.push((kind, bound));
-                }
-                if let Err(e) = client.configure(&edge).await {
-                    if spawned {
-                        let _ = client.shutdown().await;
-                    }
-                    return Err(StartError::Runtime(format!(
-                        "the data plane refused router.trusted_proxies / router.access_log of cutover.yml: {e}"
-                    )));
                 }
                 let handle = DataPlane::Remote(client.clone());
                 Ok((
@@ -262,7 +296,12 @@ impl Plane {
     /// turns true.
     pub(crate) fn run(self, engine: &Engine, stop: tokio::sync::watch::Receiver<bool>) -> Running {
         match self {
-            Plane::Embedded { router, main, fixed } => {
+            Plane::Embedded {
+                router,
+                main,
+                fixed,
+                tls,
+            } => {
                 let mut tasks = Vec::new();
                 let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                     let _ = rx.wait_for(|s| *s).await;
@@ -274,6 +313,15 @@ impl Plane {
                         tracing::error!(error = %e, "router stopped with an error");
                     }
                 }));
+                if let Some(listener) = tls {
+                    let r = router.clone();
+                    let s = stopped(stop.clone());
+                    tasks.push(tokio::spawn(async move {
+                        if let Err(e) = r.serve_tls_configured(listener, s).await {
+                            tracing::error!(error = %e, "the router's TLS listener stopped with an error");
+                        }
+                    }));
+                }
                 for (route, listener) in fixed {
                     let r = router.clone();
                     let s = stopped(stop.clone());
@@ -399,16 +447,16 @@ async fn restart(
     let (client, hello, _) = cutover_dataplane::ensure_running(data_dir, &exe)
         .await
         .map_err(|e| e.to_string())?;
+    client
+        .configure(edge)
+        .await
+        .map_err(|e| format!("the new data plane refused the router settings: {e}"))?;
     for (kind, addr) in listeners {
         client
             .listen(kind.clone(), *addr)
             .await
             .map_err(|e| format!("the new data plane cannot listen on {addr}: {e}"))?;
     }
-    client
-        .configure(edge)
-        .await
-        .map_err(|e| format!("the new data plane refused the router settings: {e}"))?;
     Ok((hello.pid, engine.restore_routes().await))
 }
 

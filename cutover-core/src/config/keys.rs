@@ -43,7 +43,11 @@ pub(crate) const SCHEDULER: &[&str] = &["jobs", "suspend_timeout", "on_suspend_t
 
 pub(crate) const JOB: &[&str] = &["schedule", "run", "overlap"];
 
-pub(crate) const ROUTER: &[&str] = &["port", "trusted_proxies", "access_log"];
+pub(crate) const ROUTER: &[&str] = &["port", "trusted_proxies", "access_log", "tls"];
+
+pub(crate) const TLS: &[&str] = &["port", "certificates", "hsts"];
+
+pub(crate) const CERTIFICATE: &[&str] = &["hosts", "cert", "key"];
 
 pub(crate) const ACCESS_LOG: &[&str] = &["path", "stdout", "max_size", "keep"];
 
@@ -89,6 +93,8 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("scheduler.jobs.*", JOB),
     ("router", ROUTER),
     ("router.access_log", ACCESS_LOG),
+    ("router.tls", TLS),
+    ("router.tls.certificates[]", CERTIFICATE),
     ("registry", REGISTRY),
     ("webhooks[]", WEBHOOK),
     ("rabbitmq", RABBITMQ),

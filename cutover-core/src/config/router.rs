@@ -16,7 +16,7 @@ use super::build::opt;
 use super::extract::{Ctx, Fields, SNode, boolean, count, list, parsed};
 use super::keys;
 use super::node::Node;
-use super::types::{AccessLog, AccessLogTarget, RouterConfig};
+use super::types::{AccessLog, AccessLogTarget, Certificate, RouterConfig, RouterTls};
 
 /// `router.access_log.max_size` when not given: 100 MiB.
 pub const DEFAULT_ACCESS_LOG_MAX_SIZE: u64 = 100 * 1024 * 1024;
@@ -45,10 +45,95 @@ pub(crate) fn router(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Ro
     let access_log = opt(ctx, &f, "access_log", &mut ok, |ctx, n, p| {
         access_log(ctx, n, f.key_location("access_log"), p)
     });
+    let tls = opt(ctx, &f, "tls", &mut ok, |ctx, n, p| {
+        tls(ctx, n, f.key_location("tls"), p)
+    });
     ok.then_some(RouterConfig {
         port,
         trusted_proxies,
         access_log,
+        tls,
+    })
+}
+
+fn absolute_file(ctx: &mut Ctx<'_>, node: &SNode, path: &str) -> Option<PathBuf> {
+    parsed(ctx, node, path, |s| {
+        let file = PathBuf::from(s);
+        if file.is_absolute() && file.file_name().is_some() {
+            Ok(file)
+        } else {
+            Err(format!(
+                "{s:?} is not an absolute file path; the data plane reads it, so give it from /, e.g. /etc/cutover/tls/www.pem"
+            ))
+        }
+    })
+}
+
+fn tls(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<RouterTls> {
+    let f = Fields::new(ctx, node, at, path, keys::TLS)?;
+    let mut ok = true;
+    let port = f
+        .required(ctx, "port", "the HTTPS port on 127.0.0.1, e.g. 7443")
+        .and_then(|n| super::extract::integer(ctx, n, &f.path("port"), 0, 65_535))
+        .and_then(|v| u16::try_from(v).ok());
+    ok &= port.is_some();
+    let hsts = opt(ctx, &f, "hsts", &mut ok, boolean).unwrap_or(false);
+    let mut certificates = Vec::new();
+    if let Some(n) = f.required(ctx, "certificates", "a list of { hosts, cert, key }") {
+        let p = f.path("certificates");
+        match list(ctx, n, &p, "a list of { hosts, cert, key }") {
+            Some([]) => {
+                ctx.error(n.referenced, &p, "give at least one certificate");
+                ok = false;
+            }
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match certificate(ctx, item, &format!("{p}[{i}]")) {
+                        Some(c) => certificates.push(c),
+                        None => ok = false,
+                    }
+                }
+            }
+            None => ok = false,
+        }
+    } else {
+        ok = false;
+    }
+    Some(RouterTls {
+        port: port?,
+        certificates,
+        hsts,
+    })
+    .filter(|_| ok)
+}
+
+fn certificate(ctx: &mut Ctx<'_>, node: &SNode, path: &str) -> Option<Certificate> {
+    let f = Fields::new(ctx, node, node.referenced, path, keys::CERTIFICATE)?;
+    let hosts = f
+        .required(ctx, "hosts", "the host names this certificate is for")
+        .and_then(|n| {
+            let p = f.path("hosts");
+            let items = list(ctx, n, &p, "a list of host names")?;
+            let mut out = Vec::new();
+            let mut all = !items.is_empty();
+            for (i, item) in items.iter().enumerate() {
+                match parsed(ctx, item, &format!("{p}[{i}]"), super::hosts::check_host) {
+                    Some(h) => out.push(h),
+                    None => all = false,
+                }
+            }
+            all.then_some(out)
+        });
+    let cert = f
+        .required(ctx, "cert", "the PEM certificate chain's absolute path")
+        .and_then(|n| absolute_file(ctx, n, &f.path("cert")));
+    let key = f
+        .required(ctx, "key", "the PEM private key's absolute path")
+        .and_then(|n| absolute_file(ctx, n, &f.path("key")));
+    Some(Certificate {
+        hosts: hosts?,
+        cert: cert?,
+        key: key?,
     })
 }
 
@@ -207,6 +292,28 @@ mod tests {
         );
         let r = parse("router: { port: 1 }\n").unwrap();
         assert!(r.trusted_proxies.is_empty() && r.access_log.is_none());
+    }
+
+    #[test]
+    fn router_tls_section() {
+        let r = parse(
+            "router:\n  tls:\n    port: 7443\n    hsts: true\n    certificates:\n      - { hosts: [www.example.com, \"*.example.com\"], cert: /etc/c.pem, key: /etc/k.pem }\n",
+        )
+        .unwrap();
+        let tls = r.tls.unwrap();
+        assert_eq!((tls.port, tls.hsts), (7443, true));
+        assert_eq!(
+            tls.certificates[0].hosts,
+            vec!["www.example.com".to_owned(), "*.example.com".to_owned()]
+        );
+        let e = parse("router:\n  tls: { port: 7443, certificates: [] }\n").unwrap_err();
+        assert!(e.contains("at least one certificate"), "{e}");
+        let e = parse("router:\n  tls: { port: 7443, certificates: [{ hosts: [a.example.com], cert: c.pem, key: /k }] }\n")
+            .unwrap_err();
+        assert!(e.contains("absolute"), "{e}");
+        let e = parse("router:\n  tls: { certificates: [{ hosts: [a.example.com], cert: /c, key: /k }] }\n")
+            .unwrap_err();
+        assert!(e.contains("port"), "{e}");
     }
 
     #[test]

@@ -287,6 +287,42 @@ fn rabbitmq() -> Value {
     )
 }
 
+fn tls() -> Value {
+    object(
+        &["port", "certificates"],
+        "HTTPS (HTTP/2 and HTTP/1.1) on its own port, with certificates picked by host name (SNI) and reloaded when their files change.",
+        props(vec![
+            (
+                "port",
+                integer(0, Some(65_535), "The HTTPS port on 127.0.0.1 (0: any free one)."),
+            ),
+            (
+                "certificates",
+                json!({
+                    "type": "array",
+                    "description": "One entry per certificate (at least one).",
+                    "items": object(
+                        &["hosts", "cert", "key"],
+                        "A certificate and the host names it is for.",
+                        props(vec![
+                            ("hosts", json!({ "type": "array", "items": { "type": "string" }, "description": "Host names (*.example.com for one label)." })),
+                            ("cert", string("Absolute path of the PEM certificate chain (leaf first).")),
+                            ("key", string("Absolute path of the PEM private key.")),
+                        ]),
+                    ),
+                }),
+            ),
+            (
+                "hsts",
+                boolean(
+                    "Send Strict-Transport-Security: max-age=31536000 on HTTPS answers.",
+                    Some(false),
+                ),
+            ),
+        ]),
+    )
+}
+
 fn access_log() -> Value {
     object(
         &[],
@@ -549,6 +585,7 @@ pub fn json_schema() -> Value {
                             }),
                         ),
                         ("access_log", access_log()),
+                        ("tls", tls()),
                     ]),
                 ),
             ),

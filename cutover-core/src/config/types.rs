@@ -300,6 +300,30 @@ pub struct RouterConfig {
     pub trusted_proxies: Vec<String>,
     /// The access log; `None`: off.
     pub access_log: Option<AccessLog>,
+    /// HTTPS termination; `None`: plain HTTP only.
+    pub tls: Option<RouterTls>,
+}
+
+/// `router.tls`: an HTTPS listener with certificates per host name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouterTls {
+    /// Its port on 127.0.0.1 (0: any free one).
+    pub port: u16,
+    /// The certificates (at least one).
+    pub certificates: Vec<Certificate>,
+    /// Send `Strict-Transport-Security: max-age=31536000` on every HTTPS answer.
+    pub hsts: bool,
+}
+
+/// One certificate of `router.tls.certificates`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Certificate {
+    /// Host names it is picked for (SNI).
+    pub hosts: Vec<String>,
+    /// Absolute path of the PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// Absolute path of the PEM private key.
+    pub key: std::path::PathBuf,
 }
 
 /// `router.access_log`: one JSON line per request.

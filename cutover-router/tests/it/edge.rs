@@ -33,6 +33,7 @@ async fn forwarding_headers_from_an_untrusted_peer_are_replaced() {
             trusted_proxies: TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]),
             access_log: None,
             hosts: vec![],
+            tls: None,
         })
         .unwrap();
     r.switch("yves", &sha('a'), &[&a]);
@@ -66,6 +67,7 @@ async fn forwarding_headers_from_a_trusted_proxy_are_appended() {
             trusted_proxies: TrustedProxies::new(vec!["127.0.0.0/8".parse().unwrap()]),
             access_log: None,
             hosts: vec![],
+            tls: None,
         })
         .unwrap();
     r.switch("yves", &sha('a'), &[&a]);
@@ -112,6 +114,7 @@ async fn access_log_has_one_line_per_request_with_the_version_across_a_switch() 
                 keep: 1,
             }),
             hosts: vec![],
+            tls: None,
         })
         .unwrap();
     r.switch("yves", &sha('a'), &[&a]);

@@ -125,6 +125,7 @@ async fn data_plane_replaces_spoofed_forwarding_headers_and_logs_every_request()
                 env: "prod".into(),
                 service: "web".into(),
             }],
+            tls: None,
         };
         client.configure(&edge).await.unwrap();
         client.switch("shop", "prod", "web", &a, vec![up]).await.unwrap();
@@ -275,5 +276,62 @@ fn serve_pushes_the_router_section_of_cutover_yml() {
     assert!(
         metrics.contains("cutover_runs_total"),
         "the server's own series stay: {metrics}"
+    );
+}
+
+/// curl over HTTP/2 with `ca` trusted, `host` resolved to 127.0.0.1: the response head.
+fn curl_h2(ca: &Path, host: &str, port: u16) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .args(["-o", "/dev/null", "-D", "-"])
+        .arg(format!("https://{host}:{port}/"))
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_lowercase()
+}
+
+#[test]
+fn serve_terminates_tls_from_cutover_yml_and_an_upgrade_hands_the_tls_listener_over() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path();
+    let c = rcgen::generate_simple_self_signed(vec!["www.shop.example".to_owned()]).unwrap();
+    std::fs::write(dir.join("www.pem"), c.cert.pem()).unwrap();
+    std::fs::write(dir.join("www.key"), c.signing_key.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(fixture.config()).unwrap();
+    std::fs::write(
+        fixture.config(),
+        format!(
+            "{text}router:\n  tls:\n    port: {port}\n    hsts: true\n    certificates:\n      - {{ hosts: [www.shop.example], cert: {}, key: {} }}\n",
+            dir.join("www.pem").display(),
+            dir.join("www.key").display()
+        ),
+    )
+    .unwrap();
+    let server = fixture.start();
+    let head = curl_h2(&dir.join("www.pem"), "www.shop.example", port);
+    assert!(head.starts_with("http/2 404"), "nothing deployed yet: {head}");
+    assert!(
+        head.contains("strict-transport-security: max-age=31536000"),
+        "{head}"
+    );
+
+    let upgraded = server.cli_json("admin", &["upgrade", "--data-plane"]);
+    assert!(
+        upgraded["data_plane"]["took_over_from"].as_u64().is_some(),
+        "{upgraded}"
+    );
+    let head = curl_h2(&dir.join("www.pem"), "www.shop.example", port);
+    assert!(
+        head.starts_with("http/2 404"),
+        "the successor serves the TLS port: {head}"
     );
 }
