@@ -35,6 +35,12 @@ pub struct TlsConfig {
     pub certificates: Vec<CertConfig>,
     /// `Strict-Transport-Security` value, `None`: none.
     pub hsts: Option<String>,
+    /// Hosts whose plain-HTTP requests are redirected to HTTPS.
+    #[serde(default)]
+    pub redirect_hosts: Vec<String>,
+    /// The HTTPS port those redirects name.
+    #[serde(default)]
+    pub https_port: u16,
 }
 
 /// One certificate: the host names it is picked for (SNI) and its absolute PEM files.
@@ -121,6 +127,8 @@ impl EdgeConfig {
                 })
                 .collect(),
             hsts: t.hsts.clone(),
+            redirect_hosts: t.redirect_hosts.clone(),
+            https_port: t.https_port,
         });
         Ok(EdgeSettings {
             trusted_proxies: TrustedProxies::new(ranges),

@@ -91,6 +91,11 @@ pub struct EdgeTls {
     /// `Strict-Transport-Security` value (e.g. `max-age=31536000`), `None`: no HSTS. Read when a
     /// TLS listener starts.
     pub hsts: Option<String>,
+    /// Host names (`*.example.com` for one label) whose plain-HTTP requests are answered with a
+    /// `308` to the same URL over HTTPS.
+    pub redirect_hosts: Vec<String>,
+    /// The HTTPS port named in those redirects (none when 443 or 0).
+    pub https_port: u16,
 }
 
 /// Why [`Router::set_edge`] refused new settings (the old ones stay).

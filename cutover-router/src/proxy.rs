@@ -286,6 +286,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+fn path_of(req: &Request<Incoming>) -> String {
+    req.uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+}
+
+/// The `Location` of a plain-HTTP request to a host that is redirected to HTTPS.
+fn https_redirect(tls: &crate::EdgeTls, host: &str, path: &str) -> Option<HeaderValue> {
+    let wildcard = host.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+    let listed = tls
+        .redirect_hosts
+        .iter()
+        .any(|h| h == host || Some(h) == wildcard.as_ref());
+    if !listed {
+        return None;
+    }
+    let port = match tls.https_port {
+        0 | 443 => String::new(),
+        p => format!(":{p}"),
+    };
+    HeaderValue::from_str(&format!("https://{host}{port}{path}")).ok()
+}
+
 /// hyper service entry point: never fails, errors become HTTP answers.
 pub(crate) async fn handle(
     ctx: Arc<ConnCtx>,
@@ -395,6 +418,18 @@ async fn forward(
 
     if trace.logging {
         trace.host = Some(host.to_string());
+    }
+    if ctx.proto == "http"
+        && let Some(tls) = &edge.tls
+        && matches!(ctx.target, Target::ByHost)
+        && let Some(location) = https_redirect(tls, &host, &path_of(&req))
+    {
+        let mut answer = text_response(
+            StatusCode::PERMANENT_REDIRECT,
+            "cutover router: use HTTPS\n".into(),
+        );
+        answer.headers_mut().insert(header::LOCATION, location);
+        return answer;
     }
     // A public name (www.example.com) stands for its route's own name.
     let host: std::borrow::Cow<'_, str> = match &ctx.target {

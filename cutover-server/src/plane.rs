@@ -124,6 +124,13 @@ pub(crate) fn edge_config(config: &Config) -> cutover_dataplane::EdgeConfig {
                 })
                 .collect(),
             hsts: t.hsts.then(|| "max-age=31536000".to_owned()),
+            redirect_hosts: t
+                .certificates
+                .iter()
+                .filter(|c| c.redirect)
+                .flat_map(|c| c.hosts.iter().cloned())
+                .collect(),
+            https_port: t.port,
         }),
     }
 }

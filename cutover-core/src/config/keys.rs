@@ -47,7 +47,7 @@ pub(crate) const ROUTER: &[&str] = &["port", "trusted_proxies", "access_log", "t
 
 pub(crate) const TLS: &[&str] = &["port", "certificates", "hsts"];
 
-pub(crate) const CERTIFICATE: &[&str] = &["hosts", "cert", "key"];
+pub(crate) const CERTIFICATE: &[&str] = &["hosts", "cert", "key", "redirect"];
 
 pub(crate) const ACCESS_LOG: &[&str] = &["path", "stdout", "max_size", "keep"];
 

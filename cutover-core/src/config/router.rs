@@ -130,11 +130,15 @@ fn certificate(ctx: &mut Ctx<'_>, node: &SNode, path: &str) -> Option<Certificat
     let key = f
         .required(ctx, "key", "the PEM private key's absolute path")
         .and_then(|n| absolute_file(ctx, n, &f.path("key")));
+    let mut ok = true;
+    let redirect = opt(ctx, &f, "redirect", &mut ok, boolean).unwrap_or(false);
     Some(Certificate {
         hosts: hosts?,
         cert: cert?,
         key: key?,
+        redirect,
     })
+    .filter(|_| ok)
 }
 
 fn access_log(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<AccessLog> {
@@ -297,11 +301,14 @@ mod tests {
     #[test]
     fn router_tls_section() {
         let r = parse(
-            "router:\n  tls:\n    port: 7443\n    hsts: true\n    certificates:\n      - { hosts: [www.example.com, \"*.example.com\"], cert: /etc/c.pem, key: /etc/k.pem }\n",
+            "router:\n  tls:\n    port: 7443\n    hsts: true\n    certificates:\n      - { hosts: [www.example.com, \"*.example.com\"], cert: /etc/c.pem, key: /etc/k.pem, redirect: true }\n",
         )
         .unwrap();
         let tls = r.tls.unwrap();
-        assert_eq!((tls.port, tls.hsts), (7443, true));
+        assert_eq!(
+            (tls.port, tls.hsts, tls.certificates[0].redirect),
+            (7443, true, true)
+        );
         assert_eq!(
             tls.certificates[0].hosts,
             vec!["www.example.com".to_owned(), "*.example.com".to_owned()]

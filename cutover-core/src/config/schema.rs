@@ -308,6 +308,7 @@ fn tls() -> Value {
                             ("hosts", json!({ "type": "array", "items": { "type": "string" }, "description": "Host names (*.example.com for one label)." })),
                             ("cert", string("Absolute path of the PEM certificate chain (leaf first).")),
                             ("key", string("Absolute path of the PEM private key.")),
+                            ("redirect", boolean("Answer plain-HTTP requests for these hosts with a 308 to HTTPS.", Some(false))),
                         ]),
                     ),
                 }),

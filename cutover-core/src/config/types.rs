@@ -324,6 +324,8 @@ pub struct Certificate {
     pub cert: std::path::PathBuf,
     /// Absolute path of the PEM private key.
     pub key: std::path::PathBuf,
+    /// Answer plain-HTTP requests for these hosts with a 308 to HTTPS.
+    pub redirect: bool,
 }
 
 /// `router.access_log`: one JSON line per request.

@@ -320,3 +320,39 @@ async fn public_host_names_and_wildcards_route_beside_the_localhost_names() {
     assert!(err.to_string().contains("x.example.com"), "{err}");
     assert_eq!(c.get("example.com", "/").await.unwrap().status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn plain_http_to_a_redirected_host_gets_a_308_to_https() {
+    let a = upstream(&sha('a')).await;
+    let r = TestRouter::start(RouterConfig::default()).await;
+    r.switch("yves", &sha('a'), &[&a]);
+    r.router
+        .set_edge(EdgeSettings {
+            hosts: vec![
+                ("www.example.com".into(), key("yves")),
+                ("api.example.com".into(), key("yves")),
+            ],
+            tls: Some(cutover_router::EdgeTls {
+                certificates: vec![],
+                hsts: None,
+                redirect_hosts: vec!["www.example.com".into(), "*.shop.example".into()],
+                https_port: 7443,
+            }),
+            ..EdgeSettings::default()
+        })
+        .unwrap();
+    let mut c = Conn::connect(r.addr).await;
+    let ans = c.get("WWW.example.com:80", "/cart?id=3").await.unwrap();
+    assert_eq!(ans.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(ans.headers["location"], "https://www.example.com:7443/cart?id=3");
+    let ans = c.get("eu.shop.example", "/").await.unwrap();
+    assert_eq!(ans.headers["location"], "https://eu.shop.example:7443/");
+    // Not listed: served over plain HTTP as before.
+    let ans = c.get("api.example.com", "/").await.unwrap();
+    assert_eq!(
+        (ans.status, ans.body.as_str()),
+        (StatusCode::OK, sha('a').as_str())
+    );
+    let ans = c.get(&r.host("yves"), "/").await.unwrap();
+    assert_eq!(ans.status, StatusCode::OK);
+}

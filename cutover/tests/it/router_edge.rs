@@ -310,7 +310,7 @@ fn serve_terminates_tls_from_cutover_yml_and_an_upgrade_hands_the_tls_listener_o
     std::fs::write(
         fixture.config(),
         format!(
-            "{text}router:\n  tls:\n    port: {port}\n    hsts: true\n    certificates:\n      - {{ hosts: [www.shop.example], cert: {}, key: {} }}\n",
+            "{text}router:\n  tls:\n    port: {port}\n    hsts: true\n    certificates:\n      - {{ hosts: [www.shop.example], cert: {}, key: {}, redirect: true }}\n",
             dir.join("www.pem").display(),
             dir.join("www.key").display()
         ),
@@ -321,6 +321,14 @@ fn serve_terminates_tls_from_cutover_yml_and_an_upgrade_hands_the_tls_listener_o
     assert!(head.starts_with("http/2 404"), "nothing deployed yet: {head}");
     assert!(
         head.contains("strict-transport-security: max-age=31536000"),
+        "{head}"
+    );
+    // Plain HTTP to that host: a redirect to HTTPS.
+    let (status, head, _) = http_get(server.router_port, "www.shop.example", "/cart?x=1").unwrap();
+    assert_eq!(status, 308, "{head}");
+    assert!(
+        head.to_lowercase()
+            .contains(&format!("location: https://www.shop.example:{port}/cart?x=1")),
         "{head}"
     );
 
