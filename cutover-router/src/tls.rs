@@ -7,8 +7,8 @@
 //! open keep theirs, nothing is dropped. A pair that fails to load (a key replaced before its
 //! certificate) keeps the previous pair, so a half-written renewal never takes a host offline.
 //!
-//! Connections offer ALPN `h2` and `http/1.1`; hyper-util's `auto` builder serves each in its
-//! protocol (HTTP/1.1 with upgrades). Requests go to instances over HTTP/1.1 keep-alive as on
+//! Connections offer ALPN `h2` and `http/1.1`; hyper-util's `auto` builder serves each in the
+//! protocol ALPN chose (HTTP/1.1, with upgrades, when the client named none). Requests go to instances over HTTP/1.1 keep-alive as on
 //! the plain listener; `X-Forwarded-Proto` is `https`. With HSTS on, every answer carries
 //! `Strict-Transport-Security`.
 //!
@@ -360,7 +360,10 @@ impl Router {
                                 Ok::<_, std::convert::Infallible>(resp)
                             }
                         });
+                        // ALPN already chose: skip the auto builder's sniffing of the preface.
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                         let mut builder = auto::Builder::new(TokioExecutor::new());
+                        builder = if h2 { builder.http2_only() } else { builder.http1_only() };
                         builder
                             .http1()
                             .timer(TokioTimer::new())
