@@ -344,12 +344,16 @@ impl Router {
                     let acceptor = acceptor.clone();
                     let header_timeout = config.client_header_timeout;
                     let hsts = tls.hsts.clone();
+                    let last_call = config.shutdown_grace.min(crate::serve::LAST_CALL);
                     let mut stop = stop_rx.clone();
                     conns.spawn(async move {
                         let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await else {
                             return; // handshake failed or too slow
                         };
+                        let (requests, _) = watch::channel(0u64);
+                        let mut started = requests.subscribe();
                         let svc = service_fn(move |req| {
+                            requests.send_modify(|n| *n += 1);
                             let ctx = Arc::clone(&ctx);
                             let hsts = hsts.clone();
                             async move {
@@ -375,6 +379,14 @@ impl Router {
                         tokio::select! {
                             r = conn.as_mut() => log_conn(r),
                             () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                                // Last call, as on the plain listener (see `serve`): a request
+                                // on its way when the listener stops is still served.
+                                started.mark_unchanged();
+                                tokio::select! {
+                                    r = conn.as_mut() => return log_conn(r),
+                                    _ = started.changed() => {}
+                                    () = tokio::time::sleep(last_call) => {}
+                                }
                                 conn.as_mut().graceful_shutdown();
                                 log_conn(conn.await);
                             }

@@ -366,3 +366,97 @@ async fn h2_and_http1_clients_get_through_a_switch_under_load_with_no_failure() 
     let after = &seen[500..];
     assert!(after.iter().all(|(_, v)| *v == sha('b')));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_handed_to_a_successor_fails_no_request_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(ca());
+    let (files, _) = leaf(&ca, &["www.example.com"], dir.path(), "www");
+    let up = upstream(&sha('a')).await;
+    // Two routers on one kernel socket, as in a data-plane hand-over: the old one stops.
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let second = std_listener.try_clone().unwrap();
+    let mut stops = Vec::new();
+    for socket in [std_listener, second] {
+        let router = cutover_router::Router::new(RouterConfig::default());
+        router.switch(&key("yves"), Backend::new(sha('a'), vec![up.addr]));
+        router
+            .set_edge(cutover_router::EdgeSettings {
+                hosts: vec![("www.example.com".into(), key("yves"))],
+                ..Default::default()
+            })
+            .unwrap();
+        let opts = TlsOptions {
+            certs: Arc::new(TlsCerts::load(vec![files.clone()]).unwrap()),
+            hsts: None,
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let listener = TcpListener::from_std(socket).unwrap();
+        tokio::spawn(async move {
+            router
+                .serve_tls(listener, opts, async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        stops.push(tx);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (ca, stop, ok, failures) = (
+            Arc::clone(&ca),
+            Arc::clone(&stop),
+            Arc::clone(&ok),
+            Arc::clone(&failures),
+        );
+        load.push(tokio::spawn(async move {
+            // Keep-alive clients: reconnect when the server closes, as HTTP clients do.
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((tls, _)) = handshake(addr, &ca, "www.example.com", b"http/1.1").await else {
+                    failures.lock().unwrap().push("handshake".to_owned());
+                    continue;
+                };
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                while !stop.load(Ordering::Relaxed) {
+                    if sender.ready().await.is_err() {
+                        break; // closed between requests: reconnect
+                    }
+                    let req = Request::get("/")
+                        .header("host", "www.example.com")
+                        .body(Empty::<Bytes>::new())
+                        .unwrap();
+                    match sender.send_request(req).await {
+                        Ok(resp) if resp.status() == StatusCode::OK => {
+                            let _ = resp.into_body().collect().await;
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(resp) => failures.lock().unwrap().push(resp.status().to_string()),
+                        Err(e) if e.is_canceled() => break, // not sent: the connection closed first
+                        Err(e) => {
+                            failures.lock().unwrap().push(e.to_string());
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    wait_until(|| ok.load(Ordering::Relaxed) >= 200).await;
+    let _ = stops.remove(0).send(()); // the old one stops accepting and drains
+    let before = ok.load(Ordering::Relaxed);
+    wait_until(|| ok.load(Ordering::Relaxed) >= before + 400).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+}
