@@ -11,6 +11,7 @@
 pub mod fixture;
 pub mod reference;
 pub mod switch_load;
+pub mod tls_load;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -77,9 +77,22 @@ impl External {
     /// Starts `kind` in front of `upstream`. `Ok(None)` when it is not installed; an error
     /// (with its log) when it is but does not start listening within 5 s.
     pub fn start(kind: Kind, upstream: SocketAddr) -> std::io::Result<Option<External>> {
+        Self::start_with_tls(kind, upstream, None)
+    }
+
+    /// As [`External::start`]; with `tls` (certificate and key PEM files), nginx terminates
+    /// TLS with HTTP/2 and HTTP/1.1 by ALPN (HAProxy is then skipped: `Ok(None)`).
+    pub fn start_with_tls(
+        kind: Kind,
+        upstream: SocketAddr,
+        tls: Option<(&Path, &Path)>,
+    ) -> std::io::Result<Option<External>> {
         let Some(bin) = kind.binary() else {
             return Ok(None);
         };
+        if tls.is_some() && !matches!(kind, Kind::Nginx) {
+            return Ok(None);
+        }
         let dir = tempfile::Builder::new()
             .prefix("cutover-bench-proxy-")
             .tempdir()?;
@@ -88,6 +101,14 @@ impl External {
         let d = dir.path().display();
         let mut cmd = match kind {
             Kind::Nginx => {
+                let listen = match tls {
+                    Some((cert, key)) => format!(
+                        "listen {addr} ssl http2;\n ssl_certificate {};\n ssl_certificate_key {};\n ssl_session_cache off;",
+                        cert.display(),
+                        key.display()
+                    ),
+                    None => format!("listen {addr};"),
+                };
                 let conf = format!(
                     "worker_processes 2;\n\
                      pid {d}/nginx.pid;\n\
@@ -103,7 +124,7 @@ impl External {
                        scgi_temp_path {d}/scgi;\n\
                        upstream up {{ server {upstream}; keepalive 64; }}\n\
                        server {{\n\
-                         listen {addr};\n\
+                         {listen}\n\
                          location / {{\n\
                            proxy_pass http://up;\n\
                            proxy_http_version 1.1;\n\

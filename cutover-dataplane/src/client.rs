@@ -66,6 +66,17 @@ impl Client {
         self.request(Op::Listen { kind, addr }, IO_TIMEOUT).await
     }
 
+    /// The router's metrics in the Prometheus text format.
+    pub async fn metrics(&self) -> Result<String, Error> {
+        self.request(Op::Metrics, IO_TIMEOUT).await
+    }
+
+    /// Replaces the router's forwarding and access-log settings (kept across restarts).
+    pub async fn configure(&self, edge: &crate::EdgeConfig) -> Result<(), Error> {
+        self.request(Op::Configure { edge: edge.clone() }, IO_TIMEOUT)
+            .await
+    }
+
     /// Stops the listener of that kind (it drains); no listener of that kind is not an error.
     pub async fn close(&self, kind: ListenerKind) -> Result<(), Error> {
         self.request(Op::Close { kind }, IO_TIMEOUT).await

@@ -195,6 +195,9 @@ pub(crate) struct Table {
     /// Holds and maintenance per environment (absent in tables of older data planes).
     #[serde(default)]
     pub(crate) gates: Vec<crate::GateRecord>,
+    /// The router's forwarding and access-log settings (absent in older files).
+    #[serde(default)]
+    pub(crate) edge: crate::EdgeConfig,
 }
 
 /// Reads `routes.json`; a missing file is an empty table, an unreadable one is renamed aside
@@ -258,6 +261,7 @@ mod tests {
         assert!(t.routes.is_empty());
         assert!(paths.dir.join("routes.json.bad").exists());
         let table = Table {
+            edge: crate::EdgeConfig::default(),
             epoch: 3,
             listeners: vec![ListenerRecord {
                 kind: ListenerKind::Main,

@@ -36,6 +36,7 @@
 //! accept queues, and the connections queued on the old one's socket are reset when it closes).
 
 mod client;
+mod edge;
 mod files;
 mod gates;
 mod handover;
@@ -49,6 +50,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{Client, ensure_running, upgrade};
 pub use gates::{GateKind, GateRecord};
+pub use edge::{AccessLogConfig, CertConfig, EdgeConfig, HostRoute, TlsConfig};
 pub use server::run;
 
 /// How [`run`] starts.
@@ -66,6 +68,9 @@ pub struct Options {
 pub enum ListenerKind {
     /// Routes every request by its `Host` (`<service>.<env>.<app>.localhost`).
     Main,
+    /// HTTPS (HTTP/2 or HTTP/1.1 by ALPN), routing by `Host` like `Main`, with the certificates
+    /// of the last `configure`.
+    Tls,
     /// Routes every request to this route, whatever its `Host`.
     Fixed {
         /// Application label.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
-use crate::ListenerKind;
+use crate::{EdgeConfig, ListenerKind};
 
 /// Longest request or answer line.
 pub(crate) const MAX_LINE: u64 = 1024 * 1024;
@@ -72,6 +72,12 @@ pub(crate) enum Op {
         env: String,
         timeout_ms: u64,
     },
+    /// The router's metrics (Prometheus text, see `Router::encode_metrics`).
+    Metrics,
+    /// Replaces the router's forwarding and access-log settings.
+    Configure {
+        edge: EdgeConfig,
+    },
     Shutdown,
     /// A newer data plane asks for the listeners and the table (see the `handover` module).
     HandOver,
@@ -83,7 +89,12 @@ impl Op {
     pub(crate) fn mutates(&self) -> bool {
         matches!(
             self,
-            Op::Listen { .. } | Op::Close { .. } | Op::Switch { .. } | Op::Remove { .. } | Op::SetGate { .. }
+            Op::Listen { .. }
+                | Op::Close { .. }
+                | Op::Switch { .. }
+                | Op::Remove { .. }
+                | Op::SetGate { .. }
+                | Op::Configure { .. }
         )
     }
 }

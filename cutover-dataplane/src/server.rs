@@ -60,6 +60,8 @@ pub(crate) struct State {
     retired: HashMap<u64, (Generation, Instant)>,
     /// Serve tasks of replaced listeners, still draining.
     draining: Vec<JoinHandle<()>>,
+    /// The router's forwarding and access-log settings, as last configured.
+    pub(crate) edge: crate::EdgeConfig,
 }
 
 pub(crate) struct Shared {
@@ -124,11 +126,41 @@ impl Shared {
                 .collect(),
             routes: self.route_records(),
             gates: crate::gates::records(&self.router),
+            edge: state.edge.clone(),
         };
         if let Err(e) = files::save_table(&self.paths, &table) {
             tracing::warn!(error = %e, "cannot persist the routing table; a restarted data plane would start from an older one");
         }
     }
+}
+
+/// Applies persisted settings at start; a failure (an access log that cannot be opened any
+/// more) is logged and leaves that part off rather than keeping the data plane from routing.
+fn apply_edge(router: &Router, edge: &crate::EdgeConfig) {
+    let result = edge.to_settings().and_then(|s| {
+        router.set_edge(s.clone()).map_err(|e| {
+            let _ = router.set_edge(cutover_router::EdgeSettings {
+                access_log: None,
+                ..s
+            });
+            display_chain(&e)
+        })
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot apply the persisted router settings; the control plane will push them again");
+    }
+}
+
+/// An error with its sources, for an answer line.
+fn display_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn now_ms() -> u64 {
@@ -143,7 +175,7 @@ fn route_key(app: &str, env: &str, service: &str) -> Result<RouteKey, Answer> {
 
 fn fixed_key(kind: &ListenerKind) -> Result<Option<RouteKey>, Answer> {
     match kind {
-        ListenerKind::Main => Ok(None),
+        ListenerKind::Main | ListenerKind::Tls => Ok(None),
         ListenerKind::Fixed { app, env, service } => route_key(app, env, service).map(Some),
     }
 }
@@ -176,8 +208,10 @@ pub(crate) fn start_listener(
         let _ = stopped.await;
     };
     let router = router.clone();
+    let tls = *kind == ListenerKind::Tls;
     let task = tokio::spawn(async move {
         let served = match key {
+            None if tls => router.serve_tls_configured(listener, shutdown).await,
             None => router.serve(listener, shutdown).await,
             Some(key) => router.serve_fixed(key, listener, shutdown).await,
         };
@@ -279,6 +313,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             listeners: r.offer.listeners.clone(),
             routes: r.offer.routes.clone(),
             gates: r.offer.gates.clone(),
+            // Not part of the hand-over offer: the predecessor's routes.json has it.
+            edge: files::load_table(&paths).edge,
         };
         received = Some(r);
         table
@@ -297,6 +333,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     }
     crate::gates::restore(&router, &table.gates);
 
+    // Before the listeners: a TLS listener needs its certificates.
+    apply_edge(&router, &table.edge);
     let (gone_tx, predecessor_gone) = watch::channel(received.is_none());
     let (stop, _) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -349,6 +387,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 }
             }
         }
+        state.edge = table.edge.clone();
         shared.persist(&state);
     }
 
@@ -595,6 +634,23 @@ async fn dispatch(shared: &Shared, op: Op) -> Answer {
             })
         }
         Op::Listen { kind, addr } => listen(shared, kind, addr).await,
+        Op::Metrics => Answer::ok(shared.router.encode_metrics()),
+        Op::Configure { edge } => {
+            let settings = match edge.to_settings() {
+                Ok(s) => s,
+                Err(e) => return Answer::error(ErrorKind::BadRequest, e),
+            };
+            let mut state = shared.state.lock().await;
+            if shared.handing_over.load(Ordering::SeqCst) {
+                return handed_over_answer();
+            }
+            if let Err(e) = shared.router.set_edge(settings) {
+                return Answer::error(ErrorKind::Failed, display_chain(&e));
+            }
+            state.edge = edge;
+            shared.persist(&state);
+            Answer::ok(())
+        }
         Op::Close { kind } => {
             let mut state = shared.state.lock().await;
             if shared.handing_over.load(Ordering::SeqCst) {

@@ -116,6 +116,21 @@ impl DataPlane {
         }
     }
 
+    /// The router's metrics (Prometheus text); `None` when the data plane cannot be asked (its
+    /// absence shows in `cutover_data_plane_up`).
+    pub async fn router_metrics(&self) -> Option<String> {
+        match self {
+            Self::Embedded(r) => Some(r.encode_metrics()),
+            Self::Remote(c) => match c.metrics().await {
+                Ok(text) => Some(text),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the router's metrics from the data plane");
+                    None
+                }
+            },
+        }
+    }
+
     /// Sets (`Some`) or clears (`None`) the gate (hold or maintenance) of an environment's
     /// public routes.
     pub async fn set_gate(&self, app: &str, env: &str, gate: Option<Gate>) -> Result<(), String> {
@@ -196,6 +211,21 @@ impl DataPlane {
     }
 }
 
+/// `main` with `extra` (another exposition without `# EOF`) added before its `# EOF` line, if
+/// it has one (OpenMetrics), else at its end.
+pub fn merge_exposition(mut main: String, extra: &str) -> String {
+    if !main.is_empty() && !main.ends_with('\n') {
+        main.push('\n');
+    }
+    match main.strip_suffix("# EOF\n") {
+        Some(head) => format!("{head}{extra}# EOF\n"),
+        None => {
+            main.push_str(extra);
+            main
+        }
+    }
+}
+
 /// What the control plane knows about its data plane, for `/metrics` and the log.
 #[derive(Debug, Default)]
 pub struct DataPlaneHealth {
@@ -271,5 +301,20 @@ impl crate::Engine {
             }
         }
         set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_exposition;
+
+    #[test]
+    fn router_series_go_before_the_eof_line() {
+        assert_eq!(
+            merge_exposition("a 1\n# EOF\n".into(), "b 2\n"),
+            "a 1\nb 2\n# EOF\n"
+        );
+        assert_eq!(merge_exposition("a 1".into(), "b 2\n"), "a 1\nb 2\n");
+        assert_eq!(merge_exposition(String::new(), "b 2\n"), "b 2\n");
     }
 }

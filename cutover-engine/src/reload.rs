@@ -171,6 +171,12 @@ impl Engine {
             {
                 restart.push(format!("environments.{env}.ports"));
             }
+            // The data plane gets host names at start (with the other router settings).
+            if before.map(|b| &b.hosts).unwrap_or(&Default::default()) != &cfg.hosts
+                && (before.is_some() || !cfg.hosts.is_empty())
+            {
+                restart.push(format!("environments.{env}.hosts"));
+            }
             let needs = match cfg.runtime {
                 RuntimeKind::Docker => self.docker().is_none(),
                 RuntimeKind::Swarm => self.swarm().is_none(),

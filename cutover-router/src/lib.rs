@@ -23,13 +23,15 @@
 //!   overflowing chunk size) → `400`, not `502`; `Connection` never removes `Host` or
 //!   `Content-Length`.
 //! * Bodies are streamed both ways (never buffered); hop-by-hop headers are removed;
-//!   `X-Forwarded-For` (appended), `X-Forwarded-Host` and `X-Forwarded-Proto` are set; every
+//!   `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto` and `Forwarded` are set,
+//!   replacing a client's own unless it is a trusted proxy (the `forwarded` module); every
 //!   proxied response carries `X-Cutover-Version: <sha>`. Upstream connections are pooled
 //!   (hyper-util's legacy client, keep-alive).
 //! * WebSocket / `Upgrade` **is passed through**: a `101 Switching Protocols` answer turns the
 //!   exchange into a byte tunnel (`hyper::upgrade::on` on both sides). A tunnel counts as in
 //!   flight on its generation until either side closes it, so `drain` waits for it (bounded by
 //!   its timeout); tunnels are cut when `serve` returns.
+//! * Optional access log, one JSON line per request (the `access_log` module).
 //! * Graceful shutdown: when the shutdown future resolves, `serve` stops accepting, lets
 //!   in-flight requests finish for up to [`RouterConfig::shutdown_grace`], then returns.
 //!
@@ -39,10 +41,15 @@
 //! table during dispatch (switches would wait behind slow requests).
 
 mod gate;
+mod access_log;
+mod forwarded;
 mod generation;
+mod hosts;
+mod metrics;
 mod proxy;
 mod route;
 mod serve;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,10 +59,74 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 pub use gate::{DEFAULT_PAGE, Gate, GateMode};
+pub use access_log::{AccessLogError, AccessLogTarget};
+pub use forwarded::{Cidr, CidrError, TrustedProxies};
 pub use generation::{Backend, Generation};
+pub use hosts::HostError;
 pub use route::{RouteKey, RouteKeyError};
+pub use tls::{CertFiles, RELOAD_EVERY, TlsCerts, TlsError, TlsOptions};
 
+use access_log::AccessLog;
 use generation::GenInner;
+
+/// Settings of the router's public side that may change while it serves (the data plane gets
+/// them from the control plane, see [`Router::set_edge`]). `Default`: no trusted proxy, no
+/// access log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EdgeSettings {
+    /// Peers whose forwarding headers are appended to rather than replaced.
+    pub trusted_proxies: TrustedProxies,
+    /// Where the access log goes; `None`: no access log.
+    pub access_log: Option<AccessLogTarget>,
+    /// Public host names (`www.example.com`, `*.example.com`) and the route each one serves,
+    /// besides the routes' own `<service>.<env>.<app>.<base_domain>` names.
+    pub hosts: Vec<(String, RouteKey)>,
+    /// Certificates (and HSTS) of the listeners served by [`Router::serve_tls_configured`].
+    pub tls: Option<EdgeTls>,
+}
+
+/// TLS settings carried with [`EdgeSettings`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeTls {
+    /// One entry per certificate.
+    pub certificates: Vec<CertFiles>,
+    /// `Strict-Transport-Security` value (e.g. `max-age=31536000`), `None`: no HSTS. Read when a
+    /// TLS listener starts.
+    pub hsts: Option<String>,
+    /// Host names (`*.example.com` for one label) whose plain-HTTP requests are answered with a
+    /// `308` to the same URL over HTTPS.
+    pub redirect_hosts: Vec<String>,
+    /// The HTTPS port named in those redirects (none when 443 or 0).
+    pub https_port: u16,
+}
+
+/// Why [`Router::set_edge`] refused new settings (the old ones stay).
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The access log cannot be opened.
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
+    /// A host name is invalid or given twice.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// A certificate cannot be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The HSTS value is not a header value.
+    #[error("the HSTS value {0:?} is not a valid header value; use e.g. max-age=31536000")]
+    Hsts(String),
+}
+
+/// The live form of [`EdgeSettings`] (an open access log).
+#[derive(Default)]
+pub(crate) struct Edge {
+    pub(crate) trusted_proxies: TrustedProxies,
+    pub(crate) access_log: Option<Arc<AccessLog>>,
+    pub(crate) hosts: hosts::HostMap,
+    /// As given, for [`Router::edge`].
+    pub(crate) host_list: Vec<(String, RouteKey)>,
+    pub(crate) tls: Option<EdgeTls>,
+}
 
 /// Router settings. `Default` gives sensible values for local services.
 #[derive(Clone, Debug)]
@@ -96,6 +167,8 @@ impl Default for RouterConfig {
 pub(crate) struct Entry {
     pub(crate) key: RouteKey,
     pub(crate) generation: Arc<GenInner>,
+    /// The route's metric handles (the same series across switches).
+    pub(crate) metrics: Arc<metrics::RouteMetrics>,
 }
 
 /// Routing table: normalised host → current generation. Replaced whole on every change.
@@ -110,6 +183,11 @@ pub(crate) struct Inner {
     /// Per-environment holds and maintenance (`gate` module).
     pub(crate) gates: gate::Gates,
     pub(crate) client: proxy::UpstreamClient,
+    /// Forwarding and logging settings, swapped whole by [`Router::set_edge`].
+    pub(crate) edge: ArcSwap<Edge>,
+    pub(crate) metrics: metrics::Metrics,
+    /// Certificates of the listeners of [`Router::serve_tls_configured`] (empty until set).
+    pub(crate) tls_certs: Arc<TlsCerts>,
 }
 
 /// The router: a routing table plus an upstream connection pool. Cheap to clone (an `Arc`);
@@ -140,6 +218,9 @@ impl Router {
                 next_id: AtomicU64::new(1),
                 gates: gate::Gates::default(),
                 client,
+                edge: ArcSwap::from_pointee(Edge::default()),
+                metrics: metrics::Metrics::new(),
+                tls_certs: Arc::new(TlsCerts::empty()),
             }),
         }
     }
@@ -147,6 +228,47 @@ impl Router {
     /// The settings this router was built with.
     pub fn config(&self) -> &RouterConfig {
         &self.inner.config
+    }
+
+    /// Replaces the forwarding and access-log settings; requests dispatched afterwards use the
+    /// new ones. An access log whose target did not change is kept open (no line lost).
+    pub fn set_edge(&self, settings: EdgeSettings) -> Result<(), EdgeError> {
+        let hosts = hosts::HostMap::build(&settings.hosts, &self.inner.config.base_domain)?;
+        if let Some(tls) = &settings.tls {
+            if let Some(h) = &tls.hsts {
+                http::HeaderValue::from_str(h).map_err(|_| EdgeError::Hsts(h.clone()))?;
+            }
+            if tls.certificates != self.inner.tls_certs.files() {
+                self.inner.tls_certs.replace(tls.certificates.clone())?;
+            }
+        }
+        let current = self.inner.edge.load_full();
+        let access_log = match settings.access_log {
+            None => None,
+            Some(target) => match &current.access_log {
+                Some(open) if *open.target() == target => Some(Arc::clone(open)),
+                _ => Some(Arc::new(AccessLog::open(target)?)),
+            },
+        };
+        self.inner.edge.store(Arc::new(Edge {
+            trusted_proxies: settings.trusted_proxies,
+            access_log,
+            hosts,
+            host_list: settings.hosts,
+            tls: settings.tls,
+        }));
+        Ok(())
+    }
+
+    /// The forwarding and access-log settings in use.
+    pub fn edge(&self) -> EdgeSettings {
+        let edge = self.inner.edge.load();
+        EdgeSettings {
+            trusted_proxies: edge.trusted_proxies.clone(),
+            access_log: edge.access_log.as_ref().map(|l| l.target().clone()),
+            hosts: edge.host_list.clone(),
+            tls: edge.tls.clone(),
+        }
     }
 
     /// The host name `route` is served under by [`Router::serve`].
@@ -161,6 +283,7 @@ impl Router {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let generation = Arc::new(GenInner::new(id, backend));
         let host = self.host_of(route);
+        let metrics = Arc::new(self.inner.metrics.route(route));
         self.update(|table| {
             table
                 .insert(
@@ -168,6 +291,7 @@ impl Router {
                     Entry {
                         key: route.clone(),
                         generation,
+                        metrics,
                     },
                 )
                 .map(|e| e.generation)
@@ -221,6 +345,7 @@ impl Router {
                     Entry {
                         key: e.key.clone(),
                         generation: Arc::clone(&e.generation),
+                        metrics: Arc::clone(&e.metrics),
                     },
                 )
             })

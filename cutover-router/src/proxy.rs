@@ -24,16 +24,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
 
+use crate::access_log::{Pending, Trace};
+use crate::forwarded::{client_address, set_forwarding_headers};
 use crate::generation::InFlightGuard;
 use crate::route::normalize_host;
-use crate::{Inner, RouterConfig};
+use crate::{Edge, Inner, RouterConfig};
 
 pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 const X_CUTOVER_VERSION: HeaderName = HeaderName::from_static("x-cutover-version");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -68,6 +67,8 @@ pub(crate) struct ConnCtx {
     pub(crate) inner: Arc<Inner>,
     pub(crate) target: Target,
     pub(crate) peer: SocketAddr,
+    /// The scheme clients use on this listener (`http` or `https`), for `X-Forwarded-Proto`.
+    pub(crate) proto: &'static str,
     /// Flips to `true` when `serve` returns; upgraded tunnels close then.
     pub(crate) hard_stop: watch::Receiver<bool>,
 }
@@ -77,6 +78,8 @@ pub(crate) struct ConnCtx {
 pub(crate) struct RouterBody {
     kind: Kind,
     guard: Option<InFlightGuard>,
+    /// The access-log line of this response, written when the body ends or is dropped.
+    pending: Option<Box<Pending>>,
 }
 
 enum Kind {
@@ -89,6 +92,7 @@ impl RouterBody {
         Self {
             kind: Kind::Local(Some(text.into())),
             guard: None,
+            pending: None,
         }
     }
 }
@@ -102,7 +106,7 @@ impl Body for RouterBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        match &mut this.kind {
+        let polled = match &mut this.kind {
             Kind::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Kind::Upstream(body) => {
                 let polled = Pin::new(body).poll_frame(cx);
@@ -111,7 +115,17 @@ impl Body for RouterBody {
                 }
                 polled
             }
+        };
+        if let Some(pending) = &mut this.pending {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    pending.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                Poll::Ready(None | Some(Err(_))) => this.pending = None, // logged now
+                Poll::Pending => {}
+            }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -272,19 +286,27 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<HeaderValue>) {
-    let ip = peer.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+fn path_of(req: &Request<Incoming>) -> String {
+    req.uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+}
+
+/// The `Location` of a plain-HTTP request to a host that is redirected to HTTPS.
+fn https_redirect(tls: &crate::EdgeTls, host: &str, path: &str) -> Option<HeaderValue> {
+    let wildcard = host.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+    let listed = tls
+        .redirect_hosts
+        .iter()
+        .any(|h| h == host || Some(h) == wildcard.as_ref());
+    if !listed {
+        return None;
+    }
+    let port = match tls.https_port {
+        0 | 443 => String::new(),
+        p => format!(":{p}"),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    HeaderValue::from_str(&format!("https://{host}{port}{path}")).ok()
 }
 
 /// hyper service entry point: never fails, errors become HTTP answers.
@@ -292,7 +314,39 @@ pub(crate) async fn handle(
     ctx: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Result<Response<RouterBody>, Infallible> {
-    Ok(forward(&ctx, req).await)
+    let edge = ctx.inner.edge.load_full();
+    let log = edge.access_log.clone();
+    let time = std::time::SystemTime::now();
+    let start = std::time::Instant::now();
+    let (client, method, path) = if log.is_some() {
+        (
+            client_address(req.headers(), ctx.peer, &edge.trusted_proxies),
+            req.method().to_string(),
+            req.uri().path().to_owned(),
+        )
+    } else {
+        (ctx.peer.ip(), String::new(), String::new())
+    };
+    let mut trace = Trace::default();
+    trace.logging = log.is_some();
+    let mut resp = forward(&ctx, &edge, req, &mut trace).await;
+    let pending = Box::new(Pending {
+        log,
+        unrouted: Arc::clone(&ctx.inner.metrics.unrouted),
+        time,
+        start,
+        trace,
+        status: resp.status().as_u16(),
+        client,
+        method,
+        path,
+        bytes: 0,
+    });
+    if !resp.body().is_end_stream() {
+        resp.body_mut().pending = Some(pending);
+    }
+    // else: an empty body is never polled; `pending` is dropped here, which writes the line.
+    Ok(resp)
 }
 
 /// The host a request names, strictly: an absolute-form target's authority wins over `Host`
@@ -315,7 +369,12 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, &'static
     Ok(hosts.iter().next().cloned())
 }
 
-async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBody> {
+async fn forward(
+    ctx: &ConnCtx,
+    edge: &Edge,
+    mut req: Request<Incoming>,
+    trace: &mut Trace,
+) -> Response<RouterBody> {
     let inner = &*ctx.inner;
     // A tunnel through the router would carry bytes past routing, draining and the switch:
     // the router is a reverse proxy, not a forward one.
@@ -357,6 +416,29 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
         }
     };
 
+    if trace.logging {
+        trace.host = Some(host.to_string());
+    }
+    if ctx.proto == "http"
+        && let Some(tls) = &edge.tls
+        && matches!(ctx.target, Target::ByHost)
+        && let Some(location) = https_redirect(tls, &host, &path_of(&req))
+    {
+        let mut answer = text_response(
+            StatusCode::PERMANENT_REDIRECT,
+            "cutover router: use HTTPS\n".into(),
+        );
+        answer.headers_mut().insert(header::LOCATION, location);
+        return answer;
+    }
+    // A public name (www.example.com) stands for its route's own name.
+    let host: std::borrow::Cow<'_, str> = match &ctx.target {
+        Target::ByHost if !edge.hosts.is_empty() => match edge.hosts.resolve(&host) {
+            Some(internal) => std::borrow::Cow::Borrowed(internal),
+            None => host,
+        },
+        _ => host,
+    };
     // Pick the generation exactly once, and get admitted to it (see `generation`).
     let mut guard = None;
     for _ in 0..MAX_ADMIT_ATTEMPTS {
@@ -373,6 +455,12 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
                     crate::gate::Wait::Go => continue,
                     crate::gate::Wait::Answer(answer) => return answer,
                 }
+            }
+            entry.metrics.in_flight.inc();
+            trace.metrics = Some(Arc::clone(&entry.metrics));
+            if trace.logging {
+                trace.route = Some(entry.key.clone());
+                trace.version = Some(g.generation().backend.version.clone());
             }
             guard = Some(g);
             break;
@@ -408,7 +496,13 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
     // hyper answers `Expect: 100-continue` to the client itself when the body is first read
     // (i.e. when the upstream starts pulling it); forwarding it would ask twice.
     headers.remove(header::EXPECT);
-    set_forwarded(&mut headers, ctx.peer, host_header.clone());
+    set_forwarding_headers(
+        &mut headers,
+        ctx.peer,
+        host_header.as_ref(),
+        ctx.proto,
+        &edge.trusted_proxies,
+    );
     if let Some(up) = upgrade_value.filter(|_| upgrade) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up);
@@ -422,6 +516,9 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
     for attempt in 0..attempts {
         let index = (start + attempt) % upstreams.len();
         let addr = upstreams[index];
+        if trace.logging {
+            trace.upstream = Some(addr);
+        }
         let mut uri = uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(generation.authorities[index].clone());
@@ -453,6 +550,11 @@ async fn forward(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RouterBo
                         StatusCode::BAD_REQUEST,
                         "cutover router: malformed request body\n".into(),
                     );
+                }
+                if e.is_connect()
+                    && let Some(m) = &trace.metrics
+                {
+                    m.connect_errors.inc();
                 }
                 if e.is_connect() && body_untouched {
                     last_err = format!("connect to {addr} failed");
@@ -525,6 +627,7 @@ fn respond(
         RouterBody {
             kind: Kind::Upstream(body),
             guard: Some(guard),
+            pending: None,
         },
     )
 }
@@ -547,7 +650,7 @@ mod tests {
     }
 
     #[test]
-    fn upgrade_detection_and_forwarded_headers() {
+    fn upgrade_detection() {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONNECTION,
@@ -557,13 +660,5 @@ mod tests {
         assert!(wants_upgrade(&h));
         h.remove(header::UPGRADE);
         assert!(!wants_upgrade(&h));
-
-        let mut h = HeaderMap::new();
-        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
-        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        set_forwarded(&mut h, peer, Some(HeaderValue::from_static("a.b.c.localhost")));
-        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h[&X_FORWARDED_HOST], "a.b.c.localhost");
-        assert_eq!(h[&X_FORWARDED_PROTO], "http");
     }
 }

@@ -74,6 +74,7 @@ impl Router {
                         inner: Arc::clone(&self.inner),
                         target: target.clone(),
                         peer,
+                        proto: "http",
                         hard_stop: hard_rx.clone(),
                     });
                     let mut stop = stop_rx.clone();
@@ -140,7 +141,7 @@ impl Router {
 /// already reached the listener: a connection accepted just before the stop whose request head
 /// is not read yet (the last requests before a data-plane hand-over), or a keep-alive client
 /// sending its next request as the connection closes.
-const LAST_CALL: Duration = Duration::from_secs(1);
+pub(crate) const LAST_CALL: Duration = Duration::from_secs(1);
 
 fn log_conn(result: Result<(), hyper::Error>) {
     if let Err(e) = result {

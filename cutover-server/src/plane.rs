@@ -43,6 +43,8 @@ pub(crate) enum Plane {
         router: Router,
         main: TcpListener,
         fixed: Vec<(RouteKey, TcpListener)>,
+        /// `router.tls`'s listener.
+        tls: Option<TcpListener>,
     },
     Remote {
         client: Client,
@@ -51,6 +53,8 @@ pub(crate) enum Plane {
         data_dir: PathBuf,
         /// Where the main listener and the fixed ports are, to ask a replacement for the same.
         listeners: Vec<(ListenerKind, SocketAddr)>,
+        /// The router settings, pushed again to a replacement.
+        edge: cutover_dataplane::EdgeConfig,
     },
 }
 
@@ -78,6 +82,59 @@ fn listen_error(addr: SocketAddr, what: String, fix: String, e: impl std::fmt::D
     }
 }
 
+/// The router's forwarding and access-log settings from `router.*` of cutover.yml.
+pub(crate) fn edge_config(config: &Config) -> cutover_dataplane::EdgeConfig {
+    use cutover_core::config::AccessLogTarget;
+    cutover_dataplane::EdgeConfig {
+        trusted_proxies: config.router.trusted_proxies.clone(),
+        access_log: config
+            .router
+            .access_log
+            .as_ref()
+            .map(|log| cutover_dataplane::AccessLogConfig {
+                path: match &log.target {
+                    AccessLogTarget::Stdout => None,
+                    AccessLogTarget::File(path) => Some(path.clone()),
+                },
+                max_size: log.max_size,
+                keep: log.keep as usize,
+            }),
+        hosts: config
+            .environments
+            .iter()
+            .flat_map(|(env, e)| {
+                e.hosts.iter().flat_map(move |(service, names)| {
+                    names.iter().map(move |host| cutover_dataplane::HostRoute {
+                        host: host.clone(),
+                        app: config.app.to_string(),
+                        env: env.to_string(),
+                        service: service.to_string(),
+                    })
+                })
+            })
+            .collect(),
+        tls: config.router.tls.as_ref().map(|t| cutover_dataplane::TlsConfig {
+            certificates: t
+                .certificates
+                .iter()
+                .map(|c| cutover_dataplane::CertConfig {
+                    hosts: c.hosts.clone(),
+                    cert: c.cert.clone(),
+                    key: c.key.clone(),
+                })
+                .collect(),
+            hsts: t.hsts.then(|| "max-age=31536000".to_owned()),
+            redirect_hosts: t
+                .certificates
+                .iter()
+                .filter(|c| c.redirect)
+                .flat_map(|c| c.hosts.iter().cloned())
+                .collect(),
+            https_port: t.port,
+        }),
+    }
+}
+
 /// The listeners a configuration asks for: the router, then each environment's fixed ports.
 fn wanted_listeners(
     config: &Config,
@@ -89,6 +146,14 @@ fn wanted_listeners(
         "the router".to_owned(),
         "--router-listen or router.port in cutover.yml".to_owned(),
     )];
+    if let Some(tls) = &config.router.tls {
+        out.push((
+            ListenerKind::Tls,
+            SocketAddr::from(([127, 0, 0, 1], tls.port)),
+            "the router's HTTPS port".to_owned(),
+            "router.tls.port in cutover.yml".to_owned(),
+        ));
+    }
     for (env, e) in &config.environments {
         for (service, port) in &e.ports {
             out.push((
@@ -116,11 +181,17 @@ impl Plane {
         router_addr: SocketAddr,
     ) -> Result<(Plane, DataPlane, u16), StartError> {
         let wanted = wanted_listeners(config, router_addr);
+        let edge = edge_config(config);
         match mode {
             DataPlaneMode::Embedded => {
                 let router = Router::new(RouterConfig::default());
+                let settings = edge.to_settings().map_err(StartError::Runtime)?;
+                router
+                    .set_edge(settings)
+                    .map_err(|e| StartError::Runtime(format!("router.access_log in cutover.yml: {e}")))?;
                 let mut main = None;
                 let mut fixed = Vec::new();
+                let mut tls = None;
                 for (kind, addr, what, fix) in wanted {
                     let listener = TcpListener::bind(addr)
                         .await
@@ -132,6 +203,7 @@ impl Plane {
                         })?;
                     match kind {
                         ListenerKind::Main => main = Some(listener),
+                        ListenerKind::Tls => tls = Some(listener),
                         ListenerKind::Fixed { app, env, service } => {
                             let route = RouteKey::new(&app, &env, &service)
                                 .map_err(|e| StartError::Runtime(e.to_string()))?;
@@ -142,7 +214,16 @@ impl Plane {
                 let main = main.expect("the main listener is always wanted");
                 let port = main.local_addr().map(|a| a.port()).unwrap_or_default();
                 let handle = DataPlane::Embedded(router.clone());
-                Ok((Plane::Embedded { router, main, fixed }, handle, port))
+                Ok((
+                    Plane::Embedded {
+                        router,
+                        main,
+                        fixed,
+                        tls,
+                    },
+                    handle,
+                    port,
+                ))
             }
             DataPlaneMode::Process => {
                 let exe = own_binary().map_err(|e| {
@@ -161,6 +242,15 @@ impl Plane {
                         routes = hello.routes,
                         "data plane found running; its routes keep serving"
                     );
+                }
+                // Before the listeners: the TLS one needs its certificates.
+                if let Err(e) = client.configure(&edge).await {
+                    if spawned {
+                        let _ = client.shutdown().await;
+                    }
+                    return Err(StartError::Runtime(format!(
+                        "the data plane refused the router settings of cutover.yml (router.*, environments.*.hosts): {e}"
+                    )));
                 }
                 let mut listeners = Vec::new();
                 let mut port = 0;
@@ -186,6 +276,7 @@ impl Plane {
                         spawned,
                         data_dir: data_dir.to_owned(),
                         listeners,
+                        edge,
                     },
                     handle,
                     port,
@@ -212,7 +303,12 @@ impl Plane {
     /// turns true.
     pub(crate) fn run(self, engine: &Engine, stop: tokio::sync::watch::Receiver<bool>) -> Running {
         match self {
-            Plane::Embedded { router, main, fixed } => {
+            Plane::Embedded {
+                router,
+                main,
+                fixed,
+                tls,
+            } => {
                 let mut tasks = Vec::new();
                 let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                     let _ = rx.wait_for(|s| *s).await;
@@ -224,6 +320,15 @@ impl Plane {
                         tracing::error!(error = %e, "router stopped with an error");
                     }
                 }));
+                if let Some(listener) = tls {
+                    let r = router.clone();
+                    let s = stopped(stop.clone());
+                    tasks.push(tokio::spawn(async move {
+                        if let Err(e) = r.serve_tls_configured(listener, s).await {
+                            tracing::error!(error = %e, "the router's TLS listener stopped with an error");
+                        }
+                    }));
+                }
                 for (route, listener) in fixed {
                     let r = router.clone();
                     let s = stopped(stop.clone());
@@ -239,11 +344,12 @@ impl Plane {
                 client,
                 data_dir,
                 listeners,
+                edge,
                 ..
             } => {
                 let engine = engine.clone();
                 let c = client.clone();
-                let task = tokio::spawn(watch(engine, c, data_dir, listeners, stop));
+                let task = tokio::spawn(watch(engine, c, data_dir, listeners, edge, stop));
                 Running {
                     tasks: vec![task],
                     client: Some(client),
@@ -284,6 +390,7 @@ async fn watch(
     client: Client,
     data_dir: PathBuf,
     listeners: Vec<(ListenerKind, SocketAddr)>,
+    edge: cutover_dataplane::EdgeConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let health = engine.data_plane_health();
@@ -310,7 +417,7 @@ async fn watch(
                     error = %e,
                     "the data plane does not answer: public traffic is not being routed; starting a new one"
                 );
-                match restart(&engine, &data_dir, &listeners).await {
+                match restart(&engine, &data_dir, &listeners, &edge).await {
                     Ok((pid, routes)) => {
                         health.restarts.fetch_add(1, Ordering::Relaxed);
                         health.up.store(true, Ordering::Relaxed);
@@ -341,11 +448,16 @@ async fn restart(
     engine: &Engine,
     data_dir: &Path,
     listeners: &[(ListenerKind, SocketAddr)],
+    edge: &cutover_dataplane::EdgeConfig,
 ) -> Result<(u32, usize), String> {
     let exe = own_binary().map_err(|e| e.to_string())?;
     let (client, hello, _) = cutover_dataplane::ensure_running(data_dir, &exe)
         .await
         .map_err(|e| e.to_string())?;
+    client
+        .configure(edge)
+        .await
+        .map_err(|e| format!("the new data plane refused the router settings: {e}"))?;
     for (kind, addr) in listeners {
         client
             .listen(kind.clone(), *addr)

@@ -4,7 +4,9 @@
 //!    `cutover-router`, with the same keep-alive load; prints the ratio (goal ≥ 0.8×). The same
 //!    load through reference proxies (a raw TCP relay, nginx and HAProxy when installed; see
 //!    `cutover_bench::reference`) shows what any proxy reaches on this machine.
-//! 2. Ten `switch`es between two upstream versions during load; prints total requests,
+//! 2. The same over TLS, HTTP/1.1 and HTTP/2, against nginx with the same certificate (see
+//!    `tls_section`).
+//! 3. Ten `switch`es between two upstream versions during load; prints total requests,
 //!    failures and, per switch, how many requests sent after it returned were answered by
 //!    the older version (must be 0), plus what `drain` saw.
 //!
@@ -19,8 +21,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cutover_bench::reference::{External, Kind, machine_cpu_time, tcp_relay};
+use cutover_bench::tls_load::{run_tls_load, self_signed};
 use cutover_bench::{Load, Sample, micros, process_cpu_time, run_load, summarize, trivial_upstream};
-use cutover_router::{Backend, RouteKey, Router, RouterConfig};
+use cutover_router::{Backend, CertFiles, RouteKey, Router, RouterConfig, TlsCerts, TlsOptions};
 use tokio::net::TcpListener;
 
 const MAX_REQUESTS: usize = 5_000_000;
@@ -174,7 +177,91 @@ async fn run() -> std::io::Result<()> {
         100.0 * p.rps / relay.rps
     );
 
+    tls_section(&router, &host, v1, load, warmup, rounds).await?;
     switch_under_load(&router, &route, router_addr, (v1, v2), conns).await;
+    Ok(())
+}
+
+/// 3. The same load over TLS (one self-signed certificate, served by the router and by nginx),
+///    HTTP/1.1 and HTTP/2 by ALPN, interleaved rounds; prints req/s, p50, p99 and the router's
+///    ratio against nginx for each protocol.
+async fn tls_section(
+    router: &Router,
+    host: &str,
+    upstream: SocketAddr,
+    load: Load,
+    warmup: Load,
+    rounds: u64,
+) -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cert = self_signed(dir.path(), host)?;
+    let certs = TlsCerts::load(vec![CertFiles {
+        hosts: vec![host.to_owned()],
+        cert: cert.cert.clone(),
+        key: cert.key.clone(),
+    }])
+    .map_err(std::io::Error::other)?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let router_tls = listener.local_addr()?;
+    let r = router.clone();
+    let opts = TlsOptions {
+        certs: std::sync::Arc::new(certs),
+        hsts: None,
+    };
+    tokio::spawn(async move { r.serve_tls(listener, opts, std::future::pending()).await });
+    let nginx = match External::start_with_tls(Kind::Nginx, upstream, Some((&cert.cert, &cert.key))) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("nginx (TLS): {e}");
+            None
+        }
+    };
+    let mut targets = vec![
+        ("router h1/tls", router_tls, false),
+        ("router h2", router_tls, true),
+    ];
+    if let Some(n) = &nginx {
+        targets.push(("nginx h1/tls", n.addr, false));
+        targets.push(("nginx h2", n.addr, true));
+    } else {
+        println!("nginx: not installed, TLS comparison skipped");
+    }
+    let mut acc: Vec<(Vec<Sample>, Duration)> =
+        targets.iter().map(|_| (Vec::new(), Duration::ZERO)).collect();
+    for _ in 0..rounds {
+        for ((_, addr, h2), a) in targets.iter().zip(acc.iter_mut()) {
+            run_tls_load(*addr, host, &cert, *h2, warmup).await;
+            let (mut samples, elapsed) = run_tls_load(*addr, host, &cert, *h2, load).await;
+            a.0.append(&mut samples);
+            a.1 += elapsed;
+        }
+    }
+    println!();
+    println!(
+        "TLS (one self-signed certificate, {} keep-alive connections):",
+        load.connections
+    );
+    println!(
+        "{:<14}{:>10}{:>10}{:>9}{:>11}{:>11}{:>14}",
+        "", "requests", "req/s", "failed", "p50", "p99", "vs nginx"
+    );
+    let sums: Vec<_> = acc.iter().map(|(s, e)| summarize(s, *e)).collect();
+    for (i, ((name, _, _), s)) in targets.iter().zip(&sums).enumerate() {
+        let vs = sums
+            .get(i + 2)
+            .filter(|_| i < 2)
+            .map_or(String::new(), |n| format!("{:.2}x", s.rps / n.rps));
+        println!(
+            "{name:<14}{:>10}{:>10.0}{:>9}{:>11}{:>11}{:>14}",
+            s.requests,
+            s.rps,
+            s.failures,
+            micros(s.p50),
+            micros(s.p99),
+            vs
+        );
+    }
+    drop(nginx);
     Ok(())
 }
 

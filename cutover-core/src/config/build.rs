@@ -66,7 +66,7 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         Some(n) => rabbitmq(ctx, n, top.key_location("rabbitmq")).map(Some),
     };
     let router = top.get("router").map_or(Some(RouterConfig::default()), |n| {
-        router(ctx, n, top.key_location("router"))
+        super::router::router(ctx, n, top.key_location("router"))
     });
     let registry = match top.get("registry") {
         None => Some(None),
@@ -440,15 +440,6 @@ pub(crate) fn duration(ctx: &mut Ctx<'_>, node: &SNode, path: &str) -> Option<Du
         return None;
     }
     parsed(ctx, node, path, parse_duration)
-}
-
-fn router(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<RouterConfig> {
-    let f = Fields::new(ctx, node, at, "router", keys::ROUTER)?;
-    let mut ok = true;
-    let port = opt(ctx, &f, "port", &mut ok, |ctx, n, p| {
-        integer(ctx, n, p, 0, 65_535).and_then(|v| u16::try_from(v).ok())
-    });
-    ok.then_some(RouterConfig { port })
 }
 
 fn registry(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Registry> {

@@ -118,12 +118,16 @@ pub(crate) fn environments(
     let mut ok = true;
     let mut drafts = Vec::new();
     let declared: Vec<String> = named.iter().map(|(n, _, _)| n.to_string()).collect();
+    let mut hosts = Vec::new();
     for (name, key_at, value) in named {
-        match draft(ctx, name, key_at, value, services, public) {
+        let mut found = Vec::new();
+        match draft(ctx, name.clone(), key_at, value, services, public, &mut found) {
             Some(d) => drafts.push(d),
             None => ok = false,
         }
+        hosts.extend(found.into_iter().map(|h| (name.clone(), h)));
     }
+    ok &= super::hosts::unique(ctx, &hosts);
     ok &= resolve_like(ctx, &mut drafts, &declared, ok);
     ok &= resolve_requires(ctx, &mut drafts, &declared);
     ok.then(|| drafts.into_iter().map(|d| (d.name, d.env)).collect())
@@ -136,6 +140,7 @@ fn draft(
     node: &SNode,
     services: &[ServiceName],
     public: &[ServiceName],
+    found_hosts: &mut Vec<super::hosts::HostAt>,
 ) -> Option<Draft> {
     let path = join("environments", name.as_str());
     let f = Fields::new(ctx, node, key_at, &path, keys::ENVIRONMENT)?;
@@ -195,6 +200,10 @@ fn draft(
         ports(ctx, n, p, services, public)
     })
     .unwrap_or_default();
+    let hosts = opt(ctx, &f, "hosts", &mut ok, |ctx, n, p| {
+        super::hosts::hosts(ctx, n, p, services, public, found_hosts)
+    })
+    .unwrap_or_default();
     let hook_timeout = opt(ctx, &f, "hook_timeout", &mut ok, duration).unwrap_or(DEFAULT_HOOK_TIMEOUT);
     let approval_timeout =
         opt(ctx, &f, "approval_timeout", &mut ok, duration).unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
@@ -220,6 +229,14 @@ fn draft(
     });
 
     let tier = tier?;
+    if tier == Tier::Integration && !hosts.is_empty() {
+        ctx.error(
+            f.key_location("hosts"),
+            &f.path("hosts"),
+            "integration environments cannot have hosts yet (a {branch}.review.example.com pattern is not supported); they are reached by their .localhost names",
+        );
+        return None;
+    }
     if !ok {
         return None;
     }
@@ -240,6 +257,7 @@ fn draft(
         hook_timeout,
         approval_timeout,
         ports,
+        hosts,
         requires: Vec::new(),
         migrations: migrations.unwrap_or(Migrations::Switch),
         hold_timeout,

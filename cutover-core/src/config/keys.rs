@@ -43,7 +43,13 @@ pub(crate) const SCHEDULER: &[&str] = &["jobs", "suspend_timeout", "on_suspend_t
 
 pub(crate) const JOB: &[&str] = &["schedule", "timezone", "run", "overlap"];
 
-pub(crate) const ROUTER: &[&str] = &["port"];
+pub(crate) const ROUTER: &[&str] = &["port", "trusted_proxies", "access_log", "tls"];
+
+pub(crate) const TLS: &[&str] = &["port", "certificates", "hsts"];
+
+pub(crate) const CERTIFICATE: &[&str] = &["hosts", "cert", "key", "redirect"];
+
+pub(crate) const ACCESS_LOG: &[&str] = &["path", "stdout", "max_size", "keep"];
 
 pub(crate) const REGISTRY: &[&str] = &["url"];
 
@@ -76,6 +82,7 @@ pub(crate) const ENVIRONMENT: &[&str] = &[
     "hold_timeout",
     "on_hold_timeout",
     "maintenance_page",
+    "hosts",
 ];
 
 pub(crate) const AUTOSCALE: &[&str] = &["min", "max", "target_rps_per_replica"];
@@ -89,6 +96,9 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("scheduler", SCHEDULER),
     ("scheduler.jobs.*", JOB),
     ("router", ROUTER),
+    ("router.access_log", ACCESS_LOG),
+    ("router.tls", TLS),
+    ("router.tls.certificates[]", CERTIFICATE),
     ("registry", REGISTRY),
     ("webhooks[]", WEBHOOK),
     ("rabbitmq", RABBITMQ),

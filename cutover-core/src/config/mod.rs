@@ -17,8 +17,10 @@ mod cron;
 mod environments;
 mod error;
 mod extract;
+mod hosts;
 pub mod keys;
 mod node;
+mod router;
 mod schema;
 mod types;
 mod values;
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use cron::CronSchedule;
 pub use error::{ConfigError, ConfigErrors};
+pub use router::{DEFAULT_ACCESS_LOG_KEEP, DEFAULT_ACCESS_LOG_MAX_SIZE};
 pub use schema::json_schema;
 pub use types::*;
 pub use values::{format_duration, parse_duration};

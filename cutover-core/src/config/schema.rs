@@ -293,6 +293,76 @@ fn rabbitmq() -> Value {
     )
 }
 
+fn tls() -> Value {
+    object(
+        &["port", "certificates"],
+        "HTTPS (HTTP/2 and HTTP/1.1) on its own port, with certificates picked by host name (SNI) and reloaded when their files change.",
+        props(vec![
+            (
+                "port",
+                integer(0, Some(65_535), "The HTTPS port on 127.0.0.1 (0: any free one)."),
+            ),
+            (
+                "certificates",
+                json!({
+                    "type": "array",
+                    "description": "One entry per certificate (at least one).",
+                    "items": object(
+                        &["hosts", "cert", "key"],
+                        "A certificate and the host names it is for.",
+                        props(vec![
+                            ("hosts", json!({ "type": "array", "items": { "type": "string" }, "description": "Host names (*.example.com for one label)." })),
+                            ("cert", string("Absolute path of the PEM certificate chain (leaf first).")),
+                            ("key", string("Absolute path of the PEM private key.")),
+                            ("redirect", boolean("Answer plain-HTTP requests for these hosts with a 308 to HTTPS.", Some(false))),
+                        ]),
+                    ),
+                }),
+            ),
+            (
+                "hsts",
+                boolean(
+                    "Send Strict-Transport-Security: max-age=31536000 on HTTPS answers.",
+                    Some(false),
+                ),
+            ),
+        ]),
+    )
+}
+
+fn access_log() -> Value {
+    object(
+        &[],
+        "One JSON line per request, to a file (rotated by size) or stdout; off when absent.",
+        props(vec![
+            (
+                "path",
+                string("An absolute file path, written by the data plane."),
+            ),
+            (
+                "stdout",
+                boolean(
+                    "Write to the data plane's standard output instead of a file.",
+                    Some(false),
+                ),
+            ),
+            ("max_size", {
+                let mut s = json!({
+                    "type": ["integer", "string"],
+                    "description": "Rotate the file before it passes this size: bytes, or a number with B, KB, MB, GB, KiB, MiB or GiB.",
+                });
+                s["default"] = json!("100MiB");
+                s
+            }),
+            ("keep", {
+                let mut s = integer(0, None, "Rotated files kept (access.log.1 the newest).");
+                s["default"] = json!(super::DEFAULT_ACCESS_LOG_KEEP);
+                s
+            }),
+        ]),
+    )
+}
+
 fn webhook() -> Value {
     object(
         &["url"],
@@ -474,6 +544,17 @@ fn environment() -> Value {
                 ),
             ),
             (
+                "hosts",
+                named(
+                    json!({
+                        "type": "array",
+                        "items": { "type": "string" },
+                        "description": "Host names (www.example.com, or *.example.com for one label) routed to the public service.",
+                    }),
+                    "Public host names by public service; each name belongs to one environment (not on integration environments yet).",
+                ),
+            ),
+            (
                 "requires",
                 json!({
                     "type": "array",
@@ -521,15 +602,27 @@ pub fn json_schema() -> Value {
                 object(
                     &[],
                     "The router in front of public services.",
-                    props(vec![("port", {
-                        let mut s = integer(
-                            0,
-                            Some(65_535),
-                            "Its port on 127.0.0.1 (0: any free one); --router-listen overrides it.",
-                        );
-                        s["default"] = json!(7080);
-                        s
-                    })]),
+                    props(vec![
+                        ("port", {
+                            let mut s = integer(
+                                0,
+                                Some(65_535),
+                                "Its port on 127.0.0.1 (0: any free one); --router-listen overrides it.",
+                            );
+                            s["default"] = json!(7080);
+                            s
+                        }),
+                        (
+                            "trusted_proxies",
+                            json!({
+                                "type": "array",
+                                "items": { "type": "string" },
+                                "description": "Address ranges (10.0.0.0/8, 2001:db8::/32, or one address) of proxies in front of the router: their X-Forwarded-For/Forwarded headers are appended to; everyone else's are replaced.",
+                            }),
+                        ),
+                        ("access_log", access_log()),
+                        ("tls", tls()),
+                    ]),
                 ),
             ),
             (
@@ -666,6 +759,7 @@ mod tests {
         for (file, text) in [
             ("build.rs", include_str!("build.rs")),
             ("environments.rs", include_str!("environments.rs")),
+            ("router.rs", include_str!("router.rs")),
         ] {
             for (i, call) in text.split("Fields::new(").skip(1).enumerate() {
                 let args = &call[..call

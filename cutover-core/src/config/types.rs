@@ -298,6 +298,58 @@ pub struct RabbitUser {
 pub struct RouterConfig {
     /// Port to listen on; `None` lets the control plane choose; 0 = any free port.
     pub port: Option<u16>,
+    /// Address ranges of proxies in front of the router (canonical `ADDRESS/PREFIX`): their
+    /// forwarding headers are appended to; everyone else's are replaced.
+    pub trusted_proxies: Vec<String>,
+    /// The access log; `None`: off.
+    pub access_log: Option<AccessLog>,
+    /// HTTPS termination; `None`: plain HTTP only.
+    pub tls: Option<RouterTls>,
+}
+
+/// `router.tls`: an HTTPS listener with certificates per host name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouterTls {
+    /// Its port on 127.0.0.1 (0: any free one).
+    pub port: u16,
+    /// The certificates (at least one).
+    pub certificates: Vec<Certificate>,
+    /// Send `Strict-Transport-Security: max-age=31536000` on every HTTPS answer.
+    pub hsts: bool,
+}
+
+/// One certificate of `router.tls.certificates`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Certificate {
+    /// Host names it is picked for (SNI).
+    pub hosts: Vec<String>,
+    /// Absolute path of the PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// Absolute path of the PEM private key.
+    pub key: std::path::PathBuf,
+    /// Answer plain-HTTP requests for these hosts with a 308 to HTTPS.
+    pub redirect: bool,
+}
+
+/// `router.access_log`: one JSON line per request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessLog {
+    /// Where the lines go.
+    pub target: AccessLogTarget,
+    /// A file is rotated before it passes this many bytes.
+    pub max_size: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogTarget {
+    /// The data plane's standard output.
+    Stdout,
+    /// An absolute file path.
+    File(std::path::PathBuf),
 }
 
 /// An image registry (the optional top-level `registry:` section).
@@ -508,6 +560,8 @@ pub struct Environment {
     pub replicas: BTreeMap<ServiceName, u32>,
     /// Fixed router ports (on 127.0.0.1) per public service, besides the host-routed port.
     pub ports: BTreeMap<ServiceName, u16>,
+    /// Public host names per public service (lower-case; `*.example.com` wildcards).
+    pub hosts: BTreeMap<ServiceName, Vec<String>>,
     /// Longest a hook may run. Default 30m.
     #[serde(serialize_with = "ser_duration")]
     pub hook_timeout: Duration,

@@ -86,6 +86,13 @@ fn every_key_the_parser_accepts_has_a_row() {
         format!("{base}scheduler: {{ {z}: 1 }}\n"),
         format!("{base}scheduler: {{ jobs: {{ j: {{ schedule: \"* * * * *\", run: x, {z}: 1 }} }} }}\n"),
         format!("{base}router: {{ {z}: 1 }}\n"),
+        format!("{base}router: {{ access_log: {{ stdout: true, {z}: 1 }} }}\n"),
+        format!(
+            "{base}router: {{ tls: {{ port: 1, certificates: [{{ hosts: [a.b], cert: /c, key: /k }}], {z}: 1 }} }}\n"
+        ),
+        format!(
+            "{base}router: {{ tls: {{ port: 1, certificates: [{{ hosts: [a.b], cert: /c, key: /k, {z}: 1 }}] }} }}\n"
+        ),
         format!("{base}registry: {{ url: \"127.0.0.1:5000\", {z}: 1 }}\n"),
         format!("{base}webhooks: [{{ url: \"http://h/\", {z}: 1 }}]\n"),
         format!("{base}rabbitmq: {{ url: \"http://h:15672\", {z}: 1 }}\n"),

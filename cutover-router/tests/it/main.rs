@@ -4,7 +4,9 @@
 #![allow(clippy::disallowed_methods)]
 
 mod gates;
+mod edge;
 mod routing;
 mod strict;
 mod support;
 mod switching;
+mod tls;

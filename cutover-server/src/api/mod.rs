@@ -174,7 +174,14 @@ async fn metrics(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        engine.metrics_text().await,
+        {
+            // The router's series live in the data plane (they outlive server restarts).
+            let text = engine.metrics_text().await;
+            match engine.data_plane().router_metrics().await {
+                Some(router) => cutover_engine::dataplane::merge_exposition(text, &router),
+                None => text,
+            }
+        },
     )
 }
 

@@ -39,6 +39,7 @@ mod pipeline_support;
 mod postgres_backend;
 mod registry;
 mod reload;
+mod router_edge;
 mod runtimes;
 mod sandbox;
 mod scale;

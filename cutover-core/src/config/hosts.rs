@@ -1,0 +1,203 @@
+//! `environments.<env>.hosts`: the public host names of an environment's services, e.g.
+//! `hosts: { storefront: [www.example.com, example.com], backoffice: [admin.example.com] }`.
+//!
+//! A name is lower-cased DNS labels (`[a-z0-9-]`, not starting or ending with `-`, at most 63
+//! bytes each, 253 in all, at least two labels), optionally behind one `*.` wildcard label that
+//! stands for exactly one label (as in TLS certificates). Only public services can have hosts,
+//! and a name belongs to one environment and service: a second use anywhere is refused with its
+//! file:line:column. The `.localhost` names (`<service>.<env>.<app>.localhost`) keep working
+//! beside these.
+//!
+//! Not yet: hosts on integration environments (their `{branch}.review.example.com` pattern needs
+//! the engine to push each instance's names); they are refused with that explanation rather
+//! than accepted and ignored. Path prefixes are not supported.
+
+use std::collections::BTreeMap;
+
+use serde_saphyr::Location;
+
+use super::extract::{Ctx, SNode, join, list, named_entries, parsed};
+use crate::{EnvName, ServiceName};
+
+/// One host as written, with where.
+pub(crate) struct HostAt {
+    pub(crate) name: String,
+    pub(crate) at: Location,
+    pub(crate) path: String,
+}
+
+/// Parses `hosts:`; the hosts with their locations go to [`unique`] afterwards.
+pub(crate) fn hosts(
+    ctx: &mut Ctx<'_>,
+    node: &SNode,
+    path: &str,
+    services: &[ServiceName],
+    public: &[ServiceName],
+    found: &mut Vec<HostAt>,
+) -> Option<BTreeMap<ServiceName, Vec<String>>> {
+    let mut ok = true;
+    let mut out = BTreeMap::new();
+    for (service, key_at, value) in named_entries(
+        ctx,
+        node,
+        path,
+        "a mapping of public service names to lists of host names",
+        ServiceName::parse,
+    ) {
+        let p = join(path, service.as_str());
+        if !services.is_empty() && !public.contains(&service) {
+            let why = if services.contains(&service) {
+                "is not public (`public: true`); only public services are routed"
+            } else {
+                "is not a service"
+            };
+            ctx.error(key_at, &p, format!("{:?} {why}", service.as_str()));
+            ok = false;
+            continue;
+        }
+        let Some(items) = list(ctx, value, &p, "a list of host names, e.g. [www.example.com]") else {
+            ok = false;
+            continue;
+        };
+        let mut names = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let ip = format!("{p}[{i}]");
+            match parsed(ctx, item, &ip, check_host) {
+                Some(name) => {
+                    found.push(HostAt {
+                        name: name.clone(),
+                        at: item.referenced,
+                        path: ip,
+                    });
+                    names.push(name);
+                }
+                None => ok = false,
+            }
+        }
+        out.insert(service, names);
+    }
+    ok.then_some(out)
+}
+
+/// A host name or `*.` wildcard, lower-cased (see the module docs).
+pub(crate) fn check_host(raw: &str) -> Result<String, String> {
+    let lower = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    if lower.contains('{') {
+        return Err(format!(
+            "{raw:?}: host patterns such as {{branch}}.review.example.com are not supported yet; list the names"
+        ));
+    }
+    if lower.contains('/') || lower.contains(':') {
+        return Err(format!(
+            "{raw:?} is not a host name: give the name only, without scheme, port or path (e.g. www.example.com)"
+        ));
+    }
+    let name = lower.strip_prefix("*.").unwrap_or(&lower);
+    let labels: Vec<&str> = name.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if lower.len() > 253 || labels.len() < 2 || !labels.iter().all(label_ok) {
+        return Err(format!(
+            "{raw:?} is not a host name: expected dot-separated labels of a-z, 0-9 and '-' (at least two, e.g. www.example.com), optionally after one \"*.\""
+        ));
+    }
+    if labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!("{raw:?} is an IP address, not a host name"));
+    }
+    Ok(lower)
+}
+
+/// Every host name is used once across all environments and services.
+pub(crate) fn unique(ctx: &mut Ctx<'_>, found: &[(EnvName, HostAt)]) -> bool {
+    let mut seen: BTreeMap<&str, (&EnvName, &str)> = BTreeMap::new();
+    let mut ok = true;
+    for (env, h) in found {
+        match seen.get(h.name.as_str()) {
+            Some((first_env, first_path)) => {
+                let whose = if *first_env == env {
+                    "this environment".to_owned()
+                } else {
+                    format!("environment {first_env}")
+                };
+                ctx.error(
+                    h.at,
+                    &h.path,
+                    format!(
+                        "host {:?} is already used by {whose} ({first_path}); a host name routes to one environment and service",
+                        h.name
+                    ),
+                );
+                ok = false;
+            }
+            None => {
+                seen.insert(&h.name, (env, &h.path));
+            }
+        }
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names() {
+        assert_eq!(check_host("WWW.Example.com."), Ok("www.example.com".into()));
+        assert_eq!(check_host("*.example.com"), Ok("*.example.com".into()));
+        assert!(check_host("example").is_err());
+        assert!(check_host("*.*.example.com").is_err());
+        assert!(check_host("a..b").is_err());
+        assert!(check_host("-a.example.com").is_err());
+        assert!(check_host("https://www.example.com").is_err());
+        assert!(check_host("www.example.com:443").is_err());
+        assert!(check_host("10.0.0.1").is_err());
+        assert!(
+            check_host("{branch}.review.example.com")
+                .unwrap_err()
+                .contains("not supported")
+        );
+        assert!(check_host(&format!("{}.com", "a".repeat(64))).is_err());
+    }
+
+    fn parse(envs: &str) -> Result<crate::config::Config, String> {
+        let text = format!(
+            "app: a\nservices:\n  web: {{ run: x, public: true }}\n  admin: {{ run: y, public: true }}\n  worker: {{ run: z }}\nenvironments:\n{envs}"
+        );
+        crate::config::parse(&text, std::path::Path::new("cutover.yml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn hosts_parse_and_conflicts_point_at_the_second_use() {
+        let cfg = parse(
+            "  prod: { tier: prod, hosts: { web: [www.example.com, Example.com], admin: [\"*.admin.example.com\"] } }\n  stage: { tier: stage, hosts: { web: [staging.example.com] } }\n",
+        )
+        .unwrap();
+        let prod = &cfg.environments[&EnvName::parse("prod").unwrap()];
+        assert_eq!(
+            prod.hosts[&ServiceName::parse("web").unwrap()],
+            vec!["www.example.com".to_owned(), "example.com".to_owned()]
+        );
+        let e = parse(
+            "  prod: { tier: prod, hosts: { web: [www.example.com] } }\n  stage:\n    tier: stage\n    hosts: { web: [a.example.com, WWW.example.com] }\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("cutover.yml:10:35: environments.stage.hosts.web[1]: host \"www.example.com\" is already used by environment prod (environments.prod.hosts.web[0])"),
+            "{e}"
+        );
+        let e = parse("  prod: { tier: prod, hosts: { worker: [w.example.com] } }\n").unwrap_err();
+        assert!(e.contains("is not public"), "{e}");
+        let e = parse("  prod: { tier: prod, hosts: { web: [a.example.com], admin: [a.example.com] } }\n")
+            .unwrap_err();
+        assert!(e.contains("already used by this environment"), "{e}");
+        let e = parse("  review: { tier: integration, hosts: { web: [r.example.com] } }\n").unwrap_err();
+        assert!(e.contains("integration"), "{e}");
+    }
+}

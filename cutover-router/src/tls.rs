@@ -1,0 +1,416 @@
+//! TLS termination (rustls, ring provider) with HTTP/2 towards clients.
+//!
+//! [`TlsCerts`] holds one certificate chain and key per host name (SNI; `*.example.com` covers
+//! one label), loaded from PEM files. [`TlsCerts::reload_if_changed`] rereads them when a file's
+//! modification time or size changed, and [`Router::serve_tls`] calls it every
+//! [`RELOAD_EVERY`]: a new certificate is used for handshakes from then on, connections already
+//! open keep theirs, nothing is dropped. A pair that fails to load (a key replaced before its
+//! certificate) keeps the previous pair, so a half-written renewal never takes a host offline.
+//!
+//! Connections offer ALPN `h2` and `http/1.1`; hyper-util's `auto` builder serves each in the
+//! protocol ALPN chose (HTTP/1.1, with upgrades, when the client named none). Requests go to instances over HTTP/1.1 keep-alive as on
+//! the plain listener; `X-Forwarded-Proto` is `https`. With HSTS on, every answer carries
+//! `Strict-Transport-Security`.
+//!
+//! Rejected: `notify` for file changes (not in the dependency tree; a 1 s poll of a few `stat`
+//! calls costs nothing and also sees files replaced by rename, which inotify watches on the old
+//! inode miss); dropping the previous certificate when a reload fails.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
+use rustls::crypto::ring::sign::any_supported_type;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::Router;
+use crate::proxy::{self, ConnCtx, Target};
+
+/// How often certificate files are checked for changes.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// One host's certificate: names it serves, and its PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFiles {
+    /// Host names (`www.example.com`, `*.example.com`) this certificate is picked for.
+    pub hosts: Vec<String>,
+    /// The certificate chain (leaf first), PEM.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1), PEM.
+    pub key: PathBuf,
+}
+
+/// Why a certificate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("cannot load {what} from {}: {detail}; give a PEM file the data plane can read", path.display())]
+    Load {
+        /// Certificate or key.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// No certificate was configured.
+    #[error("no certificate configured: TLS needs at least one host's cert and key files")]
+    Empty,
+}
+
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    std::fs::metadata(path)
+        .ok()
+        .and_then(|m| Some((m.modified().ok()?, m.len())))
+}
+
+struct Loaded {
+    files: CertFiles,
+    stamps: (Stamp, Stamp),
+    key: Arc<CertifiedKey>,
+}
+
+/// Certificates by host name, swapped atomically on reload.
+pub struct TlsCerts {
+    by_name: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    loaded: Mutex<Vec<Loaded>>,
+    /// The first configured certificate, for clients sending no SNI.
+    default: ArcSwap<Option<Arc<CertifiedKey>>>,
+}
+
+impl fmt::Debug for TlsCerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsCerts")
+            .field("names", &self.by_name.load().len())
+            .finish()
+    }
+}
+
+fn load_pair(files: &CertFiles) -> Result<Arc<CertifiedKey>, TlsError> {
+    let err = |what, path: &Path, detail: String| TlsError::Load {
+        what,
+        path: path.to_owned(),
+        detail,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| err("the certificate", &files.cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err("the certificate", &files.cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(err("the certificate", &files.cert, "no CERTIFICATE block".into()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| err("the key", &files.key, e.to_string()))?;
+    let signer = any_supported_type(&key).map_err(|e| err("the key", &files.key, e.to_string()))?;
+    let certified = CertifiedKey::new(chain, signer);
+    certified.keys_match().map_err(|e| {
+        err(
+            "the key",
+            &files.key,
+            format!("it does not match the certificate: {e}"),
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
+
+impl TlsCerts {
+    /// No certificate: every handshake fails until [`TlsCerts::replace`].
+    pub fn empty() -> Self {
+        Self {
+            by_name: ArcSwap::from_pointee(HashMap::new()),
+            loaded: Mutex::new(Vec::new()),
+            default: ArcSwap::from_pointee(None),
+        }
+    }
+
+    /// Loads every pair; fails on the first that cannot be loaded.
+    pub fn load(files: Vec<CertFiles>) -> Result<Self, TlsError> {
+        let certs = Self {
+            by_name: ArcSwap::from_pointee(HashMap::new()),
+            loaded: Mutex::new(Vec::new()),
+            default: ArcSwap::from_pointee(None),
+        };
+        certs.replace(files)?;
+        Ok(certs)
+    }
+
+    /// Replaces the whole set (a new configuration); on an error the current set stays.
+    pub fn replace(&self, files: Vec<CertFiles>) -> Result<(), TlsError> {
+        if files.is_empty() {
+            return Err(TlsError::Empty);
+        }
+        let mut loaded = Vec::with_capacity(files.len());
+        for f in files {
+            let stamps = (stamp(&f.cert), stamp(&f.key));
+            let key = load_pair(&f)?;
+            loaded.push(Loaded {
+                files: f,
+                stamps,
+                key,
+            });
+        }
+        let mut current = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.publish(&loaded);
+        *current = loaded;
+        Ok(())
+    }
+
+    /// The configured files.
+    pub fn files(&self) -> Vec<CertFiles> {
+        let loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loaded.iter().map(|l| l.files.clone()).collect()
+    }
+
+    fn publish(&self, loaded: &[Loaded]) {
+        let mut map = HashMap::new();
+        for l in loaded {
+            for h in &l.files.hosts {
+                map.insert(
+                    h.trim().trim_end_matches('.').to_ascii_lowercase(),
+                    Arc::clone(&l.key),
+                );
+            }
+        }
+        self.by_name.store(Arc::new(map));
+        self.default
+            .store(Arc::new(loaded.first().map(|l| Arc::clone(&l.key))));
+    }
+
+    /// Rereads the pairs whose files changed; returns how many were replaced. A pair that fails
+    /// to load keeps serving its previous certificate (logged).
+    pub fn reload_if_changed(&self) -> usize {
+        let mut loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut replaced = 0;
+        for l in loaded.iter_mut() {
+            let now = (stamp(&l.files.cert), stamp(&l.files.key));
+            if now == l.stamps {
+                continue;
+            }
+            match load_pair(&l.files) {
+                Ok(key) => {
+                    l.key = key;
+                    l.stamps = now;
+                    replaced += 1;
+                    tracing::info!(cert = %l.files.cert.display(), "certificate reloaded");
+                }
+                // Stamps not updated: tried again on the next check (the other file may follow).
+                Err(e) => {
+                    tracing::warn!(error = %e, "certificate files changed but do not load; keeping the previous one")
+                }
+            }
+        }
+        if replaced > 0 {
+            self.publish(&loaded);
+        }
+        replaced
+    }
+
+    fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let map = self.by_name.load();
+        if let Some(name) = sni.map(str::to_ascii_lowercase) {
+            if let Some(k) = map.get(&name) {
+                return Some(Arc::clone(k));
+            }
+            if let Some((_, rest)) = name.split_once('.')
+                && let Some(k) = map.get(&format!("*.{rest}"))
+            {
+                return Some(Arc::clone(k));
+            }
+        }
+        (**self.default.load()).clone()
+    }
+}
+
+#[derive(Debug)]
+struct Resolver(Arc<TlsCerts>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.pick(hello.server_name())
+    }
+}
+
+/// A TLS listener's settings.
+#[derive(Clone, Debug)]
+pub struct TlsOptions {
+    /// The certificates, shared with whoever reloads them.
+    pub certs: Arc<TlsCerts>,
+    /// `Strict-Transport-Security` value added to every answer, e.g. `max-age=31536000`.
+    pub hsts: Option<HeaderValue>,
+}
+
+fn server_config(certs: &Arc<TlsCerts>) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Resolver(Arc::clone(certs))));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+impl Router {
+    /// [`Router::serve_tls`] with the certificates and HSTS of [`crate::EdgeSettings::tls`]
+    /// (certificates replaced by [`Router::set_edge`] apply at once; HSTS as it was at start).
+    pub async fn serve_tls_configured(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let hsts = self
+            .inner
+            .edge
+            .load()
+            .tls
+            .as_ref()
+            .and_then(|t| t.hsts.as_deref())
+            .and_then(|h| HeaderValue::from_str(h).ok());
+        let opts = TlsOptions {
+            certs: Arc::clone(&self.inner.tls_certs),
+            hsts,
+        };
+        self.serve_tls(listener, opts, shutdown).await
+    }
+
+    /// Serves HTTPS (HTTP/2 or HTTP/1.1 by ALPN) on `listener`, routing by `Host` (or
+    /// `:authority`) like [`Router::serve`], until `shutdown` resolves; checks the certificate
+    /// files every [`RELOAD_EVERY`]. On shutdown, connections finish their requests (bounded by
+    /// the shutdown grace).
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        tls: TlsOptions,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let config = &self.inner.config;
+        let acceptor = TlsAcceptor::from(server_config(&tls.certs));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (hard_tx, hard_rx) = watch::channel(false);
+        let mut conns = JoinSet::new();
+        let mut reload = tokio::time::interval(RELOAD_EVERY);
+        reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                _ = reload.tick() => {
+                    let certs = Arc::clone(&tls.certs);
+                    // stat + parse off the runtime's worker threads
+                    let _ = tokio::task::spawn_blocking(move || certs.reload_if_changed()).await;
+                }
+                accepted = listener.accept() => {
+                    let Ok((stream, peer)) = accepted else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let ctx = Arc::new(ConnCtx {
+                        inner: Arc::clone(&self.inner),
+                        target: Target::ByHost,
+                        peer,
+                        proto: "https",
+                        hard_stop: hard_rx.clone(),
+                    });
+                    let acceptor = acceptor.clone();
+                    let header_timeout = config.client_header_timeout;
+                    let hsts = tls.hsts.clone();
+                    let last_call = config.shutdown_grace.min(crate::serve::LAST_CALL);
+                    let mut stop = stop_rx.clone();
+                    conns.spawn(async move {
+                        let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await else {
+                            return; // handshake failed or too slow
+                        };
+                        let (requests, _) = watch::channel(0u64);
+                        let mut started = requests.subscribe();
+                        let svc = service_fn(move |req| {
+                            requests.send_modify(|n| *n += 1);
+                            let ctx = Arc::clone(&ctx);
+                            let hsts = hsts.clone();
+                            async move {
+                                let mut resp = proxy::handle(ctx, req).await?;
+                                if let Some(v) = hsts {
+                                    resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, v);
+                                }
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        });
+                        // ALPN already chose: skip the auto builder's sniffing of the preface.
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let mut builder = auto::Builder::new(TokioExecutor::new());
+                        builder = if h2 { builder.http2_only() } else { builder.http1_only() };
+                        builder
+                            .http1()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(header_timeout)
+                            .keep_alive(true);
+                        builder.http2().timer(TokioTimer::new());
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            r = conn.as_mut() => log_conn(r),
+                            () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                                // Last call, as on the plain listener (see `serve`): a request
+                                // on its way when the listener stops is still served.
+                                started.mark_unchanged();
+                                tokio::select! {
+                                    r = conn.as_mut() => return log_conn(r),
+                                    _ = started.changed() => {}
+                                    () = tokio::time::sleep(last_call) => {}
+                                }
+                                conn.as_mut().graceful_shutdown();
+                                log_conn(conn.await);
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        drop(listener);
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(config.shutdown_grace, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            conns.shutdown().await;
+        }
+        let _ = hard_tx.send(true);
+        Ok(())
+    }
+}
+
+fn log_conn(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "TLS client connection ended with an error");
+    }
+}
