@@ -29,6 +29,7 @@ mod reload;
 mod scale;
 mod scheduler;
 mod secrets;
+pub mod source;
 mod status;
 mod swarm;
 mod tokens;
@@ -120,6 +121,7 @@ struct Inner {
     shared: pipeline::Shared,
     deployments: Mutex<HashMap<EnvName, deploy::EnvServices>>,
     build_locks: Mutex<HashMap<Version, Arc<tokio::sync::Mutex<()>>>>,
+    fetch_lock: source::FetchLock,
     scheduler: scheduler::SchedulerShared,
     webhooks: webhooks::Webhooks,
     metrics: metrics::Metrics,
@@ -164,6 +166,7 @@ impl Engine {
                 shared: pipeline::Shared::default(),
                 deployments: Mutex::new(HashMap::new()),
                 build_locks: Mutex::new(HashMap::new()),
+                fetch_lock: Default::default(),
                 scheduler: scheduler::SchedulerShared::default(),
                 webhooks,
                 metrics: metrics::Metrics::default(),

@@ -17,6 +17,7 @@ pub(crate) const TOP: &[&str] = &[
     "registry",
     "webhooks",
     "run_as",
+    "source",
 ];
 
 pub(crate) const SERVICE: &[&str] = &[
@@ -46,6 +47,14 @@ pub(crate) const JOB: &[&str] = &["schedule", "run", "overlap"];
 pub(crate) const ROUTER: &[&str] = &["port"];
 
 pub(crate) const REGISTRY: &[&str] = &["url"];
+
+pub(crate) const SOURCE: &[&str] = &[
+    "token_secret",
+    "token_user",
+    "ssh_key_file",
+    "ssh_key_secret",
+    "fetch_timeout",
+];
 
 pub(crate) const WEBHOOK: &[&str] = &["url", "events", "ca_file", "secret_env"];
 
@@ -86,6 +95,7 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("scheduler.jobs.*", JOB),
     ("router", ROUTER),
     ("registry", REGISTRY),
+    ("source", SOURCE),
     ("webhooks[]", WEBHOOK),
     ("rabbitmq", RABBITMQ),
     ("rabbitmq.vhosts[]", VHOST),

@@ -520,6 +520,35 @@ pub fn json_schema() -> Value {
                 json!({ "type": "array", "items": webhook(), "description": "Receivers of run and stage events." }),
             ),
             (
+                "source",
+                object(
+                    &[],
+                    "How a remote `repo:` is fetched into Cutover's own mirror.",
+                    props(vec![
+                        (
+                            "token_secret",
+                            string("https: the secret /<app>/secrets/<name> holding a token."),
+                        ),
+                        (
+                            "token_user",
+                            string("https: the user name sent with the token (default x-access-token)."),
+                        ),
+                        (
+                            "ssh_key_file",
+                            string("ssh: a private key file, relative to this file."),
+                        ),
+                        (
+                            "ssh_key_secret",
+                            string("ssh: the secret /<app>/secrets/<name> holding a private key."),
+                        ),
+                        (
+                            "fetch_timeout",
+                            duration("Bound on one fetch.", Some(std::time::Duration::from_secs(60))),
+                        ),
+                    ]),
+                ),
+            ),
+            (
                 "run_as",
                 described(
                     json!({ "type": "string", "pattern": "^[a-z_][a-z0-9_-]{0,31}$" }),

@@ -39,6 +39,37 @@ pub struct Config {
     /// runtime run as. `None`: they run as the server's user (still confined
     /// by Landlock where the kernel has it).
     pub run_as: Option<String>,
+    /// How a remote `repo:` is fetched (credentials, timeout); defaults when absent.
+    pub source: SourceSettings,
+}
+
+/// `source:`: how Cutover fetches a remote `repo:` into its own mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceSettings {
+    /// https: the parameter-store secret (`/<app>/secrets/<name>`) holding a token sent as
+    /// the password of HTTP basic authentication.
+    pub token_secret: Option<String>,
+    /// https: the user name sent with the token (default `x-access-token`; GitLab: `oauth2`).
+    pub token_user: String,
+    /// ssh: a private key file (absolute, resolved against cutover.yml's directory).
+    pub ssh_key_file: Option<PathBuf>,
+    /// ssh: the parameter-store secret (`/<app>/secrets/<name>`) holding a private key.
+    pub ssh_key_secret: Option<String>,
+    /// Bound on one fetch (connect, each request, the whole fetch). Default 60 s.
+    #[serde(serialize_with = "ser_duration")]
+    pub fetch_timeout: Duration,
+}
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        SourceSettings {
+            token_secret: None,
+            token_user: "x-access-token".to_owned(),
+            ssh_key_file: None,
+            ssh_key_secret: None,
+            fetch_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The application part of a configuration (see [`super::APPLICATION_KEYS`]): what one commit

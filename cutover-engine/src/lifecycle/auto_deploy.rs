@@ -26,6 +26,9 @@ impl Engine {
             .filter(|(_, e)| e.auto_deploy && matches!(e.tier, Tier::Dev | Tier::Integration))
             .filter_map(|(n, e)| e.branch.clone().map(|b| (n.clone(), b)))
             .collect();
+        if !watched.is_empty() {
+            self.fetch_source_best_effort("auto-deploy").await;
+        }
         for (env, branch) in watched {
             if let Err(e) = self.watch_env(&env, &branch).await {
                 tracing::warn!(env = %env, branch, error = %e.chain(), "auto-deploy could not look at the branch");

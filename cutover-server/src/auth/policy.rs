@@ -87,6 +87,8 @@ pub fn rule(method: &Method, route: &str) -> Rule {
             Rule::ScaleRequest(Admin)
         }
         "/api/v1/promotions" if post => Rule::Promotion,
+        // A fetch changes no environment; any deployer may bring the mirror up to date.
+        "/api/v1/source/fetch" if post => Rule::AnyEnv(Deployer),
         "/api/v1/runs" if get => Rule::RunList,
         "/api/v1/runs/{id}" | "/api/v1/runs/{id}/logs" if get => Rule::Run(Viewer),
         "/api/v1/runs/{id}/cancel" if post => Rule::Run(Deployer),
