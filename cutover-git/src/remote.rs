@@ -234,6 +234,15 @@ impl Repo {
             };
             conn = conn.with_transport_options(Box::new(http));
         }
+        if matches!(opts.credentials, Credentials::Token { .. })
+            && opts.url.starts_with("http://")
+            && !is_loopback_url(&opts.url)
+        {
+            return Err(GitError::BadRemote {
+                url: redact_url(&opts.url),
+                why: "a token is sent over plain http:// to loopback hosts only; use https://".into(),
+            });
+        }
         let conn = match &opts.credentials {
             Credentials::Token { username, token } => {
                 let (username, token) = (username.clone(), token.clone());
@@ -272,6 +281,20 @@ impl Repo {
             updated,
         })
     }
+}
+
+/// `http://127.0.0.1…`, `http://localhost…` or `http://[::1]…`.
+fn is_loopback_url(url: &str) -> bool {
+    gix::url::parse(gix::bstr::BStr::new(url))
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+        .is_some_and(|h| {
+            h == "localhost"
+                || h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
 }
 
 fn is_http(url: &str) -> bool {
@@ -401,6 +424,15 @@ mod tests {
             let err = check_remote_url(bad).expect_err(bad).to_string();
             assert!(!err.contains("hunter22"), "{err}");
         }
+    }
+
+    #[test]
+    fn plain_http_is_loopback_only() {
+        assert!(is_loopback_url("http://127.0.0.1:8080/a.git"));
+        assert!(is_loopback_url("http://localhost/a.git"));
+        assert!(is_loopback_url("http://[::1]:80/a.git"));
+        assert!(!is_loopback_url("http://git.example.com/a.git"));
+        assert!(!is_loopback_url("http://127.0.0.1.evil.example/a.git"));
     }
 
     #[test]

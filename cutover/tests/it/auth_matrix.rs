@@ -123,6 +123,7 @@ fn expectations() -> BTreeMap<&'static str, Need> {
         ("POST /api/v1/system/stop", Everywhere(ADMIN)),
         ("POST /api/v1/system/upgrade", Everywhere(ADMIN)),
         ("POST /api/v1/config/reload", Everywhere(ADMIN)),
+        ("POST /api/v1/source/fetch", Somewhere(DEPLOYER)),
     ])
 }
 
