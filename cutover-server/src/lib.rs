@@ -80,7 +80,7 @@ pub enum StartError {
         url: String,
         config: String,
         #[source]
-        source: GitError,
+        source: Box<GitError>,
     },
     #[error("the application repository named by `repo:` in {config} cannot be opened")]
     Repo {
@@ -519,7 +519,7 @@ fn open_repo(config: &Config, data_dir: &Path) -> Result<Repo, StartError> {
             let bad = |source| StartError::RemoteRepo {
                 url: url.clone(),
                 config: cfg.clone(),
-                source,
+                source: Box::new(source),
             };
             cutover_git::check_remote_url(url).map_err(bad)?;
             let mirror = cutover_engine::source::mirror_path(data_dir, config)

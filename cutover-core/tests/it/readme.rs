@@ -86,6 +86,7 @@ fn every_key_the_parser_accepts_has_a_row() {
         format!("{base}scheduler: {{ {z}: 1 }}\n"),
         format!("{base}scheduler: {{ jobs: {{ j: {{ schedule: \"* * * * *\", run: x, {z}: 1 }} }} }}\n"),
         format!("{base}router: {{ {z}: 1 }}\n"),
+        format!("{base}source: {{ {z}: 1 }}\n"),
         format!("{base}registry: {{ url: \"127.0.0.1:5000\", {z}: 1 }}\n"),
         format!("{base}webhooks: [{{ url: \"http://h/\", {z}: 1 }}]\n"),
         format!("{base}rabbitmq: {{ url: \"http://h:15672\", {z}: 1 }}\n"),
