@@ -30,6 +30,7 @@ mod scale;
 mod scheduler;
 mod secrets;
 pub mod source;
+pub mod source_hook;
 mod status;
 mod swarm;
 mod tokens;
@@ -122,6 +123,7 @@ struct Inner {
     deployments: Mutex<HashMap<EnvName, deploy::EnvServices>>,
     build_locks: Mutex<HashMap<Version, Arc<tokio::sync::Mutex<()>>>>,
     fetch_lock: source::FetchLock,
+    deliveries: source_hook::Deliveries,
     scheduler: scheduler::SchedulerShared,
     webhooks: webhooks::Webhooks,
     metrics: metrics::Metrics,
@@ -167,6 +169,7 @@ impl Engine {
                 deployments: Mutex::new(HashMap::new()),
                 build_locks: Mutex::new(HashMap::new()),
                 fetch_lock: Default::default(),
+                deliveries: Default::default(),
                 scheduler: scheduler::SchedulerShared::default(),
                 webhooks,
                 metrics: metrics::Metrics::default(),

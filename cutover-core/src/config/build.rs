@@ -188,6 +188,7 @@ fn source(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<SourceSetting
         })
     });
     let ssh_key_secret = opt(ctx, &f, "ssh_key_secret", &mut ok, secret_name);
+    let webhook_secret = opt(ctx, &f, "webhook_secret", &mut ok, secret_name);
     let fetch_timeout = opt(ctx, &f, "fetch_timeout", &mut ok, duration).unwrap_or(defaults.fetch_timeout);
     if ssh_key_file.is_some() && ssh_key_secret.is_some() {
         ctx.error(
@@ -203,6 +204,7 @@ fn source(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<SourceSetting
         ssh_key_file,
         ssh_key_secret,
         fetch_timeout,
+        webhook_secret,
     })
 }
 

@@ -54,6 +54,7 @@ pub(crate) const SOURCE: &[&str] = &[
     "ssh_key_file",
     "ssh_key_secret",
     "fetch_timeout",
+    "webhook_secret",
 ];
 
 pub(crate) const WEBHOOK: &[&str] = &["url", "events", "ca_file", "secret_env"];

@@ -542,6 +542,10 @@ pub fn json_schema() -> Value {
                             string("ssh: the secret /<app>/secrets/<name> holding a private key."),
                         ),
                         (
+                            "webhook_secret",
+                            string("The secret /<app>/secrets/<name> push webhooks are signed with."),
+                        ),
+                        (
                             "fetch_timeout",
                             duration("Bound on one fetch.", Some(std::time::Duration::from_secs(60))),
                         ),

@@ -58,6 +58,8 @@ pub struct SourceSettings {
     /// Bound on one fetch (connect, each request, the whole fetch). Default 60 s.
     #[serde(serialize_with = "ser_duration")]
     pub fetch_timeout: Duration,
+    /// The parameter-store secret (`/<app>/secrets/<name>`) push webhooks are signed with.
+    pub webhook_secret: Option<String>,
 }
 
 impl Default for SourceSettings {
@@ -68,6 +70,7 @@ impl Default for SourceSettings {
             ssh_key_file: None,
             ssh_key_secret: None,
             fetch_timeout: Duration::from_secs(60),
+            webhook_secret: None,
         }
     }
 }

@@ -36,7 +36,7 @@ impl Engine {
         }
     }
 
-    async fn watch_env(&self, env: &EnvName, branch: &str) -> Result<(), EngineError> {
+    pub(crate) async fn watch_env(&self, env: &EnvName, branch: &str) -> Result<(), EngineError> {
         let repo_path = self.repo().path().display().to_string();
         let b = branch.to_owned();
         let head: Version = self

@@ -51,6 +51,9 @@ pub fn rule(method: &Method, route: &str) -> Rule {
     let put = *method == Method::PUT;
     match route {
         "/api/v1/health" | "/metrics" | "/api/v1/openapi.json" if get => Rule::Open,
+        // The git host's push webhook is authenticated by its signature (cutover-engine's
+        // `source_hook`), not by a bearer token.
+        "/api/v1/hooks/git" if post => Rule::Open,
         "/api/v1/whoami" if get => Rule::Authenticated,
         "/api/v1/config" | "/api/v1/environments" if get => Rule::AnyEnv(Viewer),
         "/api/v1/environments/{env}"
