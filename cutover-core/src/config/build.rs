@@ -513,8 +513,32 @@ fn registry(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Registry> {
             "url",
             "the registry as host[:port][/prefix], e.g. 127.0.0.1:5000",
         )
-        .and_then(|n| parsed(ctx, n, "registry.url", check_registry_url))?;
-    Some(Registry { url })
+        .and_then(|n| parsed(ctx, n, "registry.url", check_registry_url));
+    let mut ok = true;
+    let username = opt(ctx, &f, "username", &mut ok, |ctx, n, p| {
+        parsed(ctx, n, p, |s| {
+            if !s.is_empty() && !s.contains(':') && !s.chars().any(char::is_control) {
+                Ok(s.to_owned())
+            } else {
+                Err(format!("{s:?} is not a registry user name (non-empty, no ':')"))
+            }
+        })
+    });
+    let password_secret = opt(ctx, &f, "password_secret", &mut ok, secret_name);
+    if username.is_some() != password_secret.is_some() && ok {
+        ctx.error(
+            at,
+            "registry",
+            "username and password_secret go together: set both (the password in the parameter store), or neither",
+        );
+        ok = false;
+    }
+    let url = url?;
+    ok.then_some(Registry {
+        url,
+        username,
+        password_secret,
+    })
 }
 
 /// `host[:port][/path-prefix]` as Docker reads the front of an image

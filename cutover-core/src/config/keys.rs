@@ -46,7 +46,7 @@ pub(crate) const JOB: &[&str] = &["schedule", "run", "overlap"];
 
 pub(crate) const ROUTER: &[&str] = &["port"];
 
-pub(crate) const REGISTRY: &[&str] = &["url"];
+pub(crate) const REGISTRY: &[&str] = &["url", "username", "password_secret"];
 
 pub(crate) const SOURCE: &[&str] = &[
     "token_secret",

@@ -509,10 +509,20 @@ pub fn json_schema() -> Value {
                 object(
                     &["url"],
                     "docker/swarm: an image registry the Build stage pushes to.",
-                    props(vec![(
-                        "url",
-                        string("host[:port][/prefix] without a scheme, e.g. 127.0.0.1:5000."),
-                    )]),
+                    props(vec![
+                        (
+                            "url",
+                            string("host[:port][/prefix] without a scheme, e.g. 127.0.0.1:5000."),
+                        ),
+                        (
+                            "username",
+                            string("The account pushes authenticate as (with password_secret)."),
+                        ),
+                        (
+                            "password_secret",
+                            string("The secret /<app>/secrets/<name> holding the account's password."),
+                        ),
+                    ]),
                 ),
             ),
             (

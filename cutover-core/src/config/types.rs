@@ -337,8 +337,12 @@ pub struct Registry {
     /// `host[:port][/path-prefix]` without a scheme, e.g. `127.0.0.1:5000`
     /// or `registry.example.com/team`; no trailing `/`. Images are pushed
     /// as `<url>/<app>-<env>-<service>:<sha>`. Reached over plain http
-    /// when checking for existing tags; no credentials are sent.
+    /// when checking for existing tags.
     pub url: String,
+    /// With `password_secret`: the account pushes (and tag checks) authenticate as.
+    pub username: Option<String>,
+    /// The parameter-store secret `/<app>/secrets/<name>` holding that account's password.
+    pub password_secret: Option<String>,
 }
 
 /// What an environment is for; decides defaults and policies (SPEC §4).

@@ -180,7 +180,7 @@ fn serve_cgi(stream: TcpStream, root: &Path, expected_auth: Option<&str>) -> std
     out.write_all(body)
 }
 
-fn base64(data: &[u8]) -> String {
+pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in data.chunks(3) {
