@@ -65,7 +65,10 @@ pub use scheduler::{JobStatus, SchedulerStatus};
 pub use secrets::{Rotation, SecretKey, check_rotation_state, rotate_secret_key};
 pub use status::{EnvStatus, InstanceView, ServiceFollow, ServiceStatus};
 pub use tokens::{AuthError, IssuedToken, Principal, TokenRequest, hash_secret};
-pub use webhooks::{check_webhook_files, check_webhooks, signature as webhook_signature};
+pub use webhooks::{
+    check_webhook_files, check_webhooks, signature as webhook_signature,
+    timestamped_signature as webhook_timestamped_signature,
+};
 
 /// The control plane's shared state: configuration, store, repository,
 /// runtime and router. Cheap to clone.

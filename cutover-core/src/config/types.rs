@@ -176,7 +176,8 @@ pub struct Webhook {
     /// a self-signed receiver) instead of the platform's roots. Relative to cutover.yml.
     pub ca_file: Option<PathBuf>,
     /// The name of the server's environment variable holding the key that signs each body
-    /// (`X-Cutover-Signature: sha256=<hex HMAC-SHA256>`); the key never appears in the file.
+    /// (`X-Cutover-Timestamp` and `X-Cutover-Signature: sha256=<hex HMAC-SHA256 of
+    /// "<timestamp>.<body>">`); the key never appears in the file.
     pub secret_env: Option<String>,
 }
 
