@@ -228,9 +228,14 @@ impl DockerRuntime {
 /// What to do about a failed push, from the engine's message.
 /// Whether dockerd's message says the registry wants (other) credentials.
 fn auth_refused(m: &str) -> bool {
-    ["unauthorized", "authentication required", "denied", "no basic auth credentials"]
-        .iter()
-        .any(|needle| m.contains(needle))
+    [
+        "unauthorized",
+        "authentication required",
+        "denied",
+        "no basic auth credentials",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
 }
 
 fn push_hint(registry: &str, message: &str, authenticated: bool) -> String {

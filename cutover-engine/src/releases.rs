@@ -204,7 +204,14 @@ impl Engine {
         let key = cutover_store::ParamKey::parse(&format!("/{}/secrets/{name}", self.config().app))
             .map_err(|e| StageError::Failed(e.to_string()))?;
         match self.secret_value(&key).await? {
-            Some(password) => Ok(Some((user.clone(), password))),
+            Some(password) => {
+                // The run's Deploy creates or updates Swarm services with this account.
+                if let Some(swarm) = self.swarm() {
+                    let host = registry.url.split('/').next().unwrap_or(&registry.url).to_owned();
+                    swarm.set_registry_auth(Some((host, user.clone(), password.clone())));
+                }
+                Ok(Some((user.clone(), password)))
+            }
             None => Err(StageError::Failed(format!(
                 "registry.password_secret names {key}, which is not set; set it (an admin) with \
                  `cutover param put {key} -` and release again"
