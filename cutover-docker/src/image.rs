@@ -159,15 +159,18 @@ impl DockerRuntime {
 
     /// Pushes the local image `tag` (`<app>-<env>-<service>:<sha>`) to
     /// `registry` (`host[:port][/prefix]`, no scheme): tags it
-    /// `<registry>/<tag>`, then pushes that without credentials. Progress
+    /// `<registry>/<tag>`, then pushes that (with `credentials` when given: user and
+    /// password, sent to dockerd in the `X-Registry-Auth` header, never logged). Progress
     /// lines go to `lines` (consecutive repeats folded). Returns the pushed
     /// reference.
     pub async fn push_image(
         &self,
         tag: &str,
         registry: &str,
+        credentials: Option<(String, String)>,
         lines: UnboundedSender<String>,
     ) -> Result<String, DockerError> {
+        let authenticated = credentials.is_some();
         let registry = registry.trim_end_matches('/');
         let (name, version) = tag
             .rsplit_once(':')
@@ -185,7 +188,14 @@ impl DockerRuntime {
             .map_err(DockerError::api(format!("tag {tag} as {reference}")))?;
         let _ = lines.send(format!("pushing {reference}"));
         let options = PushImageOptionsBuilder::new().tag(version).build();
-        let mut stream = self.inner.docker.push_image(&repo, Some(options), None);
+        let host = registry.split('/').next().unwrap_or(registry).to_owned();
+        let auth = credentials.map(|(username, password)| bollard::auth::DockerCredentials {
+            username: Some(username),
+            password: Some(password),
+            serveraddress: Some(host),
+            ..Default::default()
+        });
+        let mut stream = self.inner.docker.push_image(&repo, Some(options), auth);
         let mut last = String::new();
         while let Some(item) = stream.next().await {
             let info = match item {
@@ -196,7 +206,10 @@ impl DockerRuntime {
                         other => other.to_string(),
                     };
                     let _ = lines.send(format!("push of {reference} failed: {message}"));
-                    let action = format!("push {reference}: {}", push_hint(registry, &message));
+                    let action = format!(
+                        "push {reference}: {}",
+                        push_hint(registry, &message, authenticated)
+                    );
                     return Err(DockerError::api(action)(err));
                 }
             };
@@ -213,7 +226,19 @@ impl DockerRuntime {
 }
 
 /// What to do about a failed push, from the engine's message.
-fn push_hint(registry: &str, message: &str) -> String {
+/// Whether dockerd's message says the registry wants (other) credentials.
+fn auth_refused(m: &str) -> bool {
+    [
+        "unauthorized",
+        "authentication required",
+        "denied",
+        "no basic auth credentials",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+fn push_hint(registry: &str, message: &str, authenticated: bool) -> String {
     let host = registry.split('/').next().unwrap_or(registry);
     let hostname = host.rsplit_once(':').map_or(host, |(h, _)| h);
     let loopback = hostname == "localhost" || hostname.starts_with("127.");
@@ -242,10 +267,16 @@ fn push_hint(registry: &str, message: &str) -> String {
             "the registry at {host} (registry.url) is not reachable from dockerd: start it (locally, \
              as root: scripts/registry-setup) or fix registry.url{insecure}"
         )
-    } else if m.contains("unauthorized") || m.contains("authentication required") || m.contains("denied") {
+    } else if auth_refused(&m) && !authenticated {
         format!(
-            "the registry at {host} refused an anonymous push; Cutover sends no credentials, so \
-             use a registry (or path prefix) that accepts anonymous pushes"
+            "the registry at {host} refused an anonymous push; give Cutover an account: \
+             `registry: {{ url, username, password_secret }}` in cutover.yml with the password in \
+             the parameter store (`cutover param put /<app>/secrets/<name> -`)"
+        )
+    } else if auth_refused(&m) {
+        format!(
+            "the registry at {host} refused the push with the account in registry.username; check \
+             the user name, the password in registry.password_secret, and that the account may push"
         )
     } else {
         format!("the registry at {host} (registry.url) refused it; see the Build stage log")
@@ -269,25 +300,27 @@ mod tests {
     fn push_failures_say_what_to_do() {
         let refused =
             "Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused";
-        let hint = push_hint("127.0.0.1:5999", refused);
+        let hint = push_hint("127.0.0.1:5999", refused, false);
         assert!(
             hint.contains("127.0.0.1:5999") && hint.contains("scripts/registry-setup"),
             "{hint}"
         );
         assert!(!hint.contains("insecure-registries"), "{hint}");
-        let hint = push_hint("10.1.2.3:5000/team", refused);
+        let hint = push_hint("10.1.2.3:5000/team", refused, false);
         assert!(
             hint.contains("insecure-registries") && hint.contains("10.1.2.3:5000"),
             "{hint}"
         );
         let https = "Get \"https://reg.lan:5000/v2/\": http: server gave HTTP response to HTTPS client";
-        let hint = push_hint("reg.lan:5000", https);
+        let hint = push_hint("reg.lan:5000", https, false);
         assert!(
             hint.contains("insecure-registries") && hint.contains("daemon.json"),
             "{hint}"
         );
-        let hint = push_hint("reg.example.com", "unauthorized: authentication required");
-        assert!(hint.contains("no credentials"), "{hint}");
+        let hint = push_hint("reg.example.com", "unauthorized: authentication required", false);
+        assert!(hint.contains("password_secret"), "{hint}");
+        let hint = push_hint("reg.example.com", "unauthorized: authentication required", true);
+        assert!(hint.contains("registry.username"), "{hint}");
     }
 
     #[test]

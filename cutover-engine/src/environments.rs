@@ -149,6 +149,7 @@ impl Engine {
     /// the repository's HEAD), marked built / desired / deployed.
     pub async fn versions(&self, name: &str, limit: usize) -> Result<VersionsReport, EngineError> {
         let summary = self.environment(name).await?;
+        self.fetch_source_best_effort("list versions").await;
         let branch = summary.branch.clone().unwrap_or_else(|| "HEAD".to_owned());
         let repo_path = self.repo().path().display().to_string();
         let b = branch.clone();

@@ -33,6 +33,8 @@ mod reload;
 mod scale;
 mod scheduler;
 mod secrets;
+pub mod source;
+pub mod source_hook;
 mod status;
 mod swarm;
 mod tokens;
@@ -72,7 +74,10 @@ pub use scheduler::{JobStatus, SchedulerStatus};
 pub use secrets::{Rotation, SecretKey, check_rotation_state, rotate_secret_key};
 pub use status::{EnvStatus, InstanceView, ServiceFollow, ServiceStatus};
 pub use tokens::{AuthError, IssuedToken, Principal, TokenRequest, hash_secret};
-pub use webhooks::{check_webhook_files, check_webhooks, signature as webhook_signature};
+pub use webhooks::{
+    check_webhook_files, check_webhooks, signature as webhook_signature,
+    timestamped_signature as webhook_timestamped_signature,
+};
 
 /// The control plane's shared state: configuration, store, repository,
 /// runtime and router. Cheap to clone.
@@ -129,6 +134,8 @@ struct Inner {
     shared: pipeline::Shared,
     deployments: Mutex<HashMap<EnvName, deploy::EnvServices>>,
     build_locks: Mutex<HashMap<Version, Arc<tokio::sync::Mutex<()>>>>,
+    fetch_lock: source::FetchLock,
+    deliveries: source_hook::Deliveries,
     scheduler: scheduler::SchedulerShared,
     webhooks: webhooks::Webhooks,
     metrics: metrics::Metrics,
@@ -183,6 +190,8 @@ impl Engine {
                 shared: pipeline::Shared::default(),
                 deployments: Mutex::new(HashMap::new()),
                 build_locks: Mutex::new(HashMap::new()),
+                fetch_lock: Default::default(),
+                deliveries: Default::default(),
                 scheduler: scheduler::SchedulerShared::default(),
                 webhooks,
                 metrics: metrics::Metrics::default(),

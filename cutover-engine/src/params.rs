@@ -240,6 +240,7 @@ impl Engine {
             VersionRef::Latest => return Ok("latest".to_owned()),
             VersionRef::Git(r) => r,
         };
+        self.fetch_source_best_effort("resolve a typed version").await;
         let branch = self.config().accepted_branch(env).map(str::to_owned);
         let env_cfg = &self.config().environments[env];
         let tier = env_cfg.tier;

@@ -185,10 +185,38 @@ impl Engine {
                 Err(e) => return Err(StageError::Failed(format!("image {tag}: {e}"))),
             }
             if let Some(registry) = &self.config().registry {
-                self.push_image(docker, &tag, &registry.url, log).await?;
+                let credentials = self.registry_credentials(registry).await?;
+                self.push_image(docker, &tag, &registry.url, credentials, log)
+                    .await?;
             }
         }
         Ok(())
+    }
+
+    /// `registry.username` and the password its `password_secret` names, if set.
+    async fn registry_credentials(
+        &self,
+        registry: &cutover_core::config::Registry,
+    ) -> Result<Option<(String, String)>, StageError> {
+        let (Some(user), Some(name)) = (&registry.username, &registry.password_secret) else {
+            return Ok(None);
+        };
+        let key = cutover_store::ParamKey::parse(&format!("/{}/secrets/{name}", self.config().app))
+            .map_err(|e| StageError::Failed(e.to_string()))?;
+        match self.secret_value(&key).await? {
+            Some(password) => {
+                // The run's Deploy creates or updates Swarm services with this account.
+                if let Some(swarm) = self.swarm() {
+                    let host = registry.url.split('/').next().unwrap_or(&registry.url).to_owned();
+                    swarm.set_registry_auth(Some((host, user.clone(), password.clone())));
+                }
+                Ok(Some((user.clone(), password)))
+            }
+            None => Err(StageError::Failed(format!(
+                "registry.password_secret names {key}, which is not set; set it (an admin) with \
+                 `cutover param put {key} -` and release again"
+            ))),
+        }
     }
 
     /// Pushes `tag` to `registry` unless the registry lists it already.
@@ -197,10 +225,11 @@ impl Engine {
         docker: &DockerRuntime,
         tag: &str,
         registry: &str,
+        credentials: Option<(String, String)>,
         log: &StageLog,
     ) -> Result<(), StageError> {
         let reference = format!("{registry}/{tag}");
-        match registry_has(registry, tag).await {
+        match registry_has(registry, tag, credentials.as_ref()).await {
             Ok(true) => {
                 log.line(format!("{reference}: the registry has this tag, push skipped"))
                     .await;
@@ -224,7 +253,7 @@ impl Engine {
             })
         };
         let t0 = std::time::Instant::now();
-        let outcome = docker.push_image(tag, registry, tx).await;
+        let outcome = docker.push_image(tag, registry, credentials, tx).await;
         let _ = forward.await;
         match outcome {
             Ok(pushed) => {
@@ -288,7 +317,11 @@ impl Engine {
 /// Whether the registry at `registry` (`host[:port][/prefix]`) lists the
 /// image `tag` (`<name>:<version>`), asked over plain http:
 /// `GET /v2/<prefix/><name>/tags/list`. An unknown repository is `false`.
-async fn registry_has(registry: &str, tag: &str) -> Result<bool, String> {
+async fn registry_has(
+    registry: &str,
+    tag: &str,
+    credentials: Option<&(String, String)>,
+) -> Result<bool, String> {
     let (name, version) = tag
         .rsplit_once(':')
         .ok_or_else(|| format!("{tag:?} has no version"))?;
@@ -305,8 +338,19 @@ async fn registry_has(registry: &str, tag: &str) -> Result<bool, String> {
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
-    let resp = client
-        .get(&url)
+    let mut request = client.get(&url);
+    let loopback = host == "localhost"
+        || host.starts_with("localhost:")
+        || host.starts_with("127.")
+        || host.starts_with("[::1]");
+    if credentials.is_some() && !loopback {
+        // The check speaks plain http: a password goes only to a registry on this machine.
+        return Err("the tag check sends no password over plain http to another host".into());
+    }
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    let resp = request
         .send()
         .await
         .map_err(|e| format!("GET {url}: {}", error_chain(&e.without_url())))?;

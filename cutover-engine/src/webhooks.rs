@@ -16,9 +16,12 @@
 //! https uses the platform's certificate roots, or with `ca_file:` only the
 //! authorities in that PEM file (a private CA, a self-signed receiver).
 //! With `secret_env: NAME`, the server reads a key from its environment
-//! variable NAME at start and signs every body: `X-Cutover-Signature:
-//! sha256=<hex HMAC-SHA256 of the exact body bytes>` (the scheme GitHub's
-//! webhooks use, so existing verifiers work).
+//! variable NAME at start and signs every try: `X-Cutover-Timestamp: <unix
+//! seconds>` and `X-Cutover-Signature: sha256=<hex HMAC-SHA256 of
+//! "<timestamp>.<exact body bytes>">`, so a receiver that refuses old
+//! timestamps cannot be fed a captured delivery again (GitHub's bare-body
+//! scheme was rejected for that reason; Cutover's own push webhook accepts the
+//! same form).
 //!
 //! Body: `{"event": "run.queued" | "run.started" | "run.finished" |
 //! "stage.finished", "delivery" (the X-Cutover-Delivery id), "app", "env", "at_ms", "run": {id, kind, state, version,
@@ -109,9 +112,20 @@ pub fn check_webhook_files(webhooks: &[Webhook]) -> Result<(), String> {
 
 /// `sha256=<hex HMAC-SHA256(key, body)>`.
 pub fn signature(key: &[u8], body: &[u8]) -> String {
+    signature_parts(key, &[body])
+}
+
+/// `sha256=<hex HMAC-SHA256(key, "<timestamp>.<body>")>`: what `X-Cutover-Signature` carries.
+pub fn timestamped_signature(key: &[u8], timestamp: u64, body: &[u8]) -> String {
+    signature_parts(key, &[timestamp.to_string().as_bytes(), b".", body])
+}
+
+fn signature_parts(key: &[u8], parts: &[&[u8]]) -> String {
     use hmac::{KeyInit, Mac};
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(body);
+    for p in parts {
+        mac.update(p);
+    }
     let digest = mac.finalize().into_bytes();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256={hex}")
@@ -164,7 +178,6 @@ async fn deliver(client: &reqwest::Client, url: &str, key: Option<&[u8]>, body: 
     let event = body["event"].as_str().unwrap_or_default();
     let shown = shown_url(url);
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let signed = key.map(|k| signature(k, &bytes));
     for attempt in 0..=RETRY_AFTER.len() {
         if attempt > 0 {
             tokio::time::sleep(RETRY_AFTER[attempt - 1]).await;
@@ -174,8 +187,15 @@ async fn deliver(client: &reqwest::Client, url: &str, key: Option<&[u8]>, body: 
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("X-Cutover-Event", event)
             .header("X-Cutover-Delivery", id);
-        if let Some(sig) = &signed {
-            request = request.header("X-Cutover-Signature", sig);
+        if let Some(k) = key {
+            // Signed per try: a retry carries its own, fresh timestamp.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            request = request
+                .header("X-Cutover-Timestamp", now.to_string())
+                .header("X-Cutover-Signature", timestamped_signature(k, now, &bytes));
         }
         // Without the URL: its query may hold the receiver's token, and this goes to the log.
         let outcome = request
@@ -315,6 +335,10 @@ mod tests {
         assert_eq!(
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            super::timestamped_signature(b"Jefe", 42, b"body"),
+            signature(b"Jefe", b"42.body")
         );
     }
 }

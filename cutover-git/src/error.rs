@@ -112,6 +112,22 @@ pub enum GitError {
         first: String,
     },
 
+    /// `repo:` names a URL Cutover cannot mirror.
+    #[error("cannot fetch from {url:?}: {why}")]
+    BadRemote { url: String, why: String },
+
+    /// Fetching from the git host failed; `message` is what the host or the transport said
+    /// (secrets redacted).
+    #[error(
+        "could not {action} from {url}: {message}; check that the host answers, that the URL in `repo:` \
+         is right, and that the credentials in `source:` may read the repository"
+    )]
+    Fetch {
+        url: String,
+        action: String,
+        message: String,
+    },
+
     /// Reading the repository failed for a reason other than a missing
     /// object or ref: corruption, permissions, an unreadable pack.
     #[error("could not {action} in the repository at {}", repo.display())]

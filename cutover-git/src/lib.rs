@@ -31,12 +31,14 @@ mod checkout;
 mod error;
 mod file;
 mod history;
+mod remote;
 mod resolve;
 
 use std::path::{Path, PathBuf};
 
 pub use cutover_core::Version;
 pub use error::GitError;
+pub use remote::{Credentials, FetchOptions, FetchOutcome, check_remote_url, redact};
 
 /// One commit, as shown in run logs, the dashboard and `cutover log`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]

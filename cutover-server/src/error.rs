@@ -53,6 +53,16 @@ impl ApiError {
         }
     }
 
+    /// A request body over its limit: 413.
+    pub fn payload_too_large(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            kind: "payload_too_large",
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     /// No usable token (missing, unknown, expired, revoked): 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self {

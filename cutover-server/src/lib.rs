@@ -74,9 +74,14 @@ pub enum StartError {
     #[error("{0}")]
     Config(ConfigErrors),
     #[error(
-        "repo {url:?} in {config} is a URL; this version of Cutover reads a local clone only: clone it and set `repo:` to its path"
+        "repo {url:?} in {config} cannot be mirrored; fix `repo:` (https://, ssh://, user@host:path or git://)"
     )]
-    RemoteRepo { url: String, config: String },
+    RemoteRepo {
+        url: String,
+        config: String,
+        #[source]
+        source: Box<GitError>,
+    },
     #[error("the application repository named by `repo:` in {config} cannot be opened")]
     Repo {
         config: String,
@@ -168,7 +173,7 @@ impl App {
         let limits = FailureLimits::from_env().map_err(StartError::Setting)?;
         let timeouts = ApiTimeouts::from_env().map_err(StartError::Setting)?;
         cutover_engine::check_webhooks(&config.webhooks).map_err(StartError::Webhook)?;
-        let repo = open_repo(&config)?;
+        let repo = open_repo(&config, &opts.data_dir)?;
         let lock = lock_data_dir(&opts.data_dir, opts.standby).await?;
         let (store, leader) = open_store(&opts).await?;
         let listener = TcpListener::bind(opts.listen)
@@ -502,16 +507,25 @@ fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn open_repo(config: &Config) -> Result<Repo, StartError> {
+/// A local `repo:` is opened in place; a remote one through Cutover's own mirror under the
+/// data directory (created empty here, fetched by the engine).
+fn open_repo(config: &Config, data_dir: &Path) -> Result<Repo, StartError> {
     let cfg = config.file.display().to_string();
     match &config.repo {
         RepoSource::Path { path, .. } => {
             Repo::open(path).map_err(|source| StartError::Repo { config: cfg, source })
         }
-        RepoSource::Url { url } => Err(StartError::RemoteRepo {
-            url: url.clone(),
-            config: cfg,
-        }),
+        RepoSource::Url { url } => {
+            let bad = |source| StartError::RemoteRepo {
+                url: url.clone(),
+                config: cfg.clone(),
+                source: Box::new(source),
+            };
+            cutover_git::check_remote_url(url).map_err(bad)?;
+            let mirror = cutover_engine::source::mirror_path(data_dir, config)
+                .unwrap_or_else(|| data_dir.join("source"));
+            Repo::open_or_init_mirror(&mirror).map_err(bad)
+        }
     }
 }
 

@@ -143,6 +143,11 @@ pub enum Command {
     #[command(after_help = "Example: cutover versions staging --limit 10")]
     Versions(VersionsArgs),
 
+    /// Fetch a remote `repo:` into the server's mirror now (a release, a run and auto-deploy
+    /// fetch on their own).
+    #[command(after_help = "Example: cutover fetch")]
+    Fetch,
+
     /// Run the deployment pipeline for an environment (queued behind its active run).
     #[command(after_help = "Examples:\n  cutover release staging --version main\n  \
                             cutover release dev --destructive --yes\n  cutover release prod --follow\n  \

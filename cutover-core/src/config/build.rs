@@ -133,6 +133,11 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         Some(n) => webhooks(ctx, n),
     };
 
+    let source = match top.get("source") {
+        None => Some(SourceSettings::default()),
+        Some(n) => source(ctx, n, top.key_location("source")),
+    };
+
     Some(Config {
         file: ctx.file().to_path_buf(),
         app: app?,
@@ -147,6 +152,59 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         webhooks: webhooks?,
         registry: registry?,
         run_as: run_as?,
+        source: source?,
+    })
+}
+
+/// `source:` (credentials and timeout for fetching a remote `repo:`).
+fn source(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<SourceSettings> {
+    let f = Fields::new(ctx, node, at, "source", keys::SOURCE)?;
+    let mut ok = true;
+    let defaults = SourceSettings::default();
+    let token_secret = opt(ctx, &f, "token_secret", &mut ok, secret_name);
+    let token_user = opt(ctx, &f, "token_user", &mut ok, |ctx, n, p| {
+        parsed(ctx, n, p, |s| {
+            if !s.is_empty() && !s.contains(':') && !s.chars().any(char::is_control) {
+                Ok(s.to_owned())
+            } else {
+                Err(format!(
+                    "{s:?} is not a user name for HTTP authentication (non-empty, no ':')"
+                ))
+            }
+        })
+    })
+    .unwrap_or(defaults.token_user);
+    let ssh_key_file = opt(ctx, &f, "ssh_key_file", &mut ok, |ctx, n, p| {
+        nonempty(
+            ctx,
+            n,
+            p,
+            "a path to an ssh private key file, relative to this file",
+        )
+        .map(|raw| {
+            let base = ctx.file().parent().unwrap_or(std::path::Path::new(""));
+            let joined = base.join(raw);
+            std::path::absolute(&joined).unwrap_or(joined)
+        })
+    });
+    let ssh_key_secret = opt(ctx, &f, "ssh_key_secret", &mut ok, secret_name);
+    let webhook_secret = opt(ctx, &f, "webhook_secret", &mut ok, secret_name);
+    let fetch_timeout = opt(ctx, &f, "fetch_timeout", &mut ok, duration).unwrap_or(defaults.fetch_timeout);
+    if ssh_key_file.is_some() && ssh_key_secret.is_some() {
+        ctx.error(
+            at,
+            "source",
+            "both ssh_key_file and ssh_key_secret are set; keep one".to_owned(),
+        );
+        ok = false;
+    }
+    ok.then_some(SourceSettings {
+        token_secret,
+        token_user,
+        ssh_key_file,
+        ssh_key_secret,
+        fetch_timeout,
+        webhook_secret,
     })
 }
 
@@ -450,8 +508,32 @@ fn registry(ctx: &mut Ctx<'_>, node: &SNode, at: Location) -> Option<Registry> {
             "url",
             "the registry as host[:port][/prefix], e.g. 127.0.0.1:5000",
         )
-        .and_then(|n| parsed(ctx, n, "registry.url", check_registry_url))?;
-    Some(Registry { url })
+        .and_then(|n| parsed(ctx, n, "registry.url", check_registry_url));
+    let mut ok = true;
+    let username = opt(ctx, &f, "username", &mut ok, |ctx, n, p| {
+        parsed(ctx, n, p, |s| {
+            if !s.is_empty() && !s.contains(':') && !s.chars().any(char::is_control) {
+                Ok(s.to_owned())
+            } else {
+                Err(format!("{s:?} is not a registry user name (non-empty, no ':')"))
+            }
+        })
+    });
+    let password_secret = opt(ctx, &f, "password_secret", &mut ok, secret_name);
+    if username.is_some() != password_secret.is_some() && ok {
+        ctx.error(
+            at,
+            "registry",
+            "username and password_secret go together: set both (the password in the parameter store), or neither",
+        );
+        ok = false;
+    }
+    let url = url?;
+    ok.then_some(Registry {
+        url,
+        username,
+        password_secret,
+    })
 }
 
 /// `host[:port][/path-prefix]` as Docker reads the front of an image

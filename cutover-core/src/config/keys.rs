@@ -17,6 +17,7 @@ pub(crate) const TOP: &[&str] = &[
     "registry",
     "webhooks",
     "run_as",
+    "source",
 ];
 
 pub(crate) const SERVICE: &[&str] = &[
@@ -51,7 +52,16 @@ pub(crate) const CERTIFICATE: &[&str] = &["hosts", "cert", "key", "redirect"];
 
 pub(crate) const ACCESS_LOG: &[&str] = &["path", "stdout", "max_size", "keep"];
 
-pub(crate) const REGISTRY: &[&str] = &["url"];
+pub(crate) const REGISTRY: &[&str] = &["url", "username", "password_secret"];
+
+pub(crate) const SOURCE: &[&str] = &[
+    "token_secret",
+    "token_user",
+    "ssh_key_file",
+    "ssh_key_secret",
+    "fetch_timeout",
+    "webhook_secret",
+];
 
 pub(crate) const WEBHOOK: &[&str] = &["url", "events", "ca_file", "secret_env"];
 
@@ -100,6 +110,7 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("router.tls", TLS),
     ("router.tls.certificates[]", CERTIFICATE),
     ("registry", REGISTRY),
+    ("source", SOURCE),
     ("webhooks[]", WEBHOOK),
     ("rabbitmq", RABBITMQ),
     ("rabbitmq.vhosts[]", VHOST),

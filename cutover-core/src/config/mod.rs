@@ -86,6 +86,7 @@ pub const PLATFORM_KEYS: &[&str] = &[
     "registry",
     "webhooks",
     "run_as",
+    "source",
 ];
 
 /// The configuration a run at one commit deploys: the platform part (`PLATFORM_KEYS`) of the

@@ -637,15 +637,58 @@ pub fn json_schema() -> Value {
                 object(
                     &["url"],
                     "docker/swarm: an image registry the Build stage pushes to.",
-                    props(vec![(
-                        "url",
-                        string("host[:port][/prefix] without a scheme, e.g. 127.0.0.1:5000."),
-                    )]),
+                    props(vec![
+                        (
+                            "url",
+                            string("host[:port][/prefix] without a scheme, e.g. 127.0.0.1:5000."),
+                        ),
+                        (
+                            "username",
+                            string("The account pushes authenticate as (with password_secret)."),
+                        ),
+                        (
+                            "password_secret",
+                            string("The secret /<app>/secrets/<name> holding the account's password."),
+                        ),
+                    ]),
                 ),
             ),
             (
                 "webhooks",
                 json!({ "type": "array", "items": webhook(), "description": "Receivers of run and stage events." }),
+            ),
+            (
+                "source",
+                object(
+                    &[],
+                    "How a remote `repo:` is fetched into Cutover's own mirror.",
+                    props(vec![
+                        (
+                            "token_secret",
+                            string("https: the secret /<app>/secrets/<name> holding a token."),
+                        ),
+                        (
+                            "token_user",
+                            string("https: the user name sent with the token (default x-access-token)."),
+                        ),
+                        (
+                            "ssh_key_file",
+                            string("ssh: a private key file, relative to this file."),
+                        ),
+                        (
+                            "ssh_key_secret",
+                            string("ssh: the secret /<app>/secrets/<name> holding a private key."),
+                        ),
+                        (
+                            "webhook_secret",
+                            string("The secret /<app>/secrets/<name> push webhooks are signed with."),
+                        ),
+                        (
+                            "fetch_timeout",
+                            duration("Bound on one fetch.", Some(std::time::Duration::from_secs(60))),
+                        ),
+                    ]),
+                ),
             ),
             (
                 "run_as",

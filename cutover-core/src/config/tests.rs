@@ -585,3 +585,30 @@ fn a_commits_definition_takes_the_application_keys_and_keeps_the_servers_platfor
     assert!(text.contains("cutover.yml@abc:2:"), "{text}");
     assert!(text.contains("hoks") && text.contains("hooks"), "{text}");
 }
+
+#[test]
+fn source_section_is_read_with_defaults_and_checked() {
+    let cfg = parse(MINIMAL, Path::new("/srv/app/cutover.yml")).unwrap();
+    assert_eq!(cfg.source, SourceSettings::default());
+    assert_eq!(cfg.source.fetch_timeout, std::time::Duration::from_secs(60));
+    let cfg = parse(
+        &format!(
+            "{MINIMAL}source: {{ token_secret: git-token, token_user: oauth2, fetch_timeout: 5s, ssh_key_file: keys/deploy }}\n"
+        ),
+        Path::new("/srv/app/cutover.yml"),
+    )
+    .unwrap();
+    assert_eq!(cfg.source.token_secret.as_deref(), Some("git-token"));
+    assert_eq!(cfg.source.token_user, "oauth2");
+    assert_eq!(cfg.source.fetch_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(
+        cfg.source.ssh_key_file.as_deref(),
+        Some(Path::new("/srv/app/keys/deploy"))
+    );
+    let err = errors(&format!(
+        "{MINIMAL}source: {{ ssh_key_file: k, ssh_key_secret: k }}\n"
+    ));
+    assert!(err.contains("keep one"), "{err}");
+    let err = errors(&format!("{MINIMAL}source: {{ token_secret: \"a b\" }}\n"));
+    assert!(err.contains("not a secret name"), "{err}");
+}

@@ -39,6 +39,40 @@ pub struct Config {
     /// runtime run as. `None`: they run as the server's user (still confined
     /// by Landlock where the kernel has it).
     pub run_as: Option<String>,
+    /// How a remote `repo:` is fetched (credentials, timeout); defaults when absent.
+    pub source: SourceSettings,
+}
+
+/// `source:`: how Cutover fetches a remote `repo:` into its own mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceSettings {
+    /// https: the parameter-store secret (`/<app>/secrets/<name>`) holding a token sent as
+    /// the password of HTTP basic authentication.
+    pub token_secret: Option<String>,
+    /// https: the user name sent with the token (default `x-access-token`; GitLab: `oauth2`).
+    pub token_user: String,
+    /// ssh: a private key file (absolute, resolved against cutover.yml's directory).
+    pub ssh_key_file: Option<PathBuf>,
+    /// ssh: the parameter-store secret (`/<app>/secrets/<name>`) holding a private key.
+    pub ssh_key_secret: Option<String>,
+    /// Bound on one fetch (connect, each request, the whole fetch). Default 60 s.
+    #[serde(serialize_with = "ser_duration")]
+    pub fetch_timeout: Duration,
+    /// The parameter-store secret (`/<app>/secrets/<name>`) push webhooks are signed with.
+    pub webhook_secret: Option<String>,
+}
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        SourceSettings {
+            token_secret: None,
+            token_user: "x-access-token".to_owned(),
+            ssh_key_file: None,
+            ssh_key_secret: None,
+            fetch_timeout: Duration::from_secs(60),
+            webhook_secret: None,
+        }
+    }
 }
 
 /// The application part of a configuration (see [`super::APPLICATION_KEYS`]): what one commit
@@ -142,7 +176,8 @@ pub struct Webhook {
     /// a self-signed receiver) instead of the platform's roots. Relative to cutover.yml.
     pub ca_file: Option<PathBuf>,
     /// The name of the server's environment variable holding the key that signs each body
-    /// (`X-Cutover-Signature: sha256=<hex HMAC-SHA256>`); the key never appears in the file.
+    /// (`X-Cutover-Timestamp` and `X-Cutover-Signature: sha256=<hex HMAC-SHA256 of
+    /// "<timestamp>.<body>">`); the key never appears in the file.
     pub secret_env: Option<String>,
 }
 
@@ -358,8 +393,12 @@ pub struct Registry {
     /// `host[:port][/path-prefix]` without a scheme, e.g. `127.0.0.1:5000`
     /// or `registry.example.com/team`; no trailing `/`. Images are pushed
     /// as `<url>/<app>-<env>-<service>:<sha>`. Reached over plain http
-    /// when checking for existing tags; no credentials are sent.
+    /// when checking for existing tags.
     pub url: String,
+    /// With `password_secret`: the account pushes (and tag checks) authenticate as.
+    pub username: Option<String>,
+    /// The parameter-store secret `/<app>/secrets/<name>` holding that account's password.
+    pub password_secret: Option<String>,
 }
 
 /// What an environment is for; decides defaults and policies (SPEC §4).

@@ -93,6 +93,7 @@ fn every_key_the_parser_accepts_has_a_row() {
         format!(
             "{base}router: {{ tls: {{ port: 1, certificates: [{{ hosts: [a.b], cert: /c, key: /k, {z}: 1 }}] }} }}\n"
         ),
+        format!("{base}source: {{ {z}: 1 }}\n"),
         format!("{base}registry: {{ url: \"127.0.0.1:5000\", {z}: 1 }}\n"),
         format!("{base}webhooks: [{{ url: \"http://h/\", {z}: 1 }}]\n"),
         format!("{base}rabbitmq: {{ url: \"http://h:15672\", {z}: 1 }}\n"),

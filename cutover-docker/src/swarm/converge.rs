@@ -119,7 +119,7 @@ impl SwarmRuntime {
             None => {
                 let created = self
                     .docker()
-                    .create_service(wanted, None)
+                    .create_service(wanted, self.registry_auth())
                     .await
                     .map_err(DockerError::api(format!("create service {name} from {image}")))?;
                 let _ = lines.send(format!(
@@ -150,7 +150,7 @@ impl SwarmRuntime {
                         .unwrap_or(0);
                     let options = UpdateServiceOptionsBuilder::new().version(version).build();
                     self.docker()
-                        .update_service(&id, wanted, options, None)
+                        .update_service(&id, wanted, options, self.registry_auth())
                         .await
                         .map_err(DockerError::api(format!("update service {name} to {image}")))?;
                     if rescaled {

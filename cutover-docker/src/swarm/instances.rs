@@ -314,7 +314,7 @@ impl Runtime for SwarmRuntime {
             host_port,
             self.node_id(),
         );
-        let created = match self.docker().create_service(body, None).await {
+        let created = match self.docker().create_service(body, self.registry_auth()).await {
             Ok(created) => created,
             Err(err) => {
                 self.release(host_port);

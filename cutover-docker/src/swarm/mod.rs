@@ -99,6 +99,21 @@ struct SwarmInner {
     node_id: String,
     table: Mutex<Table>,
     closed: AtomicBool,
+    /// The registry account services are created and updated with, so every node can pull.
+    registry_auth: Mutex<RegistryAuth>,
+}
+
+/// A registry account (`X-Registry-Auth`); its Debug shows no password.
+#[derive(Default, Clone)]
+struct RegistryAuth(Option<bollard::auth::DockerCredentials>);
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(c) => write!(f, "RegistryAuth({:?}, ****)", c.username),
+            None => f.write_str("RegistryAuth(none)"),
+        }
+    }
 }
 
 /// What only this server knows about the public instances it started.
@@ -149,8 +164,31 @@ impl SwarmRuntime {
                 node_id,
                 table: Mutex::new(Table::default()),
                 closed: AtomicBool::new(false),
+                registry_auth: Mutex::new(RegistryAuth::default()),
             }),
         })
+    }
+
+    /// The registry account (`server`, user, password) that Swarm service creations and
+    /// updates carry (`with_registry_auth`), so nodes can pull from an authenticated
+    /// registry; `None`: anonymous pulls.
+    pub fn set_registry_auth(&self, account: Option<(String, String, String)>) {
+        let auth = account.map(|(server, username, password)| bollard::auth::DockerCredentials {
+            username: Some(username),
+            password: Some(password),
+            serveraddress: Some(server),
+            ..Default::default()
+        });
+        *self.inner.registry_auth.lock().unwrap_or_else(|e| e.into_inner()) = RegistryAuth(auth);
+    }
+
+    pub(crate) fn registry_auth(&self) -> Option<bollard::auth::DockerCredentials> {
+        self.inner
+            .registry_auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
     }
 
     pub fn config(&self) -> &DockerConfig {
@@ -307,4 +345,20 @@ struct Removed {
     was_running: bool,
     graceful: bool,
     exit: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RegistryAuth;
+
+    #[test]
+    fn a_registry_account_debugs_without_its_password() {
+        let auth = RegistryAuth(Some(bollard::auth::DockerCredentials {
+            username: Some("ci".into()),
+            password: Some("hunter2-secret".into()),
+            ..Default::default()
+        }));
+        let shown = format!("{auth:?}");
+        assert!(shown.contains("ci") && !shown.contains("hunter2"), "{shown}");
+    }
 }

@@ -26,6 +26,9 @@ impl Engine {
             .filter(|(_, e)| e.auto_deploy && matches!(e.tier, Tier::Dev | Tier::Integration))
             .filter_map(|(n, e)| e.branch.clone().map(|b| (n.clone(), b)))
             .collect();
+        if !watched.is_empty() {
+            self.fetch_source_best_effort("auto-deploy").await;
+        }
         for (env, branch) in watched {
             if let Err(e) = self.watch_env(&env, &branch).await {
                 tracing::warn!(env = %env, branch, error = %e.chain(), "auto-deploy could not look at the branch");
@@ -33,7 +36,7 @@ impl Engine {
         }
     }
 
-    async fn watch_env(&self, env: &EnvName, branch: &str) -> Result<(), EngineError> {
+    pub(crate) async fn watch_env(&self, env: &EnvName, branch: &str) -> Result<(), EngineError> {
         let repo_path = self.repo().path().display().to_string();
         let b = branch.to_owned();
         let head: Version = self

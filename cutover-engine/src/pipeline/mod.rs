@@ -420,6 +420,7 @@ impl Engine {
                         ));
                     }
                 };
+                self.fetch_source_best_effort("resolve rollback --to").await;
                 self.with_repo(move |repo| {
                     repo.resolve(&r).map_err(|source| EngineError::Resolve {
                         key: "rollback --to".into(),

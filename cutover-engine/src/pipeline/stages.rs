@@ -59,6 +59,17 @@ async fn source(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
         )));
     };
     let version = Version::parse(target)?;
+    if let Some(url) = engine.remote_url() {
+        log.line(format!("fetching {url}")).await;
+        match engine.fetch_source(&format!("run {}", ctx.run.id)).await {
+            Ok(Some(o)) => {
+                log.line(format!("fetched: {} refs, {} updated", o.refs, o.updated))
+                    .await
+            }
+            Ok(None) => {}
+            Err(e) => return Err(StageError::Failed(e.chain())),
+        }
+    }
     log.line(format!(
         "version fixed when run {} was requested by {}: {version} (chosen by {})",
         ctx.run.id,

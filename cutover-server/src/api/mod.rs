@@ -12,6 +12,7 @@ pub(crate) mod queries;
 mod redact;
 mod runs;
 mod scale;
+mod source;
 pub(crate) mod system;
 mod tokens;
 
@@ -102,6 +103,7 @@ fn api_router() -> OpenApiRouter<Engine> {
         .merge(tokens::routes())
         .merge(system::routes())
         .merge(events::routes())
+        .merge(source::routes())
 }
 
 /// The OpenAPI 3.1 description of the API, as served at `/api/v1/openapi.json`.

@@ -53,6 +53,9 @@ pub fn rule(method: &Method, route: &str) -> Rule {
     let put = *method == Method::PUT;
     match route {
         "/api/v1/health" | "/metrics" | "/api/v1/openapi.json" if get => Rule::Open,
+        // The git host's push webhook is authenticated by its signature (cutover-engine's
+        // `source_hook`), not by a bearer token.
+        "/api/v1/hooks/git" if post => Rule::Open,
         "/api/v1/whoami" if get => Rule::Authenticated,
         "/api/v1/config" | "/api/v1/environments" if get => Rule::AnyEnv(Viewer),
         // Filtered per event by what the token may view.
@@ -98,6 +101,8 @@ pub fn rule(method: &Method, route: &str) -> Rule {
             Rule::ScaleRequest(Admin)
         }
         "/api/v1/promotions" if post => Rule::Promotion,
+        // A fetch changes no environment; any deployer may bring the mirror up to date.
+        "/api/v1/source/fetch" if post => Rule::AnyEnv(Deployer),
         "/api/v1/runs" if get => Rule::RunList,
         "/api/v1/runs/{id}" | "/api/v1/runs/{id}/logs" if get => Rule::Run(Viewer),
         "/api/v1/runs/{id}/cancel" if post => Rule::Run(Deployer),

@@ -68,6 +68,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Reject { .. }
         | Command::Rollback { .. }
         | Command::Promote { .. }) => runs::run(&client()?, cmd, out).await,
+        Command::Fetch => {
+            let outcome: Value = client()?
+                .post("/api/v1/source/fetch", &serde_json::json!({}))
+                .await?;
+            output::emit(out, &outcome, |o| {
+                println!(
+                    "fetched: {} refs, {} updated",
+                    o["refs"].as_u64().unwrap_or(0),
+                    o["updated"].as_u64().unwrap_or(0)
+                );
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Versions(args) => {
             let path = format!(
                 "/api/v1/environments/{}/versions?limit={}",

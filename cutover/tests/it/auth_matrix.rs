@@ -31,7 +31,7 @@ enum Scope {
 }
 
 /// What an operation needs (role index into [`ROLES`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Need {
     Open,
     AnyToken,
@@ -41,6 +41,9 @@ enum Need {
     Somewhere(usize),
     /// The role on every environment.
     Everywhere(usize),
+    /// No token counts: the request's signature authenticates it (the git push webhook),
+    /// so every probe here, which carries none, gets 401.
+    Signed,
 }
 
 const VIEWER: usize = 0;
@@ -55,6 +58,7 @@ impl Need {
             Need::OnTarget(r) => role >= r && scope != Scope::Other,
             Need::Somewhere(r) => role >= r,
             Need::Everywhere(r) => role >= r && scope == Scope::Star,
+            Need::Signed => false,
         }
     }
 }
@@ -127,6 +131,8 @@ fn expectations() -> BTreeMap<&'static str, Need> {
         ("POST /api/v1/system/stop", Everywhere(ADMIN)),
         ("POST /api/v1/system/upgrade", Everywhere(ADMIN)),
         ("POST /api/v1/config/reload", Everywhere(ADMIN)),
+        ("POST /api/v1/source/fetch", Somewhere(DEPLOYER)),
+        ("POST /api/v1/hooks/git", Signed),
     ])
 }
 
@@ -252,7 +258,8 @@ fn every_documented_operation_is_authorized_exactly_as_expected_for_every_role_a
                     probed += 1;
                     let refused = status == 401 || status == 403;
                     let allowed = need.allows(*role, *scope);
-                    if allowed == refused || (!allowed && status != 403) {
+                    let expected_refusal = if need == Need::Signed { 401 } else { 403 };
+                    if allowed == refused || (!allowed && status != expected_refusal) {
                         wrong.push(format!(
                             "{m} {target} as {name}: {status} but expected {} ({need:?}): {}",
                             if allowed { "not 401/403" } else { "403" },
@@ -265,6 +272,7 @@ fn every_documented_operation_is_authorized_exactly_as_expected_for_every_role_a
                     probed += 1;
                     let ok = match need {
                         Need::Open => status != 401 && status != 403,
+                        Need::Signed => status == 401,
                         _ => status == 401,
                     };
                     if !ok {

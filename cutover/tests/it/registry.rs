@@ -154,3 +154,122 @@ fn an_unreachable_registry_fails_the_build_stage() {
     // Nothing was deployed.
     assert_eq!(server.api_version(&fx.env), None);
 }
+
+/// Debian's docker-registry with htpasswd authentication on a free loopback port, for one
+/// test (killed when dropped).
+struct AuthRegistry {
+    addr: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthRegistry {
+    fn start(user: &str, password: &str) -> AuthRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = std::process::Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd runs (Debian: apache2-utils; scripts/test installs it)");
+        assert!(htpasswd.status.success());
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        std::fs::write(
+            dir.path().join("config.yml"),
+            format!(
+                "version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: cutover-test\n    path: {}\n",
+                dir.path().join("data").display(),
+                dir.path().join("htpasswd").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry runs (scripts/registry-setup installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !matches!(http_get(port, &addr, "/v2/"), Some((401, _, _))) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry on {addr} did not answer"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        AuthRegistry {
+            addr,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_registry_with_htpasswd_takes_a_push_with_credentials_and_refuses_one_without() {
+    let registry = AuthRegistry::start("pusher", "pw-7c6b5a");
+    // Without credentials: the Build stage fails and says how to give some.
+    let fx = fixture(&registry.addr);
+    let name = format!("shop-{}-api", fx.env);
+    let pushed = format!("{}/{name}:{}", registry.addr, fx.version);
+    let _images = ImageCleanup(vec![pushed.clone(), format!("{name}:{}", fx.version)]);
+    let server = start(&fx);
+    let id = server.release("alice", &fx.env, &fx.version);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["failed_stage"], "build", "{logs}");
+    assert!(
+        logs.contains("refused an anonymous push") && logs.contains("password_secret"),
+        "{logs}"
+    );
+    server.terminate();
+
+    // With `username` and `password_secret`: pushed, and the registry lists the tag.
+    let config = fx.dir.path().join("cutover.yml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("registry: {{ url: \"{}\" }}", registry.addr),
+        &format!(
+            "registry: {{ url: \"{}\", username: pusher, password_secret: registry-password }}",
+            registry.addr
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = start(&fx);
+    let put = server.cli(
+        "admin",
+        &["param", "put", "/shop/secrets/registry-password", "pw-7c6b5a"],
+    );
+    assert!(put.status.success(), "{}", crate::support::stderr(&put));
+    let id = server.release("alice", &fx.env, &fx.version);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["state"], "succeeded", "{logs}");
+    assert!(logs.contains(&format!("pushed {pushed}")), "{logs}");
+    assert!(!logs.contains("pw-7c6b5a"), "{logs}");
+
+    let auth = crate::git_hosts::base64(b"pusher:pw-7c6b5a");
+    let addr = &registry.addr;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /v2/{name}/tags/list HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains(&fx.version), "{answer}");
+}

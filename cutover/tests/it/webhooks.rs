@@ -14,6 +14,7 @@ use crate::pipeline_support::{APP_CONFIG, App};
 struct Received {
     delivery: Option<String>,
     signature: Option<String>,
+    timestamp: Option<String>,
     raw: Vec<u8>,
     body: serde_json::Value,
 }
@@ -31,6 +32,7 @@ fn serve_conn(
         let mut len = 0usize;
         let mut delivery = None;
         let mut signature = None;
+        let mut timestamp = None;
         let mut line = String::new();
         let mut saw_request = false;
         while reader.read_line(&mut line).unwrap_or(0) > 0 {
@@ -49,6 +51,9 @@ fn serve_conn(
             if lower.starts_with("x-cutover-signature:") {
                 signature = value();
             }
+            if lower.starts_with("x-cutover-timestamp:") {
+                timestamp = value();
+            }
             line.clear();
         }
         if !saw_request {
@@ -65,6 +70,7 @@ fn serve_conn(
             let _ = tx.send(Received {
                 delivery,
                 signature,
+                timestamp,
                 raw: body,
                 body: v,
             });
@@ -213,11 +219,27 @@ fn failed_deliveries_are_retried_with_the_same_id_and_in_order() {
     assert_eq!(ids.len(), 3);
     assert!(ids[0] != ids[1] && ids[1] != ids[2], "one id per event: {ids:?}");
     for r in &got {
-        let expected = cutover_engine::webhook_signature(b"s3cret-for-tests", &r.raw);
+        let ts: u64 = r
+            .timestamp
+            .as_deref()
+            .expect("X-Cutover-Timestamp")
+            .parse()
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(now.abs_diff(ts) < 120, "a fresh timestamp: {ts} vs {now}");
+        let expected = cutover_engine::webhook_timestamped_signature(b"s3cret-for-tests", ts, &r.raw);
         assert_eq!(
             r.signature.as_deref(),
             Some(expected.as_str()),
-            "signed over the exact body"
+            "signed over the timestamp and the exact body"
+        );
+        assert_ne!(
+            r.signature.as_deref(),
+            Some(cutover_engine::webhook_signature(b"s3cret-for-tests", &r.raw).as_str()),
+            "not over the body alone"
         );
     }
     assert!(
