@@ -347,6 +347,7 @@ mod tests {
             state: InstanceState::Running,
             last_exit: None,
             owner: InstanceOwner::default(),
+            node: None,
         }
     }
 

@@ -170,6 +170,10 @@ pub struct InstanceStatus {
     pub last_exit: Option<String>,
     /// Who looks after the instance now, and since when.
     pub owner: InstanceOwner,
+    /// The machine it runs on, where the runtime spans several (a Swarm node:
+    /// `<hostname>/<node id>`); `None` on the process and docker runtimes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Who supervises an instance: the server process that started it, or the one that adopted it

@@ -113,6 +113,8 @@ impl SwarmRuntime {
             return Err(DockerError::ImageMissing { tag: image });
         }
         let name = converged_name(&spec.app, &spec.env, &spec.service);
+        // Through the registry when there is one: the tasks may land on any node.
+        let image = self.config().image_reference(&image);
         let wanted = service::converged_service(&self.containers().inner, &spec, &image);
         let sha8 = &spec.version.as_str()[..8];
         let (service_id, action, previous) = match self.converged_service(&name).await? {

@@ -65,13 +65,15 @@ mod instances;
 mod service;
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::models::Node;
 use bollard::models::{LocalNodeState, Service, Task};
-use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
+use bollard::query_parameters::{ListNodesOptions, ListServicesOptionsBuilder, ListTasksOptionsBuilder};
 use cutover_runtime::{InstanceId, LogLine, RuntimeError};
 use tokio::sync::broadcast;
 
@@ -95,10 +97,20 @@ pub struct SwarmRuntime {
 struct SwarmInner {
     /// Images, task containers, owner and runtime id.
     docker: DockerRuntime,
-    /// This engine's swarm node: where public instances are placed.
+    /// This engine's swarm node (the manager Cutover talks to).
     node_id: String,
     table: Mutex<Table>,
+    /// Where each node is reached, by node id (see [`SwarmRuntime::node_place`]).
+    nodes: Mutex<HashMap<String, NodePlace>>,
     closed: AtomicBool,
+}
+
+/// How the router reaches the tasks of one node, and its name for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodePlace {
+    pub ip: IpAddr,
+    /// `<hostname>/<node id, 12 characters>`.
+    pub name: String,
 }
 
 /// What only this server knows about the public instances it started.
@@ -112,6 +124,9 @@ struct Table {
 #[derive(Debug)]
 struct Entry {
     port: u16,
+    /// Where the instance's task answers now (its node's address); the
+    /// health monitor probes whatever it holds at each probe.
+    addr: Arc<Mutex<SocketAddr>>,
     healthy: Arc<Mutex<Option<bool>>>,
     logs: broadcast::Sender<LogLine>,
     /// The log follower.
@@ -148,6 +163,7 @@ impl SwarmRuntime {
                 docker,
                 node_id,
                 table: Mutex::new(Table::default()),
+                nodes: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
             }),
         })
@@ -194,6 +210,49 @@ impl SwarmRuntime {
         })?;
         table.reserved.insert(port);
         Ok(port)
+    }
+
+    /// Reads every node's address from the swarm (`Status.Addr`, or the
+    /// manager address when a manager reports `0.0.0.0`). A swarm of one
+    /// node is reached on 127.0.0.1, as before nodes were told apart.
+    async fn refresh_nodes(&self) -> Result<(), bollard::errors::Error> {
+        let nodes = self.docker().list_nodes(None::<ListNodesOptions>).await?;
+        let single = nodes.len() <= 1;
+        let places: HashMap<String, NodePlace> = nodes
+            .iter()
+            .filter_map(|n| Some((n.id.clone()?, node_place(n, single)?)))
+            .collect();
+        *self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner()) = places;
+        Ok(())
+    }
+
+    /// Where the tasks of `node_id` are reached (asks the swarm when the
+    /// node is not known yet); 127.0.0.1 when the swarm does not say.
+    pub(crate) async fn node_place(&self, node_id: Option<&str>) -> Option<NodePlace> {
+        let node_id = node_id.filter(|n| !n.is_empty())?;
+        let known = |this: &Self| {
+            this.inner
+                .nodes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(node_id)
+                .cloned()
+        };
+        if let Some(place) = known(self) {
+            return Some(place);
+        }
+        if let Err(err) = self.refresh_nodes().await {
+            tracing::warn!(error = %crate::error::chain(&err), "could not list the swarm's nodes");
+        }
+        known(self)
+    }
+
+    /// The number of nodes last seen, and refreshes what is known of them.
+    pub async fn node_count(&self) -> Result<usize, DockerError> {
+        self.refresh_nodes()
+            .await
+            .map_err(DockerError::api("list the swarm's nodes"))?;
+        Ok(self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner()).len())
     }
 
     fn release(&self, port: u16) {
@@ -299,6 +358,39 @@ impl SwarmRuntime {
             },
         })
     }
+}
+
+/// A node's address for the router: 127.0.0.1 in a swarm of one node,
+/// else its `Status.Addr` (the manager's advertised address when a manager
+/// reports `0.0.0.0`, which Docker does for managers on some setups).
+fn node_place(node: &Node, single: bool) -> Option<NodePlace> {
+    let id = node.id.as_deref()?;
+    let hostname = node
+        .description
+        .as_ref()
+        .and_then(|d| d.hostname.clone())
+        .unwrap_or_default();
+    let name = format!("{hostname}/{}", id.get(..12).unwrap_or(id));
+    if single {
+        return Some(NodePlace {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            name,
+        });
+    }
+    let reported = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addr.as_deref())
+        .and_then(|a| a.parse::<IpAddr>().ok())
+        .filter(|ip| !ip.is_unspecified());
+    let manager = || {
+        let addr = node.manager_status.as_ref()?.addr.as_deref()?;
+        addr.parse::<SocketAddr>().ok().map(|a| a.ip())
+    };
+    Some(NodePlace {
+        ip: reported.or_else(manager)?,
+        name,
+    })
 }
 
 /// What [`SwarmRuntime::remove_service`] saw.

@@ -27,7 +27,8 @@ use bollard::models::{
     ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
     ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
     ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    TaskSpecPlacementPreferences, TaskSpecPlacementSpread, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use cutover_core::{AppName, EnvName, ServiceName, Version};
 use cutover_runtime::{InstanceId, InstanceSpec, InstanceState, InstanceStatus, VersionSource};
@@ -131,7 +132,8 @@ fn replicated(replicas: u32) -> ServiceSpecMode {
     }
 }
 
-/// A public instance: one replica, one host-mode port, on this node.
+/// A public instance: one replica, one host-mode port, on any node
+/// (spread over the nodes; see the module documentation of `swarm`).
 pub(crate) fn instance_service(
     inner: &Inner,
     spec: &InstanceSpec,
@@ -139,7 +141,6 @@ pub(crate) fn instance_service(
     name: &str,
     container_port: u16,
     host_port: u16,
-    node_id: &str,
 ) -> ServiceSpec {
     let identity = HashMap::from([
         (labels::APP.to_owned(), spec.app.to_string()),
@@ -173,11 +174,10 @@ pub(crate) fn instance_service(
                 identity,
             )),
             restart_policy: Some(restart_on_failure()),
-            // The router reaches the task on 127.0.0.1: it must run here.
-            placement: Some(TaskSpecPlacement {
-                constraints: Some(vec![format!("node.id=={node_id}")]),
-                ..Default::default()
-            }),
+            // Any node: the router reaches the task at its node's address. Swarm
+            // already prefers the node with the fewest tasks; the preference keeps the
+            // replicas of one service apart when nodes carry other work.
+            placement: Some(spread_placement()),
             ..Default::default()
         }),
         mode: Some(replicated(1)),
@@ -191,6 +191,18 @@ pub(crate) fn instance_service(
             }]),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// Spread over `node.id`.
+pub(crate) fn spread_placement() -> TaskSpecPlacement {
+    TaskSpecPlacement {
+        preferences: Some(vec![TaskSpecPlacementPreferences {
+            spread: Some(TaskSpecPlacementSpread {
+                spread_descriptor: Some("node.id".to_owned()),
+            }),
+        }]),
         ..Default::default()
     }
 }
@@ -464,6 +476,7 @@ fn task_instance(
         state,
         last_exit: last_exit(tasks),
         owner: cutover_runtime::InstanceOwner::this_process(0, false),
+        node: None,
     }
 }
 
