@@ -22,6 +22,7 @@ mod lifecycle;
 pub mod limits;
 pub mod masking;
 mod metrics;
+mod moves;
 mod params;
 pub mod pipeline;
 mod releases;
@@ -207,6 +208,7 @@ impl Engine {
         self.spawn_scheduler();
         self.spawn_lifecycle_tasks();
         self.spawn_autoscaler();
+        self.spawn_route_follower();
         Ok(())
     }
 
