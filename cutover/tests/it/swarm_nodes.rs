@@ -1,0 +1,276 @@
+//! A public service on a real multi-node swarm, made by the test itself:
+//! `scripts/swarm-nodes up 3` (three Docker daemons, each in a network
+//! namespace of its own on a test bridge, 10.231.0.2-4, one swarm, a
+//! registry on 10.231.0.1:5001), Cutover's docker client pointed at node1
+//! (`DOCKER_HOST`), images pushed to the nodes' registry.
+//!
+//! One test, in order: 4 replicas land on at least 2 nodes and every one
+//! answers through the router; v1 -> v2 under continuous load with no failed
+//! request and no v1 answer after the switch; a node killed under load (its
+//! daemon, containerd and containers): the failed requests are counted and
+//! printed, the replicas come back to 4 on the other nodes and every one
+//! answers through the router again. The swarm is removed when the test ends,
+//! passes or fails (a guard running `scripts/swarm-nodes down`), and before it
+//! starts (leftovers of a killed run).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::pipeline_support::{header, http_get};
+use crate::support::{Server, git};
+
+const NODES: usize = 3;
+const REGISTRY: &str = "10.231.0.1:5001";
+const NODE1: &str = "unix:///run/cutover-nodes/node1.sock";
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/swarm-nodes")
+}
+
+fn swarm_nodes(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("bash")
+        .arg(script())
+        .args(args)
+        .output()
+        .expect("bash runs scripts/swarm-nodes")
+}
+
+/// The nodes, removed when dropped (also when the test panics).
+struct Nodes;
+
+impl Nodes {
+    fn up() -> Nodes {
+        let _ = swarm_nodes(&["down"]);
+        let guard = Nodes;
+        let out = swarm_nodes(&["up", &NODES.to_string()]);
+        assert!(
+            out.status.success(),
+            "scripts/swarm-nodes up {NODES} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        guard
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        let out = swarm_nodes(&["down"]);
+        if !out.status.success() {
+            eprintln!(
+                "scripts/swarm-nodes down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+const RUN: &str = "echo $CUTOVER_INSTANCE > /www/whoami; exec busybox httpd -f -p $PORT -h /www";
+
+fn repo_with_two_versions(dir: &Path) -> Vec<String> {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(repo.join("www")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        repo.join("Dockerfile"),
+        "FROM cutover-base:latest\nCOPY www /www\n",
+    )
+    .unwrap();
+    let mut versions = Vec::new();
+    for i in 1..=2 {
+        std::fs::write(repo.join("www/health"), "ok\n").unwrap();
+        std::fs::write(repo.join("www/index.html"), format!("release {i}\n")).unwrap();
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", &format!("release {i}")]);
+        versions.push(git(&repo, &["rev-parse", "HEAD"]));
+    }
+    versions
+}
+
+/// The api instances of `cutover status`, as (id, node, addr, healthy, version).
+fn api_instances(server: &Server, env: &str) -> Vec<Value> {
+    let status = server.cli_json("x", &["status", env]);
+    status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "api")
+        .map(|s| s["instances"].as_array().unwrap().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| i["role"] == "serving")
+        .collect()
+}
+
+/// Distinct instance names answering `/whoami` through the router in `tries` requests.
+fn who_answers(port: u16, host: &str, tries: usize) -> BTreeSet<String> {
+    (0..tries)
+        .filter_map(|_| http_get(port, host, "/whoami"))
+        .filter(|(s, _, _)| *s == 200)
+        .map(|(_, _, b)| b.trim().to_owned())
+        .collect()
+}
+
+type Seen = Vec<(Instant, Option<String>)>;
+
+/// Four clients sending GET /health through the router until `stop`.
+fn load(port: u16, host: &str, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Seen>> {
+    (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            let host = host.to_owned();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(150);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && seen.len() < 50_000 {
+                    let sent = Instant::now();
+                    let v = http_get(port, &host, "/health")
+                        .filter(|(s, _, _)| *s == 200)
+                        .and_then(|(_, h, _)| header(&h, "x-cutover-version"));
+                    seen.push((sent, v));
+                }
+                seen
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
+    let _nodes = Nodes::up();
+    let dir = tempfile::tempdir().unwrap();
+    let versions = repo_with_two_versions(dir.path());
+    let (v1, v2) = (&versions[0], &versions[1]);
+    let env = format!("n{}", std::process::id());
+    std::fs::write(
+        dir.path().join("cutover.yml"),
+        format!(
+            "app: shop\nrepo: repo\nregistry: {{ url: \"{REGISTRY}\" }}\nservices:\n  api:\n    run: \"{RUN}\"\n    \
+             health: /health\n    health_timeout: 20s\n    replicas: 4\n    public: true\n\
+             environments:\n  {env}: {{ tier: dev, runtime: swarm }}\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(
+        &dir.path().join("cutover.yml"),
+        &dir.path().join("data"),
+        &[("DOCKER_HOST", NODE1)],
+    );
+    let host = format!("api.{env}.shop.localhost");
+    let port = server.router_port;
+
+    // v1: 4 replicas on at least 2 nodes, each answering through the router.
+    let id = server.release("alice", &env, v1);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
+    let instances = api_instances(&server, &env);
+    assert_eq!(instances.len(), 4, "{instances:#?}");
+    let nodes: BTreeSet<&str> = instances.iter().filter_map(|i| i["node"].as_str()).collect();
+    let hosts: BTreeSet<&str> = instances
+        .iter()
+        .filter_map(|i| i["addr"].as_str()?.split(':').next())
+        .collect();
+    assert!(
+        nodes.len() >= 2 && hosts.len() >= 2,
+        "the replicas are spread: {instances:#?}"
+    );
+    assert!(
+        hosts.iter().all(|h| h.starts_with("10.231.0.")),
+        "reached at their nodes' addresses: {hosts:?}"
+    );
+    let answering = who_answers(port, &host, 40);
+    assert_eq!(answering.len(), 4, "every replica answers through the router: {answering:?}");
+
+    // v2 under continuous load: no failure, no v1 after the first v2.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(port, &host, &stop);
+    std::thread::sleep(Duration::from_millis(300));
+    let id = server.release("alice", &env, v2);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Seen = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
+    let failures = seen.iter().filter(|(_, v)| v.is_none()).count();
+    assert_eq!(failures, 0, "{failures} of {} requests failed during v1 -> v2", seen.len());
+    let first_v2 = seen
+        .iter()
+        .filter(|(_, v)| v.as_deref() == Some(v2.as_str()))
+        .map(|(t, _)| *t)
+        .min()
+        .expect("v2 answered");
+    let late_v1 = seen
+        .iter()
+        .filter(|(t, v)| *t > first_v2 + Duration::from_millis(5) && v.as_deref() == Some(v1.as_str()))
+        .count();
+    assert_eq!(late_v1, 0, "v1 answered after v2 began serving");
+
+    // A worker node with replicas dies under load.
+    let instances = api_instances(&server, &env);
+    let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
+    for i in &instances {
+        let h = i["addr"].as_str().unwrap().split(':').next().unwrap().to_owned();
+        *per_host.entry(h).or_default() += 1;
+    }
+    let victim = per_host
+        .keys()
+        .find(|h| h.as_str() != "10.231.0.2")
+        .expect("a replica on a worker node")
+        .clone();
+    let index: usize = victim.rsplit('.').next().unwrap().parse::<usize>().unwrap() - 1;
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(port, &host, &stop);
+    std::thread::sleep(Duration::from_millis(500));
+    let killed_at = Instant::now();
+    let out = swarm_nodes(&["kill", &index.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Back to 4 healthy replicas, none on the dead node, every one answering.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let restored = loop {
+        let now = api_instances(&server, &env);
+        let good = now
+            .iter()
+            .filter(|i| {
+                i["healthy"] == true
+                    && i["state"] == "running"
+                    && !i["addr"].as_str().unwrap_or("").starts_with(&format!("{victim}:"))
+            })
+            .count();
+        if good == 4 && who_answers(port, &host, 24).len() == 4 {
+            break killed_at.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas did not come back to 4 within 120 s: {now:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Seen = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let failed: Vec<Duration> = seen
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(t, _)| t.saturating_duration_since(killed_at))
+        .collect();
+    eprintln!(
+        "node {index} ({victim}, {} of 4 replicas) killed under load: {} of {} requests failed \
+         (sent {:?} after the kill), 4 healthy replicas answering again after {restored:?}",
+        per_host[&victim],
+        failed.len(),
+        seen.len(),
+        failed
+    );
+    assert!(
+        seen.iter().any(|(t, v)| *t > killed_at + restored && v.as_deref() == Some(v2.as_str())),
+        "the service answers after the node's loss"
+    );
+    let after = api_instances(&server, &env);
+    let nodes: BTreeSet<&str> = after.iter().filter_map(|i| i["node"].as_str()).collect();
+    assert!(nodes.len() >= 2, "the replicas spread over the 2 nodes left: {after:#?}");
+    drop(server);
+}
