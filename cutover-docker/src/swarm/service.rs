@@ -363,7 +363,9 @@ pub(crate) fn describe_task_end(task: &Task) -> String {
         .map(|s| s.to_string())
         .unwrap_or_else(|| "ended".to_owned());
     let err = status.err.filter(|e| !e.is_empty());
-    match status.container_status.and_then(|c| c.exit_code) {
+    // A rejected task never ran (a failed pull): its exit code means nothing.
+    let ran = status.state != Some(TaskState::REJECTED);
+    match status.container_status.and_then(|c| c.exit_code).filter(|_| ran) {
         Some(code) => format!("{state}: {}", describe_exit(code, None, err.as_deref())),
         None => format!("{state}: {}", err.or(status.message).unwrap_or_default()),
     }

@@ -81,7 +81,7 @@ fn repo_with_two_versions(dir: &Path) -> Vec<String> {
     )
     .unwrap();
     let mut versions = Vec::new();
-    for i in 1..=2 {
+    for i in 1..=3 {
         std::fs::write(repo.join("www/health"), "ok\n").unwrap();
         std::fs::write(repo.join("www/index.html"), format!("release {i}\n")).unwrap();
         git(&repo, &["add", "-A"]);
@@ -183,7 +183,11 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
         "reached at their nodes' addresses: {hosts:?}"
     );
     let answering = who_answers(port, &host, 40);
-    assert_eq!(answering.len(), 4, "every replica answers through the router: {answering:?}");
+    assert_eq!(
+        answering.len(),
+        4,
+        "every replica answers through the router: {answering:?}"
+    );
 
     // v2 under continuous load: no failure, no v1 after the first v2.
     let stop = Arc::new(AtomicBool::new(false));
@@ -196,7 +200,12 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
     let seen: Seen = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
     assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
     let failures = seen.iter().filter(|(_, v)| v.is_none()).count();
-    assert_eq!(failures, 0, "{failures} of {} requests failed during v1 -> v2", seen.len());
+    assert_eq!(
+        failures,
+        0,
+        "{failures} of {} requests failed during v1 -> v2",
+        seen.len()
+    );
     let first_v2 = seen
         .iter()
         .filter(|(_, v)| v.as_deref() == Some(v2.as_str()))
@@ -237,7 +246,10 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
             .filter(|i| {
                 i["healthy"] == true
                     && i["state"] == "running"
-                    && !i["addr"].as_str().unwrap_or("").starts_with(&format!("{victim}:"))
+                    && !i["addr"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with(&format!("{victim}:"))
             })
             .count();
         if good == 4 && who_answers(port, &host, 24).len() == 4 {
@@ -266,11 +278,64 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
         failed
     );
     assert!(
-        seen.iter().any(|(t, v)| *t > killed_at + restored && v.as_deref() == Some(v2.as_str())),
+        seen.iter()
+            .any(|(t, v)| *t > killed_at + restored && v.as_deref() == Some(v2.as_str())),
         "the service answers after the node's loss"
     );
     let after = api_instances(&server, &env);
     let nodes: BTreeSet<&str> = after.iter().filter_map(|i| i["node"].as_str()).collect();
-    assert!(nodes.len() >= 2, "the replicas spread over the 2 nodes left: {after:#?}");
+    assert!(
+        nodes.len() >= 2,
+        "the replicas spread over the 2 nodes left: {after:#?}"
+    );
+
+    // The worker left cannot reach the registry: a v3 (in no node yet) fails its rollout
+    // with that node and the pull's error, and v2 keeps serving.
+    let v3 = &versions[2];
+    let blocked = (2..=NODES + 1)
+        .map(|k| format!("10.231.0.{}", k + 1))
+        .find(|h| *h != victim && h != "10.231.0.2")
+        .unwrap();
+    let blocked_index = blocked.rsplit('.').next().unwrap().parse::<usize>().unwrap() - 1;
+    let ns = format!("cutover-node{blocked_index}");
+    let status = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "iptables",
+            "-I",
+            "OUTPUT",
+            "-d",
+            "10.231.0.1",
+        ])
+        .args([
+            "-p",
+            "tcp",
+            "--dport",
+            "5001",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "blocking the registry from {ns}");
+    let id = server.release("alice", &env, v3);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(
+        (run["state"].as_str(), run["failed_stage"].as_str()),
+        (Some("failed"), Some("deploy_services")),
+        "{logs}"
+    );
+    let error = format!("{run}\n{logs}");
+    assert!(
+        error.contains(&format!("({blocked})")) && error.contains(REGISTRY),
+        "the failure names the node and the registry's answer: {error}"
+    );
+    eprintln!("a node that cannot pull: {}", run["error"]);
+    assert_eq!(server.api_version(&env).as_deref(), Some(v2.as_str()));
     drop(server);
 }
