@@ -18,18 +18,22 @@
 //!   `<app>-<env>-<service>-<sha8>-r<n>-<6hex>`, with one replica of the
 //!   image `<app>-<env>-<service>:<sha>`, restart policy `on-failure`, and
 //!   one host-mode published port picked by Cutover (bind `127.0.0.1:0`,
-//!   read, close), placed on this node (`node.id==<this node>`) because the
-//!   router reaches it on `127.0.0.1:<port>`. One service per replica is
-//!   what lets a public service have more replicas than the swarm has
-//!   nodes: every replica has its own port. The
+//!   read, close; unique across every instance of this runtime, so a task
+//!   Swarm restarts on another node keeps its port), placed by Swarm on any
+//!   node (spread over `node.id`; the image named in `registry` when one is
+//!   set, so that every node can pull it). The router reaches it at its
+//!   task's node address (`Status.Addr`; 127.0.0.1 in a swarm of one node),
+//!   reported in the status with the node's name; when Swarm moves the task,
+//!   the next status says where, and the health monitor follows it. One
+//!   service per replica is what lets a public service have more replicas
+//!   than the swarm has nodes: every replica has its own port. The
 //!   [`InstanceId`](cutover_runtime::InstanceId) is the service's short id
 //!   (as `docker service ls` shows it); `stop` removes the service and
 //!   waits (bounded) for its container to be gone. Status is read from the
 //!   engine: the service and its current task (state, pid, version from
 //!   the task's image tag, restarts = failed tasks).
 //!   Limit: Swarm's port config has no host IP, so a host-mode port is
-//!   bound on every interface of the node, not on 127.0.0.1 only; Cutover
-//!   itself only ever connects to 127.0.0.1.
+//!   bound on every interface of the node, not on 127.0.0.1 only.
 //! - **Non-public services (workers, scheduler): Swarm's native update**,
 //!   [`SwarmRuntime::converge`]: one service `<app>-<env>-<service>`,
 //!   image tag = SHA, update order start-first, parallelism 1, failure
@@ -51,8 +55,7 @@
 //!
 //! On a multi-node swarm with the routing mesh, public services could be
 //! updated natively too (an ingress port is shared by all tasks, so
-//! start-first does not clash); the per-replica services here then map to
-//! one service per replica pinned to the router's node. Rejected for public
+//! start-first does not clash). Rejected for public
 //! services on this machine: Swarm's native update (deadlocks start-first,
 //! drops traffic stop-first), and one service with N replicas and a
 //! dynamic host port each (Swarm then gives the tasks of one service
@@ -183,7 +186,7 @@ impl SwarmRuntime {
         self.inner.docker.owner()
     }
 
-    /// The swarm node public instances are placed on (this engine's).
+    /// The swarm node of the manager Cutover talks to.
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
     }
