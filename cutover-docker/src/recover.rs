@@ -324,6 +324,7 @@ mod tests {
             env_vars: Vec::new(),
             replica,
             health_path: None,
+            placement: Default::default(),
         }
     }
 

@@ -141,6 +141,7 @@ impl Engine {
             },
             replica,
             health_path: svc.health.clone(),
+            placement: svc.placement.clone(),
         }
     }
 

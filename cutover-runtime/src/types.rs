@@ -45,6 +45,9 @@ pub struct InstanceSpec {
     /// when `None`, `healthy` changes only through `probe`/`wait_healthy`.
     /// Checked at `start` ([`RuntimeError::BadHealthPath`](crate::RuntimeError::BadHealthPath)).
     pub health_path: Option<String>,
+    /// The service's Swarm `placement` (constraints and spread preferences);
+    /// only the swarm runtime reads it.
+    pub placement: cutover_core::config::Placement,
 }
 
 /// Names one started instance. Unique per start (a restart by the supervisor

@@ -60,6 +60,9 @@ pub struct ConvergeSpec {
     pub monitor: Duration,
     /// Give up waiting after this long.
     pub timeout: Duration,
+    /// The service's `placement` (with `spread=node.id` last). A change of
+    /// placement alone does not update a running service.
+    pub placement: cutover_core::config::Placement,
 }
 
 /// What [`SwarmRuntime::converge`] did to the service.

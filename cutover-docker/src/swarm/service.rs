@@ -30,6 +30,7 @@ use bollard::models::{
     TaskSpecPlacementPreferences, TaskSpecPlacementSpread, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
+use cutover_core::config::Placement;
 use cutover_core::{AppName, EnvName, ServiceName, Version};
 use cutover_runtime::{InstanceId, InstanceSpec, InstanceState, InstanceStatus, VersionSource};
 
@@ -177,7 +178,7 @@ pub(crate) fn instance_service(
             // Any node: the router reaches the task at its node's address. Swarm
             // already prefers the node with the fewest tasks; the preference keeps the
             // replicas of one service apart when nodes carry other work.
-            placement: Some(spread_placement()),
+            placement: Some(placement(&spec.placement)),
             ..Default::default()
         }),
         mode: Some(replicated(1)),
@@ -195,14 +196,23 @@ pub(crate) fn instance_service(
     }
 }
 
-/// Spread over `node.id`.
-pub(crate) fn spread_placement() -> TaskSpecPlacement {
+/// The service's constraints, its spread preferences, then spread over `node.id`.
+pub(crate) fn placement(wanted: &Placement) -> TaskSpecPlacement {
+    let spread = |descriptor: &str| TaskSpecPlacementPreferences {
+        spread: Some(TaskSpecPlacementSpread {
+            spread_descriptor: Some(descriptor.to_owned()),
+        }),
+    };
+    let mut preferences: Vec<_> = wanted
+        .preferences
+        .iter()
+        .filter_map(|p| p.strip_prefix("spread="))
+        .map(spread)
+        .collect();
+    preferences.push(spread("node.id"));
     TaskSpecPlacement {
-        preferences: Some(vec![TaskSpecPlacementPreferences {
-            spread: Some(TaskSpecPlacementSpread {
-                spread_descriptor: Some("node.id".to_owned()),
-            }),
-        }]),
+        constraints: (!wanted.constraints.is_empty()).then(|| wanted.constraints.clone()),
+        preferences: Some(preferences),
         ..Default::default()
     }
 }
@@ -245,6 +255,7 @@ pub(crate) fn converged_service(inner: &Inner, spec: &ConvergeSpec, image: &str)
                 identity,
             )),
             restart_policy: Some(restart_on_failure()),
+            placement: Some(placement(&spec.placement)),
             ..Default::default()
         }),
         mode: Some(replicated(spec.replicas)),
@@ -587,6 +598,26 @@ mod tests {
     }
 
     #[test]
+    fn placement_keeps_the_services_rules_and_spreads_over_nodes_last() {
+        let spread = |p: &TaskSpecPlacement| -> Vec<String> {
+            p.preferences
+                .iter()
+                .flatten()
+                .filter_map(|p| p.spread.as_ref()?.spread_descriptor.clone())
+                .collect()
+        };
+        let none = placement(&Placement::default());
+        assert_eq!(none.constraints, None, "no pin to a node any more");
+        assert_eq!(spread(&none), ["node.id"]);
+        let some = placement(&Placement {
+            constraints: vec!["node.labels.zone==eu-1".into()],
+            preferences: vec!["spread=node.labels.rack".into()],
+        });
+        assert_eq!(some.constraints, Some(vec!["node.labels.zone==eu-1".to_owned()]));
+        assert_eq!(spread(&some), ["node.labels.rack", "node.id"]);
+    }
+
+    #[test]
     fn long_names_fit_a_dns_label() {
         let spec = InstanceSpec {
             app: AppName::parse(&"a".repeat(40)).unwrap_or_else(|_| AppName::parse("a").unwrap()),
@@ -598,6 +629,7 @@ mod tests {
             env_vars: Vec::new(),
             replica: 12,
             health_path: None,
+            placement: Default::default(),
         };
         let name = instance_name(&spec);
         assert!(name.len() <= MAX_NAME, "{name}");

@@ -39,6 +39,6 @@ mod runtimes;
 mod sandbox;
 mod scale;
 mod security;
-mod swarm_nodes;
 mod server_lifecycle;
+mod swarm_nodes;
 mod webhooks;
