@@ -117,6 +117,49 @@ fn who_answers(port: u16, host: &str, tries: usize) -> BTreeSet<String> {
 
 type Seen = Vec<(Instant, Option<String>)>;
 
+/// Replicas per node address.
+fn per_host(instances: &[Value]) -> BTreeMap<String, usize> {
+    let mut out: BTreeMap<String, usize> = BTreeMap::new();
+    for i in instances {
+        let h = i["addr"].as_str().unwrap().split(':').next().unwrap().to_owned();
+        *out.entry(h).or_default() += 1;
+    }
+    out
+}
+
+/// Waits (120 s at most) until 4 replicas are healthy, none at `gone`, and every one
+/// answers through the router; returns the time since `since`.
+fn back_to_four(server: &Server, env: &str, host: &str, gone: &str, since: Instant) -> Duration {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = api_instances(server, env);
+        let good = now
+            .iter()
+            .filter(|i| {
+                i["healthy"] == true
+                    && i["state"] == "running"
+                    && !i["addr"].as_str().unwrap_or("").starts_with(&format!("{gone}:"))
+            })
+            .count();
+        if good == 4 && who_answers(server.router_port, host, 24).len() == 4 {
+            return since.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas did not come back to 4 within 120 s: {now:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The failed requests of a load run, as times after `since`.
+fn failed_after(seen: &Seen, since: Instant) -> Vec<Duration> {
+    seen.iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(t, _)| t.saturating_duration_since(since))
+        .collect()
+}
+
 /// Four clients sending GET /health through the router until `stop`.
 fn load(port: u16, host: &str, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Seen>> {
     (0..4)
@@ -218,13 +261,55 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
         .count();
     assert_eq!(late_v1, 0, "v1 answered after v2 began serving");
 
+    // A worker node with replicas is drained under load (`docker node update
+    // --availability drain`), then made active again (its replicas stay where they went).
+    let instances = api_instances(&server, &env);
+    let (drained, node) = instances
+        .iter()
+        .map(|i| {
+            let h = i["addr"].as_str().unwrap().split(':').next().unwrap().to_owned();
+            let id = i["node"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+            (h, id)
+        })
+        .find(|(h, _)| h != "10.231.0.2")
+        .expect("a replica on a worker node");
+    let on_it = per_host(&instances)[&drained];
+    let docker_node = |availability: &str| {
+        let out = std::process::Command::new("docker")
+            .args([
+                "-H",
+                NODE1,
+                "node",
+                "update",
+                "--availability",
+                availability,
+                &node,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(port, &host, &stop);
+    std::thread::sleep(Duration::from_millis(500));
+    let drained_at = Instant::now();
+    docker_node("drain");
+    let moved = back_to_four(&server, &env, &host, &drained, drained_at);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Seen = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let failed = failed_after(&seen, drained_at);
+    eprintln!(
+        "node {drained} ({on_it} of 4 replicas) drained under load: {} of {} requests failed \
+         (sent {failed:?} after the drain), 4 healthy replicas answering again after {moved:?}",
+        failed.len(),
+        seen.len(),
+    );
+    docker_node("active");
+
     // A worker node with replicas dies under load.
     let instances = api_instances(&server, &env);
-    let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
-    for i in &instances {
-        let h = i["addr"].as_str().unwrap().split(':').next().unwrap().to_owned();
-        *per_host.entry(h).or_default() += 1;
-    }
+    let per_host = per_host(&instances);
     let victim = per_host
         .keys()
         .find(|h| h.as_str() != "10.231.0.2")
@@ -238,37 +323,11 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
     let out = swarm_nodes(&["kill", &index.to_string()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Back to 4 healthy replicas, none on the dead node, every one answering.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let restored = loop {
-        let now = api_instances(&server, &env);
-        let good = now
-            .iter()
-            .filter(|i| {
-                i["healthy"] == true
-                    && i["state"] == "running"
-                    && !i["addr"]
-                        .as_str()
-                        .unwrap_or("")
-                        .starts_with(&format!("{victim}:"))
-            })
-            .count();
-        if good == 4 && who_answers(port, &host, 24).len() == 4 {
-            break killed_at.elapsed();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replicas did not come back to 4 within 120 s: {now:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let restored = back_to_four(&server, &env, &host, &victim, killed_at);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let seen: Seen = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
-    let failed: Vec<Duration> = seen
-        .iter()
-        .filter(|(_, v)| v.is_none())
-        .map(|(t, _)| t.saturating_duration_since(killed_at))
-        .collect();
+    let failed = failed_after(&seen, killed_at);
     eprintln!(
         "node {index} ({victim}, {} of 4 replicas) killed under load: {} of {} requests failed \
          (sent {:?} after the kill), 4 healthy replicas answering again after {restored:?}",
