@@ -403,3 +403,48 @@ struct Removed {
     graceful: bool,
     exit: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use bollard::models::{ManagerStatus, NodeDescription, NodeStatus};
+
+    use super::*;
+
+    fn node(id: &str, addr: &str, manager: Option<&str>) -> Node {
+        Node {
+            id: Some(id.to_owned()),
+            description: Some(NodeDescription {
+                hostname: Some("vm".to_owned()),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addr: Some(addr.to_owned()),
+                ..Default::default()
+            }),
+            manager_status: manager.map(|m| ManagerStatus {
+                addr: Some(m.to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tasks_are_reached_at_their_nodes_address_or_on_loopback_in_a_swarm_of_one() {
+        let ip = |n: &Node, single| node_place(n, single).map(|p| p.ip.to_string());
+        let worker = node("pl7juqanetgqumt3iloukpf33", "10.231.0.3", None);
+        assert_eq!(ip(&worker, false).as_deref(), Some("10.231.0.3"));
+        assert_eq!(
+            node_place(&worker, false).map(|p| p.name).as_deref(),
+            Some("vm/pl7juqanetgq")
+        );
+        // A single node is reached on loopback, whatever it advertises.
+        assert_eq!(ip(&worker, true).as_deref(), Some("127.0.0.1"));
+        // A manager reporting 0.0.0.0: its manager address.
+        let manager = node("qgw5nlqwwagj", "0.0.0.0", Some("10.231.0.2:2377"));
+        assert_eq!(ip(&manager, false).as_deref(), Some("10.231.0.2"));
+        // Nothing usable: no place (the caller falls back to loopback).
+        let lost = node("x", "not an address", None);
+        assert_eq!(ip(&lost, false), None);
+    }
+}
