@@ -21,12 +21,49 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::pipeline_support::{header, http_get};
-use crate::support::{Server, git};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use crate::pipeline_support::header;
+use crate::support::{BIN, Server, git};
 
 const NODES: usize = 3;
 const REGISTRY: &str = "10.231.0.1:5001";
 const NODE1: &str = "unix:///run/cutover-nodes/node1.sock";
+/// Where the second router (a data plane in node2's namespace) listens.
+const MIRROR: &str = "10.231.0.3:18080";
+
+/// A `cutover data-plane` in node2's network namespace, killed when dropped.
+struct Mirror(std::process::Child);
+
+impl Mirror {
+    fn start(dir: &Path) -> Mirror {
+        std::fs::create_dir_all(dir).unwrap();
+        let child = std::process::Command::new("nsenter")
+            .arg("--net=/var/run/netns/cutover-node2")
+            .arg(BIN)
+            .args(["data-plane", "--data-dir"])
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("nsenter starts a data plane in node2's namespace");
+        let mirror = Mirror(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dir.join("dataplane/control.sock").exists() {
+            assert!(Instant::now() < deadline, "the mirror data plane did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        mirror
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/swarm-nodes")
@@ -106,16 +143,38 @@ fn api_instances(server: &Server, env: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Distinct instance names answering `/whoami` through the router in `tries` requests.
-fn who_answers(port: u16, host: &str, tries: usize) -> BTreeSet<String> {
+/// One HTTP/1.1 GET to a router at `addr` (loopback, or a test node's address).
+fn get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, head.to_owned(), body.to_owned()))
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Distinct instance names answering `/whoami` through the router at `addr` in `tries` requests.
+fn who_answers(addr: SocketAddr, host: &str, tries: usize) -> BTreeSet<String> {
     (0..tries)
-        .filter_map(|_| http_get(port, host, "/whoami"))
+        .filter_map(|_| get(addr, host, "/whoami"))
         .filter(|(s, _, _)| *s == 200)
         .map(|(_, _, b)| b.trim().to_owned())
         .collect()
 }
 
-type Seen = Vec<(Instant, Option<String>)>;
+/// (sent, version answered, router index).
+type Seen = Vec<(Instant, Option<String>, usize)>;
 
 /// Replicas per node address.
 fn per_host(instances: &[Value]) -> BTreeMap<String, usize> {
@@ -141,7 +200,7 @@ fn back_to_four(server: &Server, env: &str, host: &str, gone: &str, since: Insta
                     && !i["addr"].as_str().unwrap_or("").starts_with(&format!("{gone}:"))
             })
             .count();
-        if good == 4 && who_answers(server.router_port, host, 24).len() == 4 {
+        if good == 4 && who_answers(local(server.router_port), host, 24).len() == 4 {
             return since.elapsed();
         }
         assert!(
@@ -155,26 +214,28 @@ fn back_to_four(server: &Server, env: &str, host: &str, gone: &str, since: Insta
 /// The failed requests of a load run, as times after `since`.
 fn failed_after(seen: &Seen, since: Instant) -> Vec<Duration> {
     seen.iter()
-        .filter(|(_, v)| v.is_none())
-        .map(|(t, _)| t.saturating_duration_since(since))
+        .filter(|(_, v, _)| v.is_none())
+        .map(|(t, _, _)| t.saturating_duration_since(since))
         .collect()
 }
 
-/// Four clients sending GET /health through the router until `stop`.
-fn load(port: u16, host: &str, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Seen>> {
+/// Four clients sending GET /health through the routers at `routers` (in turn) until `stop`.
+fn load(routers: &[SocketAddr], host: &str, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Seen>> {
     (0..4)
-        .map(|_| {
+        .map(|i| {
             let stop = stop.clone();
             let host = host.to_owned();
+            let router = i % routers.len();
+            let addr = routers[router];
             std::thread::spawn(move || {
                 let mut seen = Vec::new();
                 let deadline = Instant::now() + Duration::from_secs(150);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && seen.len() < 50_000 {
                     let sent = Instant::now();
-                    let v = http_get(port, &host, "/health")
+                    let v = get(addr, &host, "/health")
                         .filter(|(s, _, _)| *s == 200)
                         .and_then(|(_, h, _)| header(&h, "x-cutover-version"));
-                    seen.push((sent, v));
+                    seen.push((sent, v, router));
                 }
                 seen
             })
@@ -198,10 +259,12 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
         ),
     )
     .unwrap();
+    let _mirror = Mirror::start(&dir.path().join("router2"));
+    let mirrors = format!("{}={MIRROR}", dir.path().join("router2").display());
     let server = Server::start_with(
         &dir.path().join("cutover.yml"),
         &dir.path().join("data"),
-        &[("DOCKER_HOST", NODE1)],
+        &[("DOCKER_HOST", NODE1), ("CUTOVER_DATA_PLANE_MIRRORS", &mirrors)],
     );
     let host = format!("api.{env}.shop.localhost");
     let port = server.router_port;
@@ -225,16 +288,22 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
         hosts.iter().all(|h| h.starts_with("10.231.0.")),
         "reached at their nodes' addresses: {hosts:?}"
     );
-    let answering = who_answers(port, &host, 40);
+    let answering = who_answers(local(port), &host, 40);
     assert_eq!(
         answering.len(),
         4,
         "every replica answers through the router: {answering:?}"
     );
+    let answering = who_answers(MIRROR.parse().unwrap(), &host, 40);
+    assert_eq!(
+        answering.len(),
+        4,
+        "every replica answers through the mirror router in node2's namespace: {answering:?}"
+    );
 
-    // v2 under continuous load: no failure, no v1 after the first v2.
+    // v2 under continuous load through both routers: no failure, no v1 after the first v2.
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(port, &host, &stop);
+    let clients = load(&[local(port), MIRROR.parse().unwrap()], &host, &stop);
     std::thread::sleep(Duration::from_millis(300));
     let id = server.release("alice", &env, v2);
     let run = server.wait_run(id, &["succeeded", "failed"]);
@@ -242,24 +311,58 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
     stop.store(true, Ordering::Relaxed);
     let seen: Seen = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
     assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
-    let failures = seen.iter().filter(|(_, v)| v.is_none()).count();
+    let failures = seen.iter().filter(|(_, v, _)| v.is_none()).count();
     assert_eq!(
         failures,
         0,
         "{failures} of {} requests failed during v1 -> v2",
         seen.len()
     );
-    let first_v2 = seen
-        .iter()
-        .filter(|(_, v)| v.as_deref() == Some(v2.as_str()))
-        .map(|(t, _)| *t)
-        .min()
-        .expect("v2 answered");
-    let late_v1 = seen
-        .iter()
-        .filter(|(t, v)| *t > first_v2 + Duration::from_millis(5) && v.as_deref() == Some(v1.as_str()))
-        .count();
-    assert_eq!(late_v1, 0, "v1 answered after v2 began serving");
+    for (router, name) in ["the main router", "the mirror router"].iter().enumerate() {
+        let first_v2 = seen
+            .iter()
+            .filter(|(_, v, r)| *r == router && v.as_deref() == Some(v2.as_str()))
+            .map(|(t, _, _)| *t)
+            .min()
+            .expect("v2 answered");
+        let late_v1 = seen
+            .iter()
+            .filter(|(t, v, r)| {
+                *r == router && *t > first_v2 + Duration::from_millis(5) && v.as_deref() == Some(v1.as_str())
+            })
+            .count();
+        assert_eq!(
+            late_v1, 0,
+            "v1 answered through {name} after v2 began serving there"
+        );
+    }
+
+    // Losing the main router (its data plane killed) loses no request through the mirror.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(&[MIRROR.parse().unwrap()], &host, &stop);
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = std::fs::read_to_string(dir.path().join("data/dataplane/pid")).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill the main data plane {pid}");
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Seen = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let lost = seen.iter().filter(|(_, v, _)| v.is_none()).count();
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} requests through the mirror failed",
+        seen.len()
+    );
+    // The control plane starts a new main data plane and pushes the routes again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while who_answers(local(port), &host, 8).is_empty() {
+        assert!(Instant::now() < deadline, "the main router did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A worker node with replicas is drained under load (`docker node update
     // --availability drain`), then made active again (its replicas stay where they went).
@@ -290,7 +393,7 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(port, &host, &stop);
+    let clients = load(&[local(port)], &host, &stop);
     std::thread::sleep(Duration::from_millis(500));
     let drained_at = Instant::now();
     docker_node("drain");
@@ -317,7 +420,7 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
         .clone();
     let index: usize = victim.rsplit('.').next().unwrap().parse::<usize>().unwrap() - 1;
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(port, &host, &stop);
+    let clients = load(&[local(port)], &host, &stop);
     std::thread::sleep(Duration::from_millis(500));
     let killed_at = Instant::now();
     let out = swarm_nodes(&["kill", &index.to_string()]);
@@ -338,7 +441,7 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
     );
     assert!(
         seen.iter()
-            .any(|(t, v)| *t > killed_at + restored && v.as_deref() == Some(v2.as_str())),
+            .any(|(t, v, _)| *t > killed_at + restored && v.as_deref() == Some(v2.as_str())),
         "the service answers after the node's loss"
     );
     let after = api_instances(&server, &env);
