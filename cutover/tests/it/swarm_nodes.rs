@@ -259,8 +259,10 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
         ),
     )
     .unwrap();
-    let _mirror = Mirror::start(&dir.path().join("router2"));
-    let mirrors = format!("{}={MIRROR}", dir.path().join("router2").display());
+    // Under the nodes' root, so `scripts/swarm-nodes down` also ends it after a killed run.
+    let mirror_dir = Path::new("/var/lib/cutover-nodes/router2");
+    let _mirror = Mirror::start(mirror_dir);
+    let mirrors = format!("{}={MIRROR}", mirror_dir.display());
     let server = Server::start_with(
         &dir.path().join("cutover.yml"),
         &dir.path().join("data"),
