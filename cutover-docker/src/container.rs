@@ -226,6 +226,7 @@ pub(crate) fn status_of(
         state: instance_state,
         last_exit,
         owner: cutover_runtime::InstanceOwner::this_process(0, false),
+        node: None,
     })
 }
 

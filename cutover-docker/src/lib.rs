@@ -144,21 +144,58 @@ pub struct DockerConfig {
     pub init: bool,
     /// The image of tasks whose spec has no [`TASK_IMAGE_VAR`].
     pub default_task_image: Option<String>,
+    /// The registry the Build stage pushes to (`host[:port][/prefix]`,
+    /// `registry.url` of `cutover.yml`). Swarm services then name their
+    /// image `<registry>/<app>-<env>-<service>:<sha>`, so that every node
+    /// can pull it; without one, only the node that built the image has it.
+    pub registry: Option<String>,
 }
 
 impl DockerConfig {
-    /// Defaults: the default socket, 10 s stop grace, probes every 2 s,
-    /// container port 8080, init on, no default task image.
+    /// Defaults: the socket of `DOCKER_HOST` (see [`socket_from_env`]) or
+    /// the default one, 10 s stop grace, probes every 2 s, container port
+    /// 8080, init on, no default task image, no registry.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             state_dir: state_dir.into(),
-            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket: socket_from_env(std::env::var("DOCKER_HOST").ok().as_deref()),
             stop_grace: Duration::from_secs(10),
             health_interval: Duration::from_secs(2),
             container_port: 8080,
             init: true,
             default_task_image: None,
+            registry: None,
         }
+    }
+
+    /// The reference services are created from: `<registry>/<tag>` with a
+    /// registry, else the local `tag`.
+    pub fn image_reference(&self, tag: &str) -> String {
+        match &self.registry {
+            Some(registry) => format!("{}/{tag}", registry.trim_end_matches('/')),
+            None => tag.to_owned(),
+        }
+    }
+}
+
+/// The daemon socket named by `DOCKER_HOST` (`unix:///path`), as the docker
+/// CLI reads it, else [`DEFAULT_SOCKET`]. Only unix sockets are spoken: any
+/// other scheme (`tcp://`, `ssh://`) is ignored with a warning, since the
+/// engine API would then travel unauthenticated or need credentials Cutover
+/// does not handle.
+pub fn socket_from_env(docker_host: Option<&str>) -> PathBuf {
+    match docker_host.map(str::trim).filter(|h| !h.is_empty()) {
+        None => PathBuf::from(DEFAULT_SOCKET),
+        Some(host) => match host.strip_prefix("unix://") {
+            Some(path) if path.starts_with('/') => PathBuf::from(path),
+            _ => {
+                tracing::warn!(
+                    docker_host = host,
+                    "DOCKER_HOST is not unix:///<absolute path>; using {DEFAULT_SOCKET}"
+                );
+                PathBuf::from(DEFAULT_SOCKET)
+            }
+        },
     }
 }
 
@@ -286,6 +323,25 @@ pub(crate) fn observed_version(image: Option<&str>) -> (Option<Version>, Version
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_host_names_a_unix_socket_or_nothing() {
+        let socket = |h: Option<&str>| socket_from_env(h).display().to_string();
+        assert_eq!(socket(None), DEFAULT_SOCKET);
+        assert_eq!(socket(Some("")), DEFAULT_SOCKET);
+        assert_eq!(socket(Some("unix:///run/n1.sock")), "/run/n1.sock");
+        assert_eq!(socket(Some("tcp://10.0.0.1:2375")), DEFAULT_SOCKET);
+        assert_eq!(socket(Some("unix://relative.sock")), DEFAULT_SOCKET);
+        let mut config = DockerConfig::new("/tmp/x");
+        assert_eq!(config.image_reference("a-b-c:1"), "a-b-c:1");
+        config.registry = Some("10.231.0.1:5001/team/".to_owned());
+        assert_eq!(config.image_reference("a-b-c:1"), "10.231.0.1:5001/team/a-b-c:1");
+        assert_eq!(
+            version_of_image(&config.image_reference(&format!("a-b-c:{}", "ab".repeat(20))))
+                .map(|v| v.to_string()),
+            Some("ab".repeat(20))
+        );
+    }
 
     #[test]
     fn versions_come_from_sha_tags_only() {

@@ -324,6 +324,7 @@ mod tests {
             env_vars: Vec::new(),
             replica,
             health_path: None,
+            placement: Default::default(),
         }
     }
 
@@ -347,6 +348,7 @@ mod tests {
             state: InstanceState::Running,
             last_exit: None,
             owner: InstanceOwner::default(),
+            node: None,
         }
     }
 

@@ -21,9 +21,18 @@ use cutover_router::{Backend, Gate, Generation, RouteKey, Router, RouterConfig};
 pub enum DataPlane {
     /// The router inside this process; it stops with it.
     Embedded(Router),
-    /// The `cutover data-plane` process, driven over its unix socket.
-    Remote(cutover_dataplane::Client),
+    /// The `cutover data-plane` process, driven over its unix socket, and the mirrors fed the
+    /// same table.
+    Remote(cutover_dataplane::Client, Mirrors),
 }
+
+/// More data planes fed the same routing table as the main one (`CUTOVER_DATA_PLANE_MIRRORS`):
+/// routers on other machines (or network namespaces) reached through their control sockets, so a
+/// load balancer in front can use any of them. Each switch and removal goes to the main data
+/// plane first, then to every mirror; a mirror that fails is logged, never fails the change (it
+/// serves its last table until the next change reaches it). Drains are awaited on the main one.
+#[derive(Clone, Debug, Default)]
+pub struct Mirrors(pub std::sync::Arc<Vec<cutover_dataplane::Client>>);
 
 /// A generation that no longer receives new requests, still finishing what it admitted.
 pub enum OldGeneration {
@@ -72,7 +81,7 @@ impl DataPlane {
     pub fn host_of(&self, route: &RouteKey) -> String {
         match self {
             Self::Embedded(r) => r.host_of(route),
-            Self::Remote(_) => route.host(&Self::base_domain()),
+            Self::Remote(..) => route.host(&Self::base_domain()),
         }
     }
 
@@ -80,17 +89,31 @@ impl DataPlane {
     pub async fn switch(&self, route: &RouteKey, backend: Backend) -> Result<Option<OldGeneration>, String> {
         match self {
             Self::Embedded(r) => Ok(r.switch(route, backend).map(OldGeneration::Local)),
-            Self::Remote(c) => {
+            Self::Remote(c, mirrors) => {
                 let id = c
                     .switch(
                         route.app(),
                         route.env(),
                         route.service(),
                         &backend.version,
-                        backend.upstreams,
+                        backend.upstreams.clone(),
                     )
                     .await
                     .map_err(|e| format!("the data plane did not switch {}: {e}", route.service()))?;
+                for (i, m) in mirrors.0.iter().enumerate() {
+                    let done = m
+                        .switch(
+                            route.app(),
+                            route.env(),
+                            route.service(),
+                            &backend.version,
+                            backend.upstreams.clone(),
+                        )
+                        .await;
+                    if let Err(e) = done {
+                        tracing::warn!(mirror = i, route = %route.service(), error = %e, "a mirror data plane did not switch");
+                    }
+                }
                 Ok(id.map(|id| OldGeneration::Remote {
                     client: c.clone(),
                     id,
@@ -103,11 +126,16 @@ impl DataPlane {
     pub async fn remove(&self, route: &RouteKey) -> Result<Option<OldGeneration>, String> {
         match self {
             Self::Embedded(r) => Ok(r.remove(route).map(OldGeneration::Local)),
-            Self::Remote(c) => {
+            Self::Remote(c, mirrors) => {
                 let id = c
                     .remove(route.app(), route.env(), route.service())
                     .await
                     .map_err(|e| format!("the data plane did not remove {}: {e}", route.service()))?;
+                for (i, m) in mirrors.0.iter().enumerate() {
+                    if let Err(e) = m.remove(route.app(), route.env(), route.service()).await {
+                        tracing::warn!(mirror = i, route = %route.service(), error = %e, "a mirror data plane did not remove a route");
+                    }
+                }
                 Ok(id.map(|id| OldGeneration::Remote {
                     client: c.clone(),
                     id,
@@ -121,7 +149,7 @@ impl DataPlane {
     pub async fn router_metrics(&self) -> Option<String> {
         match self {
             Self::Embedded(r) => Some(r.encode_metrics()),
-            Self::Remote(c) => match c.metrics().await {
+            Self::Remote(c, _) => match c.metrics().await {
                 Ok(text) => Some(text),
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot read the router's metrics from the data plane");
@@ -139,7 +167,7 @@ impl DataPlane {
                 r.set_gate(app, env, gate);
                 Ok(())
             }
-            Self::Remote(c) => c
+            Self::Remote(c, _) => c
                 .set_gate(
                     app,
                     env,
@@ -155,7 +183,7 @@ impl DataPlane {
     pub async fn gates(&self) -> Result<Vec<(String, String, Gate)>, String> {
         match self {
             Self::Embedded(r) => Ok(r.gates()),
-            Self::Remote(c) => c
+            Self::Remote(c, _) => c
                 .gates()
                 .await
                 .map(|v| {
@@ -173,7 +201,7 @@ impl DataPlane {
     pub async fn drain_env(&self, app: &str, env: &str, timeout: Duration) -> usize {
         match self {
             Self::Embedded(r) => r.drain_env(app, env, timeout).await,
-            Self::Remote(c) => match c.drain_env(app, env, timeout).await {
+            Self::Remote(c, _) => match c.drain_env(app, env, timeout).await {
                 Ok(left) => left,
                 Err(e) => {
                     tracing::warn!(env, error = %e, "could not wait for an environment to drain");
@@ -194,7 +222,7 @@ impl DataPlane {
                 in_flight: g.in_flight(),
                 admitted: g.admitted(),
             }),
-            Self::Remote(c) => match c.generation(route.app(), route.env(), route.service()).await {
+            Self::Remote(c, _) => match c.generation(route.app(), route.env(), route.service()).await {
                 Ok(g) => g.map(|g| RouteState {
                     generation: g.id,
                     version: g.version,

@@ -141,6 +141,7 @@ impl Engine {
             },
             replica,
             health_path: svc.health.clone(),
+            placement: svc.placement.clone(),
         }
     }
 
@@ -158,11 +159,12 @@ impl Engine {
         let mut out = Vec::new();
         for replica in replicas {
             let spec = self.instance_spec(l, service, replica);
+            // With its causes: a Swarm task's rejection says which node and why (a failed pull).
             let status = self
                 .runtime_for(l.env)
                 .start(spec)
                 .await
-                .map_err(|e| StageError::Failed(e.to_string()))?;
+                .map_err(|e| StageError::Failed(crate::releases::error_chain(&e)))?;
             started.push(status.id.clone());
             l.log
                 .line(format!(

@@ -26,6 +26,7 @@ pub mod limits;
 mod maintenance;
 pub mod masking;
 mod metrics;
+mod moves;
 mod params;
 pub mod pipeline;
 mod releases;
@@ -238,6 +239,7 @@ impl Engine {
         self.spawn_scheduler();
         self.spawn_lifecycle_tasks();
         self.spawn_autoscaler();
+        self.spawn_route_follower();
         Ok(())
     }
 

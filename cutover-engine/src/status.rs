@@ -63,6 +63,12 @@ pub struct InstanceView {
     /// Who supervises it: the pid of the `cutover serve` process, since when (unix ms: its start
     /// or its adoption), and whether it was adopted from an earlier server.
     pub owner: InstanceOwnerView,
+    /// The machine it runs on where the runtime spans several (Swarm: `<hostname>/<node id>`);
+    /// absent on the process and docker runtimes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Where the router reaches it (`<node address>:<port>` on a multi-node swarm).
+    pub addr: String,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -219,6 +225,8 @@ impl Engine {
                         since_ms: fresh.owner.since,
                         adopted: fresh.owner.adopted,
                     },
+                    node: fresh.node.clone(),
+                    addr: fresh.addr.to_string(),
                 });
             }
             let rank = |r: &str| match r {

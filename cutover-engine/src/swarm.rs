@@ -89,6 +89,7 @@ impl Engine {
                 run: Some(svc.run.clone()).filter(|r| !r.trim().is_empty()),
                 monitor: Duration::from_secs(2),
                 timeout: svc.health_timeout.max(Duration::from_secs(60)),
+                placement: svc.placement.clone(),
             };
             let (tx, mut rx) = mpsc::unbounded_channel::<String>();
             let forward = {

@@ -45,6 +45,9 @@ pub struct InstanceSpec {
     /// when `None`, `healthy` changes only through `probe`/`wait_healthy`.
     /// Checked at `start` ([`RuntimeError::BadHealthPath`](crate::RuntimeError::BadHealthPath)).
     pub health_path: Option<String>,
+    /// The service's Swarm `placement` (constraints and spread preferences);
+    /// only the swarm runtime reads it.
+    pub placement: cutover_core::config::Placement,
 }
 
 /// Names one started instance. Unique per start (a restart by the supervisor
@@ -170,6 +173,10 @@ pub struct InstanceStatus {
     pub last_exit: Option<String>,
     /// Who looks after the instance now, and since when.
     pub owner: InstanceOwner,
+    /// The machine it runs on, where the runtime spans several (a Swarm node:
+    /// `<hostname>/<node id>`); `None` on the process and docker runtimes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Who supervises an instance: the server process that started it, or the one that adopted it

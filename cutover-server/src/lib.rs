@@ -413,9 +413,14 @@ async fn connect_docker(config: &Config, data_dir: &Path) -> Result<Engines, Sta
     let swarm = match first(RuntimeKind::Swarm) {
         None => None,
         Some(env) => Some(Arc::new(
-            cutover_docker::SwarmRuntime::connect(cutover_docker::DockerConfig::new(data_dir.join("swarm")))
-                .await
-                .map_err(|source| StartError::Docker { env, source })?,
+            cutover_docker::SwarmRuntime::connect({
+                // Services name their image in the registry, so every node can pull it.
+                let mut swarm = cutover_docker::DockerConfig::new(data_dir.join("swarm"));
+                swarm.registry = config.registry.as_ref().map(|r| r.url.clone());
+                swarm
+            })
+            .await
+            .map_err(|source| StartError::Docker { env, source })?,
         )),
     };
     Ok((docker, swarm))

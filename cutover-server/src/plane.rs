@@ -269,7 +269,8 @@ impl Plane {
                     }
                     listeners.push((kind, bound));
                 }
-                let handle = DataPlane::Remote(client.clone());
+                let mirrors = mirrors_from_env().await?;
+                let handle = DataPlane::Remote(client.clone(), mirrors);
                 Ok((
                     Plane::Remote {
                         client,
@@ -474,4 +475,41 @@ pub(crate) async fn upgrade(data_dir: &Path) -> Result<cutover_dataplane::Hello,
     cutover_dataplane::upgrade(data_dir, &exe)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The mirror data planes of `CUTOVER_DATA_PLANE_MIRRORS` (`<data dir>=<listen addr>`, comma
+/// separated): each one's control socket is `<data dir>/dataplane/control.sock` (a data plane the
+/// operator started there, e.g. in another network namespace or on a shared mount), and it is
+/// told to listen for the router's traffic on `<listen addr>`. See
+/// [`Mirrors`](cutover_engine::dataplane::Mirrors).
+async fn mirrors_from_env() -> Result<cutover_engine::dataplane::Mirrors, StartError> {
+    let raw = std::env::var("CUTOVER_DATA_PLANE_MIRRORS").unwrap_or_default();
+    let mut clients = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = |why: String| {
+            StartError::Runtime(format!(
+                "CUTOVER_DATA_PLANE_MIRRORS: {item:?} {why}; write <data dir>=<listen addr>, e.g. \
+                 /srv/router2=10.0.0.2:7080"
+            ))
+        };
+        let (dir, addr) = item
+            .rsplit_once('=')
+            .ok_or_else(|| bad("has no listen address".to_owned()))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| bad(format!("has a listen address that is not ip:port ({e})")))?;
+        let client = cutover_dataplane::Client::new(Path::new(dir));
+        client.hello().await.map_err(|e| {
+            bad(format!(
+                "names no running data plane ({e}); start one there first"
+            ))
+        })?;
+        client
+            .listen(ListenerKind::Main, addr)
+            .await
+            .map_err(|e| bad(format!("could not listen on {addr} ({e})")))?;
+        tracing::info!(data_dir = dir, %addr, "mirror data plane fed the routing table");
+        clients.push(client);
+    }
+    Ok(cutover_engine::dataplane::Mirrors(std::sync::Arc::new(clients)))
 }

@@ -360,6 +360,14 @@ fn service(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<
     let dockerfile = opt(ctx, &f, "dockerfile", &mut ok, |ctx, n, p| {
         nonempty(ctx, n, p, "a path to a Dockerfile").map(str::to_owned)
     });
+    let placement = match f.get("placement") {
+        None => Placement::default(),
+        Some(n) => {
+            let read = placement(ctx, n, f.key_location("placement"), &f.path("placement"));
+            ok &= read.is_some();
+            read.unwrap_or_default()
+        }
+    };
     let run = run?.to_owned();
     ok.then_some(Service {
         build,
@@ -370,7 +378,87 @@ fn service(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<
         public,
         port,
         dockerfile,
+        placement,
     })
+}
+
+/// `placement: { constraints: [...], preferences: [...] }` of a service.
+fn placement(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Placement> {
+    if is_empty_map(node) {
+        return Some(Placement::default());
+    }
+    let f = Fields::new(ctx, node, at, path, keys::PLACEMENT)?;
+    let mut ok = true;
+    let mut read = |key: &str, what: &str, check: fn(&str) -> Result<String, String>| {
+        let mut out = Vec::new();
+        let Some(n) = f.get(key) else {
+            return out;
+        };
+        let p = f.path(key);
+        let Some(items) = list(ctx, n, &p, what) else {
+            ok = false;
+            return out;
+        };
+        for (i, item) in items.iter().enumerate() {
+            match parsed(ctx, item, &format!("{p}[{i}]"), check) {
+                Some(v) => out.push(v),
+                None => ok = false,
+            }
+        }
+        out
+    };
+    let constraints = read(
+        "constraints",
+        "a list of Swarm constraints, e.g. [\"node.labels.zone==eu-1\"]",
+        check_constraint,
+    );
+    let preferences = read(
+        "preferences",
+        "a list of Swarm preferences, e.g. [\"spread=node.labels.zone\"]",
+        check_preference,
+    );
+    ok.then_some(Placement {
+        constraints,
+        preferences,
+    })
+}
+
+/// `<attribute>==<value>` or `<attribute>!=<value>`, as `docker service create --constraint`.
+pub(crate) fn check_constraint(raw: &str) -> Result<String, String> {
+    let s = raw.trim();
+    let op = if s.contains("==") { "==" } else { "!=" };
+    let valid = s.len() <= 200
+        && !s.chars().any(char::is_control)
+        && s.split_once(op).is_some_and(|(k, v)| {
+            let k = k.trim();
+            !v.trim().is_empty() && (k.starts_with("node.") || k.starts_with("engine.labels."))
+        });
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{raw:?} is not a Swarm constraint; write <attribute>==<value> or <attribute>!=<value> \
+             with a node.* or engine.labels.* attribute, e.g. \"node.labels.zone==eu-1\""
+        ))
+    }
+}
+
+/// `spread=<descriptor>`, as `docker service create --placement-pref`.
+pub(crate) fn check_preference(raw: &str) -> Result<String, String> {
+    let s = raw.trim();
+    match s.strip_prefix("spread=") {
+        Some(d)
+            if !d.is_empty()
+                && d.len() <= 200
+                && !d.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+        {
+            Ok(s.to_owned())
+        }
+        _ => Err(format!(
+            "{raw:?} is not a Swarm placement preference; write spread=<attribute>, e.g. \
+             \"spread=node.labels.zone\""
+        )),
+    }
 }
 
 /// Null or `{}`: a section that lists nothing.

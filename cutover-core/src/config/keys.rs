@@ -29,7 +29,10 @@ pub(crate) const SERVICE: &[&str] = &[
     "public",
     "port",
     "dockerfile",
+    "placement",
 ];
+
+pub(crate) const PLACEMENT: &[&str] = &["constraints", "preferences"];
 
 pub(crate) const HOOKS: &[&str] = &[
     "pre_deploy",
@@ -102,6 +105,7 @@ pub(crate) const AUTOSCALE: &[&str] = &["min", "max", "target_rps_per_replica"];
 pub const SECTIONS: &[(&str, &[&str])] = &[
     ("", TOP),
     ("services.*", SERVICE),
+    ("services.*.placement", PLACEMENT),
     ("hooks", HOOKS),
     ("scheduler", SCHEDULER),
     ("scheduler.jobs.*", JOB),

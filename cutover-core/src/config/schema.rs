@@ -146,6 +146,29 @@ fn service() -> Value {
                     "docker/swarm: the Dockerfile the image is built from, relative to the release.",
                 ),
             ),
+            (
+                "placement",
+                object(
+                    &[],
+                    "swarm: where Swarm may place the replicas (default: any node, spread over nodes).",
+                    props(vec![
+                        (
+                            "constraints",
+                            described(
+                                json!({ "type": ["array", "null"], "items": { "type": "string", "minLength": 1 } }),
+                                "Swarm constraints, e.g. node.labels.zone==eu-1.",
+                            ),
+                        ),
+                        (
+                            "preferences",
+                            described(
+                                json!({ "type": ["array", "null"], "items": { "type": "string", "pattern": "^spread=\\S+$" } }),
+                                "Spread preferences, e.g. spread=node.labels.zone.",
+                            ),
+                        ),
+                    ]),
+                ),
+            ),
         ]),
     )
 }

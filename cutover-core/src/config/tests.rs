@@ -612,3 +612,41 @@ fn source_section_is_read_with_defaults_and_checked() {
     let err = errors(&format!("{MINIMAL}source: {{ token_secret: \"a b\" }}\n"));
     assert!(err.contains("not a secret name"), "{err}");
 }
+
+#[test]
+fn swarm_placement_is_constraints_and_spread_preferences() {
+    let with = |placement: &str| {
+        format!(
+            "app: shop\nservices:\n  web: {{ run: bin/web, placement: {placement} }}\nenvironments:\n  dev: {{ tier: dev }}\n"
+        )
+    };
+    assert!(ok(MINIMAL).services.values().all(|s| s.placement.is_empty()));
+    let cfg = ok(&with(
+        "{ constraints: [\"node.labels.zone==eu-1\", \"node.role != manager\"], preferences: [spread=node.labels.rack] }",
+    ));
+    let p = &cfg.services.values().next().unwrap().placement;
+    assert_eq!(p.constraints, ["node.labels.zone==eu-1", "node.role != manager"]);
+    assert_eq!(p.preferences, ["spread=node.labels.rack"]);
+    assert!(ok(&with("{}")).services.values().all(|s| s.placement.is_empty()));
+    for (placement, says) in [
+        ("{ constraints: [zone] }", "is not a Swarm constraint"),
+        ("{ constraints: [\"zone==eu\"] }", "node.* or engine.labels.*"),
+        (
+            "{ constraints: [\"node.labels.zone==\"] }",
+            "is not a Swarm constraint",
+        ),
+        ("{ preferences: [node.labels.rack] }", "write spread=<attribute>"),
+        ("{ preferences: [\"spread=a b\"] }", "write spread=<attribute>"),
+        (
+            "{ constraints: node.role==worker }",
+            "a list of Swarm constraints",
+        ),
+        ("{ affinity: [x] }", "unknown key \"affinity\""),
+    ] {
+        let e = errors(&with(placement));
+        assert!(
+            e.contains("services.web.placement") && e.contains(says),
+            "{placement}: {e}"
+        );
+    }
+}

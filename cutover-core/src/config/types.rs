@@ -233,6 +233,24 @@ pub struct Service {
     pub port: Option<u16>,
     /// Dockerfile for the docker/swarm runtimes, relative to the repository.
     pub dockerfile: Option<String>,
+    /// Where Swarm may place the replicas (swarm runtime only; empty: any node).
+    #[serde(skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
+}
+
+/// Swarm placement of a service's replicas, passed to Swarm as they are written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    /// Swarm constraints, e.g. `node.labels.zone==eu-1` or `node.role!=manager`.
+    pub constraints: Vec<String>,
+    /// Spread preferences, e.g. `spread=node.labels.zone`; Cutover adds `spread=node.id` last.
+    pub preferences: Vec<String>,
+}
+
+impl Placement {
+    pub fn is_empty(&self) -> bool {
+        self.constraints.is_empty() && self.preferences.is_empty()
+    }
 }
 
 /// Shell commands run in the new release's directory. Empty strings in the

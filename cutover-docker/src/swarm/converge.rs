@@ -60,6 +60,9 @@ pub struct ConvergeSpec {
     pub monitor: Duration,
     /// Give up waiting after this long.
     pub timeout: Duration,
+    /// The service's `placement` (with `spread=node.id` last). A change of
+    /// placement alone does not update a running service.
+    pub placement: cutover_core::config::Placement,
 }
 
 /// What [`SwarmRuntime::converge`] did to the service.
@@ -113,6 +116,8 @@ impl SwarmRuntime {
             return Err(DockerError::ImageMissing { tag: image });
         }
         let name = converged_name(&spec.app, &spec.env, &spec.service);
+        // Through the registry when there is one: the tasks may land on any node.
+        let image = self.config().image_reference(&image);
         let wanted = service::converged_service(&self.containers().inner, &spec, &image);
         let sha8 = &spec.version.as_str()[..8];
         let (service_id, action, previous) = match self.converged_service(&name).await? {

@@ -15,7 +15,7 @@
 //! selection, [`TASK_IMAGE_VAR`](crate::TASK_IMAGE_VAR)).
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -58,7 +58,38 @@ impl SwarmRuntime {
         let mut status = service::instance_status(self.owner(), &service, &tasks, healthy)
             .ok_or_else(|| RuntimeError::UnknownInstance { id: id.clone() })?;
         status.owner = self.owner_of(id, &service, status.created_at);
+        self.locate(&mut status, service::current_task(&tasks)).await;
         Ok((status, full))
+    }
+
+    /// Points `status` at the node its task runs on (address and name), and
+    /// keeps the table's address of the instance in step: when Swarm moved
+    /// the task to another node (its node died or was drained), the health
+    /// monitor probes the new address from now on, and the instance counts
+    /// as unhealthy until a probe there passes.
+    async fn locate(&self, status: &mut InstanceStatus, task: Option<&bollard::models::Task>) {
+        let Some(place) = self.node_place(task.and_then(|t| t.node_id.as_deref())).await else {
+            return;
+        };
+        status.addr = SocketAddr::new(place.ip, status.port);
+        status.node = Some(place.name);
+        let table = self.table();
+        let Some(entry) = table.entries.get(&status.id) else {
+            return;
+        };
+        let mut addr = lock(&entry.addr);
+        if *addr != status.addr {
+            tracing::info!(instance = %status.id, from = %*addr, to = %status.addr, "the instance moved");
+            let _ = entry.logs.send(LogLine::new(
+                LogStream::Cutover,
+                format!("Swarm moved the task from {} to {}", *addr, status.addr),
+            ));
+            *addr = status.addr;
+            if entry.health.is_some() {
+                *lock(&entry.healthy) = Some(false);
+                status.healthy = Some(false);
+            }
+        }
     }
 
     fn healthy_of(&self, id: &InstanceId) -> Option<Arc<Mutex<Option<bool>>>> {
@@ -74,9 +105,13 @@ impl SwarmRuntime {
                 .await
                 .map_err(DockerError::api(format!("list the tasks of service {name}")))?;
             if let Some(rejected) = tasks.iter().find(|t| task_state(t) == Some(TaskState::REJECTED)) {
+                let node = match self.node_place(rejected.node_id.as_deref()).await {
+                    Some(place) => format!("on node {} ({}): ", place.name, place.ip),
+                    None => String::new(),
+                };
                 return Err(DockerError::TaskRejected {
                     service: name.to_owned(),
-                    reason: describe_task_end(rejected),
+                    reason: format!("{node}{}", describe_task_end(rejected)),
                 });
             }
             let up = tasks.iter().any(|t| {
@@ -130,7 +165,7 @@ impl SwarmRuntime {
     /// Probes `path` every `health_interval`, into `healthy`.
     fn health_monitor(
         &self,
-        addr: SocketAddr,
+        addr: Arc<Mutex<SocketAddr>>,
         path: Option<String>,
         healthy: &Arc<Mutex<Option<bool>>>,
     ) -> Option<AbortOnDrop> {
@@ -139,8 +174,12 @@ impl SwarmRuntime {
         let healthy = healthy.clone();
         Some(AbortOnDrop(tokio::spawn(async move {
             loop {
-                let result = health::probe(addr, &path, every.min(Duration::from_secs(2))).await;
-                *lock(&healthy) = Some(result.is_healthy());
+                let at = *lock(&addr);
+                let result = health::probe(at, &path, every.min(Duration::from_secs(2))).await;
+                // A probe of an address the instance left says nothing about it.
+                if *lock(&addr) == at {
+                    *lock(&healthy) = Some(result.is_healthy());
+                }
                 tokio::time::sleep(every).await;
             }
         })))
@@ -208,7 +247,12 @@ impl SwarmRuntime {
                 .is_some_and(|r| r.parse::<u32>().is_ok());
             if let Some(state) = state.clone().filter(|st| alive && named && st.port > 0) {
                 // `false`: a concurrent call took it; it is adopted either way.
-                if self.take_over(&id, &full, state.port) {
+                let node = service::current_task(&tasks).and_then(|t| t.node_id.clone());
+                let ip = self
+                    .node_place(node.as_deref())
+                    .await
+                    .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |p| p.ip);
+                if self.take_over(&id, &full, SocketAddr::new(ip, state.port)) {
                     tracing::info!(
                         service = %name, instance = %id, port = state.port, version = %state.version,
                         "adopted a running Swarm service of a previous server (unclaimed)"
@@ -236,7 +280,7 @@ impl SwarmRuntime {
     }
 
     /// Puts a previous server's service into the table, unclaimed.
-    fn take_over(&self, id: &InstanceId, full: &str, port: u16) -> bool {
+    fn take_over(&self, id: &InstanceId, full: &str, addr: SocketAddr) -> bool {
         if self.table().entries.contains_key(id) {
             return false;
         }
@@ -249,7 +293,8 @@ impl SwarmRuntime {
         table.entries.insert(
             id.clone(),
             Entry {
-                port,
+                port: addr.port(),
+                addr: Arc::new(Mutex::new(addr)),
                 healthy,
                 logs: logs_tx,
                 _tasks: tasks,
@@ -305,15 +350,9 @@ impl Runtime for SwarmRuntime {
             .map_err(|e| e.into_runtime(action.clone()))?;
         let host_port = self.reserve_port()?;
         let name = service::instance_name(&spec);
-        let body = service::instance_service(
-            &containers.inner,
-            &spec,
-            &image,
-            &name,
-            container_port,
-            host_port,
-            self.node_id(),
-        );
+        let image = self.config().image_reference(&image);
+        let body =
+            service::instance_service(&containers.inner, &spec, &image, &name, container_port, host_port);
         let created = match self.docker().create_service(body, self.registry_auth()).await {
             Ok(created) => created,
             Err(err) => {
@@ -337,12 +376,18 @@ impl Runtime for SwarmRuntime {
             let _ = self.docker().delete_service(&full).await;
             return Err(err.into_runtime(action));
         }
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
+        let tasks = self.tasks_of(&full).await.unwrap_or_default();
+        let node = service::current_task(&tasks).and_then(|t| t.node_id.clone());
+        let place = self.node_place(node.as_deref()).await;
+        let ip = place.as_ref().map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |p| p.ip);
+        let addr = SocketAddr::new(ip, host_port);
+        let addr_cell = Arc::new(Mutex::new(addr));
         let (healthy, logs_tx, tasks) = self.spawn_background(&full, None);
-        let health = self.health_monitor(addr, spec.health_path.clone(), &healthy);
+        let health = self.health_monitor(addr_cell.clone(), spec.health_path.clone(), &healthy);
+        let on = place.map(|p| format!(" (node {})", p.name)).unwrap_or_default();
         let _ = logs_tx.send(LogLine::new(
             LogStream::Cutover,
-            format!("started Swarm service {name} ({id}) from {image} on {addr}"),
+            format!("started Swarm service {name} ({id}) from {image} on {addr}{on}"),
         ));
         tracing::info!(instance = %id, service = %name, %image, %addr, "started");
         {
@@ -352,6 +397,7 @@ impl Runtime for SwarmRuntime {
                 id.clone(),
                 Entry {
                     port: host_port,
+                    addr: addr_cell,
                     healthy,
                     logs: logs_tx,
                     _tasks: tasks,
@@ -408,6 +454,10 @@ impl Runtime for SwarmRuntime {
         if services.is_empty() {
             return Ok(Vec::new());
         }
+        // Nodes come and go (and a swarm of one node grows): read them once per listing.
+        if let Err(err) = self.refresh_nodes().await {
+            tracing::warn!(error = %chain(&err), "could not list the swarm's nodes");
+        }
         let all = self
             .docker()
             .list_tasks(Some(ListTasksOptionsBuilder::new().build()))
@@ -432,6 +482,7 @@ impl Runtime for SwarmRuntime {
                     .and_then(|h| *lock(&h));
             if let Some(mut status) = service::instance_status(self.owner(), s, tasks, healthy) {
                 status.owner = self.owner_of(&status.id, s, status.created_at);
+                self.locate(&mut status, service::current_task(tasks)).await;
                 out.push(status);
             }
         }
@@ -559,7 +610,7 @@ impl Runtime for SwarmRuntime {
             let Some(entry) = table.entries.get_mut(id) else {
                 return Err(RuntimeError::UnknownInstance { id: id.clone() });
             };
-            entry.health = self.health_monitor(status.addr, spec.health_path.clone(), &entry.healthy);
+            entry.health = self.health_monitor(entry.addr.clone(), spec.health_path.clone(), &entry.healthy);
             let _ = entry.logs.send(LogLine::new(
                 LogStream::Cutover,
                 format!("adopted by the server with pid {}", std::process::id()),

@@ -18,18 +18,22 @@
 //!   `<app>-<env>-<service>-<sha8>-r<n>-<6hex>`, with one replica of the
 //!   image `<app>-<env>-<service>:<sha>`, restart policy `on-failure`, and
 //!   one host-mode published port picked by Cutover (bind `127.0.0.1:0`,
-//!   read, close), placed on this node (`node.id==<this node>`) because the
-//!   router reaches it on `127.0.0.1:<port>`. One service per replica is
-//!   what lets a public service have more replicas than the swarm has
-//!   nodes: every replica has its own port. The
+//!   read, close; unique across every instance of this runtime, so a task
+//!   Swarm restarts on another node keeps its port), placed by Swarm on any
+//!   node (spread over `node.id`; the image named in `registry` when one is
+//!   set, so that every node can pull it). The router reaches it at its
+//!   task's node address (`Status.Addr`; 127.0.0.1 in a swarm of one node),
+//!   reported in the status with the node's name; when Swarm moves the task,
+//!   the next status says where, and the health monitor follows it. One
+//!   service per replica is what lets a public service have more replicas
+//!   than the swarm has nodes: every replica has its own port. The
 //!   [`InstanceId`](cutover_runtime::InstanceId) is the service's short id
 //!   (as `docker service ls` shows it); `stop` removes the service and
 //!   waits (bounded) for its container to be gone. Status is read from the
 //!   engine: the service and its current task (state, pid, version from
 //!   the task's image tag, restarts = failed tasks).
 //!   Limit: Swarm's port config has no host IP, so a host-mode port is
-//!   bound on every interface of the node, not on 127.0.0.1 only; Cutover
-//!   itself only ever connects to 127.0.0.1.
+//!   bound on every interface of the node, not on 127.0.0.1 only.
 //! - **Non-public services (workers, scheduler): Swarm's native update**,
 //!   [`SwarmRuntime::converge`]: one service `<app>-<env>-<service>`,
 //!   image tag = SHA, update order start-first, parallelism 1, failure
@@ -51,8 +55,7 @@
 //!
 //! On a multi-node swarm with the routing mesh, public services could be
 //! updated natively too (an ingress port is shared by all tasks, so
-//! start-first does not clash); the per-replica services here then map to
-//! one service per replica pinned to the router's node. Rejected for public
+//! start-first does not clash). Rejected for public
 //! services on this machine: Swarm's native update (deadlocks start-first,
 //! drops traffic stop-first), and one service with N replicas and a
 //! dynamic host port each (Swarm then gives the tasks of one service
@@ -65,13 +68,15 @@ mod instances;
 mod service;
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::models::Node;
 use bollard::models::{LocalNodeState, Service, Task};
-use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
+use bollard::query_parameters::{ListNodesOptions, ListServicesOptionsBuilder, ListTasksOptionsBuilder};
 use cutover_runtime::{InstanceId, LogLine, RuntimeError};
 use tokio::sync::broadcast;
 
@@ -95,9 +100,11 @@ pub struct SwarmRuntime {
 struct SwarmInner {
     /// Images, task containers, owner and runtime id.
     docker: DockerRuntime,
-    /// This engine's swarm node: where public instances are placed.
+    /// This engine's swarm node (the manager Cutover talks to).
     node_id: String,
     table: Mutex<Table>,
+    /// Where each node is reached, by node id (see [`SwarmRuntime::node_place`]).
+    nodes: Mutex<HashMap<String, NodePlace>>,
     closed: AtomicBool,
     /// The registry account services are created and updated with, so every node can pull.
     registry_auth: Mutex<RegistryAuth>,
@@ -116,6 +123,14 @@ impl std::fmt::Debug for RegistryAuth {
     }
 }
 
+/// How the router reaches the tasks of one node, and its name for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodePlace {
+    pub ip: IpAddr,
+    /// `<hostname>/<node id, 12 characters>`.
+    pub name: String,
+}
+
 /// What only this server knows about the public instances it started.
 #[derive(Debug, Default)]
 struct Table {
@@ -127,6 +142,9 @@ struct Table {
 #[derive(Debug)]
 struct Entry {
     port: u16,
+    /// Where the instance's task answers now (its node's address); the
+    /// health monitor probes whatever it holds at each probe.
+    addr: Arc<Mutex<SocketAddr>>,
     healthy: Arc<Mutex<Option<bool>>>,
     logs: broadcast::Sender<LogLine>,
     /// The log follower.
@@ -163,6 +181,7 @@ impl SwarmRuntime {
                 docker,
                 node_id,
                 table: Mutex::new(Table::default()),
+                nodes: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 registry_auth: Mutex::new(RegistryAuth::default()),
             }),
@@ -205,7 +224,7 @@ impl SwarmRuntime {
         self.inner.docker.owner()
     }
 
-    /// The swarm node public instances are placed on (this engine's).
+    /// The swarm node of the manager Cutover talks to.
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
     }
@@ -232,6 +251,49 @@ impl SwarmRuntime {
         })?;
         table.reserved.insert(port);
         Ok(port)
+    }
+
+    /// Reads every node's address from the swarm (`Status.Addr`, or the
+    /// manager address when a manager reports `0.0.0.0`). A swarm of one
+    /// node is reached on 127.0.0.1, as before nodes were told apart.
+    async fn refresh_nodes(&self) -> Result<(), bollard::errors::Error> {
+        let nodes = self.docker().list_nodes(None::<ListNodesOptions>).await?;
+        let single = nodes.len() <= 1;
+        let places: HashMap<String, NodePlace> = nodes
+            .iter()
+            .filter_map(|n| Some((n.id.clone()?, node_place(n, single)?)))
+            .collect();
+        *self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner()) = places;
+        Ok(())
+    }
+
+    /// Where the tasks of `node_id` are reached (asks the swarm when the
+    /// node is not known yet); 127.0.0.1 when the swarm does not say.
+    pub(crate) async fn node_place(&self, node_id: Option<&str>) -> Option<NodePlace> {
+        let node_id = node_id.filter(|n| !n.is_empty())?;
+        let known = |this: &Self| {
+            this.inner
+                .nodes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(node_id)
+                .cloned()
+        };
+        if let Some(place) = known(self) {
+            return Some(place);
+        }
+        if let Err(err) = self.refresh_nodes().await {
+            tracing::warn!(error = %crate::error::chain(&err), "could not list the swarm's nodes");
+        }
+        known(self)
+    }
+
+    /// The number of nodes last seen, and refreshes what is known of them.
+    pub async fn node_count(&self) -> Result<usize, DockerError> {
+        self.refresh_nodes()
+            .await
+            .map_err(DockerError::api("list the swarm's nodes"))?;
+        Ok(self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner()).len())
     }
 
     fn release(&self, port: u16) {
@@ -339,6 +401,39 @@ impl SwarmRuntime {
     }
 }
 
+/// A node's address for the router: 127.0.0.1 in a swarm of one node,
+/// else its `Status.Addr` (the manager's advertised address when a manager
+/// reports `0.0.0.0`, which Docker does for managers on some setups).
+fn node_place(node: &Node, single: bool) -> Option<NodePlace> {
+    let id = node.id.as_deref()?;
+    let hostname = node
+        .description
+        .as_ref()
+        .and_then(|d| d.hostname.clone())
+        .unwrap_or_default();
+    let name = format!("{hostname}/{}", id.get(..12).unwrap_or(id));
+    if single {
+        return Some(NodePlace {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            name,
+        });
+    }
+    let reported = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addr.as_deref())
+        .and_then(|a| a.parse::<IpAddr>().ok())
+        .filter(|ip| !ip.is_unspecified());
+    let manager = || {
+        let addr = node.manager_status.as_ref()?.addr.as_deref()?;
+        addr.parse::<SocketAddr>().ok().map(|a| a.ip())
+    };
+    Some(NodePlace {
+        ip: reported.or_else(manager)?,
+        name,
+    })
+}
+
 /// What [`SwarmRuntime::remove_service`] saw.
 #[derive(Debug)]
 struct Removed {
@@ -349,7 +444,47 @@ struct Removed {
 
 #[cfg(test)]
 mod tests {
-    use super::RegistryAuth;
+    use bollard::models::{ManagerStatus, NodeDescription, NodeStatus};
+
+    use super::*;
+
+    fn node(id: &str, addr: &str, manager: Option<&str>) -> Node {
+        Node {
+            id: Some(id.to_owned()),
+            description: Some(NodeDescription {
+                hostname: Some("vm".to_owned()),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addr: Some(addr.to_owned()),
+                ..Default::default()
+            }),
+            manager_status: manager.map(|m| ManagerStatus {
+                addr: Some(m.to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tasks_are_reached_at_their_nodes_address_or_on_loopback_in_a_swarm_of_one() {
+        let ip = |n: &Node, single| node_place(n, single).map(|p| p.ip.to_string());
+        let worker = node("pl7juqanetgqumt3iloukpf33", "10.231.0.3", None);
+        assert_eq!(ip(&worker, false).as_deref(), Some("10.231.0.3"));
+        assert_eq!(
+            node_place(&worker, false).map(|p| p.name).as_deref(),
+            Some("vm/pl7juqanetgq")
+        );
+        // A single node is reached on loopback, whatever it advertises.
+        assert_eq!(ip(&worker, true).as_deref(), Some("127.0.0.1"));
+        // A manager reporting 0.0.0.0: its manager address.
+        let manager = node("qgw5nlqwwagj", "0.0.0.0", Some("10.231.0.2:2377"));
+        assert_eq!(ip(&manager, false).as_deref(), Some("10.231.0.2"));
+        // Nothing usable: no place (the caller falls back to loopback).
+        let lost = node("x", "not an address", None);
+        assert_eq!(ip(&lost, false), None);
+    }
 
     #[test]
     fn a_registry_account_debugs_without_its_password() {

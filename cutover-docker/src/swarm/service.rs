@@ -27,8 +27,10 @@ use bollard::models::{
     ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
     ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
     ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    TaskSpecPlacementPreferences, TaskSpecPlacementSpread, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
 };
+use cutover_core::config::Placement;
 use cutover_core::{AppName, EnvName, ServiceName, Version};
 use cutover_runtime::{InstanceId, InstanceSpec, InstanceState, InstanceStatus, VersionSource};
 
@@ -131,7 +133,8 @@ fn replicated(replicas: u32) -> ServiceSpecMode {
     }
 }
 
-/// A public instance: one replica, one host-mode port, on this node.
+/// A public instance: one replica, one host-mode port, on any node
+/// (spread over the nodes; see the module documentation of `swarm`).
 pub(crate) fn instance_service(
     inner: &Inner,
     spec: &InstanceSpec,
@@ -139,7 +142,6 @@ pub(crate) fn instance_service(
     name: &str,
     container_port: u16,
     host_port: u16,
-    node_id: &str,
 ) -> ServiceSpec {
     let identity = HashMap::from([
         (labels::APP.to_owned(), spec.app.to_string()),
@@ -173,11 +175,10 @@ pub(crate) fn instance_service(
                 identity,
             )),
             restart_policy: Some(restart_on_failure()),
-            // The router reaches the task on 127.0.0.1: it must run here.
-            placement: Some(TaskSpecPlacement {
-                constraints: Some(vec![format!("node.id=={node_id}")]),
-                ..Default::default()
-            }),
+            // Any node: the router reaches the task at its node's address. Swarm
+            // already prefers the node with the fewest tasks; the preference keeps the
+            // replicas of one service apart when nodes carry other work.
+            placement: Some(placement(&spec.placement)),
             ..Default::default()
         }),
         mode: Some(replicated(1)),
@@ -191,6 +192,27 @@ pub(crate) fn instance_service(
             }]),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// The service's constraints, its spread preferences, then spread over `node.id`.
+pub(crate) fn placement(wanted: &Placement) -> TaskSpecPlacement {
+    let spread = |descriptor: &str| TaskSpecPlacementPreferences {
+        spread: Some(TaskSpecPlacementSpread {
+            spread_descriptor: Some(descriptor.to_owned()),
+        }),
+    };
+    let mut preferences: Vec<_> = wanted
+        .preferences
+        .iter()
+        .filter_map(|p| p.strip_prefix("spread="))
+        .map(spread)
+        .collect();
+    preferences.push(spread("node.id"));
+    TaskSpecPlacement {
+        constraints: (!wanted.constraints.is_empty()).then(|| wanted.constraints.clone()),
+        preferences: Some(preferences),
         ..Default::default()
     }
 }
@@ -233,6 +255,7 @@ pub(crate) fn converged_service(inner: &Inner, spec: &ConvergeSpec, image: &str)
                 identity,
             )),
             restart_policy: Some(restart_on_failure()),
+            placement: Some(placement(&spec.placement)),
             ..Default::default()
         }),
         mode: Some(replicated(spec.replicas)),
@@ -351,7 +374,9 @@ pub(crate) fn describe_task_end(task: &Task) -> String {
         .map(|s| s.to_string())
         .unwrap_or_else(|| "ended".to_owned());
     let err = status.err.filter(|e| !e.is_empty());
-    match status.container_status.and_then(|c| c.exit_code) {
+    // A rejected task never ran (a failed pull): its exit code means nothing.
+    let ran = status.state != Some(TaskState::REJECTED);
+    match status.container_status.and_then(|c| c.exit_code).filter(|_| ran) {
         Some(code) => format!("{state}: {}", describe_exit(code, None, err.as_deref())),
         None => format!("{state}: {}", err.or(status.message).unwrap_or_default()),
     }
@@ -464,6 +489,7 @@ fn task_instance(
         state,
         last_exit: last_exit(tasks),
         owner: cutover_runtime::InstanceOwner::this_process(0, false),
+        node: None,
     }
 }
 
@@ -572,6 +598,26 @@ mod tests {
     }
 
     #[test]
+    fn placement_keeps_the_services_rules_and_spreads_over_nodes_last() {
+        let spread = |p: &TaskSpecPlacement| -> Vec<String> {
+            p.preferences
+                .iter()
+                .flatten()
+                .filter_map(|p| p.spread.as_ref()?.spread_descriptor.clone())
+                .collect()
+        };
+        let none = placement(&Placement::default());
+        assert_eq!(none.constraints, None, "no pin to a node any more");
+        assert_eq!(spread(&none), ["node.id"]);
+        let some = placement(&Placement {
+            constraints: vec!["node.labels.zone==eu-1".into()],
+            preferences: vec!["spread=node.labels.rack".into()],
+        });
+        assert_eq!(some.constraints, Some(vec!["node.labels.zone==eu-1".to_owned()]));
+        assert_eq!(spread(&some), ["node.labels.rack", "node.id"]);
+    }
+
+    #[test]
     fn long_names_fit_a_dns_label() {
         let spec = InstanceSpec {
             app: AppName::parse(&"a".repeat(40)).unwrap_or_else(|_| AppName::parse("a").unwrap()),
@@ -583,6 +629,7 @@ mod tests {
             env_vars: Vec::new(),
             replica: 12,
             health_path: None,
+            placement: Default::default(),
         };
         let name = instance_name(&spec);
         assert!(name.len() <= MAX_NAME, "{name}");

@@ -96,6 +96,7 @@ impl Fixture {
             env_vars: vec![("CUTOVER_RUN_ID".into(), "42".into())],
             replica,
             health_path: Some("/health".into()),
+            placement: Default::default(),
         }
     }
 }

@@ -128,6 +128,7 @@ impl SwarmFixture {
             env_vars: vec![("CUTOVER_BRANCH".into(), "feat/{{.Node.ID}}".into())],
             replica,
             health_path: Some("/health".into()),
+            placement: Default::default(),
         }
     }
 
@@ -142,6 +143,7 @@ impl SwarmFixture {
             run: None,
             monitor: Duration::from_secs(1),
             timeout: Duration::from_secs(40),
+            placement: Default::default(),
         }
     }
 }

@@ -354,6 +354,7 @@ fn snapshot(inst: &Instance) -> InstanceStatus {
         state: live.state,
         last_exit: live.last_exit,
         owner: inst.owner(),
+        node: None,
     }
 }
 

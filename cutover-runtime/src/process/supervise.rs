@@ -122,6 +122,7 @@ impl Instance {
             env_vars: Vec::new(),
             replica: state.replica,
             health_path: None,
+            placement: Default::default(),
         };
         let live = Live {
             pid: Some(state.pid),

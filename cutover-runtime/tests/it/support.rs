@@ -93,6 +93,7 @@ impl Fixture {
             env_vars: vec![("CUTOVER_RUN_ID".into(), "42".into())],
             replica,
             health_path: None,
+            placement: Default::default(),
         }
     }
 }

@@ -47,4 +47,5 @@ mod sandbox;
 mod scale;
 mod security;
 mod server_lifecycle;
+mod swarm_nodes;
 mod webhooks;
