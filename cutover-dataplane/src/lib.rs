@@ -49,8 +49,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use client::{Client, ensure_running, upgrade};
-pub use gates::{GateKind, GateRecord};
 pub use edge::{AccessLogConfig, CertConfig, EdgeConfig, HostRoute, TlsConfig};
+pub use gates::{GateKind, GateRecord};
 pub use server::run;
 
 /// How [`run`] starts.

@@ -236,6 +236,7 @@ mod tests {
             port: 1,
             addr: "127.0.0.1:1".parse().unwrap(),
             healthy,
+            node: None,
             restarts: 0,
             started_at: 0,
             created_at: 0,

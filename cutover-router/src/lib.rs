@@ -40,9 +40,9 @@
 //! multiplex many requests on one connection, blurring per-generation draining); a mutex-held
 //! table during dispatch (switches would wait behind slow requests).
 
-mod gate;
 mod access_log;
 mod forwarded;
+mod gate;
 mod generation;
 mod hosts;
 mod metrics;
@@ -58,9 +58,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-pub use gate::{DEFAULT_PAGE, Gate, GateMode};
 pub use access_log::{AccessLogError, AccessLogTarget};
 pub use forwarded::{Cidr, CidrError, TrustedProxies};
+pub use gate::{DEFAULT_PAGE, Gate, GateMode};
 pub use generation::{Backend, Generation};
 pub use hosts::HostError;
 pub use route::{RouteKey, RouteKeyError};

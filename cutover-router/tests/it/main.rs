@@ -3,8 +3,8 @@
 // Tests start real binaries and fixture tools (git, sh) directly.
 #![allow(clippy::disallowed_methods)]
 
-mod gates;
 mod edge;
+mod gates;
 mod routing;
 mod strict;
 mod support;
