@@ -263,7 +263,17 @@ function envActions(env, e, st, sched, others) {
   const parts = [];
   parts.push(actionButton('Roll back now (fast)', { class: 'danger', 'data-action': 'rollback-fast', disabled: !st.warm_version },
     `Switch ${env}'s traffic back to the warm release ${short(st.warm_version)} now?`,
-    async () => open(await write(`/environments/${enc}/rollback`, { fast: true }))));
+    async () => {
+      try {
+        open(await write(`/environments/${enc}/rollback`, { fast: true }));
+      } catch (e) {
+        // Refused because a migration ran since the warm release served: say so, and let a
+        // person who knows the schema still fits go ahead (audited as forced).
+        if (!/ran an install step/.test(e.message)) throw e;
+        if (!confirmed(`${e.message}\n\nSwitch back to the warm release anyway (force)?`)) throw e;
+        open(await write(`/environments/${enc}/rollback`, { fast: true, force: true }));
+      }
+    }));
   parts.push(actionButton('Roll back through the pipeline', { class: 'danger', 'data-action': 'rollback' },
     `Roll ${env} back to the version deployed before ${short(e.last_deployed_version)}, through the full pipeline?`,
     async () => open(await write(`/environments/${enc}/rollback`, {}))));

@@ -379,6 +379,16 @@ fn dashboard_actions_confirm_show_refusals_and_manage_tokens_in_chromium() {
         browser.dialogs
     );
     browser.wait_for(&tab, "location.hash.startsWith('#/run/')");
+    // The test app's install step ran since the warm release served: the API refuses a plain
+    // fast rollback and the page asks before forcing it.
+    assert!(
+        browser
+            .dialogs
+            .iter()
+            .any(|d| d.contains("ran an install step") && d.contains("anyway (force)")),
+        "{:?}",
+        browser.dialogs
+    );
     let id: i64 = browser
         .eval(&tab, "location.hash.slice(6)")
         .as_str()

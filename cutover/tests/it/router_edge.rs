@@ -274,7 +274,7 @@ fn serve_pushes_the_router_section_of_cutover_yml() {
     );
     assert!(metrics.contains("cutover_build_info{"), "{metrics}");
     assert!(
-        metrics.contains("cutover_runs_total"),
+        metrics.contains("cutover_runs_active"),
         "the server's own series stay: {metrics}"
     );
 }
