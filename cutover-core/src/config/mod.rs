@@ -22,6 +22,7 @@ pub mod keys;
 mod node;
 mod router;
 mod schema;
+mod services;
 mod types;
 mod values;
 

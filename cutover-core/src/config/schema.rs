@@ -9,12 +9,13 @@
 
 use serde_json::{Map, Value, json};
 
-use super::build::{DEFAULT_HEALTH_TIMEOUT, SUSPEND_ACTIONS, WEBHOOK_EVENTS};
+use super::build::{SUSPEND_ACTIONS, WEBHOOK_EVENTS};
 use super::environments::{
     DEFAULT_APPROVAL_TIMEOUT, DEFAULT_HOLD_TIMEOUT, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_ACTIVE,
     DEFAULT_PROD_LIKE_TTL, MIGRATIONS, ON_HOLD_TIMEOUT, RUNTIMES, STRATEGIES, TIERS,
 };
 use super::keys;
+use super::services::DEFAULT_HEALTH_TIMEOUT;
 use super::values::format_duration;
 
 /// A name the user chooses: an application, service, environment or job.
