@@ -421,10 +421,15 @@ pub fn med_p90_max(values: &[f64]) -> (f64, f64, f64) {
 /// One `GET path` on `127.0.0.1:port` with `Connection: close` (5 s bound): the status code
 /// and the body, or `None` when the connection or the answer failed.
 pub fn http_get(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
+    http_get_within(port, host, path, Duration::from_secs(5))
+}
+
+/// [`http_get`] waiting at most `read` for the answer (connecting stays bounded by 5 s).
+pub fn http_get_within(port: u16, host: &str, path: &str, read: Duration) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_read_timeout(Some(read)).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"

@@ -68,24 +68,10 @@ struct Outcome {
     install_ms: u64,
 }
 
-/// One `GET path` with `Connection: close` and a 60 s bound (a held request waits as long as
-/// the migration; the fixture's 5 s bound would count a slow machine's hold as a failure).
+/// One `GET path` with a 60 s bound on the answer (a held request waits as long as the
+/// migration; the fixture's 5 s bound would count a slow machine's hold as a failure).
 fn http_get(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
+    cutover_bench::fixture::http_get_within(port, host, path, Duration::from_secs(60))
 }
 
 fn now_ms() -> u64 {

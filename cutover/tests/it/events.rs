@@ -155,21 +155,7 @@ fn the_event_stream_needs_a_token_and_sends_a_runs_events_in_order_and_only_what
         .expect("stage events");
     assert!(started < first_stage, "running before its first stage: {mine:#?}");
     // Each stage starts before it ends, and stages start in the pipeline's order.
-    let order = [
-        "source",
-        "version_info",
-        "approval",
-        "build",
-        "message_broker",
-        "pre_deploy_hook",
-        "pre_deploy_config",
-        "deploy_scheduler",
-        "install",
-        "deploy_services",
-        "update_deployed_version",
-        "post_deploy_config",
-        "post_deploy_hook",
-    ];
+    let order = crate::pipeline::STAGES;
     let mut last = 0;
     for (k, d) in &mine {
         if k != "stage_changed" {

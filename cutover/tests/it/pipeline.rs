@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crate::pipeline_support::{App, header, http_get};
 use crate::support::{fails_with, stdout};
 
-const STAGES: [&str; 13] = [
+/// The pipeline's stages in order, as the API names them.
+pub(crate) const STAGES: [&str; 13] = [
     "source",
     "version_info",
     "approval",
