@@ -29,6 +29,7 @@ mod metrics;
 mod moves;
 mod params;
 pub mod pipeline;
+mod registry;
 mod releases;
 mod reload;
 mod scale;

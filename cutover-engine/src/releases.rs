@@ -13,9 +13,9 @@
 //!
 //! With a top-level `registry:` (docker and swarm), each image is pushed as
 //! `<registry>/<app>-<env>-<service>:<sha>` once built or found; the push is
-//! skipped when the registry's `GET /v2/<name>/tags/list` (plain http, no
-//! credentials) already lists the SHA, and a failed push fails the Build
-//! stage. When the registry cannot be asked, the push is tried anyway and
+//! skipped when the registry already holds the SHA (`registry.rs`: a manifest
+//! HEAD, with the registry's basic or token authentication), and a failed push
+//! fails the Build stage. When the registry cannot be asked, the push is tried anyway and
 //! its own error decides.
 
 use std::path::{Path, PathBuf};
@@ -229,7 +229,7 @@ impl Engine {
         log: &StageLog,
     ) -> Result<(), StageError> {
         let reference = format!("{registry}/{tag}");
-        match registry_has(registry, tag, credentials.as_ref()).await {
+        match crate::registry::registry_has(registry, tag, credentials.as_ref()).await {
             Ok(true) => {
                 log.line(format!("{reference}: the registry has this tag, push skipped"))
                     .await;
@@ -312,62 +312,6 @@ impl Engine {
         .await;
         Ok(format!("{removed} releases removed{warm}"))
     }
-}
-
-/// Whether the registry at `registry` (`host[:port][/prefix]`) lists the
-/// image `tag` (`<name>:<version>`), asked over plain http:
-/// `GET /v2/<prefix/><name>/tags/list`. An unknown repository is `false`.
-async fn registry_has(
-    registry: &str,
-    tag: &str,
-    credentials: Option<&(String, String)>,
-) -> Result<bool, String> {
-    let (name, version) = tag
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{tag:?} has no version"))?;
-    let (host, prefix) = registry.split_once('/').unwrap_or((registry, ""));
-    let repo = if prefix.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{}/{name}", prefix.trim_matches('/'))
-    };
-    let url = format!("http://{host}/v2/{repo}/tags/list");
-    let client = crate::http::client_builder(&url)
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
-    let mut request = client.get(&url);
-    let loopback = host == "localhost"
-        || host.starts_with("localhost:")
-        || host.starts_with("127.")
-        || host.starts_with("[::1]");
-    if credentials.is_some() && !loopback {
-        // The check speaks plain http: a password goes only to a registry on this machine.
-        return Err("the tag check sends no password over plain http to another host".into());
-    }
-    if let Some((user, password)) = credentials {
-        request = request.basic_auth(user, Some(password));
-    }
-    let resp = request
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {}", error_chain(&e.without_url())))?;
-    let status = resp.status();
-    if status == reqwest::StatusCode::NOT_FOUND {
-        return Ok(false);
-    }
-    if !status.is_success() {
-        return Err(format!("GET {url} answered {status}"));
-    }
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("GET {url} answered something that is not a tags list: {e}"))?;
-    Ok(body["tags"]
-        .as_array()
-        .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(version))))
 }
 
 /// The error and its sources, `: `-joined.

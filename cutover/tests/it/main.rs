@@ -39,6 +39,7 @@ mod pipeline_more;
 mod pipeline_support;
 mod postgres_backend;
 mod registry;
+mod registry_auth;
 mod reload;
 mod remote_source;
 mod router_edge;

@@ -15,14 +15,14 @@ use crate::support::{Server, git};
 const REGISTRY: &str = "127.0.0.1:5000";
 const DOCKERFILE: &str = "FROM cutover-base:latest\nCOPY www /www\n";
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    version: String,
-    env: String,
+pub(crate) struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub version: String,
+    pub env: String,
 }
 
 /// A one-service application on the docker runtime that pushes to `registry`.
-fn fixture(registry: &str) -> Fixture {
+pub(crate) fn fixture(registry: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let env = format!(
         "r{}-{}",
@@ -50,7 +50,7 @@ fn fixture(registry: &str) -> Fixture {
     Fixture { dir, version, env }
 }
 
-fn start(fx: &Fixture) -> Server {
+pub(crate) fn start(fx: &Fixture) -> Server {
     Server::start(&fx.dir.path().join("cutover.yml"), &fx.dir.path().join("data"))
 }
 
@@ -79,7 +79,7 @@ fn registry_tags(repo: &str) -> Vec<String> {
 }
 
 /// Removes the test's local images (built and registry-tagged), also on failure.
-struct ImageCleanup(Vec<String>);
+pub(crate) struct ImageCleanup(pub Vec<String>);
 
 impl Drop for ImageCleanup {
     fn drop(&mut self) {
@@ -157,14 +157,14 @@ fn an_unreachable_registry_fails_the_build_stage() {
 
 /// Debian's docker-registry with htpasswd authentication on a free loopback port, for one
 /// test (killed when dropped).
-struct AuthRegistry {
-    addr: String,
+pub(crate) struct AuthRegistry {
+    pub addr: String,
     child: std::process::Child,
     _dir: tempfile::TempDir,
 }
 
 impl AuthRegistry {
-    fn start(user: &str, password: &str) -> AuthRegistry {
+    pub fn start(user: &str, password: &str) -> AuthRegistry {
         let dir = tempfile::tempdir().unwrap();
         let htpasswd = std::process::Command::new("htpasswd")
             .args(["-Bbn", user, password])

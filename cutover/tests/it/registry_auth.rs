@@ -1,0 +1,247 @@
+//! Registries that want an account, beyond htpasswd with `registry.username`
+//! (`registry.rs`): the token protocol of the tag check, credentials read from
+//! Docker's `config.json`, and Swarm services created with the account.
+//!
+//! The token test runs a loopback HTTP server that speaks the Distribution
+//! API's v2 token protocol for the manifest HEAD (a 401 with a `Bearer`
+//! challenge, a realm that hands out a token for the account), not a real
+//! registry with `auth: token`: the push itself is then skipped because the
+//! fake registry says it holds the tag.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::registry::{ImageCleanup, fixture, start};
+
+/// One request as the fake servers see it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    target: String,
+    authorization: Option<String>,
+}
+
+type Handler = dyn Fn(&Seen) -> String + Send + Sync;
+
+/// A loopback HTTP/1.1 server answering each request with `handler`'s whole answer;
+/// stopped when dropped.
+struct FakeServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeServer {
+    fn start(handler: Arc<Handler>) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, seen) = (stop.clone(), seen.clone());
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let (handler, seen) = (handler.clone(), seen.clone());
+                    std::thread::spawn(move || serve(conn, &*handler, &seen));
+                }
+            })
+        };
+        FakeServer {
+            port,
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Keep-alive connections: one answer per request until the client closes.
+fn serve(conn: TcpStream, handler: &Handler, seen: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut conn = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_owned();
+        let target = parts.next().unwrap_or_default().to_owned();
+        let mut authorization = None;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':')
+                && k.eq_ignore_ascii_case("authorization")
+            {
+                authorization = Some(v.trim().to_owned());
+            }
+        }
+        let request = Seen {
+            method,
+            target,
+            authorization,
+        };
+        let answer = handler(&request);
+        seen.lock().unwrap().push(request);
+        conn.write_all(answer.as_bytes())?;
+    }
+}
+
+fn answer(status: &str, headers: &[String], body: &str) -> String {
+    let mut text = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
+    for h in headers {
+        text.push_str(h);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    text
+}
+
+const USER: &str = "puller";
+const PASSWORD: &str = "pw-3e1f0d";
+const TOKEN: &str = "tok-5a9c2e";
+
+#[test]
+fn the_tag_check_gets_a_token_from_the_registrys_realm_with_the_account() {
+    // The realm: a token for the right account (Basic), refused otherwise.
+    let realm = FakeServer::start(Arc::new(|r: &Seen| {
+        let want = format!(
+            "Basic {}",
+            crate::git_hosts::base64(format!("{USER}:{PASSWORD}").as_bytes())
+        );
+        if r.target.starts_with("/token?") && r.authorization.as_deref() == Some(want.as_str()) {
+            answer(
+                "200 OK",
+                &["Content-Type: application/json".to_owned()],
+                &format!("{{\"access_token\":\"{TOKEN}\",\"expires_in\":60}}"),
+            )
+        } else {
+            answer("401 Unauthorized", &[], "{}")
+        }
+    }));
+    // The realm the registry names: on its own loopback host first, then on
+    // `localhost` (another host name, plain http: the account must not go there).
+    let realm_host = Arc::new(Mutex::new(format!("127.0.0.1:{}", realm.port)));
+    let registry = {
+        let realm_host = realm_host.clone();
+        FakeServer::start(Arc::new(move |r: &Seen| {
+            let is_manifest = r.method == "HEAD" && r.target.contains("/manifests/");
+            if !is_manifest {
+                return answer("404 Not Found", &[], "");
+            }
+            if r.authorization.as_deref() == Some(format!("Bearer {TOKEN}").as_str()) {
+                return answer(
+                    "200 OK",
+                    &["Docker-Content-Digest: sha256:0000000000000000000000000000000000000000000000000000000000000000".to_owned()],
+                    "",
+                );
+            }
+            let repo = r
+                .target
+                .trim_start_matches("/v2/")
+                .split("/manifests/")
+                .next()
+                .unwrap_or_default();
+            let challenge = format!(
+                "WWW-Authenticate: Bearer realm=\"http://{}/token\",service=\"fake-registry\",scope=\"repository:{repo}:pull\"",
+                realm_host.lock().unwrap()
+            );
+            answer("401 Unauthorized", &[challenge], "")
+        }))
+    };
+    let addr = format!("127.0.0.1:{}", registry.port);
+    let fx = fixture(&addr);
+    let name = format!("shop-{}-api", fx.env);
+    let _images = ImageCleanup(vec![
+        format!("{addr}/{name}:{}", fx.version),
+        format!("{name}:{}", fx.version),
+    ]);
+    let config = fx.dir.path().join("cutover.yml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("registry: {{ url: \"{addr}\" }}"),
+        &format!("registry: {{ url: \"{addr}\", username: {USER}, password_secret: registry-password }}"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = start(&fx);
+    let put = server.cli(
+        "admin",
+        &["param", "put", "/shop/secrets/registry-password", PASSWORD],
+    );
+    assert!(put.status.success(), "{}", crate::support::stderr(&put));
+
+    let id = server.release("alice", &fx.env, &fx.version);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["state"], "succeeded", "{logs}");
+    assert!(
+        logs.contains(&format!(
+            "{addr}/{name}:{}: the registry has this tag, push skipped",
+            fx.version
+        )),
+        "{logs}"
+    );
+    assert!(!logs.contains(PASSWORD), "{logs}");
+    let asked = realm.seen();
+    let token_request = asked
+        .iter()
+        .find(|r| r.target.starts_with("/token?"))
+        .expect("the realm was asked");
+    assert!(
+        token_request.target.contains("service=fake-registry")
+            && token_request
+                .target
+                .contains(&format!("scope=repository%3A{name}%3Apull")),
+        "{token_request:?}"
+    );
+    let heads: Vec<_> = registry
+        .seen()
+        .into_iter()
+        .filter(|r| r.method == "HEAD")
+        .collect();
+    assert_eq!(
+        heads.len(),
+        2,
+        "one anonymous HEAD, one with the token: {heads:?}"
+    );
+
+    // A plain-http realm on another host name gets no account: the check says so,
+    // the push is tried and fails against the fake registry.
+    *realm_host.lock().unwrap() = format!("localhost:{}", realm.port);
+    let before = realm.seen().len();
+    let id = server.release("alice", &fx.env, &fx.version);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["failed_stage"], "build", "{logs}");
+    assert!(logs.contains("the account was not sent"), "{logs}");
+    let later = &realm.seen()[before..];
+    assert!(
+        !later.is_empty() && later.iter().all(|r| r.authorization.is_none()),
+        "{later:?}"
+    );
+}
