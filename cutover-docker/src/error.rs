@@ -49,6 +49,21 @@ pub enum DockerError {
     #[error("invalid Dockerfile path {path:?}: it must be relative and stay inside the release directory")]
     BadDockerfilePath { path: String },
 
+    #[error("the docker configuration {path} {problem}")]
+    DockerConfig {
+        path: PathBuf,
+        problem: String,
+        #[source]
+        source: Option<io::Error>,
+    },
+
+    #[error("the credential helper {helper} (for {host}) {problem}")]
+    CredentialHelper {
+        helper: String,
+        host: String,
+        problem: String,
+    },
+
     #[error("could not pack the build context {path}")]
     Context {
         path: PathBuf,

@@ -62,6 +62,7 @@
 //! reachable from other hosts anyway); a `set_task_image` method (shared
 //! mutable state across concurrent pipelines and jobs of one environment).
 
+mod auth;
 mod container;
 mod error;
 mod image;
@@ -81,6 +82,7 @@ use cutover_core::{AppName, EnvName, ServiceName, Version};
 use cutover_runtime::VersionSource;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::{RegistryAccount, docker_config_file, docker_login_account};
 pub use error::DockerError;
 pub use image::BuildOutcome;
 pub use recover::Recovery;

@@ -193,13 +193,26 @@ impl Engine {
         Ok(())
     }
 
-    /// `registry.username` and the password its `password_secret` names, if set.
+    /// `registry.username` and the password its `password_secret` names, if set; without
+    /// `registry.username`, the account `docker login` saved for the registry's host
+    /// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, see `cutover_docker::auth`).
     async fn registry_credentials(
         &self,
         registry: &cutover_core::config::Registry,
     ) -> Result<Option<(String, String)>, StageError> {
+        let host = registry.url.split('/').next().unwrap_or(&registry.url).to_owned();
         let (Some(user), Some(name)) = (&registry.username, &registry.password_secret) else {
-            return Ok(None);
+            let account = cutover_docker::docker_login_account(&host)
+                .await
+                .map_err(|e| StageError::Failed(error_chain(&e)))?;
+            if let Some(swarm) = self.swarm() {
+                swarm.set_registry_auth(
+                    account
+                        .as_ref()
+                        .map(|a| (host.clone(), a.username.clone(), a.password.clone())),
+                );
+            }
+            return Ok(account.map(|a| (a.username, a.password)));
         };
         let key = cutover_store::ParamKey::parse(&format!("/{}/secrets/{name}", self.config().app))
             .map_err(|e| StageError::Failed(e.to_string()))?;
@@ -207,7 +220,6 @@ impl Engine {
             Some(password) => {
                 // The run's Deploy creates or updates Swarm services with this account.
                 if let Some(swarm) = self.swarm() {
-                    let host = registry.url.split('/').next().unwrap_or(&registry.url).to_owned();
                     swarm.set_registry_auth(Some((host, user.clone(), password.clone())));
                 }
                 Ok(Some((user.clone(), password)))

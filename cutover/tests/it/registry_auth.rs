@@ -245,3 +245,65 @@ fn the_tag_check_gets_a_token_from_the_registrys_realm_with_the_account() {
         "{later:?}"
     );
 }
+
+#[test]
+fn without_registry_username_the_account_docker_login_saved_is_used() {
+    let registry = crate::registry::AuthRegistry::start("loggedin", "pw-8d2b4f");
+    let fx = fixture(&registry.addr);
+    let name = format!("shop-{}-api", fx.env);
+    let pushed = format!("{}/{name}:{}", registry.addr, fx.version);
+    let _images = ImageCleanup(vec![pushed.clone(), format!("{name}:{}", fx.version)]);
+    // What `docker login <addr>` writes, in a DOCKER_CONFIG of the test's own.
+    let docker_config = fx.dir.path().join("docker-config");
+    std::fs::create_dir(&docker_config).unwrap();
+    let auth = crate::git_hosts::base64(b"loggedin:pw-8d2b4f");
+    std::fs::write(
+        docker_config.join("config.json"),
+        format!(
+            "{{\"auths\": {{\"other.example.com\": {{\"auth\": \"eDp5\"}}, \"http://{}\": {{\"auth\": \"{auth}\"}}}}}}",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let server = crate::support::Server::start_with(
+        &fx.dir.path().join("cutover.yml"),
+        &fx.dir.path().join("data"),
+        &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
+    );
+    let id = server.release("alice", &fx.env, &fx.version);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["state"], "succeeded", "{logs}");
+    assert!(logs.contains(&format!("pushed {pushed}")), "{logs}");
+    assert!(!logs.contains("pw-8d2b4f"), "{logs}");
+    // The tag check read it too: the same SHA again is not pushed again.
+    let id = server.release("alice", &fx.env, &fx.version);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["state"], "succeeded", "{logs}");
+    assert!(
+        logs.contains(&format!("{pushed}: the registry has this tag, push skipped")),
+        "{logs}"
+    );
+    server.terminate();
+
+    // A credential store Cutover cannot run fails the stage and names it.
+    std::fs::write(
+        docker_config.join("config.json"),
+        r#"{"credsStore": "cutover-test-absent"}"#,
+    )
+    .unwrap();
+    let server = crate::support::Server::start_with(
+        &fx.dir.path().join("cutover.yml"),
+        &fx.dir.path().join("data"),
+        &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
+    );
+    let id = server.release("alice", &fx.env, &fx.version);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["failed_stage"], "build", "{logs}");
+    assert!(
+        logs.contains("docker-credential-cutover-test-absent") && logs.contains("registry.username"),
+        "{logs}"
+    );
+}
