@@ -1,7 +1,8 @@
 //! Image builds: `<app>-<env>-<service>:<sha>` from the release directory.
 //!
-//! The build context is the release directory packed as a tar in memory
-//! (symlinks kept as symlinks, never followed out of the tree), sent to
+//! The build context is the release directory without what its
+//! `.dockerignore` excludes, packed as a tar while it is streamed (see
+//! `context.rs`: symlinks kept as symlinks, never followed out of the tree), sent to
 //! the engine's classic builder (`POST /build`, the only one every Docker
 //! version answers without a session), `pull` off: base images must exist
 //! locally. Each line of build output goes to the caller as it arrives (the
@@ -14,9 +15,7 @@
 //! registry already has the tag is the caller's question (the engine asks
 //! the registry's HTTP API), since dockerd has no cheap way to tell.
 //!
-//! Known limits: `.dockerignore` is not applied while packing (the whole
-//! release directory is sent), and the context is held in memory, which is
-//! fine for release trees of a few hundred MB. Rejected: BuildKit, which
+//! Rejected: BuildKit, which
 //! needs a gRPC session (bollard's `buildkit` feature, heavy to compile)
 //! and buys nothing for local, pull-free builds.
 
@@ -28,7 +27,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::{DockerError, is_not_found};
-use crate::{DockerRuntime, labels};
+use crate::{DockerRuntime, context, labels};
 
 /// What [`DockerRuntime::build_image`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,20 +79,26 @@ impl DockerRuntime {
                 path: release_dir.join(relative),
             });
         }
-        let dir = release_dir.to_owned();
-        let context = tokio::task::spawn_blocking(move || pack(&dir))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(|source| DockerError::Context {
-                path: release_dir.to_owned(),
-                source,
-            })?;
+        let ignore = match std::fs::read_to_string(release_dir.join(".dockerignore")) {
+            Ok(text) => context::Ignore::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => context::Ignore::default(),
+            Err(source) => {
+                return Err(DockerError::Context {
+                    path: release_dir.join(".dockerignore"),
+                    source,
+                });
+            }
+        };
+        let applied = if ignore.len() > 0 {
+            format!(", .dockerignore: {} patterns", ignore.len())
+        } else {
+            String::new()
+        };
         let _ = lines.send(format!(
-            "building {tag} from {} ({} KiB context, Dockerfile {dockerfile})",
+            "building {tag} from {} (Dockerfile {dockerfile}{applied})",
             release_dir.display(),
-            context.len() / 1024
         ));
+        let (body, sent) = context::stream(release_dir.to_owned(), dockerfile.to_owned(), ignore);
         let mut image_labels = HashMap::new();
         if let Some((_, sha)) = tag.rsplit_once(':') {
             image_labels.insert(labels::VERSION.to_owned(), sha.to_owned());
@@ -105,11 +110,10 @@ impl DockerRuntime {
             .forcerm(true)
             .labels(&image_labels)
             .build();
-        let mut stream = self.inner.docker.build_image(
-            options,
-            None,
-            Some(bollard::body_full(bytes::Bytes::from(context))),
-        );
+        let mut stream = self
+            .inner
+            .docker
+            .build_image(options, None, Some(bollard::body_try_stream(body)));
         let mut partial = String::new();
         let mut failed = None;
         while let Some(item) = stream.next().await {
@@ -147,6 +151,7 @@ impl DockerRuntime {
                 message: message.trim().to_owned(),
             });
         }
+        let _ = lines.send(format!("build context: {} KiB sent", sent.bytes() / 1024));
         if !self.image_exists(tag).await? {
             return Err(DockerError::Build {
                 tag: tag.to_owned(),
@@ -283,15 +288,6 @@ fn push_hint(registry: &str, message: &str, authenticated: bool) -> String {
     }
 }
 
-/// The directory as an uncompressed tar (paths relative to it).
-fn pack(dir: &Path) -> std::io::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(false);
-    builder.mode(tar::HeaderMode::Deterministic);
-    builder.append_dir_all(".", dir)?;
-    builder.into_inner()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,23 +317,5 @@ mod tests {
         assert!(hint.contains("password_secret"), "{hint}");
         let hint = push_hint("reg.example.com", "unauthorized: authentication required", true);
         assert!(hint.contains("registry.username"), "{hint}");
-    }
-
-    #[test]
-    fn the_context_holds_the_tree() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("www")).unwrap();
-        std::fs::write(dir.path().join("www/health"), "ok").unwrap();
-        std::fs::write(dir.path().join("Dockerfile"), "FROM x").unwrap();
-        let bytes = pack(dir.path()).unwrap();
-        let mut archive = tar::Archive::new(bytes.as_slice());
-        let mut names: Vec<String> = archive
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
-            .collect();
-        names.sort();
-        assert!(names.contains(&"Dockerfile".to_owned()), "{names:?}");
-        assert!(names.contains(&"www/health".to_owned()), "{names:?}");
     }
 }

@@ -64,6 +64,7 @@
 
 mod auth;
 mod container;
+mod context;
 mod error;
 mod image;
 mod logs;

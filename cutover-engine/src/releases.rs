@@ -182,7 +182,7 @@ impl Engine {
             match outcome {
                 Ok(o) if o.skipped => log.line(format!("{tag}: image exists, build skipped")).await,
                 Ok(_) => log.line(format!("{tag}: built from {dockerfile}")).await,
-                Err(e) => return Err(StageError::Failed(format!("image {tag}: {e}"))),
+                Err(e) => return Err(StageError::Failed(format!("image {tag}: {}", error_chain(&e)))),
             }
             if let Some(registry) = &self.config().registry {
                 let credentials = self.registry_credentials(registry).await?;

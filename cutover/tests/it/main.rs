@@ -11,6 +11,7 @@ mod approvals;
 mod auth;
 mod auth_matrix;
 mod broker;
+mod build_context;
 mod cdp;
 mod cli_config;
 mod cli_contract;
