@@ -159,6 +159,8 @@ fn an_unreachable_registry_fails_the_build_stage() {
 /// test (killed when dropped).
 pub(crate) struct AuthRegistry {
     pub addr: String,
+    /// The registry's access log (level info: one line a request, with the user).
+    pub log: std::path::PathBuf,
     child: std::process::Child,
     _dir: tempfile::TempDir,
 }
@@ -181,18 +183,19 @@ impl AuthRegistry {
         std::fs::write(
             dir.path().join("config.yml"),
             format!(
-                "version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                "version: 0.1\nlog: {{ level: info, formatter: json }}\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
                  http:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: cutover-test\n    path: {}\n",
                 dir.path().join("data").display(),
                 dir.path().join("htpasswd").display()
             ),
         )
         .unwrap();
+        let log = dir.path().join("registry.log");
         let child = std::process::Command::new("docker-registry")
             .arg("serve")
             .arg(dir.path().join("config.yml"))
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("docker-registry runs (scripts/registry-setup installs it)");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -205,6 +208,7 @@ impl AuthRegistry {
         }
         AuthRegistry {
             addr,
+            log,
             child,
             _dir: dir,
         }

@@ -307,3 +307,90 @@ fn without_registry_username_the_account_docker_login_saved_is_used() {
         "{logs}"
     );
 }
+
+#[test]
+fn swarm_services_are_created_with_the_registry_account_so_nodes_pull_with_it() {
+    let registry = crate::registry::AuthRegistry::start("swarmer", "pw-1b7e9a");
+    let fx = fixture(&registry.addr);
+    let _services = crate::runtimes::SwarmCleanup(fx.env.clone());
+    let v = &fx.version;
+    let mut images = Vec::new();
+    for service in ["api", "worker"] {
+        let name = format!("shop-{}-{service}", fx.env);
+        images.push(format!("{}/{name}:{v}", registry.addr));
+        images.push(format!("{name}:{v}"));
+    }
+    let _images = ImageCleanup(images);
+    // On swarm, with a non-public service too (converged by Swarm's own update), and
+    // the account only in a docker config.json (what `docker login` writes).
+    let config = fx.dir.path().join("cutover.yml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("runtime: docker", "runtime: swarm")
+        .replace(
+            "services:\n",
+            "services:\n  worker:\n    run: \"exec sleep 3600\"\n",
+        );
+    std::fs::write(&config, text).unwrap();
+    let docker_config = fx.dir.path().join("docker-config");
+    std::fs::create_dir(&docker_config).unwrap();
+    std::fs::write(
+        docker_config.join("config.json"),
+        format!(
+            "{{\"auths\": {{\"{}\": {{\"username\": \"swarmer\", \"password\": \"pw-1b7e9a\"}}}}}}",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let server = crate::support::Server::start_with(
+        &config,
+        &fx.dir.path().join("data"),
+        &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
+    );
+    let id = server.release("alice", &fx.env, v);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["state"], "succeeded", "{logs}");
+    assert_eq!(server.api_version(&fx.env).as_deref(), Some(v.as_str()));
+    assert!(!logs.contains("pw-1b7e9a"), "{logs}");
+
+    let services = crate::runtimes::swarm_services(&fx.env);
+    assert_eq!(services.len(), 2, "{services:?}");
+    // Each task's node pulled its image with the account: dockerd read each image's
+    // manifest successfully, and this registry answers nothing without the account
+    // (pushes PUT manifests; Cutover's tag check, before the push, found none).
+    let log = std::fs::read_to_string(&registry.log).unwrap();
+    for service in ["api", "worker"] {
+        let uri = format!("/v2/shop-{}-{service}/manifests/", fx.env);
+        let pulled = log.lines().any(|line| {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+                return false;
+            };
+            matches!(entry["http.request.method"].as_str(), Some("GET" | "HEAD"))
+                && entry["http.request.uri"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with(&uri))
+                && entry["http.request.useragent"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("docker/"))
+                && entry["http.response.status"] == 200
+        });
+        assert!(pulled, "dockerd did not pull {uri} with the account:\n{log}");
+    }
+    for service in &services {
+        let running = std::process::Command::new("docker")
+            .args([
+                "service",
+                "ps",
+                "--filter",
+                "desired-state=running",
+                "--format",
+                "{{.CurrentState}}",
+                service,
+            ])
+            .output()
+            .unwrap();
+        let running = String::from_utf8_lossy(&running.stdout);
+        assert!(running.contains("Running"), "{service}: {running}");
+    }
+}

@@ -336,7 +336,7 @@ fn the_deploy_scenario_on_swarm() {
 }
 
 /// Every Swarm service of one environment (by Cutover's label), by name.
-fn swarm_services(env: &str) -> Vec<String> {
+pub(crate) fn swarm_services(env: &str) -> Vec<String> {
     let out = std::process::Command::new("docker")
         .args(["service", "ls", "--format", "{{.Name}}", "--filter"])
         .arg(format!("label=cutover.env={env}"))
