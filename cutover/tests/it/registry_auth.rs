@@ -2,11 +2,13 @@
 //! (`registry.rs`): the token protocol of the tag check, credentials read from
 //! Docker's `config.json`, and Swarm services created with the account.
 //!
-//! The token test runs a loopback HTTP server that speaks the Distribution
-//! API's v2 token protocol for the manifest HEAD (a 401 with a `Bearer`
-//! challenge, a realm that hands out a token for the account), not a real
-//! registry with `auth: token`: the push itself is then skipped because the
-//! fake registry says it holds the tag.
+//! The token protocol is tested twice: against Debian's docker-registry with
+//! `auth: token` and a token server in the test that signs ES256 JWTs with a
+//! key whose self-signed certificate is the registry's `rootcertbundle` (dockerd
+//! pushes through it, Cutover's tag check reads the tag with a token), and
+//! against a loopback HTTP server that speaks the protocol for the manifest HEAD
+//! only, where the realm can be moved to another host name to show the account
+//! is not sent there.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -393,4 +395,235 @@ fn swarm_services_are_created_with_the_registry_account_so_nodes_pull_with_it() 
         let running = String::from_utf8_lossy(&running.stdout);
         assert!(running.contains("Running"), "{service}: {running}");
     }
+}
+
+/// Debian's docker-registry with `auth: token` on a free loopback port, and the token
+/// server beside it (a [`FakeServer`]) that signs ES256 JWTs with a key whose self-signed
+/// certificate is the registry's `rootcertbundle` (sent in the token's `x5c` header).
+/// It grants what a request's scopes ask for to `user` with `password`, nothing to anyone
+/// else.
+struct TokenRegistry {
+    addr: String,
+    child: std::process::Child,
+    realm: FakeServer,
+    _dir: tempfile::TempDir,
+}
+
+const TOKEN_SERVICE: &str = "cutover-test-registry";
+const TOKEN_ISSUER: &str = "cutover-test-issuer";
+
+fn b64url(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// An ASN.1 ECDSA signature (SEQUENCE of two INTEGERs) as JWS wants it: r ‖ s, 32 bytes each.
+fn jws_signature(der: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 2; // SEQUENCE tag and (short) length
+    for _ in 0..2 {
+        assert_eq!(der[i], 0x02, "an INTEGER");
+        let len = der[i + 1] as usize;
+        let int = &der[i + 2..i + 2 + len];
+        let int = &int[int.iter().take_while(|b| **b == 0).count()..];
+        out.extend(std::iter::repeat_n(0u8, 32 - int.len()));
+        out.extend_from_slice(int);
+        i += 2 + len;
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+impl TokenRegistry {
+    fn start(user: &'static str, password: &'static str) -> TokenRegistry {
+        use rcgen::SigningKey as _;
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["cutover-test-issuer".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("bundle.pem"), cert.pem()).unwrap();
+        let x5c = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(cert.der())
+        };
+        let key = Arc::new(key);
+        let realm = FakeServer::start(Arc::new(move |r: &Seen| {
+            let want = format!(
+                "Basic {}",
+                crate::git_hosts::base64(format!("{user}:{password}").as_bytes())
+            );
+            let Some(query) = r.target.strip_prefix("/token?") else {
+                return answer("404 Not Found", &[], "");
+            };
+            let granted = r.authorization.as_deref() == Some(want.as_str());
+            if r.authorization.is_some() && !granted {
+                return answer("401 Unauthorized", &[], "{\"details\":\"bad account\"}");
+            }
+            let mut access = Vec::new();
+            for pair in query.split('&') {
+                let Some(("scope", value)) = pair.split_once('=') else {
+                    continue;
+                };
+                let scope = percent_decode(value);
+                let mut parts = scope.splitn(3, ':');
+                let (kind, name, actions) = (
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                );
+                if granted {
+                    access.push(serde_json::json!({
+                        "type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()
+                    }));
+                }
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            let header = serde_json::json!({ "typ": "JWT", "alg": "ES256", "x5c": [x5c] });
+            let claims = serde_json::json!({
+                "iss": TOKEN_ISSUER, "sub": if granted { user } else { "" }, "aud": TOKEN_SERVICE,
+                "exp": now.as_secs() + 300, "nbf": now.as_secs() - 10, "iat": now.as_secs(),
+                "jti": format!("{}", now.as_nanos()), "access": access,
+            });
+            let signed = format!(
+                "{}.{}",
+                b64url(header.to_string().as_bytes()),
+                b64url(claims.to_string().as_bytes())
+            );
+            let signature = jws_signature(&key.sign(signed.as_bytes()).unwrap());
+            let token = format!("{signed}.{}", b64url(&signature));
+            answer(
+                "200 OK",
+                &["Content-Type: application/json".to_owned()],
+                &format!("{{\"token\":\"{token}\",\"expires_in\":300}}"),
+            )
+        }));
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        std::fs::write(
+            dir.path().join("config.yml"),
+            format!(
+                "version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: {addr}\nauth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    \
+                 service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                dir.path().join("data").display(),
+                realm.port,
+                dir.path().join("bundle.pem").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
+            .spawn()
+            .expect("docker-registry runs (scripts/registry-setup installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !matches!(
+            crate::pipeline_support::http_get(port, &addr, "/v2/"),
+            Some((401, _, _))
+        ) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry on {addr} did not answer: {}",
+                std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        TokenRegistry {
+            addr,
+            child,
+            realm,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TokenRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_registry_with_token_auth_takes_the_push_and_the_tag_check_reads_it_with_a_token() {
+    let registry = TokenRegistry::start("tokenuser", "pw-6f4e2d");
+    let fx = fixture(&registry.addr);
+    let name = format!("shop-{}-api", fx.env);
+    let pushed = format!("{}/{name}:{}", registry.addr, fx.version);
+    let _images = ImageCleanup(vec![pushed.clone(), format!("{name}:{}", fx.version)]);
+    let config = fx.dir.path().join("cutover.yml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("registry: {{ url: \"{}\" }}", registry.addr),
+        &format!(
+            "registry: {{ url: \"{}\", username: tokenuser, password_secret: registry-password }}",
+            registry.addr
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = start(&fx);
+    let put = server.cli(
+        "admin",
+        &["param", "put", "/shop/secrets/registry-password", "pw-6f4e2d"],
+    );
+    assert!(put.status.success(), "{}", crate::support::stderr(&put));
+
+    // dockerd pushes through the token protocol with the account.
+    let id = server.release("alice", &fx.env, &fx.version);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["state"], "succeeded", "{logs}");
+    assert!(logs.contains(&format!("pushed {pushed}")), "{logs}");
+
+    // The same SHA again: Cutover's own check gets a token and sees the tag.
+    let asked = registry.realm.seen().len();
+    let id = server.release("alice", &fx.env, &fx.version);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["state"], "succeeded", "{logs}");
+    assert!(
+        logs.contains(&format!("{pushed}: the registry has this tag, push skipped")),
+        "{logs}"
+    );
+    assert!(!logs.contains("pw-6f4e2d"), "{logs}");
+    let ours = &registry.realm.seen()[asked..];
+    assert!(
+        ours.iter().any(
+            |r| r.target.contains(&format!("scope=repository%3A{name}%3Apull"))
+                && r.target.contains(&format!("service={TOKEN_SERVICE}"))
+        ),
+        "{ours:?}"
+    );
 }
