@@ -336,6 +336,26 @@ fn swarm_services_are_created_with_the_registry_account_so_nodes_pull_with_it() 
     std::fs::write(&config, text).unwrap();
     let docker_config = fx.dir.path().join("docker-config");
     std::fs::create_dir(&docker_config).unwrap();
+
+    // Without an account the rollout stops at the push, with the registry's refusal,
+    // before any Swarm service exists.
+    let server = crate::support::Server::start_with(
+        &config,
+        &fx.dir.path().join("data"),
+        &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
+    );
+    let id = server.release("alice", &fx.env, v);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    let logs = server.logs(id);
+    assert_eq!(run["failed_stage"], "build", "{logs}");
+    assert!(
+        logs.contains("refused an anonymous push")
+            && (logs.contains("no basic auth credentials") || logs.contains("unauthorized")),
+        "{logs}"
+    );
+    assert_eq!(crate::runtimes::swarm_services(&fx.env), Vec::<String>::new());
+    server.terminate();
+
     std::fs::write(
         docker_config.join("config.json"),
         format!(
