@@ -24,7 +24,7 @@
 //! context are in memory whatever the release's size; the walk's order is
 //! sorted, symlinks are kept as symlinks (never followed out of the tree).
 
-use std::io::{self, Read as _, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +111,37 @@ impl Ignore {
     pub(crate) fn len(&self) -> usize {
         self.patterns.len()
     }
+}
+
+/// The largest `.dockerignore` read (the release's own file, so bounded like any input).
+const IGNORE_LIMIT: u64 = 1 << 20;
+
+/// The release directory's `.dockerignore` (none: nothing ignored). A symlink is not
+/// followed (it could point anywhere on this machine); one larger than 1 MiB is refused.
+pub(crate) fn read_ignore(dir: &Path) -> io::Result<Ignore> {
+    let path = dir.join(".dockerignore");
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ignore::default()),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            ".dockerignore is not a regular file (a symlink or a directory); make it a file",
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(&path)?
+        .take(IGNORE_LIMIT + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > IGNORE_LIMIT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            ".dockerignore is larger than 1 MiB; shorten it (use ** patterns)",
+        ));
+    }
+    Ok(Ignore::parse(&text))
 }
 
 /// Go's `filepath.Clean` for a relative pattern: `.` and empty elements dropped, `..`
@@ -447,6 +478,21 @@ mod tests {
         assert!(i.excludes("*lit") && !i.excludes("xlit"));
         // Blank lines and bare whitespace are no patterns.
         assert_eq!(ignore("\n   \n!\n").len(), 0);
+    }
+
+    #[test]
+    fn the_ignore_file_is_read_bounded_and_never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_ignore(dir.path()).unwrap().len(), 0);
+        std::fs::write(dir.path().join(".dockerignore"), "a\n!b\n").unwrap();
+        assert_eq!(read_ignore(dir.path()).unwrap().len(), 2);
+        std::fs::write(dir.path().join(".dockerignore"), "x".repeat((1 << 20) + 1)).unwrap();
+        let err = read_ignore(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
+        std::fs::remove_file(dir.path().join(".dockerignore")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join(".dockerignore")).unwrap();
+        let err = read_ignore(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -79,16 +79,10 @@ impl DockerRuntime {
                 path: release_dir.join(relative),
             });
         }
-        let ignore = match std::fs::read_to_string(release_dir.join(".dockerignore")) {
-            Ok(text) => context::Ignore::parse(&text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => context::Ignore::default(),
-            Err(source) => {
-                return Err(DockerError::Context {
-                    path: release_dir.join(".dockerignore"),
-                    source,
-                });
-            }
-        };
+        let ignore = context::read_ignore(release_dir).map_err(|source| DockerError::Context {
+            path: release_dir.join(".dockerignore"),
+            source,
+        })?;
         let applied = if ignore.len() > 0 {
             format!(", .dockerignore: {} patterns", ignore.len())
         } else {
