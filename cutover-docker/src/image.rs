@@ -11,7 +11,7 @@
 //!
 //! [`DockerRuntime::push_image`] copies a built image to a registry: it tags
 //! `<tag>` as `<registry>/<tag>` and pushes that (`POST /images/…/push`)
-//! with empty credentials, streaming the engine's progress. Whether the
+//! with the account when one is given (else anonymously), streaming the engine's progress. Whether the
 //! registry already has the tag is the caller's question (the engine asks
 //! the registry's HTTP API), since dockerd has no cheap way to tell.
 //!
