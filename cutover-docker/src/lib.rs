@@ -4,8 +4,11 @@
 //! process runtime, so the engine and the router treat both alike.
 //!
 //! - **Images** ([`DockerRuntime::build_image`]): one per service and
-//!   version, built from the release directory (the build context, sent as
-//!   a tar) with the service's Dockerfile; skipped when the tag exists.
+//!   version, built from the release directory (the build context: a tar
+//!   without what `.dockerignore` excludes, streamed while packed, see
+//!   `context.rs`) with the service's Dockerfile; skipped when the tag exists.
+//!   Pushed to a `registry:` with an account from cutover.yml or, without
+//!   one, from `docker login`'s `config.json` ([`docker_login_account`]).
 //!   Nothing is ever pulled: base images must exist locally
 //!   (`scripts/docker-setup` builds `cutover-base:latest` without a
 //!   registry).
