@@ -301,9 +301,15 @@ impl Engine {
         }
     }
 
-    /// `run.queued`, `run.started` or `run.finished`.
+    /// `run.queued`, `run.started` or `run.finished`; also to `notifications:` receivers.
     pub(crate) fn notify_run(&self, event: &str, run: &RunRecord) {
         self.send(WebhookEvent::Run, event, run, None);
+        let trigger = match event {
+            "run.queued" => crate::notify::Trigger::Queued,
+            "run.started" => crate::notify::Trigger::Started,
+            _ => crate::notify::Trigger::Finished,
+        };
+        self.notify_people(trigger, run);
     }
 
     /// `stage.finished`, with the stage's outcome.

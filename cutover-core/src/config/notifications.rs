@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_saphyr::Location;
 
-use super::extract::{Ctx, Fields, SNode, choice, list, nonempty, parsed};
+use super::extract::{Ctx, Fields, SNode, choice, list, parsed};
 use super::keys;
 use super::values::nearest;
 use crate::EnvName;
@@ -241,7 +241,12 @@ fn receiver(
                 Some(n) => {
                     let p = f.path("events");
                     let mut events = Vec::new();
-                    let items = list(ctx, n, &p, "a list of events: approval, succeeded, failed, rolled_back");
+                    let items = list(
+                        ctx,
+                        n,
+                        &p,
+                        "a list of events: approval, succeeded, failed, rolled_back",
+                    );
                     for e in items.unwrap_or_default() {
                         match choice(ctx, e, &p, "event", NOTIFY_EVENTS) {
                             Some(ev) if !events.contains(&ev) => events.push(ev),
@@ -259,7 +264,11 @@ fn receiver(
         }
         "github" => {
             let repository = f
-                .required(ctx, "repository", "the repository as owner/name, e.g. `repository: acme/shop`")
+                .required(
+                    ctx,
+                    "repository",
+                    "the repository as owner/name, e.g. `repository: acme/shop`",
+                )
                 .and_then(|n| parsed(ctx, n, &f.path("repository"), check_github_repository));
             let token_secret = secret(
                 ctx,
@@ -275,7 +284,11 @@ fn receiver(
         }
         _ => {
             let project = f
-                .required(ctx, "project", "the project's numeric id or group/name path, e.g. `project: acme/shop`")
+                .required(
+                    ctx,
+                    "project",
+                    "the project's numeric id or group/name path, e.g. `project: acme/shop`",
+                )
                 .and_then(|n| parsed(ctx, n, &f.path("project"), check_gitlab_project));
             let token_secret = secret(
                 ctx,
@@ -402,10 +415,7 @@ fn http_host(s: &str) -> Result<(&'static str, &str), String> {
 /// Whether `host` is this machine: `localhost`, `127.0.0.0/8` or `::1`.
 pub fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// An API's base URL: https, or plain http to this machine only (a token travels with every
@@ -419,7 +429,9 @@ pub fn check_api_url(s: &str) -> Result<String, String> {
         ));
     }
     if s.contains(['?', '#']) {
-        return Err(format!("{s:?} has a query or fragment; give the API's base URL only"));
+        return Err(format!(
+            "{s:?} has a query or fragment; give the API's base URL only"
+        ));
     }
     Ok(s.trim_end_matches('/').to_owned())
 }
@@ -535,7 +547,14 @@ mod tests {
     #[test]
     fn repositories_and_projects_cannot_change_the_path() {
         assert!(check_github_repository("acme/shop.web").is_ok());
-        for bad in ["acme", "acme/shop/x", "../x", "acme/..", "a cme/shop", "acme/sh?p"] {
+        for bad in [
+            "acme",
+            "acme/shop/x",
+            "../x",
+            "acme/..",
+            "a cme/shop",
+            "acme/sh?p",
+        ] {
             assert!(check_github_repository(bad).is_err(), "{bad}");
         }
         assert!(check_gitlab_project("1234").is_ok());

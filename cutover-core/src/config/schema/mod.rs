@@ -10,12 +10,12 @@
 use serde_json::{Map, Value, json};
 
 use super::build::{SUSPEND_ACTIONS, WEBHOOK_EVENTS};
-use super::notifications::{NOTIFY_EVENTS, RECEIVER_KINDS};
 use super::environments::{
     DEFAULT_APPROVAL_TIMEOUT, DEFAULT_HOLD_TIMEOUT, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_ACTIVE,
     DEFAULT_PROD_LIKE_TTL, MIGRATIONS, ON_HOLD_TIMEOUT, RUNTIMES, STRATEGIES, TIERS,
 };
 use super::keys;
+use super::notifications::{NOTIFY_EVENTS, RECEIVER_KINDS};
 use super::services::DEFAULT_HEALTH_TIMEOUT;
 use super::values::format_duration;
 
@@ -394,7 +394,10 @@ fn notifications() -> Value {
         "One receiver: a Slack-compatible incoming webhook, GitHub (deployments and commit \
          statuses) or GitLab (commit statuses).",
         props(vec![
-            ("kind", choice(RECEIVER_KINDS, "What receives the messages.", None)),
+            (
+                "kind",
+                choice(RECEIVER_KINDS, "What receives the messages.", None),
+            ),
             (
                 "environments",
                 json!({
@@ -417,7 +420,10 @@ fn notifications() -> Value {
                 }),
             ),
             ("repository", string("github: the repository as owner/name.")),
-            ("project", string("gitlab: the project's numeric id or group/name path.")),
+            (
+                "project",
+                string("gitlab: the project's numeric id or group/name path."),
+            ),
             (
                 "token_secret",
                 string("github, gitlab: the secret /<app>/secrets/<name> holding the API token."),
