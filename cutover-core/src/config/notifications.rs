@@ -528,6 +528,28 @@ mod tests {
         );
     }
 
+    /// The README's example, with the environments it names, passes the parser and the schema.
+    #[test]
+    fn the_readme_example_parses_and_matches_the_schema() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("  ```yaml\n  notifications:")
+            .expect("README's notifications example")
+            + 10;
+        let block: String = readme[start..start + readme[start..].find("```").unwrap()]
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+            .collect();
+        let text = format!("{BASE}{block}");
+        let cfg = crate::config::parse(&text, Path::new("cutover.yml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.notifications.receivers.len(), 3);
+        let schema = crate::config::json_schema();
+        let validator = jsonschema::draft202012::new(&schema).unwrap();
+        let value: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+
     #[test]
     fn api_urls_are_https_or_loopback_http() {
         assert_eq!(
