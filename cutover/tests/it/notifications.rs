@@ -1,5 +1,5 @@
 //! Notifications people read: a local receiver on 127.0.0.1 plays both Slack's incoming
-//! webhook and GitHub's API, records every request, and the test checks the payloads against
+//! webhook, GitHub's and GitLab's APIs, records every request, and the test checks the payloads against
 //! the documented shapes (required fields, status strings, header names, description length)
 //! for a succeeded, a failed and an approval-waiting run; a receiver that answers 500 once gets
 //! its message once, after a retry; the secrets (the Slack URL, the token) appear in neither
@@ -47,7 +47,11 @@ impl Recorder {
             if done(&got) {
                 return got;
             }
-            assert!(Instant::now() < deadline, "never got {what}; got {got:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "never got {what}; got {} requests",
+                got.len()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -159,19 +163,22 @@ fn put_secret(server: &Server, name: &str, value: &str) {
 
 const SLACK_PATH: &str = "/services/T0CUTOVER/B0CUTOVER/s3cretSlackPath42";
 const GH_TOKEN: &str = "ghp_notARealTokenButSecret0123456789";
+const GL_TOKEN: &str = "glpat-notARealTokenEither987654";
 
 fn text_of(m: &Value) -> String {
     m.to_string()
 }
 
 #[test]
-fn slack_and_github_get_documented_payloads_for_succeeded_failed_and_waiting_runs() {
+fn slack_github_and_gitlab_get_documented_payloads_for_succeeded_failed_and_waiting_runs() {
     let (port, rec) = receiver(0);
     let app = App::with_config(&format!(
         "{APP_CONFIG}notifications:\n  public_url: \"https://cutover.example.com/\"\n  receivers:\n    \
          - kind: slack\n      url_secret: slack_url\n    \
          - kind: github\n      repository: acme/shop\n      token_secret: gh_token\n      \
-         api_url: \"http://127.0.0.1:{port}\"\n"
+         api_url: \"http://127.0.0.1:{port}\"\n    \
+         - kind: gitlab\n      project: acme/shop\n      token_secret: gl_token\n      \
+         api_url: \"http://127.0.0.1:{port}/api/v4\"\n"
     ));
     let (server, log_path) = start_logged(&app);
     put_secret(
@@ -180,6 +187,7 @@ fn slack_and_github_get_documented_payloads_for_succeeded_failed_and_waiting_run
         &format!("http://127.0.0.1:{port}{SLACK_PATH}"),
     );
     put_secret(&server, "gh_token", GH_TOKEN);
+    put_secret(&server, "gl_token", GL_TOKEN);
 
     let ok = server.deploy("alice", "staging", &app.good[0]);
     let bad = server.release("alice", "staging", &app.broken);
@@ -193,8 +201,14 @@ fn slack_and_github_get_documented_payloads_for_succeeded_failed_and_waiting_run
             .cloned()
             .collect::<Vec<_>>()
     };
-    let got = rec.until("three Slack messages and the prod commit status", |r| {
+    let got = rec.until("three Slack messages and the prod commit statuses", |r| {
         slack(r).len() >= 3
+            && r.iter().any(|q| {
+                q.body["name"] == "cutover/prod"
+                    && q.body["description"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("approval"))
+            })
             && r.iter().any(|q| {
                 q.body["context"] == "cutover/prod"
                     && q.body["description"]
@@ -380,12 +394,30 @@ fn slack_and_github_get_documented_payloads_for_succeeded_failed_and_waiting_run
         format!("https://cutover.example.com/#/run/{ok}")
     );
 
+    // GitLab: commit statuses named cutover/<env> with GitLab's own state names.
+    let gitlab = |sha: &str, env: &str| -> Vec<String> {
+        got.iter()
+            .filter(|q| {
+                q.path == format!("/api/v4/projects/acme%2Fshop/statuses/{sha}")
+                    && q.body["name"] == format!("cutover/{env}")
+            })
+            .map(|q| {
+                assert_eq!(q.headers.get("private-token").map(String::as_str), Some(GL_TOKEN));
+                assert!(q.body["description"].as_str().unwrap().chars().count() <= 140);
+                q.body["state"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(gitlab(&app.good[0], "staging"), ["pending", "running", "success"]);
+    assert_eq!(gitlab(&app.broken, "staging"), ["pending", "running", "failed"]);
+    assert_eq!(gitlab(&app.good[0], "prod"), ["pending", "running", "running"]);
+
     // The secrets appear in no log.
     let mut logs = std::fs::read_to_string(&log_path).unwrap();
     for id in [ok, bad, waiting] {
         logs.push_str(&server.logs(id));
     }
-    for secret in ["s3cretSlackPath42", GH_TOKEN] {
+    for secret in ["s3cretSlackPath42", GH_TOKEN, GL_TOKEN] {
         assert!(!logs.contains(secret), "{secret} leaked into a log:\n{logs}");
     }
     let out = server.cli("alice", &["cancel", &waiting.to_string()]);
