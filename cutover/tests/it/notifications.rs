@@ -467,3 +467,37 @@ fn a_receiver_that_fails_once_gets_the_message_once_and_failures_are_counted() {
     );
     assert!(!log.contains("s3cretSlackPath42"), "{log}");
 }
+
+#[test]
+fn a_run_cut_short_by_a_server_crash_is_reported_as_interrupted_by_the_next_server() {
+    let (port, rec) = receiver(0);
+    let app = App::with_config(&format!(
+        "{APP_CONFIG}notifications:\n  receivers:\n    - {{ kind: slack, url_secret: slack_url }}\n"
+    ));
+    let (mut server, _) = start_logged(&app);
+    put_secret(
+        &server,
+        "slack_url",
+        &format!("http://127.0.0.1:{port}{SLACK_PATH}"),
+    );
+    app.hold("staging", "hold");
+    let id = server.release("alice", "staging", &app.good[0]);
+    server.wait_stage(id, "pre_deploy_hook");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    app.release_hold("staging", "hold");
+    drop(server);
+    assert!(rec.all().is_empty(), "nothing to tell while the run was active");
+
+    let (server, _) = start_logged(&app);
+    let got = rec.until("the interrupted run's message", |r| !r.is_empty());
+    let text = text_of(&got[0].body);
+    assert!(
+        text.contains(&format!("run #{id} was interrupted")) && text.contains("*staging*"),
+        "{text}"
+    );
+    assert_eq!(
+        server.cli_json("x", &["run", &id.to_string()])["state"],
+        "interrupted"
+    );
+}
