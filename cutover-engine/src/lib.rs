@@ -239,6 +239,7 @@ impl Engine {
             }
         }
         self.interrupt_leftover_runs().await?;
+        self.check_notification_secrets().await;
         // No run is active now: a hold a dead control plane left goes, maintenance stays.
         self.sync_gates().await;
         self.interrupt_leftover_job_runs().await?;

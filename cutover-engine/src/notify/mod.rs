@@ -538,6 +538,30 @@ impl Engine {
         }
     }
 
+    /// Warns at start about every secret a receiver names that is not set (the file cannot
+    /// know; a message would otherwise fail only when the first run ends).
+    pub(crate) async fn check_notification_secrets(&self) {
+        let config = self.config();
+        for (i, r) in config.notifications.receivers.iter().enumerate() {
+            let (field, name) = match &r.kind {
+                ReceiverKind::Slack { url_secret, .. } => ("url_secret", url_secret),
+                ReceiverKind::Github { token_secret, .. } | ReceiverKind::Gitlab { token_secret, .. } => {
+                    ("token_secret", token_secret)
+                }
+            };
+            let Ok(key) = ParamKey::parse(&format!("/{}/secrets/{name}", config.app)) else {
+                continue;
+            };
+            if let Ok(None) = self.store().param_get(&key).await {
+                tracing::warn!(
+                    receiver = %format!("{} receiver {i}", r.kind.name()),
+                    "notifications.receivers[{i}].{field} names {key}, which is not set: nothing is sent \
+                     there until an admin sets it with `cutover param put {key} -`"
+                );
+            }
+        }
+    }
+
     pub(crate) fn notifier(&self) -> &Notifier {
         &self.inner.notifier
     }

@@ -465,6 +465,10 @@ fn a_receiver_that_fails_once_gets_the_message_once_and_failures_are_counted() {
         log.contains("/shop/secrets/never_set, which is not set"),
         "the unset secret is named in the log:\n{log}"
     );
+    assert!(
+        log.contains("notifications.receivers[1].url_secret names /shop/secrets/never_set, which is not set"),
+        "the server warns at start:\n{log}"
+    );
     assert!(!log.contains("s3cretSlackPath42"), "{log}");
 }
 
