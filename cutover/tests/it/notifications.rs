@@ -505,3 +505,40 @@ fn a_run_cut_short_by_a_server_crash_is_reported_as_interrupted_by_the_next_serv
         "interrupted"
     );
 }
+
+#[test]
+fn a_receiver_that_never_answers_does_not_hold_a_run() {
+    // Accepts every connection and never answers: each try of each request waits for the
+    // client's own bound, and the first notice is given up only after all its tries.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in server.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(conn);
+        }
+    });
+    let app = App::with_config(&format!(
+        "{APP_CONFIG}notifications:\n  receivers:\n    - kind: github\n      repository: acme/shop\n      \
+         token_secret: gh_token\n      api_url: \"http://127.0.0.1:{port}\"\n"
+    ));
+    let (server, _) = start_logged(&app);
+    put_secret(&server, "gh_token", GH_TOKEN);
+    server.deploy("alice", "staging", &app.good[0]);
+    // The run is over while the receiver still has its first request (the deployment of the
+    // queued notice) open: nothing was given up yet, so the run never waited for a delivery.
+    let port_api: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let (_, _, metrics) = crate::pipeline_support::http_get(port_api, "127.0.0.1", "/metrics").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while accepted.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the receiver was never tried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !metrics.contains("cutover_notifications_total{"),
+        "no delivery had ended (delivered or given up) when the run ended:\n{metrics}"
+    );
+}
