@@ -542,3 +542,19 @@ fn a_receiver_that_never_answers_does_not_hold_a_run() {
         "no delivery had ended (delivered or given up) when the run ended:\n{metrics}"
     );
 }
+
+#[test]
+fn a_reload_that_changes_notifications_is_refused_with_a_pointer_to_a_restart() {
+    let app = App::new();
+    let server = app.start();
+    let file = app.dir.path().join("cutover.yml");
+    std::fs::write(
+        &file,
+        format!("{APP_CONFIG}notifications:\n  receivers:\n    - {{ kind: slack, url_secret: slack_url }}\n"),
+    )
+    .unwrap();
+    crate::support::fails_with(
+        &server.cli("admin", &["config", "reload"]),
+        &["need a restart", "notifications"],
+    );
+}
