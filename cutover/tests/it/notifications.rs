@@ -558,3 +558,42 @@ fn a_reload_that_changes_notifications_is_refused_with_a_pointer_to_a_restart() 
         &["need a restart", "notifications"],
     );
 }
+
+#[test]
+fn a_rollback_is_told_as_one_and_the_events_filter_keeps_the_rest_away() {
+    let (port, rec) = receiver(0);
+    let app = App::with_config(&format!(
+        "{APP_CONFIG}notifications:\n  receivers:\n    \
+         - {{ kind: slack, url_secret: slack_url, events: [rolled_back] }}\n"
+    ));
+    let (server, _) = start_logged(&app);
+    put_secret(
+        &server,
+        "slack_url",
+        &format!("http://127.0.0.1:{port}{SLACK_PATH}"),
+    );
+    server.deploy("alice", "staging", &app.good[0]);
+    server.deploy("alice", "staging", &app.good[1]);
+    let back = server.cli_json("bob", &["rollback", "staging"]);
+    let id = back["id"].as_i64().unwrap();
+    assert_eq!(
+        server.wait_run(id, &["succeeded", "failed"])["state"],
+        "succeeded"
+    );
+    let got = rec.until("the rollback's message", |r| !r.is_empty());
+    let text = text_of(&got[0].body);
+    for needle in [
+        format!(
+            "run #{id} rolled back to `{}` from `{}`",
+            &app.good[0][..7],
+            &app.good[1][..7]
+        ),
+        "release 1".to_owned(),
+        "bob".to_owned(),
+    ] {
+        assert!(text.contains(&needle), "{needle} in {text}");
+    }
+    // The two releases before succeeded, but this receiver asked for rollbacks only (their
+    // messages would have come first: a receiver gets its notices in order).
+    assert_eq!(got.len(), 1, "{got:#?}");
+}
