@@ -27,6 +27,7 @@ mod maintenance;
 pub mod masking;
 mod metrics;
 mod moves;
+mod notify;
 mod params;
 pub mod pipeline;
 mod registry;
@@ -140,6 +141,7 @@ struct Inner {
     deliveries: source_hook::Deliveries,
     scheduler: scheduler::SchedulerShared,
     webhooks: webhooks::Webhooks,
+    notifier: notify::Notifier,
     metrics: metrics::Metrics,
     events: Arc<events::Events>,
     secret_key: SecretKey,
@@ -155,6 +157,13 @@ pub const RUN_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(1
 impl Engine {
     pub fn new(config: Config, store: Arc<dyn Store>, repo: Repo, parts: EngineParts) -> Self {
         let webhooks = webhooks::Webhooks::new(&config.webhooks);
+        let notifier = notify::Notifier::new(
+            &config.notifications,
+            config.app.as_str(),
+            store.clone(),
+            parts.secret_key.clone(),
+            repo.clone(),
+        );
         let events = Arc::new(events::Events::default());
         // Every write goes through the decorator, which raises the dashboard's events.
         let store: Arc<dyn Store> = Arc::new(events::EventStore {
@@ -196,6 +205,7 @@ impl Engine {
                 deliveries: Default::default(),
                 scheduler: scheduler::SchedulerShared::default(),
                 webhooks,
+                notifier,
                 metrics: metrics::Metrics::default(),
                 events,
                 secret_key: parts.secret_key,
@@ -230,6 +240,7 @@ impl Engine {
             }
         }
         self.interrupt_leftover_runs().await?;
+        self.check_notification_secrets().await;
         // No run is active now: a hold a dead control plane left goes, maintenance stays.
         self.sync_gates().await;
         self.interrupt_leftover_job_runs().await?;

@@ -140,6 +140,7 @@ impl Engine {
         let mut reg = Registry::default();
         let m = self.metrics();
         m.register(&mut reg);
+        self.notifier().register(&mut reg);
         let active = self
             .shared()
             .controls

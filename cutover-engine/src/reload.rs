@@ -5,7 +5,7 @@
 //! compared with the running one. Environments may be added or changed; one that leaves the
 //! file is refused while it runs anything (instances, a run), unless the caller asks to tear it
 //! down (`--tear-down ENV`). What was wired into processes at start — `app`, `repo`, `router`,
-//! `run_as`, `webhooks`, fixed `ports`, a runtime no environment used at start, an environment
+//! `run_as`, `webhooks`, `notifications`, fixed `ports`, a runtime no environment used at start, an environment
 //! moving to another runtime while it runs — is refused with a pointer to a restart, which since
 //! the data plane split costs no request. A refused reload changes nothing; an accepted one is
 //! swapped atomically (the topology every lookup reads), audited, and new environments get their
@@ -163,6 +163,9 @@ impl Engine {
         }
         if json_of(&old.webhooks) != json_of(&new.webhooks) {
             restart.push("webhooks".to_owned());
+        }
+        if json_of(&old.notifications) != json_of(&new.notifications) {
+            restart.push("notifications".to_owned());
         }
         for (env, cfg) in &new.environments {
             let before = old.environments.get(env);

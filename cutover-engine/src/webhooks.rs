@@ -23,6 +23,9 @@
 //! scheme was rejected for that reason; Cutover's own push webhook accepts the
 //! same form).
 //!
+//! Run events are also handed to `notify` (`notifications:`: Slack, GitHub, GitLab), which keeps
+//! its own receivers, queues and message shapes; this module only dispatches to it.
+//!
 //! Body: `{"event": "run.queued" | "run.started" | "run.finished" |
 //! "stage.finished", "delivery" (the X-Cutover-Delivery id), "app", "env", "at_ms", "run": {id, kind, state, version,
 //! requested_by, error, failed_stage}, "stage": {stage, title, status, note}}`.
@@ -301,9 +304,15 @@ impl Engine {
         }
     }
 
-    /// `run.queued`, `run.started` or `run.finished`.
+    /// `run.queued`, `run.started` or `run.finished`; also to `notifications:` receivers.
     pub(crate) fn notify_run(&self, event: &str, run: &RunRecord) {
         self.send(WebhookEvent::Run, event, run, None);
+        let trigger = match event {
+            "run.queued" => crate::notify::Trigger::Queued,
+            "run.started" => crate::notify::Trigger::Started,
+            _ => crate::notify::Trigger::Finished,
+        };
+        self.notify_people(trigger, run);
     }
 
     /// `stage.finished`, with the stage's outcome.

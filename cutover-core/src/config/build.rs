@@ -134,6 +134,16 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         Some(n) => webhooks(ctx, n),
     };
 
+    let notifications = match top.get("notifications") {
+        None => Some(Default::default()),
+        Some(n) => super::notifications::notifications(
+            ctx,
+            n,
+            top.key_location("notifications"),
+            environments.as_ref(),
+        ),
+    };
+
     let source = match top.get("source") {
         None => Some(SourceSettings::default()),
         Some(n) => source(ctx, n, top.key_location("source")),
@@ -154,6 +164,7 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Config> {
         registry: registry?,
         run_as: run_as?,
         source: source?,
+        notifications: notifications?,
     })
 }
 

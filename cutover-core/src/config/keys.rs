@@ -18,6 +18,7 @@ pub(crate) const TOP: &[&str] = &[
     "webhooks",
     "run_as",
     "source",
+    "notifications",
 ];
 
 pub(crate) const SERVICE: &[&str] = &[
@@ -68,6 +69,20 @@ pub(crate) const SOURCE: &[&str] = &[
 
 pub(crate) const WEBHOOK: &[&str] = &["url", "events", "ca_file", "secret_env"];
 
+pub(crate) const NOTIFICATIONS: &[&str] = &["public_url", "receivers"];
+
+/// Every kind's keys in one list; `notifications.rs` refuses a key of another kind by name.
+pub(crate) const RECEIVER: &[&str] = &[
+    "kind",
+    "environments",
+    "url_secret",
+    "events",
+    "repository",
+    "project",
+    "token_secret",
+    "api_url",
+];
+
 pub(crate) const RABBITMQ: &[&str] = &["url", "admin_user", "admin_password_secret", "vhosts"];
 
 pub(crate) const VHOST: &[&str] = &["name", "users"];
@@ -116,6 +131,8 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("registry", REGISTRY),
     ("source", SOURCE),
     ("webhooks[]", WEBHOOK),
+    ("notifications", NOTIFICATIONS),
+    ("notifications.receivers[]", RECEIVER),
     ("rabbitmq", RABBITMQ),
     ("rabbitmq.vhosts[]", VHOST),
     ("rabbitmq.vhosts[].users[]", RABBIT_USER),

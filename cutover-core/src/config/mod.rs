@@ -20,6 +20,7 @@ mod extract;
 mod hosts;
 pub mod keys;
 mod node;
+mod notifications;
 mod router;
 mod schema;
 mod services;
@@ -30,6 +31,10 @@ use std::path::{Path, PathBuf};
 
 pub use cron::CronSchedule;
 pub use error::{ConfigError, ConfigErrors};
+pub use notifications::{
+    DEFAULT_GITHUB_API, DEFAULT_GITLAB_API, Notifications, NotifyEvent, Receiver, ReceiverKind,
+    check_api_url, is_loopback_host,
+};
 pub use router::{DEFAULT_ACCESS_LOG_KEEP, DEFAULT_ACCESS_LOG_MAX_SIZE};
 pub use schema::json_schema;
 pub use types::*;
@@ -88,6 +93,7 @@ pub const PLATFORM_KEYS: &[&str] = &[
     "webhooks",
     "run_as",
     "source",
+    "notifications",
 ];
 
 /// The configuration a run at one commit deploys: the platform part (`PLATFORM_KEYS`) of the

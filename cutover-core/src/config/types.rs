@@ -41,6 +41,8 @@ pub struct Config {
     pub run_as: Option<String>,
     /// How a remote `repo:` is fetched (credentials, timeout); defaults when absent.
     pub source: SourceSettings,
+    /// Messages people read and the git host's deployment records; none when absent.
+    pub notifications: super::Notifications,
 }
 
 /// `source:`: how Cutover fetches a remote `repo:` into its own mirror.

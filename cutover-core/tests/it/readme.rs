@@ -84,6 +84,8 @@ fn every_key_the_parser_accepts_has_a_row() {
         ),
         format!("{base}hooks: {{ {z}: 1 }}\n"),
         format!("{base}scheduler: {{ {z}: 1 }}\n"),
+        format!("{base}notifications: {{ {z}: 1 }}\n"),
+        format!("{base}notifications: {{ receivers: [{{ kind: slack, {z}: 1 }}] }}\n"),
         format!("{base}scheduler: {{ jobs: {{ j: {{ schedule: \"* * * * *\", run: x, {z}: 1 }} }} }}\n"),
         format!("{base}router: {{ {z}: 1 }}\n"),
         format!("{base}router: {{ access_log: {{ stdout: true, {z}: 1 }} }}\n"),

@@ -432,9 +432,12 @@ impl Engine {
                 )),
                 ..RunUpdate::default()
             };
-            self.store()
+            let ended = self
+                .store()
                 .run_transition(run.id, &[run.state], RunState::Interrupted, update)
                 .await?;
+            // People heard it start; they hear it ended (the generic webhooks never did).
+            self.notify_people(crate::notify::Trigger::Finished, &ended);
             tracing::warn!(
                 run = run.id,
                 stage = stage.slug(),

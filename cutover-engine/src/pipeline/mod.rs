@@ -165,6 +165,7 @@ impl Engine {
         for id in &superseded {
             self.shared().logs.end(*id);
         }
+        self.notify_superseded(&superseded).await;
         self.notify_run("run.queued", &run);
         self.shared().wakeup(env).notify_one();
         Ok(run)

@@ -232,7 +232,8 @@ async fn approval(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
     }
     let timeout = env_cfg.approval_timeout;
     let id = ctx.run.id;
-    ctx.engine
+    let waiting = ctx
+        .engine
         .store()
         .run_transition(
             id,
@@ -241,6 +242,8 @@ async fn approval(ctx: &mut RunCtx, log: &StageLog) -> StageResult {
             RunUpdate::default(),
         )
         .await?;
+    ctx.engine
+        .notify_people(crate::notify::Trigger::AwaitingApproval, &waiting);
     let version = ctx.version()?.clone();
     log.line(format!(
         "waiting for approval of version {version} (requested by {}, chosen by {}; neither may approve it on a \

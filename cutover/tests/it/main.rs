@@ -34,6 +34,7 @@ mod leaks;
 mod lifecycle;
 mod many_instances;
 mod migration_hold;
+mod notifications;
 mod openapi;
 mod pipeline;
 mod pipeline_more;

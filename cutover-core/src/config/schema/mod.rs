@@ -15,6 +15,7 @@ use super::environments::{
     DEFAULT_PROD_LIKE_TTL, MIGRATIONS, ON_HOLD_TIMEOUT, RUNTIMES, STRATEGIES, TIERS,
 };
 use super::keys;
+use super::notifications::{NOTIFY_EVENTS, RECEIVER_KINDS};
 use super::services::DEFAULT_HEALTH_TIMEOUT;
 use super::values::format_duration;
 
@@ -387,6 +388,74 @@ fn access_log() -> Value {
     )
 }
 
+fn notifications() -> Value {
+    let receiver = object(
+        &["kind"],
+        "One receiver: a Slack-compatible incoming webhook, GitHub (deployments and commit \
+         statuses) or GitLab (commit statuses).",
+        props(vec![
+            (
+                "kind",
+                choice(RECEIVER_KINDS, "What receives the messages.", None),
+            ),
+            (
+                "environments",
+                json!({
+                    "type": "array",
+                    "items": { "type": "string", "pattern": NAME_PATTERN },
+                    "description": "Only runs of these environments (default: every one).",
+                }),
+            ),
+            (
+                "url_secret",
+                string("slack: the secret /<app>/secrets/<name> holding the incoming webhook's URL."),
+            ),
+            (
+                "events",
+                json!({
+                    "type": "array",
+                    "items": choice(NOTIFY_EVENTS, "An event.", None),
+                    "default": NOTIFY_EVENTS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                    "description": "slack: which runs to tell about.",
+                }),
+            ),
+            ("repository", string("github: the repository as owner/name.")),
+            (
+                "project",
+                string("gitlab: the project's numeric id or group/name path."),
+            ),
+            (
+                "token_secret",
+                string("github, gitlab: the secret /<app>/secrets/<name> holding the API token."),
+            ),
+            (
+                "api_url",
+                described(
+                    json!({ "type": "string", "pattern": "^https?://\\S+$" }),
+                    "github, gitlab: the API's base URL (GitHub Enterprise: https://host/api/v3).",
+                ),
+            ),
+        ]),
+    );
+    object(
+        &[],
+        "Messages people read and the git host's deployment records.",
+        props(vec![
+            (
+                "public_url",
+                described(
+                    json!({ "type": "string", "pattern": "^https?://[^?#\\s]+$" }),
+                    "The server's address as people open it; messages link to its runs.",
+                ),
+            ),
+            (
+                "receivers",
+                json!({ "type": "array", "items": receiver, "description": "Where messages go." }),
+            ),
+        ]),
+    )
+}
+
 fn webhook() -> Value {
     object(
         &["url"],
@@ -681,6 +750,7 @@ pub fn json_schema() -> Value {
                 "webhooks",
                 json!({ "type": "array", "items": webhook(), "description": "Receivers of run and stage events." }),
             ),
+            ("notifications", notifications()),
             (
                 "source",
                 object(
