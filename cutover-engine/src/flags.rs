@@ -144,16 +144,58 @@ impl Engine {
         let env = self.env_name(env)?;
         check_flag_name(name)?;
         check_flag_value(name, value)?;
-        let key = ParamKey::parse(&format!("{}/{name}", self.flags_prefix(&env)))?;
+        let flag = self.put_flag(&env, name, value, actor, None).await?;
+        self.publish_flags(&env).await?;
+        Ok(flag)
+    }
+
+    /// Copies every flag of `from` onto `to` (a promote's `flags`), each audited as `flag.set`
+    /// with `reason`; flags only `to` has stay, flags that already agree are not written again.
+    /// Returns the names written.
+    pub(crate) async fn copy_flags(
+        &self,
+        from: &EnvName,
+        to: &EnvName,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let have: BTreeMap<String, String> = self
+            .flags_of(to)
+            .await?
+            .into_iter()
+            .map(|f| (f.name, f.value))
+            .collect();
+        let mut written = Vec::new();
+        for f in self.flags_of(from).await? {
+            if have.get(&f.name) == Some(&f.value) {
+                continue;
+            }
+            self.put_flag(to, &f.name, &f.value, actor, Some(reason)).await?;
+            written.push(f.name);
+        }
+        if !written.is_empty() {
+            self.publish_flags(to).await?;
+        }
+        Ok(written)
+    }
+
+    /// Writes one checked flag and audits it (`reason` when it is part of something larger).
+    async fn put_flag(
+        &self,
+        env: &EnvName,
+        name: &str,
+        value: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+    ) -> Result<Flag, EngineError> {
+        let key = ParamKey::parse(&format!("{}/{name}", self.flags_prefix(env)))?;
         let written = self.store().param_put(&key, value, actor.as_str(), None).await?;
-        self.audit(
-            actor,
-            "flag.set",
-            key.as_str(),
-            json!({ "env": env.as_str(), "flag": name, "value": value, "version": written.version }),
-        )
-        .await;
-        self.write_flags_file(&env).await?;
+        let mut detail =
+            json!({ "env": env.as_str(), "flag": name, "value": value, "version": written.version });
+        if let Some(reason) = reason {
+            detail["reason"] = json!(reason);
+        }
+        self.audit(actor, "flag.set", key.as_str(), detail).await;
         Ok(Flag {
             name: name.to_owned(),
             value: written.value,
@@ -161,6 +203,31 @@ impl Engine {
             updated_by: written.actor,
             updated_at_ms: written.at_ms,
         })
+    }
+
+    /// After a change: `env`'s flags file, then the router's `Cutover-Flags` header. The
+    /// header failing (a data plane being replaced) is logged, not returned: the flag is stored
+    /// and in the file, and the next data plane gets every environment's flags pushed again.
+    async fn publish_flags(&self, env: &EnvName) -> Result<(), EngineError> {
+        self.write_flags_file(env).await?;
+        if let Err(e) = self.push_flags(env).await {
+            tracing::warn!(env = %env, error = %e, "the router's flags header lags until the data plane is back");
+        }
+        Ok(())
+    }
+
+    /// Sets `env`'s flags in the data plane (the `Cutover-Flags` request header), from the store.
+    pub(crate) async fn push_flags(&self, env: &EnvName) -> Result<(), EngineError> {
+        let flags: BTreeMap<String, bool> = self
+            .flags_of(env)
+            .await?
+            .into_iter()
+            .map(|f| (f.name, f.value == "on"))
+            .collect();
+        self.data_plane()
+            .set_flags(self.config().app.as_str(), env.as_str(), flags)
+            .await
+            .map_err(EngineError::Internal)
     }
 
     /// Writes `env`'s flags file from the store, atomically (temporary file, then rename).
@@ -204,12 +271,16 @@ impl Engine {
         file
     }
 
-    /// At start: every environment's flags file, so instances see the stored flags.
+    /// At start: every environment's flags file and header, so instances (adopted ones too)
+    /// see the stored flags.
     pub(crate) async fn write_all_flags_files(&self) {
         let envs: Vec<EnvName> = self.config().environments.keys().cloned().collect();
         for env in envs {
             if let Err(e) = self.write_flags_file(&env).await {
                 tracing::error!(env = %env, error = %e, "cannot write the flags file");
+            }
+            if let Err(e) = self.push_flags(&env).await {
+                tracing::error!(env = %env, error = %e, "cannot set the flags header in the data plane");
             }
         }
     }

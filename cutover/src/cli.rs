@@ -236,10 +236,15 @@ pub enum Command {
 
     /// Deploy what one environment runs to another (sets its desired_version, starts a run).
     #[command(after_help = "Examples:\n  cutover promote staging prod\n  \
-                            cutover promote staging prod --wait --timeout 1h   # exit 5 while it waits for approval")]
+                            cutover promote staging prod --wait --timeout 1h   # exit 5 while it waits for approval\n  \
+                            cutover promote staging prod --flags   # staging's feature flags too")]
     Promote {
         from: String,
         to: String,
+        /// Also copy every feature flag of FROM onto TO (audited as flag.set with the promote as
+        /// reason; flags only TO has stay). Onto a production tier this needs the approver role.
+        #[arg(long)]
+        flags: bool,
         /// Admins only: deploy although the version has not succeeded on the environments this one
         /// `requires:` (cutover.yml); the reason is recorded on the run and in the audit log.
         #[arg(long, value_name = "REASON")]
