@@ -279,10 +279,14 @@ function envActions(env, e, st, sched, others) {
     async () => open(await write(`/environments/${enc}/rollback`, {}))));
   if (others.length && e.last_deployed_version) {
     const target = el('select', { id: 'promote-to', 'aria-label': 'Promote to' }, ...others.map((o) => el('option', { value: o }, o)));
+    const withFlags = el('input', { id: 'promote-flags', type: 'checkbox' });
     parts.push(el('span', { class: 'action' }, el('label', { for: 'promote-to' }, `Promote ${short(e.last_deployed_version)} to`), target,
+      el('label', { for: 'promote-flags' }, withFlags, ' with its feature flags'),
       actionButton('Promote', { 'data-action': 'promote' }, null, async () => {
-        if (!confirmed(`Release ${short(e.last_deployed_version)} (deployed in ${env}) to ${target.value}?`)) return;
-        open(await write('/promotions', { from: env, to: target.value }));
+        const flags = withFlags.checked;
+        if (!confirmed(`Release ${short(e.last_deployed_version)} (deployed in ${env}) to ${target.value}${
+          flags ? `, and copy every feature flag of ${env} onto ${target.value}` : ''}?`)) return;
+        open(await write('/promotions', { from: env, to: target.value, flags }));
       })));
   }
   if (sched) {

@@ -1,7 +1,8 @@
 //! The environment page's feature flags in real Chromium (`cdp.rs`): shown with who changed
 //! them and when, toggled from the page (confirmed on production; the API and the instances'
 //! flags file follow), a change made with the CLI shown without a reload through the event
-//! stream, and a viewer token's toggle refused with the API's own words.
+//! stream, a promote that carries the flags, and a viewer token's toggle refused with the API's
+//! own words.
 
 use serde_json::Value;
 
@@ -81,6 +82,28 @@ fn flags_are_shown_toggled_and_followed_live_on_the_environment_page_in_chromium
         true,
         "the updates came through the event stream, into the same page"
     );
+
+    // Promote with its flags: the page asks, names the flags, and the target gets them.
+    server.deploy("alice", "staging", &app.good[0][..12]);
+    server.cli_json("alice", &["flag", "set", "staging", "carried", "on"]);
+    browser.eval(&tab, "location.hash = '#/env/staging'; true");
+    browser.wait_for(&tab, "document.getElementById('promote-flags')");
+    browser.eval(
+        &tab,
+        "document.getElementById('promote-to').value = 'dev'; document.getElementById('promote-flags').checked = true; \
+         document.querySelector('[data-action=promote]').click(); true",
+    );
+    browser.wait_for(&tab, "location.hash.startsWith('#/run/')");
+    assert!(
+        browser
+            .dialogs
+            .last()
+            .unwrap()
+            .contains("copy every feature flag of staging onto dev"),
+        "{:?}",
+        browser.dialogs
+    );
+    assert_eq!(flags_file(&app, "dev")["flags"]["carried"], true);
 
     // A viewer sees the flags; a toggle is refused with the API's words, and nothing changes.
     let viewer = mint(&server, "vera", &["--role", "viewer"]);
