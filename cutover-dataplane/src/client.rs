@@ -162,7 +162,7 @@ impl Client {
         &self,
         app: &str,
         env: &str,
-        flags: std::collections::BTreeMap<String, bool>,
+        flags: std::collections::BTreeMap<String, String>,
     ) -> Result<(), Error> {
         let op = Op::SetFlags {
             app: app.to_owned(),

@@ -73,8 +73,8 @@ impl GateRecord {
 pub struct FlagsRecord {
     pub app: String,
     pub env: String,
-    /// Name → on.
-    pub flags: std::collections::BTreeMap<String, bool>,
+    /// Name → `on`, `off` or a percentage (`25%`).
+    pub flags: std::collections::BTreeMap<String, String>,
 }
 
 /// Every environment's flags of `router`.
@@ -137,7 +137,7 @@ mod tests {
     #[test]
     fn flags_round_trip_through_records() {
         let router = Router::new(RouterConfig::default());
-        let flags = std::collections::BTreeMap::from([("beta".to_owned(), true)]);
+        let flags = std::collections::BTreeMap::from([("beta".to_owned(), "25%".to_owned())]);
         router.set_flags("shop", "prod", flags.clone()).unwrap();
         let json = serde_json::to_string(&flag_records(&router)).unwrap();
         let back: Vec<FlagsRecord> = serde_json::from_str(&json).unwrap();

@@ -70,7 +70,7 @@ pub(crate) enum Op {
     SetFlags {
         app: String,
         env: String,
-        flags: std::collections::BTreeMap<String, bool>,
+        flags: std::collections::BTreeMap<String, String>,
     },
     /// Every environment's flags.
     Flags,

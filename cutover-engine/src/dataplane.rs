@@ -185,7 +185,7 @@ impl DataPlane {
         &self,
         app: &str,
         env: &str,
-        flags: std::collections::BTreeMap<String, bool>,
+        flags: std::collections::BTreeMap<String, String>,
     ) -> Result<(), String> {
         match self {
             Self::Embedded(r) => r.set_flags(app, env, flags).map_err(|e| e.to_string()),

@@ -76,15 +76,51 @@ pub fn check_flag_name(name: &str) -> Result<(), NameError> {
     }
 }
 
-/// Checks a flag value: exactly `on` or `off`.
-fn check_flag_value(name: &str, value: &str) -> Result<bool, EngineError> {
-    match value {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        other => Err(EngineError::Refused(format!(
-            "flag {name}: value {other:?} is not valid; use exactly \"on\" or \"off\""
+/// What a flag's stored value means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagValue {
+    On,
+    Off,
+    /// On for the users whose [`flag_bucket`] is below this (0 to 100).
+    Percent(u8),
+}
+
+impl FlagValue {
+    /// `on` for everyone (a percentage counts as off for an app that does not look at
+    /// percentages: the cautious reading).
+    fn on(self) -> bool {
+        self == FlagValue::On
+    }
+}
+
+/// Checks a flag value: exactly `on`, `off`, or a whole percentage `0%` to `100%`.
+fn check_flag_value(name: &str, value: &str) -> Result<FlagValue, EngineError> {
+    let percent = value
+        .strip_suffix('%')
+        .filter(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u8>().ok())
+        .filter(|n| *n <= 100);
+    match (value, percent) {
+        ("on", _) => Ok(FlagValue::On),
+        ("off", _) => Ok(FlagValue::Off),
+        (_, Some(n)) => Ok(FlagValue::Percent(n)),
+        (other, None) => Err(EngineError::Refused(format!(
+            "flag {name}: value {other:?} is not valid; use exactly \"on\" or \"off\", or a share of users \
+             from \"0%\" to \"100%\" (whole numbers, e.g. \"25%\")"
         ))),
     }
+}
+
+/// The bucket (0 to 99) of `user` for flag `flag`: the first four bytes of
+/// SHA-256(`<flag>:<user>`) as a big-endian unsigned integer, modulo 100. A percentage flag of
+/// `P%` is on for a user whose bucket is below `P`: the same user always gets the same answer,
+/// raising the percentage only adds users, and each flag splits users differently. Apps compute
+/// it themselves (README, "Feature flags"); this is the reference.
+pub fn flag_bucket(flag: &str, user: &str) -> u8 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{flag}:{user}").as_bytes());
+    let first = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    u8::try_from(first % 100).unwrap_or(0)
 }
 
 impl Engine {
@@ -218,11 +254,11 @@ impl Engine {
 
     /// Sets `env`'s flags in the data plane (the `Cutover-Flags` request header), from the store.
     pub(crate) async fn push_flags(&self, env: &EnvName) -> Result<(), EngineError> {
-        let flags: BTreeMap<String, bool> = self
+        let flags: BTreeMap<String, String> = self
             .flags_of(env)
             .await?
             .into_iter()
-            .map(|f| (f.name, f.value == "on"))
+            .map(|f| (f.name, f.value))
             .collect();
         self.data_plane()
             .set_flags(self.config().app.as_str(), env.as_str(), flags)
@@ -236,13 +272,18 @@ impl Engine {
         // older read as the file (the later rename would win with a set missing one flag).
         static WRITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _one_at_a_time = WRITING.lock().await;
-        let flags: BTreeMap<String, bool> = self
-            .flags_of(env)
-            .await?
-            .into_iter()
-            .map(|f| (f.name, f.value == "on"))
-            .collect();
-        let body = json!({ "flags": flags, "updated_at_ms": crate::now_ms() }).to_string();
+        let mut flags: BTreeMap<String, bool> = BTreeMap::new();
+        let mut percent: BTreeMap<String, u8> = BTreeMap::new();
+        for f in self.flags_of(env).await? {
+            // A stored value was checked when it was written; anything else reads as off.
+            let value = check_flag_value(&f.name, &f.value).unwrap_or(FlagValue::Off);
+            if let FlagValue::Percent(n) = value {
+                percent.insert(f.name.clone(), n);
+            }
+            flags.insert(f.name, value.on());
+        }
+        let body =
+            json!({ "flags": flags, "percent": percent, "updated_at_ms": crate::now_ms() }).to_string();
         let file = self.flags_file(env);
         // One temporary file per write: two changes at once must not share one.
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -317,11 +358,34 @@ mod tests {
                 .to_string()
                 .contains("too long")
         );
-        assert!(check_flag_value("x", "on").unwrap());
-        assert!(!check_flag_value("x", "off").unwrap());
-        for bad in ["On", "true", "1", "", " on"] {
+        assert_eq!(check_flag_value("x", "on").unwrap(), FlagValue::On);
+        assert_eq!(check_flag_value("x", "off").unwrap(), FlagValue::Off);
+        assert_eq!(check_flag_value("x", "25%").unwrap(), FlagValue::Percent(25));
+        assert_eq!(check_flag_value("x", "0%").unwrap(), FlagValue::Percent(0));
+        assert_eq!(check_flag_value("x", "100%").unwrap(), FlagValue::Percent(100));
+        for bad in [
+            "On", "true", "1", "", " on", "101%", "%", "25", "2.5%", "-1%", "+5%", "0100%", "25 %", "256%",
+        ] {
             let e = check_flag_value("x", bad).unwrap_err().to_string();
-            assert!(e.contains("\"on\" or \"off\""), "{bad}: {e}");
+            assert!(
+                e.contains("\"on\" or \"off\"") && e.contains("\"25%\""),
+                "{bad}: {e}"
+            );
         }
+    }
+
+    #[test]
+    fn buckets_are_the_documented_hash_and_split_users_per_flag() {
+        // Computed independently: Python's
+        // int.from_bytes(hashlib.sha256(f"{flag}:{user}".encode()).digest()[:4], "big") % 100
+        assert_eq!(flag_bucket("beta", "alice"), 54);
+        assert_eq!(flag_bucket("beta", "bob"), 21);
+        assert_eq!(flag_bucket("new_checkout", "42"), 69);
+        assert_eq!(flag_bucket("beta", ""), 39);
+        // Roughly the share asked for over many users.
+        let on = (0..10_000)
+            .filter(|u| flag_bucket("beta", &u.to_string()) < 25)
+            .count();
+        assert!((2_200..2_800).contains(&on), "{on}");
     }
 }

@@ -1,5 +1,6 @@
 //! Feature flags as a request header: every request the router forwards to an instance of an
-//! environment that has flags carries `Cutover-Flags: <name>=on, <name>=off, ...` (names sorted),
+//! environment that has flags carries `Cutover-Flags: <name>=on, <name>=off, <name>=25%, ...`
+//! (names sorted; a percentage is decided by the app per user, see the engine's `flag_bucket`),
 //! so an application reads its flags per request without reading a file. The control plane sets
 //! an environment's whole set with [`crate::Router::set_flags`] on every change; the header value
 //! is built once there, not per request.
@@ -28,16 +29,18 @@ const MAX_NAME: usize = 63;
 /// An environment's flags that cannot be put in a header.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "flag name {name:?} cannot be sent in the Cutover-Flags header: use 1 to {MAX_NAME} of a-z, 0-9, '_' or '-'"
+    "flag {name:?} = {value:?} cannot be sent in the Cutover-Flags header: a name is 1 to {MAX_NAME} of a-z, 0-9, '_' or '-', \
+     a value is on, off or a percentage from 0% to 100%"
 )]
 pub struct FlagsError {
     pub name: String,
+    pub value: String,
 }
 
 type EnvKey = (String, String);
 
 struct EnvFlags {
-    flags: BTreeMap<String, bool>,
+    flags: BTreeMap<String, String>,
     header: HeaderValue,
 }
 
@@ -61,34 +64,52 @@ impl FlagHeaders {
     }
 }
 
-/// `a=on, b=off`, or the first name that cannot be sent.
-fn header_value(flags: &BTreeMap<String, bool>) -> Result<HeaderValue, FlagsError> {
+/// Whether `value` is `on`, `off` or `0%` to `100%`.
+fn valid_value(value: &str) -> bool {
+    if value == "on" || value == "off" {
+        return true;
+    }
+    value
+        .strip_suffix('%')
+        .filter(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u8>().ok())
+        .is_some_and(|n| n <= 100)
+}
+
+/// `a=on, b=off, c=25%`, or the first flag that cannot be sent.
+fn header_value(flags: &BTreeMap<String, String>) -> Result<HeaderValue, FlagsError> {
     let mut text = String::new();
-    for (name, on) in flags {
+    for (name, value) in flags {
         let valid = !name.is_empty()
             && name.len() <= MAX_NAME
             && name
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            && valid_value(value);
         if !valid {
-            return Err(FlagsError { name: name.clone() });
+            return Err(FlagsError {
+                name: name.clone(),
+                value: value.clone(),
+            });
         }
         if !text.is_empty() {
             text.push_str(", ");
         }
         text.push_str(name);
-        text.push_str(if *on { "=on" } else { "=off" });
+        text.push('=');
+        text.push_str(value);
     }
     // Only the characters checked above: always a valid header value.
     HeaderValue::from_str(&text).map_err(|_| FlagsError {
-        name: flags.keys().next().cloned().unwrap_or_default(),
+        name: String::new(),
+        value: text.clone(),
     })
 }
 
 impl crate::Router {
     /// Replaces the flags of an environment (`app`, `env` as in its route keys): requests
     /// forwarded from now on carry them in `Cutover-Flags`. An empty set removes the header.
-    pub fn set_flags(&self, app: &str, env: &str, flags: BTreeMap<String, bool>) -> Result<(), FlagsError> {
+    pub fn set_flags(&self, app: &str, env: &str, flags: BTreeMap<String, String>) -> Result<(), FlagsError> {
         let key = (app.to_ascii_lowercase(), env.to_ascii_lowercase());
         let entry = if flags.is_empty() {
             None
@@ -108,7 +129,7 @@ impl crate::Router {
     }
 
     /// Every environment's flags: `(app, env, flags)`, sorted.
-    pub fn flags(&self) -> Vec<(String, String, BTreeMap<String, bool>)> {
+    pub fn flags(&self) -> Vec<(String, String, BTreeMap<String, String>)> {
         let mut out: Vec<_> = self
             .inner
             .flags
@@ -132,11 +153,15 @@ mod tests {
         let router = Router::new(RouterConfig::default());
         let key = RouteKey::new("shop", "prod", "web").unwrap();
         assert!(router.inner.flags.header_for(&key).is_none());
-        let flags = BTreeMap::from([("new_checkout".to_owned(), false), ("dark-mode".to_owned(), true)]);
+        let flags = BTreeMap::from([
+            ("new_checkout".to_owned(), "off".to_owned()),
+            ("dark-mode".to_owned(), "on".to_owned()),
+            ("beta".to_owned(), "25%".to_owned()),
+        ]);
         router.set_flags("Shop", "PROD", flags.clone()).unwrap();
         assert_eq!(
             router.inner.flags.header_for(&key).unwrap(),
-            "dark-mode=on, new_checkout=off"
+            "beta=25%, dark-mode=on, new_checkout=off"
         );
         assert!(
             router
@@ -148,9 +173,19 @@ mod tests {
         assert_eq!(router.flags(), vec![("shop".into(), "prod".into(), flags)]);
         for bad in ["", "a b", "x\r\ny", "A", "a,b", "a=b", &"a".repeat(64)] {
             let e = router
-                .set_flags("shop", "prod", BTreeMap::from([(bad.to_owned(), true)]))
+                .set_flags(
+                    "shop",
+                    "prod",
+                    BTreeMap::from([(bad.to_owned(), "on".to_owned())]),
+                )
                 .unwrap_err();
             assert!(e.to_string().contains("a-z, 0-9"), "{bad:?}: {e}");
+        }
+        for bad in ["", "yes", "101%", "%", "5", "1\r\nx: y", "on, evil=on"] {
+            let e = router
+                .set_flags("shop", "prod", BTreeMap::from([("a".to_owned(), bad.to_owned())]))
+                .unwrap_err();
+            assert!(e.to_string().contains("0% to 100%"), "{bad:?}: {e}");
         }
         // A refused set leaves the previous one.
         assert!(router.inner.flags.header_for(&key).is_some());

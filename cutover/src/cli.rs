@@ -416,16 +416,17 @@ pub struct ScaleArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum FlagCommand {
-    /// Turn a flag on or off (deployer on the environment); audited as flag.set.
+    /// Turn a flag on or off, or on for a share of users (deployer on the environment); audited as flag.set.
     #[command(
-        after_help = "Examples:\n  cutover flag set dev new_checkout on\n  cutover flag set prod new_checkout off"
+        after_help = "Examples:\n  cutover flag set dev new_checkout on\n  cutover flag set prod new_checkout off\n  \
+                      cutover flag set prod new_checkout 25%   # on for the users whose bucket is below 25 (README)"
     )]
     Set {
         /// Environment name, e.g. dev.
         env: String,
         /// Flag name: a lowercase letter, then lowercase letters, digits, '_' or '-' (at most 63).
         name: String,
-        /// `on` or `off`.
+        /// `on`, `off`, or a whole percentage `0%`..`100%` (the app decides per user: README).
         value: String,
     },
     /// The flags of an environment, by name.

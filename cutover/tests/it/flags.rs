@@ -239,6 +239,15 @@ fn promote_carries_flags_only_when_asked_and_onto_production_only_for_an_approve
         flags_file(&app, "dev")["flags"],
         serde_json::json!({ "new_checkout": true, "beta": false })
     );
+
+    // The promotes' runs are not this test's subject: cancel what still waits.
+    for run in server.cli_json("x", &["runs"]).as_array().unwrap() {
+        if ["queued", "awaiting_approval", "running"].contains(&run["state"].as_str().unwrap()) {
+            let id = run["id"].as_i64().unwrap();
+            server.cli("alice", &["cancel", &id.to_string()]);
+            server.wait_run(id, &["cancelled", "succeeded", "failed", "superseded"]);
+        }
+    }
 }
 
 const ECHO_PY: &str = r#"
@@ -378,6 +387,26 @@ fn the_router_sends_flags_in_a_header_that_clients_cannot_forge_and_a_toggle_rea
     assert_eq!(echo(port, "dev", forged).unwrap().1, "beta=on, new_checkout=off");
     assert_eq!(echo(port, "other", forged).unwrap().1, "-");
 
+    // A share of users: the header says it, the file keeps the flag off for apps that do not
+    // look at percentages and gives the share beside it.
+    let set = server.cli_json("alice", &["flag", "set", "dev", "new_checkout", "25%"]);
+    assert_eq!(set["value"], "25%");
+    assert_eq!(echo(port, "dev", forged).unwrap().1, "beta=on, new_checkout=25%");
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/envs/dev/flags.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        file["flags"],
+        serde_json::json!({ "beta": true, "new_checkout": false })
+    );
+    assert_eq!(file["percent"], serde_json::json!({ "new_checkout": 25 }));
+    for bad in ["101%", "2.5%", "25", "%"] {
+        fails_with(
+            &server.cli("alice", &["flag", "set", "dev", "new_checkout", bad]),
+            &[&format!("{bad:?}"), "\"25%\""],
+        );
+    }
+
     // Persisted with the routes (routes.json), as gates are: a restarted data plane keeps them.
     let routes: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("data/dataplane/routes.json")).unwrap(),
@@ -385,7 +414,7 @@ fn the_router_sends_flags_in_a_header_that_clients_cannot_forge_and_a_toggle_rea
     .unwrap();
     assert_eq!(
         routes["flags"],
-        serde_json::json!([{ "app": "shop", "env": "dev", "flags": { "beta": true, "new_checkout": false } }]),
+        serde_json::json!([{ "app": "shop", "env": "dev", "flags": { "beta": "on", "new_checkout": "25%" } }]),
         "{routes:#}"
     );
 }
