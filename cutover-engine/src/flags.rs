@@ -1,15 +1,27 @@
-//! Feature flags per environment: named on/off switches that running instances read from a
-//! file, so turning one changes behaviour without a restart or a deploy.
+//! Feature flags per environment: named switches that running instances read from a file and
+//! from a request header, so turning one changes behaviour without a restart or a deploy.
 //!
-//! A flag is `/<app>-<env>/flags/<NAME>` in the parameter store (`on` or `off`; history and
-//! compare-and-set for free), written by [`Engine::flag_set`] only: `param put` refuses those
-//! keys, as it refuses the replica counts of scale changes. Every instance gets
-//! `CUTOVER_FLAGS_FILE=<env dir>/flags.json` (the environment directory is shared with
-//! containers at the same path); the engine rewrites that file atomically (a temporary file
-//! renamed over it) on every change and at start, as
-//! `{"flags": {"NAME": true, ...}, "updated_at_ms": ...}`. Rejected: environment variables
-//! (they need a restart) and an HTTP endpoint polled by apps (every app would need a token).
-//! Not done: percentages or user lists, and `promote` does not carry flags.
+//! A flag is `/<app>-<env>/flags/<NAME>` in the parameter store (`on`, `off`, or a share of users
+//! `0%`..`100%`; history and compare-and-set for free), written by [`Engine::flag_set`] and by
+//! `promote --flags` ([`Engine::copy_flags`], each flag audited with the promote as reason) only:
+//! `param put` refuses those keys, as it refuses the replica counts of scale changes. Delivery:
+//!
+//! * every instance gets `CUTOVER_FLAGS_FILE=<env dir>/flags.json` (the environment directory is
+//!   shared with containers at the same path); the engine rewrites that file atomically (a
+//!   temporary file renamed over it) on every change and at start, as
+//!   `{"flags": {"NAME": true, ...}, "percent": {"NAME": 25}, "updated_at_ms": ...}`; a share
+//!   reads `false` in `flags` (an app that ignores shares keeps the feature off);
+//! * the router adds `Cutover-Flags: a=on, b=off, c=25%` to every request it forwards to an
+//!   instance of the environment (`cutover_router::FLAGS_HEADER`; a client's own is removed): the
+//!   engine pushes the whole set to the data plane on every change, at start (adopted instances
+//!   included) and after a data plane was replaced; the data plane keeps it in `routes.json`.
+//!
+//! A share is decided by the app per user: on when [`flag_bucket`] (SHA-256 of `<flag>:<user>`,
+//! first four bytes big-endian, modulo 100) is below the percentage, so a user keeps their answer
+//! and raising the share only adds users. Rejected: environment variables (they need a restart),
+//! an HTTP endpoint polled by apps (every app would need a token), and deciding shares in the
+//! router (it does not know who the user is; a cookie of its own would be a second identity).
+//! Not done: lists of user ids.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
