@@ -266,6 +266,10 @@ impl Engine {
 
     /// Sets `env`'s flags in the data plane (the `Cutover-Flags` request header), from the store.
     pub(crate) async fn push_flags(&self, env: &EnvName) -> Result<(), EngineError> {
+        // Reading the store and pushing are one step, as for the file: two changes at once must
+        // not leave the older read as the data plane's set.
+        static PUSHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = PUSHING.lock().await;
         let flags: BTreeMap<String, String> = self
             .flags_of(env)
             .await?
