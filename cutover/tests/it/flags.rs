@@ -306,8 +306,8 @@ fn echo(port: u16, env: &str, extra: &str) -> Option<(u32, String)> {
     Some((lines.next()?.parse().ok()?, lines.next()?.to_owned()))
 }
 
-#[test]
-fn the_router_sends_flags_in_a_header_that_clients_cannot_forge_and_a_toggle_reaches_the_app_at_once() {
+/// A repository whose one public service echoes the Cutover-Flags it receives.
+fn echo_app() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
@@ -317,6 +317,36 @@ fn the_router_sends_flags_in_a_header_that_clients_cannot_forge_and_a_toggle_rea
     crate::support::git(&repo, &["commit", "-q", "-m", "echo"]);
     let sha = crate::support::git(&repo, &["rev-parse", "HEAD"]);
     std::fs::write(dir.path().join("cutover.yml"), ECHO_CONFIG).unwrap();
+    (dir, sha)
+}
+
+#[test]
+fn a_control_plane_start_gives_a_fresh_router_the_stored_flags() {
+    // The embedded router starts empty with each server: only the start's push can fill it.
+    let (dir, sha) = echo_app();
+    let (config, data) = (dir.path().join("cutover.yml"), dir.path().join("data"));
+    let embedded = ["--data-plane", "embedded"];
+    let server = Server::start_with_args(&config, &data, &[], &embedded);
+    server.deploy("alice", "dev", &sha);
+    server.cli_json("alice", &["flag", "set", "dev", "beta", "on"]);
+    assert_eq!(echo(server.router_port, "dev", "").unwrap().1, "beta=on");
+    assert!(server.terminate().success());
+
+    let server = Server::start_with_args(&config, &data, &[], &embedded);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let seen = loop {
+        if let Some((_, seen)) = echo(server.router_port, "dev", "") {
+            break seen;
+        }
+        assert!(std::time::Instant::now() < deadline, "dev never served again");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(seen, "beta=on");
+}
+
+#[test]
+fn the_router_sends_flags_in_a_header_that_clients_cannot_forge_and_a_toggle_reaches_the_app_at_once() {
+    let (dir, sha) = echo_app();
     let server = Server::start(&dir.path().join("cutover.yml"), &dir.path().join("data"));
     server.deploy("alice", "dev", &sha);
     server.deploy("alice", "other", &sha);
