@@ -190,14 +190,15 @@ impl DataPlane {
         match self {
             Self::Embedded(r) => r.set_flags(app, env, flags).map_err(|e| e.to_string()),
             Self::Remote(c, mirrors) => {
+                c.set_flags(app, env, flags.clone())
+                    .await
+                    .map_err(|e| format!("the data plane did not take the flags of {env}: {e}"))?;
                 for (i, m) in mirrors.0.iter().enumerate() {
                     if let Err(e) = m.set_flags(app, env, flags.clone()).await {
                         tracing::warn!(mirror = i, env, error = %e, "a mirror data plane did not take the flags");
                     }
                 }
-                c.set_flags(app, env, flags)
-                    .await
-                    .map_err(|e| format!("the data plane did not take the flags of {env}: {e}"))
+                Ok(())
             }
         }
     }
