@@ -157,6 +157,26 @@ impl Client {
         self.request(op, IO_TIMEOUT).await
     }
 
+    /// Replaces an environment's feature flags (the `Cutover-Flags` header; empty: none).
+    pub async fn set_flags(
+        &self,
+        app: &str,
+        env: &str,
+        flags: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let op = Op::SetFlags {
+            app: app.to_owned(),
+            env: env.to_owned(),
+            flags,
+        };
+        self.request::<()>(op, IO_TIMEOUT).await
+    }
+
+    /// Every environment's flags the data plane has.
+    pub async fn flags(&self) -> Result<Vec<crate::FlagsRecord>, Error> {
+        self.request(Op::Flags, IO_TIMEOUT).await
+    }
+
     /// Every gate the data plane has.
     pub async fn gates(&self) -> Result<Vec<crate::GateRecord>, Error> {
         self.request(Op::Gates, IO_TIMEOUT).await

@@ -195,6 +195,9 @@ pub(crate) struct Table {
     /// Holds and maintenance per environment (absent in tables of older data planes).
     #[serde(default)]
     pub(crate) gates: Vec<crate::GateRecord>,
+    /// Feature flags per environment (absent in tables of older data planes).
+    #[serde(default)]
+    pub(crate) flags: Vec<crate::FlagsRecord>,
     /// The router's forwarding and access-log settings (absent in older files).
     #[serde(default)]
     pub(crate) edge: crate::EdgeConfig,
@@ -275,6 +278,7 @@ mod tests {
                 upstreams: vec!["127.0.0.1:9000".parse().unwrap()],
             }],
             gates: Vec::new(),
+            flags: Vec::new(),
         };
         save_table(&paths, &table).unwrap();
         let back = load_table(&paths);

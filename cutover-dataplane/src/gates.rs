@@ -6,6 +6,8 @@
 //! wall-clock bound: a hold whose control plane died ends in 503s at its bound, never in
 //! requests waiting forever or in the old version answering over a migrated schema).
 //!
+//! An environment's feature flags (the `Cutover-Flags` request header) travel the same way.
+//!
 //! Rejected: keeping gates only in the control plane and pushing them again (a data plane
 //! restarted while its control plane is down would serve a maintenance environment).
 
@@ -64,6 +66,35 @@ impl GateRecord {
     }
 }
 
+/// One environment's feature flags, sent to its instances in `Cutover-Flags`
+/// (`cutover_router::FLAGS_HEADER`); persisted and handed over like a gate, so a restarted data
+/// plane keeps sending them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagsRecord {
+    pub app: String,
+    pub env: String,
+    /// Name → `on`, `off` or a percentage (`25%`).
+    pub flags: std::collections::BTreeMap<String, String>,
+}
+
+/// Every environment's flags of `router`.
+pub(crate) fn flag_records(router: &Router) -> Vec<FlagsRecord> {
+    router
+        .flags()
+        .into_iter()
+        .map(|(app, env, flags)| FlagsRecord { app, env, flags })
+        .collect()
+}
+
+/// Sets the persisted or handed-over flags on a fresh router.
+pub(crate) fn restore_flags(router: &Router, records: &[FlagsRecord]) {
+    for r in records {
+        if let Err(e) = router.set_flags(&r.app, &r.env, r.flags.clone()) {
+            tracing::warn!(env = %r.env, error = %e, "skipping persisted flags");
+        }
+    }
+}
+
 /// Every gate of `router`.
 pub(crate) fn records(router: &Router) -> Vec<GateRecord> {
     router
@@ -101,5 +132,17 @@ mod tests {
         restore(&fresh, &back);
         assert_eq!(fresh.gates(), router.gates());
         assert_eq!(back[0].mode, GateKind::Maintenance);
+    }
+
+    #[test]
+    fn flags_round_trip_through_records() {
+        let router = Router::new(RouterConfig::default());
+        let flags = std::collections::BTreeMap::from([("beta".to_owned(), "25%".to_owned())]);
+        router.set_flags("shop", "prod", flags.clone()).unwrap();
+        let json = serde_json::to_string(&flag_records(&router)).unwrap();
+        let back: Vec<FlagsRecord> = serde_json::from_str(&json).unwrap();
+        let fresh = Router::new(RouterConfig::default());
+        restore_flags(&fresh, &back);
+        assert_eq!(fresh.flags(), vec![("shop".into(), "prod".into(), flags)]);
     }
 }

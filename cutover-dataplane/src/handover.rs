@@ -55,6 +55,9 @@ pub(crate) struct Offer {
     /// Holds and maintenance (absent from an older data plane's offer).
     #[serde(default)]
     pub(crate) gates: Vec<crate::GateRecord>,
+    /// Feature flags (absent from an older data plane's offer).
+    #[serde(default)]
+    pub(crate) flags: Vec<crate::FlagsRecord>,
 }
 
 /// What the new data plane received, before it commits.
@@ -175,6 +178,7 @@ pub(crate) async fn give(shared: Arc<Shared>, stream: UnixStream) {
             listeners,
             routes: shared.route_records(),
             gates: crate::gates::records(&shared.router),
+            flags: crate::gates::flag_records(&shared.router),
         };
         (offer, fds)
     };

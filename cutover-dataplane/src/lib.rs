@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{Client, ensure_running, upgrade};
 pub use edge::{AccessLogConfig, CertConfig, EdgeConfig, HostRoute, TlsConfig};
-pub use gates::{GateKind, GateRecord};
+pub use gates::{FlagsRecord, GateKind, GateRecord};
 pub use server::run;
 
 /// How [`run`] starts.

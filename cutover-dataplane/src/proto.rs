@@ -66,6 +66,14 @@ pub(crate) enum Op {
     },
     /// Every gate.
     Gates,
+    /// Replaces an environment's feature flags (sent in `Cutover-Flags`; empty: none).
+    SetFlags {
+        app: String,
+        env: String,
+        flags: std::collections::BTreeMap<String, String>,
+    },
+    /// Every environment's flags.
+    Flags,
     /// Waits until no route of the environment has a request in flight (while it is held).
     DrainEnv {
         app: String,
@@ -94,6 +102,7 @@ impl Op {
                 | Op::Switch { .. }
                 | Op::Remove { .. }
                 | Op::SetGate { .. }
+                | Op::SetFlags { .. }
                 | Op::Configure { .. }
         )
     }

@@ -179,6 +179,30 @@ impl DataPlane {
         }
     }
 
+    /// Replaces an environment's feature flags, which the router sends to its instances in
+    /// `Cutover-Flags` (empty: no header); mirrors get them too.
+    pub async fn set_flags(
+        &self,
+        app: &str,
+        env: &str,
+        flags: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        match self {
+            Self::Embedded(r) => r.set_flags(app, env, flags).map_err(|e| e.to_string()),
+            Self::Remote(c, mirrors) => {
+                c.set_flags(app, env, flags.clone())
+                    .await
+                    .map_err(|e| format!("the data plane did not take the flags of {env}: {e}"))?;
+                for (i, m) in mirrors.0.iter().enumerate() {
+                    if let Err(e) = m.set_flags(app, env, flags.clone()).await {
+                        tracing::warn!(mirror = i, env, error = %e, "a mirror data plane did not take the flags");
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Every gate set: `(app, env, gate)`.
     pub async fn gates(&self) -> Result<Vec<(String, String, Gate)>, String> {
         match self {
@@ -316,9 +340,12 @@ impl crate::Engine {
             }
         }
         // Maintenance too (a new data plane without the table would serve it); a hold it kept
-        // from routes.json stays for its run to release.
+        // from routes.json stays for its run to release. And the flags' header.
         let envs: Vec<_> = self.config().environments.keys().cloned().collect();
         for env in envs {
+            if let Err(e) = self.push_flags(&env).await {
+                tracing::error!(env = %env, error = %e, "could not restore the flags header");
+            }
             if let Some(gate) = self.maintenance_gate(&env).await
                 && let Err(e) = self
                     .data_plane()

@@ -1,15 +1,27 @@
-//! Feature flags per environment: named on/off switches that running instances read from a
-//! file, so turning one changes behaviour without a restart or a deploy.
+//! Feature flags per environment: named switches that running instances read from a file and
+//! from a request header, so turning one changes behaviour without a restart or a deploy.
 //!
-//! A flag is `/<app>-<env>/flags/<NAME>` in the parameter store (`on` or `off`; history and
-//! compare-and-set for free), written by [`Engine::flag_set`] only: `param put` refuses those
-//! keys, as it refuses the replica counts of scale changes. Every instance gets
-//! `CUTOVER_FLAGS_FILE=<env dir>/flags.json` (the environment directory is shared with
-//! containers at the same path); the engine rewrites that file atomically (a temporary file
-//! renamed over it) on every change and at start, as
-//! `{"flags": {"NAME": true, ...}, "updated_at_ms": ...}`. Rejected: environment variables
-//! (they need a restart) and an HTTP endpoint polled by apps (every app would need a token).
-//! Not done: percentages or user lists, and `promote` does not carry flags.
+//! A flag is `/<app>-<env>/flags/<NAME>` in the parameter store (`on`, `off`, or a share of users
+//! `0%`..`100%`; history and compare-and-set for free), written by [`Engine::flag_set`] and by
+//! `promote --flags` ([`Engine::copy_flags`], each flag audited with the promote as reason) only:
+//! `param put` refuses those keys, as it refuses the replica counts of scale changes. Delivery:
+//!
+//! * every instance gets `CUTOVER_FLAGS_FILE=<env dir>/flags.json` (the environment directory is
+//!   shared with containers at the same path); the engine rewrites that file atomically (a
+//!   temporary file renamed over it) on every change and at start, as
+//!   `{"flags": {"NAME": true, ...}, "percent": {"NAME": 25}, "updated_at_ms": ...}`; a share
+//!   reads `false` in `flags` (an app that ignores shares keeps the feature off);
+//! * the router adds `Cutover-Flags: a=on, b=off, c=25%` to every request it forwards to an
+//!   instance of the environment (`cutover_router::FLAGS_HEADER`; a client's own is removed): the
+//!   engine pushes the whole set to the data plane on every change, at start (adopted instances
+//!   included) and after a data plane was replaced; the data plane keeps it in `routes.json`.
+//!
+//! A share is decided by the app per user: on when [`flag_bucket`] (SHA-256 of `<flag>:<user>`,
+//! first four bytes big-endian, modulo 100) is below the percentage, so a user keeps their answer
+//! and raising the share only adds users. Rejected: environment variables (they need a restart),
+//! an HTTP endpoint polled by apps (every app would need a token), and deciding shares in the
+//! router (it does not know who the user is; a cookie of its own would be a second identity).
+//! Not done: lists of user ids.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -76,15 +88,51 @@ pub fn check_flag_name(name: &str) -> Result<(), NameError> {
     }
 }
 
-/// Checks a flag value: exactly `on` or `off`.
-fn check_flag_value(name: &str, value: &str) -> Result<bool, EngineError> {
-    match value {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        other => Err(EngineError::Refused(format!(
-            "flag {name}: value {other:?} is not valid; use exactly \"on\" or \"off\""
+/// What a flag's stored value means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagValue {
+    On,
+    Off,
+    /// On for the users whose [`flag_bucket`] is below this (0 to 100).
+    Percent(u8),
+}
+
+impl FlagValue {
+    /// `on` for everyone (a percentage counts as off for an app that does not look at
+    /// percentages: the cautious reading).
+    fn on(self) -> bool {
+        self == FlagValue::On
+    }
+}
+
+/// Checks a flag value: exactly `on`, `off`, or a whole percentage `0%` to `100%`.
+fn check_flag_value(name: &str, value: &str) -> Result<FlagValue, EngineError> {
+    let percent = value
+        .strip_suffix('%')
+        .filter(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u8>().ok())
+        .filter(|n| *n <= 100);
+    match (value, percent) {
+        ("on", _) => Ok(FlagValue::On),
+        ("off", _) => Ok(FlagValue::Off),
+        (_, Some(n)) => Ok(FlagValue::Percent(n)),
+        (other, None) => Err(EngineError::Refused(format!(
+            "flag {name}: value {other:?} is not valid; use exactly \"on\" or \"off\", or a share of users \
+             from \"0%\" to \"100%\" (whole numbers, e.g. \"25%\")"
         ))),
     }
+}
+
+/// The bucket (0 to 99) of `user` for flag `flag`: the first four bytes of
+/// SHA-256(`<flag>:<user>`) as a big-endian unsigned integer, modulo 100. A percentage flag of
+/// `P%` is on for a user whose bucket is below `P`: the same user always gets the same answer,
+/// raising the percentage only adds users, and each flag splits users differently. Apps compute
+/// it themselves (README, "Feature flags"); this is the reference.
+pub fn flag_bucket(flag: &str, user: &str) -> u8 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{flag}:{user}").as_bytes());
+    let first = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    u8::try_from(first % 100).unwrap_or(0)
 }
 
 impl Engine {
@@ -144,16 +192,58 @@ impl Engine {
         let env = self.env_name(env)?;
         check_flag_name(name)?;
         check_flag_value(name, value)?;
-        let key = ParamKey::parse(&format!("{}/{name}", self.flags_prefix(&env)))?;
+        let flag = self.put_flag(&env, name, value, actor, None).await?;
+        self.publish_flags(&env).await?;
+        Ok(flag)
+    }
+
+    /// Copies every flag of `from` onto `to` (a promote's `flags`), each audited as `flag.set`
+    /// with `reason`; flags only `to` has stay, flags that already agree are not written again.
+    /// Returns the names written.
+    pub(crate) async fn copy_flags(
+        &self,
+        from: &EnvName,
+        to: &EnvName,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let have: BTreeMap<String, String> = self
+            .flags_of(to)
+            .await?
+            .into_iter()
+            .map(|f| (f.name, f.value))
+            .collect();
+        let mut written = Vec::new();
+        for f in self.flags_of(from).await? {
+            if have.get(&f.name) == Some(&f.value) {
+                continue;
+            }
+            self.put_flag(to, &f.name, &f.value, actor, Some(reason)).await?;
+            written.push(f.name);
+        }
+        if !written.is_empty() {
+            self.publish_flags(to).await?;
+        }
+        Ok(written)
+    }
+
+    /// Writes one checked flag and audits it (`reason` when it is part of something larger).
+    async fn put_flag(
+        &self,
+        env: &EnvName,
+        name: &str,
+        value: &str,
+        actor: &Actor,
+        reason: Option<&str>,
+    ) -> Result<Flag, EngineError> {
+        let key = ParamKey::parse(&format!("{}/{name}", self.flags_prefix(env)))?;
         let written = self.store().param_put(&key, value, actor.as_str(), None).await?;
-        self.audit(
-            actor,
-            "flag.set",
-            key.as_str(),
-            json!({ "env": env.as_str(), "flag": name, "value": value, "version": written.version }),
-        )
-        .await;
-        self.write_flags_file(&env).await?;
+        let mut detail =
+            json!({ "env": env.as_str(), "flag": name, "value": value, "version": written.version });
+        if let Some(reason) = reason {
+            detail["reason"] = json!(reason);
+        }
+        self.audit(actor, "flag.set", key.as_str(), detail).await;
         Ok(Flag {
             name: name.to_owned(),
             value: written.value,
@@ -163,19 +253,53 @@ impl Engine {
         })
     }
 
+    /// After a change: `env`'s flags file, then the router's `Cutover-Flags` header. The
+    /// header failing (a data plane being replaced) is logged, not returned: the flag is stored
+    /// and in the file, and the next data plane gets every environment's flags pushed again.
+    async fn publish_flags(&self, env: &EnvName) -> Result<(), EngineError> {
+        self.write_flags_file(env).await?;
+        if let Err(e) = self.push_flags(env).await {
+            tracing::warn!(env = %env, error = %e, "the router's flags header lags until the data plane is back");
+        }
+        Ok(())
+    }
+
+    /// Sets `env`'s flags in the data plane (the `Cutover-Flags` request header), from the store.
+    pub(crate) async fn push_flags(&self, env: &EnvName) -> Result<(), EngineError> {
+        // Reading the store and pushing are one step, as for the file: two changes at once must
+        // not leave the older read as the data plane's set.
+        static PUSHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = PUSHING.lock().await;
+        let flags: BTreeMap<String, String> = self
+            .flags_of(env)
+            .await?
+            .into_iter()
+            .map(|f| (f.name, f.value))
+            .collect();
+        self.data_plane()
+            .set_flags(self.config().app.as_str(), env.as_str(), flags)
+            .await
+            .map_err(EngineError::Internal)
+    }
+
     /// Writes `env`'s flags file from the store, atomically (temporary file, then rename).
     pub(crate) async fn write_flags_file(&self, env: &EnvName) -> Result<(), EngineError> {
         // Reading the store and renaming are one step: two changes at once must not leave the
         // older read as the file (the later rename would win with a set missing one flag).
         static WRITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _one_at_a_time = WRITING.lock().await;
-        let flags: BTreeMap<String, bool> = self
-            .flags_of(env)
-            .await?
-            .into_iter()
-            .map(|f| (f.name, f.value == "on"))
-            .collect();
-        let body = json!({ "flags": flags, "updated_at_ms": crate::now_ms() }).to_string();
+        let mut flags: BTreeMap<String, bool> = BTreeMap::new();
+        let mut percent: BTreeMap<String, u8> = BTreeMap::new();
+        for f in self.flags_of(env).await? {
+            // A stored value was checked when it was written; anything else reads as off.
+            let value = check_flag_value(&f.name, &f.value).unwrap_or(FlagValue::Off);
+            if let FlagValue::Percent(n) = value {
+                percent.insert(f.name.clone(), n);
+            }
+            flags.insert(f.name, value.on());
+        }
+        let body =
+            json!({ "flags": flags, "percent": percent, "updated_at_ms": crate::now_ms() }).to_string();
         let file = self.flags_file(env);
         // One temporary file per write: two changes at once must not share one.
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -204,12 +328,16 @@ impl Engine {
         file
     }
 
-    /// At start: every environment's flags file, so instances see the stored flags.
+    /// At start: every environment's flags file and header, so instances (adopted ones too)
+    /// see the stored flags.
     pub(crate) async fn write_all_flags_files(&self) {
         let envs: Vec<EnvName> = self.config().environments.keys().cloned().collect();
         for env in envs {
             if let Err(e) = self.write_flags_file(&env).await {
                 tracing::error!(env = %env, error = %e, "cannot write the flags file");
+            }
+            if let Err(e) = self.push_flags(&env).await {
+                tracing::error!(env = %env, error = %e, "cannot set the flags header in the data plane");
             }
         }
     }
@@ -246,11 +374,34 @@ mod tests {
                 .to_string()
                 .contains("too long")
         );
-        assert!(check_flag_value("x", "on").unwrap());
-        assert!(!check_flag_value("x", "off").unwrap());
-        for bad in ["On", "true", "1", "", " on"] {
+        assert_eq!(check_flag_value("x", "on").unwrap(), FlagValue::On);
+        assert_eq!(check_flag_value("x", "off").unwrap(), FlagValue::Off);
+        assert_eq!(check_flag_value("x", "25%").unwrap(), FlagValue::Percent(25));
+        assert_eq!(check_flag_value("x", "0%").unwrap(), FlagValue::Percent(0));
+        assert_eq!(check_flag_value("x", "100%").unwrap(), FlagValue::Percent(100));
+        for bad in [
+            "On", "true", "1", "", " on", "101%", "%", "25", "2.5%", "-1%", "+5%", "0100%", "25 %", "256%",
+        ] {
             let e = check_flag_value("x", bad).unwrap_err().to_string();
-            assert!(e.contains("\"on\" or \"off\""), "{bad}: {e}");
+            assert!(
+                e.contains("\"on\" or \"off\"") && e.contains("\"25%\""),
+                "{bad}: {e}"
+            );
         }
+    }
+
+    #[test]
+    fn buckets_are_the_documented_hash_and_split_users_per_flag() {
+        // Computed independently: Python's
+        // int.from_bytes(hashlib.sha256(f"{flag}:{user}".encode()).digest()[:4], "big") % 100
+        assert_eq!(flag_bucket("beta", "alice"), 54);
+        assert_eq!(flag_bucket("beta", "bob"), 21);
+        assert_eq!(flag_bucket("new_checkout", "42"), 69);
+        assert_eq!(flag_bucket("beta", ""), 39);
+        // Roughly the share asked for over many users.
+        let on = (0..10_000)
+            .filter(|u| flag_bucket("beta", &u.to_string()) < 25)
+            .count();
+        assert!((2_200..2_800).contains(&on), "{on}");
     }
 }

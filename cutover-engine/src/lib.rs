@@ -63,7 +63,7 @@ pub use error::{EngineError, ErrorKind};
 pub use events::{
     Event, EventKind, EventStream, MAX_EVENT_STREAMS, MAX_EVENT_STREAMS_PER_TOKEN, StreamRefused,
 };
-pub use flags::{Flag, MAX_FLAG_NAME, check_flag_name};
+pub use flags::{Flag, MAX_FLAG_NAME, check_flag_name, flag_bucket};
 pub use glance::{Assessment, RunBrief};
 pub use lifecycle::{
     CreateRequest, Created, EnvKind, LifeState, LifecycleRecord, LifecycleSettings, LifecycleView,

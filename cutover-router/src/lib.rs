@@ -25,7 +25,9 @@
 //! * Bodies are streamed both ways (never buffered); hop-by-hop headers are removed;
 //!   `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto` and `Forwarded` are set,
 //!   replacing a client's own unless it is a trusted proxy (the `forwarded` module); every
-//!   proxied response carries `X-Cutover-Version: <sha>`. Upstream connections are pooled
+//!   proxied response carries `X-Cutover-Version: <sha>`. A request to an environment with
+//!   feature flags carries them in `Cutover-Flags` (a client's own is always removed; the
+//!   `flags` module). Upstream connections are pooled
 //!   (hyper-util's legacy client, keep-alive).
 //! * WebSocket / `Upgrade` **is passed through**: a `101 Switching Protocols` answer turns the
 //!   exchange into a byte tunnel (`hyper::upgrade::on` on both sides). A tunnel counts as in
@@ -41,6 +43,7 @@
 //! table during dispatch (switches would wait behind slow requests).
 
 mod access_log;
+mod flags;
 mod forwarded;
 mod gate;
 mod generation;
@@ -59,6 +62,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 pub use access_log::{AccessLogError, AccessLogTarget};
+pub use flags::{FLAGS_HEADER, FlagsError};
 pub use forwarded::{Cidr, CidrError, TrustedProxies};
 pub use gate::{DEFAULT_PAGE, Gate, GateMode};
 pub use generation::{Backend, Generation};
@@ -182,6 +186,8 @@ pub(crate) struct Inner {
     next_id: AtomicU64,
     /// Per-environment holds and maintenance (`gate` module).
     pub(crate) gates: gate::Gates,
+    /// Per-environment feature flags sent as `Cutover-Flags` (`flags` module).
+    pub(crate) flags: flags::FlagHeaders,
     pub(crate) client: proxy::UpstreamClient,
     /// Forwarding and logging settings, swapped whole by [`Router::set_edge`].
     pub(crate) edge: ArcSwap<Edge>,
@@ -217,6 +223,7 @@ impl Router {
                 write: Mutex::new(()),
                 next_id: AtomicU64::new(1),
                 gates: gate::Gates::default(),
+                flags: flags::FlagHeaders::default(),
                 client,
                 edge: ArcSwap::from_pointee(Edge::default()),
                 metrics: metrics::Metrics::new(),

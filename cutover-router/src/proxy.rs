@@ -441,6 +441,7 @@ async fn forward(
     };
     // Pick the generation exactly once, and get admitted to it (see `generation`).
     let mut guard = None;
+    let mut flags = None;
     for _ in 0..MAX_ADMIT_ATTEMPTS {
         let table = inner.table.load();
         let Some(entry) = table.get(&*host) else {
@@ -457,6 +458,7 @@ async fn forward(
                 }
             }
             entry.metrics.in_flight.inc();
+            flags = inner.flags.header_for(&entry.key);
             trace.metrics = Some(Arc::clone(&entry.metrics));
             if trace.logging {
                 trace.route = Some(entry.key.clone());
@@ -496,6 +498,11 @@ async fn forward(
     // hyper answers `Expect: 100-continue` to the client itself when the body is first read
     // (i.e. when the upstream starts pulling it); forwarding it would ask twice.
     headers.remove(header::EXPECT);
+    // Only the router says which flags are on (see the `flags` module).
+    headers.remove(crate::FLAGS_HEADER);
+    if let Some(flags) = flags {
+        headers.insert(crate::FLAGS_HEADER, flags);
+    }
     set_forwarding_headers(
         &mut headers,
         ctx.peer,

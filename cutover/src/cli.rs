@@ -236,10 +236,15 @@ pub enum Command {
 
     /// Deploy what one environment runs to another (sets its desired_version, starts a run).
     #[command(after_help = "Examples:\n  cutover promote staging prod\n  \
-                            cutover promote staging prod --wait --timeout 1h   # exit 5 while it waits for approval")]
+                            cutover promote staging prod --wait --timeout 1h   # exit 5 while it waits for approval\n  \
+                            cutover promote staging prod --flags   # staging's feature flags too")]
     Promote {
         from: String,
         to: String,
+        /// Also copy every feature flag of FROM onto TO (audited as flag.set with the promote as
+        /// reason; flags only TO has stay). Onto a production tier this needs the approver role.
+        #[arg(long)]
+        flags: bool,
         /// Admins only: deploy although the version has not succeeded on the environments this one
         /// `requires:` (cutover.yml); the reason is recorded on the run and in the audit log.
         #[arg(long, value_name = "REASON")]
@@ -411,16 +416,17 @@ pub struct ScaleArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum FlagCommand {
-    /// Turn a flag on or off (deployer on the environment); audited as flag.set.
+    /// Turn a flag on or off, or on for a share of users (deployer on the environment); audited as flag.set.
     #[command(
-        after_help = "Examples:\n  cutover flag set dev new_checkout on\n  cutover flag set prod new_checkout off"
+        after_help = "Examples:\n  cutover flag set dev new_checkout on\n  cutover flag set prod new_checkout off\n  \
+                      cutover flag set prod new_checkout 25%   # on for the users whose bucket is below 25 (README)"
     )]
     Set {
         /// Environment name, e.g. dev.
         env: String,
         /// Flag name: a lowercase letter, then lowercase letters, digits, '_' or '-' (at most 63).
         name: String,
-        /// `on` or `off`.
+        /// `on`, `off`, or a whole percentage `0%`..`100%` (the app decides per user: README).
         value: String,
     },
     /// The flags of an environment, by name.

@@ -129,6 +129,7 @@ impl Shared {
                 .collect(),
             routes: self.route_records(),
             gates: crate::gates::records(&self.router),
+            flags: crate::gates::flag_records(&self.router),
             edge: state.edge.clone(),
         };
         if let Err(e) = files::save_table(&self.paths, &table) {
@@ -316,6 +317,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             listeners: r.offer.listeners.clone(),
             routes: r.offer.routes.clone(),
             gates: r.offer.gates.clone(),
+            flags: r.offer.flags.clone(),
             // Not part of the hand-over offer: the predecessor's routes.json has it.
             edge: files::load_table(&paths).edge,
         };
@@ -335,6 +337,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         }
     }
     crate::gates::restore(&router, &table.gates);
+    crate::gates::restore_flags(&router, &table.flags);
 
     // Before the listeners: a TLS listener needs its certificates.
     apply_edge(&router, &table.edge);

@@ -142,6 +142,21 @@ pub(super) async fn dispatch(shared: &Shared, op: Op) -> Answer {
             Answer::ok(previous.map(|g| crate::GateRecord::new(&app, &env, &g)))
         }
         Op::Gates => Answer::ok(crate::gates::records(&shared.router)),
+        Op::SetFlags { app, env, flags } => {
+            if let Err(a) = route_key(&app, &env, "flags") {
+                return a;
+            }
+            let state = shared.state.lock().await;
+            if shared.handing_over.load(Ordering::SeqCst) {
+                return handed_over_answer();
+            }
+            if let Err(e) = shared.router.set_flags(&app, &env, flags) {
+                return Answer::error(ErrorKind::BadRequest, e.to_string());
+            }
+            shared.persist(&state);
+            Answer::ok(())
+        }
+        Op::Flags => Answer::ok(crate::gates::flag_records(&shared.router)),
         Op::DrainEnv { app, env, timeout_ms } => Answer::ok(
             shared
                 .router

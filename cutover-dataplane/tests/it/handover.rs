@@ -129,6 +129,8 @@ async fn hand_over_under_load_drops_no_request_and_keeps_ports_and_routes() {
             page: "p".into(),
         };
         c.set_gate("shop", "stage", Some(hold.clone())).await.unwrap();
+        let flags = std::collections::BTreeMap::from([("beta".to_owned(), "25%".to_owned())]);
+        c.set_flags("shop", "prod", flags.clone()).await.unwrap();
         let (mut new, second) = Dp::start_with(tmp.path(), true, |h| h.took_over_from.is_some()).await;
         assert_eq!(second.took_over_from, Some(first.pid));
         old.exited()
@@ -178,6 +180,12 @@ async fn hand_over_under_load_drops_no_request_and_keeps_ports_and_routes() {
             new.client.gates().await.unwrap(),
             vec![hold],
             "a hand-over keeps the gates"
+        );
+        let kept = new.client.flags().await.unwrap();
+        assert_eq!(
+            (kept.len(), &kept[0].flags),
+            (1, &flags),
+            "a hand-over keeps the flags"
         );
         assert!(g.admitted > 0 || g.in_flight > 0 || tally.ok.load(Ordering::Relaxed) > at_exit);
         let reply = get(main, HOST, "/").await.unwrap();

@@ -43,6 +43,9 @@ async fn a_data_plane_started_after_one_was_killed_routes_the_same_table_at_once
         page: "<p>later</p>".into(),
     };
     c.set_gate("shop", "stage", Some(page.clone())).await.unwrap();
+    // And the flags of an environment (the Cutover-Flags header).
+    let flags = std::collections::BTreeMap::from([("beta".to_owned(), "on".to_owned())]);
+    c.set_flags("shop", "prod", flags.clone()).await.unwrap();
 
     first.kill();
     assert!(
@@ -79,6 +82,12 @@ async fn a_data_plane_started_after_one_was_killed_routes_the_same_table_at_once
         dp.client.gates().await.unwrap(),
         vec![page],
         "a restart keeps the gates"
+    );
+    let kept = dp.client.flags().await.unwrap();
+    assert_eq!(
+        (kept.len(), &kept[0].env, &kept[0].flags),
+        (1, &"prod".to_owned(), &flags),
+        "a restart keeps the flags"
     );
     assert_eq!(
         after.id >> 32,

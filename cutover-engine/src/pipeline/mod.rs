@@ -543,12 +543,15 @@ impl Engine {
 
     /// Sets `to`'s desired_version to what `from` last deployed, then releases `to`.
     /// The `requires:` policy of `to` counts `from` as passed (it deployed the version).
+    /// With `flags`, every feature flag of `from` is copied onto `to` once the run is queued
+    /// (see `flags.rs`).
     pub async fn promote(
         &self,
         from: &str,
         to: &str,
         actor: &Actor,
         over: Option<&PolicyOverride>,
+        flags: bool,
     ) -> Result<RunRecord, EngineError> {
         let from = self.env_name(from)?;
         let to = self.env_name(to)?;
@@ -576,8 +579,14 @@ impl Engine {
             version: v,
             chosen_by: actor.to_string(),
         };
-        self.enqueue(&to, RunKind::Normal, actor, &fixed, Some(reason))
-            .await
+        let run = self
+            .enqueue(&to, RunKind::Normal, actor, &fixed, Some(reason))
+            .await?;
+        if flags {
+            let why = format!("promote from {from} (run #{})", run.id);
+            self.copy_flags(&from, &to, actor, &why).await?;
+        }
+        Ok(run)
     }
 
     /// The newest value of last_deployed_version that differs from `current`.

@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod edge;
+mod flags;
 mod gates;
 mod routing;
 mod strict;

@@ -27,17 +27,19 @@ async fn list(State(engine): State<Engine>, Path(env): Path<String>) -> Result<J
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FlagBody {
-    /// `on` or `off`.
+    /// `on`, `off`, or a whole percentage from `0%` to `100%` (on for the users whose bucket,
+    /// SHA-256 of `<flag>:<user id>`, first four bytes big-endian, modulo 100, is below it).
     value: String,
 }
 
-/// Turns a flag on or off; running instances see it in their flags file at once.
+/// Turns a flag on or off (or on for a share of users); running instances see it in their
+/// flags file and the `Cutover-Flags` request header at once.
 #[utoipa::path(put, path = "/api/v1/environments/{env}/flags/{name}", operation_id = "set_flag", tag = "flags",
     params(("env" = String, Path, description = "Environment name"),
         ("name" = String, Path, description = "Flag name: [a-z][a-z0-9_-]*, at most 63 characters")),
     request_body = FlagBody,
     responses((status = 200, description = "Set; the flags file is rewritten", body = Flag),
-        (status = 400, description = "A bad flag name or a value other than on/off", body = ErrorBody),
+        (status = 400, description = "A bad flag name or a value other than on, off or 0%..100%", body = ErrorBody),
         (status = 404, description = "No such environment", body = ErrorBody)))]
 async fn set(
     State(engine): State<Engine>,

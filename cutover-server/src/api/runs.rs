@@ -144,6 +144,10 @@ struct PromoteBody {
     to: String,
     /// Admins only: as for a release (`from` counts as passed).
     override_policy: Option<String>,
+    /// Also copy every feature flag of `from` onto `to` (each audited as `flag.set` with the
+    /// promote as its reason; flags only `to` has stay). Needs approver on a production `to`.
+    #[serde(default)]
+    flags: bool,
 }
 
 /// Copies the version deployed in `from` to `to` and queues a release there.
@@ -165,7 +169,7 @@ async fn promote(
         StatusCode::ACCEPTED,
         Json(
             engine
-                .promote(&b.from, &b.to, &principal.name, over.as_ref())
+                .promote(&b.from, &b.to, &principal.name, over.as_ref(), b.flags)
                 .await?,
         ),
     ))

@@ -238,7 +238,19 @@ async fn authorize(
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
                 && let (Some(from), Some(to)) = (v["from"].as_str(), v["to"].as_str())
             {
-                need_on(&principal, Role::Deployer, to, &what)?;
+                // Carrying every flag at once onto production is an approver's decision (as
+                // maintenance there is); elsewhere a deployer's, as one flag is.
+                let flags_to_prod = v["flags"] == serde_json::Value::Bool(true)
+                    && engine
+                        .config()
+                        .environment(to)
+                        .is_some_and(|(_, e)| e.tier == cutover_core::config::Tier::Prod);
+                let role = if flags_to_prod {
+                    Role::Approver
+                } else {
+                    Role::Deployer
+                };
+                need_on(&principal, role, to, &what)?;
                 need_on(&principal, Role::Viewer, from, &what)?;
             }
             req = Request::from_parts(parts, Body::from(bytes));

@@ -39,7 +39,8 @@ pub enum Rule {
     ParamList,
     /// `?env=`: viewer on it; without, viewer somewhere and the list is filtered.
     RunList,
-    /// Body `{from, to}`: deployer on `to` and viewer on `from`.
+    /// Body `{from, to}`: deployer on `to` and viewer on `from`; with `"flags": true` onto a
+    /// production-tier `to`, approver on `to`.
     Promotion,
 }
 

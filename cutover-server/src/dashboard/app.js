@@ -159,9 +159,9 @@ async function api(path, opts) {
   return body;
 }
 
-async function write(path, payload) {
+async function write(path, payload, method) {
   return api(path, {
-    method: 'POST',
+    method: method || 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify(payload),
   });
@@ -279,10 +279,14 @@ function envActions(env, e, st, sched, others) {
     async () => open(await write(`/environments/${enc}/rollback`, {}))));
   if (others.length && e.last_deployed_version) {
     const target = el('select', { id: 'promote-to', 'aria-label': 'Promote to' }, ...others.map((o) => el('option', { value: o }, o)));
+    const withFlags = el('input', { id: 'promote-flags', type: 'checkbox' });
     parts.push(el('span', { class: 'action' }, el('label', { for: 'promote-to' }, `Promote ${short(e.last_deployed_version)} to`), target,
+      el('label', { for: 'promote-flags' }, withFlags, ' with its feature flags'),
       actionButton('Promote', { 'data-action': 'promote' }, null, async () => {
-        if (!confirmed(`Release ${short(e.last_deployed_version)} (deployed in ${env}) to ${target.value}?`)) return;
-        open(await write('/promotions', { from: env, to: target.value }));
+        const flags = withFlags.checked;
+        if (!confirmed(`Release ${short(e.last_deployed_version)} (deployed in ${env}) to ${target.value}${
+          flags ? `, and copy every feature flag of ${env} onto ${target.value}` : ''}?`)) return;
+        open(await write('/promotions', { from: env, to: target.value, flags }));
       })));
   }
   if (sched) {
@@ -296,6 +300,31 @@ function envActions(env, e, st, sched, others) {
   return el('div', { class: 'actions' }, ...parts);
 }
 
+// An environment's feature flags: on/off, who changed each last and when, and a toggle
+// (confirmed on a production tier). The toggle is offered to every signed-in token: the API
+// decides (deployer), and its refusal is shown beside the button.
+function flagsTable(env, e, flags) {
+  if (flags === null) return el('p', { class: 'muted' }, 'The flags cannot be read with this token.');
+  const enc = encodeURIComponent(env);
+  const deployer = may(env, 'deployer');
+  return table('Read by running instances from $CUTOVER_FLAGS_FILE and the Cutover-Flags request header; a change needs no restart',
+    ['Flag', 'Value', 'Changed by', 'Changed', ''],
+    flags.map((f) => {
+      const next = f.value === 'on' ? 'off' : 'on';
+      const question = e.tier === 'prod'
+        ? `Turn the flag ${f.name} ${next} in ${env} (production)? Running instances see it at once.` : null;
+      return [el('code', {}, f.name),
+        el('span', { class: `badge f-${f.value}`, 'data-flag-value': f.name }, f.value),
+        f.updated_by, ago(f.updated_at_ms),
+        actionButton(`Turn ${next}`, {
+          'data-action': 'flag', 'data-flag': f.name,
+          title: deployer ? null : 'Needs the deployer role on this environment',
+        }, question, async () => {
+          await write(`/environments/${enc}/flags/${encodeURIComponent(f.name)}`, { value: next }, 'PUT');
+        })];
+    }), `No flags in ${env} yet; \`cutover flag set ${env} NAME on\` adds one.`);
+}
+
 function envView(env) {
   const summary = el('div');
   const services = el('div');
@@ -304,13 +333,14 @@ function envView(env) {
   const releaseBox = el('div');
   const actions = el('div');
   const buttons = el('div');
+  const flagsBox = el('div', { id: 'flags' });
   const err = view(`Environment ${env}`, summary, section('Actions', actions), section('Release', releaseBox),
-    section('Services', services), section('Recent runs', runs),
+    section('Services', services), section('Feature flags', flagsBox), section('Recent runs', runs),
     section('History of desired_version', history));
   const enc = encodeURIComponent(env);
   watch(async () => {
     if (!appName) appName = (await api('/health')).app;
-    const [e, st, rs, hist, sched, all] = await Promise.all([
+    const [e, st, rs, hist, sched, all, flags] = await Promise.all([
       api(`/environments/${enc}`), api(`/environments/${enc}/status`),
       api(`/runs?env=${enc}&limit=10`),
       // Never set yet (a new environment): no history rather than an error.
@@ -323,6 +353,10 @@ function envView(env) {
         return null;
       }),
       api('/environments'),
+      api(`/environments/${enc}/flags`).catch((e) => {
+        if (e instanceof Unauthorized) throw e;
+        return null;
+      }),
     ]);
     const others = all.filter((o) => o.name !== env && o.kind !== 'integration-template').map((o) => o.name);
     actions.replaceChildren(el('p', { class: 'glance' }, assessment('sync', e.sync), ' ', e.sync.reason, el('br'),
@@ -365,6 +399,9 @@ function envView(env) {
             i.healthy === true ? 'healthy' : i.healthy === false ? 'unhealthy' : 'unknown'),
           String(i.restarts), uptime(i.uptime_s), i.state, i.pid ? String(i.pid) : '—',
         ]), 'No instances running.'))) : [el('p', { class: 'muted' }, 'No services.')]));
+    // Redrawn only when a flag changed: a refusal shown beside a toggle stays readable.
+    keep(flagsBox, JSON.stringify([flags && flags.map((f) => [f.name, f.version]), roleOn(env), e.tier]),
+      () => flagsTable(env, e, flags));
     runs.replaceChildren(table(`The ten newest runs of ${env}`, RUN_HEADERS, runRows(rs, false), 'No runs yet.'));
     history.replaceChildren(table('Every value it had, newest first', ['Version', 'Value', 'Set by', 'At'],
       hist.map((p) => [String(p.version), sha(p.value), p.actor, time(p.at_ms)]), 'Never set.'));

@@ -54,12 +54,13 @@ pub async fn run(client: &Client, cmd: Command, out: Output) -> anyhow::Result<E
         Command::Promote {
             from,
             to,
+            flags,
             override_policy,
             follow,
             wait,
         } => {
             let wait = wait_limit(&wait);
-            let body = json!({ "from": from, "to": to, "override_policy": override_policy });
+            let body = json!({ "from": from, "to": to, "override_policy": override_policy, "flags": flags });
             let run: Value = client.post("/api/v1/promotions", &body).await?;
             started(client, &run, follow, wait, out).await
         }

@@ -21,7 +21,7 @@ fn shot(browser: &mut Browser, tab: &Tab, name: &str) {
 }
 
 /// A JavaScript string literal of `s` (JSON is valid JavaScript).
-fn js(s: &str) -> String {
+pub(crate) fn js(s: &str) -> String {
     Value::from(s).to_string()
 }
 
@@ -33,7 +33,7 @@ fn cell(env: &str, col: usize) -> String {
     )
 }
 
-fn sign_in(browser: &mut Browser, tab: &Tab, token: &str) {
+pub(crate) fn sign_in(browser: &mut Browser, tab: &Tab, token: &str) {
     // The script has run (it marks body[data-live]) and asks for a token.
     browser.wait_for(
         tab,
@@ -49,7 +49,7 @@ fn sign_in(browser: &mut Browser, tab: &Tab, token: &str) {
     browser.wait_for(tab, "!document.getElementById('signed-in').hidden");
 }
 
-fn mint(server: &Server, name: &str, args: &[&str]) -> String {
+pub(crate) fn mint(server: &Server, name: &str, args: &[&str]) -> String {
     let mut all = vec!["token", "create", name];
     all.extend(args);
     server.cli_json("admin", &all)["secret"]

@@ -20,6 +20,7 @@ mod cli_params;
 mod control_plane;
 mod crash_and_scheduler;
 mod dashboard;
+mod dashboard_flags;
 mod dashboard_live;
 mod dataplane;
 mod definition;
