@@ -450,10 +450,20 @@ async fn forward(
             // A held or closed environment (see the `gate` module): leave the generation, wait.
             if inner.gates.on(&entry.key) {
                 let key = entry.key.clone();
+                let metrics = Arc::clone(&entry.metrics);
                 drop((g, table));
                 match inner.gates.wait(key.app(), key.env()).await {
                     crate::gate::Wait::Go => continue,
-                    crate::gate::Wait::Answer(answer) => return answer,
+                    crate::gate::Wait::Answer(answer) => {
+                        // The gate's 503 is the route's answer: counted and logged as its own
+                        // (the in-flight gauge goes down again when `trace` is dropped).
+                        metrics.in_flight.inc();
+                        trace.metrics = Some(metrics);
+                        if trace.logging {
+                            trace.route = Some(key);
+                        }
+                        return answer;
+                    }
                 }
             }
             entry.metrics.in_flight.inc();
