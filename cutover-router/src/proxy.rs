@@ -389,6 +389,26 @@ async fn forward(
         );
         return answer;
     }
+    // HTTP-01 challenges are the router's own (see the `acme` module): with ACME on, that path
+    // never reaches an application, whatever the host.
+    if edge.tls.as_ref().is_some_and(|t| t.acme.is_some())
+        && let Some(token) = req.uri().path().strip_prefix(crate::acme::CHALLENGE_PREFIX)
+    {
+        return match inner.acme.challenges.answer(token) {
+            Some(key_auth) => {
+                let mut answer = text_response(StatusCode::OK, key_auth);
+                answer.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                answer
+            }
+            None => text_response(
+                StatusCode::NOT_FOUND,
+                "cutover router: no such ACME challenge\n".into(),
+            ),
+        };
+    }
     let host_header = match request_host(&req) {
         Ok(h) => h,
         Err(why) => return text_response(StatusCode::BAD_REQUEST, why.into()),

@@ -95,6 +95,9 @@ pub struct TlsCerts {
     loaded: Mutex<Vec<Loaded>>,
     /// The first configured certificate, for clients sending no SNI.
     default: ArcSwap<Option<Arc<CertifiedKey>>>,
+    /// Certificates issued by ACME (the `acme` module), by exact host name; a configured file
+    /// covering the same name wins.
+    issued: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl fmt::Debug for TlsCerts {
@@ -139,16 +142,13 @@ impl TlsCerts {
             by_name: ArcSwap::from_pointee(HashMap::new()),
             loaded: Mutex::new(Vec::new()),
             default: ArcSwap::from_pointee(None),
+            issued: ArcSwap::from_pointee(HashMap::new()),
         }
     }
 
     /// Loads every pair; fails on the first that cannot be loaded.
     pub fn load(files: Vec<CertFiles>) -> Result<Self, TlsError> {
-        let certs = Self {
-            by_name: ArcSwap::from_pointee(HashMap::new()),
-            loaded: Mutex::new(Vec::new()),
-            default: ArcSwap::from_pointee(None),
-        };
+        let certs = Self::empty();
         certs.replace(files)?;
         Ok(certs)
     }
@@ -175,6 +175,30 @@ impl TlsCerts {
         self.publish(&loaded);
         *current = loaded;
         Ok(())
+    }
+
+    /// Drops every configured file (ACME-issued certificates stay).
+    pub fn clear_files(&self) {
+        let mut current = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.publish(&[]);
+        current.clear();
+    }
+
+    /// Serves `key` for `host` (an ACME-issued certificate), replacing the previous one.
+    pub(crate) fn set_issued(&self, host: &str, key: Arc<CertifiedKey>) {
+        self.issued.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(host.to_owned(), Arc::clone(&key));
+            map
+        });
+    }
+
+    /// Forgets every ACME-issued certificate.
+    pub(crate) fn clear_issued(&self) {
+        self.issued.store(Arc::new(HashMap::new()));
     }
 
     /// The configured files.
@@ -233,7 +257,7 @@ impl TlsCerts {
         replaced
     }
 
-    fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let map = self.by_name.load();
         if let Some(name) = sni.map(str::to_ascii_lowercase) {
             if let Some(k) = map.get(&name) {
@@ -242,6 +266,9 @@ impl TlsCerts {
             if let Some((_, rest)) = name.split_once('.')
                 && let Some(k) = map.get(&format!("*.{rest}"))
             {
+                return Some(Arc::clone(k));
+            }
+            if let Some(k) = self.issued.load().get(&name) {
                 return Some(Arc::clone(k));
             }
         }

@@ -82,8 +82,9 @@ fn listen_error(addr: SocketAddr, what: String, fix: String, e: impl std::fmt::D
     }
 }
 
-/// The router's forwarding and access-log settings from `router.*` of cutover.yml.
-pub(crate) fn edge_config(config: &Config) -> cutover_dataplane::EdgeConfig {
+/// The router's forwarding and access-log settings from `router.*` of cutover.yml; ACME's
+/// account and certificates go to `<data-dir>/acme`.
+pub(crate) fn edge_config(config: &Config, data_dir: &Path) -> cutover_dataplane::EdgeConfig {
     use cutover_core::config::AccessLogTarget;
     cutover_dataplane::EdgeConfig {
         trusted_proxies: config.router.trusted_proxies.clone(),
@@ -129,8 +130,21 @@ pub(crate) fn edge_config(config: &Config) -> cutover_dataplane::EdgeConfig {
                 .iter()
                 .filter(|c| c.redirect)
                 .flat_map(|c| c.hosts.iter().cloned())
+                .chain(
+                    t.acme
+                        .iter()
+                        .filter(|a| a.redirect)
+                        .flat_map(|a| a.hosts.iter().cloned()),
+                )
                 .collect(),
             https_port: t.port,
+            acme: t.acme.as_ref().map(|a| cutover_dataplane::AcmeConfig {
+                directory: a.directory.clone(),
+                contact: a.contact.clone(),
+                ca_file: a.ca_file.clone(),
+                hosts: a.hosts.clone(),
+                dir: data_dir.join("acme"),
+            }),
         }),
     }
 }
@@ -181,7 +195,7 @@ impl Plane {
         router_addr: SocketAddr,
     ) -> Result<(Plane, DataPlane, u16), StartError> {
         let wanted = wanted_listeners(config, router_addr);
-        let edge = edge_config(config);
+        let edge = edge_config(config, data_dir);
         match mode {
             DataPlaneMode::Embedded => {
                 let router = Router::new(RouterConfig::default());

@@ -337,6 +337,7 @@ async fn plain_http_to_a_redirected_host_gets_a_308_to_https() {
                 hsts: None,
                 redirect_hosts: vec!["www.example.com".into(), "*.shop.example".into()],
                 https_port: 7443,
+                acme: None,
             }),
             ..EdgeSettings::default()
         })

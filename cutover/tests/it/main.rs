@@ -7,6 +7,7 @@
 
 mod support;
 
+mod acme;
 mod approvals;
 mod auth;
 mod auth_matrix;
