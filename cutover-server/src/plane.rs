@@ -103,6 +103,9 @@ pub(crate) fn edge_config(config: &Config, data_dir: &Path) -> cutover_dataplane
         hosts: config
             .environments
             .iter()
+            // An integration template's hosts are `{branch}` patterns: the engine pushes each
+            // environment made from it (`Engine::set_edge_base`).
+            .filter(|(_, e)| e.tier != cutover_core::config::Tier::Integration)
             .flat_map(|(env, e)| {
                 e.hosts.iter().flat_map(move |(service, names)| {
                     names.iter().map(move |host| cutover_dataplane::HostRoute {

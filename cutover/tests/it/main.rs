@@ -11,6 +11,7 @@ mod acme;
 mod approvals;
 mod auth;
 mod auth_matrix;
+mod branch_hosts;
 mod broker;
 mod cdp;
 mod cli_config;
