@@ -66,7 +66,7 @@ pub use gate::{DEFAULT_PAGE, Gate, GateMode};
 pub use generation::{Backend, Generation};
 pub use hosts::HostError;
 pub use route::{RouteKey, RouteKeyError};
-pub use tls::{CertFiles, RELOAD_EVERY, TlsCerts, TlsError, TlsOptions};
+pub use tls::{CertFiles, RELOAD_EVERY, TlsCerts, TlsError, TlsOptions, server_config_with_alpn};
 
 use access_log::AccessLog;
 use generation::GenInner;

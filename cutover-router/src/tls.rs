@@ -295,13 +295,19 @@ pub struct TlsOptions {
 }
 
 fn server_config(certs: &Arc<TlsCerts>) -> Arc<ServerConfig> {
+    server_config_with_alpn(certs, &[b"h2", b"http/1.1"])
+}
+
+/// A rustls server configuration that picks its certificate from `certs` (ring provider),
+/// offering `alpn` (e.g. only `http/1.1` for a server that speaks nothing else).
+pub fn server_config_with_alpn(certs: &Arc<TlsCerts>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Resolver(Arc::clone(certs))));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
 

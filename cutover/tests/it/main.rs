@@ -8,6 +8,7 @@
 mod support;
 
 mod acme;
+mod api_tls;
 mod approvals;
 mod auth;
 mod auth_matrix;
