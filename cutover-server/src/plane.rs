@@ -53,8 +53,8 @@ pub(crate) enum Plane {
         data_dir: PathBuf,
         /// Where the main listener and the fixed ports are, to ask a replacement for the same.
         listeners: Vec<(ListenerKind, SocketAddr)>,
-        /// The router settings, pushed again to a replacement.
-        edge: cutover_dataplane::EdgeConfig,
+        /// The router settings, pushed again to a replacement (boxed: the largest field).
+        edge: Box<cutover_dataplane::EdgeConfig>,
     },
 }
 
@@ -294,7 +294,7 @@ impl Plane {
                         spawned,
                         data_dir: data_dir.to_owned(),
                         listeners,
-                        edge,
+                        edge: Box::new(edge),
                     },
                     handle,
                     port,
@@ -367,7 +367,7 @@ impl Plane {
             } => {
                 let engine = engine.clone();
                 let c = client.clone();
-                let task = tokio::spawn(watch(engine, c, data_dir, listeners, edge, stop));
+                let task = tokio::spawn(watch(engine, c, data_dir, listeners, *edge, stop));
                 Running {
                     tasks: vec![task],
                     client: Some(client),

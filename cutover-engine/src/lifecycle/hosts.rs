@@ -112,10 +112,12 @@ impl Engine {
         };
         let mine = instance_hosts(&tcfg.hosts, branch).map_err(EngineError::Refused)?;
         for host in mine.values().flatten() {
-            let owner = topo.config.environments.iter().find(|(name, e)| {
-                !(e.tier == Tier::Integration && topo.records.get(*name).is_none())
-                    && e.hosts.values().flatten().any(|h| h == host && !is_pattern(h))
-            });
+            // Templates' hosts are patterns, never equal to a name.
+            let owner = topo
+                .config
+                .environments
+                .iter()
+                .find(|(_, e)| e.hosts.values().flatten().any(|h| h == host && !is_pattern(h)));
             if let Some((owner, _)) = owner {
                 let theirs = topo
                     .records
