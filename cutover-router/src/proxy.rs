@@ -453,7 +453,7 @@ async fn forward(
     }
     // A public name (www.example.com) stands for its route's own name.
     let host: std::borrow::Cow<'_, str> = match &ctx.target {
-        Target::ByHost if !edge.hosts.is_empty() => match edge.hosts.resolve(&host) {
+        Target::ByHost if !edge.hosts.is_empty() => match edge.hosts.resolve(&host, req.uri().path()) {
             Some(internal) => std::borrow::Cow::Borrowed(internal),
             None => host,
         },

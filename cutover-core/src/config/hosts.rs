@@ -12,8 +12,14 @@
 //! (`{branch}.review.example.com`): each environment made from it gets that name with the
 //! branch as a DNS label ([`branch_label`]: `feature/Login_2` → `feature-login-2`), pushed to
 //! the router by the engine when the environment is created, removed when it goes. The
-//! pattern itself is unique like a name (two templates cannot share one). Path prefixes are
-//! not supported.
+//! pattern itself is unique like a name (two templates cannot share one).
+//!
+//! A name may end in a path prefix (`example.com/shop`): requests to that host whose path is
+//! the prefix or continues it after a `/` go to that service, the longest prefix winning, and
+//! the bare name takes the rest. The prefix is not stripped (the application sees the whole
+//! path; see `cutover-router`'s `hosts`). Prefixes are `/`-separated segments of letters,
+//! digits, `-`, `.`, `_` and `~` (no `.` or `..` segment, no query); certificates and ACME take
+//! names only.
 
 use std::collections::BTreeMap;
 
@@ -65,7 +71,7 @@ pub(crate) fn hosts(
         let mut names = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let ip = format!("{p}[{i}]");
-            match parsed(ctx, item, &ip, check_host) {
+            match parsed(ctx, item, &ip, check_host_route) {
                 Some(name) => {
                     found.push(HostAt {
                         name: name.clone(),
@@ -120,6 +126,37 @@ pub fn expand_host(pattern: &str, label: &str) -> String {
         Some(rest) => format!("{label}{rest}"),
         None => pattern.to_owned(),
     }
+}
+
+/// A host name (or wildcard or pattern, see [`check_host`]) with an optional path prefix:
+/// `Example.com/Shop/` → `example.com/Shop` (the host lower-cased, the path as written).
+pub(crate) fn check_host_route(raw: &str) -> Result<String, String> {
+    let raw_trimmed = raw.trim();
+    let Some(i) = raw_trimmed.find('/') else {
+        return check_host(raw_trimmed);
+    };
+    let (name, path) = raw_trimmed.split_at(i);
+    if name.contains(':') {
+        return Err(format!(
+            "{raw:?} is not a host name: give the name only, without scheme or port, then an optional path (e.g. example.com/shop)"
+        ));
+    }
+    let name = check_host(name)?;
+    let prefix = path.trim_end_matches('/');
+    let ok = prefix.split('/').skip(1).all(|seg| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    });
+    if !ok {
+        return Err(format!(
+            "{raw:?}: the path prefix must be /-separated segments of letters, digits, '-', '.', '_' or '~' (e.g. example.com/shop), without a query, '..' or %-escapes"
+        ));
+    }
+    Ok(format!("{name}{prefix}"))
 }
 
 /// A host name or `*.` wildcard, lower-cased (see the module docs); or a `{branch}.` pattern.
@@ -268,6 +305,40 @@ mod tests {
             review.hosts[&ServiceName::parse("web").unwrap()],
             vec!["{branch}.review.example.com".to_owned()]
         );
+    }
+
+    #[test]
+    fn path_prefixes() {
+        assert_eq!(
+            check_host_route("Example.com/shop/"),
+            Ok("example.com/shop".into())
+        );
+        assert_eq!(check_host_route("example.com/"), Ok("example.com".into()));
+        assert_eq!(
+            check_host_route("{branch}.review.example.com/api"),
+            Ok("{branch}.review.example.com/api".into())
+        );
+        assert!(
+            check_host_route("example.com/a/../b")
+                .unwrap_err()
+                .contains("path prefix")
+        );
+        assert!(check_host_route("example.com/a?b=1").is_err());
+        assert!(check_host_route("example.com:80/a").is_err());
+        // Certificates take names only.
+        assert!(check_host("example.com/shop").is_err());
+        let cfg =
+            parse("  prod: { tier: prod, hosts: { web: [example.com], admin: [example.com/shop/admin] } }\n")
+                .unwrap();
+        let prod = &cfg.environments[&EnvName::parse("prod").unwrap()];
+        assert_eq!(
+            prod.hosts[&ServiceName::parse("admin").unwrap()],
+            vec!["example.com/shop/admin".to_owned()]
+        );
+        let e =
+            parse("  prod: { tier: prod, hosts: { web: [example.com/shop], admin: [example.com/shop/] } }\n")
+                .unwrap_err();
+        assert!(e.contains("already used"), "{e}");
     }
 
     #[test]

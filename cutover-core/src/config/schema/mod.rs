@@ -610,9 +610,9 @@ fn environment() -> Value {
                     json!({
                         "type": "array",
                         "items": { "type": "string" },
-                        "description": "Host names (www.example.com, or *.example.com for one label) routed to the public service.",
+                        "description": "Host names (www.example.com, or *.example.com for one label), optionally with a path prefix (example.com/shop: the longest prefix wins, the path is passed on unchanged), routed to the public service; on an integration template, {branch}.review.example.com patterns.",
                     }),
-                    "Public host names by public service; each name belongs to one environment (not on integration environments yet).",
+                    "Public host names by public service; each name belongs to one environment; an integration template's are {branch} patterns, expanded per environment made from it.",
                 ),
             ),
             (
