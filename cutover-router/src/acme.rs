@@ -184,8 +184,22 @@ pub fn renew_at(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
     not_before + life * 2 / 3
 }
 
+/// Whether `host` is a plain DNS name (what `config check` lets through), so that it stays one
+/// path component under the certificate directory whatever reached the data plane.
+fn plain_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').count() >= 2
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
 fn cert_dir(dir: &Path, host: &str) -> PathBuf {
-    // Host names were checked to be DNS names (no '/', no ".."), so this stays under `dir`.
+    // Only called with `plain_name`s: no '/', no "..", so this stays under `dir`.
     dir.join("certs").join(host)
 }
 
@@ -277,6 +291,10 @@ async fn run(settings: AcmeSettings, certs: Arc<TlsCerts>, challenges: Arc<Chall
         let mut next = MAX_CHECK;
         let mut failed = false;
         for host in &settings.hosts {
+            if !plain_name(host) {
+                tracing::warn!(host, "not a DNS name; no ACME certificate is ordered for it");
+                continue;
+            }
             let now = SystemTime::now();
             let stored = load_stored(&settings.dir, host);
             if let Some(s) = &stored {
@@ -445,6 +463,22 @@ async fn issue(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_names_become_directories() {
+        assert!(plain_name("shop.example.com"));
+        for bad in [
+            "..",
+            "../etc",
+            "a/b.com",
+            "x",
+            ".example.com",
+            "Shop.example.com",
+            "*.example.com",
+        ] {
+            assert!(!plain_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn renewal_starts_after_two_thirds_of_the_lifetime() {

@@ -92,6 +92,19 @@ async fn run() -> std::io::Result<()> {
             n => n.to_string(),
         }
     );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The generator on the last CPU, everything measured on the others (nginx and HAProxy,
+    // started below, inherit this process's CPUs).
+    let pinned = (arg("--pin", 1) == 1 && cpus >= 2)
+        .then(|| pin_self(&format!("0-{}", cpus - 2)).map(|()| cpus - 1))
+        .and_then(|r| r.map_err(|e| println!("not pinned: {e}")).ok());
+    match pinned {
+        Some(cpu) => println!(
+            "pinned: load generator (own process) on CPU {cpu}; router, upstream, relay, nginx and HAProxy on CPU 0-{}",
+            cpus - 2
+        ),
+        None => println!("not pinned: the load generator shares this process's CPUs"),
+    }
     let relay = tcp_relay(v1).await?;
     let mut externals = Vec::new();
     for kind in [Kind::Nginx, Kind::Haproxy] {
@@ -121,18 +134,6 @@ async fn run() -> std::io::Result<()> {
             all_cpu: Duration::ZERO,
         })
         .collect();
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // The generator on the last CPU, everything measured on the others.
-    let pinned = (arg("--pin", 1) == 1 && cpus >= 2)
-        .then(|| pin_self(&format!("0-{}", cpus - 2)).map(|()| cpus - 1))
-        .and_then(|r| r.map_err(|e| println!("not pinned: {e}")).ok());
-    match pinned {
-        Some(cpu) => println!(
-            "pinned: load generator (own process) on CPU {cpu}, router and upstream on CPU 0-{}              (nginx/HAProxy not pinned)",
-            cpus - 2
-        ),
-        None => println!("not pinned: the load generator shares this process's CPUs"),
-    }
     for _ in 0..rounds {
         for ((_, addr), a) in targets.iter().zip(acc.iter_mut()) {
             let (pc0, mc0, (mut samples, elapsed)) = match pinned {
