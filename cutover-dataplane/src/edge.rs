@@ -8,7 +8,9 @@
 
 use std::path::PathBuf;
 
-use cutover_router::{AccessLogTarget, CertFiles, Cidr, EdgeSettings, EdgeTls, RouteKey, TrustedProxies};
+use cutover_router::{
+    AccessLogTarget, AcmeSettings, CertFiles, Cidr, EdgeSettings, EdgeTls, RouteKey, TrustedProxies,
+};
 use serde::{Deserialize, Serialize};
 
 /// Forwarding and access-log settings of the router (see [`cutover_router::EdgeSettings`]).
@@ -41,6 +43,26 @@ pub struct TlsConfig {
     /// The HTTPS port those redirects name.
     #[serde(default)]
     pub https_port: u16,
+    /// Certificates from an ACME server; `None`: none.
+    #[serde(default)]
+    pub acme: Option<AcmeConfig>,
+}
+
+/// Automatic certificates (see [`cutover_router::AcmeSettings`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeConfig {
+    /// The ACME directory URL.
+    pub directory: String,
+    /// Account contact URIs.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// A PEM CA certificate trusted for the directory's TLS (a private ACME server).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Host names to get certificates for.
+    pub hosts: Vec<String>,
+    /// Where the account and issued certificates are kept (absolute; in the data directory).
+    pub dir: PathBuf,
 }
 
 /// One certificate: the host names it is picked for (SNI) and its absolute PEM files.
@@ -129,6 +151,13 @@ impl EdgeConfig {
             hsts: t.hsts.clone(),
             redirect_hosts: t.redirect_hosts.clone(),
             https_port: t.https_port,
+            acme: t.acme.as_ref().map(|a| AcmeSettings {
+                directory: a.directory.clone(),
+                contact: a.contact.clone(),
+                ca_file: a.ca_file.clone(),
+                hosts: a.hosts.clone(),
+                dir: a.dir.clone(),
+            }),
         });
         Ok(EdgeSettings {
             trusted_proxies: TrustedProxies::new(ranges),

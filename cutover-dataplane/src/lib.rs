@@ -49,7 +49,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use client::{Client, ensure_running, upgrade};
-pub use edge::{AccessLogConfig, CertConfig, EdgeConfig, HostRoute, TlsConfig};
+pub use edge::{AccessLogConfig, AcmeConfig, CertConfig, EdgeConfig, HostRoute, TlsConfig};
 pub use gates::{FlagsRecord, GateKind, GateRecord};
 pub use server::run;
 

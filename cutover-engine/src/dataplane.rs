@@ -339,6 +339,8 @@ impl crate::Engine {
                 }
             }
         }
+        // The integration environments' host names (the server pushed only cutover.yml's).
+        self.push_public_hosts().await;
         // Maintenance too (a new data plane without the table would serve it); a hold it kept
         // from routes.json stays for its run to release. And the flags' header.
         let envs: Vec<_> = self.config().environments.keys().cloned().collect();

@@ -132,6 +132,8 @@ struct Inner {
     swarm: Option<Arc<SwarmRuntime>>,
     data_plane: DataPlane,
     data_plane_health: dataplane::DataPlaneHealth,
+    /// The router's edge settings from `cutover.yml` (see `lifecycle::hosts`).
+    edge_base: Mutex<Option<cutover_dataplane::EdgeConfig>>,
     started_at_ms: u64,
     router_port: OnceLock<u16>,
     shared: pipeline::Shared,
@@ -193,6 +195,7 @@ impl Engine {
                 swarm: parts.swarm,
                 data_plane: parts.data_plane,
                 data_plane_health: Default::default(),
+                edge_base: Mutex::new(None),
                 started_at_ms: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)

@@ -43,6 +43,7 @@
 //! table during dispatch (switches would wait behind slow requests).
 
 mod access_log;
+mod acme;
 mod flags;
 mod forwarded;
 mod gate;
@@ -62,13 +63,14 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 pub use access_log::{AccessLogError, AccessLogTarget};
+pub use acme::{AcmeError, AcmeSettings, renew_at};
 pub use flags::{FLAGS_HEADER, FlagsError};
 pub use forwarded::{Cidr, CidrError, TrustedProxies};
 pub use gate::{DEFAULT_PAGE, Gate, GateMode};
 pub use generation::{Backend, Generation};
 pub use hosts::HostError;
 pub use route::{RouteKey, RouteKeyError};
-pub use tls::{CertFiles, RELOAD_EVERY, TlsCerts, TlsError, TlsOptions};
+pub use tls::{CertFiles, RELOAD_EVERY, TlsCerts, TlsError, TlsOptions, server_config_with_alpn};
 
 use access_log::AccessLog;
 use generation::GenInner;
@@ -102,6 +104,8 @@ pub struct EdgeTls {
     pub redirect_hosts: Vec<String>,
     /// The HTTPS port named in those redirects (none when 443 or 0).
     pub https_port: u16,
+    /// Certificates got automatically from an ACME server, served beside `certificates`.
+    pub acme: Option<AcmeSettings>,
 }
 
 /// Why [`Router::set_edge`] refused new settings (the old ones stay).
@@ -194,6 +198,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: metrics::Metrics,
     /// Certificates of the listeners of [`Router::serve_tls_configured`] (empty until set).
     pub(crate) tls_certs: Arc<TlsCerts>,
+    /// ACME's task and challenge answers (the `acme` module).
+    pub(crate) acme: acme::Acme,
 }
 
 /// The router: a routing table plus an upstream connection pool. Cheap to clone (an `Arc`);
@@ -228,6 +234,7 @@ impl Router {
                 edge: ArcSwap::from_pointee(Edge::default()),
                 metrics: metrics::Metrics::new(),
                 tls_certs: Arc::new(TlsCerts::empty()),
+                acme: acme::Acme::default(),
             }),
         }
     }
@@ -245,7 +252,9 @@ impl Router {
             if let Some(h) = &tls.hsts {
                 http::HeaderValue::from_str(h).map_err(|_| EdgeError::Hsts(h.clone()))?;
             }
-            if tls.certificates != self.inner.tls_certs.files() {
+            if tls.certificates.is_empty() {
+                self.inner.tls_certs.clear_files();
+            } else if tls.certificates != self.inner.tls_certs.files() {
                 self.inner.tls_certs.replace(tls.certificates.clone())?;
             }
         }
@@ -264,6 +273,9 @@ impl Router {
             host_list: settings.hosts,
             tls: settings.tls,
         }));
+        let acme = self.inner.edge.load();
+        let acme = acme.tls.as_ref().and_then(|t| t.acme.as_ref());
+        self.inner.acme.configure(acme, &self.inner.tls_certs);
         Ok(())
     }
 

@@ -389,6 +389,26 @@ async fn forward(
         );
         return answer;
     }
+    // HTTP-01 challenges are the router's own (see the `acme` module): with ACME on, that path
+    // never reaches an application, whatever the host.
+    if edge.tls.as_ref().is_some_and(|t| t.acme.is_some())
+        && let Some(token) = req.uri().path().strip_prefix(crate::acme::CHALLENGE_PREFIX)
+    {
+        return match inner.acme.challenges.answer(token) {
+            Some(key_auth) => {
+                let mut answer = text_response(StatusCode::OK, key_auth);
+                answer.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                answer
+            }
+            None => text_response(
+                StatusCode::NOT_FOUND,
+                "cutover router: no such ACME challenge\n".into(),
+            ),
+        };
+    }
     let host_header = match request_host(&req) {
         Ok(h) => h,
         Err(why) => return text_response(StatusCode::BAD_REQUEST, why.into()),
@@ -433,7 +453,7 @@ async fn forward(
     }
     // A public name (www.example.com) stands for its route's own name.
     let host: std::borrow::Cow<'_, str> = match &ctx.target {
-        Target::ByHost if !edge.hosts.is_empty() => match edge.hosts.resolve(&host) {
+        Target::ByHost if !edge.hosts.is_empty() => match edge.hosts.resolve(&host, req.uri().path()) {
             Some(internal) => std::borrow::Cow::Borrowed(internal),
             None => host,
         },
@@ -451,10 +471,20 @@ async fn forward(
             // A held or closed environment (see the `gate` module): leave the generation, wait.
             if inner.gates.on(&entry.key) {
                 let key = entry.key.clone();
+                let metrics = Arc::clone(&entry.metrics);
                 drop((g, table));
                 match inner.gates.wait(key.app(), key.env()).await {
                     crate::gate::Wait::Go => continue,
-                    crate::gate::Wait::Answer(answer) => return answer,
+                    crate::gate::Wait::Answer(answer) => {
+                        // The gate's 503 is the route's answer: counted and logged as its own
+                        // (the in-flight gauge goes down again when `trace` is dropped).
+                        metrics.in_flight.inc();
+                        trace.metrics = Some(metrics);
+                        if trace.logging {
+                            trace.route = Some(key);
+                        }
+                        return answer;
+                    }
                 }
             }
             entry.metrics.in_flight.inc();

@@ -6,7 +6,9 @@
 //! them up to `shutdown_grace`, then (4) drop the rest and close upgraded tunnels. Without the
 //! last call, `graceful_shutdown` closes a connection accepted a moment before the stop whose
 //! request head is not read yet, failing a request that reached the listener (hand-overs of the
-//! listening socket to a newer data plane hit this every time under load). Rejected: hyper-util's `GracefulShutdown` watcher, which does not
+//! listening socket to a newer data plane hit this every time under load). The TLS listener
+//! (`tls`) runs the same loop ([`Router::accept_loop`], [`drive`]) with a handshake in front
+//! and its certificates' reload on the loop's tick. Rejected: hyper-util's `GracefulShutdown` watcher, which does not
 //! accept HTTP/1 connections with upgrades enabled; hyper-util's `auto` builder (HTTP/2 from
 //! clients buys nothing for local services and complicates per-request accounting).
 
@@ -18,7 +20,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -52,15 +54,68 @@ impl Router {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        self.accept_loop(target, "http", listener, None, shutdown, |c: Conn| async move {
+            let Conn {
+                ctx,
+                stream,
+                stop,
+                started,
+                requests,
+                last_call,
+                header_timeout,
+            } = c;
+            let svc = service_fn(move |req| {
+                requests.send_modify(|n| *n += 1);
+                proxy::handle(Arc::clone(&ctx), req)
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            let r = drive(conn, |c| c.graceful_shutdown(), stop, started, last_call).await;
+            log_conn(r);
+        })
+        .await
+    }
+
+    /// The accept loop every listener shares: each accepted connection gets its context and
+    /// runs `serve_conn` in its own task; `reload` (a TLS listener's certificates) is checked
+    /// every [`crate::RELOAD_EVERY`]. On shutdown: stop accepting, tell every connection (its
+    /// last call, see [`drive`]), wait for them up to the shutdown grace, then drop the rest
+    /// and close upgraded tunnels.
+    pub(crate) async fn accept_loop<F, Fut>(
+        &self,
+        target: Target,
+        proto: &'static str,
+        listener: TcpListener,
+        reload: Option<Arc<crate::TlsCerts>>,
+        shutdown: impl Future<Output = ()>,
+        serve_conn: F,
+    ) -> io::Result<()>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let config = &self.inner.config;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (hard_tx, hard_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
+        let mut tick = tokio::time::interval(crate::RELOAD_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                _ = tick.tick(), if reload.is_some() => {
+                    if let Some(certs) = &reload {
+                        let certs = Arc::clone(certs);
+                        // stat + parse off the runtime's worker threads
+                        let _ = tokio::task::spawn_blocking(move || certs.reload_if_changed()).await;
+                    }
+                }
                 accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
                         Ok(a) => a,
@@ -74,43 +129,19 @@ impl Router {
                         inner: Arc::clone(&self.inner),
                         target: target.clone(),
                         peer,
-                        proto: "http",
+                        proto,
                         hard_stop: hard_rx.clone(),
                     });
-                    let mut stop = stop_rx.clone();
-                    let header_timeout = config.client_header_timeout;
-                    let last_call = config.shutdown_grace.min(LAST_CALL);
-                    let (requests, _) = watch::channel(0u64);
-                    let mut started = requests.subscribe();
-                    conns.spawn(async move {
-                        let svc = service_fn(move |req| {
-                            requests.send_modify(|n| *n += 1);
-                            proxy::handle(Arc::clone(&ctx), req)
-                        });
-                        let conn = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(header_timeout)
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .with_upgrades();
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            r = conn.as_mut() => log_conn(r),
-                            () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                                // Last call: a request that is on its way (on a connection
-                                // accepted a moment ago, or on an idle keep-alive one) is still
-                                // served, with `Connection: close`.
-                                started.mark_unchanged(); // only requests after the stop
-                                tokio::select! {
-                                    r = conn.as_mut() => return log_conn(r),
-                                    _ = started.changed() => {}
-                                    () = tokio::time::sleep(last_call) => {}
-                                }
-                                conn.as_mut().graceful_shutdown();
-                                log_conn(conn.await);
-                            }
-                        }
-                    });
+                    let (requests, started) = watch::channel(0u64);
+                    conns.spawn(serve_conn(Conn {
+                        ctx,
+                        stream,
+                        stop: stop_rx.clone(),
+                        started,
+                        requests,
+                        last_call: config.shutdown_grace.min(LAST_CALL),
+                        header_timeout: config.client_header_timeout,
+                    }));
                 }
             }
         }
@@ -118,7 +149,11 @@ impl Router {
         let _ = stop_tx.send(true);
         let open = conns.len();
         if open > 0 {
-            tracing::info!(open, "router shutting down: waiting for in-flight requests");
+            tracing::info!(
+                open,
+                proto,
+                "router listener shutting down: waiting for in-flight requests"
+            );
         }
         let drained = tokio::time::timeout(config.shutdown_grace, async {
             while conns.join_next().await.is_some() {}
@@ -136,6 +171,45 @@ impl Router {
     }
 }
 
+/// What a listener hands each accepted connection.
+pub(crate) struct Conn {
+    pub(crate) ctx: Arc<ConnCtx>,
+    pub(crate) stream: TcpStream,
+    /// Flips to `true` when the listener stops.
+    pub(crate) stop: watch::Receiver<bool>,
+    /// Counts requests begun on the connection (the service bumps `requests`).
+    pub(crate) started: watch::Receiver<u64>,
+    pub(crate) requests: watch::Sender<u64>,
+    pub(crate) last_call: Duration,
+    pub(crate) header_timeout: Duration,
+}
+
+/// Runs one client connection to its end. When the listener stops: the last call (a request
+/// that is on its way, on a connection accepted a moment ago or an idle keep-alive one, is
+/// still served, with `Connection: close`), then `graceful` asks it to finish and close.
+pub(crate) async fn drive<C: Future>(
+    conn: C,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+    mut stop: watch::Receiver<bool>,
+    mut started: watch::Receiver<u64>,
+    last_call: Duration,
+) -> C::Output {
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            started.mark_unchanged(); // only requests after the stop
+            tokio::select! {
+                r = conn.as_mut() => return r,
+                _ = started.changed() => {}
+                () = tokio::time::sleep(last_call) => {}
+            }
+            graceful(conn.as_mut());
+            conn.await
+        }
+    }
+}
+
 /// On shutdown, how long a connection without a request in flight is kept open for one that
 /// is on its way (bounded by the shutdown grace). Closing at once would fail requests that
 /// already reached the listener: a connection accepted just before the stop whose request head
@@ -143,7 +217,7 @@ impl Router {
 /// sending its next request as the connection closes.
 pub(crate) const LAST_CALL: Duration = Duration::from_secs(1);
 
-fn log_conn(result: Result<(), hyper::Error>) {
+fn log_conn<E: std::fmt::Debug>(result: Result<(), E>) {
     if let Err(e) = result {
         tracing::debug!(error = ?e, "client connection ended with an error");
     }
@@ -151,7 +225,7 @@ fn log_conn(result: Result<(), hyper::Error>) {
 
 /// Accept errors are per-connection (reset, aborted) or resource exhaustion (EMFILE): neither
 /// should stop the router. Back off briefly on the latter.
-async fn accept_error(e: io::Error) {
+pub(crate) async fn accept_error(e: io::Error) {
     match e.kind() {
         io::ErrorKind::ConnectionAborted
         | io::ErrorKind::ConnectionReset

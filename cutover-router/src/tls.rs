@@ -36,12 +36,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::Router;
-use crate::proxy::{self, ConnCtx, Target};
+use crate::proxy::{self, Target};
+use crate::serve::{Conn, drive};
 
 /// How often certificate files are checked for changes.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
@@ -95,6 +94,9 @@ pub struct TlsCerts {
     loaded: Mutex<Vec<Loaded>>,
     /// The first configured certificate, for clients sending no SNI.
     default: ArcSwap<Option<Arc<CertifiedKey>>>,
+    /// Certificates issued by ACME (the `acme` module), by exact host name; a configured file
+    /// covering the same name wins.
+    issued: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl fmt::Debug for TlsCerts {
@@ -139,16 +141,13 @@ impl TlsCerts {
             by_name: ArcSwap::from_pointee(HashMap::new()),
             loaded: Mutex::new(Vec::new()),
             default: ArcSwap::from_pointee(None),
+            issued: ArcSwap::from_pointee(HashMap::new()),
         }
     }
 
     /// Loads every pair; fails on the first that cannot be loaded.
     pub fn load(files: Vec<CertFiles>) -> Result<Self, TlsError> {
-        let certs = Self {
-            by_name: ArcSwap::from_pointee(HashMap::new()),
-            loaded: Mutex::new(Vec::new()),
-            default: ArcSwap::from_pointee(None),
-        };
+        let certs = Self::empty();
         certs.replace(files)?;
         Ok(certs)
     }
@@ -175,6 +174,30 @@ impl TlsCerts {
         self.publish(&loaded);
         *current = loaded;
         Ok(())
+    }
+
+    /// Drops every configured file (ACME-issued certificates stay).
+    pub fn clear_files(&self) {
+        let mut current = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.publish(&[]);
+        current.clear();
+    }
+
+    /// Serves `key` for `host` (an ACME-issued certificate), replacing the previous one.
+    pub(crate) fn set_issued(&self, host: &str, key: Arc<CertifiedKey>) {
+        self.issued.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(host.to_owned(), Arc::clone(&key));
+            map
+        });
+    }
+
+    /// Forgets every ACME-issued certificate.
+    pub(crate) fn clear_issued(&self) {
+        self.issued.store(Arc::new(HashMap::new()));
     }
 
     /// The configured files.
@@ -233,7 +256,7 @@ impl TlsCerts {
         replaced
     }
 
-    fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let map = self.by_name.load();
         if let Some(name) = sni.map(str::to_ascii_lowercase) {
             if let Some(k) = map.get(&name) {
@@ -242,6 +265,9 @@ impl TlsCerts {
             if let Some((_, rest)) = name.split_once('.')
                 && let Some(k) = map.get(&format!("*.{rest}"))
             {
+                return Some(Arc::clone(k));
+            }
+            if let Some(k) = self.issued.load().get(&name) {
                 return Some(Arc::clone(k));
             }
         }
@@ -268,13 +294,19 @@ pub struct TlsOptions {
 }
 
 fn server_config(certs: &Arc<TlsCerts>) -> Arc<ServerConfig> {
+    server_config_with_alpn(certs, &[b"h2", b"http/1.1"])
+}
+
+/// A rustls server configuration that picks its certificate from `certs` (ring provider),
+/// offering `alpn` (e.g. only `http/1.1` for a server that speaks nothing else).
+pub fn server_config_with_alpn(certs: &Arc<TlsCerts>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Resolver(Arc::clone(certs))));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
 
@@ -303,7 +335,8 @@ impl Router {
 
     /// Serves HTTPS (HTTP/2 or HTTP/1.1 by ALPN) on `listener`, routing by `Host` (or
     /// `:authority`) like [`Router::serve`], until `shutdown` resolves; checks the certificate
-    /// files every [`RELOAD_EVERY`]. On shutdown, connections finish their requests (bounded by
+    /// files every [`RELOAD_EVERY`]. The accept loop and shutdown are the plain listener's
+    /// ([`Router::accept_loop`]); on shutdown, connections finish their requests (bounded by
     /// the shutdown grace).
     pub async fn serve_tls(
         &self,
@@ -311,101 +344,65 @@ impl Router {
         tls: TlsOptions,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let config = &self.inner.config;
         let acceptor = TlsAcceptor::from(server_config(&tls.certs));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (hard_tx, hard_rx) = watch::channel(false);
-        let mut conns = JoinSet::new();
-        let mut reload = tokio::time::interval(RELOAD_EVERY);
-        reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                _ = reload.tick() => {
-                    let certs = Arc::clone(&tls.certs);
-                    // stat + parse off the runtime's worker threads
-                    let _ = tokio::task::spawn_blocking(move || certs.reload_if_changed()).await;
-                }
-                accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let ctx = Arc::new(ConnCtx {
-                        inner: Arc::clone(&self.inner),
-                        target: Target::ByHost,
-                        peer,
-                        proto: "https",
-                        hard_stop: hard_rx.clone(),
-                    });
-                    let acceptor = acceptor.clone();
-                    let header_timeout = config.client_header_timeout;
-                    let hsts = tls.hsts.clone();
-                    let last_call = config.shutdown_grace.min(crate::serve::LAST_CALL);
-                    let mut stop = stop_rx.clone();
-                    conns.spawn(async move {
-                        let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await else {
-                            return; // handshake failed or too slow
-                        };
-                        let (requests, _) = watch::channel(0u64);
-                        let mut started = requests.subscribe();
-                        let svc = service_fn(move |req| {
-                            requests.send_modify(|n| *n += 1);
-                            let ctx = Arc::clone(&ctx);
-                            let hsts = hsts.clone();
-                            async move {
-                                let mut resp = proxy::handle(ctx, req).await?;
-                                if let Some(v) = hsts {
-                                    resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, v);
-                                }
-                                Ok::<_, std::convert::Infallible>(resp)
-                            }
-                        });
-                        // ALPN already chose: skip the auto builder's sniffing of the preface.
-                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        let mut builder = auto::Builder::new(TokioExecutor::new());
-                        builder = if h2 { builder.http2_only() } else { builder.http1_only() };
-                        builder
-                            .http1()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(header_timeout)
-                            .keep_alive(true);
-                        builder.http2().timer(TokioTimer::new());
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            r = conn.as_mut() => log_conn(r),
-                            () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                                // Last call, as on the plain listener (see `serve`): a request
-                                // on its way when the listener stops is still served.
-                                started.mark_unchanged();
-                                tokio::select! {
-                                    r = conn.as_mut() => return log_conn(r),
-                                    _ = started.changed() => {}
-                                    () = tokio::time::sleep(last_call) => {}
-                                }
-                                conn.as_mut().graceful_shutdown();
-                                log_conn(conn.await);
-                            }
+        let hsts = tls.hsts.clone();
+        let serve_conn = move |c: Conn| {
+            let acceptor = acceptor.clone();
+            let hsts = hsts.clone();
+            async move {
+                let Conn {
+                    ctx,
+                    stream,
+                    stop,
+                    started,
+                    requests,
+                    last_call,
+                    header_timeout,
+                } = c;
+                let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                else {
+                    return; // handshake failed or too slow
+                };
+                let svc = service_fn(move |req| {
+                    requests.send_modify(|n| *n += 1);
+                    let ctx = Arc::clone(&ctx);
+                    let hsts = hsts.clone();
+                    async move {
+                        let mut resp = proxy::handle(ctx, req).await?;
+                        if let Some(v) = hsts {
+                            resp.headers_mut()
+                                .insert(http::header::STRICT_TRANSPORT_SECURITY, v);
                         }
-                    });
-                }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                // ALPN already chose: skip the auto builder's sniffing of the preface.
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder = if h2 {
+                    builder.http2_only()
+                } else {
+                    builder.http1_only()
+                };
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .keep_alive(true);
+                builder.http2().timer(TokioTimer::new());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                log_conn(drive(conn, |c| c.graceful_shutdown(), stop, started, last_call).await);
             }
-        }
-        drop(listener);
-        let _ = stop_tx.send(true);
-        let drained = tokio::time::timeout(config.shutdown_grace, async {
-            while conns.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            conns.shutdown().await;
-        }
-        let _ = hard_tx.send(true);
-        Ok(())
+        };
+        self.accept_loop(
+            Target::ByHost,
+            "https",
+            listener,
+            Some(Arc::clone(&tls.certs)),
+            shutdown,
+            serve_conn,
+        )
+        .await
     }
 }
 

@@ -67,6 +67,9 @@ pub struct ServeOptions {
     /// On SIGTERM/SIGINT stop every instance (and the data plane) instead of leaving them
     /// serving for the next server.
     pub stop_on_exit: bool,
+    /// Serve the API and dashboard over HTTPS with this certificate chain and key (PEM files,
+    /// reloaded when they change); None: plain HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +155,8 @@ pub struct App {
     new_admin_token: Option<String>,
     limiter: Arc<auth::limit::FailureLimiter>,
     timeouts: ApiTimeouts,
+    /// The API's certificate (`--tls-cert`/`--tls-key`), None: plain HTTP.
+    tls: Option<serve::ApiTls>,
     signals: Signals,
     _lock: File,
     /// With PostgreSQL: this server leads the database (see `PostgresStore::lead`).
@@ -172,6 +177,14 @@ impl App {
         let config_text = std::fs::read_to_string(&opts.config).unwrap_or_default();
         let limits = FailureLimits::from_env().map_err(StartError::Setting)?;
         let timeouts = ApiTimeouts::from_env().map_err(StartError::Setting)?;
+        // Before anything binds: a certificate that does not load is a start error naming it.
+        let tls = match &opts.tls {
+            None => None,
+            Some((cert, key)) => Some(
+                serve::ApiTls::load(cert, key)
+                    .map_err(|e| StartError::Setting(format!("--tls-cert/--tls-key: {e}")))?,
+            ),
+        };
         cutover_engine::check_webhooks(&config.webhooks).map_err(StartError::Webhook)?;
         let repo = open_repo(&config, &opts.data_dir)?;
         let lock = lock_data_dir(&opts.data_dir, opts.standby).await?;
@@ -233,6 +246,7 @@ impl App {
             config_text,
         };
         let engine = Engine::new(config, store, repo, parts);
+        engine.set_edge_base(plane::edge_config(&engine.config(), &opts.data_dir));
         let admin_token_file = opts.data_dir.join(ADMIN_TOKEN_FILE);
         let rest = async {
             let new_admin_token = bootstrap_admin(&engine, &admin_token_file, opts.reset_admin_token).await?;
@@ -276,6 +290,7 @@ impl App {
             new_admin_token,
             limiter: Arc::new(limiter),
             timeouts,
+            tls,
             signals,
             _lock: lock,
             _leader: leader,
@@ -288,6 +303,11 @@ impl App {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Whether the API is served over TLS (`https://`).
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -351,7 +371,7 @@ impl App {
                 }
             });
         }
-        let result = serve::serve(self.listener, app, self.timeouts, async move {
+        let result = serve::serve(self.listener, app, self.timeouts, self.tls, async move {
             tokio::select! {
                 () = signals.recv() => {}
                 () = requested.stop_requested() => {}

@@ -53,8 +53,8 @@ pub(crate) enum Plane {
         data_dir: PathBuf,
         /// Where the main listener and the fixed ports are, to ask a replacement for the same.
         listeners: Vec<(ListenerKind, SocketAddr)>,
-        /// The router settings, pushed again to a replacement.
-        edge: cutover_dataplane::EdgeConfig,
+        /// The router settings, pushed again to a replacement (boxed: the largest field).
+        edge: Box<cutover_dataplane::EdgeConfig>,
     },
 }
 
@@ -82,8 +82,9 @@ fn listen_error(addr: SocketAddr, what: String, fix: String, e: impl std::fmt::D
     }
 }
 
-/// The router's forwarding and access-log settings from `router.*` of cutover.yml.
-pub(crate) fn edge_config(config: &Config) -> cutover_dataplane::EdgeConfig {
+/// The router's forwarding and access-log settings from `router.*` of cutover.yml; ACME's
+/// account and certificates go to `<data-dir>/acme`.
+pub(crate) fn edge_config(config: &Config, data_dir: &Path) -> cutover_dataplane::EdgeConfig {
     use cutover_core::config::AccessLogTarget;
     cutover_dataplane::EdgeConfig {
         trusted_proxies: config.router.trusted_proxies.clone(),
@@ -102,6 +103,9 @@ pub(crate) fn edge_config(config: &Config) -> cutover_dataplane::EdgeConfig {
         hosts: config
             .environments
             .iter()
+            // An integration template's hosts are `{branch}` patterns: the engine pushes each
+            // environment made from it (`Engine::set_edge_base`).
+            .filter(|(_, e)| e.tier != cutover_core::config::Tier::Integration)
             .flat_map(|(env, e)| {
                 e.hosts.iter().flat_map(move |(service, names)| {
                     names.iter().map(move |host| cutover_dataplane::HostRoute {
@@ -129,8 +133,21 @@ pub(crate) fn edge_config(config: &Config) -> cutover_dataplane::EdgeConfig {
                 .iter()
                 .filter(|c| c.redirect)
                 .flat_map(|c| c.hosts.iter().cloned())
+                .chain(
+                    t.acme
+                        .iter()
+                        .filter(|a| a.redirect)
+                        .flat_map(|a| a.hosts.iter().cloned()),
+                )
                 .collect(),
             https_port: t.port,
+            acme: t.acme.as_ref().map(|a| cutover_dataplane::AcmeConfig {
+                directory: a.directory.clone(),
+                contact: a.contact.clone(),
+                ca_file: a.ca_file.clone(),
+                hosts: a.hosts.clone(),
+                dir: data_dir.join("acme"),
+            }),
         }),
     }
 }
@@ -181,7 +198,7 @@ impl Plane {
         router_addr: SocketAddr,
     ) -> Result<(Plane, DataPlane, u16), StartError> {
         let wanted = wanted_listeners(config, router_addr);
-        let edge = edge_config(config);
+        let edge = edge_config(config, data_dir);
         match mode {
             DataPlaneMode::Embedded => {
                 let router = Router::new(RouterConfig::default());
@@ -277,7 +294,7 @@ impl Plane {
                         spawned,
                         data_dir: data_dir.to_owned(),
                         listeners,
-                        edge,
+                        edge: Box::new(edge),
                     },
                     handle,
                     port,
@@ -350,7 +367,7 @@ impl Plane {
             } => {
                 let engine = engine.clone();
                 let c = client.clone();
-                let task = tokio::spawn(watch(engine, c, data_dir, listeners, edge, stop));
+                let task = tokio::spawn(watch(engine, c, data_dir, listeners, *edge, stop));
                 Running {
                     tasks: vec![task],
                     client: Some(client),

@@ -10,6 +10,11 @@
 //! their run. Rejected: `axum::serve`, which exposes neither timer (it is why a dripping
 //! client could hold a connection for minutes), and hyper-util's `auto` builder (HTTP/2
 //! buys nothing for the CLI and dashboard and would need its own keep-alive settings).
+//!
+//! With `--tls-cert`/`--tls-key` ([`ApiTls`]) the same loop serves HTTPS: the handshake is
+//! bounded by the header-read timeout, and the files are watched like the router's
+//! (`cutover_router::TlsCerts`, checked every second: a renewed certificate is used for new
+//! connections, open ones keep theirs, a pair that does not load keeps the previous one).
 
 use std::future::Future;
 use std::io;
@@ -66,24 +71,58 @@ impl ApiTimeouts {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight
-/// finish for at most `timeouts.shutdown_grace`.
+/// The API's certificate and key (PEM files, reloaded when they change).
+#[derive(Clone, Debug)]
+pub struct ApiTls {
+    certs: std::sync::Arc<cutover_router::TlsCerts>,
+}
+
+impl ApiTls {
+    /// Loads the pair; the error names the file and what was wrong with it.
+    pub fn load(cert: &std::path::Path, key: &std::path::Path) -> Result<Self, cutover_router::TlsError> {
+        let certs = cutover_router::TlsCerts::load(vec![cutover_router::CertFiles {
+            // No name: the only certificate, served whatever the client's SNI.
+            hosts: Vec::new(),
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        }])?;
+        Ok(Self {
+            certs: std::sync::Arc::new(certs),
+        })
+    }
+}
+
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` resolves, then lets
+/// requests in flight finish for at most `timeouts.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     timeouts: ApiTimeouts,
+    tls: Option<ApiTls>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         timeouts.body_read,
     ));
+    let acceptor = tls.as_ref().map(|t| {
+        tokio_rustls::TlsAcceptor::from(cutover_router::server_config_with_alpn(&t.certs, &[b"http/1.1"]))
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    let mut reload = tokio::time::interval(cutover_router::RELOAD_EVERY);
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = reload.tick(), if tls.is_some() => {
+                if let Some(t) = &tls {
+                    let certs = std::sync::Arc::clone(&t.certs);
+                    // stat + parse off the runtime's worker threads
+                    let _ = tokio::task::spawn_blocking(move || certs.reload_if_changed()).await;
+                }
+            }
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
@@ -94,23 +133,17 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
-                let mut stop = stop_rx.clone();
+                let stop = stop_rx.clone();
+                let acceptor = acceptor.clone();
                 conns.spawn(async move {
-                    let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
-                        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                        app.clone().oneshot(req)
-                    });
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(timeouts.header_read)
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => log_conn(peer, r),
-                        () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                            conn.as_mut().graceful_shutdown();
-                            log_conn(peer, conn.await);
+                    match acceptor {
+                        None => serve_conn(stream, peer, app, timeouts, stop).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(timeouts.header_read, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => serve_conn(stream, peer, app, timeouts, stop).await,
+                                Ok(Err(e)) => tracing::debug!(source = %peer, error = %e, "API TLS handshake failed"),
+                                Err(_) => tracing::debug!(source = %peer, "API TLS handshake too slow"),
+                            }
                         }
                     }
                 });
@@ -131,6 +164,35 @@ pub async fn serve(
         conns.shutdown().await;
     }
     Ok(())
+}
+
+/// One connection, plain or TLS: HTTP/1.1 until it closes or the server stops.
+async fn serve_conn<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    timeouts: ApiTimeouts,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+        app.clone().oneshot(req)
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => log_conn(peer, r),
+        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            log_conn(peer, conn.await);
+        }
+    }
 }
 
 fn log_conn(peer: SocketAddr, result: Result<(), hyper::Error>) {

@@ -59,6 +59,11 @@ pub struct Global {
     )]
     pub token: Option<String>,
 
+    /// A PEM CA certificate to trust for an https:// --server (a private CA), beside the
+    /// system's roots. The server's certificate is always verified.
+    #[arg(long, global = true, env = "CUTOVER_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+
     /// Gone: who you are is now the name of your API token.
     #[arg(long = "as", global = true, hide = true, value_name = "NAME")]
     pub actor: Option<String>,

@@ -21,22 +21,46 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of `server` with `token`, else the one in the credentials file.
-    pub fn new(server: &str, token: Option<&str>) -> anyhow::Result<Self> {
+    /// A client of `server` with `token`, else the one in the credentials file; over https
+    /// it also trusts the PEM CA certificates in `ca_file` (`--ca-file`, `CUTOVER_CA_FILE`).
+    pub fn new(server: &str, token: Option<&str>, ca_file: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let base = server.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!(
-                "--server / CUTOVER_URL must start with http:// (got {server:?}), e.g. http://127.0.0.1:7070"
+                "--server / CUTOVER_URL must start with http:// or https:// (got {server:?}), e.g. http://127.0.0.1:7070"
             );
         }
         let token = match token.map(str::trim).filter(|t| !t.is_empty()) {
             Some(t) => Some(t.to_owned()),
             None => crate::credentials::load(&base)?,
         };
-        let http = cutover_engine::http::client_builder(&base)
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .context("cannot build the HTTP client")?;
+        let mut builder =
+            cutover_engine::http::client_builder(&base).connect_timeout(std::time::Duration::from_secs(5));
+        if let Some(file) = ca_file {
+            if !base.starts_with("https://") {
+                bail!(
+                    "--ca-file / CUTOVER_CA_FILE is for an https:// server, and {base} is plain http; \
+                     use https:// or leave the CA file out"
+                );
+            }
+            let pem = std::fs::read(file).with_context(|| {
+                format!(
+                    "cannot read the CA file {} (--ca-file / CUTOVER_CA_FILE)",
+                    file.display()
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA that signed the server's certificate",
+                        file.display()
+                    )
+                })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().context("cannot build the HTTP client")?;
         Ok(Self { base, token, http })
     }
 

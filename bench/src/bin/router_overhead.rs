@@ -10,8 +10,13 @@
 //!    failures and, per switch, how many requests sent after it returned were answered by
 //!    the older version (must be 0), plus what `drain` saw.
 //!
+//! With 2 CPUs or more, section 1 runs the load generator in a child process pinned to the
+//! last CPU (`taskset`) while this process (router and upstream) is pinned to the others, so
+//! the router's figure is not the generator's cost (`--pin 0` turns it off; the TLS and switch
+//! sections keep the generator in-process, unpinned).
+//!
 //! Usage: `cargo run --release -p cutover-bench --bin router_overhead [-- --secs N --rounds N
-//! --conns N --threads N]`.
+//! --conns N --threads N --pin 0|1]`.
 
 // Benchmarks start the real binary, baselines and fixture tools directly.
 #![allow(clippy::disallowed_methods)]
@@ -22,7 +27,10 @@ use std::time::{Duration, Instant};
 
 use cutover_bench::reference::{External, Kind, machine_cpu_time, tcp_relay};
 use cutover_bench::tls_load::{run_tls_load, self_signed};
-use cutover_bench::{Load, Sample, micros, process_cpu_time, run_load, summarize, trivial_upstream};
+use cutover_bench::{
+    Load, Sample, load_child_main, micros, pin_self, process_cpu_time, run_load, run_load_pinned, summarize,
+    trivial_upstream,
+};
 use cutover_router::{Backend, CertFiles, RouteKey, Router, RouterConfig, TlsCerts, TlsOptions};
 use tokio::net::TcpListener;
 
@@ -35,6 +43,7 @@ fn sha(c: char) -> String {
 }
 
 fn main() -> std::io::Result<()> {
+    load_child_main();
     // `--threads 0` (default): tokio's multi-thread runtime with one worker per CPU, as in
     // `cutover serve`; `--threads 1`: a current-thread runtime (no cross-thread wake-ups);
     // `--threads N`: N workers.
@@ -83,6 +92,19 @@ async fn run() -> std::io::Result<()> {
             n => n.to_string(),
         }
     );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The generator on the last CPU, everything measured on the others (nginx and HAProxy,
+    // started below, inherit this process's CPUs).
+    let pinned = (arg("--pin", 1) == 1 && cpus >= 2)
+        .then(|| pin_self(&format!("0-{}", cpus - 2)).map(|()| cpus - 1))
+        .and_then(|r| r.map_err(|e| println!("not pinned: {e}")).ok());
+    match pinned {
+        Some(cpu) => println!(
+            "pinned: load generator (own process) on CPU {cpu}; router, upstream, relay, nginx and HAProxy on CPU 0-{}",
+            cpus - 2
+        ),
+        None => println!("not pinned: the load generator shares this process's CPUs"),
+    }
     let relay = tcp_relay(v1).await?;
     let mut externals = Vec::new();
     for kind in [Kind::Nginx, Kind::Haproxy] {
@@ -114,9 +136,24 @@ async fn run() -> std::io::Result<()> {
         .collect();
     for _ in 0..rounds {
         for ((_, addr), a) in targets.iter().zip(acc.iter_mut()) {
-            run_load(*addr, &host, warmup).await;
-            let (pc0, mc0) = (process_cpu_time(), machine_cpu_time());
-            let (mut samples, elapsed) = run_load(*addr, &host, load).await;
+            let (pc0, mc0, (mut samples, elapsed)) = match pinned {
+                Some(cpu) => {
+                    let (addr, host) = (*addr, host.clone());
+                    let (w, l) = (warmup, load);
+                    tokio::task::spawn_blocking(move || {
+                        run_load_pinned(addr, &host, w, cpu)?;
+                        let (pc0, mc0) = (process_cpu_time(), machine_cpu_time());
+                        run_load_pinned(addr, &host, l, cpu).map(|r| (pc0, mc0, r))
+                    })
+                    .await
+                    .map_err(std::io::Error::other)??
+                }
+                None => {
+                    run_load(*addr, &host, warmup).await;
+                    let (pc0, mc0) = (process_cpu_time(), machine_cpu_time());
+                    (pc0, mc0, run_load(*addr, &host, load).await)
+                }
+            };
             let (pc1, mc1) = (process_cpu_time(), machine_cpu_time());
             a.samples.append(&mut samples);
             a.elapsed += elapsed;
@@ -158,9 +195,9 @@ async fn run() -> std::io::Result<()> {
         );
     }
     println!(
-        "(CPU columns are per request: proc = this process (load generator, upstream, router, \
-         relay), all = every CPU of the machine, so nginx and HAProxy are counted too; \
-         ratio = req/s against direct)"
+        "(CPU columns are per request: proc = this process (upstream, router, relay, and the \
+         load generator unless pinned), all = every CPU of the machine, so nginx and HAProxy are \
+         counted too; ratio = req/s against direct)"
     );
     let p = rows[1].1;
     let relay = rows[2].1;
@@ -177,6 +214,10 @@ async fn run() -> std::io::Result<()> {
         100.0 * p.rps / relay.rps
     );
 
+    if pinned.is_some() {
+        // The later sections generate load in this process: every CPU again.
+        pin_self(&format!("0-{}", cpus - 1))?;
+    }
     tls_section(&router, &host, v1, load, warmup, rounds).await?;
     switch_under_load(&router, &route, router_addr, (v1, v2), conns).await;
     Ok(())

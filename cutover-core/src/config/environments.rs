@@ -229,13 +229,29 @@ fn draft(
     });
 
     let tier = tier?;
-    if tier == Tier::Integration && !hosts.is_empty() {
-        ctx.error(
-            f.key_location("hosts"),
-            &f.path("hosts"),
-            "integration environments cannot have hosts yet (a {branch}.review.example.com pattern is not supported); they are reached by their .localhost names",
-        );
-        return None;
+    // An integration template's hosts are patterns (`{branch}.review.example.com`), expanded
+    // per environment made from it; every other environment's are names.
+    let integration = tier == Tier::Integration;
+    for (service, names) in &hosts {
+        for name in names {
+            if super::hosts::is_pattern(name) != integration {
+                let why = if integration {
+                    format!(
+                        "{name:?}: an integration environment's hosts are per branch; write {{branch}}.{name} (the branch name becomes that label)"
+                    )
+                } else {
+                    format!(
+                        "{name:?}: {{branch}} patterns are for integration environments (tier: integration) only; list the names"
+                    )
+                };
+                ctx.error(
+                    f.key_location("hosts"),
+                    &join(&f.path("hosts"), service.as_str()),
+                    why,
+                );
+                return None;
+            }
+        }
     }
     if !ok {
         return None;

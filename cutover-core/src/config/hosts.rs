@@ -8,9 +8,18 @@
 //! file:line:column. The `.localhost` names (`<service>.<env>.<app>.localhost`) keep working
 //! beside these.
 //!
-//! Not yet: hosts on integration environments (their `{branch}.review.example.com` pattern needs
-//! the engine to push each instance's names); they are refused with that explanation rather
-//! than accepted and ignored. Path prefixes are not supported.
+//! An integration template's hosts are patterns whose first label is `{branch}`
+//! (`{branch}.review.example.com`): each environment made from it gets that name with the
+//! branch as a DNS label ([`branch_label`]: `feature/Login_2` → `feature-login-2`), pushed to
+//! the router by the engine when the environment is created, removed when it goes. The
+//! pattern itself is unique like a name (two templates cannot share one).
+//!
+//! A name may end in a path prefix (`example.com/shop`): requests to that host whose path is
+//! the prefix or continues it after a `/` go to that service, the longest prefix winning, and
+//! the bare name takes the rest. The prefix is not stripped (the application sees the whole
+//! path; see `cutover-router`'s `hosts`). Prefixes are `/`-separated segments of letters,
+//! digits, `-`, `.`, `_` and `~` (no `.` or `..` segment, no query); certificates and ACME take
+//! names only.
 
 use std::collections::BTreeMap;
 
@@ -62,7 +71,7 @@ pub(crate) fn hosts(
         let mut names = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let ip = format!("{p}[{i}]");
-            match parsed(ctx, item, &ip, check_host) {
+            match parsed(ctx, item, &ip, check_host_route) {
                 Some(name) => {
                     found.push(HostAt {
                         name: name.clone(),
@@ -79,12 +88,94 @@ pub(crate) fn hosts(
     ok.then_some(out)
 }
 
-/// A host name or `*.` wildcard, lower-cased (see the module docs).
+/// The first label of a host pattern, replaced by the branch's label.
+pub const BRANCH_LABEL: &str = "{branch}";
+
+/// Whether a (checked) host is a `{branch}.` pattern.
+pub fn is_pattern(host: &str) -> bool {
+    host.starts_with("{branch}.")
+}
+
+/// A branch name as one DNS label: lower-case ASCII letters and digits, every other run of
+/// characters one `-`, none at either end, at most 63 bytes (`feature/Login_2` →
+/// `feature-login-2`). `Err` when nothing is left (a branch of only punctuation).
+pub fn branch_label(branch: &str) -> Result<String, String> {
+    let mut out = String::new();
+    for c in branch.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.truncate(63);
+    let label = out.trim_end_matches('-').to_owned();
+    if label.is_empty() {
+        return Err(format!(
+            "branch {branch:?} has no letter or digit to make a host name label of; rename the branch"
+        ));
+    }
+    Ok(label)
+}
+
+/// `pattern` (`{branch}.review.example.com`) for the branch label `label`; a name (no
+/// pattern) is returned as it is.
+pub fn expand_host(pattern: &str, label: &str) -> String {
+    match pattern.strip_prefix(BRANCH_LABEL) {
+        Some(rest) => format!("{label}{rest}"),
+        None => pattern.to_owned(),
+    }
+}
+
+/// A host name (or wildcard or pattern, see [`check_host`]) with an optional path prefix:
+/// `Example.com/Shop/` → `example.com/Shop` (the host lower-cased, the path as written).
+pub(crate) fn check_host_route(raw: &str) -> Result<String, String> {
+    let raw_trimmed = raw.trim();
+    let Some(i) = raw_trimmed.find('/') else {
+        return check_host(raw_trimmed);
+    };
+    let (name, path) = raw_trimmed.split_at(i);
+    if name.contains(':') {
+        return Err(format!(
+            "{raw:?} is not a host name: give the name only, without scheme or port, then an optional path (e.g. example.com/shop)"
+        ));
+    }
+    let name = check_host(name)?;
+    let prefix = path.trim_end_matches('/');
+    let ok = prefix.split('/').skip(1).all(|seg| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    });
+    if !ok {
+        return Err(format!(
+            "{raw:?}: the path prefix must be /-separated segments of letters, digits, '-', '.', '_' or '~' (e.g. example.com/shop), without a query, '..' or %-escapes"
+        ));
+    }
+    Ok(format!("{name}{prefix}"))
+}
+
+/// A host name or `*.` wildcard, lower-cased (see the module docs); or a `{branch}.` pattern.
 pub(crate) fn check_host(raw: &str) -> Result<String, String> {
     let lower = raw.trim().trim_end_matches('.').to_ascii_lowercase();
-    if lower.contains('{') {
+    if let Some(rest) = lower.strip_prefix("{branch}.") {
+        // The rest is a name of its own (at least two labels), so the expansion is one too.
+        let rest = check_host(rest)
+            .map_err(|e| format!("{raw:?}: after {{branch}}. a host name must follow ({e})"))?;
+        if rest.starts_with("*.") || rest.contains('{') {
+            return Err(format!(
+                "{raw:?}: a pattern has {{branch}} as its first label only, and no wildcard"
+            ));
+        }
+        return Ok(format!("{{branch}}.{rest}"));
+    }
+    if lower.contains('{') || lower.contains('}') {
         return Err(format!(
-            "{raw:?}: host patterns such as {{branch}}.review.example.com are not supported yet; list the names"
+            "{raw:?}: the only host pattern is {{branch}} as the first label (e.g. {{branch}}.review.example.com)"
         ));
     }
     if lower.contains('/') || lower.contains(':') {
@@ -158,11 +249,13 @@ mod tests {
         assert!(check_host("https://www.example.com").is_err());
         assert!(check_host("www.example.com:443").is_err());
         assert!(check_host("10.0.0.1").is_err());
-        assert!(
-            check_host("{branch}.review.example.com")
-                .unwrap_err()
-                .contains("not supported")
+        assert_eq!(
+            check_host("{branch}.Review.example.com"),
+            Ok("{branch}.review.example.com".into())
         );
+        assert!(check_host("www.{branch}.example.com").is_err());
+        assert!(check_host("{branch}.com").is_err());
+        assert!(check_host("{branch}.*.example.com").is_err());
         assert!(check_host(&format!("{}.com", "a".repeat(64))).is_err());
     }
 
@@ -198,6 +291,68 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("already used by this environment"), "{e}");
         let e = parse("  review: { tier: integration, hosts: { web: [r.example.com] } }\n").unwrap_err();
-        assert!(e.contains("integration"), "{e}");
+        assert!(e.contains("{branch}.r.example.com"), "{e}");
+        let e = parse("  prod: { tier: prod, hosts: { web: [\"{branch}.example.com\"] } }\n").unwrap_err();
+        assert!(
+            e.contains("integration environments (tier: integration) only"),
+            "{e}"
+        );
+        let cfg =
+            parse("  review: { tier: integration, hosts: { web: [\"{branch}.review.example.com\"] } }\n")
+                .unwrap();
+        let review = &cfg.environments[&EnvName::parse("review").unwrap()];
+        assert_eq!(
+            review.hosts[&ServiceName::parse("web").unwrap()],
+            vec!["{branch}.review.example.com".to_owned()]
+        );
+    }
+
+    #[test]
+    fn path_prefixes() {
+        assert_eq!(
+            check_host_route("Example.com/shop/"),
+            Ok("example.com/shop".into())
+        );
+        assert_eq!(check_host_route("example.com/"), Ok("example.com".into()));
+        assert_eq!(
+            check_host_route("{branch}.review.example.com/api"),
+            Ok("{branch}.review.example.com/api".into())
+        );
+        assert!(
+            check_host_route("example.com/a/../b")
+                .unwrap_err()
+                .contains("path prefix")
+        );
+        assert!(check_host_route("example.com/a?b=1").is_err());
+        assert!(check_host_route("example.com:80/a").is_err());
+        // Certificates take names only.
+        assert!(check_host("example.com/shop").is_err());
+        let cfg =
+            parse("  prod: { tier: prod, hosts: { web: [example.com], admin: [example.com/shop/admin] } }\n")
+                .unwrap();
+        let prod = &cfg.environments[&EnvName::parse("prod").unwrap()];
+        assert_eq!(
+            prod.hosts[&ServiceName::parse("admin").unwrap()],
+            vec!["example.com/shop/admin".to_owned()]
+        );
+        let e =
+            parse("  prod: { tier: prod, hosts: { web: [example.com/shop], admin: [example.com/shop/] } }\n")
+                .unwrap_err();
+        assert!(e.contains("already used"), "{e}");
+    }
+
+    #[test]
+    fn branch_labels() {
+        assert_eq!(branch_label("feature/Login_2"), Ok("feature-login-2".into()));
+        assert_eq!(branch_label("--Fix--#12--"), Ok("fix-12".into()));
+        assert_eq!(branch_label("ünïcode/ß"), Ok("n-code".into()));
+        assert!(branch_label("///").is_err());
+        let long = branch_label(&format!("{}-x", "a".repeat(62))).unwrap();
+        assert_eq!(long, "a".repeat(62), "63 bytes at most, no trailing '-'");
+        assert_eq!(
+            expand_host("{branch}.review.example.com", "feature-login-2"),
+            "feature-login-2.review.example.com"
+        );
+        assert_eq!(expand_host("www.example.com", "x"), "www.example.com");
     }
 }

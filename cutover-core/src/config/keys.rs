@@ -50,7 +50,9 @@ pub(crate) const JOB: &[&str] = &["schedule", "timezone", "run", "overlap"];
 
 pub(crate) const ROUTER: &[&str] = &["port", "trusted_proxies", "access_log", "tls"];
 
-pub(crate) const TLS: &[&str] = &["port", "certificates", "hsts"];
+pub(crate) const TLS: &[&str] = &["port", "certificates", "hsts", "acme"];
+
+pub(crate) const ACME: &[&str] = &["directory", "contact", "ca_file", "hosts", "redirect"];
 
 pub(crate) const CERTIFICATE: &[&str] = &["hosts", "cert", "key", "redirect"];
 
@@ -128,6 +130,7 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("router.access_log", ACCESS_LOG),
     ("router.tls", TLS),
     ("router.tls.certificates[]", CERTIFICATE),
+    ("router.tls.acme", ACME),
     ("registry", REGISTRY),
     ("source", SOURCE),
     ("webhooks[]", WEBHOOK),

@@ -18,6 +18,7 @@ mod environments;
 mod error;
 mod extract;
 mod hosts;
+pub use hosts::{branch_label, expand_host, is_pattern};
 pub mod keys;
 mod node;
 mod notifications;

@@ -16,7 +16,7 @@ use super::build::opt;
 use super::extract::{Ctx, Fields, SNode, boolean, count, list, parsed};
 use super::keys;
 use super::node::Node;
-use super::types::{AccessLog, AccessLogTarget, Certificate, RouterConfig, RouterTls};
+use super::types::{AccessLog, AccessLogTarget, Acme, Certificate, RouterConfig, RouterTls};
 
 /// `router.access_log.max_size` when not given: 100 MiB.
 pub const DEFAULT_ACCESS_LOG_MAX_SIZE: u64 = 100 * 1024 * 1024;
@@ -78,31 +78,134 @@ fn tls(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Rout
         .and_then(|v| u16::try_from(v).ok());
     ok &= port.is_some();
     let hsts = opt(ctx, &f, "hsts", &mut ok, boolean).unwrap_or(false);
+    let acme = opt(ctx, &f, "acme", &mut ok, |ctx, n, p| {
+        acme(ctx, n, f.key_location("acme"), p)
+    });
     let mut certificates = Vec::new();
-    if let Some(n) = f.required(ctx, "certificates", "a list of { hosts, cert, key }") {
-        let p = f.path("certificates");
-        match list(ctx, n, &p, "a list of { hosts, cert, key }") {
-            Some([]) => {
-                ctx.error(n.referenced, &p, "give at least one certificate");
-                ok = false;
-            }
-            Some(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    match certificate(ctx, item, &format!("{p}[{i}]")) {
-                        Some(c) => certificates.push(c),
-                        None => ok = false,
+    match f.get("certificates") {
+        Some(n) => {
+            let p = f.path("certificates");
+            match list(ctx, n, &p, "a list of { hosts, cert, key }") {
+                Some([]) if acme.is_none() => {
+                    ctx.error(n.referenced, &p, "give at least one certificate (or `acme:`)");
+                    ok = false;
+                }
+                Some(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        match certificate(ctx, item, &format!("{p}[{i}]")) {
+                            Some(c) => certificates.push(c),
+                            None => ok = false,
+                        }
                     }
                 }
+                None => ok = false,
             }
-            None => ok = false,
         }
-    } else {
-        ok = false;
+        // Only ACME certificates: fine; neither: nothing to serve.
+        None if acme.is_some() || f.get("acme").is_some() => {}
+        None => {
+            ctx.error(
+                at,
+                path,
+                "give `certificates:` (a list of { hosts, cert, key }) or `acme:` (automatic certificates)",
+            );
+            ok = false;
+        }
     }
     Some(RouterTls {
         port: port?,
         certificates,
         hsts,
+        acme,
+    })
+    .filter(|_| ok)
+}
+
+/// `router.tls.acme`: certificates from an ACME server by HTTP-01 (see
+/// `cutover_router::AcmeSettings`). The directory is `https://` (RFC 8555); the hosts are plain
+/// names (HTTP-01 cannot prove a wildcard).
+fn acme(ctx: &mut Ctx<'_>, node: &SNode, at: Location, path: &str) -> Option<Acme> {
+    let f = Fields::new(ctx, node, at, path, keys::ACME)?;
+    let mut ok = true;
+    let directory = f
+        .required(
+            ctx,
+            "directory",
+            "the ACME directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory",
+        )
+        .and_then(|n| {
+            parsed(ctx, n, &f.path("directory"), |s| {
+                let rest = s.strip_prefix("https://").ok_or_else(|| {
+                    format!("{s:?} is not an https:// URL; ACME directories are served over HTTPS (RFC 8555)")
+                })?;
+                if rest.is_empty()
+                    || rest.starts_with('/')
+                    || s.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(format!(
+                        "{s:?} is not a URL: give e.g. https://acme-v02.api.letsencrypt.org/directory"
+                    ));
+                }
+                Ok(s.to_owned())
+            })
+        });
+    let contact = opt(ctx, &f, "contact", &mut ok, |ctx, n, p| {
+        let items = list(ctx, n, p, "a list of contact URIs, e.g. [mailto:ops@example.com]")?;
+        let mut out = Vec::new();
+        let mut all = true;
+        for (i, item) in items.iter().enumerate() {
+            match parsed(ctx, item, &format!("{p}[{i}]"), |s| {
+                let addr = s.strip_prefix("mailto:").unwrap_or("");
+                if addr.contains('@')
+                    && !addr.contains(|c: char| c.is_whitespace() || c == ',' || c.is_control())
+                {
+                    Ok(s.to_owned())
+                } else {
+                    Err(format!(
+                        "{s:?} is not a contact URI: give mailto:<address>, e.g. mailto:ops@example.com"
+                    ))
+                }
+            }) {
+                Some(c) => out.push(c),
+                None => all = false,
+            }
+        }
+        all.then_some(out)
+    })
+    .unwrap_or_default();
+    let ca_file = opt(ctx, &f, "ca_file", &mut ok, absolute_file);
+    let hosts = f
+        .required(ctx, "hosts", "the host names to get certificates for")
+        .and_then(|n| {
+            let p = f.path("hosts");
+            let items = list(ctx, n, &p, "a list of host names")?;
+            if items.is_empty() {
+                ctx.error(n.referenced, &p, "give at least one host name");
+                return None;
+            }
+            let mut out = Vec::new();
+            let mut all = true;
+            for (i, item) in items.iter().enumerate() {
+                match parsed(ctx, item, &format!("{p}[{i}]"), |s| {
+                    let h = super::hosts::check_host(s)?;
+                    if h.starts_with("*.") {
+                        return Err(format!("{s:?}: ACME's HTTP-01 challenge cannot prove a wildcard; list the names, or give a wildcard certificate under `certificates:`"));
+                    }
+                    Ok(h)
+                }) {
+                    Some(h) => out.push(h),
+                    None => all = false,
+                }
+            }
+            all.then_some(out)
+        });
+    let redirect = opt(ctx, &f, "redirect", &mut ok, boolean).unwrap_or(false);
+    Some(Acme {
+        directory: directory?,
+        contact,
+        ca_file,
+        hosts: hosts?,
+        redirect,
     })
     .filter(|_| ok)
 }
@@ -315,12 +418,55 @@ mod tests {
         );
         let e = parse("router:\n  tls: { port: 7443, certificates: [] }\n").unwrap_err();
         assert!(e.contains("at least one certificate"), "{e}");
+        let e = parse("router:\n  tls: { port: 7443 }\n").unwrap_err();
+        assert!(e.contains("`acme:`"), "{e}");
         let e = parse("router:\n  tls: { port: 7443, certificates: [{ hosts: [a.example.com], cert: c.pem, key: /k }] }\n")
             .unwrap_err();
         assert!(e.contains("absolute"), "{e}");
         let e = parse("router:\n  tls: { certificates: [{ hosts: [a.example.com], cert: /c, key: /k }] }\n")
             .unwrap_err();
         assert!(e.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn router_tls_acme() {
+        let r = parse(
+            "router:\n  tls:\n    port: 7443\n    acme:\n      directory: https://127.0.0.1:14000/dir\n      contact: [mailto:ops@example.com]\n      ca_file: /etc/pebble/ca.pem\n      hosts: [Shop.example.com]\n      redirect: true\n",
+        )
+        .unwrap();
+        let tls = r.tls.unwrap();
+        assert!(tls.certificates.is_empty());
+        let acme = tls.acme.unwrap();
+        assert_eq!(acme.directory, "https://127.0.0.1:14000/dir");
+        assert_eq!(acme.hosts, vec!["shop.example.com".to_owned()]);
+        assert_eq!(acme.ca_file, Some("/etc/pebble/ca.pem".into()));
+        assert!(acme.redirect);
+        for (bad, says) in [
+            (
+                "{ directory: http://acme.example/dir, hosts: [a.example.com] }",
+                "https://",
+            ),
+            (
+                "{ directory: https://acme.example/dir, hosts: [\"*.example.com\"] }",
+                "wildcard",
+            ),
+            (
+                "{ directory: https://acme.example/dir, hosts: [] }",
+                "at least one host",
+            ),
+            (
+                "{ directory: https://acme.example/dir, hosts: [a.example.com], contact: [ops@example.com] }",
+                "mailto:",
+            ),
+            (
+                "{ directory: https://acme.example/dir, hosts: [a.example.com], ca_file: ca.pem }",
+                "absolute",
+            ),
+            ("{ hosts: [a.example.com] }", "directory"),
+        ] {
+            let e = parse(&format!("router:\n  tls:\n    port: 7443\n    acme: {bad}\n")).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -367,10 +367,27 @@ pub struct RouterConfig {
 pub struct RouterTls {
     /// Its port on 127.0.0.1 (0: any free one).
     pub port: u16,
-    /// The certificates (at least one).
+    /// The certificates (at least one unless `acme` is given).
     pub certificates: Vec<Certificate>,
     /// Send `Strict-Transport-Security: max-age=31536000` on every HTTPS answer.
     pub hsts: bool,
+    /// Certificates got automatically from an ACME server.
+    pub acme: Option<Acme>,
+}
+
+/// `router.tls.acme`: automatic certificates (HTTP-01 on the router's plain port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Acme {
+    /// The ACME directory URL (`https://`).
+    pub directory: String,
+    /// Account contact URIs (`mailto:`).
+    pub contact: Vec<String>,
+    /// A PEM CA certificate trusted for the directory's TLS (a private ACME server).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Host names to get a certificate for (no wildcards).
+    pub hosts: Vec<String>,
+    /// Answer plain-HTTP requests for these hosts with a 308 to HTTPS (challenges excepted).
+    pub redirect: bool,
 }
 
 /// One certificate of `router.tls.certificates`.

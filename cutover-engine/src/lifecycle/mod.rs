@@ -25,6 +25,7 @@
 //! never overlap: the reaper skips an environment whose gate is taken.
 
 mod auto_deploy;
+mod hosts;
 mod naming;
 mod reaper;
 mod teardown;
@@ -200,6 +201,7 @@ impl Topology {
             env.ports.clear();
             config.environments.insert(name.clone(), env);
         }
+        hosts::expand_all(&mut config, base, &records);
         Self {
             config: Arc::new(config),
             records,
@@ -343,6 +345,7 @@ impl Engine {
         self.inner
             .topology
             .store(Arc::new(Topology::build(&self.inner.base.load(), records)));
+        self.push_public_hosts().await;
         Ok(())
     }
 
@@ -367,6 +370,7 @@ impl Engine {
             }
         }
         self.inner.topology.store(Arc::new(topology));
+        self.push_public_hosts().await;
         Ok(())
     }
 
@@ -434,6 +438,7 @@ impl Engine {
                 names.join(", ")
             )));
         }
+        self.check_branch_hosts(&topo, &template, &branch)?;
         let name = derive_name(&template, &branch, |candidate| {
             if topo.config.environments.keys().any(|e| e.as_str() == candidate) {
                 return true;

@@ -337,6 +337,7 @@ async fn plain_http_to_a_redirected_host_gets_a_308_to_https() {
                 hsts: None,
                 redirect_hosts: vec!["www.example.com".into(), "*.shop.example".into()],
                 https_port: 7443,
+                acme: None,
             }),
             ..EdgeSettings::default()
         })
@@ -355,4 +356,36 @@ async fn plain_http_to_a_redirected_host_gets_a_308_to_https() {
     );
     let ans = c.get(&r.host("yves"), "/").await.unwrap();
     assert_eq!(ans.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_path_prefix_of_a_public_name_routes_to_its_own_service_longest_first() {
+    let a = upstream(&sha('a')).await;
+    let b = upstream(&sha('b')).await;
+    let r = TestRouter::start(RouterConfig::default()).await;
+    r.switch("yves", &sha('a'), &[&a]);
+    r.switch("zed", &sha('b'), &[&b]);
+    r.router
+        .set_edge(EdgeSettings {
+            hosts: vec![
+                ("example.com".into(), key("yves")),
+                ("example.com/shop".into(), key("zed")),
+            ],
+            ..EdgeSettings::default()
+        })
+        .unwrap();
+    let mut c = Conn::connect(r.addr).await;
+    for (path, want) in [
+        ("/", sha('a')),
+        ("/shopping", sha('a')),
+        ("/shop", sha('b')),
+        ("/shop/cart?x=1", sha('b')),
+    ] {
+        let ans = c.get("example.com", path).await.unwrap();
+        assert_eq!(
+            (ans.status, ans.body.as_str()),
+            (StatusCode::OK, want.as_str()),
+            "{path}"
+        );
+    }
 }

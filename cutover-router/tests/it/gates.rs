@@ -103,3 +103,65 @@ async fn past_its_bound_and_in_maintenance_the_router_answers_503_with_retry_aft
     r.router.set_gate("shop", "stage", None);
     assert_eq!(c.get(&r.host("yves"), "/").await.unwrap().status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_gates_503_is_counted_and_logged_as_its_routes_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let v1 = upstream(&sha('1')).await;
+    let r = TestRouter::start(RouterConfig::default()).await;
+    r.router
+        .set_edge(cutover_router::EdgeSettings {
+            access_log: Some(cutover_router::AccessLogTarget::File {
+                path: path.clone(),
+                max_size: 1024 * 1024,
+                keep: 0,
+            }),
+            ..cutover_router::EdgeSettings::default()
+        })
+        .unwrap();
+    r.switch("yves", &sha('1'), &[&v1]);
+    r.router
+        .set_gate("shop", "stage", Some(Gate::maintenance(60, "<p>down</p>")));
+    let mut c = Conn::connect(r.addr).await;
+    for _ in 0..3 {
+        let a = c.get(&r.host("yves"), "/").await.unwrap();
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    let text = r.router.encode_metrics();
+    let labels = "app=\"shop\",env=\"stage\",service=\"yves\"";
+    let series = format!("cutover_router_requests_total{{{labels},class=\"5xx\"}} 3");
+    assert!(text.lines().any(|l| l == series), "{series} missing in:\n{text}");
+    let in_flight = format!("cutover_router_in_flight{{{labels}}} 0");
+    assert!(text.lines().any(|l| l == in_flight), "{text}");
+    assert!(
+        text.contains("{app=\"\",env=\"\",service=\"\",class=\"5xx\"} 0"),
+        "a gate's answer is not an unrouted one:\n{text}"
+    );
+
+    // The access log's writer is a thread: give it a moment.
+    let lines = wait_for_lines(&path, 3).await;
+    for line in &lines {
+        assert_eq!(line["status"], 503, "{line}");
+        assert_eq!(line["env"], "stage", "{line}");
+        assert_eq!(line["service"], "yves", "{line}");
+    }
+}
+
+async fn wait_for_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // Only complete lines: the writer may be in the middle of the next one.
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        let lines: Vec<serde_json::Value> = complete
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("fewer than {n} lines in {}", path.display());
+}

@@ -62,6 +62,16 @@ pub struct ServeArgs {
     /// of a running server).
     #[arg(long, env = "CUTOVER_STOP_ON_EXIT", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     pub stop_on_exit: bool,
+
+    /// Serve the API and dashboard over HTTPS with this PEM certificate chain (with
+    /// --tls-key); a renewed file is picked up within a second, without a restart. CLIs then
+    /// use --server https://… (and --ca-file for a private CA).
+    #[arg(long, env = "CUTOVER_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CUTOVER_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `cutover serve --data-plane`.

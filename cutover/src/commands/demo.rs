@@ -94,6 +94,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         // Ctrl-C of the demo stops everything it started.
         data_plane: cutover_server::DataPlaneMode::Process,
         stop_on_exit: true,
+        tls: None,
     })
     .await
     .map_err(|e| match e {
@@ -160,7 +161,7 @@ fn admin_token(app: &App) -> anyhow::Result<String> {
 /// A client acting as the `demo` token (deployer everywhere), minted afresh
 /// through the admin token on every run (the secret of an earlier one is gone).
 async fn demo_client(url: &str, admin: &str) -> anyhow::Result<Client> {
-    let admin = Client::new(url, Some(admin))?;
+    let admin = Client::new(url, Some(admin), None)?;
     let tokens: Value = admin.get("/api/v1/tokens").await?;
     let live = tokens.as_array().is_some_and(|t| {
         t.iter()
@@ -180,7 +181,7 @@ async fn demo_client(url: &str, admin: &str) -> anyhow::Result<Client> {
     let secret = issued["secret"]
         .as_str()
         .context("the server did not return the demo token's secret")?;
-    Client::new(url, Some(secret))
+    Client::new(url, Some(secret), None)
 }
 
 fn finished(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Result<ExitCode> {

@@ -32,7 +32,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
              `cutover token create {name} --role ROLE`"
         );
     }
-    let client = || Client::new(&cli.global.server, cli.global.token.as_deref());
+    let client = || {
+        Client::new(
+            &cli.global.server,
+            cli.global.token.as_deref(),
+            cli.global.ca_file.as_deref(),
+        )
+    };
     let out = cli.global.output;
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
@@ -51,7 +57,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scale(args) => scale::run(&client()?, args, out).await,
         Command::Flag(cmd) => flag::run(&client()?, cmd, out).await,
         Command::Maintenance(cmd) => maintenance::run(&client()?, cmd, out).await,
-        Command::Login => tokens::login(&cli.global.server, cli.global.token.as_deref(), out).await,
+        Command::Login => {
+            tokens::login(
+                &cli.global.server,
+                cli.global.token.as_deref(),
+                cli.global.ca_file.as_deref(),
+                out,
+            )
+            .await
+        }
         Command::Whoami => tokens::whoami(&client()?, out).await,
         Command::Stop { all } => system::stop(&client()?, all, out).await,
         Command::Upgrade { data_plane } => system::upgrade(&client()?, data_plane, out).await,

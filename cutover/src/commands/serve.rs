@@ -24,6 +24,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             crate::cli::DataPlaneArg::Embedded => cutover_server::DataPlaneMode::Embedded,
         },
         stop_on_exit: args.stop_on_exit,
+        tls: args.tls_cert.zip(args.tls_key),
     })
     .await
     {
@@ -45,7 +46,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     println!("cutover: children confined: {}", app.protection());
     println!("cutover: router on http://{router}");
-    println!("cutover: listening on http://{addr}");
+    let scheme = if app.serves_tls() { "https" } else { "http" };
+    println!("cutover: listening on {scheme}://{addr}");
     std::io::stdout().flush().ok();
     app.run_until_stopped().await.context("serving HTTP")?;
     Ok(ExitCode::SUCCESS)

@@ -150,7 +150,12 @@ pub async fn whoami(client: &Client, out: Output) -> anyhow::Result<ExitCode> {
 }
 
 /// Checks the token with the server, then saves it for that server.
-pub async fn login(server: &str, token: Option<&str>, out: Output) -> anyhow::Result<ExitCode> {
+pub async fn login(
+    server: &str,
+    token: Option<&str>,
+    ca_file: Option<&std::path::Path>,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
     let token = match token.map(str::trim).filter(|t| !t.is_empty()) {
         Some(t) => t.to_owned(),
         None => {
@@ -171,7 +176,7 @@ pub async fn login(server: &str, token: Option<&str>, out: Output) -> anyhow::Re
             line
         }
     };
-    let client = Client::new(server, Some(&token))?;
+    let client = Client::new(server, Some(&token), ca_file)?;
     let me: Value = client.get("/api/v1/whoami").await?;
     let path = credentials::store(client.base(), &token)?;
     output::emit(out, &me, |m| {

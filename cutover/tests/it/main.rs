@@ -7,9 +7,12 @@
 
 mod support;
 
+mod acme;
+mod api_tls;
 mod approvals;
 mod auth;
 mod auth_matrix;
+mod branch_hosts;
 mod broker;
 mod build_context;
 mod cdp;

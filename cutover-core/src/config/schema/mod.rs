@@ -320,8 +320,8 @@ fn rabbitmq() -> Value {
 
 fn tls() -> Value {
     object(
-        &["port", "certificates"],
-        "HTTPS (HTTP/2 and HTTP/1.1) on its own port, with certificates picked by host name (SNI) and reloaded when their files change.",
+        &["port"],
+        "HTTPS (HTTP/2 and HTTP/1.1) on its own port, with certificates picked by host name (SNI) and reloaded when their files change, or got from an ACME server (give certificates, acme or both).",
         props(vec![
             (
                 "port",
@@ -349,6 +349,43 @@ fn tls() -> Value {
                 boolean(
                     "Send Strict-Transport-Security: max-age=31536000 on HTTPS answers.",
                     Some(false),
+                ),
+            ),
+            (
+                "acme",
+                object(
+                    &["directory", "hosts"],
+                    "Certificates got automatically from an ACME server (HTTP-01 on the router's plain port), kept in the data directory and renewed before they expire.",
+                    props(vec![
+                        (
+                            "directory",
+                            described(
+                                json!({ "type": "string", "pattern": "^https://\\S+$" }),
+                                "The ACME directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory.",
+                            ),
+                        ),
+                        (
+                            "contact",
+                            json!({ "type": "array", "items": { "type": "string", "pattern": "^mailto:\\S+@\\S+$" }, "description": "Account contact URIs, e.g. mailto:ops@example.com." }),
+                        ),
+                        (
+                            "ca_file",
+                            string(
+                                "Absolute path of a PEM CA certificate trusted for the directory's TLS (a private ACME server).",
+                            ),
+                        ),
+                        (
+                            "hosts",
+                            json!({ "type": "array", "items": { "type": "string" }, "description": "Host names to get a certificate for (no wildcards)." }),
+                        ),
+                        (
+                            "redirect",
+                            boolean(
+                                "Answer plain-HTTP requests for these hosts with a 308 to HTTPS (ACME challenges excepted).",
+                                Some(false),
+                            ),
+                        ),
+                    ]),
                 ),
             ),
         ]),
@@ -642,9 +679,9 @@ fn environment() -> Value {
                     json!({
                         "type": "array",
                         "items": { "type": "string" },
-                        "description": "Host names (www.example.com, or *.example.com for one label) routed to the public service.",
+                        "description": "Host names (www.example.com, or *.example.com for one label), optionally with a path prefix (example.com/shop: the longest prefix wins, the path is passed on unchanged), routed to the public service; on an integration template, {branch}.review.example.com patterns.",
                     }),
-                    "Public host names by public service; each name belongs to one environment (not on integration environments yet).",
+                    "Public host names by public service; each name belongs to one environment; an integration template's are {branch} patterns, expanded per environment made from it.",
                 ),
             ),
             (
