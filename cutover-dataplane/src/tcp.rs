@@ -9,8 +9,9 @@
 //! A request is one JSON line `{"ts": <unix ms>, "nonce": "<hex>", "mac": "<hex>", "request":
 //! "<the request JSON, as a string>"}` where `mac` is HMAC-SHA256 over
 //! `cutover-dataplane-tcp-v1 request\n<ts>\n<nonce>\n<request>`. The data plane refuses a
-//! request whose time is more than a minute away from its clock, whose nonce it saw within that
-//! window (a captured request cannot be replayed), or whose MAC does not match (compared in
+//! request whose time is more than a minute away from its clock or before it started listening,
+//! whose nonce it saw within that window (a captured request cannot be replayed, also not to a
+//! restarted data plane), or whose MAC does not match (compared in
 //! constant time). The answer is `{"mac": "<hex>", "answer": "<the answer JSON>"}`, MAC over
 //! `cutover-dataplane-tcp-v1 answer\n<nonce>\n<answer>`, so the control plane knows the answer
 //! came from the holder of the secret and belongs to its request; only a refusal (which changes
@@ -182,15 +183,21 @@ pub(crate) fn open_answer(secret: &SharedSecret, nonce: &str, line: &[u8]) -> Op
         .then_some(signed.answer)
 }
 
-/// Nonces of requests seen within [`MAX_SKEW`] of their time (a replay is refused).
+/// Nonces of requests seen within [`MAX_SKEW`] of their time (a replay is refused), and the
+/// time before which requests are refused: when this data plane started listening, so a request
+/// captured before a restart (whose nonces are forgotten) cannot be replayed to it after.
 #[derive(Default)]
-pub(crate) struct Seen(std::sync::Mutex<HashMap<String, u64>>);
+pub(crate) struct Seen {
+    nonces: std::sync::Mutex<HashMap<String, u64>>,
+    not_before: u64,
+}
 
 /// Why a request line was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
     Malformed,
     Stale,
+    BeforeStart,
     Replayed,
     BadMac,
 }
@@ -200,6 +207,7 @@ impl std::fmt::Display for Refusal {
         f.write_str(match self {
             Refusal::Malformed => "not a signed request line",
             Refusal::Stale => "the request's time is more than a minute away from the data plane's clock: sync the clocks (NTP)",
+            Refusal::BeforeStart => "the request was signed before this data plane started (a replay, or clocks apart: sync them)",
             Refusal::Replayed => "the request's nonce was already used (a replay)",
             Refusal::BadMac => "wrong signature: both sides must read the same --control-secret-file",
         })
@@ -207,6 +215,14 @@ impl std::fmt::Display for Refusal {
 }
 
 impl Seen {
+    /// Refuses requests signed before `not_before` (unix ms).
+    pub(crate) fn since(not_before: u64) -> Self {
+        Self {
+            nonces: std::sync::Mutex::default(),
+            not_before,
+        }
+    }
+
     /// Checks a request line; returns the nonce and the request's JSON.
     pub(crate) fn open(
         &self,
@@ -224,13 +240,19 @@ impl Seen {
         if env.ts.abs_diff(now) > window {
             return Err(Refusal::Stale);
         }
+        if env.ts < self.not_before {
+            return Err(Refusal::BeforeStart);
+        }
         if !secret.verify(
             &[REQUEST_DOMAIN, &env.ts.to_string(), &env.nonce, &env.request],
             &env.mac,
         ) {
             return Err(Refusal::BadMac);
         }
-        let mut seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = self
+            .nonces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Requests older than the window are refused as stale anyway: forget their nonces.
         seen.retain(|_, ts| ts.abs_diff(now) <= window);
         if seen.insert(env.nonce.clone(), env.ts).is_some() {
@@ -263,6 +285,11 @@ mod tests {
         assert_eq!(
             Seen::default().open(&secret(1), line, now + 61_000),
             Err(Refusal::Stale)
+        );
+        assert_eq!(
+            Seen::since(now + 1000).open(&secret(1), line, now + 1000),
+            Err(Refusal::BeforeStart),
+            "captured before a restart, replayed after it"
         );
     }
 

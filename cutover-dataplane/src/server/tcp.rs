@@ -38,7 +38,7 @@ pub(super) fn spawn(shared: &Arc<Shared>, control: TcpControl) -> JoinHandle<()>
             }
         };
         tracing::info!(addr = %control.addr, "control channel listening on TCP (signed requests only)");
-        let seen = Arc::new(Seen::default());
+        let seen = Arc::new(Seen::since(now_ms()));
         let slots = Arc::new(Semaphore::new(MAX_CONNS));
         loop {
             tokio::select! {
