@@ -33,16 +33,38 @@ const NODE1: &str = "unix:///run/cutover-nodes/node1.sock";
 /// Where the second router (a data plane in node2's namespace) listens.
 const MIRROR: &str = "10.231.0.3:18080";
 
-/// A `cutover data-plane` in node2's network namespace, killed when dropped.
+/// Where the mirror takes its control requests (over TCP, signed).
+const MIRROR_CONTROL: &str = "10.231.0.3:17070";
+/// The secret both sides sign with (under the nodes' root, removed with them).
+const MIRROR_SECRET: &str = "/var/lib/cutover-nodes/mirror.secret";
+
+/// A `cutover data-plane` in node2's network namespace, driven over TCP, killed when dropped.
 struct Mirror(std::process::Child);
 
 impl Mirror {
     fn start(dir: &Path) -> Mirror {
         std::fs::create_dir_all(dir).unwrap();
+        if !Path::new(MIRROR_SECRET).exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(MIRROR_SECRET)
+                .unwrap();
+            writeln!(f, "{}", "7f".repeat(32)).unwrap();
+        }
         let child = std::process::Command::new("nsenter")
             .arg("--net=/var/run/netns/cutover-node2")
             .arg(BIN)
-            .args(["data-plane", "--data-dir"])
+            .args([
+                "data-plane",
+                "--control-tcp",
+                MIRROR_CONTROL,
+                "--control-secret-file",
+            ])
+            .arg(MIRROR_SECRET)
+            .arg("--data-dir")
             .arg(dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -261,12 +283,16 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
     .unwrap();
     // Under the nodes' root, so `scripts/swarm-nodes down` also ends it after a killed run.
     let mirror_dir = Path::new("/var/lib/cutover-nodes/router2");
-    let _mirror = Mirror::start(mirror_dir);
-    let mirrors = format!("{}={MIRROR}", mirror_dir.display());
+    let mirror = Mirror::start(mirror_dir);
+    let mirrors = format!("tcp://{MIRROR_CONTROL}={MIRROR}");
     let server = Server::start_with(
         &dir.path().join("cutover.yml"),
         &dir.path().join("data"),
-        &[("DOCKER_HOST", NODE1), ("CUTOVER_DATA_PLANE_MIRRORS", &mirrors)],
+        &[
+            ("DOCKER_HOST", NODE1),
+            ("CUTOVER_DATA_PLANE_MIRRORS", &mirrors),
+            ("CUTOVER_DATA_PLANE_MIRROR_SECRET_FILE", MIRROR_SECRET),
+        ],
     );
     let host = format!("api.{env}.shop.localhost");
     let port = server.router_port;
@@ -366,6 +392,47 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The mirror dies and comes back on an empty data directory: the control plane gives it
+    // the current table over TCP within a few seconds, without a deploy.
+    drop(mirror);
+    let mirror = Mirror::start(Path::new("/var/lib/cutover-nodes/router2b"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answering = who_answers(MIRROR.parse().unwrap(), &host, 24);
+        if answering.len() == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted mirror was not re-synced: {answering:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, head, _) = get(MIRROR.parse().unwrap(), &host, "/health").unwrap();
+    assert_eq!(
+        (status, header(&head, "x-cutover-version").as_deref()),
+        (200, Some(v2.as_str())),
+        "the restarted mirror serves the current version"
+    );
+    // Without the secret, its control port changes nothing.
+    let mut s = TcpStream::connect(MIRROR_CONTROL).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let forged = serde_json::json!({
+        "ts": now_ms,
+        "nonce": "0".repeat(32),
+        "mac": "00".repeat(32),
+        "request": "{\"op\":\"remove\",\"app\":\"shop\",\"env\":\"x\",\"service\":\"api\"}",
+    });
+    writeln!(s, "{forged}").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("\"refused\""), "{answer}");
+    drop(mirror);
+
     // A worker node with replicas is drained under load (`docker node update
     // --availability drain`), then made active again (its replicas stay where they went).
     let instances = api_instances(&server, &env);
@@ -415,11 +482,13 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
     // A worker node with replicas dies under load.
     let instances = api_instances(&server, &env);
     let per_host = per_host(&instances);
+    // The worker with the most replicas (3 of 4 when Swarm put them so).
     let victim = per_host
-        .keys()
-        .find(|h| h.as_str() != "10.231.0.2")
-        .expect("a replica on a worker node")
-        .clone();
+        .iter()
+        .filter(|(h, _)| h.as_str() != "10.231.0.2")
+        .max_by_key(|(_, n)| **n)
+        .map(|(h, _)| h.clone())
+        .expect("a replica on a worker node");
     let index: usize = victim.rsplit('.').next().unwrap().parse::<usize>().unwrap() - 1;
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(&[local(port)], &host, &stop);
