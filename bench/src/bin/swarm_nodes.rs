@@ -7,15 +7,18 @@
 //!    labelled `bench1` (node1), `bench2` (nodes 1-2) and `bench3` (all three).
 //! 2. One `cutover serve` (`DOCKER_HOST` = node1, images pushed to the nodes' registry) with three
 //!    public services of the same image (`busybox httpd`, static files), `--replicas` replicas
-//!    each, placed by `placement: { constraints: ["node.labels.benchN==yes"] }`: `one` on one
-//!    node, `two` spread over two, `three` over three. One release deploys all three.
+//!    each, placed by `placement: { constraints: ["node.labels.benchN==yes"] }`: `c-one` on one
+//!    node, `b-two` spread over two, `a-three` over three (deployed in that order, widest
+//!    first, so Swarm's fewest-tasks placement uses every node allowed). One release deploys
+//!    all three; the table shows where the replicas really are.
 //! 3. Throughput: the same load through the router (`127.0.0.1`, `Host:` of each service in
 //!    turn): `--conns` keep-alive clients sending `GET /health` as fast as answers come, `--secs`
 //!    seconds each after 1 s of warm-up; requests, failures, requests/s, p50 and p99.
-//! 4. A node's death: under the same load on `three`, node3 is killed as a crash would
+//! 4. A node's death: under the same load on `a-three`, node3 is killed as a crash would
 //!    (`scripts/swarm-nodes kill 3`: its dockerd, containerd and containers). Measured: the time
 //!    from the kill to `three` having its full replica count healthy again on the nodes left,
-//!    every replica answering through the router, and the failed requests meanwhile.
+//!    every replica answering through the router, and the failed requests meanwhile, by cause
+//!    and by when they were sent.
 //!
 //! All three "nodes" share this machine's CPUs: more nodes add no capacity here, so the rows
 //! show what spreading costs (the bridge, the nodes' NAT to host-mode ports), not what it buys
@@ -51,6 +54,11 @@ const RUN_LIMIT: Duration = Duration::from_secs(240);
 const BACK_LIMIT: Duration = Duration::from_secs(180);
 const MAX_REQUESTS: usize = 2_000_000;
 const RUN: &str = "exec busybox httpd -f -p $PORT -h /www";
+/// (nodes allowed, service): deployed in this (alphabetical) order, widest first, so Swarm's
+/// fewest-tasks placement spreads each over all the nodes it may use.
+const SERVICES: [(usize, &str); 3] = [(3, "a-three"), (2, "b-two"), (1, "c-one")];
+/// The service that loses a node.
+const WIDE: &str = "a-three";
 
 fn swarm_nodes(args: &[&str]) -> Result<String, Error> {
     let out = std::process::Command::new("bash")
@@ -103,7 +111,7 @@ fn label_nodes() -> Result<(), Error> {
 
 fn config(app: &str, replicas: usize) -> String {
     let mut services = String::new();
-    for (n, name) in [(1, "one"), (2, "two"), (3, "three")] {
+    for (n, name) in SERVICES {
         services.push_str(&format!(
             "  {name}:\n    run: \"{RUN}\"\n    health: /health\n    health_timeout: 30s\n    \
              replicas: {replicas}\n    public: true\n    \
@@ -161,6 +169,8 @@ struct Seen {
     failed: usize,
     latencies: Vec<Duration>,
     elapsed: Duration,
+    /// Each failure: when (since the load started) and what.
+    failures: Vec<(Duration, String)>,
 }
 
 /// `conns` keep-alive clients sending `GET /health` to `router` until `stop` (or the bounds); a
@@ -187,6 +197,8 @@ async fn load(
                     sender = connect(router).await;
                     if sender.is_none() {
                         seen.failed += 1;
+                        seen.failures
+                            .push((start.elapsed(), "connect to the router".to_owned()));
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
@@ -198,19 +210,32 @@ async fn load(
                     .body(Empty::<Bytes>::new())
                     .expect("a static request is valid");
                 let answered = async {
-                    s.ready().await.ok()?;
-                    let resp = s.send_request(req).await.ok()?;
-                    let ok = resp.status().is_success();
-                    resp.into_body().collect().await.ok()?;
-                    ok.then_some(())
+                    s.ready().await.map_err(|e| format!("connection: {e}"))?;
+                    let resp = s.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+                    let status = resp.status();
+                    let body = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| format!("body: {e}"))?
+                        .to_bytes();
+                    if status.is_success() {
+                        Ok(())
+                    } else {
+                        Err(format!("{status}: {}", String::from_utf8_lossy(&body).trim()))
+                    }
                 };
-                match tokio::time::timeout(Duration::from_secs(10), answered).await {
-                    Ok(Some(())) => {
+                let answered = tokio::time::timeout(Duration::from_secs(10), answered)
+                    .await
+                    .unwrap_or_else(|_| Err("no answer within 10 s".to_owned()));
+                match answered {
+                    Ok(()) => {
                         seen.ok += 1;
                         seen.latencies.push(sent.elapsed());
                     }
-                    _ => {
+                    Err(why) => {
                         seen.failed += 1;
+                        seen.failures.push((sent.duration_since(start), why));
                         sender = None;
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
@@ -225,6 +250,7 @@ async fn load(
             all.ok += s.ok;
             all.failed += s.failed;
             all.latencies.append(&mut s.latencies);
+            all.failures.append(&mut s.failures);
         }
     }
     all.elapsed = start.elapsed();
@@ -283,14 +309,15 @@ fn main() -> Result<(), Error> {
     let host = |s: &str| format!("{s}.bench.{app_name}.localhost");
 
     let mut rows = Vec::new();
-    for (name, n) in [("one", 1), ("two", 2), ("three", 3)] {
+    for (allowed, name) in SERVICES.iter().rev().copied() {
         let spread = hosts_of(&instances(&server, name)?);
+        let n = spread.len();
         let warm = Arc::new(AtomicBool::new(false));
         rt.block_on(load(router, host(name), conns, warm, Duration::from_secs(1)));
         let stop = Arc::new(AtomicBool::new(false));
         let seen = rt.block_on(load(router, host(name), conns, stop, secs));
         println!(
-            "  {name:<6} {n} node(s) {spread:?}: {} ok, {} failed, {:.0} req/s",
+            "  {name:<8} on {n} node(s) of {allowed} allowed {spread:?}: {} ok, {} failed, {:.0} req/s",
             seen.ok,
             seen.failed,
             seen.ok as f64 / seen.elapsed.as_secs_f64()
@@ -307,20 +334,21 @@ fn main() -> Result<(), Error> {
         });
     }
 
-    // node3 dies under load on `three`.
-    let before = instances(&server, "three")?;
+    // node3 dies under load on the widest service.
+    let before = instances(&server, WIDE)?;
     let victim = "10.231.0.4";
     let lost = before
         .iter()
         .filter(|(a, _)| a.starts_with(&format!("{victim}:")))
         .count();
     let stop = Arc::new(AtomicBool::new(false));
-    let running = rt.spawn(load(router, host("three"), conns, Arc::clone(&stop), RUN_LIMIT));
+    let running = rt.spawn(load(router, host(WIDE), conns, Arc::clone(&stop), RUN_LIMIT));
     std::thread::sleep(Duration::from_secs(1));
     let killed = Instant::now();
+    let load_started = killed - Duration::from_secs(1);
     swarm_nodes(&["kill", "3"])?;
     let back = loop {
-        let now = instances(&server, "three")?;
+        let now = instances(&server, WIDE)?;
         let good = now
             .iter()
             .filter(|(a, healthy)| *healthy && !a.starts_with(&format!("{victim}:")))
@@ -328,7 +356,7 @@ fn main() -> Result<(), Error> {
         if good >= replicas {
             let answering = (0..replicas * 4)
                 .filter(|_| {
-                    http_get(server.router_port, &host("three"), "/health").is_some_and(|(s, _)| s == 200)
+                    http_get(server.router_port, &host(WIDE), "/health").is_some_and(|(s, _)| s == 200)
                 })
                 .count();
             if answering == replicas * 4 {
@@ -343,7 +371,7 @@ fn main() -> Result<(), Error> {
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     let during = rt.block_on(running)?;
-    let after = hosts_of(&instances(&server, "three")?);
+    let after = hosts_of(&instances(&server, WIDE)?);
 
     println!();
     println!(
@@ -376,7 +404,7 @@ fn main() -> Result<(), Error> {
     println!();
     match back {
         Some(t) => println!(
-            "node3 ({victim}, {lost} of {replicas} replicas of three) killed under load: {replicas} healthy \
+            "node3 ({victim}, {lost} of {replicas} replicas of {WIDE}) killed under load: {replicas} healthy \
              replicas answering through the router again after {:.1} s, now {after:?}; {} of {} \
              requests failed meanwhile",
             t.as_secs_f64(),
@@ -390,6 +418,23 @@ fn main() -> Result<(), Error> {
             during.failed,
             during.ok + during.failed
         ),
+    }
+    // The failures by cause and by time since the kill.
+    let mut causes: BTreeMap<String, (usize, Duration, Duration)> = BTreeMap::new();
+    for (at, why) in &during.failures {
+        let since = (load_started + *at).saturating_duration_since(killed);
+        let short: String = why.chars().take(90).collect();
+        let e = causes.entry(short).or_insert((0, since, since));
+        e.0 += 1;
+        e.1 = e.1.min(since);
+        e.2 = e.2.max(since);
+    }
+    for (why, (n, first, last)) in &causes {
+        println!(
+            "  {n:>5} x {why}  (sent {:.2} s .. {:.2} s after the kill)",
+            first.as_secs_f64(),
+            last.as_secs_f64()
+        );
     }
     drop(server);
     drop(nodes);
