@@ -140,8 +140,9 @@ pub struct RouterConfig {
     /// Time allowed for a TCP connect to an upstream on a loopback address.
     pub connect_timeout: Duration,
     /// Time allowed for a TCP connect to an upstream on another machine (a Swarm replica at its
-    /// node's address). Short: a node that died answers nothing, and every request waiting on
-    /// it would pay this before moving on to another upstream.
+    /// node's address) when the request has other upstreams left to try. Short: a node that
+    /// died answers nothing, and every request waiting on it would pay this before moving on.
+    /// A request's last attempt gets `connect_timeout`.
     pub remote_connect_timeout: Duration,
     /// How long an upstream that failed to connect is tried only after all the others (until
     /// health probes take it out of the route, or it answers again).
