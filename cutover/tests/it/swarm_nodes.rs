@@ -129,6 +129,7 @@ impl Drop for Nodes {
 }
 
 const RUN: &str = "echo $CUTOVER_INSTANCE > /www/whoami; exec busybox httpd -f -p $PORT -h /www";
+const WORKER: &str = "exec sleep 100000";
 
 fn repo_with_two_versions(dir: &Path) -> Vec<String> {
     let repo = dir.join("repo");
@@ -272,15 +273,17 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
     let versions = repo_with_two_versions(dir.path());
     let (v1, v2) = (&versions[0], &versions[1]);
     let env = format!("n{}", std::process::id());
-    std::fs::write(
-        dir.path().join("cutover.yml"),
+    // `worker`, a non-public service, starts on a worker node; a change of its `placement:`
+    // alone moves it to the manager at the next release.
+    let config = |role: &str| {
         format!(
             "app: shop\nrepo: repo\nregistry: {{ url: \"{REGISTRY}\" }}\nservices:\n  api:\n    run: \"{RUN}\"\n    \
-             health: /health\n    health_timeout: 20s\n    replicas: 4\n    public: true\n\
+             health: /health\n    health_timeout: 20s\n    replicas: 4\n    public: true\n  \
+             worker:\n    run: \"{WORKER}\"\n    placement: {{ constraints: [\"node.role=={role}\"] }}\n\
              environments:\n  {env}: {{ tier: dev, runtime: swarm }}\n"
-        ),
-    )
-    .unwrap();
+        )
+    };
+    std::fs::write(dir.path().join("cutover.yml"), config("worker")).unwrap();
     // Under the nodes' root, so `scripts/swarm-nodes down` also ends it after a killed run.
     let mirror_dir = Path::new("/var/lib/cutover-nodes/router2");
     let mirror = Mirror::start(mirror_dir);
@@ -363,6 +366,76 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
             late_v1, 0,
             "v1 answered through {name} after v2 began serving there"
         );
+    }
+
+    // A change of `placement:` alone (worker nodes -> the manager), reloaded and released again
+    // with the same version, updates the worker's Swarm service: its task moves.
+    let worker_nodes = || {
+        let docker = |args: &[&str]| {
+            let out = std::process::Command::new("docker")
+                .args(["-H", NODE1])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let name = format!("shop-{env}-worker");
+        let constraints = docker(&[
+            "service",
+            "inspect",
+            &name,
+            "--format",
+            "{{json .Spec.TaskTemplate.Placement.Constraints}}",
+        ]);
+        let running = docker(&[
+            "service",
+            "ps",
+            &name,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.ID}}",
+        ]);
+        let nodes: BTreeSet<String> = running
+            .lines()
+            .map(|task| docker(&["inspect", "--format", "{{.NodeID}}", task]))
+            .collect();
+        let manager = docker(&["node", "ls", "--filter", "role=manager", "-q"]);
+        (constraints, nodes, manager)
+    };
+    let (constraints, nodes, manager) = worker_nodes();
+    assert!(constraints.contains("node.role==worker"), "{constraints}");
+    assert!(
+        !nodes.contains(&manager),
+        "the worker starts on a worker node: {nodes:?}"
+    );
+    std::fs::write(dir.path().join("cutover.yml"), config("manager")).unwrap();
+    let reload = server.cli("admin", &["config", "reload"]);
+    assert!(
+        reload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    let id = server.release("alice", &env, v2);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
+    let logs = server.logs(id);
+    assert!(
+        logs.contains("placement of shop-"),
+        "the worker was moved: {logs}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (constraints, nodes, manager) = worker_nodes();
+        if constraints.contains("node.role==manager") && nodes.len() == 1 && nodes.contains(&manager) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not move to the manager: {constraints} {nodes:?} (manager {manager})"
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 
     // Losing the main router (its data plane killed) loses no request through the mirror.
