@@ -5,8 +5,13 @@
 //! (`DOCKER_HOST`), images pushed to the nodes' registry.
 //!
 //! One test, in order: 4 replicas land on at least 2 nodes and every one
-//! answers through the router; v1 -> v2 under continuous load with no failed
-//! request and no v1 answer after the switch; a node killed under load (its
+//! answers through the router and through a mirror router in node2's
+//! namespace (driven over its signed TCP control channel); v1 -> v2 under
+//! continuous load with no failed request and no v1 answer after the switch;
+//! a non-public service's `placement:` changed alone moves its task at the
+//! next release; the main router killed loses nothing through the mirror; the
+//! mirror killed and restarted empty gets the current table, and refuses a
+//! forged request; a worker drained, then a node killed under load (its
 //! daemon, containerd and containers): the failed requests are counted and
 //! printed, the replicas come back to 4 on the other nodes and every one
 //! answers through the router again. The swarm is removed when the test ends,
