@@ -8,6 +8,10 @@
 //! 200 ms, by which time `control.sock` names the successor. A request that was sent but got no
 //! answer is never retried (the data plane may have applied it).
 //!
+//! A client made with [`Client::tcp`] reaches a data plane's TCP control channel instead (a
+//! mirror router on another machine): each request is signed and each answer checked (the
+//! crate's `tcp` module); a connect that does not complete within 2 s counts as "not running".
+//!
 //! A spawned data plane is detached: its own process group (a Ctrl-C at the terminal of `cutover
 //! serve` does not reach it), stdin from `/dev/null`, stdout and stderr appended to
 //! `dataplane.log`; a thread of the caller reaps it if it exits while the caller lives. Rejected:
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::files::{self, Paths, io_err};
 use crate::proto::{self, Answer, ErrorKind, Op, Request};
@@ -39,11 +43,14 @@ const RETRY_AFTER: Duration = Duration::from_millis(200);
 const CONNECTING: &str = "connecting to the data plane";
 /// Time a spawned data plane has to answer its first hello.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a TCP connect to a data plane's control channel may take.
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Drives the data plane of one data directory.
+/// Drives the data plane of one data directory (its unix socket), or one reached over TCP.
 #[derive(Clone, Debug)]
 pub struct Client {
     paths: Paths,
+    tcp: Option<(SocketAddr, crate::SharedSecret)>,
 }
 
 impl Client {
@@ -51,6 +58,25 @@ impl Client {
     pub fn new(data_dir: &Path) -> Client {
         Client {
             paths: Paths::new(data_dir),
+            tcp: None,
+        }
+    }
+
+    /// A client of the data plane whose control channel listens on TCP at `addr`
+    /// (`cutover data-plane --control-tcp`), signing with `secret`. Starting and upgrading
+    /// ([`ensure_running`], [`upgrade`]) are for local data planes only.
+    pub fn tcp(addr: SocketAddr, secret: crate::SharedSecret) -> Client {
+        Client {
+            paths: Paths::new(Path::new("/nonexistent-remote-data-plane")),
+            tcp: Some((addr, secret)),
+        }
+    }
+
+    /// Where this client sends its requests (`tcp://addr` or the control socket's path).
+    pub fn target(&self) -> String {
+        match &self.tcp {
+            Some((addr, _)) => format!("tcp://{addr}"),
+            None => self.paths.socket().display().to_string(),
         }
     }
 
@@ -214,7 +240,8 @@ impl Client {
         }
     }
 
-    async fn once<T: DeserializeOwned>(&self, op: &Op, timeout: Duration) -> Result<T, Error> {
+    /// Sends `op` on the unix socket; returns the answer line.
+    async fn exchange_unix(&self, op: &Op, timeout: Duration) -> Result<Vec<u8>, Error> {
         let socket = self.paths.socket();
         let secret = files::read_secret(&self.paths).map_err(|source| Error::NotRunning {
             socket: socket.clone(),
@@ -248,17 +275,75 @@ impl Client {
                 message: format!("reading the data plane's answer: {e}"),
             })
         };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| timed_out(op, timeout, self.paths.log()))?
+    }
+
+    /// Sends `op` signed to a TCP control channel; returns the answer line once its signature
+    /// is checked (an unsigned answer is accepted only as a refusal, which changes nothing).
+    async fn exchange_tcp(
+        &self,
+        addr: SocketAddr,
+        secret: &crate::SharedSecret,
+        op: &Op,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Error> {
+        let target = PathBuf::from(format!("tcp://{addr}"));
+        let request = serde_json::to_string(op).map_err(|e| Error::Protocol {
+            message: format!("cannot encode the request: {e}"),
+        })?;
+        let (line, nonce) = crate::tcp::seal(secret, request)
+            .map_err(io_err("signing a request", Path::new("/dev/urandom")))?;
+        let not_running = |source| Error::NotRunning {
+            socket: target.clone(),
+            source,
+        };
+        let mut stream = match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(not_running(e)),
+            Err(_) => {
+                return Err(not_running(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no TCP connect within {TCP_CONNECT_TIMEOUT:?}"),
+                )));
+            }
+        };
+        let exchange = async {
+            stream
+                .write_all(&line)
+                .await
+                .map_err(io_err("sending a request to the data plane", &target))?;
+            proto::read_line(&mut stream).await.map_err(|e| Error::Protocol {
+                message: format!("reading the data plane's answer: {e}"),
+            })
+        };
+        let log = PathBuf::from(format!("the log of the data plane at {addr}"));
         let answer = tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| Error::Timeout {
-                what: format!("{op:?}")
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("request")
-                    .to_owned(),
-                seconds: timeout.as_secs(),
-                log: self.paths.log(),
-            })??;
+            .map_err(|_| timed_out(op, timeout, log))??;
+        if let Some(inner) = crate::tcp::open_answer(secret, &nonce, &answer) {
+            return Ok(inner.into_bytes());
+        }
+        match serde_json::from_slice::<Answer>(&answer) {
+            Ok(Answer::Error {
+                kind: ErrorKind::Refused | ErrorKind::BadRequest,
+                message,
+            }) => Err(Error::Refused { message }),
+            _ => Err(Error::Protocol {
+                message: format!(
+                    "the answer of tcp://{addr} is not signed with the shared secret: is another \
+                     program listening there?"
+                ),
+            }),
+        }
+    }
+
+    async fn once<T: DeserializeOwned>(&self, op: &Op, timeout: Duration) -> Result<T, Error> {
+        let answer = match &self.tcp {
+            Some((addr, secret)) => self.exchange_tcp(*addr, secret, op, timeout).await?,
+            None => self.exchange_unix(op, timeout).await?,
+        };
         let answer: Answer = serde_json::from_slice(&answer).map_err(|e| Error::Protocol {
             message: format!("the data plane's answer is not valid: {e}"),
         })?;
@@ -273,6 +358,18 @@ impl Client {
                 ErrorKind::Failed => Error::Remote(message),
             }),
         }
+    }
+}
+
+fn timed_out(op: &Op, timeout: Duration, log: PathBuf) -> Error {
+    Error::Timeout {
+        what: format!("{op:?}")
+            .split_whitespace()
+            .next()
+            .unwrap_or("request")
+            .to_owned(),
+        seconds: timeout.as_secs(),
+        log,
     }
 }
 

@@ -42,6 +42,7 @@ mod gates;
 mod handover;
 mod proto;
 mod server;
+mod tcp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +53,7 @@ pub use client::{Client, ensure_running, upgrade};
 pub use edge::{AccessLogConfig, AcmeConfig, CertConfig, EdgeConfig, HostRoute, TlsConfig};
 pub use gates::{FlagsRecord, GateKind, GateRecord};
 pub use server::run;
+pub use tcp::SharedSecret;
 
 /// How [`run`] starts.
 #[derive(Debug, Clone)]
@@ -61,6 +63,18 @@ pub struct Options {
     /// Take the listeners and table over from the data plane serving on `control.sock` (an
     /// upgrade), instead of starting from `routes.json`.
     pub take_over: bool,
+    /// Also serve the control channel on this TCP address, authenticated with this secret (a
+    /// mirror router driven by a control plane on another machine; see the `tcp` module).
+    pub control_tcp: Option<TcpControl>,
+}
+
+/// The control channel over TCP.
+#[derive(Debug, Clone)]
+pub struct TcpControl {
+    /// Where to listen (a node's private address).
+    pub addr: SocketAddr,
+    /// What every request is signed with.
+    pub secret: SharedSecret,
 }
 
 /// Which listener: the main one (routing by `Host`) or a fixed port of one route.
@@ -134,6 +148,14 @@ pub enum Error {
         /// Why connecting failed.
         #[source]
         source: std::io::Error,
+    },
+    /// A TCP control channel's secret file is unusable.
+    #[error("the control secret file {}: {message}", path.display())]
+    Secret {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, and how to fix it.
+        message: String,
     },
     /// The data plane refused the request (wrong secret, or another user).
     #[error("the data plane refused the request: {message}")]

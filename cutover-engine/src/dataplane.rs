@@ -26,13 +26,8 @@ pub enum DataPlane {
     Remote(cutover_dataplane::Client, Mirrors),
 }
 
-/// More data planes fed the same routing table as the main one (`CUTOVER_DATA_PLANE_MIRRORS`):
-/// routers on other machines (or network namespaces) reached through their control sockets, so a
-/// load balancer in front can use any of them. Each switch and removal goes to the main data
-/// plane first, then to every mirror; a mirror that fails is logged, never fails the change (it
-/// serves its last table until the next change reaches it). Drains are awaited on the main one.
-#[derive(Clone, Debug, Default)]
-pub struct Mirrors(pub std::sync::Arc<Vec<cutover_dataplane::Client>>);
+/// More data planes fed the same routing table as the main one (the `mirrors` module).
+pub use crate::mirrors::Mirrors;
 
 /// A generation that no longer receives new requests, still finishing what it admitted.
 pub enum OldGeneration {
@@ -100,20 +95,7 @@ impl DataPlane {
                     )
                     .await
                     .map_err(|e| format!("the data plane did not switch {}: {e}", route.service()))?;
-                for (i, m) in mirrors.0.iter().enumerate() {
-                    let done = m
-                        .switch(
-                            route.app(),
-                            route.env(),
-                            route.service(),
-                            &backend.version,
-                            backend.upstreams.clone(),
-                        )
-                        .await;
-                    if let Err(e) = done {
-                        tracing::warn!(mirror = i, route = %route.service(), error = %e, "a mirror data plane did not switch");
-                    }
-                }
+                mirrors.switch(route, &backend).await;
                 Ok(id.map(|id| OldGeneration::Remote {
                     client: c.clone(),
                     id,
@@ -131,11 +113,7 @@ impl DataPlane {
                     .remove(route.app(), route.env(), route.service())
                     .await
                     .map_err(|e| format!("the data plane did not remove {}: {e}", route.service()))?;
-                for (i, m) in mirrors.0.iter().enumerate() {
-                    if let Err(e) = m.remove(route.app(), route.env(), route.service()).await {
-                        tracing::warn!(mirror = i, route = %route.service(), error = %e, "a mirror data plane did not remove a route");
-                    }
-                }
+                mirrors.remove(route).await;
                 Ok(id.map(|id| OldGeneration::Remote {
                     client: c.clone(),
                     id,
@@ -167,15 +145,14 @@ impl DataPlane {
                 r.set_gate(app, env, gate);
                 Ok(())
             }
-            Self::Remote(c, _) => c
-                .set_gate(
-                    app,
-                    env,
-                    gate.map(|g| cutover_dataplane::GateRecord::new(app, env, &g)),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("the data plane did not change the gate of {env}: {e}")),
+            Self::Remote(c, mirrors) => {
+                let record = gate.map(|g| cutover_dataplane::GateRecord::new(app, env, &g));
+                c.set_gate(app, env, record.clone())
+                    .await
+                    .map_err(|e| format!("the data plane did not change the gate of {env}: {e}"))?;
+                mirrors.set_gate(app, env, record.as_ref()).await;
+                Ok(())
+            }
         }
     }
 
@@ -225,13 +202,16 @@ impl DataPlane {
     pub async fn drain_env(&self, app: &str, env: &str, timeout: Duration) -> usize {
         match self {
             Self::Embedded(r) => r.drain_env(app, env, timeout).await,
-            Self::Remote(c, _) => match c.drain_env(app, env, timeout).await {
-                Ok(left) => left,
-                Err(e) => {
-                    tracing::warn!(env, error = %e, "could not wait for an environment to drain");
-                    0
-                }
-            },
+            Self::Remote(c, mirrors) => {
+                let main = match c.drain_env(app, env, timeout).await {
+                    Ok(left) => left,
+                    Err(e) => {
+                        tracing::warn!(env, error = %e, "could not wait for an environment to drain");
+                        0
+                    }
+                };
+                main + mirrors.drain_env(app, env, timeout).await
+            }
         }
     }
 

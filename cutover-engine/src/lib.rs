@@ -26,6 +26,7 @@ pub mod limits;
 mod maintenance;
 pub mod masking;
 mod metrics;
+mod mirrors;
 mod moves;
 mod notify;
 mod params;

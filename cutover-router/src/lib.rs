@@ -13,8 +13,12 @@
 //!   generation; requests admitted before keep running on it and are counted until their
 //!   response body is fully streamed or dropped, which is what `drain` waits for (see the
 //!   admission protocol in the `generation` module).
-//! * Round-robin within a generation; a connect failure (nothing sent yet) moves on to the next
-//!   upstream of the same generation (bounded by [`RouterConfig::max_connect_attempts`]); other
+//! * Round-robin within a generation; a connect failure (refused, unreachable, timed out: nothing
+//!   was sent) moves on to the generation's other upstreams, each tried at most once per request
+//!   (bounded by [`RouterConfig::max_connect_attempts`]); an upstream that failed to connect is
+//!   *suspect* for [`RouterConfig::suspect_for`] (the picker tries it only after every other
+//!   one), and connects to a non-loopback upstream are bounded by
+//!   [`RouterConfig::remote_connect_timeout`] (a dead node answers nothing); other
 //!   upstream failures answer `502`, an upstream that sends no response head within
 //!   [`RouterConfig::response_header_timeout`] answers `504`.
 //! * Unknown host → a plain `404` that names no route; a route without upstreams → `503`.
@@ -141,8 +145,16 @@ pub(crate) struct Edge {
 pub struct RouterConfig {
     /// Domain under which route hosts live: `<service>.<env>.<app>.<base_domain>`.
     pub base_domain: String,
-    /// Time allowed for a TCP connect to an upstream.
+    /// Time allowed for a TCP connect to an upstream on a loopback address.
     pub connect_timeout: Duration,
+    /// Time allowed for a TCP connect to an upstream on another machine (a Swarm replica at its
+    /// node's address) when the request has other upstreams left to try. Short: a node that
+    /// died answers nothing, and every request waiting on it would pay this before moving on.
+    /// A request's last attempt gets `connect_timeout`.
+    pub remote_connect_timeout: Duration,
+    /// How long an upstream that failed to connect is tried only after all the others (until
+    /// health probes take it out of the route, or it answers again).
+    pub suspect_for: Duration,
     /// Time allowed from sending a request upstream to receiving its response head.
     pub response_header_timeout: Duration,
     /// Time a client has to send a complete request head.
@@ -151,7 +163,8 @@ pub struct RouterConfig {
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per upstream address.
     pub pool_max_idle_per_upstream: usize,
-    /// Upstreams of one generation tried when connecting fails (at least 1).
+    /// At most this many upstreams of one generation are tried per request when connecting
+    /// fails (at least 1; each upstream at most once). The default covers any route's replicas.
     pub max_connect_attempts: usize,
     /// On shutdown, how long in-flight requests may still run.
     pub shutdown_grace: Duration,
@@ -162,11 +175,13 @@ impl Default for RouterConfig {
         Self {
             base_domain: "localhost".to_owned(),
             connect_timeout: Duration::from_secs(2),
+            remote_connect_timeout: Duration::from_millis(500),
+            suspect_for: Duration::from_secs(2),
             response_header_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle_per_upstream: 256,
-            max_connect_attempts: 3,
+            max_connect_attempts: 64,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -193,6 +208,10 @@ pub(crate) struct Inner {
     /// Per-environment feature flags sent as `Cutover-Flags` (`flags` module).
     pub(crate) flags: flags::FlagHeaders,
     pub(crate) client: proxy::UpstreamClient,
+    /// The same for non-loopback upstreams (shorter connect timeout).
+    pub(crate) remote_client: proxy::UpstreamClient,
+    /// Upstreams that failed to connect lately.
+    pub(crate) suspects: proxy::Suspects,
     /// Forwarding and logging settings, swapped whole by [`Router::set_edge`].
     pub(crate) edge: ArcSwap<Edge>,
     pub(crate) metrics: metrics::Metrics,
@@ -221,7 +240,8 @@ impl std::fmt::Debug for Router {
 impl Router {
     /// Creates a router with an empty routing table.
     pub fn new(config: RouterConfig) -> Self {
-        let client = proxy::build_client(&config);
+        let client = proxy::build_client(&config, config.connect_timeout);
+        let remote_client = proxy::build_client(&config, config.remote_connect_timeout);
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -231,6 +251,8 @@ impl Router {
                 gates: gate::Gates::default(),
                 flags: flags::FlagHeaders::default(),
                 client,
+                remote_client,
+                suspects: proxy::Suspects::default(),
                 edge: ArcSwap::from_pointee(Edge::default()),
                 metrics: metrics::Metrics::new(),
                 tls_certs: Arc::new(TlsCerts::empty()),

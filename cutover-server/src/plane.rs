@@ -286,7 +286,7 @@ impl Plane {
                     }
                     listeners.push((kind, bound));
                 }
-                let mirrors = mirrors_from_env().await?;
+                let mirrors = mirrors_from_env(&client, &edge).await?;
                 let handle = DataPlane::Remote(client.clone(), mirrors);
                 Ok((
                     Plane::Remote {
@@ -365,11 +365,18 @@ impl Plane {
                 edge,
                 ..
             } => {
+                let mut tasks = Vec::new();
+                if let DataPlane::Remote(_, mirrors) = engine.data_plane()
+                    && !mirrors.is_empty()
+                {
+                    let watched = watch_mirrors(mirrors.clone(), client.clone(), stop.clone());
+                    tasks.push(tokio::spawn(watched));
+                }
                 let engine = engine.clone();
                 let c = client.clone();
-                let task = tokio::spawn(watch(engine, c, data_dir, listeners, *edge, stop));
+                tasks.push(tokio::spawn(watch(engine, c, data_dir, listeners, *edge, stop)));
                 Running {
-                    tasks: vec![task],
+                    tasks,
                     client: Some(client),
                 }
             }
@@ -494,39 +501,80 @@ pub(crate) async fn upgrade(data_dir: &Path) -> Result<cutover_dataplane::Hello,
         .map_err(|e| e.to_string())
 }
 
-/// The mirror data planes of `CUTOVER_DATA_PLANE_MIRRORS` (`<data dir>=<listen addr>`, comma
-/// separated): each one's control socket is `<data dir>/dataplane/control.sock` (a data plane the
-/// operator started there, e.g. in another network namespace or on a shared mount), and it is
-/// told to listen for the router's traffic on `<listen addr>`. See
-/// [`Mirrors`](cutover_engine::dataplane::Mirrors).
-async fn mirrors_from_env() -> Result<cutover_engine::dataplane::Mirrors, StartError> {
+/// The mirror data planes of `CUTOVER_DATA_PLANE_MIRRORS` (`<control>=<listen addr>`, comma
+/// separated), each told to listen for the router's traffic on `<listen addr>`. `<control>` is
+/// either a data directory (its control socket `<dir>/dataplane/control.sock`: a data plane the
+/// operator started there, e.g. in another network namespace or on a shared mount) or
+/// `tcp://<ip:port>`, a data plane on another machine started with `--control-tcp`, whose
+/// requests are signed with the secret in `CUTOVER_DATA_PLANE_MIRROR_SECRET_FILE`. A mirror that
+/// does not answer yet is synced when it does (see
+/// [`Mirrors`](cutover_engine::dataplane::Mirrors)); `main` is the main data plane they copy.
+async fn mirrors_from_env(
+    main: &Client,
+    edge: &cutover_dataplane::EdgeConfig,
+) -> Result<cutover_engine::dataplane::Mirrors, StartError> {
     let raw = std::env::var("CUTOVER_DATA_PLANE_MIRRORS").unwrap_or_default();
     let mut clients = Vec::new();
+    let mut secret = None;
     for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let bad = |why: String| {
             StartError::Runtime(format!(
-                "CUTOVER_DATA_PLANE_MIRRORS: {item:?} {why}; write <data dir>=<listen addr>, e.g. \
-                 /srv/router2=10.0.0.2:7080"
+                "CUTOVER_DATA_PLANE_MIRRORS: {item:?} {why}; write <data dir>=<listen addr> or \
+                 tcp://<control ip:port>=<listen addr>, e.g. /srv/router2=10.0.0.2:7080 or \
+                 tcp://10.0.0.2:7070=10.0.0.2:7080"
             ))
         };
-        let (dir, addr) = item
+        let (control, addr) = item
             .rsplit_once('=')
             .ok_or_else(|| bad("has no listen address".to_owned()))?;
         let addr: SocketAddr = addr
             .parse()
             .map_err(|e| bad(format!("has a listen address that is not ip:port ({e})")))?;
-        let client = cutover_dataplane::Client::new(Path::new(dir));
-        client.hello().await.map_err(|e| {
-            bad(format!(
-                "names no running data plane ({e}); start one there first"
-            ))
-        })?;
-        client
-            .listen(ListenerKind::Main, addr)
-            .await
-            .map_err(|e| bad(format!("could not listen on {addr} ({e})")))?;
-        tracing::info!(data_dir = dir, %addr, "mirror data plane fed the routing table");
-        clients.push(client);
+        let client = match control.strip_prefix("tcp://") {
+            Some(control) => {
+                let control: SocketAddr = control
+                    .parse()
+                    .map_err(|e| bad(format!("has a control address that is not ip:port ({e})")))?;
+                if secret.is_none() {
+                    let file =
+                        std::env::var_os("CUTOVER_DATA_PLANE_MIRROR_SECRET_FILE").ok_or_else(|| {
+                            bad(
+                                "is reached over TCP, which needs CUTOVER_DATA_PLANE_MIRROR_SECRET_FILE \
+                             (the file of the mirror's --control-secret-file)"
+                                    .to_owned(),
+                            )
+                        })?;
+                    secret = Some(
+                        cutover_dataplane::SharedSecret::from_file(Path::new(&file))
+                            .map_err(|e| bad(format!("cannot be signed for: {e}")))?,
+                    );
+                }
+                let secret = secret.clone().ok_or_else(|| bad("has no secret".to_owned()))?;
+                cutover_dataplane::Client::tcp(control, secret)
+            }
+            None => cutover_dataplane::Client::new(Path::new(control)),
+        };
+        clients.push((client, addr));
     }
-    Ok(cutover_engine::dataplane::Mirrors(std::sync::Arc::new(clients)))
+    let mirrors = cutover_engine::dataplane::Mirrors::new(clients, edge.clone());
+    if !mirrors.is_empty() {
+        let synced = mirrors.check(main).await;
+        tracing::info!(mirrors = raw, synced, "mirror data planes fed the routing table");
+    }
+    Ok(mirrors)
+}
+
+/// Every [`WATCH_EVERY`]: re-syncs the mirrors that were down or restarted.
+async fn watch_mirrors(
+    mirrors: cutover_engine::dataplane::Mirrors,
+    main: Client,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(WATCH_EVERY) => {}
+        }
+        mirrors.check(&main).await;
+    }
 }

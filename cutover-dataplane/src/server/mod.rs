@@ -40,6 +40,7 @@ use crate::proto::{self, Answer, ErrorKind, Op};
 use crate::{Error, GenerationInfo, Hello, ListenerInfo, ListenerKind, Options, handover};
 
 mod ops;
+mod tcp;
 use ops::dispatch;
 
 /// How long a switched-out generation is kept for `drain`.
@@ -427,7 +428,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         "data plane serving"
     );
 
-    serve_control(&shared, control).await?;
+    let tcp_control = opts.control_tcp.map(|c| tcp::spawn(&shared, c));
+    let served = serve_control(&shared, control).await;
+    if let Some(task) = tcp_control {
+        task.abort(); // stops accepting; requests being answered finish on their own tasks
+    }
+    served?;
     finish(&shared, control_ino).await;
     Ok(())
 }

@@ -7,3 +7,4 @@ mod support;
 mod control;
 mod handover;
 mod restart;
+mod tcp;

@@ -99,6 +99,7 @@ async fn a_data_plane_started_after_one_was_killed_routes_the_same_table_at_once
     let second = cutover_dataplane::run(Options {
         data_dir: tmp.path().to_owned(),
         take_over: false,
+        control_tcp: None,
     })
     .await;
     assert!(matches!(second, Err(Error::AlreadyRunning { .. })), "{second:?}");
@@ -122,6 +123,7 @@ async fn of_two_data_planes_started_at_once_one_serves_and_the_other_refuses() {
         tokio::spawn(cutover_dataplane::run(Options {
             data_dir: tmp.path().to_owned(),
             take_over: false,
+            control_tcp: None,
         }))
     };
     let (a, b) = (start(), start());

@@ -181,10 +181,22 @@ impl Dp {
 
     /// Starts `run` and waits until a data plane whose hello satisfies `ready` answers.
     pub async fn start_with(data_dir: &Path, take_over: bool, ready: impl Fn(&Hello) -> bool) -> (Dp, Hello) {
-        let task = tokio::spawn(cutover_dataplane::run(Options {
-            data_dir: data_dir.to_owned(),
-            take_over,
-        }));
+        Self::start_opts(
+            Options {
+                data_dir: data_dir.to_owned(),
+                take_over,
+                control_tcp: None,
+            },
+            ready,
+        )
+        .await
+    }
+
+    /// [`Dp::start_with`] with any options (a TCP control channel, say).
+    pub async fn start_opts(opts: Options, ready: impl Fn(&Hello) -> bool) -> (Dp, Hello) {
+        let data_dir = opts.data_dir.clone();
+        let data_dir = data_dir.as_path();
+        let task = tokio::spawn(cutover_dataplane::run(opts));
         let client = Client::new(data_dir);
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
@@ -236,6 +248,7 @@ impl KillableDp {
         runtime.spawn(cutover_dataplane::run(Options {
             data_dir: data_dir.to_owned(),
             take_over: false,
+            control_tcp: None,
         }));
         KillableDp {
             runtime: Some(runtime),

@@ -14,7 +14,7 @@
 //!   update state `rollback_completed`/`rollback_paused` is
 //!   [`DockerError::RolledBack`], `paused` is [`DockerError::UpdatePaused`],
 //!   both with the failed task's error;
-//! - **unchanged** (same image, command, environment, replicas): every
+//! - **unchanged** (same image, command, environment, placement, replicas): every
 //!   replica's task of the image runs for the monitor window.
 //!
 //! The update state of a *previous* update is told from this one's by its
@@ -61,7 +61,7 @@ pub struct ConvergeSpec {
     /// Give up waiting after this long.
     pub timeout: Duration,
     /// The service's `placement` (with `spread=node.id` last). A change of
-    /// placement alone does not update a running service.
+    /// placement alone updates a running service (Swarm moves its tasks).
     pub placement: cutover_core::config::Placement,
 }
 
@@ -143,10 +143,14 @@ impl SwarmRuntime {
                     let _ = lines.send(format!("{name} already runs {image}; checking its tasks"));
                     (id, ConvergeAction::Unchanged, None)
                 } else {
-                    let rescaled = current
-                        .spec
-                        .as_ref()
-                        .is_some_and(|s| service::same_task(s, &wanted));
+                    let rescaled = current.spec.as_ref().is_some_and(|s| {
+                        service::same_task(s, &wanted) && service::same_placement(s, &wanted)
+                    });
+                    let moved = !rescaled
+                        && current
+                            .spec
+                            .as_ref()
+                            .is_some_and(|s| service::same_task(s, &wanted));
                     let version = current
                         .version
                         .as_ref()
@@ -162,11 +166,19 @@ impl SwarmRuntime {
                         let _ = lines.send(format!("scaling {name} to {} replica(s)", spec.replicas));
                         (id, ConvergeAction::Scaled, None)
                     } else {
-                        let _ = lines.send(format!(
-                            "updating {name} to {sha8}: start-first, one task at a time, \
-                             rollback on failure within {}",
-                            humantime::format_duration(spec.monitor)
-                        ));
+                        let _ = lines.send(if moved {
+                            format!(
+                                "placement of {name} changed: moving its tasks, start-first, one at a \
+                                 time, rollback on failure within {}",
+                                humantime::format_duration(spec.monitor)
+                            )
+                        } else {
+                            format!(
+                                "updating {name} to {sha8}: start-first, one task at a time, \
+                                 rollback on failure within {}",
+                                humantime::format_duration(spec.monitor)
+                            )
+                        });
                         let previous = current.update_status.and_then(|u| u.started_at);
                         (id, ConvergeAction::Updated, Some(previous))
                     }

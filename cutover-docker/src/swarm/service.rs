@@ -283,7 +283,25 @@ pub(crate) fn converged_service(inner: &Inner, spec: &ConvergeSpec, image: &str)
 /// sets (Swarm fills defaults into the rest).
 pub(crate) fn same_deployment(current: &ServiceSpec, wanted: &ServiceSpec) -> bool {
     let replicas = |s: &ServiceSpec| s.mode.as_ref().and_then(|m| m.replicated.as_ref()?.replicas);
-    same_task(current, wanted) && replicas(current) == replicas(wanted)
+    same_task(current, wanted) && same_placement(current, wanted) && replicas(current) == replicas(wanted)
+}
+
+/// The same placement rules (constraints, spread preferences in order): a
+/// change of `placement:` alone is an update of the service, whose tasks
+/// Swarm then moves one at a time.
+pub(crate) fn same_placement(current: &ServiceSpec, wanted: &ServiceSpec) -> bool {
+    let rules = |s: &ServiceSpec| {
+        let p = s.task_template.as_ref().and_then(|t| t.placement.as_ref());
+        let constraints = p.and_then(|p| p.constraints.clone()).unwrap_or_default();
+        let spread: Vec<String> = p
+            .and_then(|p| p.preferences.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.spread.as_ref()?.spread_descriptor.clone())
+            .collect();
+        (constraints, spread)
+    };
+    rules(current) == rules(wanted)
 }
 
 /// The same tasks (image, command, environment, labels), whatever the replica count.
@@ -615,6 +633,39 @@ mod tests {
         });
         assert_eq!(some.constraints, Some(vec!["node.labels.zone==eu-1".to_owned()]));
         assert_eq!(spread(&some), ["node.labels.rack", "node.id"]);
+    }
+
+    #[test]
+    fn a_placement_change_alone_is_a_change_of_the_deployment() {
+        let spec = |placement: Placement| ServiceSpec {
+            task_template: Some(TaskSpec {
+                placement: Some(super::placement(&placement)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let eu = Placement {
+            constraints: vec!["node.labels.zone==eu-1".into()],
+            preferences: Vec::new(),
+        };
+        let us = Placement {
+            constraints: vec!["node.labels.zone==us-1".into()],
+            preferences: Vec::new(),
+        };
+        let racks = Placement {
+            constraints: eu.constraints.clone(),
+            preferences: vec!["spread=node.labels.rack".into()],
+        };
+        assert!(same_deployment(&spec(eu.clone()), &spec(eu.clone())));
+        assert!(!same_deployment(&spec(eu.clone()), &spec(us)));
+        assert!(!same_deployment(&spec(eu.clone()), &spec(racks)));
+        assert!(!same_deployment(&spec(eu), &spec(Placement::default())));
+        // What Swarm gives back for "no constraints" may be an empty list rather than none.
+        let mut empty = spec(Placement::default());
+        if let Some(p) = empty.task_template.as_mut().and_then(|t| t.placement.as_mut()) {
+            p.constraints = Some(Vec::new());
+        }
+        assert!(same_deployment(&empty, &spec(Placement::default())));
     }
 
     #[test]

@@ -246,7 +246,8 @@ async fn metrics_count_requests_by_route_and_class_across_a_switch() {
         &text,
         &format!("cutover_router_upstream_connect_errors_total{{{labels}}}"),
     );
-    assert!((2.0..=3.0).contains(&errors), "{errors}");
+    // [dead, b]: one connect fails at most (then dead is suspect, tried after b); [dead]: one.
+    assert!((1.0..=2.0).contains(&errors), "{errors}");
     assert_eq!(
         metric(
             &text,

@@ -131,6 +131,68 @@ async fn all_upstreams_dead_is_502() {
 }
 
 #[tokio::test]
+async fn three_dead_upstreams_of_four_fail_no_request_and_are_tried_once_each() {
+    // A node died with 3 of the route's 4 replicas: their ports refuse connections.
+    let live = upstream(&sha('a')).await;
+    let mut upstreams = vec![dead_addr().await, dead_addr().await, dead_addr().await];
+    upstreams.insert(2, live.addr);
+    let r = TestRouter::start(RouterConfig::default()).await;
+    r.router.switch(&key("yves"), Backend::new(sha('a'), upstreams));
+    let mut c = Conn::connect(r.addr).await;
+    let mut failed = 0;
+    for _ in 0..200 {
+        let ans = c.get(&r.host("yves"), "/").await.unwrap();
+        if ans.status != StatusCode::OK {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 0, "{failed} of 200 requests failed");
+    // Each dead upstream cost one connect: then it was suspect and tried after the live one.
+    let text = r.router.encode_metrics();
+    let errors = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "cutover_router_upstream_connect_errors_total{app=\"shop\",env=\"stage\",service=\"yves\"} ",
+            )
+        })
+        .unwrap_or_else(|| panic!("no connect error series in:\n{text}"));
+    assert_eq!(errors.trim(), "3", "connect errors");
+}
+
+#[tokio::test]
+async fn a_suspect_upstream_is_tried_again_once_its_mark_ends() {
+    // A replica refused once (restarting, say) and then listens again on the same port.
+    let one = upstream("one").await;
+    let port = dead_addr().await;
+    let config = RouterConfig {
+        suspect_for: Duration::from_millis(300),
+        ..RouterConfig::default()
+    };
+    let r = TestRouter::start(config).await;
+    r.router
+        .switch(&key("yves"), Backend::new(sha('a'), vec![port, one.addr]));
+    let mut c = Conn::connect(r.addr).await;
+    for _ in 0..4 {
+        let ans = c.get(&r.host("yves"), "/").await.unwrap();
+        assert_eq!((ans.status, ans.body.as_str()), (StatusCode::OK, "one"));
+    }
+    let two = upstream_at("two", port).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut bodies = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let ans = c.get(&r.host("yves"), "/").await.unwrap();
+        assert_eq!(ans.status, StatusCode::OK);
+        bodies.insert(ans.body);
+    }
+    assert!(
+        bodies.contains("two"),
+        "the replica is back in the rotation: {bodies:?}"
+    );
+    drop(two);
+}
+
+#[tokio::test]
 async fn slow_upstream_head_is_504() {
     let a = upstream(&sha('a')).await;
     let config = RouterConfig {

@@ -47,7 +47,12 @@ impl Drop for Upstream {
 }
 
 pub async fn upstream(version: &str) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    upstream_at(version, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// [`upstream`] on a given address (a port that was free, say).
+pub async fn upstream_at(version: &str, addr: SocketAddr) -> Upstream {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let release = Arc::new(Notify::new());
     let version: Arc<str> = version.into();

@@ -90,4 +90,13 @@ pub struct DataPlaneArgs {
     /// and exits (an upgrade without dropping a connection).
     #[arg(long)]
     pub take_over: bool,
+    /// Also take control requests on this TCP address, e.g. a node's private address (a mirror
+    /// router driven by a control plane on another machine); every request must be signed with
+    /// the secret of --control-secret-file.
+    #[arg(long, value_name = "ADDR", requires = "control_secret_file")]
+    pub control_tcp: Option<SocketAddr>,
+    /// The file holding that secret (at least 32 bytes, mode 600); the control plane reads the
+    /// same secret from CUTOVER_DATA_PLANE_MIRROR_SECRET_FILE.
+    #[arg(long, value_name = "FILE", requires = "control_tcp")]
+    pub control_secret_file: Option<PathBuf>,
 }

@@ -5,8 +5,13 @@
 //! (`DOCKER_HOST`), images pushed to the nodes' registry.
 //!
 //! One test, in order: 4 replicas land on at least 2 nodes and every one
-//! answers through the router; v1 -> v2 under continuous load with no failed
-//! request and no v1 answer after the switch; a node killed under load (its
+//! answers through the router and through a mirror router in node2's
+//! namespace (driven over its signed TCP control channel); v1 -> v2 under
+//! continuous load with no failed request and no v1 answer after the switch;
+//! a non-public service's `placement:` changed alone moves its task at the
+//! next release; the main router killed loses nothing through the mirror; the
+//! mirror killed and restarted empty gets the current table, and refuses a
+//! forged request; a worker drained, then a node killed under load (its
 //! daemon, containerd and containers): the failed requests are counted and
 //! printed, the replicas come back to 4 on the other nodes and every one
 //! answers through the router again. The swarm is removed when the test ends,
@@ -33,16 +38,38 @@ const NODE1: &str = "unix:///run/cutover-nodes/node1.sock";
 /// Where the second router (a data plane in node2's namespace) listens.
 const MIRROR: &str = "10.231.0.3:18080";
 
-/// A `cutover data-plane` in node2's network namespace, killed when dropped.
+/// Where the mirror takes its control requests (over TCP, signed).
+const MIRROR_CONTROL: &str = "10.231.0.3:17070";
+/// The secret both sides sign with (under the nodes' root, removed with them).
+const MIRROR_SECRET: &str = "/var/lib/cutover-nodes/mirror.secret";
+
+/// A `cutover data-plane` in node2's network namespace, driven over TCP, killed when dropped.
 struct Mirror(std::process::Child);
 
 impl Mirror {
     fn start(dir: &Path) -> Mirror {
         std::fs::create_dir_all(dir).unwrap();
+        if !Path::new(MIRROR_SECRET).exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(MIRROR_SECRET)
+                .unwrap();
+            writeln!(f, "{}", "7f".repeat(32)).unwrap();
+        }
         let child = std::process::Command::new("nsenter")
             .arg("--net=/var/run/netns/cutover-node2")
             .arg(BIN)
-            .args(["data-plane", "--data-dir"])
+            .args([
+                "data-plane",
+                "--control-tcp",
+                MIRROR_CONTROL,
+                "--control-secret-file",
+            ])
+            .arg(MIRROR_SECRET)
+            .arg("--data-dir")
             .arg(dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -107,6 +134,7 @@ impl Drop for Nodes {
 }
 
 const RUN: &str = "echo $CUTOVER_INSTANCE > /www/whoami; exec busybox httpd -f -p $PORT -h /www";
+const WORKER: &str = "exec sleep 100000";
 
 fn repo_with_two_versions(dir: &Path) -> Vec<String> {
     let repo = dir.join("repo");
@@ -250,23 +278,29 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
     let versions = repo_with_two_versions(dir.path());
     let (v1, v2) = (&versions[0], &versions[1]);
     let env = format!("n{}", std::process::id());
-    std::fs::write(
-        dir.path().join("cutover.yml"),
+    // `worker`, a non-public service, starts on a worker node; a change of its `placement:`
+    // alone moves it to the manager at the next release.
+    let config = |role: &str| {
         format!(
             "app: shop\nrepo: repo\nregistry: {{ url: \"{REGISTRY}\" }}\nservices:\n  api:\n    run: \"{RUN}\"\n    \
-             health: /health\n    health_timeout: 20s\n    replicas: 4\n    public: true\n\
+             health: /health\n    health_timeout: 20s\n    replicas: 4\n    public: true\n  \
+             worker:\n    run: \"{WORKER}\"\n    placement: {{ constraints: [\"node.role=={role}\"] }}\n\
              environments:\n  {env}: {{ tier: dev, runtime: swarm }}\n"
-        ),
-    )
-    .unwrap();
+        )
+    };
+    std::fs::write(dir.path().join("cutover.yml"), config("worker")).unwrap();
     // Under the nodes' root, so `scripts/swarm-nodes down` also ends it after a killed run.
     let mirror_dir = Path::new("/var/lib/cutover-nodes/router2");
-    let _mirror = Mirror::start(mirror_dir);
-    let mirrors = format!("{}={MIRROR}", mirror_dir.display());
+    let mirror = Mirror::start(mirror_dir);
+    let mirrors = format!("tcp://{MIRROR_CONTROL}={MIRROR}");
     let server = Server::start_with(
         &dir.path().join("cutover.yml"),
         &dir.path().join("data"),
-        &[("DOCKER_HOST", NODE1), ("CUTOVER_DATA_PLANE_MIRRORS", &mirrors)],
+        &[
+            ("DOCKER_HOST", NODE1),
+            ("CUTOVER_DATA_PLANE_MIRRORS", &mirrors),
+            ("CUTOVER_DATA_PLANE_MIRROR_SECRET_FILE", MIRROR_SECRET),
+        ],
     );
     let host = format!("api.{env}.shop.localhost");
     let port = server.router_port;
@@ -339,6 +373,76 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
         );
     }
 
+    // A change of `placement:` alone (worker nodes -> the manager), reloaded and released again
+    // with the same version, updates the worker's Swarm service: its task moves.
+    let worker_nodes = || {
+        let docker = |args: &[&str]| {
+            let out = std::process::Command::new("docker")
+                .args(["-H", NODE1])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let name = format!("shop-{env}-worker");
+        let constraints = docker(&[
+            "service",
+            "inspect",
+            &name,
+            "--format",
+            "{{json .Spec.TaskTemplate.Placement.Constraints}}",
+        ]);
+        let running = docker(&[
+            "service",
+            "ps",
+            &name,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.ID}}",
+        ]);
+        let nodes: BTreeSet<String> = running
+            .lines()
+            .map(|task| docker(&["inspect", "--format", "{{.NodeID}}", task]))
+            .collect();
+        let manager = docker(&["node", "ls", "--filter", "role=manager", "-q"]);
+        (constraints, nodes, manager)
+    };
+    let (constraints, nodes, manager) = worker_nodes();
+    assert!(constraints.contains("node.role==worker"), "{constraints}");
+    assert!(
+        !nodes.contains(&manager),
+        "the worker starts on a worker node: {nodes:?}"
+    );
+    std::fs::write(dir.path().join("cutover.yml"), config("manager")).unwrap();
+    let reload = server.cli("admin", &["config", "reload"]);
+    assert!(
+        reload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    let id = server.release("alice", &env, v2);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    assert_eq!(run["state"], "succeeded", "{}", server.logs(id));
+    let logs = server.logs(id);
+    assert!(
+        logs.contains("placement of shop-"),
+        "the worker was moved: {logs}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (constraints, nodes, manager) = worker_nodes();
+        if constraints.contains("node.role==manager") && nodes.len() == 1 && nodes.contains(&manager) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not move to the manager: {constraints} {nodes:?} (manager {manager})"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // Losing the main router (its data plane killed) loses no request through the mirror.
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(&[MIRROR.parse().unwrap()], &host, &stop);
@@ -365,6 +469,47 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
         assert!(Instant::now() < deadline, "the main router did not come back");
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // The mirror dies and comes back on an empty data directory: the control plane gives it
+    // the current table over TCP within a few seconds, without a deploy.
+    drop(mirror);
+    let mirror = Mirror::start(Path::new("/var/lib/cutover-nodes/router2b"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answering = who_answers(MIRROR.parse().unwrap(), &host, 24);
+        if answering.len() == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted mirror was not re-synced: {answering:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, head, _) = get(MIRROR.parse().unwrap(), &host, "/health").unwrap();
+    assert_eq!(
+        (status, header(&head, "x-cutover-version").as_deref()),
+        (200, Some(v2.as_str())),
+        "the restarted mirror serves the current version"
+    );
+    // Without the secret, its control port changes nothing.
+    let mut s = TcpStream::connect(MIRROR_CONTROL).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let forged = serde_json::json!({
+        "ts": now_ms,
+        "nonce": "0".repeat(32),
+        "mac": "00".repeat(32),
+        "request": "{\"op\":\"remove\",\"app\":\"shop\",\"env\":\"x\",\"service\":\"api\"}",
+    });
+    writeln!(s, "{forged}").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("\"refused\""), "{answer}");
+    drop(mirror);
 
     // A worker node with replicas is drained under load (`docker node update
     // --availability drain`), then made active again (its replicas stay where they went).
@@ -415,11 +560,13 @@ fn a_public_service_spans_the_nodes_of_a_swarm_and_survives_losing_one() {
     // A worker node with replicas dies under load.
     let instances = api_instances(&server, &env);
     let per_host = per_host(&instances);
+    // The worker with the most replicas (3 of 4 when Swarm put them so).
     let victim = per_host
-        .keys()
-        .find(|h| h.as_str() != "10.231.0.2")
-        .expect("a replica on a worker node")
-        .clone();
+        .iter()
+        .filter(|(h, _)| h.as_str() != "10.231.0.2")
+        .max_by_key(|(_, n)| **n)
+        .map(|(h, _)| h.clone())
+        .expect("a replica on a worker node");
     let index: usize = victim.rsplit('.').next().unwrap().parse::<usize>().unwrap() - 1;
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(&[local(port)], &host, &stop);
