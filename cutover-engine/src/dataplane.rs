@@ -170,11 +170,7 @@ impl DataPlane {
                 c.set_flags(app, env, flags.clone())
                     .await
                     .map_err(|e| format!("the data plane did not take the flags of {env}: {e}"))?;
-                for (i, m) in mirrors.0.iter().enumerate() {
-                    if let Err(e) = m.set_flags(app, env, flags.clone()).await {
-                        tracing::warn!(mirror = i, env, error = %e, "a mirror data plane did not take the flags");
-                    }
-                }
+                mirrors.set_flags(app, env, &flags).await;
                 Ok(())
             }
         }

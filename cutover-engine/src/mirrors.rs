@@ -17,6 +17,7 @@
 //! its old table until the next deploy) and pushing the whole table on every change (a
 //! mirror's generations would all be replaced for one route's switch).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -126,6 +127,15 @@ impl Mirrors {
         }
     }
 
+    pub(crate) async fn set_flags(&self, app: &str, env: &str, flags: &BTreeMap<String, String>) {
+        let _order = self.order.lock().await;
+        for m in self.list.iter().filter(|m| m.synced().is_some()) {
+            if let Err(e) = m.client.set_flags(app, env, flags.clone()).await {
+                Self::missed(m, "flags", &e);
+            }
+        }
+    }
+
     /// Waits for the environment's in-flight requests on every mirror in sync (at most
     /// `timeout` each); returns how many were still running.
     pub(crate) async fn drain_env(&self, app: &str, env: &str, timeout: Duration) -> usize {
@@ -178,7 +188,7 @@ impl Mirrors {
         resynced
     }
 
-    /// Gives `m` the settings, listener, routes and gates of `main`; returns the route count.
+    /// Gives `m` the settings, listener, routes, gates and flags of `main`; returns the route count.
     async fn resync(&self, main: &Client, m: &Mirror) -> Result<usize, Error> {
         m.client.configure(&self.edge).await?;
         m.client.listen(ListenerKind::Main, m.listen).await?;
@@ -213,6 +223,15 @@ impl Mirrors {
         for g in gates {
             let (app, env) = (g.app.clone(), g.env.clone());
             m.client.set_gate(&app, &env, Some(g)).await?;
+        }
+        let flags = main.flags().await?;
+        for f in m.client.flags().await? {
+            if !flags.iter().any(|w| w.app == f.app && w.env == f.env) {
+                m.client.set_flags(&f.app, &f.env, BTreeMap::new()).await?;
+            }
+        }
+        for f in flags {
+            m.client.set_flags(&f.app, &f.env, f.flags).await?;
         }
         Ok(want.len())
     }
@@ -334,6 +353,8 @@ mod tests {
             page: "down".to_owned(),
         };
         plane.set_gate("shop", "prod", Some(gate)).await.unwrap();
+        let flags = BTreeMap::from([("new-cart".to_owned(), "25%".to_owned())]);
+        plane.set_flags("shop", "prod", flags.clone()).await.unwrap();
         assert_eq!(mirrors.check(&main).await, 0);
         assert_eq!(mirrors.in_sync(), 0);
 
@@ -349,6 +370,9 @@ mod tests {
         let gates = mirror.gates().await.unwrap();
         assert_eq!(gates.len(), 1, "{gates:?}");
         assert_eq!(gates[0].page, "down");
+        let got = mirror.flags().await.unwrap();
+        assert_eq!(got.len(), 1, "the flags too: {got:?}");
+        assert_eq!(got[0].flags, flags);
         let hello = mirror.hello().await.unwrap();
         assert!(
             hello
