@@ -133,8 +133,8 @@ struct Inner {
     swarm: Option<Arc<SwarmRuntime>>,
     data_plane: DataPlane,
     data_plane_health: dataplane::DataPlaneHealth,
-    /// The router's edge settings from `cutover.yml` (see `lifecycle::hosts`).
-    edge_base: Mutex<Option<cutover_dataplane::EdgeConfig>>,
+    /// Makes the router's edge settings from `cutover.yml` (see `lifecycle::hosts`).
+    edge_base: Mutex<Option<lifecycle::EdgeBase>>,
     started_at_ms: u64,
     router_port: OnceLock<u16>,
     shared: pipeline::Shared,

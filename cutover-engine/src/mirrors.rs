@@ -2,14 +2,14 @@
 //! (`CUTOVER_DATA_PLANE_MIRRORS`), on other machines or network namespaces, so a load balancer
 //! in front can use any of them.
 //!
-//! Every switch, removal and gate goes to the main data plane first, then to each mirror that
+//! Every switch, removal, gate, flag change and router-settings change goes to the main data plane first, then to each mirror that
 //! is *in sync*; a mirror that fails one is logged and marked out of sync (it never fails the
 //! change, and it serves its last table meanwhile). [`Mirrors::check`], every second from the
 //! server's watcher, says hello to each mirror: a mirror out of sync that answers again, or one
 //! that answers with another identity (pid, start time: it was restarted, perhaps empty), is
 //! re-synced from the main data plane: the router settings (trusted proxies, access log, public
 //! host names, certificates), its listener, every route (removing those the main one no longer
-//! has) and every gate (hold, maintenance). Pushes and re-syncs take one lock, so a re-sync
+//! has) every gate (hold, maintenance) and every environment's feature flags. Pushes and re-syncs take one lock, so a re-sync
 //! never writes an older table over a switch that happened meanwhile. Holds wait for the
 //! mirrors' in-flight requests too ([`Mirrors::drain_env`]).
 //!
@@ -49,7 +49,9 @@ impl Mirror {
 #[derive(Clone, Debug, Default)]
 pub struct Mirrors {
     list: Arc<Vec<Mirror>>,
-    edge: Arc<EdgeConfig>,
+    /// The router settings mirrors get: `cutover.yml`'s, plus the integration environments'
+    /// host names, replaced by each [`Mirrors::configure`].
+    edge: Arc<Mutex<EdgeConfig>>,
     /// Orders pushes and re-syncs (see the module docs).
     order: Arc<tokio::sync::Mutex<()>>,
 }
@@ -69,7 +71,7 @@ impl Mirrors {
                     })
                     .collect(),
             ),
-            edge: Arc::new(edge),
+            edge: Arc::new(Mutex::new(edge)),
             order: Arc::default(),
         }
     }
@@ -123,6 +125,18 @@ impl Mirrors {
         for m in self.list.iter().filter(|m| m.synced().is_some()) {
             if let Err(e) = m.client.set_gate(app, env, gate.cloned()).await {
                 Self::missed(m, "gate", &e);
+            }
+        }
+    }
+
+    /// New router settings (a topology change or a reload changed the host names): kept for
+    /// re-syncs and pushed to every mirror in sync.
+    pub(crate) async fn configure(&self, edge: &EdgeConfig) {
+        let _order = self.order.lock().await;
+        *self.edge.lock().unwrap_or_else(|e| e.into_inner()) = edge.clone();
+        for m in self.list.iter().filter(|m| m.synced().is_some()) {
+            if let Err(e) = m.client.configure(edge).await {
+                Self::missed(m, "settings", &e);
             }
         }
     }
@@ -190,7 +204,8 @@ impl Mirrors {
 
     /// Gives `m` the settings, listener, routes, gates and flags of `main`; returns the route count.
     async fn resync(&self, main: &Client, m: &Mirror) -> Result<usize, Error> {
-        m.client.configure(&self.edge).await?;
+        let edge = self.edge.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        m.client.configure(&edge).await?;
         m.client.listen(ListenerKind::Main, m.listen).await?;
         let want = main.routes().await?;
         let have = m.client.routes().await?;
@@ -355,6 +370,12 @@ mod tests {
         plane.set_gate("shop", "prod", Some(gate)).await.unwrap();
         let flags = BTreeMap::from([("new-cart".to_owned(), "25%".to_owned())]);
         plane.set_flags("shop", "prod", flags.clone()).await.unwrap();
+        // New router settings (a reload's host names, say) while it is away.
+        let newer = EdgeConfig {
+            trusted_proxies: vec!["192.168.0.0/16".to_owned()],
+            ..EdgeConfig::default()
+        };
+        mirrors.configure(&newer).await;
         assert_eq!(mirrors.check(&main).await, 0);
         assert_eq!(mirrors.in_sync(), 0);
 
@@ -382,7 +403,10 @@ mod tests {
             "{hello:?}"
         );
         let routes = std::fs::read_to_string(tmp.path().join("mirror2/dataplane/routes.json")).unwrap();
-        assert!(routes.contains("10.0.0.0/8"), "the router settings too: {routes}");
+        assert!(
+            routes.contains("192.168.0.0/16") && !routes.contains("10.0.0.0/8"),
+            "the newest router settings too: {routes}"
+        );
 
         // Someone without the secret is refused.
         let intruder = Client::tcp(control, SharedSecret::new(&[4; 32]).unwrap());

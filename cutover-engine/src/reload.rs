@@ -119,6 +119,8 @@ impl Engine {
                 &self.inner.base.load(),
                 records,
             )));
+        // Environments' public host names may have changed: the router gets them now.
+        self.push_public_hosts().await;
         for env in &removed {
             self.stop_worker(env);
         }
@@ -173,12 +175,6 @@ impl Engine {
                 && (before.is_some() || !cfg.ports.is_empty())
             {
                 restart.push(format!("environments.{env}.ports"));
-            }
-            // The data plane gets host names at start (with the other router settings).
-            if before.map(|b| &b.hosts).unwrap_or(&Default::default()) != &cfg.hosts
-                && (before.is_some() || !cfg.hosts.is_empty())
-            {
-                restart.push(format!("environments.{env}.hosts"));
             }
             let needs = match cfg.runtime {
                 RuntimeKind::Docker => self.docker().is_none(),

@@ -246,7 +246,10 @@ impl App {
             config_text,
         };
         let engine = Engine::new(config, store, repo, parts);
-        engine.set_edge_base(plane::edge_config(&engine.config(), &opts.data_dir));
+        let data_dir = opts.data_dir.clone();
+        engine.set_edge_base(std::sync::Arc::new(move |config| {
+            plane::edge_config(config, &data_dir)
+        }));
         let admin_token_file = opts.data_dir.join(ADMIN_TOKEN_FILE);
         let rest = async {
             let new_admin_token = bootstrap_admin(&engine, &admin_token_file, opts.reset_admin_token).await?;

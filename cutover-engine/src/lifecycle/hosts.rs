@@ -3,10 +3,11 @@
 //! `feature/Login_2` the name `feature-login-2.review.example.com` (`branch_label`).
 //!
 //! The router's host table is part of its edge settings, which the server pushes whole at
-//! start from `cutover.yml` (templates' patterns left out). The engine keeps that base
-//! ([`Engine::set_edge_base`]) and pushes it again with every live instance's names added
-//! whenever the topology changes (create, delete, expiry, restore at start) and after a new
-//! data plane got its routes back. Two branches whose labels collide are refused at
+//! start from `cutover.yml` (templates' patterns left out). The engine keeps the server's way of
+//! making them ([`Engine::set_edge_base`]) and pushes them again, from the configuration of
+//! the moment and with every live instance's names added, whenever the topology changes
+//! (create, delete, expiry, restore at start, `config reload`) and after a new data plane got
+//! its routes back; mirror routers get the same settings. Two branches whose labels collide are refused at
 //! `env create` ([`Engine::check_branch_hosts`]); a collision that appears anyway (a static
 //! name added to `cutover.yml` later) keeps the first owner and logs the other.
 //!
@@ -88,10 +89,13 @@ pub(crate) fn expand_all(config: &mut Config, base: &Config, records: &BTreeMap<
     }
 }
 
+/// The server's way of making the router's settings from a configuration.
+pub type EdgeBase = std::sync::Arc<dyn Fn(&Config) -> EdgeConfig + Send + Sync>;
+
 impl Engine {
-    /// The router's edge settings as the server pushed them from `cutover.yml`; the engine
-    /// adds the integration environments' hosts to them (see the module docs).
-    pub fn set_edge_base(&self, edge: EdgeConfig) {
+    /// How the server makes the router's settings from `cutover.yml`; the engine adds the
+    /// integration environments' hosts to them (see the module docs).
+    pub fn set_edge_base(&self, edge: EdgeBase) {
         *self
             .inner
             .edge_base
@@ -138,7 +142,7 @@ impl Engine {
     /// before the server set the base). Failures are logged: routing by `.localhost` names and
     /// fixed ports goes on, and the next change or data-plane restart pushes again.
     pub(crate) async fn push_public_hosts(&self) {
-        let Some(mut edge) = self
+        let Some(base) = self
             .inner
             .edge_base
             .lock()
@@ -148,6 +152,7 @@ impl Engine {
             return;
         };
         let topo = self.topology();
+        let mut edge = base(&topo.config);
         let app = topo.config.app.to_string();
         for (name, _) in topo.records.iter().filter(|(_, r)| r.is_live_instance()) {
             let Some(env) = topo.config.environments.get(name) else {
@@ -166,7 +171,11 @@ impl Engine {
             DataPlane::Embedded(router) => edge
                 .to_settings()
                 .and_then(|s| router.set_edge(s).map_err(|e| e.to_string())),
-            DataPlane::Remote(client, _) => client.configure(&edge).await.map_err(|e| e.to_string()),
+            DataPlane::Remote(client, mirrors) => {
+                let main = client.configure(&edge).await.map_err(|e| e.to_string());
+                mirrors.configure(&edge).await;
+                main
+            }
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "could not push the integration environments' host names to the router");

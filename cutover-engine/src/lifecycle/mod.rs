@@ -40,6 +40,7 @@ use cutover_store::ParamKey;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub use hosts::EdgeBase;
 pub use naming::{derive_name, slug};
 
 use crate::pipeline::SYSTEM_ACTOR;

@@ -1,7 +1,8 @@
 //! Integration environments' public host names: a template's `{branch}.review.localhost`
 //! gives the environment of branch `feature/Login_2` the name
 //! `feature-login-2.review.localhost`, served through the router while it lives and gone
-//! when it is deleted; a second branch with the same label is refused.
+//! when it is deleted; a second branch with the same label is refused; a static name added by
+//! `config reload` reaches the router.
 
 use std::time::{Duration, Instant};
 
@@ -104,4 +105,21 @@ fn an_integration_environment_is_served_at_its_branch_host_until_it_is_deleted()
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(hosts(), vec!["www.shop.localhost prod".to_owned()]);
+
+    // A name added to cutover.yml reaches the router with `config reload`, no restart.
+    let file = app.dir.path().join("cutover.yml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replace("[www.shop.localhost]", "[www.shop.localhost, shop.localhost]");
+    std::fs::write(&file, text).unwrap();
+    let out = server.cli("admin", &["config", "reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut listed = hosts();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![
+            "shop.localhost prod".to_owned(),
+            "www.shop.localhost prod".to_owned()
+        ]
+    );
 }
