@@ -57,6 +57,7 @@ mod metrics;
 mod proxy;
 mod route;
 mod serve;
+mod suspects;
 mod tls;
 
 use std::collections::HashMap;
@@ -211,7 +212,7 @@ pub(crate) struct Inner {
     /// The same for non-loopback upstreams (shorter connect timeout).
     pub(crate) remote_client: proxy::UpstreamClient,
     /// Upstreams that failed to connect lately.
-    pub(crate) suspects: proxy::Suspects,
+    pub(crate) suspects: suspects::Suspects,
     /// Forwarding and logging settings, swapped whole by [`Router::set_edge`].
     pub(crate) edge: ArcSwap<Edge>,
     pub(crate) metrics: metrics::Metrics,
@@ -252,7 +253,7 @@ impl Router {
                 flags: flags::FlagHeaders::default(),
                 client,
                 remote_client,
-                suspects: proxy::Suspects::default(),
+                suspects: suspects::Suspects::default(),
                 edge: ArcSwap::from_pointee(Edge::default()),
                 metrics: metrics::Metrics::new(),
                 tls_certs: Arc::new(TlsCerts::empty()),

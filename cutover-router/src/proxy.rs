@@ -3,7 +3,7 @@
 //!
 //! Connect retry: a request whose connect fails (refused, unreachable, timed out) goes to the
 //! generation's next upstream, each at most once, until one answers. An upstream that failed to
-//! connect becomes *suspect* ([`Suspects`], keyed by address so a new generation with the same
+//! connect becomes *suspect* ([`Suspects`](crate::suspects::Suspects), keyed by address so a new generation with the same
 //! replica inherits it) for [`RouterConfig::suspect_for`]: requests try it only after every
 //! other upstream, so when a node dies with 3 of 4 replicas, one request per dead replica pays
 //! for the discovery instead of every request until the health probes drop them. A successful
@@ -20,11 +20,10 @@
 //! no retry happens. Rejected: buffering request bodies to make every request retryable
 //! (unbounded memory, breaks streaming uploads).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -43,6 +42,7 @@ use crate::access_log::{Pending, Trace};
 use crate::forwarded::{client_address, set_forwarding_headers};
 use crate::generation::InFlightGuard;
 use crate::route::normalize_host;
+use crate::suspects::patient;
 use crate::{Edge, Inner, RouterConfig};
 
 pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
@@ -66,60 +66,6 @@ pub(crate) fn build_client(config: &RouterConfig, connect_timeout: Duration) -> 
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_upstream)
         .build(connector)
-}
-
-/// Upstream addresses that failed to connect lately, with the time their mark ends. Requests
-/// read it without locking while it is empty (the common case).
-#[derive(Default)]
-pub(crate) struct Suspects {
-    /// Entries in `until` (read first, so healthy routes never take the lock).
-    count: AtomicUsize,
-    until: Mutex<HashMap<SocketAddr, Instant>>,
-}
-
-impl Suspects {
-    /// The order in which to try `upstreams` starting at `start` (round-robin): every upstream
-    /// once, those not suspect first, then the suspect ones (the last resort, still tried).
-    fn order(&self, upstreams: &[SocketAddr], start: usize, now: Instant) -> Vec<usize> {
-        let n = upstreams.len();
-        let ring = (0..n).map(|i| (start + i) % n);
-        if self.count.load(Ordering::Acquire) == 0 {
-            return ring.collect();
-        }
-        let mut until = lock(&self.until);
-        until.retain(|_, end| *end > now);
-        self.count.store(until.len(), Ordering::Release);
-        let (mut fine, suspect): (Vec<usize>, Vec<usize>) =
-            ring.partition(|&i| !until.contains_key(&upstreams[i]));
-        fine.extend(suspect);
-        fine
-    }
-
-    /// Marks `addr` suspect until `end`.
-    fn mark(&self, addr: SocketAddr, end: Instant) {
-        let mut until = lock(&self.until);
-        until.insert(addr, end);
-        self.count.store(until.len(), Ordering::Release);
-    }
-
-    /// `addr` answered: no longer suspect.
-    fn clear(&self, addr: SocketAddr) {
-        if self.count.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        let mut until = lock(&self.until);
-        if until.remove(&addr).is_some() {
-            self.count.store(until.len(), Ordering::Release);
-        }
-    }
-}
-
-/// Whether connecting to `addr` gets the full connect timeout: on loopback (nothing can be lost
-/// on the way), and for a request's last attempt, which has no other upstream to turn to: an
-/// overloaded upstream whose accept queue dropped a SYN answers the retransmission a second
-/// later, and a short timeout there would turn a slow answer into a 502.
-fn patient(addr: SocketAddr, last: bool) -> bool {
-    last || addr.ip().is_loopback()
 }
 
 /// Which route a listener serves.
@@ -235,7 +181,7 @@ impl UpstreamBody {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -763,35 +709,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_TYPE));
-    }
-
-    #[test]
-    fn suspects_are_tried_last_and_only_while_marked() {
-        let addrs: Vec<SocketAddr> = (1..=4).map(|p| SocketAddr::from(([10, 0, 0, 1], p))).collect();
-        let s = Suspects::default();
-        let now = Instant::now();
-        assert_eq!(s.order(&addrs, 5, now), vec![1, 2, 3, 0]);
-        s.mark(addrs[1], now + Duration::from_secs(2));
-        s.mark(addrs[2], now + Duration::from_secs(1));
-        assert_eq!(s.order(&addrs, 5, now), vec![3, 0, 1, 2]);
-        // Once its mark ends, an upstream takes its round-robin place again.
-        let later = now + Duration::from_millis(1500);
-        assert_eq!(s.order(&addrs, 5, later), vec![2, 3, 0, 1]);
-        s.clear(addrs[1]);
-        assert_eq!(s.order(&addrs, 5, later), vec![1, 2, 3, 0]);
-        assert_eq!(s.count.load(Ordering::Acquire), 0);
-    }
-
-    #[test]
-    fn only_remote_attempts_with_a_fallback_get_the_short_connect_timeout() {
-        let remote = SocketAddr::from(([10, 231, 0, 3], 8080));
-        let local = SocketAddr::from(([127, 0, 0, 1], 8080));
-        assert!(!patient(remote, false));
-        assert!(
-            patient(remote, true),
-            "the last resort waits for a retransmitted SYN"
-        );
-        assert!(patient(local, false));
     }
 
     #[test]
