@@ -54,6 +54,31 @@ pub(crate) fn start(fx: &Fixture) -> Server {
     Server::start(&fx.dir.path().join("cutover.yml"), &fx.dir.path().join("data"))
 }
 
+/// Gives the fixture's `registry:` (at `addr`) the account `user` whose password is the secret
+/// `registry-password`, starts the server and stores `password` in that secret.
+pub(crate) fn start_with_account(fx: &Fixture, addr: &str, user: &str, password: &str) -> Server {
+    let config = fx.dir.path().join("cutover.yml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("registry: {{ url: \"{addr}\" }}"),
+        &format!("registry: {{ url: \"{addr}\", username: {user}, password_secret: registry-password }}"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = start(fx);
+    let put = server.cli(
+        "admin",
+        &["param", "put", "/shop/secrets/registry-password", password],
+    );
+    assert!(put.status.success(), "{}", crate::support::stderr(&put));
+    server
+}
+
+/// Releases `version` on `env` and waits for the run's end: the run and its logs.
+pub(crate) fn release_and_wait(server: &Server, env: &str, version: &str) -> (serde_json::Value, String) {
+    let id = server.release("alice", env, version);
+    let run = server.wait_run(id, &["succeeded", "failed"]);
+    (run, server.logs(id))
+}
+
 /// Fails (not skips) when the test registry is not running.
 fn require_registry() {
     let answer = http_get(5000, REGISTRY, "/v2/");
@@ -135,9 +160,7 @@ fn an_unreachable_registry_fails_the_build_stage() {
         format!("{name}:{}", fx.version),
     ]);
     let server = start(&fx);
-    let id = server.release("alice", &fx.env, &fx.version);
-    let run = server.wait_run(id, &["succeeded", "failed"]);
-    let logs = server.logs(id);
+    let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(
         (run["state"].as_str(), run["failed_stage"].as_str()),
         (Some("failed"), Some("build")),
@@ -231,9 +254,7 @@ fn a_registry_with_htpasswd_takes_a_push_with_credentials_and_refuses_one_withou
     let pushed = format!("{}/{name}:{}", registry.addr, fx.version);
     let _images = ImageCleanup(vec![pushed.clone(), format!("{name}:{}", fx.version)]);
     let server = start(&fx);
-    let id = server.release("alice", &fx.env, &fx.version);
-    let run = server.wait_run(id, &["succeeded", "failed"]);
-    let logs = server.logs(id);
+    let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(run["failed_stage"], "build", "{logs}");
     assert!(
         logs.contains("refused an anonymous push") && logs.contains("password_secret"),
@@ -242,24 +263,8 @@ fn a_registry_with_htpasswd_takes_a_push_with_credentials_and_refuses_one_withou
     server.terminate();
 
     // With `username` and `password_secret`: pushed, and the registry lists the tag.
-    let config = fx.dir.path().join("cutover.yml");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("registry: {{ url: \"{}\" }}", registry.addr),
-        &format!(
-            "registry: {{ url: \"{}\", username: pusher, password_secret: registry-password }}",
-            registry.addr
-        ),
-    );
-    std::fs::write(&config, text).unwrap();
-    let server = start(&fx);
-    let put = server.cli(
-        "admin",
-        &["param", "put", "/shop/secrets/registry-password", "pw-7c6b5a"],
-    );
-    assert!(put.status.success(), "{}", crate::support::stderr(&put));
-    let id = server.release("alice", &fx.env, &fx.version);
-    let run = server.wait_run(id, &["succeeded", "failed"]);
-    let logs = server.logs(id);
+    let server = start_with_account(&fx, &registry.addr, "pusher", "pw-7c6b5a");
+    let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(run["state"], "succeeded", "{logs}");
     assert!(logs.contains(&format!("pushed {pushed}")), "{logs}");
     assert!(!logs.contains("pw-7c6b5a"), "{logs}");

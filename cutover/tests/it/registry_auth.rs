@@ -15,7 +15,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::registry::{ImageCleanup, fixture, start};
+use crate::registry::{ImageCleanup, fixture, release_and_wait, start_with_account};
 
 /// One request as the fake servers see it.
 #[derive(Debug, Clone)]
@@ -184,22 +184,9 @@ fn the_tag_check_gets_a_token_from_the_registrys_realm_with_the_account() {
         format!("{addr}/{name}:{}", fx.version),
         format!("{name}:{}", fx.version),
     ]);
-    let config = fx.dir.path().join("cutover.yml");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("registry: {{ url: \"{addr}\" }}"),
-        &format!("registry: {{ url: \"{addr}\", username: {USER}, password_secret: registry-password }}"),
-    );
-    std::fs::write(&config, text).unwrap();
-    let server = start(&fx);
-    let put = server.cli(
-        "admin",
-        &["param", "put", "/shop/secrets/registry-password", PASSWORD],
-    );
-    assert!(put.status.success(), "{}", crate::support::stderr(&put));
+    let server = start_with_account(&fx, &addr, USER, PASSWORD);
 
-    let id = server.release("alice", &fx.env, &fx.version);
-    let run = server.wait_run(id, &["succeeded", "failed"]);
-    let logs = server.logs(id);
+    let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(run["state"], "succeeded", "{logs}");
     assert!(
         logs.contains(&format!(
@@ -236,9 +223,7 @@ fn the_tag_check_gets_a_token_from_the_registrys_realm_with_the_account() {
     // the push is tried and fails against the fake registry.
     *realm_host.lock().unwrap() = format!("localhost:{}", realm.port);
     let before = realm.seen().len();
-    let id = server.release("alice", &fx.env, &fx.version);
-    let run = server.wait_run(id, &["succeeded", "failed"]);
-    let logs = server.logs(id);
+    let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(run["failed_stage"], "build", "{logs}");
     assert!(logs.contains("the account was not sent"), "{logs}");
     let later = &realm.seen()[before..];
@@ -272,16 +257,12 @@ fn without_registry_username_the_account_docker_login_saved_is_used() {
         &fx.dir.path().join("data"),
         &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
     );
-    let id = server.release("alice", &fx.env, &fx.version);
-    let run = server.wait_run(id, &["succeeded", "failed"]);
-    let logs = server.logs(id);
+    let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(run["state"], "succeeded", "{logs}");
     assert!(logs.contains(&format!("pushed {pushed}")), "{logs}");
     assert!(!logs.contains("pw-8d2b4f"), "{logs}");
     // The tag check read it too: the same SHA again is not pushed again.
-    let id = server.release("alice", &fx.env, &fx.version);
-    let run = server.wait_run(id, &["succeeded", "failed"]);
-    let logs = server.logs(id);
+    let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(run["state"], "succeeded", "{logs}");
     assert!(
         logs.contains(&format!("{pushed}: the registry has this tag, push skipped")),
@@ -300,9 +281,7 @@ fn without_registry_username_the_account_docker_login_saved_is_used() {
         &fx.dir.path().join("data"),
         &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
     );
-    let id = server.release("alice", &fx.env, &fx.version);
-    let run = server.wait_run(id, &["succeeded", "failed"]);
-    let logs = server.logs(id);
+    let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(run["failed_stage"], "build", "{logs}");
     assert!(
         logs.contains("docker-credential-cutover-test-absent") && logs.contains("registry.username"),
@@ -344,9 +323,7 @@ fn swarm_services_are_created_with_the_registry_account_so_nodes_pull_with_it() 
         &fx.dir.path().join("data"),
         &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
     );
-    let id = server.release("alice", &fx.env, v);
-    let run = server.wait_run(id, &["succeeded", "failed"]);
-    let logs = server.logs(id);
+    let (run, logs) = release_and_wait(&server, &fx.env, v);
     assert_eq!(run["failed_stage"], "build", "{logs}");
     assert!(
         logs.contains("refused an anonymous push")
@@ -369,9 +346,7 @@ fn swarm_services_are_created_with_the_registry_account_so_nodes_pull_with_it() 
         &fx.dir.path().join("data"),
         &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
     );
-    let id = server.release("alice", &fx.env, v);
-    let run = server.wait_run(id, &["succeeded", "failed"]);
-    let logs = server.logs(id);
+    let (run, logs) = release_and_wait(&server, &fx.env, v);
     assert_eq!(run["state"], "succeeded", "{logs}");
     assert_eq!(server.api_version(&fx.env).as_deref(), Some(v.as_str()));
     assert!(!logs.contains("pw-1b7e9a"), "{logs}");
@@ -604,34 +579,16 @@ fn a_registry_with_token_auth_takes_the_push_and_the_tag_check_reads_it_with_a_t
     let name = format!("shop-{}-api", fx.env);
     let pushed = format!("{}/{name}:{}", registry.addr, fx.version);
     let _images = ImageCleanup(vec![pushed.clone(), format!("{name}:{}", fx.version)]);
-    let config = fx.dir.path().join("cutover.yml");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("registry: {{ url: \"{}\" }}", registry.addr),
-        &format!(
-            "registry: {{ url: \"{}\", username: tokenuser, password_secret: registry-password }}",
-            registry.addr
-        ),
-    );
-    std::fs::write(&config, text).unwrap();
-    let server = start(&fx);
-    let put = server.cli(
-        "admin",
-        &["param", "put", "/shop/secrets/registry-password", "pw-6f4e2d"],
-    );
-    assert!(put.status.success(), "{}", crate::support::stderr(&put));
+    let server = start_with_account(&fx, &registry.addr, "tokenuser", "pw-6f4e2d");
 
     // dockerd pushes through the token protocol with the account.
-    let id = server.release("alice", &fx.env, &fx.version);
-    let run = server.wait_run(id, &["succeeded", "failed"]);
-    let logs = server.logs(id);
+    let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(run["state"], "succeeded", "{logs}");
     assert!(logs.contains(&format!("pushed {pushed}")), "{logs}");
 
     // The same SHA again: Cutover's own check gets a token and sees the tag.
     let asked = registry.realm.seen().len();
-    let id = server.release("alice", &fx.env, &fx.version);
-    let run = server.wait_run(id, &["succeeded", "failed"]);
-    let logs = server.logs(id);
+    let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(run["state"], "succeeded", "{logs}");
     assert!(
         logs.contains(&format!("{pushed}: the registry has this tag, push skipped")),
