@@ -10,10 +10,12 @@
 //!
 //! Each request carries `Authorization: Bearer <token>`, `Accept: application/vnd.github+json`
 //! and `X-GitHub-Api-Version: 2022-11-28`. The deployment's id is remembered per run in this
-//! receiver's task (its notices arrive in order); a run whose deployment this server did not
-//! create (it was requested before a restart) gets one at its next event. Rejected: keeping
-//! deployment ids in the store (a schema change for what GitHub itself lists by SHA and
-//! environment).
+//! receiver's task (its notices arrive in order). A run whose id this task does not know (it
+//! was requested before a restart, or before a crash it is now reported as interrupted) looks
+//! its deployment up first (`GET …/deployments?sha=&environment=`, the one whose payload names
+//! this app and run), so a crash leaves no deployment in progress forever; only when none is
+//! found is one created. Rejected: keeping deployment ids in the store (a schema change for
+//! what GitHub itself lists by SHA and environment).
 
 use std::collections::HashMap;
 
@@ -36,6 +38,41 @@ pub(crate) struct Target<'a> {
 #[derive(Default)]
 pub(crate) struct Deployments {
     by_run: HashMap<i64, u64>,
+}
+
+impl Deployments {
+    fn remember(&mut self, run: i64, id: u64) {
+        if self.by_run.len() >= 1000 {
+            self.by_run.clear();
+        }
+        self.by_run.insert(run, id);
+    }
+}
+
+/// The id of the deployment made earlier for `notice`'s run (by this or a previous server): the
+/// newest of the SHA's deployments to the environment whose payload names this app and run.
+async fn find_deployment(
+    sender: &mut Sender,
+    repo: &str,
+    headers: &[(&str, String)],
+    notice: &Notice,
+    sha: &str,
+) -> Option<u64> {
+    let env = crate::http::encode_segment(&notice.env);
+    let url = format!("{repo}/deployments?sha={sha}&environment={env}&per_page=100");
+    let list = sender.get(&url, headers, "github deployments lookup").await?;
+    deployment_of(&list, &notice.app, notice.run_id)
+}
+
+/// In GitHub's list of deployments (newest first), the id of the first one whose payload is
+/// `{cutover_run: run, app}`.
+pub(crate) fn deployment_of(list: &Value, app: &str, run: i64) -> Option<u64> {
+    list.as_array()?
+        .iter()
+        .find(|d| {
+            d["payload"]["cutover_run"].as_i64() == Some(run) && d["payload"]["app"].as_str() == Some(app)
+        })
+        .and_then(|d| d["id"].as_u64())
 }
 
 /// `POST /repos/{owner}/{repo}/deployments`'s body.
@@ -155,6 +192,12 @@ impl Deployments {
                 Some(id) => Some(id),
                 // A superseded run without a deployment needs none.
                 None if notice.trigger == Trigger::Superseded => None,
+                None if notice.trigger != Trigger::Queued
+                    && let Some(id) = find_deployment(sender, &repo, &headers, notice, &sha).await =>
+                {
+                    self.remember(notice.run_id, id);
+                    Some(id)
+                }
                 None => {
                     let url = format!("{repo}/deployments");
                     let created = sender
@@ -168,10 +211,7 @@ impl Deployments {
                         .await;
                     match created.ok().and_then(|v| v["id"].as_u64()) {
                         Some(id) => {
-                            if self.by_run.len() >= 1000 {
-                                self.by_run.clear();
-                            }
-                            self.by_run.insert(notice.run_id, id);
+                            self.remember(notice.run_id, id);
                             Some(id)
                         }
                         None => {
@@ -216,6 +256,23 @@ impl Deployments {
 mod tests {
     use super::*;
     use crate::notify::tests::notice;
+
+    #[test]
+    fn the_deployment_of_a_run_is_the_one_whose_payload_names_its_app_and_run() {
+        let list = json!([
+            { "id": 30, "payload": { "cutover_run": 7, "app": "other" } },
+            { "id": 20, "payload": { "cutover_run": 7, "app": "shop" } },
+            { "id": 10, "payload": { "cutover_run": 7, "app": "shop" } },
+            { "id": 5, "payload": "not ours" },
+        ]);
+        assert_eq!(
+            deployment_of(&list, "shop", 7),
+            Some(20),
+            "the newest of this app's"
+        );
+        assert_eq!(deployment_of(&list, "shop", 8), None);
+        assert_eq!(deployment_of(&json!({ "message": "Not Found" }), "shop", 7), None);
+    }
 
     const DEPLOYMENT_STATES: [&str; 7] = [
         "error",

@@ -255,6 +255,32 @@ impl Sender {
     }
 }
 
+impl Sender {
+    /// GETs `url` with `headers` once (a lookup, not a notification: neither retried nor
+    /// counted); the answer's JSON body, `None` when it fails or is not a success.
+    pub async fn get(&mut self, url: &str, headers: &[(&str, String)], what: &str) -> Option<Value> {
+        let client = self.client(url).ok()?;
+        let mut request = client.get(url).header(
+            reqwest::header::USER_AGENT,
+            concat!("cutover/", env!("CARGO_PKG_VERSION")),
+        );
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        match request.send().await.map_err(reqwest::Error::without_url) {
+            Ok(answer) if answer.status().is_success() => Some(read_bounded(answer).await),
+            Ok(answer) => {
+                tracing::warn!(receiver = %self.label, url, status = %answer.status(), what, "lookup refused");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(receiver = %self.label, url, error = %crate::releases::error_chain(&e), what, "lookup failed");
+                None
+            }
+        }
+    }
+}
+
 /// At most [`MAX_ANSWER`] bytes of an answer, as JSON (`Null` otherwise).
 async fn read_bounded(mut answer: reqwest::Response) -> Value {
     let mut body = Vec::new();

@@ -1,7 +1,8 @@
 //! Notifications people read: a local receiver on 127.0.0.1 plays both Slack's incoming
 //! webhook, GitHub's and GitLab's APIs, records every request, and the test checks the payloads against
 //! the documented shapes (required fields, status strings, header names, description length)
-//! for a succeeded, a failed and an approval-waiting run; a receiver that answers 500 once gets
+//! for a succeeded, a failed and an approval-waiting run; a run interrupted by a crash ends its
+//! own GitHub deployment from the next server; a receiver that answers 500 once gets
 //! its message once, after a retry; the secrets (the Slack URL, the token) appear in neither
 //! the server's log nor the runs' logs.
 
@@ -22,6 +23,7 @@ use crate::support::{Server, serve_command};
 /// One request the receiver saw.
 #[derive(Debug, Clone)]
 struct Request {
+    method: String,
     path: String,
     /// Header names lower-cased.
     headers: BTreeMap<String, String>,
@@ -76,6 +78,7 @@ fn receiver(fail_first: usize) -> (u16, Recorder) {
                     if reader.read_line(&mut line).unwrap_or(0) == 0 {
                         return;
                     }
+                    let method = line.split_whitespace().next().unwrap_or_default().to_owned();
                     let path = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
                     let mut headers = BTreeMap::new();
                     loop {
@@ -101,6 +104,8 @@ fn receiver(fail_first: usize) -> (u16, Recorder) {
                     let n = seen.fetch_add(1, Ordering::SeqCst);
                     let (status, answer) = if n < fail_first {
                         (500, json!({ "message": "try again" }).to_string())
+                    } else if method == "GET" && path.contains("/deployments?") {
+                        (200, deployments_list(&rec.all(), &path).to_string())
                     } else if path.ends_with("/deployments") {
                         (201, json!({ "id": 7000 + n }).to_string())
                     } else if path.starts_with("/services/") {
@@ -109,6 +114,7 @@ fn receiver(fail_first: usize) -> (u16, Recorder) {
                         (201, "{}".to_owned())
                     };
                     rec.0.lock().unwrap().push(Request {
+                        method,
                         path,
                         headers,
                         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
@@ -132,6 +138,28 @@ fn receiver(fail_first: usize) -> (u16, Recorder) {
         }
     });
     (port, recorder)
+}
+
+/// GitHub's answer to `GET …/deployments?sha=S&environment=E`: the deployments created so far
+/// for that SHA and environment, newest first, as GitHub lists them.
+fn deployments_list(seen: &[Request], path: &str) -> Value {
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (sha, env) = (param("sha"), param("environment"));
+    let mut list: Vec<Value> = seen
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/deployments") && r.status == 201)
+        .filter(|r| r.body["ref"] == sha.as_str() && r.body["environment"] == env.as_str())
+        .map(|r| json!({ "id": r.answer["id"], "payload": r.body["payload"] }))
+        .collect();
+    list.reverse();
+    Value::Array(list)
 }
 
 /// The app's server with its log (RUST_LOG=info) written to a file.
@@ -476,7 +504,8 @@ fn a_receiver_that_fails_once_gets_the_message_once_and_failures_are_counted() {
 fn a_run_cut_short_by_a_server_crash_is_reported_as_interrupted_by_the_next_server() {
     let (port, rec) = receiver(0);
     let app = App::with_config(&format!(
-        "{APP_CONFIG}notifications:\n  receivers:\n    - {{ kind: slack, url_secret: slack_url }}\n"
+        "{APP_CONFIG}notifications:\n  receivers:\n    - {{ kind: slack, url_secret: slack_url }}\n    \
+         - {{ kind: github, repository: acme/shop, token_secret: gh_token, api_url: \"http://127.0.0.1:{port}\" }}\n"
     ));
     let (mut server, _) = start_logged(&app);
     put_secret(
@@ -484,22 +513,67 @@ fn a_run_cut_short_by_a_server_crash_is_reported_as_interrupted_by_the_next_serv
         "slack_url",
         &format!("http://127.0.0.1:{port}{SLACK_PATH}"),
     );
+    put_secret(&server, "gh_token", GH_TOKEN);
     app.hold("staging", "hold");
     let id = server.release("alice", "staging", &app.good[0]);
     server.wait_stage(id, "pre_deploy_hook");
+    // GitHub has the run's deployment, in progress.
+    let statuses = |r: &[Request]| -> Vec<(String, String)> {
+        r.iter()
+            .filter(|q| q.path.contains("/deployments/") && q.path.ends_with("/statuses"))
+            .map(|q| {
+                (
+                    q.path.clone(),
+                    q.body["state"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let before = rec.until("the deployment in progress", |r| {
+        statuses(r).iter().any(|(_, s)| s == "in_progress")
+    });
+    let created: Vec<&Request> = before
+        .iter()
+        .filter(|q| q.method == "POST" && q.path.ends_with("/deployments"))
+        .collect();
+    assert_eq!(created.len(), 1, "{before:#?}");
+    let deployment = created[0].answer["id"].as_u64().unwrap();
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     app.release_hold("staging", "hold");
     drop(server);
-    assert!(rec.all().is_empty(), "nothing to tell while the run was active");
+    assert!(
+        !rec.all().iter().any(|q| q.path.starts_with("/services/")),
+        "nothing to tell Slack while the run was active"
+    );
 
     let (server, _) = start_logged(&app);
-    let got = rec.until("the interrupted run's message", |r| !r.is_empty());
-    let text = text_of(&got[0].body);
+    let got = rec.until("the interrupted run's message", |r| {
+        r.iter().any(|q| q.path.starts_with("/services/"))
+    });
+    let slack = got.iter().find(|q| q.path.starts_with("/services/")).unwrap();
+    let text = text_of(&slack.body);
     assert!(
         text.contains(&format!("run #{id} was interrupted")) && text.contains("*staging*"),
         "{text}"
     );
+    // The next server ends the same deployment (found by its payload), creating none.
+    let got = rec.until("the deployment's end", |r| {
+        statuses(r).iter().any(|(_, s)| s == "error")
+    });
+    assert!(
+        statuses(&got).contains(&(
+            format!("/repos/acme/shop/deployments/{deployment}/statuses"),
+            "error".to_owned()
+        )),
+        "{:#?}",
+        statuses(&got)
+    );
+    let created = got
+        .iter()
+        .filter(|q| q.method == "POST" && q.path.ends_with("/deployments"))
+        .count();
+    assert_eq!(created, 1, "no second deployment for the same run");
     assert_eq!(
         server.cli_json("x", &["run", &id.to_string()])["state"],
         "interrupted"
