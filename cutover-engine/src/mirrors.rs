@@ -2,15 +2,16 @@
 //! (`CUTOVER_DATA_PLANE_MIRRORS`), on other machines or network namespaces, so a load balancer
 //! in front can use any of them.
 //!
-//! Every switch, removal, gate, flag change and router-settings change goes to the main data plane first, then to each mirror that
-//! is *in sync*; a mirror that fails one is logged and marked out of sync (it never fails the
-//! change, and it serves its last table meanwhile). [`Mirrors::check`], every second from the
-//! server's watcher, says hello to each mirror: a mirror out of sync that answers again, or one
-//! that answers with another identity (pid, start time: it was restarted, perhaps empty), is
-//! re-synced from the main data plane: the router settings (trusted proxies, access log, public
-//! host names, certificates), its listener, every route (removing those the main one no longer
-//! has) every gate (hold, maintenance) and every environment's feature flags. Pushes and re-syncs take one lock, so a re-sync
-//! never writes an older table over a switch that happened meanwhile. Holds wait for the
+//! Every switch, removal, gate, flag change and router-settings change goes to the main data
+//! plane first, then to each mirror that is *in sync*; a mirror that fails one is logged and
+//! marked out of sync (it never fails the change, and it serves its last table meanwhile).
+//! [`Mirrors::check`], every second from the server's watcher, says hello to each mirror: a
+//! mirror out of sync that answers again, or one that answers with another identity (pid, start
+//! time: it was restarted, perhaps empty), is re-synced from the main data plane: the newest
+//! router settings (trusted proxies, access log, public host names, certificates), its
+//! listener, every route (removing those the main one no longer has), every gate (hold,
+//! maintenance) and every environment's feature flags. Pushes and re-syncs take one lock, so a
+//! re-sync never writes an older table over a switch that happened meanwhile. Holds wait for the
 //! mirrors' in-flight requests too ([`Mirrors::drain_env`]).
 //!
 //! Rejected: re-syncing on the next push only (a mirror back between two deploys would serve

@@ -7,9 +7,9 @@
 //! making them ([`Engine::set_edge_base`]) and pushes them again, from the configuration of
 //! the moment and with every live instance's names added, whenever the topology changes
 //! (create, delete, expiry, restore at start, `config reload`) and after a new data plane got
-//! its routes back; mirror routers get the same settings. Two branches whose labels collide are refused at
-//! `env create` ([`Engine::check_branch_hosts`]); a collision that appears anyway (a static
-//! name added to `cutover.yml` later) keeps the first owner and logs the other.
+//! its routes back; mirror routers get the same settings. Two branches whose labels collide
+//! are refused at `env create` ([`Engine::check_branch_hosts`]); a collision that appears anyway
+//! (a static name added to `cutover.yml` later) keeps the first owner and logs the other.
 //!
 //! Rejected: patterns in the router itself (it would have to know how environment names are
 //! derived from branches, which is the engine's business, and names are truncated and
