@@ -260,8 +260,9 @@ async fn metrics_count_requests_by_route_and_class_across_a_switch() {
     assert!(text.contains("cutover_build_info{version=\""), "{text}");
 }
 
-#[tokio::test]
-async fn public_host_names_and_wildcards_route_beside_the_localhost_names() {
+/// A router with services `yves` (answering version a) and `zed` (version b), and the public
+/// names `hosts` (`(name, service)`); the upstreams live as long as the returned pair.
+async fn yves_and_zed(hosts: &[(&str, &str)]) -> (TestRouter, [Upstream; 2]) {
     let a = upstream(&sha('a')).await;
     let b = upstream(&sha('b')).await;
     let r = TestRouter::start(RouterConfig::default()).await;
@@ -269,14 +270,21 @@ async fn public_host_names_and_wildcards_route_beside_the_localhost_names() {
     r.switch("zed", &sha('b'), &[&b]);
     r.router
         .set_edge(EdgeSettings {
-            hosts: vec![
-                ("www.example.com".into(), key("yves")),
-                ("example.com".into(), key("yves")),
-                ("*.admin.example.com".into(), key("zed")),
-            ],
+            hosts: hosts.iter().map(|(h, s)| ((*h).into(), key(s))).collect(),
             ..EdgeSettings::default()
         })
         .unwrap();
+    (r, [a, b])
+}
+
+#[tokio::test]
+async fn public_host_names_and_wildcards_route_beside_the_localhost_names() {
+    let (r, [_a, b]) = yves_and_zed(&[
+        ("www.example.com", "yves"),
+        ("example.com", "yves"),
+        ("*.admin.example.com", "zed"),
+    ])
+    .await;
     let mut c = Conn::connect(r.addr).await;
     for (host, want) in [
         ("WWW.example.com:443", sha('a')),
@@ -361,20 +369,7 @@ async fn plain_http_to_a_redirected_host_gets_a_308_to_https() {
 
 #[tokio::test]
 async fn a_path_prefix_of_a_public_name_routes_to_its_own_service_longest_first() {
-    let a = upstream(&sha('a')).await;
-    let b = upstream(&sha('b')).await;
-    let r = TestRouter::start(RouterConfig::default()).await;
-    r.switch("yves", &sha('a'), &[&a]);
-    r.switch("zed", &sha('b'), &[&b]);
-    r.router
-        .set_edge(EdgeSettings {
-            hosts: vec![
-                ("example.com".into(), key("yves")),
-                ("example.com/shop".into(), key("zed")),
-            ],
-            ..EdgeSettings::default()
-        })
-        .unwrap();
+    let (r, _upstreams) = yves_and_zed(&[("example.com", "yves"), ("example.com/shop", "zed")]).await;
     let mut c = Conn::connect(r.addr).await;
     for (path, want) in [
         ("/", sha('a')),
