@@ -18,14 +18,7 @@ fn peak_kib(pid: u32) -> u64 {
 #[test]
 fn a_dockerignored_200_mb_file_is_not_sent_and_a_128_mb_context_is_streamed() {
     let dir = tempfile::tempdir().unwrap();
-    let env = format!(
-        "c{}-{}",
-        std::process::id(),
-        dir.path().file_name().unwrap().to_string_lossy().to_lowercase()
-    )
-    .chars()
-    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-    .collect::<String>();
+    let env = crate::support::unique_env("c", dir.path());
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(repo.join("www")).unwrap();
     std::fs::create_dir_all(repo.join("cache")).unwrap();

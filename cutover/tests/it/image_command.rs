@@ -21,14 +21,7 @@ const DOCKERFILE: &str = "FROM cutover-base:latest\nCOPY www /www\n\
 fn fixture(runtime: &str) -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
     // Unique per run: Swarm service names are global to the engine.
-    let env = format!(
-        "img{}-{}",
-        std::process::id(),
-        dir.path().file_name().unwrap().to_string_lossy().to_lowercase()
-    )
-    .chars()
-    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-    .collect::<String>();
+    let env = crate::support::unique_env("img", dir.path());
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(repo.join("www")).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);

@@ -24,14 +24,7 @@ pub(crate) struct Fixture {
 /// A one-service application on the docker runtime that pushes to `registry`.
 pub(crate) fn fixture(registry: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let env = format!(
-        "r{}-{}",
-        std::process::id(),
-        dir.path().file_name().unwrap().to_string_lossy().to_lowercase()
-    )
-    .chars()
-    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-    .collect::<String>();
+    let env = crate::support::unique_env("r", dir.path());
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(repo.join("www")).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);

@@ -57,14 +57,7 @@ const RUN_BROKEN: &str = "echo 'this version cannot start' >&2\nexit 3\n";
 
 pub(crate) fn fixture(runtime: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let env = format!(
-        "t{}-{}",
-        std::process::id(),
-        dir.path().file_name().unwrap().to_string_lossy().to_lowercase()
-    )
-    .chars()
-    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-    .collect::<String>();
+    let env = crate::support::unique_env("t", dir.path());
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(repo.join("www")).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);

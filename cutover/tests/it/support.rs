@@ -422,3 +422,16 @@ pub fn fails_with(o: &Output, needles: &[&str]) {
         assert!(err.contains(n), "stderr lacks {n:?}: {err}");
     }
 }
+
+/// An environment name unique to this test run and `dir` (Docker and Swarm names are global to
+/// the engine): `<prefix><pid>-<dir name>`, lower case, with `-` for anything else.
+pub fn unique_env(prefix: &str, dir: &Path) -> String {
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        dir.file_name().unwrap().to_string_lossy().to_lowercase()
+    )
+    .chars()
+    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+    .collect()
+}
