@@ -65,6 +65,15 @@ pub(crate) fn start_with_account(fx: &Fixture, addr: &str, user: &str, password:
     server
 }
 
+/// The image a release of `fx` pushes to `registry` (`<registry>/shop-<env>-api:<sha>`), and a
+/// guard removing it and its local tag from dockerd when the test ends.
+pub(crate) fn pushed_image(fx: &Fixture, registry: &str) -> (String, ImageCleanup) {
+    let name = format!("shop-{}-api", fx.env);
+    let pushed = format!("{registry}/{name}:{}", fx.version);
+    let cleanup = ImageCleanup(vec![pushed.clone(), format!("{name}:{}", fx.version)]);
+    (pushed, cleanup)
+}
+
 /// Releases `version` on `env` and waits for the run's end: the run and its logs.
 pub(crate) fn release_and_wait(server: &Server, env: &str, version: &str) -> (serde_json::Value, String) {
     let id = server.release("alice", env, version);
@@ -243,9 +252,8 @@ fn a_registry_with_htpasswd_takes_a_push_with_credentials_and_refuses_one_withou
     let registry = AuthRegistry::start("pusher", "pw-7c6b5a");
     // Without credentials: the Build stage fails and says how to give some.
     let fx = fixture(&registry.addr);
+    let (pushed, _images) = pushed_image(&fx, &registry.addr);
     let name = format!("shop-{}-api", fx.env);
-    let pushed = format!("{}/{name}:{}", registry.addr, fx.version);
-    let _images = ImageCleanup(vec![pushed.clone(), format!("{name}:{}", fx.version)]);
     let server = start(&fx);
     let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(run["failed_stage"], "build", "{logs}");

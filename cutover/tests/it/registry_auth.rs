@@ -15,7 +15,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::registry::{ImageCleanup, fixture, release_and_wait, start_with_account};
+use crate::registry::{ImageCleanup, fixture, pushed_image, release_and_wait, start_with_account};
 
 /// One request as the fake servers see it.
 #[derive(Debug, Clone)]
@@ -237,9 +237,7 @@ fn the_tag_check_gets_a_token_from_the_registrys_realm_with_the_account() {
 fn without_registry_username_the_account_docker_login_saved_is_used() {
     let registry = crate::registry::AuthRegistry::start("loggedin", "pw-8d2b4f");
     let fx = fixture(&registry.addr);
-    let name = format!("shop-{}-api", fx.env);
-    let pushed = format!("{}/{name}:{}", registry.addr, fx.version);
-    let _images = ImageCleanup(vec![pushed.clone(), format!("{name}:{}", fx.version)]);
+    let (pushed, _images) = pushed_image(&fx, &registry.addr);
     // What `docker login <addr>` writes, in a DOCKER_CONFIG of the test's own.
     let docker_config = fx.dir.path().join("docker-config");
     std::fs::create_dir(&docker_config).unwrap();
@@ -252,11 +250,14 @@ fn without_registry_username_the_account_docker_login_saved_is_used() {
         ),
     )
     .unwrap();
-    let server = crate::support::Server::start_with(
-        &fx.dir.path().join("cutover.yml"),
-        &fx.dir.path().join("data"),
-        &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
-    );
+    let start_with_docker_config = || {
+        crate::support::Server::start_with(
+            &fx.dir.path().join("cutover.yml"),
+            &fx.dir.path().join("data"),
+            &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
+        )
+    };
+    let server = start_with_docker_config();
     let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(run["state"], "succeeded", "{logs}");
     assert!(logs.contains(&format!("pushed {pushed}")), "{logs}");
@@ -276,11 +277,7 @@ fn without_registry_username_the_account_docker_login_saved_is_used() {
         r#"{"credsStore": "cutover-test-absent"}"#,
     )
     .unwrap();
-    let server = crate::support::Server::start_with(
-        &fx.dir.path().join("cutover.yml"),
-        &fx.dir.path().join("data"),
-        &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
-    );
+    let server = start_with_docker_config();
     let (run, logs) = release_and_wait(&server, &fx.env, &fx.version);
     assert_eq!(run["failed_stage"], "build", "{logs}");
     assert!(
@@ -576,9 +573,8 @@ impl Drop for TokenRegistry {
 fn a_registry_with_token_auth_takes_the_push_and_the_tag_check_reads_it_with_a_token() {
     let registry = TokenRegistry::start("tokenuser", "pw-6f4e2d");
     let fx = fixture(&registry.addr);
+    let (pushed, _images) = pushed_image(&fx, &registry.addr);
     let name = format!("shop-{}-api", fx.env);
-    let pushed = format!("{}/{name}:{}", registry.addr, fx.version);
-    let _images = ImageCleanup(vec![pushed.clone(), format!("{name}:{}", fx.version)]);
     let server = start_with_account(&fx, &registry.addr, "tokenuser", "pw-6f4e2d");
 
     // dockerd pushes through the token protocol with the account.
