@@ -8,10 +8,13 @@
 // Benchmarks start the real binary, baselines and fixture tools directly.
 #![allow(clippy::disallowed_methods)]
 
+pub mod children;
 pub mod fixture;
 pub mod reference;
 pub mod switch_load;
 pub mod tls_load;
+
+pub use children::{UpstreamChild, Wire, child_main, run_load_pinned, spawn_upstream};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -186,98 +189,6 @@ pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// The flag that makes a benchmark binary a load-generator child (see [`run_load_pinned`]).
-pub const LOAD_CHILD: &str = "--load-child";
-
-/// Runs `load` in a child process of this same binary pinned to CPU `cpu` (`taskset -c`), so
-/// the generator's own work does not land on the cores of what is measured; returns the
-/// samples (with `sent` set to when they were read back) and the child's wall time. The
-/// binary's `main` must call [`load_child_main`] first.
-pub fn run_load_pinned(
-    addr: SocketAddr,
-    host: &str,
-    load: Load,
-    cpu: usize,
-) -> std::io::Result<(Vec<Sample>, Duration)> {
-    let exe = std::env::current_exe()?;
-    let out = std::process::Command::new("taskset")
-        .arg("-c")
-        .arg(cpu.to_string())
-        .arg(exe)
-        .arg(LOAD_CHILD)
-        .arg(addr.to_string())
-        .arg(host)
-        .arg(load.duration.as_millis().to_string())
-        .arg(load.connections.to_string())
-        .arg(load.max_requests.to_string())
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!(
-            "the pinned load generator failed ({}); is taskset (util-linux) installed?",
-            out.status
-        )));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines();
-    let elapsed = Duration::from_micros(lines.next().and_then(|l| l.parse().ok()).unwrap_or(0));
-    let now = Instant::now();
-    let samples = lines
-        .filter_map(|l| {
-            let (us, ok) = l.split_once(' ')?;
-            Some(Sample {
-                sent: now,
-                latency: Duration::from_micros(us.parse().ok()?),
-                answer: (ok == "1").then_some(b'?'),
-            })
-        })
-        .collect();
-    Ok((samples, elapsed))
-}
-
-/// In a load-generator child (`<bin> --load-child ADDR HOST MS CONNS MAX`): runs the load on
-/// a current-thread runtime, prints the wall time then one `latency_us ok` line per request,
-/// and exits. Returns normally in any other process.
-pub fn load_child_main() {
-    let args: Vec<String> = std::env::args().collect();
-    let Some(i) = args.iter().position(|a| a == LOAD_CHILD) else {
-        return;
-    };
-    let get = |k: usize| args.get(i + k).cloned().unwrap_or_default();
-    let (Ok(addr), host, Ok(ms), Ok(conns), Ok(max)) = (
-        get(1).parse::<SocketAddr>(),
-        get(2),
-        get(3).parse::<u64>(),
-        get(4).parse::<usize>(),
-        get(5).parse::<usize>(),
-    ) else {
-        eprintln!("usage: {LOAD_CHILD} ADDR HOST MILLIS CONNS MAX_REQUESTS");
-        std::process::exit(2);
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("a runtime for the load generator: {e}"));
-    let load = Load {
-        connections: conns,
-        duration: Duration::from_millis(ms),
-        max_requests: max,
-    };
-    let (samples, elapsed) = runtime.block_on(run_load(addr, &host, load));
-    let mut out = String::with_capacity(samples.len() * 8);
-    out.push_str(&format!("{}\n", elapsed.as_micros()));
-    for s in &samples {
-        out.push_str(&format!(
-            "{} {}\n",
-            s.latency.as_micros(),
-            u8::from(s.answer.is_some())
-        ));
-    }
-    use std::io::Write;
-    let _ = std::io::stdout().write_all(out.as_bytes());
-    std::process::exit(0);
 }
 
 /// Pins every thread of this process to `cpus` (a `taskset` list such as `0` or `0-1`).

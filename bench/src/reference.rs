@@ -7,7 +7,8 @@
 //!   can do per request and so an upper bound for any of them.
 //! - [`External`]: nginx or HAProxy from the distribution (`apt-get install nginx-light
 //!   haproxy`), started with a generated configuration (upstream keep-alive on, access logs
-//!   off, two workers/threads: one per CPU) and stopped when dropped. Skipped when the binary
+//!   off, as many workers/threads as the router has runtime workers: one per CPU it may use)
+//!   and stopped when dropped. Skipped when the binary
 //!   is not installed.
 
 // Benchmarks start the real binary, baselines and fixture tools directly.
@@ -76,15 +77,16 @@ pub struct External {
 impl External {
     /// Starts `kind` in front of `upstream`. `Ok(None)` when it is not installed; an error
     /// (with its log) when it is but does not start listening within 5 s.
-    pub fn start(kind: Kind, upstream: SocketAddr) -> std::io::Result<Option<External>> {
-        Self::start_with_tls(kind, upstream, None)
+    pub fn start(kind: Kind, upstream: SocketAddr, workers: usize) -> std::io::Result<Option<External>> {
+        Self::start_with_tls(kind, upstream, workers, None)
     }
 
-    /// As [`External::start`]; with `tls` (certificate and key PEM files), nginx terminates
+    /// As [`External::start`] (`workers`: nginx's worker processes, HAProxy's threads); with `tls` (certificate and key PEM files), nginx terminates
     /// TLS with HTTP/2 and HTTP/1.1 by ALPN (HAProxy is then skipped: `Ok(None)`).
     pub fn start_with_tls(
         kind: Kind,
         upstream: SocketAddr,
+        workers: usize,
         tls: Option<(&Path, &Path)>,
     ) -> std::io::Result<Option<External>> {
         let Some(bin) = kind.binary() else {
@@ -110,7 +112,7 @@ impl External {
                     None => format!("listen {addr};"),
                 };
                 let conf = format!(
-                    "worker_processes 2;\n\
+                    "worker_processes {workers};\n\
                      pid {d}/nginx.pid;\n\
                      error_log {d}/error.log warn;\n\
                      events {{ worker_connections 1024; }}\n\
@@ -146,7 +148,7 @@ impl External {
             }
             Kind::Haproxy => {
                 let conf = format!(
-                    "global\n  maxconn 4096\n  nbthread 2\n\
+                    "global\n  maxconn 4096\n  nbthread {workers}\n\
                      defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  \
                      timeout server 30s\n  option http-keep-alive\n  http-reuse always\n\
                      frontend f\n  bind {addr}\n  default_backend b\n\

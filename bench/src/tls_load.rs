@@ -19,6 +19,7 @@ use tokio_rustls::TlsConnector;
 use crate::{Load, Sample};
 
 /// A self-signed certificate for `host` in `<dir>/cert.pem` and `<dir>/key.pem`.
+#[derive(Clone)]
 pub struct BenchCert {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -36,6 +37,19 @@ pub fn self_signed(dir: &Path, host: &str) -> std::io::Result<BenchCert> {
         key,
         der: c.cert.der().clone(),
     })
+}
+
+impl BenchCert {
+    /// The certificate at `cert` (PEM), to trust it (no key: a client's view).
+    pub fn load(cert: &Path) -> std::io::Result<BenchCert> {
+        use rustls::pki_types::pem::PemObject;
+        let der = CertificateDer::from_pem_file(cert).map_err(std::io::Error::other)?;
+        Ok(BenchCert {
+            cert: cert.to_owned(),
+            key: PathBuf::new(),
+            der,
+        })
+    }
 }
 
 fn connector(cert: &BenchCert, h2: bool) -> TlsConnector {

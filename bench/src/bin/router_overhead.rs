@@ -10,10 +10,14 @@
 //!    failures and, per switch, how many requests sent after it returned were answered by
 //!    the older version (must be 0), plus what `drain` saw.
 //!
-//! With 2 CPUs or more, section 1 runs the load generator in a child process pinned to the
-//! last CPU (`taskset`) while this process (router and upstream) is pinned to the others, so
-//! the router's figure is not the generator's cost (`--pin 0` turns it off; the TLS and switch
-//! sections keep the generator in-process, unpinned).
+//! The trivial upstreams run in a child process each (as an instance does in production), so the
+//! router's runtime serves the router alone. With 2 CPUs or more, this process (router, relay),
+//! the upstreams, nginx and HAProxy are pinned to every CPU but the last before the runtime is
+//! built, and sections 1 and 2 run the load generator in a child process pinned to the last
+//! CPU (`taskset`), so the figures are not the generator's cost. The router's runtime then has
+//! one worker per CPU it may use, as `cutover serve` would under the same affinity, and nginx
+//! and HAProxy get the same number of workers (`--pin 0`: nothing pinned, the generator
+//! in-process; the switch section always keeps the generator in-process, unpinned).
 //!
 //! Usage: `cargo run --release -p cutover-bench --bin router_overhead [-- --secs N --rounds N
 //! --conns N --threads N --pin 0|1]`.
@@ -28,8 +32,8 @@ use std::time::{Duration, Instant};
 use cutover_bench::reference::{External, Kind, machine_cpu_time, tcp_relay};
 use cutover_bench::tls_load::{run_tls_load, self_signed};
 use cutover_bench::{
-    Load, Sample, load_child_main, micros, pin_self, process_cpu_time, run_load, run_load_pinned, summarize,
-    trivial_upstream,
+    Load, Sample, Wire, child_main, micros, pin_self, process_cpu_time, run_load, run_load_pinned,
+    spawn_upstream, summarize,
 };
 use cutover_router::{Backend, CertFiles, RouteKey, Router, RouterConfig, TlsCerts, TlsOptions};
 use tokio::net::TcpListener;
@@ -43,24 +47,34 @@ fn sha(c: char) -> String {
 }
 
 fn main() -> std::io::Result<()> {
-    load_child_main();
-    // `--threads 0` (default): tokio's multi-thread runtime with one worker per CPU, as in
-    // `cutover serve`; `--threads 1`: a current-thread runtime (no cross-thread wake-ups);
-    // `--threads N`: N workers.
-    let runtime = match arg("--threads", 0) {
+    child_main();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The generator on the last CPU, everything measured on the others (the upstreams, nginx
+    // and HAProxy, started later, inherit this process's CPUs). Pinned before the runtime is
+    // built, so its default worker count is what the router would get under this affinity.
+    let pinned = (arg("--pin", 1) == 1 && cpus >= 2)
+        .then(|| pin_self(&format!("0-{}", cpus - 2)).map(|()| cpus - 1))
+        .and_then(|r| r.map_err(|e| println!("not pinned: {e}")).ok());
+    let proxy_cpus = if pinned.is_some() { cpus - 1 } else { cpus };
+    // `--threads 0` (default): tokio's multi-thread runtime with one worker per CPU it may use,
+    // as in `cutover serve`; `--threads 1`: a current-thread runtime (no cross-thread
+    // wake-ups); `--threads N`: N workers. nginx and HAProxy get as many workers.
+    let threads = arg("--threads", 0usize);
+    let runtime = match threads {
         0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
         n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n as usize)
+            .worker_threads(n)
             .enable_all()
             .build()?,
     };
-    runtime.block_on(run())
+    let workers = if threads == 0 { proxy_cpus } else { threads };
+    runtime.block_on(run(pinned, cpus, workers))
 }
 
-async fn run() -> std::io::Result<()> {
+async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Result<()> {
     let secs = arg("--secs", 3);
     let conns = arg("--conns", 32) as usize;
     let rounds = arg("--rounds", 3).clamp(1, 20);
@@ -74,8 +88,8 @@ async fn run() -> std::io::Result<()> {
         ..load
     };
 
-    let v1 = trivial_upstream(&sha('1')).await?;
-    let v2 = trivial_upstream(&sha('2')).await?;
+    let upstreams = (spawn_upstream(&sha('1'))?, spawn_upstream(&sha('2'))?);
+    let (v1, v2) = (upstreams.0.addr, upstreams.1.addr);
     let router = Router::new(RouterConfig::default());
     let route = RouteKey::new("bench", "prod", "web").expect("static key is valid");
     let host = router.host_of(&route);
@@ -84,23 +98,17 @@ async fn run() -> std::io::Result<()> {
 
     println!(
         "router_overhead: {conns} keep-alive connections, {rounds} interleaved rounds of \
-         {secs} s per target, at most {MAX_REQUESTS} requests, loopback, {} CPU(s), runtime threads: {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+         {secs} s per target, at most {MAX_REQUESTS} requests, loopback, {cpus} CPU(s); \
+         router runtime: {}, nginx/HAProxy workers: {workers}; upstreams: a process each",
         match arg("--threads", 0) {
-            0 => "one per CPU".to_owned(),
+            0 => format!("{workers} worker(s), one per CPU it may use"),
             1 => "current-thread".to_owned(),
-            n => n.to_string(),
+            n => format!("{n} workers"),
         }
     );
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // The generator on the last CPU, everything measured on the others (nginx and HAProxy,
-    // started below, inherit this process's CPUs).
-    let pinned = (arg("--pin", 1) == 1 && cpus >= 2)
-        .then(|| pin_self(&format!("0-{}", cpus - 2)).map(|()| cpus - 1))
-        .and_then(|r| r.map_err(|e| println!("not pinned: {e}")).ok());
     match pinned {
         Some(cpu) => println!(
-            "pinned: load generator (own process) on CPU {cpu}; router, upstream, relay, nginx and HAProxy on CPU 0-{}",
+            "pinned: load generator (own process) on CPU {cpu}; router, upstreams, relay, nginx and HAProxy on CPU 0-{}",
             cpus - 2
         ),
         None => println!("not pinned: the load generator shares this process's CPUs"),
@@ -108,7 +116,7 @@ async fn run() -> std::io::Result<()> {
     let relay = tcp_relay(v1).await?;
     let mut externals = Vec::new();
     for kind in [Kind::Nginx, Kind::Haproxy] {
-        match External::start(kind, v1) {
+        match External::start(kind, v1, workers) {
             Ok(Some(p)) => externals.push((kind.name(), p)),
             Ok(None) => println!("{}: not installed, skipped", kind.name()),
             Err(e) => println!("{}: {e}", kind.name()),
@@ -136,24 +144,8 @@ async fn run() -> std::io::Result<()> {
         .collect();
     for _ in 0..rounds {
         for ((_, addr), a) in targets.iter().zip(acc.iter_mut()) {
-            let (pc0, mc0, (mut samples, elapsed)) = match pinned {
-                Some(cpu) => {
-                    let (addr, host) = (*addr, host.clone());
-                    let (w, l) = (warmup, load);
-                    tokio::task::spawn_blocking(move || {
-                        run_load_pinned(addr, &host, w, cpu)?;
-                        let (pc0, mc0) = (process_cpu_time(), machine_cpu_time());
-                        run_load_pinned(addr, &host, l, cpu).map(|r| (pc0, mc0, r))
-                    })
-                    .await
-                    .map_err(std::io::Error::other)??
-                }
-                None => {
-                    run_load(*addr, &host, warmup).await;
-                    let (pc0, mc0) = (process_cpu_time(), machine_cpu_time());
-                    (pc0, mc0, run_load(*addr, &host, load).await)
-                }
-            };
+            let (pc0, mc0, (mut samples, elapsed)) =
+                measure(*addr, &host, Wire::Plain, load, warmup, pinned).await?;
             let (pc1, mc1) = (process_cpu_time(), machine_cpu_time());
             a.samples.append(&mut samples);
             a.elapsed += elapsed;
@@ -214,25 +206,62 @@ async fn run() -> std::io::Result<()> {
         100.0 * p.rps / relay.rps
     );
 
+    tls_section(&router, &host, v1, (load, warmup), rounds, pinned, workers).await?;
     if pinned.is_some() {
-        // The later sections generate load in this process: every CPU again.
+        // The switch section generates load in this process: every CPU again.
         pin_self(&format!("0-{}", cpus - 1))?;
     }
-    tls_section(&router, &host, v1, load, warmup, rounds).await?;
     switch_under_load(&router, &route, router_addr, (v1, v2), conns).await;
+    drop(upstreams);
     Ok(())
 }
 
-/// 3. The same load over TLS (one self-signed certificate, served by the router and by nginx),
-///    HTTP/1.1 and HTTP/2 by ALPN, interleaved rounds; prints req/s, p50, p99 and the router's
-///    ratio against nginx for each protocol.
+/// One warm-up then one measured load against `addr`: in a child pinned to CPU `pinned` when
+/// given, else in this process. Returns this process's and the machine's CPU time at the start
+/// of the measured load, then its samples and wall time.
+async fn measure(
+    addr: SocketAddr,
+    host: &str,
+    wire: Wire,
+    load: Load,
+    warmup: Load,
+    pinned: Option<usize>,
+) -> std::io::Result<(Option<Duration>, Option<Duration>, (Vec<Sample>, Duration))> {
+    if let Some(cpu) = pinned {
+        let host = host.to_owned();
+        return tokio::task::spawn_blocking(move || {
+            run_load_pinned(addr, &host, warmup, cpu, &wire)?;
+            let (pc0, mc0) = (process_cpu_time(), machine_cpu_time());
+            run_load_pinned(addr, &host, load, cpu, &wire).map(|r| (pc0, mc0, r))
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+    }
+    let go = |l: Load| {
+        let wire = wire.clone();
+        async move {
+            match &wire {
+                Wire::Plain => run_load(addr, host, l).await,
+                Wire::Tls { cert, h2 } => run_tls_load(addr, host, cert, *h2, l).await,
+            }
+        }
+    };
+    go(warmup).await;
+    let (pc0, mc0) = (process_cpu_time(), machine_cpu_time());
+    Ok((pc0, mc0, go(load).await))
+}
+
+/// 2. The same load over TLS (one self-signed certificate, served by the router and by nginx),
+///    HTTP/1.1 and HTTP/2 by ALPN, interleaved rounds, the generator pinned apart as in
+///    section 1; prints req/s, p50, p99 and the router's ratio against nginx per protocol.
 async fn tls_section(
     router: &Router,
     host: &str,
     upstream: SocketAddr,
-    load: Load,
-    warmup: Load,
+    (load, warmup): (Load, Load),
     rounds: u64,
+    pinned: Option<usize>,
+    workers: usize,
 ) -> std::io::Result<()> {
     let dir = tempfile::tempdir()?;
     let cert = self_signed(dir.path(), host)?;
@@ -250,7 +279,8 @@ async fn tls_section(
         hsts: None,
     };
     tokio::spawn(async move { r.serve_tls(listener, opts, std::future::pending()).await });
-    let nginx = match External::start_with_tls(Kind::Nginx, upstream, Some((&cert.cert, &cert.key))) {
+    let nginx = match External::start_with_tls(Kind::Nginx, upstream, workers, Some((&cert.cert, &cert.key)))
+    {
         Ok(n) => n,
         Err(e) => {
             println!("nginx (TLS): {e}");
@@ -271,8 +301,11 @@ async fn tls_section(
         targets.iter().map(|_| (Vec::new(), Duration::ZERO)).collect();
     for _ in 0..rounds {
         for ((_, addr, h2), a) in targets.iter().zip(acc.iter_mut()) {
-            run_tls_load(*addr, host, &cert, *h2, warmup).await;
-            let (mut samples, elapsed) = run_tls_load(*addr, host, &cert, *h2, load).await;
+            let wire = Wire::Tls {
+                cert: cert.clone(),
+                h2: *h2,
+            };
+            let (_, _, (mut samples, elapsed)) = measure(*addr, host, wire, load, warmup, pinned).await?;
             a.0.append(&mut samples);
             a.1 += elapsed;
         }
