@@ -131,20 +131,47 @@ impl TrustedProxies {
     }
 }
 
-/// Sets the forwarding headers of a request about to go upstream: `peer` is the TCP peer,
+/// What the forwarding headers say about a connection's peer, worked out once when it is
+/// accepted rather than on every request of the connection.
+pub(crate) struct Hop {
+    /// The peer's address (an IPv4-mapped IPv6 address as IPv4).
+    ip: IpAddr,
+    /// The address as an `X-Forwarded-For` element.
+    xff: HeaderValue,
+    /// The `for=` parameter of a `Forwarded` element.
+    for_param: String,
+}
+
+impl Hop {
+    pub(crate) fn new(peer: SocketAddr) -> Self {
+        let ip = canonical(peer.ip());
+        let text = ip.to_string();
+        let for_param = match ip {
+            IpAddr::V4(_) => format!("for={text}"),
+            IpAddr::V6(_) => format!("for=\"[{text}]\""),
+        };
+        Self {
+            ip,
+            // An address's text is always a valid header value.
+            xff: HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            for_param,
+        }
+    }
+}
+
+/// Sets the forwarding headers of a request about to go upstream: `hop` is the TCP peer,
 /// `host` the host the route was picked by, `proto` the scheme the client used (`http` or
-/// `https`). Incoming forwarding headers are appended to when `peer` is trusted, else replaced.
+/// `https`). Incoming forwarding headers are appended to when the peer is trusted, else replaced.
 pub(crate) fn set_forwarding_headers(
     headers: &mut HeaderMap,
-    peer: SocketAddr,
+    hop: &Hop,
     host: Option<&HeaderValue>,
     proto: &'static str,
     trusted: &TrustedProxies,
 ) {
-    let ip = canonical(peer.ip());
-    let from_proxy = trusted.contains(ip);
-    let this_hop = forwarded_element(ip, host, proto);
-    if from_proxy {
+    let ip = hop.ip;
+    let this_hop = forwarded_element(&hop.for_param, host, proto);
+    if trusted.contains(ip) {
         let xff = match joined(headers, &X_FORWARDED_FOR) {
             Some(prev) => format!("{prev}, {ip}"),
             None => ip.to_string(),
@@ -165,19 +192,13 @@ pub(crate) fn set_forwarding_headers(
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
     } else {
-        for name in [
-            &X_FORWARDED_FOR,
-            &X_FORWARDED_HOST,
-            &X_FORWARDED_PROTO,
-            &FORWARDED,
-        ] {
-            headers.remove(name);
-        }
-        insert(headers, X_FORWARDED_FOR, &ip.to_string());
+        // `insert` replaces every value the client sent under the name.
+        headers.insert(X_FORWARDED_FOR, hop.xff.clone());
         insert(headers, FORWARDED, &this_hop);
-        if let Some(h) = host {
-            headers.insert(X_FORWARDED_HOST, h.clone());
-        }
+        match host {
+            Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
 }
@@ -232,24 +253,24 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
-/// One `Forwarded` element: `for=...;host=...;proto=...` (IPv6 and any host quoted).
-fn forwarded_element(ip: IpAddr, host: Option<&HeaderValue>, proto: &str) -> String {
-    let mut s = match ip {
-        IpAddr::V4(v4) => format!("for={v4}"),
-        IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
-    };
-    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+/// One `Forwarded` element: `for=...;host=...;proto=...` (IPv6 and any host quoted);
+/// `for_param` is the peer's `for=...` ([`Hop`]).
+fn forwarded_element(for_param: &str, host: Option<&HeaderValue>, proto: &str) -> String {
+    let host = host.and_then(|h| h.to_str().ok());
+    let mut s = String::with_capacity(for_param.len() + host.map_or(0, |h| h.len() + 8) + 16);
+    s.push_str(for_param);
+    if let Some(h) = host {
         s.push_str(";host=");
-        s.push_str(&quoted(h));
+        quote_into(&mut s, h);
     }
     s.push_str(";proto=");
     s.push_str(proto);
     s
 }
 
-/// An RFC 7230 quoted-string (so a `;` or `,` in a client's `Host` cannot add parameters).
-fn quoted(v: &str) -> String {
-    let mut out = String::with_capacity(v.len() + 2);
+/// Appends `v` as an RFC 7230 quoted-string (so a `;` or `,` in a client's `Host` cannot add
+/// parameters).
+fn quote_into(out: &mut String, v: &str) {
     out.push('"');
     for c in v.chars() {
         if c == '"' || c == '\\' {
@@ -258,7 +279,6 @@ fn quoted(v: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -301,13 +321,39 @@ mod tests {
         let host = HeaderValue::from_static("www.example.com");
         let t = trusted(&["10.0.0.0/8"]);
         assert_eq!(client_address(&h, peer, &t).to_string(), "203.0.113.5");
-        set_forwarding_headers(&mut h, peer, Some(&host), "http", &t);
+        set_forwarding_headers(&mut h, &Hop::new(peer), Some(&host), "http", &t);
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.5");
         assert_eq!(h[&X_FORWARDED_HOST], "www.example.com");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(
             h[&FORWARDED],
             "for=203.0.113.5;host=\"www.example.com\";proto=http"
+        );
+    }
+
+    #[test]
+    fn every_value_an_untrusted_peer_sent_is_replaced() {
+        let mut h = HeaderMap::new();
+        for v in ["6.6.6.6", "7.7.7.7"] {
+            h.append(X_FORWARDED_FOR, HeaderValue::from_static(v));
+            h.append(FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+            h.append(X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
+            h.append(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        }
+        let peer: SocketAddr = "[::ffff:203.0.113.5]:4000".parse().unwrap();
+        set_forwarding_headers(&mut h, &Hop::new(peer), None, "http", &TrustedProxies::default());
+        let all = |n: &HeaderName| {
+            h.get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(all(&X_FORWARDED_FOR), ["203.0.113.5"]);
+        assert_eq!(all(&FORWARDED), ["for=203.0.113.5;proto=http"]);
+        assert_eq!(all(&X_FORWARDED_PROTO), ["http"]);
+        assert!(
+            all(&X_FORWARDED_HOST).is_empty(),
+            "no host: the client's X-Forwarded-Host goes"
         );
     }
 
@@ -323,7 +369,7 @@ mod tests {
         let peer: SocketAddr = "10.0.0.2:4000".parse().unwrap();
         let t = trusted(&["10.0.0.0/8"]);
         assert_eq!(client_address(&h, peer, &t).to_string(), "198.51.100.1");
-        set_forwarding_headers(&mut h, peer, None, "http", &t);
+        set_forwarding_headers(&mut h, &Hop::new(peer), None, "http", &t);
         assert_eq!(h[&X_FORWARDED_FOR], "198.51.100.1, 10.0.0.2");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(
@@ -337,7 +383,13 @@ mod tests {
         let mut h = HeaderMap::new();
         let peer: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
         let host = HeaderValue::from_static("a\";for=1.2.3.4");
-        set_forwarding_headers(&mut h, peer, Some(&host), "https", &TrustedProxies::default());
+        set_forwarding_headers(
+            &mut h,
+            &Hop::new(peer),
+            Some(&host),
+            "https",
+            &TrustedProxies::default(),
+        );
         assert_eq!(
             h[&FORWARDED],
             "for=\"[2001:db8::1]\";host=\"a\\\";for=1.2.3.4\";proto=https"

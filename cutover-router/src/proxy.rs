@@ -82,6 +82,8 @@ pub(crate) struct ConnCtx {
     pub(crate) inner: Arc<Inner>,
     pub(crate) target: Target,
     pub(crate) peer: SocketAddr,
+    /// The peer as the forwarding headers name it.
+    pub(crate) hop: crate::forwarded::Hop,
     /// The scheme clients use on this listener (`http` or `https`), for `X-Forwarded-Proto`.
     pub(crate) proto: &'static str,
     /// Flips to `true` when `serve` returns; upgraded tunnels close then.
@@ -272,9 +274,26 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// dropping them changes where (`Host`) or how long (`Content-Length`) a message is.
 const NEVER_HOP_BY_HOP: [HeaderName; 2] = [header::HOST, header::CONTENT_LENGTH];
 
+/// The hop-by-hop headers of RFC 9110 section 7.6.1 and their historic companions.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
 /// Removes hop-by-hop headers, including those named by `Connection` (but never `Host` or
-/// `Content-Length`).
+/// `Content-Length`). Most messages carry none: one pass over the names says so, and the
+/// nine look-ups are skipped.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -286,17 +305,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -331,7 +340,11 @@ pub(crate) async fn handle(
 ) -> Result<Response<RouterBody>, Infallible> {
     let edge = ctx.inner.edge.load_full();
     let log = edge.access_log.clone();
-    let time = std::time::SystemTime::now();
+    // The wall clock is for the access log's line only.
+    let time = match log {
+        Some(_) => std::time::SystemTime::now(),
+        None => std::time::UNIX_EPOCH,
+    };
     let start = std::time::Instant::now();
     let (client, method, path) = if log.is_some() {
         (
@@ -550,7 +563,7 @@ async fn forward(
     }
     set_forwarding_headers(
         &mut headers,
-        ctx.peer,
+        &ctx.hop,
         host_header.as_ref(),
         ctx.proto,
         &edge.trusted_proxies,
@@ -560,8 +573,9 @@ async fn forward(
         headers.insert(header::UPGRADE, up);
     }
 
-    let slot = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body))));
-    let client_failed = Arc::new(AtomicBool::new(false));
+    // (slot, whether reading the client's body failed): only for a request with a body.
+    let slot =
+        (!body.is_end_stream()).then(|| (Arc::new(Mutex::new(Some(body))), Arc::new(AtomicBool::new(false))));
     let order = inner
         .suspects
         .order(upstreams, generation.next_index(), Instant::now());
@@ -581,7 +595,7 @@ async fn forward(
         };
         let last = attempt + 1 == attempts;
         let mut up_req = Request::new(match &slot {
-            Some(s) => UpstreamBody::with_slot(s, &client_failed),
+            Some((s, failed)) => UpstreamBody::with_slot(s, failed),
             None => UpstreamBody::Empty,
         });
         *up_req.method_mut() = method.clone();
@@ -600,9 +614,12 @@ async fn forward(
         let resp = match sent {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
-                let body_untouched = slot.as_ref().is_none_or(|s| lock(s).is_some());
+                let body_untouched = slot.as_ref().is_none_or(|(s, _)| lock(s).is_some());
                 tracing::debug!(%addr, error = ?e, "upstream request failed");
-                if client_failed.load(Ordering::Acquire) {
+                if slot
+                    .as_ref()
+                    .is_some_and(|(_, failed)| failed.load(Ordering::Acquire))
+                {
                     return text_response(
                         StatusCode::BAD_REQUEST,
                         "cutover router: malformed request body\n".into(),

@@ -129,6 +129,7 @@ impl Router {
                         inner: Arc::clone(&self.inner),
                         target: target.clone(),
                         peer,
+                        hop: crate::forwarded::Hop::new(peer),
                         proto,
                         hard_stop: hard_rx.clone(),
                     });
