@@ -58,6 +58,7 @@ mod proxy;
 mod route;
 mod serve;
 mod suspects;
+mod threads;
 mod tls;
 
 use std::collections::HashMap;
@@ -75,6 +76,7 @@ pub use gate::{DEFAULT_PAGE, Gate, GateMode};
 pub use generation::{Backend, Generation};
 pub use hosts::HostError;
 pub use route::{RouteKey, RouteKeyError};
+pub use threads::{Listening, default_threads};
 pub use tls::{CertFiles, RELOAD_EVERY, TlsCerts, TlsError, TlsOptions, server_config_with_alpn};
 
 use access_log::AccessLog;
@@ -208,9 +210,6 @@ pub(crate) struct Inner {
     pub(crate) gates: gate::Gates,
     /// Per-environment feature flags sent as `Cutover-Flags` (`flags` module).
     pub(crate) flags: flags::FlagHeaders,
-    pub(crate) client: proxy::UpstreamClient,
-    /// The same for non-loopback upstreams (shorter connect timeout).
-    pub(crate) remote_client: proxy::UpstreamClient,
     /// Upstreams that failed to connect lately.
     pub(crate) suspects: suspects::Suspects,
     /// Forwarding and logging settings, swapped whole by [`Router::set_edge`].
@@ -223,10 +222,13 @@ pub(crate) struct Inner {
 }
 
 /// The router: a routing table plus an upstream connection pool. Cheap to clone (an `Arc`);
-/// clones share the table, so `switch` on one is seen by `serve` on another.
+/// clones share the table, so `switch` on one is seen by `serve` on another, and the pool.
+/// Each thread of [`Router::serve_threads`] has a pool of its own: an upstream connection's
+/// task lives on the runtime that opened it and ends with it.
 #[derive(Clone)]
 pub struct Router {
     pub(crate) inner: Arc<Inner>,
+    pub(crate) upstreams: Arc<proxy::Upstreams>,
 }
 
 impl std::fmt::Debug for Router {
@@ -241,9 +243,8 @@ impl std::fmt::Debug for Router {
 impl Router {
     /// Creates a router with an empty routing table.
     pub fn new(config: RouterConfig) -> Self {
-        let client = proxy::build_client(&config, config.connect_timeout);
-        let remote_client = proxy::build_client(&config, config.remote_connect_timeout);
         Self {
+            upstreams: Arc::new(proxy::Upstreams::new(&config)),
             inner: Arc::new(Inner {
                 config,
                 table: ArcSwap::from_pointee(HashMap::new()),
@@ -251,8 +252,6 @@ impl Router {
                 next_id: AtomicU64::new(1),
                 gates: gate::Gates::default(),
                 flags: flags::FlagHeaders::default(),
-                client,
-                remote_client,
                 suspects: suspects::Suspects::default(),
                 edge: ArcSwap::from_pointee(Edge::default()),
                 metrics: metrics::Metrics::new(),

@@ -55,7 +55,23 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// sees a table published after that retirement, so more than one is already rare).
 const MAX_ADMIT_ATTEMPTS: usize = 16;
 
-pub(crate) fn build_client(config: &RouterConfig, connect_timeout: Duration) -> UpstreamClient {
+/// The upstream clients (each with its keep-alive pool) requests are sent with.
+pub(crate) struct Upstreams {
+    pub(crate) local: UpstreamClient,
+    /// The same for non-loopback upstreams (shorter connect timeout).
+    pub(crate) remote: UpstreamClient,
+}
+
+impl Upstreams {
+    pub(crate) fn new(config: &RouterConfig) -> Self {
+        Self {
+            local: build_client(config, config.connect_timeout),
+            remote: build_client(config, config.remote_connect_timeout),
+        }
+    }
+}
+
+fn build_client(config: &RouterConfig, connect_timeout: Duration) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
@@ -80,6 +96,8 @@ pub(crate) enum Target {
 /// Per-connection context.
 pub(crate) struct ConnCtx {
     pub(crate) inner: Arc<Inner>,
+    /// The clients of the listener's thread (see [`crate::Router::serve_threads`]).
+    pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) target: Target,
     pub(crate) peer: SocketAddr,
     /// The peer as the forwarding headers name it.
@@ -606,9 +624,9 @@ async fn forward(
             headers.clone()
         };
         let client = if patient(addr, last) {
-            &inner.client
+            &ctx.upstreams.local
         } else {
-            &inner.remote_client
+            &ctx.upstreams.remote
         };
         let sent = tokio::time::timeout(inner.config.response_header_timeout, client.request(up_req)).await;
         let resp = match sent {

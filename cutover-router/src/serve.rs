@@ -127,6 +127,7 @@ impl Router {
                     let _ = stream.set_nodelay(true);
                     let ctx = Arc::new(ConnCtx {
                         inner: Arc::clone(&self.inner),
+                        upstreams: Arc::clone(&self.upstreams),
                         target: target.clone(),
                         peer,
                         hop: crate::forwarded::Hop::new(peer),

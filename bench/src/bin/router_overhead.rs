@@ -11,16 +11,18 @@
 //!    the older version (must be 0), plus what `drain` saw.
 //!
 //! The trivial upstreams run in a child process each (as an instance does in production), so the
-//! router's runtime serves the router alone. With 2 CPUs or more, this process (router, relay),
-//! the upstreams, nginx and HAProxy are pinned to every CPU but the last before the runtime is
-//! built, and sections 1 and 2 run the load generator in a child process pinned to the last
-//! CPU (`taskset`), so the figures are not the generator's cost. The router's runtime then has
-//! one worker per CPU it may use, as `cutover serve` would under the same affinity, and nginx
-//! and HAProxy get the same number of workers (`--pin 0`: nothing pinned, the generator
-//! in-process; the switch section always keeps the generator in-process, unpinned).
+//! router serves the router alone. With 2 CPUs or more, this process (router, relay), the
+//! upstreams, nginx and HAProxy are pinned to every CPU but the last before anything starts, and
+//! sections 1 and 2 run the load generator in a child process pinned to the last CPU
+//! (`taskset`), so the figures are not the generator's cost. The router is served as the data
+//! plane serves its main and TLS listeners (`Router::serve_threads`: one thread with a
+//! current-thread runtime per CPU it may use), nginx and HAProxy with as many workers;
+//! `--serve tasks` serves it as tasks of this process's runtime instead (`--threads`: 0 = one
+//! worker per CPU it may use, 1 = current-thread, N = N workers). `--pin 0`: nothing pinned, the
+//! generator in-process; the switch section always keeps the generator in-process, unpinned.
 //!
 //! Usage: `cargo run --release -p cutover-bench --bin router_overhead [-- --secs N --rounds N
-//! --conns N --threads N --pin 0|1]`.
+//! --conns N --serve threads|tasks --threads N --pin 0|1]`.
 
 // Benchmarks start the real binary, baselines and fixture tools directly.
 #![allow(clippy::disallowed_methods)]
@@ -35,7 +37,7 @@ use cutover_bench::{
     Load, Sample, Wire, child_main, micros, pin_self, process_cpu_time, run_load, run_load_pinned,
     spawn_upstream, summarize,
 };
-use cutover_router::{Backend, CertFiles, RouteKey, Router, RouterConfig, TlsCerts, TlsOptions};
+use cutover_router::{Backend, CertFiles, Listening, RouteKey, Router, RouterConfig, TlsCerts, TlsOptions};
 use tokio::net::TcpListener;
 
 const MAX_REQUESTS: usize = 5_000_000;
@@ -56,9 +58,10 @@ fn main() -> std::io::Result<()> {
         .then(|| pin_self(&format!("0-{}", cpus - 2)).map(|()| cpus - 1))
         .and_then(|r| r.map_err(|e| println!("not pinned: {e}")).ok());
     let proxy_cpus = if pinned.is_some() { cpus - 1 } else { cpus };
-    // `--threads 0` (default): tokio's multi-thread runtime with one worker per CPU it may use,
-    // as in `cutover serve`; `--threads 1`: a current-thread runtime (no cross-thread
-    // wake-ups); `--threads N`: N workers. nginx and HAProxy get as many workers.
+    // This process's runtime (the router's with `--serve tasks`). `--threads 0` (default):
+    // tokio's multi-thread runtime with one worker per CPU it may use; `--threads 1`: a
+    // current-thread runtime; `--threads N`: N workers. nginx and HAProxy get as many workers
+    // (with `--serve threads`, as many as the router has threads).
     let threads = arg("--threads", 0usize);
     let runtime = match threads {
         0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
@@ -94,16 +97,20 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
     let route = RouteKey::new("bench", "prod", "web").expect("static key is valid");
     let host = router.host_of(&route);
     router.switch(&route, Backend::new(sha('1'), vec![v1]));
-    let router_addr = start_router(&router).await?;
+    let router_addr = start_router(&router, Listening::ByHost, workers).await?;
 
     println!(
         "router_overhead: {conns} keep-alive connections, {rounds} interleaved rounds of \
          {secs} s per target, at most {MAX_REQUESTS} requests, loopback, {cpus} CPU(s); \
-         router runtime: {}, nginx/HAProxy workers: {workers}; upstreams: a process each",
-        match arg("--threads", 0) {
-            0 => format!("{workers} worker(s), one per CPU it may use"),
-            1 => "current-thread".to_owned(),
-            n => format!("{n} workers"),
+         router: {}, nginx/HAProxy workers: {workers}; upstreams: a process each",
+        if serve_on_threads() {
+            format!("{workers} thread(s) with a current-thread runtime each, as the data plane serves")
+        } else {
+            match arg("--threads", 0) {
+                0 => format!("tasks of a runtime with {workers} worker(s), one per CPU it may use"),
+                1 => "tasks of a current-thread runtime".to_owned(),
+                n => format!("tasks of a runtime with {n} workers"),
+            }
         }
     );
     match pinned {
@@ -187,9 +194,9 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
         );
     }
     println!(
-        "(CPU columns are per request: proc = this process (upstream, router, relay, and the \
-         load generator unless pinned), all = every CPU of the machine, so nginx and HAProxy are \
-         counted too; ratio = req/s against direct)"
+        "(CPU columns are per request: proc = this process (router, relay, and the load \
+         generator unless pinned; not the upstreams), all = every CPU of the machine, so the \
+         upstreams, nginx and HAProxy are counted too; ratio = req/s against direct)"
     );
     let p = rows[1].1;
     let relay = rows[2].1;
@@ -205,6 +212,14 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
         relay.rps / direct.rps,
         100.0 * p.rps / relay.rps
     );
+    if let Some((_, nginx, _, _)) = rows.iter().find(|r| r.0 == "nginx") {
+        println!(
+            "router vs nginx: {:.2}x the throughput (goal >= 1.00x), p99 {} vs {} (goal: lower)",
+            p.rps / nginx.rps,
+            micros(p.p99),
+            micros(nginx.p99)
+        );
+    }
 
     tls_section(&router, &host, v1, (load, warmup), rounds, pinned, workers).await?;
     if pinned.is_some() {
@@ -271,14 +286,11 @@ async fn tls_section(
         key: cert.key.clone(),
     }])
     .map_err(std::io::Error::other)?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let router_tls = listener.local_addr()?;
-    let r = router.clone();
     let opts = TlsOptions {
         certs: std::sync::Arc::new(certs),
         hsts: None,
     };
-    tokio::spawn(async move { r.serve_tls(listener, opts, std::future::pending()).await });
+    let router_tls = start_router(router, Listening::TlsWith(opts), workers).await?;
     let nginx = match External::start_with_tls(Kind::Nginx, upstream, workers, Some((&cert.cert, &cert.key)))
     {
         Ok(n) => n,
@@ -346,12 +358,35 @@ fn per_req(a: Option<Duration>, b: Option<Duration>, n: usize) -> String {
     }
 }
 
-async fn start_router(router: &Router) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// Serves `listening` on 127.0.0.1:0 the data plane's way ([`Router::serve_threads`],
+/// `workers` threads with a runtime each; the default, `--serve threads`) or as tasks of this
+/// process's runtime (`--serve tasks`, the runtime chosen by `--threads`).
+async fn start_router(router: &Router, listening: Listening, workers: usize) -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let r = router.clone();
-    tokio::spawn(async move { r.serve(listener, std::future::pending()).await });
+    if serve_on_threads() {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let _stop = stop; // never sent: serves until the process ends
+            r.serve_threads(listening, listener, workers, stopped).await
+        });
+        return Ok(addr);
+    }
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+    tokio::spawn(async move {
+        match listening {
+            Listening::TlsWith(opts) => r.serve_tls(listener, opts, std::future::pending()).await,
+            _ => r.serve(listener, std::future::pending()).await,
+        }
+    });
     Ok(addr)
+}
+
+/// `--serve threads` (default) or `--serve tasks`.
+fn serve_on_threads() -> bool {
+    arg("--serve", "threads".to_owned()) != "tasks"
 }
 
 async fn switch_under_load(

@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cutover_router::{Backend, Generation, RouteKey, Router, RouterConfig};
+use cutover_router::{Backend, Generation, Listening, RouteKey, Router, RouterConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Mutex, oneshot, watch};
+use tokio::sync::{Mutex, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::files::{self, ListenerRecord, Paths, RouteRecord, Table, io_err};
@@ -54,7 +54,7 @@ pub(crate) struct Live {
     pub(crate) addr: SocketAddr,
     /// A duplicate of the served socket, for a hand-over.
     pub(crate) socket: std::net::TcpListener,
-    stop: oneshot::Sender<()>,
+    stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -197,7 +197,19 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.listen(1024)?.into_std()
 }
 
-/// Serves `socket` (keeping a duplicate of it) on its own task.
+/// How many threads serve the main and TLS listeners: `CUTOVER_ROUTER_THREADS`, else one per
+/// CPU this process may use (see `cutover_router::Router::serve_threads`).
+fn router_threads() -> usize {
+    std::env::var("CUTOVER_ROUTER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| (1..=256).contains(n))
+        .unwrap_or_else(cutover_router::default_threads)
+}
+
+/// Serves `socket` (keeping a duplicate of it): the main and TLS listeners, where the public
+/// traffic arrives, on threads of their own with a current-thread runtime each; a fixed port
+/// (one per route, there may be hundreds) on a task of this runtime.
 pub(crate) fn start_listener(
     router: &Router,
     kind: &ListenerKind,
@@ -207,23 +219,31 @@ pub(crate) fn start_listener(
     socket.set_nonblocking(true)?;
     let addr = socket.local_addr()?;
     let dup = socket.try_clone()?;
-    let listener = TcpListener::from_std(socket)?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
+    let (stop, mut stopped) = watch::channel(false);
     let router = router.clone();
     let tls = *kind == ListenerKind::Tls;
-    let task = tokio::spawn(async move {
-        let served = match key {
-            None if tls => router.serve_tls_configured(listener, shutdown).await,
-            None => router.serve(listener, shutdown).await,
-            Some(key) => router.serve_fixed(key, listener, shutdown).await,
-        };
-        if let Err(e) = served {
-            tracing::warn!(%addr, error = %e, "listener stopped with an error");
+    let task = match key {
+        Some(key) => {
+            let listener = TcpListener::from_std(socket)?;
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = router.serve_fixed(key, listener, shutdown).await {
+                    tracing::warn!(%addr, error = %e, "listener stopped with an error");
+                }
+            })
         }
-    });
+        None => {
+            let listening = if tls { Listening::Tls } else { Listening::ByHost };
+            let threads = router_threads();
+            tokio::spawn(async move {
+                if let Err(e) = router.serve_threads(listening, socket, threads, stopped).await {
+                    tracing::warn!(%addr, error = %e, "listener stopped with an error");
+                }
+            })
+        }
+    };
     tracing::info!(?kind, %addr, "listening");
     Ok(Live {
         addr,
@@ -238,7 +258,7 @@ impl Live {
     /// which ends once the socket's connections are drained.
     fn stop(self) -> JoinHandle<()> {
         drop(self.socket);
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
         self.task
     }
 }

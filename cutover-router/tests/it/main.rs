@@ -10,4 +10,5 @@ mod routing;
 mod strict;
 mod support;
 mod switching;
+mod threads;
 mod tls;
