@@ -192,9 +192,13 @@ pub(crate) fn set_forwarding_headers(
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
     } else {
-        // `insert` replaces every value the client sent under the name.
+        // `insert` replaces every value the client sent under the name; what cannot be
+        // inserted is removed, so none of the client's values is ever left.
         headers.insert(X_FORWARDED_FOR, hop.xff.clone());
-        insert(headers, FORWARDED, &this_hop);
+        match HeaderValue::from_str(&this_hop) {
+            Ok(v) => headers.insert(FORWARDED, v),
+            Err(_) => headers.remove(&FORWARDED),
+        };
         match host {
             Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
             None => headers.remove(&X_FORWARDED_HOST),
