@@ -6,8 +6,8 @@
 //! every hand-over pays for work-stealing bookkeeping and, across workers, a wake-up of another
 //! thread. One current-thread runtime per CPU keeps a connection, its upstream connection task
 //! and its timers on one thread, as nginx's and HAProxy's workers do. Measured with
-//! `router_overhead` (bench/README.md): ~10 % more requests per CPU than one multi-thread runtime
-//! with the same number of workers. Every thread accepts from the same socket (the kernel hands
+//! `router_overhead` (bench/README.md): 28–29 µs of CPU per request against 31 µs for one
+//! multi-thread runtime with the same number of workers. Every thread accepts from the same socket (the kernel hands
 //! each connection to one of them); the [`Router`] and its tables are shared, so a switch, a
 //! gate or a certificate applies to every thread at once.
 //!
