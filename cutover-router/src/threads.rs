@@ -7,9 +7,9 @@
 //! thread. One current-thread runtime per CPU keeps a connection, its upstream connection task
 //! and its timers on one thread, as nginx's and HAProxy's workers do. Measured with
 //! `router_overhead` (bench/README.md): 28–29 µs of CPU per request against 31 µs for one
-//! multi-thread runtime with the same number of workers. Every thread accepts from the same socket (the kernel hands
-//! each connection to one of them); the [`Router`] and its tables are shared, so a switch, a
-//! gate or a certificate applies to every thread at once.
+//! multi-thread runtime with the same number of workers. Every thread accepts from the same
+//! socket (the kernel hands each connection to one of them); the [`Router`] and its tables are
+//! shared, so a switch, a gate or a certificate applies to every thread at once.
 //!
 //! Rejected: `SO_REUSEPORT` with one socket per thread (a hand-over to a newer data plane passes
 //! one socket per listener, and a socket closed with connections in its queue drops them).
@@ -42,9 +42,10 @@ pub fn default_threads() -> usize {
 
 impl Router {
     /// Serves `socket` from `threads` threads (at least one), each accepting on its own
-    /// duplicate of the socket on a current-thread runtime, until `stop` turns `true`; then
-    /// every thread stops accepting and lets its connections finish (the shutdown of
-    /// [`Router::serve`]). Returns once all threads are done: the first error any of them met,
+    /// duplicate of the socket on a current-thread runtime, until `stop` turns `true` or its
+    /// sender is dropped (the owner is gone: its runtime ended); then every thread stops
+    /// accepting and lets its connections finish (the shutdown of [`Router::serve`]). The
+    /// threads are not the caller's runtime's: they notice its end, they do not end with it. Returns once all threads are done: the first error any of them met,
     /// if one did. Call it from within a tokio runtime (it awaits the threads without blocking).
     pub async fn serve_threads(
         &self,
