@@ -134,7 +134,7 @@ impl Drop for Trace {
 }
 
 /// A response being sent: its metrics and log line are recorded when it is dropped (see
-/// [`crate::proxy::RouterBody`]).
+/// [`crate::body::RouterBody`]).
 pub(crate) struct Pending {
     pub(crate) log: Option<std::sync::Arc<AccessLog>>,
     pub(crate) unrouted: std::sync::Arc<crate::metrics::RouteMetrics>,

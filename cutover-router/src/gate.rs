@@ -32,7 +32,7 @@ use http::{Response, StatusCode};
 use tokio::sync::watch;
 
 use crate::RouteKey;
-use crate::proxy::RouterBody;
+use crate::body::RouterBody;
 
 /// What a gate does with an environment's requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +117,7 @@ pub(crate) enum Wait {
     /// The gate was cleared: read the table again.
     Go,
     /// Answer this (503).
-    Answer(Response<RouterBody>),
+    Answer(Box<Response<RouterBody>>),
 }
 
 impl Gates {
@@ -177,7 +177,7 @@ impl Gates {
                 return Wait::Go;
             };
             if gate.closed_now() {
-                return Wait::Answer(unavailable(&gate));
+                return Wait::Answer(Box::new(unavailable(&gate)));
             }
             let left = Duration::from_millis(gate.until_ms.saturating_sub(now_ms()));
             tokio::select! {

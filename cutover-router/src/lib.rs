@@ -48,6 +48,8 @@
 
 mod access_log;
 mod acme;
+mod body;
+mod fast;
 mod flags;
 mod forwarded;
 mod gate;
@@ -60,6 +62,7 @@ mod serve;
 mod suspects;
 mod threads;
 mod tls;
+mod upstream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -22,27 +22,28 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{self, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
 
 use crate::access_log::{Pending, Trace};
+use crate::body::lock;
+use crate::body::{ClientBody, Kind, RouterBody, UpstreamBody};
 use crate::forwarded::{client_address, set_forwarding_headers};
 use crate::generation::InFlightGuard;
 use crate::route::normalize_host;
 use crate::suspects::patient;
+use crate::upstream::{self, Failure};
 use crate::{Edge, Inner, RouterConfig};
 
 pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
@@ -60,6 +61,8 @@ pub(crate) struct Upstreams {
     pub(crate) local: UpstreamClient,
     /// The same for non-loopback upstreams (shorter connect timeout).
     pub(crate) remote: UpstreamClient,
+    /// The router's own client's pool, for requests without a body (`upstream`).
+    pub(crate) pool: Arc<crate::upstream::Pool>,
 }
 
 impl Upstreams {
@@ -67,6 +70,10 @@ impl Upstreams {
         Self {
             local: build_client(config, config.connect_timeout),
             remote: build_client(config, config.remote_connect_timeout),
+            pool: Arc::new(crate::upstream::Pool::new(
+                config.pool_idle_timeout,
+                config.pool_max_idle_per_upstream,
+            )),
         }
     }
 }
@@ -106,156 +113,6 @@ pub(crate) struct ConnCtx {
     pub(crate) proto: &'static str,
     /// Flips to `true` when `serve` returns; upgraded tunnels close then.
     pub(crate) hard_stop: watch::Receiver<bool>,
-}
-
-/// Response body of the router: either a streamed upstream body (holding the generation's
-/// in-flight guard until it ends or is dropped) or a small body the router wrote itself.
-pub(crate) struct RouterBody {
-    kind: Kind,
-    guard: Option<InFlightGuard>,
-    /// The access-log line of this response, written when the body ends or is dropped.
-    pending: Option<Box<Pending>>,
-}
-
-enum Kind {
-    Upstream(Incoming),
-    Local(Option<Bytes>),
-}
-
-impl RouterBody {
-    pub(crate) fn local(text: impl Into<Bytes>) -> Self {
-        Self {
-            kind: Kind::Local(Some(text.into())),
-            guard: None,
-            pending: None,
-        }
-    }
-}
-
-impl Body for RouterBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = match &mut this.kind {
-            Kind::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Upstream(body) => {
-                let polled = Pin::new(body).poll_frame(cx);
-                if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-                    this.guard = None; // body over: the request leaves its generation
-                }
-                polled
-            }
-        };
-        if let Some(pending) = &mut this.pending {
-            match &polled {
-                Poll::Ready(Some(Ok(frame))) => {
-                    pending.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
-                }
-                Poll::Ready(None | Some(Err(_))) => this.pending = None, // logged now
-                Poll::Pending => {}
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Local(data) => data.is_none(),
-            Kind::Upstream(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Local(Some(d)) => SizeHint::with_exact(d.len() as u64),
-            Kind::Local(None) => SizeHint::with_exact(0),
-            Kind::Upstream(body) => body.size_hint(),
-        }
-    }
-}
-
-/// Request body sent upstream. `Slot` keeps the client's body retrievable until first polled.
-pub(crate) enum UpstreamBody {
-    Empty,
-    Slot {
-        slot: Arc<Mutex<Option<Incoming>>>,
-        body: Option<Incoming>,
-        /// Set when reading the client's body failed (a malformed chunk size, say): the
-        /// upstream call then fails because of the client, which is a 400, not a 502.
-        client_failed: Arc<AtomicBool>,
-    },
-}
-
-impl UpstreamBody {
-    fn with_slot(slot: &Arc<Mutex<Option<Incoming>>>, client_failed: &Arc<AtomicBool>) -> Self {
-        Self::Slot {
-            slot: Arc::clone(slot),
-            body: None,
-            client_failed: Arc::clone(client_failed),
-        }
-    }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Slot {
-                slot,
-                body,
-                client_failed,
-            } => {
-                if body.is_none() {
-                    *body = lock(slot).take();
-                }
-                match body {
-                    Some(b) => {
-                        let polled = Pin::new(b).poll_frame(cx);
-                        if matches!(polled, Poll::Ready(Some(Err(_)))) {
-                            client_failed.store(true, Ordering::Release);
-                        }
-                        polled
-                    }
-                    None => Poll::Ready(None),
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Empty => true,
-            UpstreamBody::Slot { body: Some(b), .. } => b.is_end_stream(),
-            UpstreamBody::Slot { slot, body: None, .. } => {
-                lock(slot).as_ref().is_none_or(Body::is_end_stream)
-            }
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Slot { body: Some(b), .. } => b.size_hint(),
-            UpstreamBody::Slot { slot, body: None, .. } => lock(slot)
-                .as_ref()
-                .map_or_else(|| SizeHint::with_exact(0), Body::size_hint),
-        }
-    }
 }
 
 fn text_response(status: StatusCode, text: String) -> Response<RouterBody> {
@@ -328,7 +185,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn path_of(req: &Request<Incoming>) -> String {
+fn path_of<B>(req: &Request<B>) -> String {
     req.uri()
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
@@ -354,7 +211,7 @@ fn https_redirect(tls: &crate::EdgeTls, host: &str, path: &str) -> Option<Header
 /// hyper service entry point: never fails, errors become HTTP answers.
 pub(crate) async fn handle(
     ctx: Arc<ConnCtx>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<RouterBody>, Infallible> {
     let edge = ctx.inner.edge.load_full();
     let log = edge.access_log.clone();
@@ -398,7 +255,7 @@ pub(crate) async fn handle(
 /// The host a request names, strictly: an absolute-form target's authority wins over `Host`
 /// (RFC 9112 section 3.2.2: a server must ignore `Host` then); otherwise exactly one `Host`.
 /// `Err` is the 400 answer.
-fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, &'static str> {
+fn request_host<B>(req: &Request<B>) -> Result<Option<HeaderValue>, &'static str> {
     let hosts = req.headers().get_all(header::HOST);
     if hosts.iter().nth(1).is_some() {
         return Err("cutover router: more than one Host header\n");
@@ -418,7 +275,7 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, &'static
 async fn forward(
     ctx: &ConnCtx,
     edge: &Edge,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     trace: &mut Trace,
 ) -> Response<RouterBody> {
     let inner = &*ctx.inner;
@@ -529,7 +386,7 @@ async fn forward(
                         if trace.logging {
                             trace.route = Some(key);
                         }
-                        return answer;
+                        return *answer;
                     }
                 }
             }
@@ -596,9 +453,65 @@ async fn forward(
         (!body.is_end_stream()).then(|| (Arc::new(Mutex::new(Some(body))), Arc::new(AtomicBool::new(false))));
     let order = inner
         .suspects
-        .order(upstreams, generation.next_index(), Instant::now());
+        .order(upstreams, generation.next_index(), Instant::now);
     let attempts = order.len().min(inner.config.max_connect_attempts.max(1));
     let mut last_err = String::new();
+    if slot.is_none() && client_upgrade.is_none() {
+        // The common request, through the router's own client (see `upstream`).
+        let mut shared_head = None;
+        for (attempt, &index) in order.iter().take(attempts).enumerate() {
+            let addr = upstreams[index];
+            if trace.logging {
+                trace.upstream = Some(addr);
+            }
+            let own_head;
+            let head: &[u8] = if headers.contains_key(header::HOST) {
+                shared_head
+                    .get_or_insert_with(|| upstream::request_head(&method, path.as_str(), "", &headers))
+            } else {
+                let authority = generation.authorities[index].as_str();
+                own_head = upstream::request_head(&method, path.as_str(), authority, &headers);
+                &own_head
+            };
+            let call = upstream::Call {
+                pool: &ctx.upstreams.pool,
+                addr,
+                connect_timeout: if patient(addr, attempt + 1 == attempts) {
+                    inner.config.connect_timeout
+                } else {
+                    inner.config.remote_connect_timeout
+                },
+                header_timeout: inner.config.response_header_timeout,
+                method: &method,
+            };
+            match upstream::send(call, head).await {
+                Ok(resp) => {
+                    inner.suspects.clear(addr);
+                    let version = guard.generation().version_header.clone();
+                    let (mut parts, body) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    parts.headers.insert(X_CUTOVER_VERSION, version);
+                    let body = RouterBody {
+                        kind: Kind::Fast(body),
+                        guard: Some(guard),
+                        pending: None,
+                    };
+                    return Response::from_parts(parts, body);
+                }
+                Err(Failure::Connect(e)) => {
+                    tracing::debug!(%addr, error = %e, "upstream connect failed");
+                    connect_failed(inner, trace, addr);
+                    last_err = format!("connect to {addr} failed");
+                }
+                Err(Failure::Timeout) => return no_response_in_time(addr),
+                Err(Failure::Upstream(why)) => {
+                    tracing::debug!(%addr, error = %why, "upstream request failed");
+                    return upstream_failed(addr);
+                }
+            }
+        }
+        return none_reachable(&host, &last_err);
+    }
     for (attempt, &index) in order.iter().take(attempts).enumerate() {
         let addr = upstreams[index];
         if trace.logging {
@@ -644,33 +557,48 @@ async fn forward(
                     );
                 }
                 if e.is_connect() {
-                    inner
-                        .suspects
-                        .mark(addr, Instant::now() + inner.config.suspect_for);
-                    if let Some(m) = &trace.metrics {
-                        m.connect_errors.inc();
-                    }
+                    connect_failed(inner, trace, addr);
                 }
                 // A connect failure sent nothing: another upstream may take the request.
                 if e.is_connect() && body_untouched {
                     last_err = format!("connect to {addr} failed");
                     continue;
                 }
-                return text_response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("cutover router: upstream {addr} failed\n"),
-                );
+                return upstream_failed(addr);
             }
-            Err(_) => {
-                return text_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("cutover router: upstream {addr} sent no response in time\n"),
-                );
-            }
+            Err(_) => return no_response_in_time(addr),
         };
         inner.suspects.clear(addr);
         return respond(ctx, resp, guard, client_upgrade);
     }
+    none_reachable(&host, &last_err)
+}
+
+/// An upstream that failed to connect: suspect for a while, and counted.
+fn connect_failed(inner: &Inner, trace: &Trace, addr: SocketAddr) {
+    inner
+        .suspects
+        .mark(addr, Instant::now() + inner.config.suspect_for);
+    if let Some(m) = &trace.metrics {
+        m.connect_errors.inc();
+    }
+}
+
+fn upstream_failed(addr: SocketAddr) -> Response<RouterBody> {
+    text_response(
+        StatusCode::BAD_GATEWAY,
+        format!("cutover router: upstream {addr} failed\n"),
+    )
+}
+
+fn no_response_in_time(addr: SocketAddr) -> Response<RouterBody> {
+    text_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!("cutover router: upstream {addr} sent no response in time\n"),
+    )
+}
+
+fn none_reachable(host: &str, last_err: &str) -> Response<RouterBody> {
     tracing::warn!(route = %host, "{last_err}; no upstream reachable");
     text_response(
         StatusCode::BAD_GATEWAY,

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use crate::proxy::lock;
+use crate::body::lock;
 
 /// Upstream addresses that failed to connect lately, with the time their mark ends. Requests
 /// read it without locking while it is empty (the common case).
@@ -21,12 +21,18 @@ pub(crate) struct Suspects {
 impl Suspects {
     /// The order in which to try `upstreams` starting at `start` (round-robin): every upstream
     /// once, those not suspect first, then the suspect ones (the last resort, still tried).
-    pub(crate) fn order(&self, upstreams: &[SocketAddr], start: usize, now: Instant) -> Vec<usize> {
+    pub(crate) fn order(
+        &self,
+        upstreams: &[SocketAddr],
+        start: usize,
+        now: impl FnOnce() -> Instant,
+    ) -> Vec<usize> {
         let n = upstreams.len();
         let ring = (0..n).map(|i| (start + i) % n);
         if self.count.load(Ordering::Acquire) == 0 {
-            return ring.collect();
+            return ring.collect(); // no clock read on the common path
         }
+        let now = now();
         let mut until = lock(&self.until);
         until.retain(|_, end| *end > now);
         self.count.store(until.len(), Ordering::Release);
@@ -73,15 +79,15 @@ mod tests {
         let addrs: Vec<SocketAddr> = (1..=4).map(|p| SocketAddr::from(([10, 0, 0, 1], p))).collect();
         let s = Suspects::default();
         let now = Instant::now();
-        assert_eq!(s.order(&addrs, 5, now), vec![1, 2, 3, 0]);
+        assert_eq!(s.order(&addrs, 5, || now), vec![1, 2, 3, 0]);
         s.mark(addrs[1], now + Duration::from_secs(2));
         s.mark(addrs[2], now + Duration::from_secs(1));
-        assert_eq!(s.order(&addrs, 5, now), vec![3, 0, 1, 2]);
+        assert_eq!(s.order(&addrs, 5, || now), vec![3, 0, 1, 2]);
         // Once its mark ends, an upstream takes its round-robin place again.
         let later = now + Duration::from_millis(1500);
-        assert_eq!(s.order(&addrs, 5, later), vec![2, 3, 0, 1]);
+        assert_eq!(s.order(&addrs, 5, || later), vec![2, 3, 0, 1]);
         s.clear(addrs[1]);
-        assert_eq!(s.order(&addrs, 5, later), vec![1, 2, 3, 0]);
+        assert_eq!(s.order(&addrs, 5, || later), vec![1, 2, 3, 0]);
         assert_eq!(s.count.load(Ordering::Acquire), 0);
     }
 

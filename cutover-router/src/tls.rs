@@ -354,7 +354,6 @@ impl Router {
                     ctx,
                     stream,
                     stop,
-                    started,
                     requests,
                     last_call,
                     header_timeout,
@@ -363,12 +362,13 @@ impl Router {
                 else {
                     return; // handshake failed or too slow
                 };
+                let begun = Arc::clone(&requests);
                 let svc = service_fn(move |req| {
-                    requests.send_modify(|n| *n += 1);
+                    begun.begin();
                     let ctx = Arc::clone(&ctx);
                     let hsts = hsts.clone();
                     async move {
-                        let mut resp = proxy::handle(ctx, req).await?;
+                        let mut resp = proxy::handle(ctx, req.map(crate::body::ClientBody::Hyper)).await?;
                         if let Some(v) = hsts {
                             resp.headers_mut()
                                 .insert(http::header::STRICT_TRANSPORT_SECURITY, v);
@@ -391,7 +391,7 @@ impl Router {
                     .keep_alive(true);
                 builder.http2().timer(TokioTimer::new());
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                log_conn(drive(conn, |c| c.graceful_shutdown(), stop, started, last_call).await);
+                log_conn(drive(conn, |c| c.graceful_shutdown(), stop, &requests, last_call).await);
             }
         };
         self.accept_loop(

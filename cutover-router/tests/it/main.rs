@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod edge;
+mod fast;
 mod flags;
 mod gates;
 mod routing;
@@ -12,3 +13,4 @@ mod support;
 mod switching;
 mod threads;
 mod tls;
+mod upstream;

@@ -164,7 +164,7 @@ async fn three_dead_upstreams_of_four_fail_no_request_and_are_tried_once_each() 
 async fn a_suspect_upstream_is_tried_again_once_its_mark_ends() {
     // A replica refused once (restarting, say) and then listens again on the same port.
     let one = upstream("one").await;
-    let port = dead_addr().await;
+    let port = released_addr().await;
     let config = RouterConfig {
         suspect_for: Duration::from_millis(300),
         ..RouterConfig::default()

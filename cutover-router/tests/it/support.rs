@@ -252,8 +252,20 @@ impl Conn {
     }
 }
 
-/// A port on 127.0.0.1 with nothing listening (bound, then closed).
+/// A port on 127.0.0.1 that refuses connections: bound but not listening, and kept bound for
+/// the rest of the test process. (Binding and closing left the port free for another test's
+/// listener, which then answered for the "dead" upstream now and then.)
 pub async fn dead_addr() -> SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::mem::forget(socket);
+    addr
+}
+
+/// A port on 127.0.0.1 with nothing listening that a test may bind again (bound, then
+/// closed: another listener may take it meanwhile, so use it only for a restart on the port).
+pub async fn released_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);

@@ -1,0 +1,488 @@
+//! The router's own HTTP/1.1 server path for the plain listener: bodyless HTTP/1.1 requests in
+//! origin form are read, answered and written here; the first request that is anything else
+//! (a body, `Upgrade`, `Expect`, `CONNECT`, HTTP/1.0, an absolute-form target, a head httparse
+//! or the `http` types refuse, a head over [`MAX_HEAD`]) hands the connection to hyper, with
+//! the bytes already read in front, for the rest of its life ([`crate::serve`]). So hyper keeps
+//! judging everything unusual (its 400s and 431s, chunked request bodies, smuggling attempts),
+//! and the common request skips its dispatcher, its per-request header maps on both sides and
+//! its encoder. Measured with `router_overhead` (bench/README.md).
+//!
+//! What hyper did for these requests and this path does too: one `Host` is left to `forward`
+//! (two are a 400 there, as before); a request head must arrive within the client header
+//! timeout, counted from when the router starts waiting for it (an idle keep-alive connection
+//! is closed then); requests sent back to back on one connection are answered in order; the
+//! answer is framed by its `Content-Length`, else by its body's known size, else chunked; no
+//! body after `HEAD`, 1xx, 204 or 304; a `Date` is added when the answer has none; the client's
+//! `Connection: close` is honoured; a body that fails or ends short closes the connection. On
+//! the listener's stop: a connection with a request on its way (bytes of a head read) is served
+//! and closed; an idle one gets the last call ([`crate::serve::LAST_CALL`]) for a request, which
+//! is answered with `Connection: close`, and is closed otherwise.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Uri, Version};
+use hyper::body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::body::{ClientBody, RouterBody};
+use crate::proxy;
+use crate::serve::Conn;
+
+/// The largest request head read here; a larger one goes to hyper (which allows more).
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
+/// The most header fields read here (hyper's default limit too).
+const MAX_FIELDS: usize = 100;
+/// Read buffer size of a client connection.
+const BUF: usize = 8 * 1024;
+/// Response bytes gathered before a write.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// What reading the next request gave.
+// Returned once per request and taken apart at once: boxing the request would cost an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    /// A plain request; `close`: answer it with `Connection: close` and close.
+    Request(Request<ClientBody>, bool),
+    /// Not for this path: hyper takes the connection, these bytes first.
+    HandOff,
+    /// The client left, the head timed out, or the last call passed.
+    Close,
+}
+
+/// Serves one plain client connection (see the module documentation).
+pub(crate) async fn serve_conn(conn: Conn) {
+    let Conn {
+        ctx,
+        mut stream,
+        mut stop,
+        requests,
+        last_call,
+        header_timeout,
+    } = conn;
+    let mut buf = BytesMut::with_capacity(BUF);
+    let mut out = Vec::with_capacity(1024);
+    let mut stopping = false;
+    // One timer for the connection's life, moved only when it fires early (see `next_request`).
+    let timer = tokio::time::sleep(header_timeout);
+    tokio::pin!(timer);
+    loop {
+        let next = next_request(
+            &mut stream,
+            &mut buf,
+            (&mut stop, &mut stopping),
+            timer.as_mut(),
+            last_call,
+            header_timeout,
+        )
+        .await;
+        let (req, close) = match next {
+            Next::Request(req, close) => (req, close),
+            Next::Close => return,
+            Next::HandOff => {
+                let io = Prefixed {
+                    prefix: buf.split().freeze(),
+                    io: stream,
+                };
+                crate::serve::serve_hyper(ctx, io, stop, requests, last_call, header_timeout).await;
+                return;
+            }
+        };
+        let head_request = req.method() == Method::HEAD;
+        let Ok(resp) = proxy::handle(Arc::clone(&ctx), req).await;
+        // A stop while the request ran: this answer is the connection's last.
+        let close = close || stopping || *stop.borrow();
+        match write_response(&mut stream, &mut out, resp, head_request, close).await {
+            Ok(true) if !close => {}
+            _ => return,
+        }
+    }
+}
+
+/// Reads until a complete request head is buffered and returns it, or says why not.
+///
+/// `timer` is the connection's: its deadline only ever moves later, when it fires before the
+/// current one (a request's head deadline is later than the previous request's), or earlier
+/// for the last call. So a request costs a clock read, not a timer registration.
+async fn next_request(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    (stop, stopping): (&mut watch::Receiver<bool>, &mut bool),
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    last_call: Duration,
+    header_timeout: Duration,
+) -> Next {
+    let deadline = Instant::now() + header_timeout;
+    let mut last_call_ends: Option<Instant> = None;
+    loop {
+        if !buf.is_empty() {
+            match parse(buf) {
+                Parsed::Plain(req, close) => return Next::Request(req, close || *stopping),
+                Parsed::Other => return Next::HandOff,
+                Parsed::Partial if buf.len() > MAX_HEAD => return Next::HandOff,
+                Parsed::Partial => {}
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(BUF);
+        }
+        // Nothing of a request yet: the stop (and then the last call) may end the connection.
+        let idle = buf.is_empty();
+        let until = match last_call_ends {
+            Some(end) if idle => end.min(deadline),
+            _ => deadline,
+        };
+        if timer.deadline() > until {
+            timer.as_mut().reset(until);
+        }
+        tokio::select! {
+            read = stream.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return Next::Close,
+                Ok(_) => {}
+            },
+            () = timer.as_mut() => {
+                if Instant::now() >= until {
+                    return Next::Close;
+                }
+                timer.as_mut().reset(until); // an earlier request's deadline
+            }
+            _ = stop.wait_for(|s| *s), if idle && !*stopping => {
+                *stopping = true;
+                last_call_ends = Some(Instant::now() + last_call);
+            }
+        }
+    }
+}
+
+#[allow(clippy::large_enum_variant)] // as `Next`
+enum Parsed {
+    Plain(Request<ClientBody>, bool),
+    Partial,
+    Other,
+}
+
+/// Parses the head at the front of `buf`; a plain request's head is taken off it. Header values
+/// are slices of the head's bytes (no copy per field).
+fn parse(buf: &mut BytesMut) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let (Some(method), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
+        return Parsed::Other;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Other;
+    };
+    if method == Method::CONNECT || !path.starts_with('/') {
+        return Parsed::Other;
+    }
+    let base = buf.as_ptr() as usize;
+    let path_at = path.as_ptr() as usize - base;
+    let path_range = path_at..path_at + path.len();
+    // Room for what `forward` adds (forwarding headers, flags) without growing the map.
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 6);
+    let mut values = Vec::with_capacity(parsed.headers.len());
+    let mut close = false;
+    for field in parsed.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+            return Parsed::Other;
+        };
+        if name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::EXPECT
+            || (name == header::CONTENT_LENGTH && field.value != b"0")
+        {
+            return Parsed::Other;
+        }
+        let offset = field.value.as_ptr() as usize - base;
+        values.push((name, offset..offset + field.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    // Not valid for the `http` types after all: this head goes to hyper as it came.
+    let give_back = |buf: &mut BytesMut| {
+        let mut whole = BytesMut::from(&head[..]);
+        whole.extend_from_slice(buf);
+        *buf = whole;
+        Parsed::Other
+    };
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(path_range)) else {
+        return give_back(buf);
+    };
+    for (name, range) in values {
+        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) else {
+            return give_back(buf);
+        };
+        if name == header::CONNECTION && has_token(&value, "close") {
+            close = true;
+        }
+        headers.append(name, value);
+    }
+    let mut req = Request::new(ClientBody::Empty);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Parsed::Plain(req, close)
+}
+
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// How an answer's body is written.
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes `resp`; `Ok(true)`: the connection may carry the next request.
+async fn write_response(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    resp: http::Response<RouterBody>,
+    head_request: bool,
+    close: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let framing =
+        if head_request || status.is_informational() || status.as_u16() == 204 || status.as_u16() == 304 {
+            Framing::None
+        } else if let Some(n) = length {
+            Framing::Length(n)
+        } else if let Some(n) = body.size_hint().exact() {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+            Framing::Length(n)
+        } else {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        };
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        date::extend(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let mut sent = 0u64;
+    if !matches!(framing, Framing::None) {
+        while !body.is_end_stream() {
+            // Whatever is ready goes out in one write; a body that waits gets the head sent first.
+            let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    flush(stream, out).await?;
+                    poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                }
+            };
+            let data = match frame {
+                None => break,
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue, // trailers: not relayed
+                },
+            };
+            sent += data.len() as u64;
+            match framing {
+                Framing::Length(n) if sent > n => {
+                    return Err(io::Error::other("the body is longer than its Content-Length"));
+                }
+                Framing::Chunked if !data.is_empty() => {
+                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    push(stream, out, data).await?;
+                    out.extend_from_slice(b"\r\n");
+                }
+                _ => push(stream, out, data).await?,
+            }
+            if out.len() >= FLUSH_AT {
+                flush(stream, out).await?;
+            }
+        }
+    }
+    match framing {
+        Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+        Framing::Length(n) if sent != n => {
+            flush(stream, out).await?;
+            return Ok(false); // ended short: the client must not wait for the rest
+        }
+        _ => {}
+    }
+    drop(body); // the access-log line is written and the request leaves its generation
+    flush(stream, out).await?;
+    Ok(true)
+}
+
+/// Appends `data` to `out`, or writes both when `data` is large (no copy of big bodies).
+async fn push(stream: &mut TcpStream, out: &mut Vec<u8>, data: Bytes) -> io::Result<()> {
+    if data.len() < 16 * 1024 {
+        out.extend_from_slice(&data);
+        return Ok(());
+    }
+    flush(stream, out).await?;
+    stream.write_all(&data).await
+}
+
+async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+/// A connection handed to hyper: the bytes already read come first.
+pub(crate) struct Prefixed {
+    prefix: Bytes,
+    io: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// The `Date` value, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{Duration, SystemTime};
+
+    struct Cached {
+        text: String,
+        until: SystemTime,
+    }
+
+    thread_local! {
+        static CACHED: RefCell<Cached> = const {
+            RefCell::new(Cached { text: String::new(), until: SystemTime::UNIX_EPOCH })
+        };
+    }
+
+    pub(super) fn extend(out: &mut Vec<u8>) {
+        CACHED.with(|cached| {
+            let mut cached = cached.borrow_mut();
+            let now = SystemTime::now();
+            if now >= cached.until {
+                cached.text = httpdate::fmt_http_date(now);
+                let into_second = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .subsec_nanos();
+                cached.until = now + Duration::from_secs(1) - Duration::from_nanos(u64::from(into_second));
+            }
+            out.extend_from_slice(cached.text.as_bytes());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Parsed {
+        parse(&mut BytesMut::from(text))
+    }
+
+    #[test]
+    fn only_plain_requests_are_taken() {
+        for other in [
+            "GET / HTTP/1.0\r\nhost: a\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nhost: a\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\nhost: a\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\nhello",
+            "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\ncontent-length: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            "PUT / HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: a\r\nx: a\r\n b\r\n\r\n",
+            "GET /\x7f HTTP/1.1\r\nhost: a\r\n\r\n",
+        ] {
+            assert!(matches!(parse_text(other), Parsed::Other), "{other:?}");
+        }
+        assert!(matches!(
+            parse_text("GET / HTTP/1.1\r\nhost: a\r\n"),
+            Parsed::Partial
+        ));
+        let mut buf = BytesMut::from("GET /p?q HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\nGET /");
+        let Parsed::Plain(req, close) = parse(&mut buf) else {
+            panic!("a plain request");
+        };
+        assert_eq!((req.uri().to_string().as_str(), close), ("/p?q", true));
+        assert_eq!(&buf[..], b"GET /", "the next request stays buffered");
+        assert!(matches!(
+            parse_text("DELETE /x HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n"),
+            Parsed::Plain(_, false)
+        ));
+    }
+}

@@ -1,0 +1,805 @@
+//! The router's own HTTP/1.1 client for the common request: no body, no upgrade.
+//!
+//! Why not hyper-util's client for these too: it hands every request to a connection task
+//! through a channel and back through another (two task wake-ups per request), and its pool
+//! spawns a task per checkout to watch the idle connection; measured with `router_overhead`,
+//! that client was about a sixth of the router's user time. Here the request head is written and
+//! the response head read inside the request's own task, and the response body is read by the
+//! client connection's task as it streams it out ([`FastBody`]); a finished connection goes back
+//! to a per-thread [`Pool`] as soon as its body's last byte is read.
+//!
+//! What it keeps of the client it replaces, for these requests: connect failures (refused,
+//! unreachable, timed out) are [`Failure::Connect`], so the caller tries the next upstream and
+//! marks the suspect; no response head in time is [`Failure::Timeout`]; every other fault is
+//! [`Failure::Upstream`] (a 502). A pooled connection the upstream closed while idle is noticed
+//! before it is used (a non-blocking read sees the end), and one that fails before a single byte
+//! of the answer came is replaced by a fresh connection, for a request whose method is
+//! idempotent (RFC 9110 section 9.2.2; a `POST` may have been acted on). Responses are framed
+//! strictly (RFC 9112 section 6.3): no body for `HEAD`, 204 and 304; `Transfer-Encoding` with
+//! `Content-Length` is refused, as are differing lengths, a head over [`MAX_HEAD`] or more than
+//! [`MAX_HEADERS`] fields; a body without length runs to the connection's end and that
+//! connection is not reused. 1xx answers (103 Early Hints) are skipped; a 101 nobody asked for
+//! is refused.
+//!
+//! Requests with a body or an upgrade still go through hyper-util's client (`proxy`): a body may
+//! need streaming both ways at once and its retry depends on whether it was read.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The largest response head accepted from an upstream.
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields accepted in a response head.
+pub(crate) const MAX_HEADERS: usize = 128;
+/// The longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+
+/// Errors of a response body (the body's error type).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request got no response from an upstream.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Connecting failed: nothing was sent, another upstream may take the request.
+    Connect(io::Error),
+    /// No response head within the response-header timeout.
+    Timeout,
+    /// Anything else (a reset, a malformed answer): the request may have been acted on.
+    Upstream(String),
+}
+
+struct Idle {
+    stream: TcpStream,
+    /// The connection's read buffer, kept with it (allocating one per request cost more than
+    /// the rest of the pool).
+    buf: BytesMut,
+    since: Instant,
+}
+
+/// The read buffer's size: a response head and a small body fit in one read.
+const BUF: usize = 8 * 1024;
+
+/// Idle keep-alive connections to upstreams, most recently used first. One per serving thread
+/// (see `threads`): a connection is registered with the runtime it was opened on.
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+impl Pool {
+    pub(crate) fn new(idle_timeout: Duration, max_idle: usize) -> Self {
+        Self {
+            idle: Mutex::new(HashMap::new()),
+            idle_timeout,
+            max_idle,
+        }
+    }
+
+    /// The most recently returned connection to `addr` that is still open and not expired,
+    /// with its (empty) read buffer.
+    fn take(&self, addr: SocketAddr) -> Option<(TcpStream, BytesMut)> {
+        loop {
+            let idle = crate::body::lock(&self.idle).get_mut(&addr)?.pop()?;
+            if idle.since.elapsed() < self.idle_timeout && still_open(&idle.stream) {
+                return Some((idle.stream, idle.buf));
+            }
+        }
+    }
+
+    /// Keeps `stream` for the next request to `addr`; expired ones go (an address no longer
+    /// used would otherwise keep its connections until the thread ends).
+    fn put(&self, addr: SocketAddr, stream: TcpStream, buf: BytesMut) {
+        let now = Instant::now();
+        let mut idle = crate::body::lock(&self.idle);
+        let timeout = self.idle_timeout;
+        idle.retain(|_, conns| {
+            conns.retain(|c| now.duration_since(c.since) < timeout);
+            !conns.is_empty()
+        });
+        let conns = idle.entry(addr).or_default();
+        if conns.len() < self.max_idle {
+            conns.push(Idle {
+                stream,
+                buf,
+                since: now,
+            });
+        }
+    }
+
+    /// Idle connections kept (for tests).
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        crate::body::lock(&self.idle).values().map(Vec::len).sum()
+    }
+}
+
+/// Whether an idle connection may carry a request: the upstream has neither closed it nor sent
+/// anything unasked (a read that would block says so; the reactor's readiness makes it free
+/// when nothing arrived).
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Writes the head of a bodyless request: `host` is written only when `headers` has none (an
+/// HTTP/1.0 client may send none; hyper's client names the upstream then too).
+pub(crate) fn request_head(method: &Method, target: &str, host: &str, headers: &HeaderMap) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256 + headers.len() * 32);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    if !headers.contains_key(header::HOST) {
+        head.extend_from_slice(b"host: ");
+        head.extend_from_slice(host.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// How the rest of a request is sent.
+pub(crate) struct Call<'a> {
+    pub(crate) pool: &'a Arc<Pool>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) header_timeout: Duration,
+    pub(crate) method: &'a Method,
+}
+
+/// Sends a bodyless request's `head` to `call.addr` and reads the response head.
+pub(crate) async fn send(call: Call<'_>, head: &[u8]) -> Result<Response<FastBody>, Failure> {
+    let exchange = async {
+        // Pooled connections first (each stale one is dropped), then a fresh one.
+        loop {
+            let (mut stream, mut buf, reused) = match call.pool.take(call.addr) {
+                Some((s, buf)) => (s, buf, true),
+                None => {
+                    let s = connect(call.addr, call.connect_timeout).await?;
+                    (s, BytesMut::with_capacity(BUF), false)
+                }
+            };
+            if let Err(e) = stream.write_all(head).await {
+                if reused {
+                    continue; // closed while idle: nothing reached an application
+                }
+                return Err(Failure::Upstream(format!("writing the request failed: {e}")));
+            }
+            match read_head(&mut stream, &mut buf, call.method).await {
+                Ok(parsed) => return Ok(FastBody::respond(parsed, stream, buf, &call)),
+                Err(HeadError::ClosedBeforeAnswer) if reused && call.method.is_idempotent() => {}
+                Err(e) => return Err(Failure::Upstream(e.to_string())),
+            }
+        }
+    };
+    tokio::time::timeout(call.header_timeout, exchange)
+        .await
+        .unwrap_or(Err(Failure::Timeout))
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Failure> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(Failure::Connect(e)),
+        Err(_) => {
+            return Err(Failure::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect timed out after {timeout:?}"),
+            )));
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HeadError {
+    #[error("the upstream closed the connection before answering")]
+    ClosedBeforeAnswer,
+    #[error("the upstream closed the connection in the middle of its response head")]
+    ClosedInHead,
+    #[error("reading the response failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("the response head is malformed: {0}")]
+    Parse(#[from] httparse::Error),
+    #[error("the response head is larger than {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error("upstream switched protocols unasked")]
+    UnaskedSwitch,
+    #[error("the response has a field that is not a valid header")]
+    BadField,
+    #[error("the response has both Transfer-Encoding and Content-Length")]
+    LengthAndEncoding,
+    #[error("the response has an invalid or conflicting Content-Length")]
+    BadLength,
+}
+
+/// A parsed response head and how its body is framed.
+struct Parsed {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
+    loop {
+        if !buf.is_empty() {
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut fields);
+            if let httparse::Status::Complete(len) = response.parse(buf)? {
+                let code = response.code.unwrap_or(0);
+                if code == 101 {
+                    return Err(HeadError::UnaskedSwitch);
+                }
+                if (100..200).contains(&code) {
+                    buf.advance(len); // informational: the final answer follows
+                    continue;
+                }
+                let parsed = parse_head(&response, method)?;
+                buf.advance(len);
+                return Ok(parsed);
+            }
+            if buf.len() > MAX_HEAD {
+                return Err(HeadError::TooLarge);
+            }
+        }
+        let had = buf.len();
+        if buf.capacity() - had < 1024 {
+            buf.reserve(BUF);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(if had == 0 {
+                HeadError::ClosedBeforeAnswer
+            } else {
+                HeadError::ClosedInHead
+            });
+        }
+    }
+}
+
+fn parse_head(response: &httparse::Response<'_, '_>, method: &Method) -> Result<Parsed, HeadError> {
+    let status = response
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(HeadError::BadField)?;
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for field in response.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::BadField)?;
+        let value = HeaderValue::from_bytes(field.value).map_err(|_| HeadError::BadField)?;
+        headers.append(name, value);
+    }
+    let http11 = response.version == Some(1);
+    let connection_says = |token: &str| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let mut keep_alive = if http11 {
+        !connection_says("close")
+    } else {
+        connection_says("keep-alive")
+    };
+    let framing = if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(HeadError::LengthAndEncoding);
+        }
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|t| !t.is_empty())
+            .unwrap_or_default();
+        if last.eq_ignore_ascii_case("chunked") {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            keep_alive = false;
+            Framing::Close
+        }
+    } else if headers.contains_key(header::CONTENT_LENGTH) {
+        Framing::Length(content_length(&headers)?)
+    } else {
+        keep_alive = false;
+        Framing::Close
+    };
+    Ok(Parsed {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    })
+}
+
+/// The one length all `Content-Length` values (fields and comma-separated lists) agree on.
+fn content_length(headers: &HeaderMap) -> Result<u64, HeadError> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| HeadError::BadLength)?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeadError::BadLength);
+            }
+            let n: u64 = part.parse().map_err(|_| HeadError::BadLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::BadLength);
+            }
+            length = Some(n);
+        }
+    }
+    length.ok_or(HeadError::BadLength)
+}
+
+/// How a response body ends.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    /// Chunked transfer coding, decoding at this point.
+    Chunked(Chunk),
+    /// Until the upstream closes the connection.
+    Close,
+    /// Read to its end.
+    Done,
+}
+
+/// Where a chunked body's decoder stands.
+#[derive(Debug, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    /// A malformed body: every later step fails the same way.
+    Failed(&'static str),
+}
+
+/// What the decoder got out of the buffered bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Data(Bytes),
+    NeedMore,
+    Done,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream's chunked body is malformed: {0}")]
+struct ChunkError(&'static str);
+
+/// One CRLF-terminated line off the front of `buf` (without its CRLF), `None` until complete.
+fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, ChunkError> {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return if buf.len() > MAX_LINE {
+            Err(ChunkError("line too long"))
+        } else {
+            Ok(None)
+        };
+    };
+    if end == 0 || buf[end - 1] != b'\r' {
+        return Err(ChunkError("line not ended by CRLF"));
+    }
+    let line = buf.split_to(end + 1).freeze();
+    Ok(Some(line.slice(..end - 1)))
+}
+
+impl Chunk {
+    /// Decodes what `buf` holds as far as it goes.
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Step, ChunkError> {
+        self.advance(buf, false)
+    }
+
+    /// Whether the body's end is already in `buf` (read past no data).
+    fn at_end(&mut self, buf: &mut BytesMut) -> bool {
+        matches!(self.advance(buf, true), Ok(Step::Done))
+    }
+
+    fn advance(&mut self, buf: &mut BytesMut, stop_at_data: bool) -> Result<Step, ChunkError> {
+        let step = self.advance_inner(buf, stop_at_data);
+        if let Err(ChunkError(why)) = step {
+            *self = Chunk::Failed(why);
+        }
+        step
+    }
+
+    fn advance_inner(&mut self, buf: &mut BytesMut, stop_at_data: bool) -> Result<Step, ChunkError> {
+        loop {
+            match self {
+                Chunk::Failed(why) => return Err(ChunkError(why)),
+                Chunk::Size => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Step::NeedMore);
+                    };
+                    let digits = line.split(|&b| b == b';').next().unwrap_or_default();
+                    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+                        return Err(ChunkError("bad chunk size"));
+                    }
+                    let size = digits.iter().fold(0u64, |n, &d| {
+                        n * 16 + u64::from((d as char).to_digit(16).unwrap_or(0))
+                    });
+                    *self = if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    };
+                }
+                Chunk::Data(left) => {
+                    if buf.is_empty() || stop_at_data {
+                        return Ok(Step::NeedMore);
+                    }
+                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                    *left -= n as u64;
+                    if *left == 0 {
+                        *self = Chunk::DataEnd;
+                    }
+                    return Ok(Step::Data(buf.split_to(n).freeze()));
+                }
+                Chunk::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Step::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(ChunkError("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    *self = Chunk::Size;
+                }
+                Chunk::Trailers => {
+                    // Trailer fields are dropped (hop-by-hop here: the client gets the body
+                    // re-framed by the router).
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Step::NeedMore);
+                    };
+                    if line.is_empty() {
+                        return Ok(Step::Done);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A response body read straight from its upstream connection, which goes back to the pool
+/// the moment the body's last byte is read (before the client has it).
+pub(crate) struct FastBody {
+    stream: Option<TcpStream>,
+    buf: BytesMut,
+    framing: Framing,
+    keep_alive: bool,
+    pool: Arc<Pool>,
+    addr: SocketAddr,
+}
+
+impl FastBody {
+    fn respond(parsed: Parsed, stream: TcpStream, buf: BytesMut, call: &Call<'_>) -> Response<Self> {
+        let mut body = FastBody {
+            stream: Some(stream),
+            buf,
+            framing: parsed.framing,
+            keep_alive: parsed.keep_alive,
+            pool: Arc::clone(call.pool),
+            addr: call.addr,
+        };
+        if body.framing == Framing::Length(0) {
+            body.finish();
+        }
+        let mut resp = Response::new(body);
+        *resp.status_mut() = parsed.status;
+        *resp.version_mut() = Version::HTTP_11;
+        *resp.headers_mut() = parsed.headers;
+        resp
+    }
+
+    /// The body is read: its connection goes back to the pool if nothing else came on it.
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let Some(stream) = self.stream.take()
+            && self.keep_alive
+            && self.buf.is_empty()
+        {
+            let buf = std::mem::take(&mut self.buf);
+            self.pool.put(self.addr, stream, buf);
+        }
+    }
+
+    /// Reads more of the connection into `buf`; `Ok(0)` is its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(stream) = &self.stream else {
+            return Poll::Ready(Ok(0));
+        };
+        self.buf.reserve(BUF);
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            match stream.try_read_buf(&mut self.buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+}
+
+impl Body for FastBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Length(left) if !this.buf.is_empty() => {
+                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(this.buf.len());
+                    *left -= n as u64;
+                    let data = this.buf.split_to(n).freeze();
+                    if *left == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(chunk) => match chunk.step(&mut this.buf) {
+                    Ok(Step::Data(data)) => {
+                        // The terminating chunk may already be here: end the body with this frame.
+                        if let Framing::Chunked(chunk) = &mut this.framing
+                            && chunk.at_end(&mut this.buf)
+                        {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(Step::Done) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Step::NeedMore) => {}
+                    Err(e) => {
+                        this.stream = None;
+                        this.framing = Framing::Done;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                },
+                Framing::Close if !this.buf.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))));
+                }
+                Framing::Length(_) | Framing::Close => {}
+            }
+            let read = ready!(this.poll_fill(cx));
+            match read {
+                Ok(0) if this.framing == Framing::Close => {
+                    this.stream = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.stream = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(Some(Err(
+                        "the upstream closed the connection before the body's end".into(),
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.stream = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(input: &[u8]) -> Result<(Vec<u8>, bool), ChunkError> {
+        let mut chunk = Chunk::Size;
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        loop {
+            match chunk.step(&mut buf)? {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::NeedMore => return Ok((out, false)),
+                Step::Done => return Ok((out, true)),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers() {
+        let (body, done) = decode(b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n").unwrap();
+        assert_eq!(body, b"hello world");
+        assert!(done);
+        // Split anywhere, the decoder waits for more.
+        let (body, done) = decode(b"5\r\nhel").unwrap();
+        assert_eq!((body.as_slice(), done), (&b"hel"[..], false));
+        let (_, done) = decode(b"0\r\n").unwrap();
+        assert!(!done, "the empty line after the last chunk is still to come");
+    }
+
+    #[test]
+    fn malformed_chunks_are_refused() {
+        for bad in [
+            &b"zz\r\nhello\r\n"[..],
+            b"\r\n",
+            b"5\nhello\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"10000000000000000\r\n",
+            b"-5\r\nhello\r\n",
+        ] {
+            assert!(decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let long = vec![b'1'; MAX_LINE + 1];
+        assert!(decode(&long).is_err());
+    }
+
+    fn head(text: &str, method: &Method) -> Result<Parsed, HeadError> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut fields);
+        assert!(response.parse(text.as_bytes()).unwrap().is_complete());
+        parse_head(&response, method)
+    }
+
+    #[test]
+    fn responses_are_framed_as_rfc_9112_says() {
+        let get = Method::GET;
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                &get,
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+                &get,
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                &get,
+                Framing::Chunked(Chunk::Size),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+                &get,
+                Framing::Close,
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", &get, Framing::Close, false),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n",
+                &get,
+                Framing::Length(5),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\n",
+                &get,
+                Framing::Length(5),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\n",
+                &get,
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                &Method::HEAD,
+                Framing::Length(0),
+                true,
+            ),
+            ("HTTP/1.1 204 No Content\r\n\r\n", &get, Framing::Length(0), true),
+            (
+                "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
+                &get,
+                Framing::Length(0),
+                true,
+            ),
+        ];
+        for (text, method, framing, keep_alive) in cases {
+            let parsed = head(text, method).unwrap();
+            assert_eq!(
+                (parsed.framing, parsed.keep_alive),
+                (framing, keep_alive),
+                "{text:?}"
+            );
+        }
+        for bad in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+        ] {
+            assert!(head(bad, &get).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_head_names_the_upstream_only_without_a_host() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        let text = request_head(&Method::GET, "/p?q=1", "127.0.0.1:9", &headers);
+        assert_eq!(
+            text,
+            b"GET /p?q=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-a: 1\r\n\r\n"
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        let text = request_head(&Method::GET, "/", "127.0.0.1:9", &headers);
+        assert_eq!(text, b"GET / HTTP/1.1\r\nx-a: 1\r\nhost: shop.example\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_closed_is_not_handed_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Pool::new(Duration::from_secs(60), 8);
+        let closed = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        pool.put(addr, closed, BytesMut::new());
+        drop(server);
+        let open = TcpStream::connect(addr).await.unwrap();
+        let (_kept, _) = listener.accept().await.unwrap();
+        // The end reaches the connection through the reactor: let it run.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pool.put(addr, open, BytesMut::new());
+        assert_eq!(pool.idle_count(), 2);
+        assert!(pool.take(addr).is_some(), "the open connection is handed out");
+        assert!(pool.take(addr).is_none(), "the closed one is not");
+        assert_eq!(pool.idle_count(), 0);
+        // Nor is one older than the idle timeout.
+        let pool = Pool::new(Duration::from_millis(10), 8);
+        let open = TcpStream::connect(addr).await.unwrap();
+        let (_kept, _) = listener.accept().await.unwrap();
+        pool.put(addr, open, BytesMut::new());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(pool.take(addr).is_none());
+    }
+}
