@@ -232,7 +232,7 @@ pub(crate) async fn handle(
     };
     let mut trace = Trace::default();
     trace.logging = log.is_some();
-    let mut resp = forward(&ctx, &edge, req, &mut trace).await;
+    let mut resp = forward(&ctx, &edge, req, start, &mut trace).await;
     let pending = Box::new(Pending {
         log,
         unrouted: Arc::clone(&ctx.inner.metrics.unrouted),
@@ -276,6 +276,7 @@ async fn forward(
     ctx: &ConnCtx,
     edge: &Edge,
     mut req: Request<ClientBody>,
+    start: Instant,
     trace: &mut Trace,
 ) -> Response<RouterBody> {
     let inner = &*ctx.inner;
@@ -376,7 +377,8 @@ async fn forward(
                 let key = entry.key.clone();
                 let metrics = Arc::clone(&entry.metrics);
                 drop((g, table));
-                match inner.gates.wait(key.app(), key.env()).await {
+                // Boxed: rare, and kept out of every request's future (its size is copied around).
+                match Box::pin(inner.gates.wait(key.app(), key.env())).await {
                     crate::gate::Wait::Go => continue,
                     crate::gate::Wait::Answer(answer) => {
                         // The gate's 503 is the route's answer: counted and logged as its own
@@ -483,6 +485,7 @@ async fn forward(
                 },
                 header_timeout: inner.config.response_header_timeout,
                 method: &method,
+                now: start,
             };
             match upstream::send(call, head).await {
                 Ok(resp) => {
@@ -541,7 +544,12 @@ async fn forward(
         } else {
             &ctx.upstreams.remote
         };
-        let sent = tokio::time::timeout(inner.config.response_header_timeout, client.request(up_req)).await;
+        // Boxed: this client's future would otherwise make every request's future larger.
+        let sent = Box::pin(tokio::time::timeout(
+            inner.config.response_header_timeout,
+            client.request(up_req),
+        ))
+        .await;
         let resp = match sent {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {

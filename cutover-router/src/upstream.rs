@@ -11,10 +11,12 @@
 //! What it keeps of the client it replaces, for these requests: connect failures (refused,
 //! unreachable, timed out) are [`Failure::Connect`], so the caller tries the next upstream and
 //! marks the suspect; no response head in time is [`Failure::Timeout`]; every other fault is
-//! [`Failure::Upstream`] (a 502). A pooled connection the upstream closed while idle is noticed
-//! before it is used (a non-blocking read sees the end), and one that fails before a single byte
-//! of the answer came is replaced by a fresh connection, for a request whose method is
-//! idempotent (RFC 9110 section 9.2.2; a `POST` may have been acted on). Responses are framed
+//! [`Failure::Upstream`] (a 502). A kept connection the upstream closed while it was idle (an
+//! application's own keep-alive timeout) costs no request: one that ends or fails before a
+//! single byte of the answer came is replaced by a fresh connection when the request's method
+//! is idempotent (RFC 9110 section 9.2.2); for the others (a `POST` may have been acted on) the
+//! kept connection is checked before use instead (a non-blocking read sees the end), a system
+//! call the common request does without. Responses are framed
 //! strictly (RFC 9112 section 6.3): no body for `HEAD`, 204 and 304; `Transfer-Encoding` with
 //! `Content-Length` is refused, as are differing lengths, a head over [`MAX_HEAD`] or more than
 //! [`MAX_HEADERS`] fields; a body without length runs to the connection's end and that
@@ -26,6 +28,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -88,21 +91,24 @@ impl Pool {
         }
     }
 
-    /// The most recently returned connection to `addr` that is still open and not expired,
-    /// with its (empty) read buffer.
-    fn take(&self, addr: SocketAddr) -> Option<(TcpStream, BytesMut)> {
+    /// The most recently returned connection to `addr` that is not expired at `now`, with its
+    /// (empty) read buffer. `check_open`: and that the upstream has not closed, at the cost of
+    /// a read (for a request that cannot be sent again if the connection turns out closed).
+    fn take(&self, addr: SocketAddr, now: Instant, check_open: bool) -> Option<(TcpStream, BytesMut)> {
         loop {
             let idle = crate::body::lock(&self.idle).get_mut(&addr)?.pop()?;
-            if idle.since.elapsed() < self.idle_timeout && still_open(&idle.stream) {
+            let fresh = now.saturating_duration_since(idle.since) < self.idle_timeout;
+            if fresh && (!check_open || still_open(&idle.stream)) {
                 return Some((idle.stream, idle.buf));
             }
         }
     }
 
-    /// Keeps `stream` for the next request to `addr`; expired ones go (an address no longer
-    /// used would otherwise keep its connections until the thread ends).
-    fn put(&self, addr: SocketAddr, stream: TcpStream, buf: BytesMut) {
-        let now = Instant::now();
+    /// Keeps `stream` for the next request to `addr`, idle since `now` (the start of the
+    /// request it carried: no clock read per request, and an idle time counted generously);
+    /// expired ones go (an address no longer used would otherwise keep its connections until
+    /// the thread ends).
+    fn put(&self, addr: SocketAddr, stream: TcpStream, buf: BytesMut, now: Instant) {
         let mut idle = crate::body::lock(&self.idle);
         let timeout = self.idle_timeout;
         idle.retain(|_, conns| {
@@ -164,6 +170,8 @@ pub(crate) struct Call<'a> {
     pub(crate) connect_timeout: Duration,
     pub(crate) header_timeout: Duration,
     pub(crate) method: &'a Method,
+    /// When the request began.
+    pub(crate) now: Instant,
 }
 
 /// Sends a bodyless request's `head` to `call.addr` and reads the response head.
@@ -171,7 +179,10 @@ pub(crate) async fn send(call: Call<'_>, head: &[u8]) -> Result<Response<FastBod
     let exchange = async {
         // Pooled connections first (each stale one is dropped), then a fresh one.
         loop {
-            let (mut stream, mut buf, reused) = match call.pool.take(call.addr) {
+            // A request that may be sent again skips the check: if the kept connection turns out
+            // closed, it goes to a fresh one (below).
+            let check_open = !call.method.is_idempotent();
+            let (mut stream, mut buf, reused) = match call.pool.take(call.addr, call.now, check_open) {
                 Some((s, buf)) => (s, buf, true),
                 None => {
                     let s = connect(call.addr, call.connect_timeout).await?;
@@ -186,7 +197,9 @@ pub(crate) async fn send(call: Call<'_>, head: &[u8]) -> Result<Response<FastBod
             }
             match read_head(&mut stream, &mut buf, call.method).await {
                 Ok(parsed) => return Ok(FastBody::respond(parsed, stream, buf, &call)),
-                Err(HeadError::ClosedBeforeAnswer) if reused && call.method.is_idempotent() => {}
+                // Nothing came back on a kept connection: the upstream closed it while it was idle.
+                Err(HeadError::ClosedBeforeAnswer | HeadError::ResetBeforeAnswer(_))
+                    if reused && call.method.is_idempotent() => {}
                 Err(e) => return Err(Failure::Upstream(e.to_string())),
             }
         }
@@ -219,6 +232,8 @@ enum HeadError {
     ClosedInHead,
     #[error("reading the response failed: {0}")]
     Io(#[from] io::Error),
+    #[error("the connection failed before the upstream answered: {0}")]
+    ResetBeforeAnswer(io::Error),
     #[error("the response head is malformed: {0}")]
     Parse(#[from] httparse::Error),
     #[error("the response head is larger than {MAX_HEAD} bytes")]
@@ -244,19 +259,7 @@ struct Parsed {
 async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
     loop {
         if !buf.is_empty() {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut response = httparse::Response::new(&mut fields);
-            if let httparse::Status::Complete(len) = response.parse(buf)? {
-                let code = response.code.unwrap_or(0);
-                if code == 101 {
-                    return Err(HeadError::UnaskedSwitch);
-                }
-                if (100..200).contains(&code) {
-                    buf.advance(len); // informational: the final answer follows
-                    continue;
-                }
-                let parsed = parse_head(&response, method)?;
-                buf.advance(len);
+            if let Some(parsed) = take_head(buf, method)? {
                 return Ok(parsed);
             }
             if buf.len() > MAX_HEAD {
@@ -267,28 +270,64 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, method: &Method) 
         if buf.capacity() - had < 1024 {
             buf.reserve(BUF);
         }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(if had == 0 {
-                HeadError::ClosedBeforeAnswer
-            } else {
-                HeadError::ClosedInHead
-            });
+        match stream.read_buf(buf).await {
+            Ok(0) if had == 0 => return Err(HeadError::ClosedBeforeAnswer),
+            Ok(0) => return Err(HeadError::ClosedInHead),
+            Ok(_) => {}
+            Err(e) if had == 0 => return Err(HeadError::ResetBeforeAnswer(e)),
+            Err(e) => return Err(HeadError::Io(e)),
         }
     }
 }
 
-fn parse_head(response: &httparse::Response<'_, '_>, method: &Method) -> Result<Parsed, HeadError> {
-    let status = response
-        .code
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or(HeadError::BadField)?;
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
-    for field in response.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::BadField)?;
-        let value = HeaderValue::from_bytes(field.value).map_err(|_| HeadError::BadField)?;
-        headers.append(name, value);
+/// Parses the response head at the front of `buf` and takes it off (informational answers
+/// are skipped); `Ok(None)`: not complete yet. Header values are slices of the head's bytes.
+fn take_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, HeadError> {
+    loop {
+        let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let status = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut fields,
+        )?;
+        let httparse::Status::Complete(len) = status else {
+            return Ok(None);
+        };
+        let code = response.code.unwrap_or(0);
+        if code == 101 {
+            return Err(HeadError::UnaskedSwitch);
+        }
+        if (100..200).contains(&code) {
+            buf.advance(len); // informational: the final answer follows
+            continue;
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| HeadError::BadField)?;
+        let http11 = response.version == Some(1);
+        let base = buf.as_ptr() as usize;
+        let mut named = Vec::with_capacity(response.headers.len());
+        for field in response.headers.iter() {
+            let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::BadField)?;
+            let at = if field.value.is_empty() {
+                0
+            } else {
+                field.value.as_ptr() as usize - base
+            };
+            named.push((name, at..at + field.value.len()));
+        }
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(named.len() + 2);
+        for (name, range) in named {
+            let value = HeaderValue::from_maybe_shared(head.slice(range)).map_err(|_| HeadError::BadField)?;
+            headers.append(name, value);
+        }
+        return frame(status, http11, headers, method).map(Some);
     }
-    let http11 = response.version == Some(1);
+}
+
+/// How the body of an answer with these `headers` is framed, and whether its connection may
+/// carry another request (RFC 9112 sections 6.3 and 9.3).
+fn frame(status: StatusCode, http11: bool, headers: HeaderMap, method: &Method) -> Result<Parsed, HeadError> {
     let connection_says = |token: &str| {
         headers
             .get_all(header::CONNECTION)
@@ -496,6 +535,7 @@ pub(crate) struct FastBody {
     keep_alive: bool,
     pool: Arc<Pool>,
     addr: SocketAddr,
+    began: Instant,
 }
 
 impl FastBody {
@@ -507,6 +547,7 @@ impl FastBody {
             keep_alive: parsed.keep_alive,
             pool: Arc::clone(call.pool),
             addr: call.addr,
+            began: call.now,
         };
         if body.framing == Framing::Length(0) {
             body.finish();
@@ -526,7 +567,7 @@ impl FastBody {
             && self.buf.is_empty()
         {
             let buf = std::mem::take(&mut self.buf);
-            self.pool.put(self.addr, stream, buf);
+            self.pool.put(self.addr, stream, buf, self.began);
         }
     }
 
@@ -676,10 +717,12 @@ mod tests {
     }
 
     fn head(text: &str, method: &Method) -> Result<Parsed, HeadError> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut fields);
-        assert!(response.parse(text.as_bytes()).unwrap().is_complete());
-        parse_head(&response, method)
+        let mut buf = BytesMut::from(text);
+        let parsed = take_head(&mut buf, method).map(|p| p.expect("a complete head"));
+        if parsed.is_ok() {
+            assert!(buf.is_empty(), "the head is taken off the buffer");
+        }
+        parsed
     }
 
     #[test]
@@ -783,23 +826,29 @@ mod tests {
         let pool = Pool::new(Duration::from_secs(60), 8);
         let closed = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        pool.put(addr, closed, BytesMut::new());
+        pool.put(addr, closed, BytesMut::new(), Instant::now());
         drop(server);
         let open = TcpStream::connect(addr).await.unwrap();
         let (_kept, _) = listener.accept().await.unwrap();
         // The end reaches the connection through the reactor: let it run.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        pool.put(addr, open, BytesMut::new());
+        pool.put(addr, open, BytesMut::new(), Instant::now());
         assert_eq!(pool.idle_count(), 2);
-        assert!(pool.take(addr).is_some(), "the open connection is handed out");
-        assert!(pool.take(addr).is_none(), "the closed one is not");
+        assert!(
+            pool.take(addr, Instant::now(), true).is_some(),
+            "the open connection is handed out"
+        );
+        assert!(
+            pool.take(addr, Instant::now(), true).is_none(),
+            "the closed one is not"
+        );
         assert_eq!(pool.idle_count(), 0);
         // Nor is one older than the idle timeout.
         let pool = Pool::new(Duration::from_millis(10), 8);
         let open = TcpStream::connect(addr).await.unwrap();
         let (_kept, _) = listener.accept().await.unwrap();
-        pool.put(addr, open, BytesMut::new());
+        pool.put(addr, open, BytesMut::new(), Instant::now());
         tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(pool.take(addr).is_none());
+        assert!(pool.take(addr, Instant::now(), false).is_none());
     }
 }
