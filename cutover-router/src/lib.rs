@@ -49,6 +49,7 @@
 mod access_log;
 mod acme;
 mod body;
+mod dispatch;
 mod fast;
 mod flags;
 mod forwarded;

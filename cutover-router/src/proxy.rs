@@ -22,33 +22,30 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{self, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri};
-use hyper::body::{Body, Incoming};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode};
+use hyper::body::Body;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::watch;
 
 use crate::access_log::{Pending, Trace};
-use crate::body::lock;
-use crate::body::{ClientBody, Kind, RouterBody, UpstreamBody};
+use crate::body::{ClientBody, RouterBody, UpstreamBody};
+use crate::dispatch::{self, Dispatch};
 use crate::forwarded::{client_address, set_forwarding_headers};
 use crate::generation::InFlightGuard;
 use crate::route::normalize_host;
-use crate::suspects::patient;
-use crate::upstream::{self, Failure};
 use crate::{Edge, Inner, RouterConfig};
 
 pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
-const X_CUTOVER_VERSION: HeaderName = HeaderName::from_static("x-cutover-version");
+pub(crate) const X_CUTOVER_VERSION: HeaderName = HeaderName::from_static("x-cutover-version");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -115,7 +112,7 @@ pub(crate) struct ConnCtx {
     pub(crate) hard_stop: watch::Receiver<bool>,
 }
 
-fn text_response(status: StatusCode, text: String) -> Response<RouterBody> {
+pub(crate) fn text_response(status: StatusCode, text: String) -> Response<RouterBody> {
     let mut resp = Response::new(RouterBody::local(text));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -165,7 +162,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// Removes hop-by-hop headers, including those named by `Connection` (but never `Host` or
 /// `Content-Length`). Most messages carry none: one pass over the names says so, and the
 /// nine look-ups are skipped.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
@@ -457,212 +454,23 @@ async fn forward(
         .suspects
         .order(upstreams, generation.next_index(), Instant::now);
     let attempts = order.len().min(inner.config.max_connect_attempts.max(1));
-    let mut last_err = String::new();
+    let order: Vec<usize> = order.into_iter().take(attempts).collect();
+    let dispatch = Dispatch {
+        ctx,
+        host: &host,
+        generation,
+        guard,
+        order,
+        method,
+        path,
+        headers,
+    };
     if slot.is_none() && client_upgrade.is_none() {
-        // The common request, through the router's own client (see `upstream`).
-        let mut shared_head = None;
-        for (attempt, &index) in order.iter().take(attempts).enumerate() {
-            let addr = upstreams[index];
-            if trace.logging {
-                trace.upstream = Some(addr);
-            }
-            let own_head;
-            let head: &[u8] = if headers.contains_key(header::HOST) {
-                shared_head
-                    .get_or_insert_with(|| upstream::request_head(&method, path.as_str(), "", &headers))
-            } else {
-                let authority = generation.authorities[index].as_str();
-                own_head = upstream::request_head(&method, path.as_str(), authority, &headers);
-                &own_head
-            };
-            let call = upstream::Call {
-                pool: &ctx.upstreams.pool,
-                addr,
-                connect_timeout: if patient(addr, attempt + 1 == attempts) {
-                    inner.config.connect_timeout
-                } else {
-                    inner.config.remote_connect_timeout
-                },
-                header_timeout: inner.config.response_header_timeout,
-                method: &method,
-                now: start,
-            };
-            match upstream::send(call, head).await {
-                Ok(resp) => {
-                    inner.suspects.clear(addr);
-                    let version = guard.generation().version_header.clone();
-                    let (mut parts, body) = resp.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
-                    parts.headers.insert(X_CUTOVER_VERSION, version);
-                    let body = RouterBody {
-                        kind: Kind::Fast(body),
-                        guard: Some(guard),
-                        pending: None,
-                    };
-                    return Response::from_parts(parts, body);
-                }
-                Err(Failure::Connect(e)) => {
-                    tracing::debug!(%addr, error = %e, "upstream connect failed");
-                    connect_failed(inner, trace, addr);
-                    last_err = format!("connect to {addr} failed");
-                }
-                Err(Failure::Timeout) => return no_response_in_time(addr),
-                Err(Failure::Upstream(why)) => {
-                    tracing::debug!(%addr, error = %why, "upstream request failed");
-                    return upstream_failed(addr);
-                }
-            }
-        }
-        return none_reachable(&host, &last_err);
+        dispatch::via_own_client(dispatch, start, trace).await
+    } else {
+        // Boxed: this path's future would otherwise make every request's future larger.
+        Box::pin(dispatch::via_hyper(dispatch, slot, client_upgrade, trace)).await
     }
-    for (attempt, &index) in order.iter().take(attempts).enumerate() {
-        let addr = upstreams[index];
-        if trace.logging {
-            trace.upstream = Some(addr);
-        }
-        let mut uri = uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(generation.authorities[index].clone());
-        uri.path_and_query = Some(path.clone());
-        let Ok(uri) = Uri::from_parts(uri) else {
-            return text_response(StatusCode::BAD_REQUEST, "cutover router: bad path\n".into());
-        };
-        let last = attempt + 1 == attempts;
-        let mut up_req = Request::new(match &slot {
-            Some((s, failed)) => UpstreamBody::with_slot(s, failed),
-            None => UpstreamBody::Empty,
-        });
-        *up_req.method_mut() = method.clone();
-        *up_req.uri_mut() = uri;
-        *up_req.headers_mut() = if last {
-            std::mem::take(&mut headers)
-        } else {
-            headers.clone()
-        };
-        let client = if patient(addr, last) {
-            &ctx.upstreams.local
-        } else {
-            &ctx.upstreams.remote
-        };
-        // Boxed: this client's future would otherwise make every request's future larger.
-        let sent = Box::pin(tokio::time::timeout(
-            inner.config.response_header_timeout,
-            client.request(up_req),
-        ))
-        .await;
-        let resp = match sent {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                let body_untouched = slot.as_ref().is_none_or(|(s, _)| lock(s).is_some());
-                tracing::debug!(%addr, error = ?e, "upstream request failed");
-                if slot
-                    .as_ref()
-                    .is_some_and(|(_, failed)| failed.load(Ordering::Acquire))
-                {
-                    return text_response(
-                        StatusCode::BAD_REQUEST,
-                        "cutover router: malformed request body\n".into(),
-                    );
-                }
-                if e.is_connect() {
-                    connect_failed(inner, trace, addr);
-                }
-                // A connect failure sent nothing: another upstream may take the request.
-                if e.is_connect() && body_untouched {
-                    last_err = format!("connect to {addr} failed");
-                    continue;
-                }
-                return upstream_failed(addr);
-            }
-            Err(_) => return no_response_in_time(addr),
-        };
-        inner.suspects.clear(addr);
-        return respond(ctx, resp, guard, client_upgrade);
-    }
-    none_reachable(&host, &last_err)
-}
-
-/// An upstream that failed to connect: suspect for a while, and counted.
-fn connect_failed(inner: &Inner, trace: &Trace, addr: SocketAddr) {
-    inner
-        .suspects
-        .mark(addr, Instant::now() + inner.config.suspect_for);
-    if let Some(m) = &trace.metrics {
-        m.connect_errors.inc();
-    }
-}
-
-fn upstream_failed(addr: SocketAddr) -> Response<RouterBody> {
-    text_response(
-        StatusCode::BAD_GATEWAY,
-        format!("cutover router: upstream {addr} failed\n"),
-    )
-}
-
-fn no_response_in_time(addr: SocketAddr) -> Response<RouterBody> {
-    text_response(
-        StatusCode::GATEWAY_TIMEOUT,
-        format!("cutover router: upstream {addr} sent no response in time\n"),
-    )
-}
-
-fn none_reachable(host: &str, last_err: &str) -> Response<RouterBody> {
-    tracing::warn!(route = %host, "{last_err}; no upstream reachable");
-    text_response(
-        StatusCode::BAD_GATEWAY,
-        format!("cutover router: {last_err} (no upstream of {host} reachable)\n"),
-    )
-}
-
-fn respond(
-    ctx: &ConnCtx,
-    mut resp: Response<Incoming>,
-    guard: InFlightGuard,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Response<RouterBody> {
-    let version = guard.generation().version_header.clone();
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return text_response(
-                StatusCode::BAD_GATEWAY,
-                "cutover router: upstream switched protocols unasked\n".into(),
-            );
-        };
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let mut hard_stop = ctx.hard_stop.clone();
-        tokio::spawn(async move {
-            let _guard = guard; // the tunnel counts as in flight until it closes
-            let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
-                (Ok(c), Ok(u)) => (c, u),
-                (c, u) => {
-                    tracing::debug!(client = ?c.err(), upstream = ?u.err(), "upgrade failed");
-                    return;
-                }
-            };
-            let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
-            tokio::select! {
-                r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                    tracing::debug!(result = ?r, "tunnel closed");
-                }
-                () = async { let _ = hard_stop.wait_for(|stop| *stop).await; } => {}
-            }
-        });
-        let (mut parts, _) = resp.into_parts();
-        parts.headers.insert(X_CUTOVER_VERSION, version);
-        return Response::from_parts(parts, RouterBody::local(Bytes::new()));
-    }
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(X_CUTOVER_VERSION, version);
-    Response::from_parts(
-        parts,
-        RouterBody {
-            kind: Kind::Upstream(body),
-            guard: Some(guard),
-            pending: None,
-        },
-    )
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@
 //! need streaming both ways at once and its retry depends on whether it was read.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -185,7 +186,8 @@ pub(crate) async fn send(call: Call<'_>, head: &[u8]) -> Result<Response<FastBod
             let (mut stream, mut buf, reused) = match call.pool.take(call.addr, call.now, check_open) {
                 Some((s, buf)) => (s, buf, true),
                 None => {
-                    let s = connect(call.addr, call.connect_timeout).await?;
+                    // Boxed: rare (a kept connection is the rule), and large.
+                    let s = Box::pin(connect(call.addr, call.connect_timeout)).await?;
                     (s, BytesMut::with_capacity(BUF), false)
                 }
             };
@@ -204,6 +206,13 @@ pub(crate) async fn send(call: Call<'_>, head: &[u8]) -> Result<Response<FastBod
             }
         }
     };
+    // The answer is often there at the first look (an upstream on the same CPU runs as soon
+    // as the request is written): only an exchange that has to wait gets a timer.
+    let mut exchange = std::pin::pin!(exchange);
+    if let Poll::Ready(done) = std::future::poll_fn(|cx| Poll::Ready(exchange.as_mut().poll(cx))).await {
+        return done;
+    }
+    // From now, not from the request's start: a request held at a gate does not lose its time.
     tokio::time::timeout(call.header_timeout, exchange)
         .await
         .unwrap_or(Err(Failure::Timeout))
