@@ -31,7 +31,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -65,11 +64,46 @@ enum Next {
 pub(crate) async fn serve_conn(conn: Conn) {
     let Conn {
         ctx,
-        mut stream,
+        stream,
+        stop,
+        requests,
+        last_call,
+        header_timeout,
+    } = conn;
+    let conn = Stream {
+        ctx,
+        stop,
+        requests,
+        last_call,
+        header_timeout,
+        hsts: None,
+    };
+    serve_stream(conn, stream).await;
+}
+
+/// A client connection's settings, whatever carries its bytes.
+pub(crate) struct Stream {
+    pub(crate) ctx: Arc<crate::proxy::ConnCtx>,
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) requests: Arc<crate::serve::Requests>,
+    pub(crate) last_call: Duration,
+    pub(crate) header_timeout: Duration,
+    /// `Strict-Transport-Security` for every answer (an HTTPS listener's HSTS).
+    pub(crate) hsts: Option<HeaderValue>,
+}
+
+/// Serves an HTTP/1.1 connection over `stream` (plain TCP, or TLS after its handshake).
+pub(crate) async fn serve_stream<IO>(conn: Stream, mut stream: IO)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Stream {
+        ctx,
         mut stop,
         requests,
         last_call,
         header_timeout,
+        hsts,
     } = conn;
     let mut buf = BytesMut::with_capacity(BUF);
     let mut out = Vec::with_capacity(1024);
@@ -95,7 +129,15 @@ pub(crate) async fn serve_conn(conn: Conn) {
                     prefix: buf.split().freeze(),
                     io: stream,
                 };
-                crate::serve::serve_hyper(ctx, io, stop, requests, last_call, header_timeout).await;
+                let conn = Stream {
+                    ctx,
+                    stop,
+                    requests,
+                    last_call,
+                    header_timeout,
+                    hsts,
+                };
+                crate::serve::serve_hyper(conn, io).await;
                 return;
             }
         };
@@ -103,8 +145,13 @@ pub(crate) async fn serve_conn(conn: Conn) {
         let Ok(resp) = proxy::handle(Arc::clone(&ctx), req).await;
         // A stop while the request ran: this answer is the connection's last.
         let close = close || stopping || *stop.borrow();
-        match write_response(&mut stream, &mut out, resp, head_request, close).await {
+        match write_response(&mut stream, &mut out, resp, (head_request, hsts.as_ref()), close).await {
             Ok(true) if !close => {}
+            Ok(true) => {
+                // The last answer is complete: end the stream cleanly (TLS says close_notify).
+                let _ = tokio::time::timeout(last_call, stream.shutdown()).await;
+                return;
+            }
             _ => return,
         }
     }
@@ -116,7 +163,7 @@ pub(crate) async fn serve_conn(conn: Conn) {
 /// current one (a request's head deadline is later than the previous request's), or earlier
 /// for the last call. So a request costs a clock read, not a timer registration.
 async fn next_request(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
     (stop, stopping): (&mut watch::Receiver<bool>, &mut bool),
     mut timer: Pin<&mut tokio::time::Sleep>,
@@ -255,10 +302,10 @@ enum Framing {
 
 /// Writes `resp`; `Ok(true)`: the connection may carry the next request.
 async fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin),
     out: &mut Vec<u8>,
     resp: http::Response<RouterBody>,
-    head_request: bool,
+    (head_request, hsts): (bool, Option<&HeaderValue>),
     close: bool,
 ) -> io::Result<bool> {
     let (parts, mut body) = resp.into_parts();
@@ -289,9 +336,17 @@ async fn write_response(
             Framing::Chunked
         };
     for (name, value) in &parts.headers {
+        if hsts.is_some() && name == header::STRICT_TRANSPORT_SECURITY {
+            continue; // the listener's own replaces an application's
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(hsts) = hsts {
+        out.extend_from_slice(b"strict-transport-security: ");
+        out.extend_from_slice(hsts.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if !parts.headers.contains_key(header::DATE) {
@@ -353,7 +408,7 @@ async fn write_response(
 }
 
 /// Appends `data` to `out`, or writes both when `data` is large (no copy of big bodies).
-async fn push(stream: &mut TcpStream, out: &mut Vec<u8>, data: Bytes) -> io::Result<()> {
+async fn push(stream: &mut (impl AsyncWrite + Unpin), out: &mut Vec<u8>, data: Bytes) -> io::Result<()> {
     if data.len() < 16 * 1024 {
         out.extend_from_slice(&data);
         return Ok(());
@@ -362,7 +417,7 @@ async fn push(stream: &mut TcpStream, out: &mut Vec<u8>, data: Bytes) -> io::Res
     stream.write_all(&data).await
 }
 
-async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+async fn flush(stream: &mut (impl AsyncWrite + Unpin), out: &mut Vec<u8>) -> io::Result<()> {
     if !out.is_empty() {
         stream.write_all(out).await?;
         out.clear();
@@ -371,12 +426,12 @@ async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
 }
 
 /// A connection handed to hyper: the bytes already read come first.
-pub(crate) struct Prefixed {
+pub(crate) struct Prefixed<IO> {
     prefix: Bytes,
-    io: TcpStream,
+    io: IO,
 }
 
-impl AsyncRead for Prefixed {
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.prefix.is_empty() {
@@ -388,7 +443,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }

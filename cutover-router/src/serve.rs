@@ -181,22 +181,33 @@ impl Requests {
     }
 }
 
-/// Serves a plain connection with hyper (HTTP/1.1, upgrades) from its current point to its end:
-/// the connections [`crate::fast`] hands over.
-pub(crate) async fn serve_hyper<IO>(
-    ctx: Arc<ConnCtx>,
-    io: IO,
-    stop: watch::Receiver<bool>,
-    requests: Arc<Requests>,
-    last_call: Duration,
-    header_timeout: Duration,
-) where
+/// Serves an HTTP/1.1 connection with hyper (bodies, upgrades, whatever is not plain) from its
+/// current point to its end: the connections [`crate::fast`] hands over.
+pub(crate) async fn serve_hyper<IO>(conn: crate::fast::Stream, io: IO)
+where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let crate::fast::Stream {
+        ctx,
+        stop,
+        requests,
+        last_call,
+        header_timeout,
+        hsts,
+    } = conn;
     let begun = Arc::clone(&requests);
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         begun.begin();
-        proxy::handle(Arc::clone(&ctx), req.map(crate::body::ClientBody::Hyper))
+        let ctx = Arc::clone(&ctx);
+        let hsts = hsts.clone();
+        async move {
+            let mut resp = proxy::handle(ctx, req.map(crate::body::ClientBody::Hyper)).await?;
+            if let Some(v) = hsts {
+                resp.headers_mut()
+                    .insert(http::header::STRICT_TRANSPORT_SECURITY, v);
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

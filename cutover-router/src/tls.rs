@@ -362,6 +362,21 @@ impl Router {
                 else {
                     return; // handshake failed or too slow
                 };
+                // ALPN already chose. HTTP/1.1 takes the plain listener's path (`fast`, which
+                // hands anything unusual to hyper); HTTP/2 is hyper's.
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                if !h2 {
+                    let conn = crate::fast::Stream {
+                        ctx,
+                        stop,
+                        requests,
+                        last_call,
+                        header_timeout,
+                        hsts,
+                    };
+                    crate::fast::serve_stream(conn, stream).await;
+                    return;
+                }
                 let begun = Arc::clone(&requests);
                 let svc = service_fn(move |req| {
                     begun.begin();
@@ -376,19 +391,8 @@ impl Router {
                         Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
-                // ALPN already chose: skip the auto builder's sniffing of the preface.
-                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder = if h2 {
-                    builder.http2_only()
-                } else {
-                    builder.http1_only()
-                };
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .keep_alive(true);
+                builder = builder.http2_only();
                 builder.http2().timer(TokioTimer::new());
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                 log_conn(drive(conn, |c| c.graceful_shutdown(), stop, &requests, last_call).await);

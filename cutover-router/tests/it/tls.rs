@@ -209,6 +209,45 @@ async fn sni_picks_the_certificate_of_each_host_name() {
     assert!(text.contains("strict-transport-security: max-age=600"), "{text}");
     assert!(text.contains("x-forwarded-proto: https\n"), "{text}");
     assert!(text.contains("host: x.b.example.com"), "{text}");
+
+    // The same over HTTP/1.1 (the router's own HTTP/1.1 path behind TLS), two requests that
+    // ask to close: HSTS once per answer, the forwarding headers, each TLS stream ended cleanly.
+    let url = format!("https://x.b.example.com:{port}/headers");
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--http1.1", "--cacert"])
+        .arg(&ca_file)
+        .arg("--resolve")
+        .arg(format!("x.b.example.com:{port}:127.0.0.1"))
+        .args([
+            "-D",
+            "-",
+            "-o",
+            "-",
+            &url,
+            "-H",
+            "connection: close",
+            "-D",
+            "-",
+            "-o",
+            "-",
+            &url,
+        ])
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert_eq!(
+        text.matches("strict-transport-security: max-age=600").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(text.matches("x-forwarded-proto: https\n").count(), 2, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
