@@ -31,8 +31,12 @@
 //!   replacing a client's own unless it is a trusted proxy (the `forwarded` module); every
 //!   proxied response carries `X-Cutover-Version: <sha>`. A request to an environment with
 //!   feature flags carries them in `Cutover-Flags` (a client's own is always removed; the
-//!   `flags` module). Upstream connections are pooled
-//!   (hyper-util's legacy client, keep-alive).
+//!   `flags` module). Upstream connections are kept alive and pooled per serving thread (the
+//!   router's own HTTP/1.1 client for bodyless requests, `upstream`; hyper-util's legacy client
+//!   for the rest).
+//! * HTTP/1.1 heads from clients are read by the router itself (`fast`) as long as a
+//!   connection's requests are plain (bodyless, origin form, HTTP/1.1); at its first other
+//!   request the connection goes to hyper for good.
 //! * WebSocket / `Upgrade` **is passed through**: a `101 Switching Protocols` answer turns the
 //!   exchange into a byte tunnel (`hyper::upgrade::on` on both sides). A tunnel counts as in
 //!   flight on its generation until either side closes it, so `drain` waits for it (bounded by

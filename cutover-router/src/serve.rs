@@ -1,4 +1,5 @@
-//! Listeners: accept loop, per-connection HTTP/1.1 serving, graceful shutdown.
+//! Listeners: accept loop, per-connection serving (the router's own HTTP/1.1 path in `fast`,
+//! hyper's for the connections it hands over), graceful shutdown.
 //!
 //! Each connection runs in its own task inside a `JoinSet`, so shutdown can (1) stop
 //! accepting, (2) give every connection a last call (up to 1 s) for a request already on its
