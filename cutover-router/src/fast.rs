@@ -62,22 +62,7 @@ enum Next {
 
 /// Serves one plain client connection (see the module documentation).
 pub(crate) async fn serve_conn(conn: Conn) {
-    let Conn {
-        ctx,
-        stream,
-        stop,
-        requests,
-        last_call,
-        header_timeout,
-    } = conn;
-    let conn = Stream {
-        ctx,
-        stop,
-        requests,
-        last_call,
-        header_timeout,
-        hsts: None,
-    };
+    let (conn, stream) = conn.into_stream(None);
     serve_stream(conn, stream).await;
 }
 
@@ -97,28 +82,21 @@ pub(crate) async fn serve_stream<IO>(conn: Stream, mut stream: IO)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Stream {
-        ctx,
-        mut stop,
-        requests,
-        last_call,
-        header_timeout,
-        hsts,
-    } = conn;
+    let mut conn = conn;
     let mut buf = BytesMut::with_capacity(BUF);
     let mut out = Vec::with_capacity(1024);
     let mut stopping = false;
     // One timer for the connection's life, moved only when it fires early (see `next_request`).
-    let timer = tokio::time::sleep(header_timeout);
+    let timer = tokio::time::sleep(conn.header_timeout);
     tokio::pin!(timer);
     loop {
         let next = next_request(
             &mut stream,
             &mut buf,
-            (&mut stop, &mut stopping),
+            (&mut conn.stop, &mut stopping),
             timer.as_mut(),
-            last_call,
-            header_timeout,
+            conn.last_call,
+            conn.header_timeout,
         )
         .await;
         let (req, close) = match next {
@@ -129,27 +107,20 @@ where
                     prefix: buf.split().freeze(),
                     io: stream,
                 };
-                let conn = Stream {
-                    ctx,
-                    stop,
-                    requests,
-                    last_call,
-                    header_timeout,
-                    hsts,
-                };
                 crate::serve::serve_hyper(conn, io).await;
                 return;
             }
         };
         let head_request = req.method() == Method::HEAD;
-        let Ok(resp) = proxy::handle(Arc::clone(&ctx), req).await;
+        let Ok(resp) = proxy::handle(Arc::clone(&conn.ctx), req).await;
         // A stop while the request ran: this answer is the connection's last.
-        let close = close || stopping || *stop.borrow();
-        match write_response(&mut stream, &mut out, resp, (head_request, hsts.as_ref()), close).await {
+        let close = close || stopping || *conn.stop.borrow();
+        let hsts = conn.hsts.as_ref();
+        match write_response(&mut stream, &mut out, resp, (head_request, hsts), close).await {
             Ok(true) if !close => {}
             Ok(true) => {
                 // The last answer is complete: end the stream cleanly (TLS says close_notify).
-                let _ = tokio::time::timeout(last_call, stream.shutdown()).await;
+                let _ = tokio::time::timeout(conn.last_call, stream.shutdown()).await;
                 return;
             }
             _ => return,

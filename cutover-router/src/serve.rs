@@ -196,8 +196,48 @@ where
         header_timeout,
         hsts,
     } = conn;
-    let begun = Arc::clone(&requests);
-    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+    let svc = service(ctx, Arc::clone(&requests), hsts);
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    let r = drive(conn, |c| c.graceful_shutdown(), stop, &requests, last_call).await;
+    log_conn(r);
+}
+
+impl Conn {
+    /// The connection's settings for serving it over its stream (or over TLS on top of it),
+    /// with the listener's HSTS.
+    pub(crate) fn into_stream(self, hsts: Option<http::HeaderValue>) -> (crate::fast::Stream, TcpStream) {
+        let stream = crate::fast::Stream {
+            ctx: self.ctx,
+            stop: self.stop,
+            requests: self.requests,
+            last_call: self.last_call,
+            header_timeout: self.header_timeout,
+            hsts,
+        };
+        (stream, self.stream)
+    }
+}
+
+/// The hyper service of a client connection: every request is routed and forwarded, told to
+/// `begun` (the last call, see [`drive`]), and answered with the listener's HSTS if any.
+pub(crate) fn service(
+    ctx: Arc<ConnCtx>,
+    begun: Arc<Requests>,
+    hsts: Option<http::HeaderValue>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<crate::body::RouterBody>,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         begun.begin();
         let ctx = Arc::clone(&ctx);
         let hsts = hsts.clone();
@@ -209,15 +249,7 @@ where
             }
             Ok::<_, std::convert::Infallible>(resp)
         }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
-    let r = drive(conn, |c| c.graceful_shutdown(), stop, &requests, last_call).await;
-    log_conn(r);
+    })
 }
 
 /// Runs one client connection to its end. When the listener stops: the last call (a request

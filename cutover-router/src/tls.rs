@@ -26,7 +26,6 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
@@ -39,7 +38,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::Router;
-use crate::proxy::{self, Target};
+use crate::proxy::Target;
 use crate::serve::{Conn, drive};
 
 /// How often certificate files are checked for changes.
@@ -350,15 +349,8 @@ impl Router {
             let acceptor = acceptor.clone();
             let hsts = hsts.clone();
             async move {
-                let Conn {
-                    ctx,
-                    stream,
-                    stop,
-                    requests,
-                    last_call,
-                    header_timeout,
-                } = c;
-                let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                let (conn, stream) = c.into_stream(hsts);
+                let Ok(Ok(stream)) = tokio::time::timeout(conn.header_timeout, acceptor.accept(stream)).await
                 else {
                     return; // handshake failed or too slow
                 };
@@ -366,31 +358,18 @@ impl Router {
                 // hands anything unusual to hyper); HTTP/2 is hyper's.
                 let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 if !h2 {
-                    let conn = crate::fast::Stream {
-                        ctx,
-                        stop,
-                        requests,
-                        last_call,
-                        header_timeout,
-                        hsts,
-                    };
                     crate::fast::serve_stream(conn, stream).await;
                     return;
                 }
-                let begun = Arc::clone(&requests);
-                let svc = service_fn(move |req| {
-                    begun.begin();
-                    let ctx = Arc::clone(&ctx);
-                    let hsts = hsts.clone();
-                    async move {
-                        let mut resp = proxy::handle(ctx, req.map(crate::body::ClientBody::Hyper)).await?;
-                        if let Some(v) = hsts {
-                            resp.headers_mut()
-                                .insert(http::header::STRICT_TRANSPORT_SECURITY, v);
-                        }
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
+                let crate::fast::Stream {
+                    ctx,
+                    stop,
+                    requests,
+                    last_call,
+                    hsts,
+                    ..
+                } = conn;
+                let svc = crate::serve::service(ctx, Arc::clone(&requests), hsts);
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 builder = builder.http2_only();
                 builder.http2().timer(TokioTimer::new());
