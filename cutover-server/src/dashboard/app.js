@@ -144,14 +144,17 @@ class Unauthorized extends Error {}
 
 async function api(path, opts) {
   const headers = { Accept: 'application/json', ...((opts && opts.headers) || {}) };
-  if (token()) headers.Authorization = `Bearer ${token()}`;
+  const sent = token();
+  if (sent) headers.Authorization = `Bearer ${sent}`;
   const res = await fetch(API + path, { ...opts, headers });
   let body = null;
   try { body = await res.json(); } catch (_) { /* not JSON */ }
   if (!res.ok) {
     const msg = (body && body.error && body.error.message) || `${res.status} ${res.statusText}`;
     if (res.status === 401) {
-      showSignedOut(msg);
+      // A refusal of a request sent before the current sign-in (the page's first look, without
+      // a token, answered after the token was entered) says nothing about the current token.
+      if (token() === sent) showSignedOut(msg);
       throw new Unauthorized(msg);
     }
     throw new Error(msg);

@@ -410,6 +410,39 @@ fn dashboard_actions_confirm_show_refusals_and_manage_tokens_in_chromium() {
     );
 }
 
+/// A refusal that answers a request sent before the sign-in (the page's look without a token)
+/// and arrives after it leaves the page signed in. It used to sign the page out again ("Not
+/// signed in" with the environments loaded: a CI run's flake when that answer came late).
+#[test]
+fn a_late_refusal_of_a_request_sent_before_the_sign_in_does_not_sign_the_page_out() {
+    let app = App::new();
+    let server = app.start();
+    let token = server.token("alice");
+    let mut browser = Browser::start();
+    let tab = browser.open(&format!("{}/#/", server.url));
+    browser.wait_for(
+        &tab,
+        "document.body.dataset.live && !document.getElementById('signin-form').hidden",
+    );
+    // Answers to requests without a token come 800 ms late; then the page asks for a view
+    // (without a token) and the token is entered at once.
+    browser.eval(
+        &tab,
+        "const f = window.fetch; \
+         window.fetch = (u, o) => (o && o.headers && o.headers.Authorization) ? f(u, o) \
+           : f(u, o).then((r) => new Promise((ok) => setTimeout(() => ok(r), 800))); \
+         location.hash = '#/runs'; true",
+    );
+    sign_in(&mut browser, &tab, &token);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        browser.eval(&tab, "!document.getElementById('signed-in').hidden"),
+        true,
+        "the late refusal signed the page out"
+    );
+    browser.wait_for(&tab, "document.title.startsWith('Runs')");
+}
+
 #[test]
 fn the_dashboard_polls_while_its_event_stream_is_refused_and_keeps_retrying_it() {
     let app = App::new();
