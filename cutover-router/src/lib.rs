@@ -53,6 +53,7 @@
 mod access_log;
 mod acme;
 mod body;
+mod chunked;
 mod dispatch;
 mod fast;
 mod flags;
