@@ -178,12 +178,19 @@ pub(crate) struct Call<'a> {
 /// Sends a bodyless request's `head` to `call.addr` and reads the response head.
 pub(crate) async fn send(call: Call<'_>, head: &[u8]) -> Result<Response<FastBody>, Failure> {
     let exchange = async {
-        // Pooled connections first (each stale one is dropped), then a fresh one.
+        // A kept connection first (a stale one is dropped), then a fresh one. One kept connection
+        // that fails is enough: an upstream that closes every request unanswered must not have
+        // the request sent on each of its kept connections in turn.
+        let mut may_reuse = true;
         loop {
             // A request that may be sent again skips the check: if the kept connection turns out
             // closed, it goes to a fresh one (below).
             let check_open = !call.method.is_idempotent();
-            let (mut stream, mut buf, reused) = match call.pool.take(call.addr, call.now, check_open) {
+            let kept = match may_reuse {
+                true => call.pool.take(call.addr, call.now, check_open),
+                false => None,
+            };
+            let (mut stream, mut buf, reused) = match kept {
                 Some((s, buf)) => (s, buf, true),
                 None => {
                     // Boxed: rare (a kept connection is the rule), and large.
@@ -191,6 +198,7 @@ pub(crate) async fn send(call: Call<'_>, head: &[u8]) -> Result<Response<FastBod
                     (s, BytesMut::with_capacity(BUF), false)
                 }
             };
+            may_reuse = false;
             if let Err(e) = stream.write_all(head).await {
                 if reused {
                     continue; // closed while idle: nothing reached an application

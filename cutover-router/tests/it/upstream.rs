@@ -20,6 +20,8 @@ enum Then {
     Stay,
     /// Closes the connection.
     Close,
+    /// Answers after 300 ms and keeps the connection.
+    SlowStay,
 }
 
 /// An upstream on 127.0.0.1 answering request `n` (counted over all connections) with
@@ -27,6 +29,7 @@ enum Then {
 struct Scripted {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,6 +45,7 @@ async fn scripted(script: fn(usize) -> (Vec<u8>, Then)) -> Scripted {
     let connections = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&connections);
+    let all_requests = Arc::clone(&requests);
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -55,6 +59,7 @@ async fn scripted(script: fn(usize) -> (Vec<u8>, Then)) -> Scripted {
     Scripted {
         addr,
         connections,
+        requests: all_requests,
         task,
     }
 }
@@ -77,6 +82,9 @@ async fn serve_scripted(
         let end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         seen.drain(..end);
         let (answer, then) = script(requests.fetch_add(1, Ordering::SeqCst));
+        if let Then::SlowStay = then {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         for piece in answer.chunks(7) {
             if stream.write_all(piece).await.is_err() {
                 return;
@@ -264,4 +272,35 @@ async fn a_body_cut_short_by_the_upstream_fails_the_client_connection() {
     }
     let mut client = Conn::connect(router.addr).await;
     assert_eq!(client.get(&host, "/").await.unwrap().body, "ok");
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_answering_gets_the_request_on_one_kept_connection_and_one_fresh_one() {
+    let upstream = scripted(|n| match n {
+        0..=4 => answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", Then::SlowStay),
+        _ => (Vec::new(), Then::Close), // reads the request, answers nothing, closes
+    })
+    .await;
+    let router = router_to(&upstream).await;
+    let host = router.host("yves");
+    // Five requests at once leave five kept connections.
+    let mut at_once = Vec::new();
+    for _ in 0..5 {
+        let (addr, host) = (router.addr, host.clone());
+        at_once.push(tokio::spawn(async move {
+            Conn::connect(addr).await.get(&host, "/").await.unwrap().status
+        }));
+    }
+    for request in at_once {
+        assert_eq!(request.await.unwrap().as_u16(), 200);
+    }
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 5);
+    let mut client = Conn::connect(router.addr).await;
+    let got = client.get(&host, "/").await.unwrap();
+    assert_eq!(got.status.as_u16(), 502, "{}", got.body);
+    assert_eq!(
+        upstream.requests.load(Ordering::SeqCst),
+        5 + 2,
+        "sent on one kept connection, then on one fresh one, not on all five kept ones"
+    );
 }
