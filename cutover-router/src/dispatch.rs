@@ -61,7 +61,6 @@ pub(crate) async fn via_own_client(
     let upstreams = &generation.backend.upstreams;
     let attempts = order.len();
     let mut last_err = String::new();
-    // The common request, through the router's own client (see `upstream`).
     let mut shared_head = None;
     for (attempt, &index) in order.iter().enumerate() {
         let addr = upstreams[index];

@@ -450,11 +450,10 @@ async fn forward(
     // (slot, whether reading the client's body failed): only for a request with a body.
     let slot =
         (!body.is_end_stream()).then(|| (Arc::new(Mutex::new(Some(body))), Arc::new(AtomicBool::new(false))));
-    let order = inner
+    let mut order = inner
         .suspects
         .order(upstreams, generation.next_index(), Instant::now);
-    let attempts = order.len().min(inner.config.max_connect_attempts.max(1));
-    let order: Vec<usize> = order.into_iter().take(attempts).collect();
+    order.truncate(inner.config.max_connect_attempts.max(1));
     let dispatch = Dispatch {
         ctx,
         host: &host,
