@@ -148,6 +148,32 @@ pub(crate) struct Pending {
     pub(crate) bytes: u64,
 }
 
+impl Pending {
+    /// The line of a request answered `status`: `(time, start)` when it began (the wall clock
+    /// only matters with a log), `(client, method, path)` for the log's fields.
+    pub(crate) fn new(
+        ctx: &crate::proxy::ConnCtx,
+        log: Option<std::sync::Arc<AccessLog>>,
+        (time, start): (SystemTime, Instant),
+        trace: Trace,
+        status: u16,
+        (client, method, path): (IpAddr, String, String),
+    ) -> Box<Self> {
+        Box::new(Self {
+            log,
+            unrouted: std::sync::Arc::clone(&ctx.inner.metrics.unrouted),
+            time,
+            start,
+            trace,
+            status,
+            client,
+            method,
+            path,
+            bytes: 0,
+        })
+    }
+}
+
 impl Drop for Pending {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();

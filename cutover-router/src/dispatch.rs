@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{self, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
@@ -18,6 +18,7 @@ use crate::Inner;
 use crate::access_log::Trace;
 use crate::body::{ClientBody, Kind, RouterBody, UpstreamBody, lock};
 use crate::generation::{GenInner, InFlightGuard};
+use crate::head::RawHead;
 use crate::proxy::{ConnCtx, X_CUTOVER_VERSION, strip_hop_by_hop, text_response};
 use crate::suspects::patient;
 use crate::upstream::{self, Failure};
@@ -39,14 +40,46 @@ pub(crate) struct Dispatch<'a> {
     pub(crate) path: PathAndQuery,
     /// Rewritten for the upstream (hop-by-hop removed, forwarding headers set).
     pub(crate) headers: HeaderMap,
+    /// The upstream request head already written (the router's own HTTP/1.1 path, `plain`):
+    /// `headers` is not read then.
+    pub(crate) head: Option<Vec<u8>>,
 }
 
-/// The common request, through the router's own client (see `upstream`).
+/// An upstream's answer to a request sent by the router's own client: its fields as they came
+/// (hop-by-hop ones removed), and its body, which holds the request's in-flight guard.
+pub(crate) struct Sent {
+    pub(crate) status: StatusCode,
+    pub(crate) head: RawHead,
+    /// The generation's `X-Cutover-Version` value.
+    pub(crate) version: HeaderValue,
+    pub(crate) body: RouterBody,
+}
+
+impl Sent {
+    /// As a `Response` for hyper to write.
+    pub(crate) fn into_response(self) -> Response<RouterBody> {
+        let Some(mut headers) = self.head.to_header_map(1) else {
+            // (not reached: `upstream` refuses such fields)
+            return text_response(
+                StatusCode::BAD_GATEWAY,
+                "cutover router: the upstream's answer has an invalid field\n".into(),
+            );
+        };
+        headers.insert(X_CUTOVER_VERSION, self.version);
+        let mut resp = Response::new(self.body);
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = headers;
+        resp
+    }
+}
+
+/// The common request, through the router's own client (see `upstream`); `Err`: the router's
+/// own answer (no upstream reachable, a timeout, a malformed answer).
 pub(crate) async fn via_own_client(
     d: Dispatch<'_>,
     start: Instant,
     trace: &mut Trace,
-) -> Response<RouterBody> {
+) -> Result<Sent, Response<RouterBody>> {
     let Dispatch {
         ctx,
         host,
@@ -56,19 +89,20 @@ pub(crate) async fn via_own_client(
         method,
         path,
         headers,
+        head: ready_head,
     } = d;
     let inner = &*ctx.inner;
     let upstreams = &generation.backend.upstreams;
     let attempts = order.len();
     let mut last_err = String::new();
-    let mut shared_head = None;
+    let mut shared_head = ready_head;
     for (attempt, &index) in order.iter().enumerate() {
         let addr = upstreams[index];
         if trace.logging {
             trace.upstream = Some(addr);
         }
         let own_head;
-        let head: &[u8] = if headers.contains_key(header::HOST) {
+        let head: &[u8] = if shared_head.is_some() || headers.contains_key(header::HOST) {
             shared_head.get_or_insert_with(|| upstream::request_head(&method, path.as_str(), "", &headers))
         } else {
             let authority = generation.authorities[index].as_str();
@@ -88,32 +122,32 @@ pub(crate) async fn via_own_client(
             now: start,
         };
         match upstream::send(call, head).await {
-            Ok(resp) => {
+            Ok(answer) => {
                 inner.suspects.clear(addr);
-                let version = guard.generation().version_header.clone();
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                parts.headers.insert(X_CUTOVER_VERSION, version);
-                let body = RouterBody {
-                    kind: Kind::Fast(body),
-                    guard: Some(guard),
-                    pending: None,
-                };
-                return Response::from_parts(parts, body);
+                return Ok(Sent {
+                    status: answer.status,
+                    head: answer.head,
+                    version: guard.generation().version_header.clone(),
+                    body: RouterBody {
+                        kind: Kind::Fast(answer.body),
+                        guard: Some(guard),
+                        pending: None,
+                    },
+                });
             }
             Err(Failure::Connect(e)) => {
                 tracing::debug!(%addr, error = %e, "upstream connect failed");
                 connect_failed(inner, trace, addr);
                 last_err = format!("connect to {addr} failed");
             }
-            Err(Failure::Timeout) => return no_response_in_time(addr),
+            Err(Failure::Timeout) => return Err(no_response_in_time(addr)),
             Err(Failure::Upstream(why)) => {
                 tracing::debug!(%addr, error = %why, "upstream request failed");
-                return upstream_failed(addr);
+                return Err(upstream_failed(addr));
             }
         }
     }
-    none_reachable(host, &last_err)
+    Err(none_reachable(host, &last_err))
 }
 
 /// A request with a body or an upgrade, through hyper's client.
@@ -132,6 +166,7 @@ pub(crate) async fn via_hyper(
         method,
         path,
         mut headers,
+        head: _,
     } = d;
     let inner = &*ctx.inner;
     let upstreams = &generation.backend.upstreams;

@@ -27,15 +27,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Uri, Version};
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, StatusCode};
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::body::{ClientBody, RouterBody};
-use crate::proxy;
+use crate::body::RouterBody;
+use crate::dispatch::Sent;
+use crate::head::{self, RawHead};
+use crate::plain::{self, PlainRequest, Reply};
 use crate::serve::Conn;
 
 /// The largest request head read here; a larger one goes to hyper (which allows more).
@@ -53,7 +56,7 @@ const FLUSH_AT: usize = 64 * 1024;
 #[allow(clippy::large_enum_variant)]
 enum Next {
     /// A plain request; `close`: answer it with `Connection: close` and close.
-    Request(Request<ClientBody>, bool),
+    Request(PlainRequest, bool),
     /// Not for this path: hyper takes the connection, these bytes first.
     HandOff,
     /// The client left, the head timed out, or the last call passed.
@@ -111,12 +114,12 @@ where
                 return;
             }
         };
-        let head_request = req.method() == Method::HEAD;
-        let Ok(resp) = proxy::handle(Arc::clone(&conn.ctx), req).await;
+        let head_request = req.method == Method::HEAD;
+        let reply = plain::handle(&conn.ctx, req).await;
         // A stop while the request ran: this answer is the connection's last.
         let close = close || stopping || *conn.stop.borrow();
         let hsts = conn.hsts.as_ref();
-        match write_response(&mut stream, &mut out, resp, (head_request, hsts), close).await {
+        match write_response(&mut stream, &mut out, reply, (head_request, hsts), close).await {
             Ok(true) if !close => {}
             Ok(true) => {
                 // The last answer is complete: end the stream cleanly (TLS says close_notify).
@@ -185,13 +188,13 @@ async fn next_request(
 
 #[allow(clippy::large_enum_variant)] // as `Next`
 enum Parsed {
-    Plain(Request<ClientBody>, bool),
+    Plain(PlainRequest, bool),
     Partial,
     Other,
 }
 
-/// Parses the head at the front of `buf`; a plain request's head is taken off it. Header values
-/// are slices of the head's bytes (no copy per field).
+/// Parses the head at the front of `buf`; a plain request's head is taken off it. Its fields
+/// stay ranges of the head's bytes (`head`).
 fn parse(buf: &mut BytesMut) -> Parsed {
     let mut fields = [const { MaybeUninit::uninit() }; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -209,59 +212,36 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     if method == Method::CONNECT || !path.starts_with('/') {
         return Parsed::Other;
     }
-    let base = buf.as_ptr() as usize;
-    let path_at = path.as_ptr() as usize - base;
-    let path_range = path_at..path_at + path.len();
-    // Room for what `forward` adds (forwarding headers, flags) without growing the map.
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 6);
-    let mut values = Vec::with_capacity(parsed.headers.len());
-    let mut close = false;
+    let path_range = {
+        let at = path.as_ptr() as usize - buf.as_ptr() as usize;
+        at..at + path.len()
+    };
+    let mut list = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
-            return Parsed::Other;
-        };
-        if name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::EXPECT
-            || (name == header::CONTENT_LENGTH && field.value != b"0")
+        let name = field.name.as_bytes();
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("transfer-encoding")
+            || is("upgrade")
+            || is("expect")
+            || (is("content-length") && field.value != b"0")
+            // (httparse checked the name is a token; the value must suit the `http` types too)
+            || !head::valid_value(field.value)
         {
             return Parsed::Other;
         }
-        let offset = field.value.as_ptr() as usize - base;
-        values.push((name, offset..offset + field.value.len()));
+        list.push(RawHead::field(buf, name, field.value));
     }
-    let head = buf.split_to(len).freeze();
-    // Not valid for the `http` types after all: this head goes to hyper as it came.
-    let give_back = |buf: &mut BytesMut| {
-        let mut whole = BytesMut::from(&head[..]);
+    let bytes = buf.split_to(len).freeze();
+    let Ok(target) = PathAndQuery::from_maybe_shared(bytes.slice(path_range)) else {
+        // Not valid for the `http` types after all: this head goes to hyper as it came.
+        let mut whole = BytesMut::from(&bytes[..]);
         whole.extend_from_slice(buf);
         *buf = whole;
-        Parsed::Other
+        return Parsed::Other;
     };
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(path_range)) else {
-        return give_back(buf);
-    };
-    for (name, range) in values {
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) else {
-            return give_back(buf);
-        };
-        if name == header::CONNECTION && has_token(&value, "close") {
-            close = true;
-        }
-        headers.append(name, value);
-    }
-    let mut req = Request::new(ClientBody::Empty);
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    Parsed::Plain(req, close)
-}
-
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value
-        .to_str()
-        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    let head = RawHead::new(bytes, list);
+    let close = plain::wants_close(&head);
+    Parsed::Plain(PlainRequest { method, target, head }, close)
 }
 
 /// How an answer's body is written.
@@ -271,64 +251,26 @@ enum Framing {
     Chunked,
 }
 
-/// Writes `resp`; `Ok(true)`: the connection may carry the next request.
+/// Writes `reply`; `Ok(true)`: the connection may carry the next request.
 async fn write_response(
     stream: &mut (impl AsyncWrite + Unpin),
     out: &mut Vec<u8>,
-    resp: http::Response<RouterBody>,
+    reply: Reply,
     (head_request, hsts): (bool, Option<&HeaderValue>),
     close: bool,
 ) -> io::Result<bool> {
-    let (parts, mut body) = resp.into_parts();
-    let status = parts.status;
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let framing =
-        if head_request || status.is_informational() || status.as_u16() == 204 || status.as_u16() == 304 {
-            Framing::None
-        } else if let Some(n) = length {
-            Framing::Length(n)
-        } else if let Some(n) = body.size_hint().exact() {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
-            Framing::Length(n)
-        } else {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            Framing::Chunked
-        };
-    for (name, value) in &parts.headers {
-        if hsts.is_some() && name == header::STRICT_TRANSPORT_SECURITY {
-            continue; // the listener's own replaces an application's
+    let (framing, mut body) = match reply {
+        Reply::Relayed(sent) => {
+            let framing = relayed_head(out, &sent, (head_request, hsts), close);
+            (framing, sent.body)
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if let Some(hsts) = hsts {
-        out.extend_from_slice(b"strict-transport-security: ");
-        out.extend_from_slice(hsts.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !parts.headers.contains_key(header::DATE) {
-        out.extend_from_slice(b"date: ");
-        date::extend(out);
-        out.extend_from_slice(b"\r\n");
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+        Reply::Answer(resp) => {
+            let (parts, body) = resp.into_parts();
+            let framing = answer_head(out, &parts, &body, (head_request, hsts), close);
+            (framing, body)
+        }
+    };
     let mut sent = 0u64;
     if !matches!(framing, Framing::None) {
         while !body.is_end_stream() {
@@ -376,6 +318,116 @@ async fn write_response(
     drop(body); // the access-log line is written and the request leaves its generation
     flush(stream, out).await?;
     Ok(true)
+}
+
+/// Writes the status line; the framing an answer with this status gets, given its known size.
+fn status_line(out: &mut Vec<u8>, status: StatusCode, head_request: bool, size: Option<u64>) -> Framing {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if head_request || status.is_informational() || status.as_u16() == 204 || status.as_u16() == 304 {
+        Framing::None
+    } else if let Some(n) = size {
+        Framing::Length(n)
+    } else {
+        Framing::Chunked
+    }
+}
+
+/// Writes `content-length: n` (no allocation for the number).
+fn content_length(out: &mut Vec<u8>, n: u64) {
+    use std::io::Write as _;
+    let _ = write!(out, "content-length: {n}\r\n"); // (writing to a `Vec` cannot fail)
+}
+
+/// Writes the fields every answer ends with: HSTS, `Date`, `Connection: close`, the blank line.
+fn last_fields(out: &mut Vec<u8>, hsts: Option<&HeaderValue>, has_date: bool, close: bool) {
+    if let Some(hsts) = hsts {
+        head::put_field(out, b"strict-transport-security", hsts.as_bytes());
+    }
+    if !has_date {
+        out.extend_from_slice(b"date: ");
+        date::extend(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The head of an upstream's answer, its fields as they came (less an application's HSTS when
+/// the listener has its own); its length is the one its framing gave (`upstream`), written
+/// once by the router.
+fn relayed_head(
+    out: &mut Vec<u8>,
+    sent: &Sent,
+    (head_request, hsts): (bool, Option<&HeaderValue>),
+    close: bool,
+) -> Framing {
+    let framing = status_line(out, sent.status, head_request, sent.body.size_hint().exact());
+    let mut has_date = false;
+    for (name, value) in sent.head.iter() {
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if (hsts.is_some() && is("strict-transport-security"))
+            || (!matches!(framing, Framing::None) && is("content-length"))
+        {
+            continue;
+        }
+        has_date = has_date || is("date");
+        head::put_field(out, name, value);
+    }
+    match framing {
+        Framing::Length(n) => {
+            content_length(out, n);
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None => {}
+    }
+    head::put_field(out, b"x-cutover-version", sent.version.as_bytes());
+    last_fields(out, hsts, has_date, close);
+    framing
+}
+
+/// The head of an answer built as a `Response`: framed by its `Content-Length`, else its
+/// body's known size, else chunked.
+fn answer_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    body: &RouterBody,
+    (head_request, hsts): (bool, Option<&HeaderValue>),
+    close: bool,
+) -> Framing {
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let framing = status_line(
+        out,
+        parts.status,
+        head_request,
+        length.or(body.size_hint().exact()),
+    );
+    if length.is_none() {
+        match framing {
+            Framing::Length(n) => {
+                content_length(out, n);
+            }
+            Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            Framing::None => {}
+        }
+    }
+    for (name, value) in &parts.headers {
+        if hsts.is_some() && name == header::STRICT_TRANSPORT_SECURITY {
+            continue; // the listener's own replaces an application's
+        }
+        head::put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    last_fields(out, hsts, parts.headers.contains_key(header::DATE), close);
+    framing
 }
 
 /// Appends `data` to `out`, or writes both when `data` is large (no copy of big bodies).
@@ -505,7 +557,7 @@ mod tests {
         let Parsed::Plain(req, close) = parse(&mut buf) else {
             panic!("a plain request");
         };
-        assert_eq!((req.uri().to_string().as_str(), close), ("/p?q", true));
+        assert_eq!((req.target.as_str(), close), ("/p?q", true));
         assert_eq!(&buf[..], b"GET /", "the next request stays buffered");
         assert!(matches!(
             parse_text("DELETE /x HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n"),

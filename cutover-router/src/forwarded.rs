@@ -135,11 +135,11 @@ impl TrustedProxies {
 /// accepted rather than on every request of the connection.
 pub(crate) struct Hop {
     /// The peer's address (an IPv4-mapped IPv6 address as IPv4).
-    ip: IpAddr,
+    pub(crate) ip: IpAddr,
     /// The address as an `X-Forwarded-For` element.
-    xff: HeaderValue,
+    pub(crate) xff: HeaderValue,
     /// The `for=` parameter of a `Forwarded` element.
-    for_param: String,
+    pub(crate) for_param: String,
 }
 
 impl Hop {
@@ -170,7 +170,7 @@ pub(crate) fn set_forwarding_headers(
     trusted: &TrustedProxies,
 ) {
     let ip = hop.ip;
-    let this_hop = forwarded_element(&hop.for_param, host, proto);
+    let this_hop = forwarded_element(&hop.for_param, host.and_then(|h| h.to_str().ok()), proto);
     if trusted.contains(ip) {
         let xff = match joined(headers, &X_FORWARDED_FOR) {
             Some(prev) => format!("{prev}, {ip}"),
@@ -259,8 +259,7 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 
 /// One `Forwarded` element: `for=...;host=...;proto=...` (IPv6 and any host quoted);
 /// `for_param` is the peer's `for=...` ([`Hop`]).
-fn forwarded_element(for_param: &str, host: Option<&HeaderValue>, proto: &str) -> String {
-    let host = host.and_then(|h| h.to_str().ok());
+pub(crate) fn forwarded_element(for_param: &str, host: Option<&str>, proto: &str) -> String {
     let mut s = String::with_capacity(for_param.len() + host.map_or(0, |h| h.len() + 8) + 16);
     s.push_str(for_param);
     if let Some(h) = host {

@@ -182,12 +182,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn path_of<B>(req: &Request<B>) -> String {
-    req.uri()
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
-}
-
 /// The `Location` of a plain-HTTP request to a host that is redirected to HTTPS.
 fn https_redirect(tls: &crate::EdgeTls, host: &str, path: &str) -> Option<HeaderValue> {
     let wildcard = host.split_once('.').map(|(_, rest)| format!("*.{rest}"));
@@ -230,23 +224,19 @@ pub(crate) async fn handle(
     let mut trace = Trace::default();
     trace.logging = log.is_some();
     let mut resp = forward(&ctx, &edge, req, start, &mut trace).await;
-    let pending = Box::new(Pending {
-        log,
-        unrouted: Arc::clone(&ctx.inner.metrics.unrouted),
-        time,
-        start,
-        trace,
-        status: resp.status().as_u16(),
-        client,
-        method,
-        path,
-        bytes: 0,
-    });
-    if !resp.body().is_end_stream() {
-        resp.body_mut().pending = Some(pending);
-    }
-    // else: an empty body is never polled; `pending` is dropped here, which writes the line.
+    let status = resp.status().as_u16();
+    let pending = Pending::new(&ctx, log, (time, start), trace, status, (client, method, path));
+    attach(resp.body_mut(), pending);
     Ok(resp)
+}
+
+/// Gives an answer's body its access-log line and metrics, recorded when the body ends; an
+/// empty body is never polled: they are recorded at once.
+pub(crate) fn attach(body: &mut RouterBody, pending: Box<Pending>) {
+    if !body.is_end_stream() {
+        body.pending = Some(pending);
+    }
+    // else: `pending` is dropped here, which records it.
 }
 
 /// The host a request names, strictly: an absolute-form target's authority wins over `Host`
@@ -267,6 +257,29 @@ fn request_host<B>(req: &Request<B>) -> Result<Option<HeaderValue>, &'static str
             .map_err(|_| "cutover router: bad request target\n");
     }
     Ok(hosts.iter().next().cloned())
+}
+
+/// A request's route, picked and admitted to (see `route`).
+pub(crate) struct Routed<'a> {
+    /// The route's host (a public name resolved to the route's own).
+    pub(crate) host: std::borrow::Cow<'a, str>,
+    pub(crate) guard: InFlightGuard,
+    /// The `Cutover-Flags` value of the route's environment.
+    pub(crate) flags: Option<HeaderValue>,
+}
+
+impl Routed<'_> {
+    /// The upstreams to try, in order (see `suspects`).
+    pub(crate) fn order(&self, inner: &Inner) -> Vec<usize> {
+        let generation = self.guard.generation();
+        let mut order = inner.suspects.order(
+            &generation.backend.upstreams,
+            generation.next_index(),
+            Instant::now,
+        );
+        order.truncate(inner.config.max_connect_attempts.max(1));
+        order
+    }
 }
 
 async fn forward(
@@ -290,26 +303,6 @@ async fn forward(
         );
         return answer;
     }
-    // HTTP-01 challenges are the router's own (see the `acme` module): with ACME on, that path
-    // never reaches an application, whatever the host.
-    if edge.tls.as_ref().is_some_and(|t| t.acme.is_some())
-        && let Some(token) = req.uri().path().strip_prefix(crate::acme::CHALLENGE_PREFIX)
-    {
-        return match inner.acme.challenges.answer(token) {
-            Some(key_auth) => {
-                let mut answer = text_response(StatusCode::OK, key_auth);
-                answer.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                );
-                answer
-            }
-            None => text_response(
-                StatusCode::NOT_FOUND,
-                "cutover router: no such ACME challenge\n".into(),
-            ),
-        };
-    }
     let host_header = match request_host(&req) {
         Ok(h) => h,
         Err(why) => return text_response(StatusCode::BAD_REQUEST, why.into()),
@@ -318,113 +311,24 @@ async fn forward(
         // The upstream sees the host the route was picked by.
         req.headers_mut().insert(header::HOST, h.clone());
     }
-    let host: std::borrow::Cow<'_, str> = match &ctx.target {
-        Target::Fixed(h) => std::borrow::Cow::Borrowed(&**h),
-        Target::ByHost => {
-            match host_header
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .and_then(normalize_host)
-            {
-                Some(h) => h,
-                None => {
-                    return text_response(
-                        StatusCode::BAD_REQUEST,
-                        "cutover router: request has no Host\n".into(),
-                    );
-                }
-            }
-        }
+    let target = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let routed = match route(ctx, edge, host_header.as_ref(), target.as_str(), trace).await {
+        Ok(routed) => routed,
+        Err(answer) => return answer,
     };
-
-    if trace.logging {
-        trace.host = Some(host.to_string());
-    }
-    if ctx.proto == "http"
-        && let Some(tls) = &edge.tls
-        && matches!(ctx.target, Target::ByHost)
-        && let Some(location) = https_redirect(tls, &host, &path_of(&req))
-    {
-        let mut answer = text_response(
-            StatusCode::PERMANENT_REDIRECT,
-            "cutover router: use HTTPS\n".into(),
-        );
-        answer.headers_mut().insert(header::LOCATION, location);
-        return answer;
-    }
-    // A public name (www.example.com) stands for its route's own name.
-    let host: std::borrow::Cow<'_, str> = match &ctx.target {
-        Target::ByHost if !edge.hosts.is_empty() => match edge.hosts.resolve(&host, req.uri().path()) {
-            Some(internal) => std::borrow::Cow::Borrowed(internal),
-            None => host,
-        },
-        _ => host,
-    };
-    // Pick the generation exactly once, and get admitted to it (see `generation`).
-    let mut guard = None;
-    let mut flags = None;
-    for _ in 0..MAX_ADMIT_ATTEMPTS {
-        let table = inner.table.load();
-        let Some(entry) = table.get(&*host) else {
-            return not_found();
-        };
-        if let Some(g) = InFlightGuard::enter(Arc::clone(&entry.generation)) {
-            // A held or closed environment (see the `gate` module): leave the generation, wait.
-            if inner.gates.on(&entry.key) {
-                let key = entry.key.clone();
-                let metrics = Arc::clone(&entry.metrics);
-                drop((g, table));
-                // Boxed: rare, and kept out of every request's future (its size is copied around).
-                match Box::pin(inner.gates.wait(key.app(), key.env())).await {
-                    crate::gate::Wait::Go => continue,
-                    crate::gate::Wait::Answer(answer) => {
-                        // The gate's 503 is the route's answer: counted and logged as its own
-                        // (the in-flight gauge goes down again when `trace` is dropped).
-                        metrics.in_flight.inc();
-                        trace.metrics = Some(metrics);
-                        if trace.logging {
-                            trace.route = Some(key);
-                        }
-                        return *answer;
-                    }
-                }
-            }
-            entry.metrics.in_flight.inc();
-            flags = inner.flags.header_for(&entry.key);
-            trace.metrics = Some(Arc::clone(&entry.metrics));
-            if trace.logging {
-                trace.route = Some(entry.key.clone());
-                trace.version = Some(g.generation().backend.version.clone());
-            }
-            guard = Some(g);
-            break;
-        }
-    }
-    let Some(guard) = guard else {
-        return text_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cutover router: route {host} is switching too fast\n"),
-        );
-    };
+    let order = routed.order(inner);
+    let Routed { host, guard, flags } = routed;
     let generation = Arc::clone(guard.generation());
-    let upstreams = &generation.backend.upstreams;
-    if upstreams.is_empty() {
-        return text_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cutover router: route {host} has no upstreams\n"),
-        );
-    }
 
     let upgrade = wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let upgrade_value = req.headers().get(header::UPGRADE).cloned();
     let (parts, body) = req.into_parts();
     let method = parts.method;
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     // hyper answers `Expect: 100-continue` to the client itself when the body is first read
@@ -450,10 +354,6 @@ async fn forward(
     // (slot, whether reading the client's body failed): only for a request with a body.
     let slot =
         (!body.is_end_stream()).then(|| (Arc::new(Mutex::new(Some(body))), Arc::new(AtomicBool::new(false))));
-    let mut order = inner
-        .suspects
-        .order(upstreams, generation.next_index(), Instant::now);
-    order.truncate(inner.config.max_connect_attempts.max(1));
     let dispatch = Dispatch {
         ctx,
         host: &host,
@@ -461,15 +361,144 @@ async fn forward(
         guard,
         order,
         method,
-        path,
+        path: target,
         headers,
+        head: None,
     };
     if slot.is_none() && client_upgrade.is_none() {
-        dispatch::via_own_client(dispatch, start, trace).await
+        match dispatch::via_own_client(dispatch, start, trace).await {
+            Ok(sent) => sent.into_response(),
+            Err(answer) => answer,
+        }
     } else {
         // Boxed: this path's future would otherwise make every request's future larger.
         Box::pin(dispatch::via_hyper(dispatch, slot, client_upgrade, trace)).await
     }
+}
+
+/// Picks a request's route and gets it admitted to the route's generation (see `generation`),
+/// or answers it: an ACME challenge, no or a bad host, an HTTPS redirect, an unknown route, a
+/// held or closed environment, a route without upstreams. `host_header`: the host the request
+/// names; `target`: its path and query.
+pub(crate) async fn route<'a>(
+    ctx: &'a ConnCtx,
+    edge: &'a Edge,
+    host_header: Option<&'a HeaderValue>,
+    target: &str,
+    trace: &mut Trace,
+) -> Result<Routed<'a>, Response<RouterBody>> {
+    let inner = &*ctx.inner;
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    // HTTP-01 challenges are the router's own (see the `acme` module): with ACME on, that path
+    // never reaches an application, whatever the host.
+    if edge.tls.as_ref().is_some_and(|t| t.acme.is_some())
+        && let Some(token) = path.strip_prefix(crate::acme::CHALLENGE_PREFIX)
+    {
+        return Err(match inner.acme.challenges.answer(token) {
+            Some(key_auth) => {
+                let mut answer = text_response(StatusCode::OK, key_auth);
+                answer.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                answer
+            }
+            None => text_response(
+                StatusCode::NOT_FOUND,
+                "cutover router: no such ACME challenge\n".into(),
+            ),
+        });
+    }
+    let host: std::borrow::Cow<'_, str> = match &ctx.target {
+        Target::Fixed(h) => std::borrow::Cow::Borrowed(&**h),
+        Target::ByHost => match host_header.and_then(|h| h.to_str().ok()).and_then(normalize_host) {
+            Some(h) => h,
+            None => {
+                return Err(text_response(
+                    StatusCode::BAD_REQUEST,
+                    "cutover router: request has no Host\n".into(),
+                ));
+            }
+        },
+    };
+
+    if trace.logging {
+        trace.host = Some(host.to_string());
+    }
+    if ctx.proto == "http"
+        && let Some(tls) = &edge.tls
+        && matches!(ctx.target, Target::ByHost)
+        && let Some(location) = https_redirect(tls, &host, target)
+    {
+        let mut answer = text_response(
+            StatusCode::PERMANENT_REDIRECT,
+            "cutover router: use HTTPS\n".into(),
+        );
+        answer.headers_mut().insert(header::LOCATION, location);
+        return Err(answer);
+    }
+    // A public name (www.example.com) stands for its route's own name.
+    let host: std::borrow::Cow<'_, str> = match &ctx.target {
+        Target::ByHost if !edge.hosts.is_empty() => match edge.hosts.resolve(&host, path) {
+            Some(internal) => std::borrow::Cow::Borrowed(internal),
+            None => host,
+        },
+        _ => host,
+    };
+    // Pick the generation exactly once, and get admitted to it (see `generation`).
+    let mut guard = None;
+    let mut flags = None;
+    for _ in 0..MAX_ADMIT_ATTEMPTS {
+        let table = inner.table.load();
+        let Some(entry) = table.get(&*host) else {
+            return Err(not_found());
+        };
+        if let Some(g) = InFlightGuard::enter(Arc::clone(&entry.generation)) {
+            // A held or closed environment (see the `gate` module): leave the generation, wait.
+            if inner.gates.on(&entry.key) {
+                let key = entry.key.clone();
+                let metrics = Arc::clone(&entry.metrics);
+                drop((g, table));
+                // Boxed: rare, and kept out of every request's future (its size is copied around).
+                match Box::pin(inner.gates.wait(key.app(), key.env())).await {
+                    crate::gate::Wait::Go => continue,
+                    crate::gate::Wait::Answer(answer) => {
+                        // The gate's 503 is the route's answer: counted and logged as its own
+                        // (the in-flight gauge goes down again when `trace` is dropped).
+                        metrics.in_flight.inc();
+                        trace.metrics = Some(metrics);
+                        if trace.logging {
+                            trace.route = Some(key);
+                        }
+                        return Err(*answer);
+                    }
+                }
+            }
+            entry.metrics.in_flight.inc();
+            flags = inner.flags.header_for(&entry.key);
+            trace.metrics = Some(Arc::clone(&entry.metrics));
+            if trace.logging {
+                trace.route = Some(entry.key.clone());
+                trace.version = Some(g.generation().backend.version.clone());
+            }
+            guard = Some(g);
+            break;
+        }
+    }
+    let Some(guard) = guard else {
+        return Err(text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cutover router: route {host} is switching too fast\n"),
+        ));
+    };
+    if guard.generation().backend.upstreams.is_empty() {
+        return Err(text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cutover router: route {host} has no upstreams\n"),
+        ));
+    }
+
+    Ok(Routed { host, guard, flags })
 }
 
 #[cfg(test)]

@@ -39,8 +39,9 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::chunked::{Chunk, Step};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode, Version};
+use crate::head::RawHead;
+use http::header::{self, HeaderMap};
+use http::{Method, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -164,6 +165,13 @@ pub(crate) fn request_head(method: &Method, target: &str, host: &str, headers: &
     head
 }
 
+/// An upstream's answer: its status, its fields (hop-by-hop ones removed) and its body.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) head: RawHead,
+    pub(crate) body: FastBody,
+}
+
 /// How the rest of a request is sent.
 pub(crate) struct Call<'a> {
     pub(crate) pool: &'a Arc<Pool>,
@@ -176,7 +184,7 @@ pub(crate) struct Call<'a> {
 }
 
 /// Sends a bodyless request's `head` to `call.addr` and reads the response head.
-pub(crate) async fn send(call: Call<'_>, head: &[u8]) -> Result<Response<FastBody>, Failure> {
+pub(crate) async fn send(call: Call<'_>, head: &[u8]) -> Result<Answer, Failure> {
     let exchange = async {
         // A kept connection first (a stale one is dropped), then a fresh one. One kept connection
         // that fails is enough: an upstream that closes every request unanswered must not have
@@ -268,7 +276,7 @@ enum HeadError {
 /// A parsed response head and how its body is framed.
 struct Parsed {
     status: StatusCode,
-    headers: HeaderMap,
+    head: RawHead,
     framing: Framing,
     keep_alive: bool,
 }
@@ -298,7 +306,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, method: &Method) 
 }
 
 /// Parses the response head at the front of `buf` and takes it off (informational answers
-/// are skipped); `Ok(None)`: not complete yet. Header values are slices of the head's bytes.
+/// are skipped); `Ok(None)`: not complete yet. The fields stay ranges of the head's bytes.
 fn take_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, HeadError> {
     loop {
         let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -321,91 +329,76 @@ fn take_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Head
         }
         let status = StatusCode::from_u16(code).map_err(|_| HeadError::BadField)?;
         let http11 = response.version == Some(1);
-        let base = buf.as_ptr() as usize;
-        let mut named = Vec::with_capacity(response.headers.len());
+        let mut list = Vec::with_capacity(response.headers.len());
         for field in response.headers.iter() {
-            let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::BadField)?;
-            let at = if field.value.is_empty() {
-                0
-            } else {
-                field.value.as_ptr() as usize - base
-            };
-            named.push((name, at..at + field.value.len()));
+            // httparse checked the name is a token; the value must suit the `http` types too.
+            if !crate::head::valid_value(field.value) {
+                return Err(HeadError::BadField);
+            }
+            list.push(RawHead::field(buf, field.name.as_bytes(), field.value));
         }
-        let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(named.len() + 2);
-        for (name, range) in named {
-            let value = HeaderValue::from_maybe_shared(head.slice(range)).map_err(|_| HeadError::BadField)?;
-            headers.append(name, value);
-        }
-        return frame(status, http11, headers, method).map(Some);
+        let head = RawHead::new(buf.split_to(len).freeze(), list);
+        return frame(status, http11, head, method).map(Some);
     }
 }
 
-/// How the body of an answer with these `headers` is framed, and whether its connection may
+/// How the body of an answer with this `head` is framed, and whether its connection may
 /// carry another request (RFC 9112 sections 6.3 and 9.3).
-fn frame(status: StatusCode, http11: bool, headers: HeaderMap, method: &Method) -> Result<Parsed, HeadError> {
-    let connection_says = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+fn frame(status: StatusCode, http11: bool, head: RawHead, method: &Method) -> Result<Parsed, HeadError> {
     let mut keep_alive = if http11 {
-        !connection_says("close")
+        !head.lists("connection", "close")
     } else {
-        connection_says("keep-alive")
+        head.lists("connection", "keep-alive")
     };
     let framing = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Length(0)
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
-        if headers.contains_key(header::CONTENT_LENGTH) {
+    } else if head.has("transfer-encoding") {
+        if head.has("content-length") {
             return Err(HeadError::LengthAndEncoding);
         }
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty())
+        let last = head
+            .get_all("transfer-encoding")
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+            .last()
             .unwrap_or_default();
-        if last.eq_ignore_ascii_case("chunked") {
+        if last.eq_ignore_ascii_case(b"chunked") {
             Framing::Chunked(Chunk::Size)
         } else {
             keep_alive = false;
             Framing::Close
         }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
-        Framing::Length(content_length(&headers)?)
+    } else if head.has("content-length") {
+        Framing::Length(content_length(&head)?)
     } else {
         keep_alive = false;
         Framing::Close
     };
     Ok(Parsed {
         status,
-        headers,
+        head,
         framing,
         keep_alive,
     })
 }
 
 /// The one length all `Content-Length` values (fields and comma-separated lists) agree on.
-fn content_length(headers: &HeaderMap) -> Result<u64, HeadError> {
+fn content_length(head: &RawHead) -> Result<u64, HeadError> {
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value.to_str().map_err(|_| HeadError::BadLength)?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
+    for value in head.get_all("content-length") {
+        for part in value.split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
                 return Err(HeadError::BadLength);
             }
-            let n: u64 = part.parse().map_err(|_| HeadError::BadLength)?;
+            let n: u64 = std::str::from_utf8(part)
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .ok_or(HeadError::BadLength)?;
             if length.is_some_and(|l| l != n) {
                 return Err(HeadError::BadLength);
             }
@@ -441,7 +434,7 @@ pub(crate) struct FastBody {
 }
 
 impl FastBody {
-    fn respond(parsed: Parsed, stream: TcpStream, buf: BytesMut, call: &Call<'_>) -> Response<Self> {
+    fn respond(parsed: Parsed, stream: TcpStream, buf: BytesMut, call: &Call<'_>) -> Answer {
         let mut body = FastBody {
             stream: Some(stream),
             buf,
@@ -454,11 +447,13 @@ impl FastBody {
         if body.framing == Framing::Length(0) {
             body.finish();
         }
-        let mut resp = Response::new(body);
-        *resp.status_mut() = parsed.status;
-        *resp.version_mut() = Version::HTTP_11;
-        *resp.headers_mut() = parsed.headers;
-        resp
+        let mut head = parsed.head;
+        head.strip_hop_by_hop();
+        Answer {
+            status: parsed.status,
+            head,
+            body,
+        }
     }
 
     /// The body is read: its connection goes back to the pool if nothing else came on it.
@@ -576,6 +571,7 @@ impl Body for FastBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderValue;
 
     fn head(text: &str, method: &Method) -> Result<Parsed, HeadError> {
         let mut buf = BytesMut::from(text);

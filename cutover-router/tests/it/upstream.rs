@@ -304,3 +304,63 @@ async fn an_upstream_that_stops_answering_gets_the_request_on_one_kept_connectio
         "sent on one kept connection, then on one fresh one, not on all five kept ones"
     );
 }
+
+#[tokio::test]
+async fn an_answer_is_relayed_field_by_field_less_its_hop_by_hop_fields_with_one_length() {
+    let upstream = scripted(|_| {
+        answer(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nX-App-Field: Kept As Sent\r\n\
+             Connection: keep-alive, X-Hop\r\nx-hop: secret\r\nKeep-Alive: timeout=5\r\n\
+             Set-Cookie: a=1\r\nset-cookie: b=2\r\n\r\nhello",
+            Then::Stay,
+        )
+    })
+    .await;
+    let router = router_to(&upstream).await;
+    let host = router.host("yves");
+    let mut client = TcpStream::connect(router.addr).await.unwrap();
+    let request = format!("GET / HTTP/1.1\r\nhost: {host}\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !seen.ends_with(b"hello") {
+            let mut chunk = [0u8; 4096];
+            let n = client.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the answer came in time");
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    assert_eq!(lines[0], "HTTP/1.1 200 OK", "{text}");
+    let named = |name: &str| {
+        lines
+            .iter()
+            .filter(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        named("content-length"),
+        ["content-length: 5"],
+        "one length: {text}"
+    );
+    assert_eq!(named("x-app-field"), ["X-App-Field: Kept As Sent"], "{text}");
+    assert_eq!(
+        named("set-cookie"),
+        ["Set-Cookie: a=1", "set-cookie: b=2"],
+        "{text}"
+    );
+    for hop in ["connection", "x-hop", "keep-alive"] {
+        assert!(named(hop).is_empty(), "{hop} is the upstream's hop only: {text}");
+    }
+    assert_eq!(
+        named("x-cutover-version"),
+        [format!("x-cutover-version: {}", sha('a')).as_str()],
+        "{text}"
+    );
+    assert_eq!(named("date").len(), 1, "{text}");
+    assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+}
