@@ -336,10 +336,9 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode, head_request: bool, size: 
     }
 }
 
-/// Writes `content-length: n` (no allocation for the number).
+/// Writes `content-length: n`.
 fn content_length(out: &mut Vec<u8>, n: u64) {
-    use std::io::Write as _;
-    let _ = write!(out, "content-length: {n}\r\n"); // (writing to a `Vec` cannot fail)
+    head::put_field(out, b"content-length", itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Writes the fields every answer ends with: HSTS, `Date`, `Connection: close`, the blank line.

@@ -259,29 +259,29 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 
 /// One `Forwarded` element: `for=...;host=...;proto=...` (IPv6 and any host quoted);
 /// `for_param` is the peer's `for=...` ([`Hop`]).
-pub(crate) fn forwarded_element(for_param: &str, host: Option<&str>, proto: &str) -> String {
-    let mut s = String::with_capacity(for_param.len() + host.map_or(0, |h| h.len() + 8) + 16);
-    s.push_str(for_param);
-    if let Some(h) = host {
-        s.push_str(";host=");
-        quote_into(&mut s, h);
-    }
-    s.push_str(";proto=");
-    s.push_str(proto);
-    s
+fn forwarded_element(for_param: &str, host: Option<&str>, proto: &str) -> String {
+    let mut out = Vec::with_capacity(for_param.len() + host.map_or(0, |h| h.len() + 8) + 16);
+    write_forwarded_element(&mut out, for_param, host, proto);
+    // Every part is text and the quoting adds ASCII only.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-/// Appends `v` as an RFC 7230 quoted-string (so a `;` or `,` in a client's `Host` cannot add
-/// parameters).
-fn quote_into(out: &mut String, v: &str) {
-    out.push('"');
-    for c in v.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+/// Appends the `Forwarded` element of [`forwarded_element`] to `out`.
+pub(crate) fn write_forwarded_element(out: &mut Vec<u8>, for_param: &str, host: Option<&str>, proto: &str) {
+    out.extend_from_slice(for_param.as_bytes());
+    if let Some(h) = host {
+        // An RFC 7230 quoted-string (so a `;` or `,` in a client's `Host` cannot add parameters).
+        out.extend_from_slice(b";host=\"");
+        for &b in h.as_bytes() {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
         }
-        out.push(c);
+        out.push(b'"');
     }
-    out.push('"');
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto.as_bytes());
 }
 
 #[cfg(test)]

@@ -209,7 +209,9 @@ pub(crate) struct Entry {
 }
 
 /// Routing table: normalised host → current generation. Replaced whole on every change.
-pub(crate) type Table = HashMap<String, Entry>;
+/// Looked up once per request: foldhash rather than SipHash (the keys are the router's own
+/// route names; a client's `Host` only picks among them).
+pub(crate) type Table = HashMap<String, Entry, foldhash::fast::RandomState>;
 
 pub(crate) struct Inner {
     pub(crate) config: RouterConfig,
@@ -258,7 +260,7 @@ impl Router {
             upstreams: Arc::new(proxy::Upstreams::new(&config)),
             inner: Arc::new(Inner {
                 config,
-                table: ArcSwap::from_pointee(HashMap::new()),
+                table: ArcSwap::from_pointee(Table::default()),
                 write: Mutex::new(()),
                 next_id: AtomicU64::new(1),
                 gates: gate::Gates::default(),

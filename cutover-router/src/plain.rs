@@ -23,7 +23,7 @@ use http::{Method, Request, Response, StatusCode};
 use crate::access_log::{Pending, Trace};
 use crate::body::{ClientBody, RouterBody};
 use crate::dispatch::{self, Dispatch, Sent};
-use crate::forwarded::{Hop, TrustedProxies, forwarded_element};
+use crate::forwarded::{Hop, TrustedProxies, write_forwarded_element};
 use crate::head::{RawHead, has_token, put_field};
 use crate::proxy::{self, ConnCtx, Routed, attach, text_response};
 
@@ -68,7 +68,8 @@ pub(crate) async fn handle(ctx: &Arc<ConnCtx>, mut req: PlainRequest) -> Reply {
         _ => {
             drop(edge);
             return Reply::Answer(match req.into_request() {
-                Some(r) => match proxy::handle(Arc::clone(ctx), r).await {
+                // Boxed: rare, and kept out of every plain request's future (copied per request).
+                Some(r) => match Box::pin(proxy::handle(Arc::clone(ctx), r)).await {
                     Ok(resp) => resp,
                 },
                 None => text_response(
@@ -83,7 +84,10 @@ pub(crate) async fn handle(ctx: &Arc<ConnCtx>, mut req: PlainRequest) -> Reply {
     let host_header = req.head.value_bytes(&host_field);
     let host_header = HeaderValue::from_maybe_shared(host_header).ok();
     let routed = match &host_header {
-        Some(h) => proxy::route(ctx, &edge, Some(h), req.target.as_str(), &mut trace).await,
+        Some(h) => match proxy::route(ctx, &edge, Some(h), req.target.as_str(), &mut trace).await {
+            Ok(routed) => Ok((routed.order(&ctx.inner), routed)),
+            Err(answer) => Err(answer),
+        },
         None => Err(text_response(
             StatusCode::BAD_REQUEST,
             "cutover router: bad Host\n".into(),
@@ -91,9 +95,7 @@ pub(crate) async fn handle(ctx: &Arc<ConnCtx>, mut req: PlainRequest) -> Reply {
     };
     let reply = match routed {
         Err(answer) => Reply::Answer(answer),
-        Ok(routed) => {
-            let order = routed.order(&ctx.inner);
-            let Routed { host, guard, flags } = routed;
+        Ok((order, Routed { host, guard, flags })) => {
             req.head.strip_hop_by_hop();
             let head = upstream_head(
                 &req,
@@ -189,7 +191,6 @@ fn upstream_head(
         put_field(&mut out, b"cutover-flags", flags.as_bytes());
     }
     let host_text = host.and_then(as_str);
-    let this_hop = forwarded_element(&hop.for_param, host_text, proto);
     if trusted.contains(hop.ip) {
         // Appended to: the values before, joined as `forwarded::joined` does.
         let joined = |name: &str| {
@@ -205,12 +206,14 @@ fn upstream_head(
             Some(prev) => format!("{prev}, {}", hop.ip),
             None => hop.ip.to_string(),
         };
-        let fwd = match joined("forwarded") {
-            Some(prev) => format!("{prev}, {this_hop}"),
-            None => this_hop,
-        };
         put_field(&mut out, b"x-forwarded-for", xff.as_bytes());
-        put_field(&mut out, b"forwarded", fwd.as_bytes());
+        out.extend_from_slice(b"forwarded: ");
+        if let Some(prev) = joined("forwarded") {
+            out.extend_from_slice(prev.as_bytes());
+            out.extend_from_slice(b", ");
+        }
+        write_forwarded_element(&mut out, &hop.for_param, host_text, proto);
+        out.extend_from_slice(b"\r\n");
         // The proxy saw the original host and scheme; kept when it says so.
         for name in ["x-forwarded-host", "x-forwarded-proto"] {
             let mut any = false;
@@ -231,7 +234,9 @@ fn upstream_head(
     } else {
         // Replaced: none of the client's values is left.
         put_field(&mut out, b"x-forwarded-for", hop.xff.as_bytes());
-        put_field(&mut out, b"forwarded", this_hop.as_bytes());
+        out.extend_from_slice(b"forwarded: ");
+        write_forwarded_element(&mut out, &hop.for_param, host_text, proto);
+        out.extend_from_slice(b"\r\n");
         if let Some(h) = host {
             put_field(&mut out, b"x-forwarded-host", h);
         }

@@ -79,15 +79,24 @@ const BUF: usize = 8 * 1024;
 /// Idle keep-alive connections to upstreams, most recently used first. One per serving thread
 /// (see `threads`): a connection is registered with the runtime it was opened on.
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<Idles>,
     idle_timeout: Duration,
     max_idle: usize,
+}
+
+struct Idles {
+    by_addr: HashMap<SocketAddr, Vec<Idle>, foldhash::fast::RandomState>,
+    /// When expired connections are dropped next (a pass over all of them, not per request).
+    sweep_at: Option<Instant>,
 }
 
 impl Pool {
     pub(crate) fn new(idle_timeout: Duration, max_idle: usize) -> Self {
         Self {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Idles {
+                by_addr: HashMap::default(),
+                sweep_at: None,
+            }),
             idle_timeout,
             max_idle,
         }
@@ -98,7 +107,7 @@ impl Pool {
     /// a read (for a request that cannot be sent again if the connection turns out closed).
     fn take(&self, addr: SocketAddr, now: Instant, check_open: bool) -> Option<(TcpStream, BytesMut)> {
         loop {
-            let idle = crate::body::lock(&self.idle).get_mut(&addr)?.pop()?;
+            let idle = crate::body::lock(&self.idle).by_addr.get_mut(&addr)?.pop()?;
             let fresh = now.saturating_duration_since(idle.since) < self.idle_timeout;
             if fresh && (!check_open || still_open(&idle.stream)) {
                 return Some((idle.stream, idle.buf));
@@ -108,16 +117,19 @@ impl Pool {
 
     /// Keeps `stream` for the next request to `addr`, idle since `now` (the start of the
     /// request it carried: no clock read per request, and an idle time counted generously);
-    /// expired ones go (an address no longer used would otherwise keep its connections until
-    /// the thread ends).
+    /// expired ones go every half idle timeout (an address no longer used would otherwise keep
+    /// its connections until the thread ends; `take` skips them meanwhile).
     fn put(&self, addr: SocketAddr, stream: TcpStream, buf: BytesMut, now: Instant) {
         let mut idle = crate::body::lock(&self.idle);
         let timeout = self.idle_timeout;
-        idle.retain(|_, conns| {
-            conns.retain(|c| now.duration_since(c.since) < timeout);
-            !conns.is_empty()
-        });
-        let conns = idle.entry(addr).or_default();
+        if idle.sweep_at.is_none_or(|at| now >= at) {
+            idle.sweep_at = Some(now + timeout / 2);
+            idle.by_addr.retain(|_, conns| {
+                conns.retain(|c| now.saturating_duration_since(c.since) < timeout);
+                !conns.is_empty()
+            });
+        }
+        let conns = idle.by_addr.entry(addr).or_default();
         if conns.len() < self.max_idle {
             conns.push(Idle {
                 stream,
@@ -130,7 +142,7 @@ impl Pool {
     /// Idle connections kept (for tests).
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        crate::body::lock(&self.idle).values().map(Vec::len).sum()
+        crate::body::lock(&self.idle).by_addr.values().map(Vec::len).sum()
     }
 }
 
@@ -707,5 +719,41 @@ mod tests {
         pool.put(addr, open, BytesMut::new(), Instant::now());
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(pool.take(addr, Instant::now(), false).is_none());
+    }
+
+    #[tokio::test]
+    async fn expired_connections_of_an_address_no_longer_used_go_at_the_next_sweep() {
+        let (a, b) = (
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        );
+        let (addr_a, addr_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let pool = Pool::new(Duration::from_secs(10), 8);
+        let t0 = Instant::now();
+        pool.put(
+            addr_a,
+            TcpStream::connect(addr_a).await.unwrap(),
+            BytesMut::new(),
+            t0,
+        );
+        // Before the next sweep (half the idle timeout later): nothing is swept.
+        let early = t0 + Duration::from_secs(4);
+        pool.put(
+            addr_b,
+            TcpStream::connect(addr_b).await.unwrap(),
+            BytesMut::new(),
+            early,
+        );
+        assert_eq!(pool.idle_count(), 2);
+        // Past it, and past `addr_a`'s idle timeout: its connection goes, the fresh ones stay.
+        let late = t0 + Duration::from_secs(11);
+        pool.put(
+            addr_b,
+            TcpStream::connect(addr_b).await.unwrap(),
+            BytesMut::new(),
+            late,
+        );
+        assert_eq!(pool.idle_count(), 2, "addr_a's connection was swept");
+        assert!(pool.take(addr_a, late, false).is_none());
     }
 }
