@@ -18,7 +18,7 @@
 //! and closed; an idle one gets the last call ([`crate::serve::LAST_CALL`]) for a request, which
 //! is answered with `Connection: close`, and is closed otherwise.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -85,18 +85,23 @@ pub(crate) async fn serve_stream<IO>(conn: Stream, mut stream: IO)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut conn = conn;
     let mut buf = BytesMut::with_capacity(BUF);
     let mut out = Vec::with_capacity(1024);
     let mut stopping = false;
     // One timer for the connection's life, moved only when it fires early (see `next_request`).
     let timer = tokio::time::sleep(conn.header_timeout);
     tokio::pin!(timer);
+    // The listener's stop, watched by one registration for the connection's life.
+    let mut stop = conn.stop.clone();
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
     loop {
         let next = next_request(
             &mut stream,
             &mut buf,
-            (&mut conn.stop, &mut stopping),
+            (stopped.as_mut(), &mut stopping),
             timer.as_mut(),
             conn.last_call,
             conn.header_timeout,
@@ -133,18 +138,22 @@ where
 
 /// Reads until a complete request head is buffered and returns it, or says why not.
 ///
-/// `timer` is the connection's: its deadline only ever moves later, when it fires before the
-/// current one (a request's head deadline is later than the previous request's), or earlier
-/// for the last call. So a request costs a clock read, not a timer registration.
+/// Bytes that are there already are read at once, with neither timer nor stop signal polled
+/// (a client under load sends its next request as soon as it has its answer). Only a wait
+/// reads the clock: the head's deadline counts from then. `timer` is the connection's: its
+/// deadline only ever moves later, when it fires before the current one (a request's head
+/// deadline is later than the previous request's), or earlier for the last call. So a request
+/// costs at most a clock read, not a timer registration. `stopped` is the connection's stop
+/// signal, made once per connection and done once the listener stops.
 async fn next_request(
     stream: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
-    (stop, stopping): (&mut watch::Receiver<bool>, &mut bool),
+    (mut stopped, stopping): (Pin<&mut impl Future<Output = ()>>, &mut bool),
     mut timer: Pin<&mut tokio::time::Sleep>,
     last_call: Duration,
     header_timeout: Duration,
 ) -> Next {
-    let deadline = Instant::now() + header_timeout;
+    let mut deadline: Option<Instant> = None;
     let mut last_call_ends: Option<Instant> = None;
     loop {
         if !buf.is_empty() {
@@ -158,6 +167,16 @@ async fn next_request(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(BUF);
         }
+        let ready = {
+            let mut read = std::pin::pin!(stream.read_buf(buf));
+            poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+        };
+        match ready {
+            Poll::Ready(Ok(0) | Err(_)) => return Next::Close,
+            Poll::Ready(Ok(_)) => continue,
+            Poll::Pending => {}
+        }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
         // Nothing of a request yet: the stop (and then the last call) may end the connection.
         let idle = buf.is_empty();
         let until = match last_call_ends {
@@ -168,19 +187,20 @@ async fn next_request(
             timer.as_mut().reset(until);
         }
         tokio::select! {
+            biased;
             read = stream.read_buf(buf) => match read {
                 Ok(0) | Err(_) => return Next::Close,
                 Ok(_) => {}
             },
+            () = stopped.as_mut(), if idle && !*stopping => {
+                *stopping = true;
+                last_call_ends = Some(Instant::now() + last_call);
+            }
             () = timer.as_mut() => {
                 if Instant::now() >= until {
                     return Next::Close;
                 }
                 timer.as_mut().reset(until); // an earlier request's deadline
-            }
-            _ = stop.wait_for(|s| *s), if idle && !*stopping => {
-                *stopping = true;
-                last_call_ends = Some(Instant::now() + last_call);
             }
         }
     }
