@@ -172,7 +172,13 @@ pub fn micros(d: Duration) -> String {
 /// CPU time (user + system) this whole process has used so far, from `/proc/self/stat`
 /// (Linux; clock ticks assumed to be 100 Hz, the kernel's fixed `USER_HZ`).
 pub fn process_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    pid_cpu_time("self")
+}
+
+/// User + system CPU time of process `pid` ("self" for this one) so far, from /proc (Linux
+/// only; 10 ms resolution).
+pub fn pid_cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;

@@ -189,6 +189,23 @@ impl External {
     }
 }
 
+impl External {
+    /// The proxy's (master) process id, for [`tree_cpu_time`].
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// CPU time used so far by process `pid` and its children (nginx's master and workers).
+pub fn tree_cpu_time(pid: u32) -> Option<Duration> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let mut total = crate::pid_cpu_time(&pid.to_string())?;
+    for child in children.split_whitespace() {
+        total += crate::pid_cpu_time(child).unwrap_or_default();
+    }
+    Some(total)
+}
+
 impl Drop for External {
     fn drop(&mut self) {
         // nginx: SIGKILL to the master leaves its workers; they exit when the master's

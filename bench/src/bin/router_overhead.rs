@@ -129,8 +129,13 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
             Err(e) => println!("{}: {e}", kind.name()),
         }
     }
-    let mut targets = vec![("direct", v1), ("via router", router_addr), ("tcp relay", relay)];
-    targets.extend(externals.iter().map(|(n, p)| (*n, p.addr)));
+    // (name, address, the process serving it when not this one)
+    let mut targets = vec![
+        ("direct", v1, None),
+        ("via router", router_addr, None),
+        ("tcp relay", relay, None),
+    ];
+    targets.extend(externals.iter().map(|(n, p)| (*n, p.addr, Some(p.pid()))));
 
     // Interleaved rounds (direct, router, relay, nginx, haproxy, direct, …) so that a
     // neighbour's load on this shared machine falls on every phase alike rather than on one.
@@ -150,10 +155,10 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
         })
         .collect();
     for _ in 0..rounds {
-        for ((_, addr), a) in targets.iter().zip(acc.iter_mut()) {
+        for ((_, addr, serving), a) in targets.iter().zip(acc.iter_mut()) {
             let (pc0, mc0, (mut samples, elapsed)) =
-                measure(*addr, &host, Wire::Plain, load, warmup, pinned).await?;
-            let (pc1, mc1) = (process_cpu_time(), machine_cpu_time());
+                measure(*addr, &host, Wire::Plain, load, warmup, pinned, *serving).await?;
+            let (pc1, mc1) = (serving_cpu_time(*serving), machine_cpu_time());
             a.samples.append(&mut samples);
             a.elapsed += elapsed;
             a.proc_cpu += pc1.zip(pc0).map_or(Duration::ZERO, |(b, a)| b - a);
@@ -163,7 +168,7 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
     let rows: Vec<_> = targets
         .iter()
         .zip(&acc)
-        .map(|((name, _), a)| {
+        .map(|((name, _, _), a)| {
             let s = summarize(&a.samples, a.elapsed);
             (
                 *name,
@@ -194,9 +199,10 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
         );
     }
     println!(
-        "(CPU columns are per request: proc = this process (router, relay, and the load \
-         generator unless pinned; not the upstreams), all = every CPU of the machine, so the \
-         upstreams, nginx and HAProxy are counted too; ratio = req/s against direct)"
+        "(CPU columns are per request: proc = the serving process: this one for the router and \
+         the relay (with the load generator unless pinned; not the upstreams), nginx's master \
+         and workers, HAProxy; all = every CPU of the machine, so the upstreams and the load \
+         generator are counted too; ratio = req/s against direct)"
     );
     let p = rows[1].1;
     let relay = rows[2].1;
@@ -212,12 +218,15 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
         relay.rps / direct.rps,
         100.0 * p.rps / relay.rps
     );
-    if let Some((_, nginx, _, _)) = rows.iter().find(|r| r.0 == "nginx") {
+    if let Some((_, nginx, nginx_cpu, _)) = rows.iter().find(|r| r.0 == "nginx") {
         println!(
-            "router vs nginx: {:.2}x the throughput (goal >= 1.00x), p99 {} vs {} (goal: lower)",
+            "router vs nginx: {:.2}x the throughput (goal >= 1.00x), p99 {} vs {} (goal: lower); \
+             CPU per request {} vs {}",
             p.rps / nginx.rps,
             micros(p.p99),
-            micros(nginx.p99)
+            micros(nginx.p99),
+            rows[1].2.trim(),
+            nginx_cpu.trim()
         );
     }
 
@@ -231,9 +240,17 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
     Ok(())
 }
 
+/// CPU time so far of the process serving a target: `serving` (and its children), else this one.
+fn serving_cpu_time(serving: Option<u32>) -> Option<Duration> {
+    match serving {
+        Some(pid) => cutover_bench::reference::tree_cpu_time(pid),
+        None => process_cpu_time(),
+    }
+}
+
 /// One warm-up then one measured load against `addr`: in a child pinned to CPU `pinned` when
-/// given, else in this process. Returns this process's and the machine's CPU time at the start
-/// of the measured load, then its samples and wall time.
+/// given, else in this process. Returns the serving process's (`serving_cpu_time`) and the
+/// machine's CPU time at the start of the measured load, then its samples and wall time.
 async fn measure(
     addr: SocketAddr,
     host: &str,
@@ -241,12 +258,13 @@ async fn measure(
     load: Load,
     warmup: Load,
     pinned: Option<usize>,
+    serving: Option<u32>,
 ) -> std::io::Result<(Option<Duration>, Option<Duration>, (Vec<Sample>, Duration))> {
     if let Some(cpu) = pinned {
         let host = host.to_owned();
         return tokio::task::spawn_blocking(move || {
             run_load_pinned(addr, &host, warmup, cpu, &wire)?;
-            let (pc0, mc0) = (process_cpu_time(), machine_cpu_time());
+            let (pc0, mc0) = (serving_cpu_time(serving), machine_cpu_time());
             run_load_pinned(addr, &host, load, cpu, &wire).map(|r| (pc0, mc0, r))
         })
         .await
@@ -262,7 +280,7 @@ async fn measure(
         }
     };
     go(warmup).await;
-    let (pc0, mc0) = (process_cpu_time(), machine_cpu_time());
+    let (pc0, mc0) = (serving_cpu_time(serving), machine_cpu_time());
     Ok((pc0, mc0, go(load).await))
 }
 
@@ -317,7 +335,8 @@ async fn tls_section(
                 cert: cert.clone(),
                 h2: *h2,
             };
-            let (_, _, (mut samples, elapsed)) = measure(*addr, host, wire, load, warmup, pinned).await?;
+            let (_, _, (mut samples, elapsed)) =
+                measure(*addr, host, wire, load, warmup, pinned, None).await?;
             a.0.append(&mut samples);
             a.1 += elapsed;
         }
