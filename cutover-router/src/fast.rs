@@ -4,8 +4,9 @@
 //! or the `http` types refuse, a head over [`MAX_HEAD`]) hands the connection to hyper, with
 //! the bytes already read in front, for the rest of its life ([`crate::serve`]). So hyper keeps
 //! judging everything unusual (its 400s and 431s, chunked request bodies, smuggling attempts),
-//! and the common request skips its dispatcher, its per-request header maps on both sides and
-//! its encoder. Measured with `router_overhead` (bench/README.md).
+//! and the common request skips its dispatcher, header maps on both sides and its encoder: its
+//! fields stay ranges of the bytes read (`head`) and go upstream, and the answer's come back,
+//! through `plain`. Measured with `router_overhead` (bench/README.md).
 //!
 //! What hyper did for these requests and this path does too: one `Host` is left to `forward`
 //! (two are a 400 there, as before); a request head must arrive within the client header
@@ -378,8 +379,8 @@ fn last_fields(out: &mut Vec<u8>, hsts: Option<&HeaderValue>, has_date: bool, cl
 }
 
 /// The head of an upstream's answer, its fields as they came (less an application's HSTS when
-/// the listener has its own); its length is the one its framing gave (`upstream`), written
-/// once by the router.
+/// the listener has its own, and any `X-Cutover-Version` of its own); its length is the one
+/// its framing gave (`upstream`), written once by the router.
 fn relayed_head(
     out: &mut Vec<u8>,
     sent: &Sent,
@@ -390,8 +391,10 @@ fn relayed_head(
     let mut has_date = false;
     for (name, value) in sent.head.iter() {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        // (only the router says which version answered)
         if (hsts.is_some() && is("strict-transport-security"))
             || (!matches!(framing, Framing::None) && is("content-length"))
+            || is("x-cutover-version")
         {
             continue;
         }

@@ -306,12 +306,12 @@ async fn an_upstream_that_stops_answering_gets_the_request_on_one_kept_connectio
 }
 
 #[tokio::test]
-async fn an_answer_is_relayed_field_by_field_less_its_hop_by_hop_fields_with_one_length() {
+async fn an_answer_is_relayed_field_by_field_less_its_hop_by_hop_fields_with_one_length_and_version() {
     let upstream = scripted(|_| {
         answer(
             "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nX-App-Field: Kept As Sent\r\n\
              Connection: keep-alive, X-Hop\r\nx-hop: secret\r\nKeep-Alive: timeout=5\r\n\
-             Set-Cookie: a=1\r\nset-cookie: b=2\r\n\r\nhello",
+             Set-Cookie: a=1\r\nset-cookie: b=2\r\nX-Cutover-Version: not-what-runs\r\n\r\nhello",
             Then::Stay,
         )
     })
