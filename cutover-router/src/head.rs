@@ -124,6 +124,16 @@ impl RawHead {
         });
     }
 
+    /// A head of `bytes` with the fields httparse found in them (tests).
+    #[cfg(test)]
+    pub(crate) fn parsed(bytes: &Bytes, headers: &[httparse::Header<'_>]) -> Self {
+        let list = headers
+            .iter()
+            .map(|h| Self::field(bytes, h.name.as_bytes(), h.value))
+            .collect();
+        Self::new(bytes.clone(), list)
+    }
+
     /// The fields as a `HeaderMap` (`None`: a field the `http` types refuse).
     pub(crate) fn to_header_map(&self, room: usize) -> Option<HeaderMap> {
         let mut map = HeaderMap::with_capacity(self.fields.len() + room);
@@ -169,12 +179,7 @@ mod tests {
         httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut resp, &buf, &mut fields)
             .expect("a valid head");
-        let list = resp
-            .headers
-            .iter()
-            .map(|h| RawHead::field(&buf, h.name.as_bytes(), h.value))
-            .collect();
-        RawHead::new(buf.clone(), list)
+        RawHead::parsed(&buf, resp.headers)
     }
 
     fn sorted(map: &HeaderMap) -> Vec<(String, Vec<u8>)> {

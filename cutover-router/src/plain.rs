@@ -264,15 +264,10 @@ mod tests {
         parsed
             .parse_with_uninit_headers(&buf, &mut fields)
             .expect("a valid head");
-        let list = parsed
-            .headers
-            .iter()
-            .map(|h| RawHead::field(&buf, h.name.as_bytes(), h.value))
-            .collect();
         PlainRequest {
             method: Method::from_bytes(parsed.method.unwrap_or("GET").as_bytes()).unwrap_or(Method::GET),
             target: PathAndQuery::try_from(parsed.path.unwrap_or("/")).expect("a path"),
-            head: RawHead::new(buf.clone(), list),
+            head: RawHead::parsed(&buf, parsed.headers),
         }
     }
 
