@@ -57,7 +57,8 @@ impl PlainRequest {
 
 /// Routes and sends a plain request (see the module documentation).
 pub(crate) async fn handle(ctx: &Arc<ConnCtx>, mut req: PlainRequest) -> Reply {
-    let edge = ctx.inner.edge.load();
+    // An `Arc`, not a guard: it is held while the upstream answers.
+    let edge = ctx.inner.edge.load_full();
     let mut hosts = req
         .head
         .fields
