@@ -261,7 +261,7 @@ fn parse(buf: &mut BytesMut) -> Parsed {
         return Parsed::Other;
     };
     let head = RawHead::new(bytes, list);
-    let close = plain::wants_close(&head);
+    let close = head.lists("connection", "close");
     Parsed::Plain(PlainRequest { method, target, head }, close)
 }
 

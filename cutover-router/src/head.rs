@@ -26,20 +26,6 @@ pub(crate) struct RawHead {
     pub(crate) fields: Vec<Field>,
 }
 
-/// The hop-by-hop fields of RFC 9110 section 7.6.1 and their historic companions (as
-/// `proxy::HOP_BY_HOP`).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// Whether a header value is valid for the `http` types (visible ASCII, obs-text, space, tab).
 pub(crate) fn valid_value(value: &[u8]) -> bool {
     value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
@@ -107,7 +93,11 @@ impl RawHead {
     /// Removes the hop-by-hop fields, and those `Connection` names (never `Host` or
     /// `Content-Length`), as `proxy::strip_hop_by_hop` does for a `HeaderMap`.
     pub(crate) fn strip_hop_by_hop(&mut self) {
-        let hop = |n: &[u8]| HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h.as_bytes()));
+        let hop = |n: &[u8]| {
+            crate::proxy::HOP_BY_HOP
+                .iter()
+                .any(|h| n.eq_ignore_ascii_case(h.as_str().as_bytes()))
+        };
         if !self.iter().any(|(n, _)| hop(n)) {
             return;
         }
@@ -152,7 +142,7 @@ impl RawHead {
 }
 
 /// Whether the comma-separated `value` lists `token` (case-insensitive).
-pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
+fn has_token(value: &[u8], token: &str) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))

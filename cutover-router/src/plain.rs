@@ -24,7 +24,7 @@ use crate::access_log::{Pending, Trace};
 use crate::body::{ClientBody, RouterBody};
 use crate::dispatch::{self, Dispatch, Sent};
 use crate::forwarded::{Hop, TrustedProxies, write_forwarded_element};
-use crate::head::{RawHead, has_token, put_field};
+use crate::head::{RawHead, put_field};
 use crate::proxy::{self, ConnCtx, Routed, attach, text_response};
 
 /// A bodyless HTTP/1.1 request in origin form, as `fast` read it.
@@ -247,11 +247,6 @@ fn upstream_head(
     out
 }
 
-/// Whether a plain request asks to close its connection after the answer.
-pub(crate) fn wants_close(head: &RawHead) -> bool {
-    head.get_all("connection").any(|v| has_token(v, "close"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,15 +342,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn a_request_says_close_in_any_case() {
-        assert!(wants_close(
-            &plain(b"GET / HTTP/1.1\r\nhost: h\r\nConnection: x, CLOSE\r\n\r\n").head
-        ));
-        assert!(!wants_close(
-            &plain(b"GET / HTTP/1.1\r\nhost: h\r\nConnection: closed\r\n\r\n").head
-        ));
     }
 }

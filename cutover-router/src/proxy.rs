@@ -147,7 +147,7 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 const NEVER_HOP_BY_HOP: [HeaderName; 2] = [header::HOST, header::CONTENT_LENGTH];
 
 /// The hop-by-hop headers of RFC 9110 section 7.6.1 and their historic companions.
-const HOP_BY_HOP: [HeaderName; 9] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
