@@ -19,6 +19,16 @@ pub(crate) struct Field {
     value_len: u32,
 }
 
+impl Field {
+    fn name_range(&self) -> std::ops::Range<usize> {
+        self.name_at as usize..(self.name_at + self.name_len) as usize
+    }
+
+    fn value_range(&self) -> std::ops::Range<usize> {
+        self.value_at as usize..(self.value_at + self.value_len) as usize
+    }
+}
+
 /// A parsed head's bytes and its fields, in the order they came.
 #[derive(Debug)]
 pub(crate) struct RawHead {
@@ -56,17 +66,16 @@ impl RawHead {
     }
 
     pub(crate) fn name(&self, f: &Field) -> &[u8] {
-        &self.bytes[f.name_at as usize..(f.name_at + f.name_len) as usize]
+        &self.bytes[f.name_range()]
     }
 
     pub(crate) fn value(&self, f: &Field) -> &[u8] {
-        &self.bytes[f.value_at as usize..(f.value_at + f.value_len) as usize]
+        &self.bytes[f.value_range()]
     }
 
     /// A field's value, sharing the head's bytes.
     pub(crate) fn value_bytes(&self, f: &Field) -> Bytes {
-        self.bytes
-            .slice(f.value_at as usize..(f.value_at + f.value_len) as usize)
+        self.bytes.slice(f.value_range())
     }
 
     /// The fields as (name, value) pairs.
@@ -109,7 +118,7 @@ impl RawHead {
             .collect();
         let bytes = &self.bytes;
         self.fields.retain(|f| {
-            let n = &bytes[f.name_at as usize..(f.name_at + f.name_len) as usize];
+            let n = &bytes[f.name_range()];
             !hop(n) && !named.iter().any(|t| n.eq_ignore_ascii_case(t))
         });
     }
@@ -129,7 +138,7 @@ impl RawHead {
         let mut map = HeaderMap::with_capacity(self.fields.len() + room);
         for f in &self.fields {
             let name = HeaderName::from_bytes(self.name(f)).ok()?;
-            let range = f.value_at as usize..(f.value_at + f.value_len) as usize;
+            let range = f.value_range();
             let value = if range.is_empty() {
                 HeaderValue::from_static("")
             } else {
