@@ -62,6 +62,7 @@ mod gate;
 mod generation;
 mod head;
 mod hosts;
+mod http2;
 mod metrics;
 mod plain;
 mod proxy;

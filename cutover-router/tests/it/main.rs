@@ -7,6 +7,7 @@ mod edge;
 mod fast;
 mod flags;
 mod gates;
+mod http2;
 mod routing;
 mod strict;
 mod support;

@@ -20,13 +20,13 @@ use tokio_rustls::TlsConnector;
 
 use crate::support::*;
 
-struct Ca {
+pub(crate) struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
     der: CertificateDer<'static>,
 }
 
-fn ca() -> Ca {
+pub(crate) fn ca() -> Ca {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     // Distinct names: OpenSSL takes a leaf whose issuer equals its subject for self-signed.
@@ -43,7 +43,7 @@ fn ca() -> Ca {
 }
 
 /// Writes a leaf for `names` signed by `ca` to `<dir>/<file>.crt|.key`; returns its DER.
-fn leaf(ca: &Ca, names: &[&str], dir: &Path, file: &str) -> (CertFiles, CertificateDer<'static>) {
+pub(crate) fn leaf(ca: &Ca, names: &[&str], dir: &Path, file: &str) -> (CertFiles, CertificateDer<'static>) {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     params.distinguished_name.push(DnType::CommonName, names[0]);
@@ -75,14 +75,14 @@ fn connector(ca: &Ca, alpn: &[u8]) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
-struct TlsRouter {
-    router: cutover_router::Router,
-    addr: SocketAddr,
+pub(crate) struct TlsRouter {
+    pub(crate) router: cutover_router::Router,
+    pub(crate) addr: SocketAddr,
     certs: Arc<TlsCerts>,
     _stop: oneshot::Sender<()>,
 }
 
-async fn tls_router(files: Vec<CertFiles>) -> TlsRouter {
+pub(crate) async fn tls_router(files: Vec<CertFiles>) -> TlsRouter {
     let router = cutover_router::Router::new(RouterConfig::default());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -108,7 +108,7 @@ async fn tls_router(files: Vec<CertFiles>) -> TlsRouter {
 }
 
 /// A TLS connection to the router for `sni`; returns it with the leaf certificate it got.
-async fn handshake(
+pub(crate) async fn handshake(
     addr: SocketAddr,
     ca: &Ca,
     sni: &str,
@@ -408,6 +408,76 @@ async fn h2_and_http1_clients_get_through_a_switch_under_load_with_no_failure() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_listener_handed_to_a_successor_fails_no_request_under_load() {
+    handed_over_under_load(b"http/1.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_listener_handed_to_a_successor_fails_no_request_under_load() {
+    handed_over_under_load(b"h2").await;
+}
+
+/// A keep-alive client connection of either protocol.
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    async fn connect(tls: tokio_rustls::client::TlsStream<TcpStream>) -> Self {
+        let io = TokioIo::new(tls);
+        if io.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
+            let (s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            Sender::H2(s)
+        } else {
+            let (s, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            Sender::H1(s)
+        }
+    }
+
+    async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+
+    async fn send(&mut self) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
+        match self {
+            Sender::H1(s) => {
+                let req = Request::get("/")
+                    .header("host", "www.example.com")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                let req = Request::get("https://www.example.com/")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                s.send_request(req).await
+            }
+        }
+    }
+}
+
+/// Whether a request failed before the server took it, so a client may send it again: not
+/// sent (the connection closed first), or refused by an HTTP/2 server going away (RFC 9113
+/// 8.7: a stream above the GOAWAY's last stream was not processed).
+fn not_taken(e: &hyper::Error) -> bool {
+    if e.is_canceled() {
+        return true;
+    }
+    let h2 = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>());
+    h2.is_some_and(|h2| h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+}
+
+/// Two routers on one TLS listening socket under keep-alive load over `alpn`; the first stops
+/// (a data-plane hand-over): no request fails.
+async fn handed_over_under_load(alpn: &'static [u8]) {
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(ca());
     let (files, _) = leaf(&ca, &["www.example.com"], dir.path(), "www");
@@ -433,14 +503,14 @@ async fn a_tls_listener_handed_to_a_successor_fails_no_request_under_load() {
         };
         let (tx, rx) = oneshot::channel::<()>();
         let listener = TcpListener::from_std(socket).unwrap();
-        tokio::spawn(async move {
+        let serving = tokio::spawn(async move {
             router
                 .serve_tls(listener, opts, async {
                     let _ = rx.await;
                 })
                 .await
         });
-        stops.push(tx);
+        stops.push((tx, serving));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
@@ -456,29 +526,27 @@ async fn a_tls_listener_handed_to_a_successor_fails_no_request_under_load() {
         load.push(tokio::spawn(async move {
             // Keep-alive clients: reconnect when the server closes, as HTTP clients do.
             while !stop.load(Ordering::Relaxed) {
-                let Ok((tls, _)) = handshake(addr, &ca, "www.example.com", b"http/1.1").await else {
+                let Ok((tls, _)) = handshake(addr, &ca, "www.example.com", alpn).await else {
                     failures.lock().unwrap().push("handshake".to_owned());
                     continue;
                 };
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
+                let mut sender = Sender::connect(tls).await;
                 while !stop.load(Ordering::Relaxed) {
                     if sender.ready().await.is_err() {
                         break; // closed between requests: reconnect
                     }
-                    let req = Request::get("/")
-                        .header("host", "www.example.com")
-                        .body(Empty::<Bytes>::new())
-                        .unwrap();
-                    match sender.send_request(req).await {
+                    match sender.send().await {
                         Ok(resp) if resp.status() == StatusCode::OK => {
-                            let _ = resp.into_body().collect().await;
-                            ok.fetch_add(1, Ordering::Relaxed);
+                            match resp.into_body().collect().await {
+                                Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                                Err(e) => {
+                                    failures.lock().unwrap().push(format!("body: {e}"));
+                                    break;
+                                }
+                            };
                         }
                         Ok(resp) => failures.lock().unwrap().push(resp.status().to_string()),
-                        Err(e) if e.is_canceled() => break, // not sent: the connection closed first
+                        Err(e) if not_taken(&e) => break, // reconnect and send it again
                         Err(e) => {
                             failures.lock().unwrap().push(e.to_string());
                             break;
@@ -489,7 +557,10 @@ async fn a_tls_listener_handed_to_a_successor_fails_no_request_under_load() {
         }));
     }
     wait_until(|| ok.load(Ordering::Relaxed) >= 200).await;
-    let _ = stops.remove(0).send(()); // the old one stops accepting and drains
+    let (old, old_serving) = stops.remove(0);
+    let _ = old.send(()); // the old one stops accepting and drains
+    // Its connections close (the clients move to the successor) long before its 30 s grace.
+    wait_until(|| old_serving.is_finished()).await;
     let before = ok.load(Ordering::Relaxed);
     wait_until(|| ok.load(Ordering::Relaxed) >= before + 400).await;
     stop.store(true, Ordering::Relaxed);
