@@ -317,28 +317,34 @@ async fn tls_section(
             None
         }
     };
+    // (name, address, HTTP/2, the process serving it when not this one)
     let mut targets = vec![
-        ("router h1/tls", router_tls, false),
-        ("router h2", router_tls, true),
+        ("router h1/tls", router_tls, false, None),
+        ("router h2", router_tls, true, None),
     ];
     if let Some(n) = &nginx {
-        targets.push(("nginx h1/tls", n.addr, false));
-        targets.push(("nginx h2", n.addr, true));
+        targets.push(("nginx h1/tls", n.addr, false, Some(n.pid())));
+        targets.push(("nginx h2", n.addr, true, Some(n.pid())));
     } else {
         println!("nginx: not installed, TLS comparison skipped");
     }
-    let mut acc: Vec<(Vec<Sample>, Duration)> =
-        targets.iter().map(|_| (Vec::new(), Duration::ZERO)).collect();
+    // (samples, wall time, the serving process's CPU time)
+    let mut acc: Vec<(Vec<Sample>, Duration, Duration)> = targets
+        .iter()
+        .map(|_| (Vec::new(), Duration::ZERO, Duration::ZERO))
+        .collect();
     for _ in 0..rounds {
-        for ((_, addr, h2), a) in targets.iter().zip(acc.iter_mut()) {
+        for ((_, addr, h2, serving), a) in targets.iter().zip(acc.iter_mut()) {
             let wire = Wire::Tls {
                 cert: cert.clone(),
                 h2: *h2,
             };
-            let (_, _, (mut samples, elapsed)) =
-                measure(*addr, host, wire, load, warmup, pinned, None).await?;
+            let (pc0, _, (mut samples, elapsed)) =
+                measure(*addr, host, wire, load, warmup, pinned, *serving).await?;
+            let pc1 = serving_cpu_time(*serving);
             a.0.append(&mut samples);
             a.1 += elapsed;
+            a.2 += pc1.zip(pc0).map_or(Duration::ZERO, |(b, a)| b - a);
         }
     }
     println!();
@@ -347,25 +353,27 @@ async fn tls_section(
         load.connections
     );
     println!(
-        "{:<14}{:>10}{:>10}{:>9}{:>11}{:>11}{:>14}",
-        "", "requests", "req/s", "failed", "p50", "p99", "vs nginx"
+        "{:<14}{:>10}{:>10}{:>9}{:>11}{:>11}{:>10}{:>14}",
+        "", "requests", "req/s", "failed", "p50", "p99", "proc CPU", "vs nginx"
     );
-    let sums: Vec<_> = acc.iter().map(|(s, e)| summarize(s, *e)).collect();
-    for (i, ((name, _, _), s)) in targets.iter().zip(&sums).enumerate() {
+    let sums: Vec<_> = acc.iter().map(|(s, e, _)| summarize(s, *e)).collect();
+    for (i, ((name, _, _, _), s)) in targets.iter().zip(&sums).enumerate() {
         let vs = sums
             .get(i + 2)
             .filter(|_| i < 2)
             .map_or(String::new(), |n| format!("{:.2}x", s.rps / n.rps));
         println!(
-            "{name:<14}{:>10}{:>10.0}{:>9}{:>11}{:>11}{:>14}",
+            "{name:<14}{:>10}{:>10.0}{:>9}{:>11}{:>11}{:>10}{:>14}",
             s.requests,
             s.rps,
             s.failures,
             micros(s.p50),
             micros(s.p99),
+            per_req(Some(Duration::ZERO), Some(acc[i].2), s.requests),
             vs
         );
     }
+    println!("(proc CPU: per request, of the serving process as in the table above)");
     drop(nginx);
     Ok(())
 }
