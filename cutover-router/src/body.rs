@@ -91,25 +91,23 @@ impl Body for RouterBody {
 }
 
 /// A client's request body: none (the router's own HTTP/1.1 path, `fast`, takes only bodyless
-/// requests), hyper's (HTTP/1.1) or an HTTP/2 stream's (`http2`).
+/// requests) or hyper's.
 pub(crate) enum ClientBody {
     Empty,
     Hyper(Incoming),
-    H2(crate::http2::RecvBody),
 }
 
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = hyper::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ClientBody::Empty => Poll::Ready(None),
-            ClientBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
-            ClientBody::H2(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            ClientBody::Hyper(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -117,7 +115,6 @@ impl Body for ClientBody {
         match self {
             ClientBody::Empty => true,
             ClientBody::Hyper(body) => body.is_end_stream(),
-            ClientBody::H2(body) => body.is_end_stream(),
         }
     }
 
@@ -125,7 +122,6 @@ impl Body for ClientBody {
         match self {
             ClientBody::Empty => SizeHint::with_exact(0),
             ClientBody::Hyper(body) => body.size_hint(),
-            ClientBody::H2(body) => body.size_hint(),
         }
     }
 }
@@ -158,12 +154,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = hyper::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
             UpstreamBody::Slot {

@@ -514,13 +514,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
     }
 }
 
-/// The `Date` value as a field's value (for answers hyper's code does not write).
-pub(crate) fn date_value() -> HeaderValue {
-    let mut text = Vec::with_capacity(29);
-    date::extend(&mut text);
-    HeaderValue::from_maybe_shared(Bytes::from(text)).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
 /// The `Date` value, formatted once a second per thread.
 mod date {
     use std::cell::RefCell;

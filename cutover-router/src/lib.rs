@@ -62,7 +62,6 @@ mod gate;
 mod generation;
 mod head;
 mod hosts;
-mod http2;
 mod metrics;
 mod plain;
 mod proxy;

@@ -26,6 +26,8 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::pem::PemObject;
@@ -37,7 +39,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::Router;
 use crate::proxy::Target;
-use crate::serve::Conn;
+use crate::serve::{Conn, drive};
 
 /// How often certificate files are checked for changes.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
@@ -352,13 +354,27 @@ impl Router {
                 else {
                     return; // handshake failed or too slow
                 };
-                // ALPN already chose: HTTP/1.1 takes the plain listener's path (`fast`, which
-                // hands anything unusual to hyper), HTTP/2 the router's own (`http2`).
-                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    crate::http2::serve(conn, stream).await;
-                } else {
+                // ALPN already chose. HTTP/1.1 takes the plain listener's path (`fast`, which
+                // hands anything unusual to hyper); HTTP/2 is hyper's.
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                if !h2 {
                     crate::fast::serve_stream(conn, stream).await;
+                    return;
                 }
+                let crate::fast::Stream {
+                    ctx,
+                    stop,
+                    requests,
+                    last_call,
+                    hsts,
+                    ..
+                } = conn;
+                let svc = crate::serve::service(ctx, Arc::clone(&requests), hsts);
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder = builder.http2_only();
+                builder.http2().timer(TokioTimer::new());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                log_conn(drive(conn, |c| c.graceful_shutdown(), stop, &requests, last_call).await);
             }
         };
         self.accept_loop(
@@ -370,5 +386,11 @@ impl Router {
             serve_conn,
         )
         .await
+    }
+}
+
+fn log_conn(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "TLS client connection ended with an error");
     }
 }
