@@ -472,7 +472,11 @@ fn not_taken(e: &hyper::Error) -> bool {
         return true;
     }
     let h2 = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>());
-    h2.is_some_and(|h2| h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+    h2.is_some_and(|h2| {
+        let reason = h2.reason();
+        (h2.is_go_away() && reason == Some(h2::Reason::NO_ERROR))
+            || reason == Some(h2::Reason::REFUSED_STREAM)
+    })
 }
 
 /// Two routers on one TLS listening socket under keep-alive load over `alpn`; the first stops
