@@ -156,13 +156,12 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
         .collect();
     for _ in 0..rounds {
         for ((_, addr, serving), a) in targets.iter().zip(acc.iter_mut()) {
-            let (pc0, mc0, (mut samples, elapsed)) =
+            let (proc_cpu, all_cpu, (mut samples, elapsed)) =
                 measure(*addr, &host, Wire::Plain, load, warmup, pinned, *serving).await?;
-            let (pc1, mc1) = (serving_cpu_time(*serving), machine_cpu_time());
             a.samples.append(&mut samples);
             a.elapsed += elapsed;
-            a.proc_cpu += pc1.zip(pc0).map_or(Duration::ZERO, |(b, a)| b - a);
-            a.all_cpu += mc1.zip(mc0).map_or(Duration::ZERO, |(b, a)| b - a);
+            a.proc_cpu += proc_cpu;
+            a.all_cpu += all_cpu;
         }
     }
     let rows: Vec<_> = targets
@@ -248,9 +247,38 @@ fn serving_cpu_time(serving: Option<u32>) -> Option<Duration> {
     }
 }
 
+/// CPU time used since a mark by the process serving a target (`serving_cpu_time`) and by
+/// the whole machine.
+struct CpuMark {
+    serving: Option<u32>,
+    proc: Option<Duration>,
+    all: Option<Duration>,
+}
+
+impl CpuMark {
+    fn now(serving: Option<u32>) -> Self {
+        Self {
+            serving,
+            proc: serving_cpu_time(serving),
+            all: machine_cpu_time(),
+        }
+    }
+
+    /// (the serving process's, the machine's) CPU time since the mark; zero when unknown.
+    fn used(&self) -> (Duration, Duration) {
+        let since = |start: Option<Duration>, end: Option<Duration>| {
+            end.zip(start).map_or(Duration::ZERO, |(e, s)| e - s)
+        };
+        (
+            since(self.proc, serving_cpu_time(self.serving)),
+            since(self.all, machine_cpu_time()),
+        )
+    }
+}
+
 /// One warm-up then one measured load against `addr`: in a child pinned to CPU `pinned` when
-/// given, else in this process. Returns the serving process's (`serving_cpu_time`) and the
-/// machine's CPU time at the start of the measured load, then its samples and wall time.
+/// given, else in this process. Returns the CPU time the serving process and the machine used
+/// during the measured load ([`CpuMark::used`]), then its samples and wall time.
 async fn measure(
     addr: SocketAddr,
     host: &str,
@@ -259,13 +287,15 @@ async fn measure(
     warmup: Load,
     pinned: Option<usize>,
     serving: Option<u32>,
-) -> std::io::Result<(Option<Duration>, Option<Duration>, (Vec<Sample>, Duration))> {
+) -> std::io::Result<(Duration, Duration, (Vec<Sample>, Duration))> {
     if let Some(cpu) = pinned {
         let host = host.to_owned();
         return tokio::task::spawn_blocking(move || {
             run_load_pinned(addr, &host, warmup, cpu, &wire)?;
-            let (pc0, mc0) = (serving_cpu_time(serving), machine_cpu_time());
-            run_load_pinned(addr, &host, load, cpu, &wire).map(|r| (pc0, mc0, r))
+            let mark = CpuMark::now(serving);
+            let r = run_load_pinned(addr, &host, load, cpu, &wire)?;
+            let (proc_cpu, all_cpu) = mark.used();
+            Ok((proc_cpu, all_cpu, r))
         })
         .await
         .map_err(std::io::Error::other)?;
@@ -280,8 +310,10 @@ async fn measure(
         }
     };
     go(warmup).await;
-    let (pc0, mc0) = (serving_cpu_time(serving), machine_cpu_time());
-    Ok((pc0, mc0, go(load).await))
+    let mark = CpuMark::now(serving);
+    let r = go(load).await;
+    let (proc_cpu, all_cpu) = mark.used();
+    Ok((proc_cpu, all_cpu, r))
 }
 
 /// 2. The same load over TLS (one self-signed certificate, served by the router and by nginx),
@@ -339,12 +371,11 @@ async fn tls_section(
                 cert: cert.clone(),
                 h2: *h2,
             };
-            let (pc0, _, (mut samples, elapsed)) =
+            let (proc_cpu, _, (mut samples, elapsed)) =
                 measure(*addr, host, wire, load, warmup, pinned, *serving).await?;
-            let pc1 = serving_cpu_time(*serving);
             a.0.append(&mut samples);
             a.1 += elapsed;
-            a.2 += pc1.zip(pc0).map_or(Duration::ZERO, |(b, a)| b - a);
+            a.2 += proc_cpu;
         }
     }
     println!();

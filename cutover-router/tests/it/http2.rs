@@ -135,7 +135,7 @@ async fn bodies_larger_than_the_windows_go_through_both_ways() {
     assert_eq!(echoed.len(), body.len());
     assert!(echoed.as_ref() == body.as_slice(), "the body came back as sent");
 
-    // The upstream framed it by the client's Content-Length, as hyper's server gave it.
+    // The upstream gets the client's Content-Length and the body framed by it, not chunked.
     let req = Request::post(format!("https://{HOST}/headers"))
         .header("content-length", 5)
         .body(Full::new(Bytes::from_static(b"hello")))
