@@ -22,7 +22,8 @@
 //! generator in-process; the switch section always keeps the generator in-process, unpinned.
 //!
 //! Usage: `cargo run --release -p cutover-bench --bin router_overhead [-- --secs N --rounds N
-//! --conns N --serve threads|tasks --threads N --pin 0|1]`.
+//! --conns N --serve threads|tasks --threads N --pin 0|1 --only plain,tls,switch]` (`--only`:
+//! the sections to run, all by default).
 
 // Benchmarks start the real binary, baselines and fixture tools directly.
 #![allow(clippy::disallowed_methods)]
@@ -81,6 +82,7 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
     let secs = arg("--secs", 3);
     let conns = arg("--conns", 32) as usize;
     let rounds = arg("--rounds", 3).clamp(1, 20);
+    let sections = Sections::parse(&arg("--only", "plain,tls,switch".to_owned()))?;
     let load = Load {
         connections: conns,
         duration: Duration::from_secs(secs),
@@ -120,6 +122,63 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
         ),
         None => println!("not pinned: the load generator shares this process's CPUs"),
     }
+    if sections.plain {
+        plain_section(router_addr, v1, &host, (load, warmup), rounds, pinned, workers).await?;
+    }
+    if sections.tls {
+        tls_section(&router, &host, v1, (load, warmup), rounds, pinned, workers).await?;
+    }
+    if pinned.is_some() {
+        // The switch section generates load in this process: every CPU again.
+        pin_self(&format!("0-{}", cpus - 1))?;
+    }
+    if sections.switch {
+        switch_under_load(&router, &route, router_addr, (v1, v2), conns).await;
+    }
+    drop(upstreams);
+    Ok(())
+}
+
+/// The sections `--only` names (comma-separated; all three by default).
+struct Sections {
+    plain: bool,
+    tls: bool,
+    switch: bool,
+}
+
+impl Sections {
+    fn parse(list: &str) -> std::io::Result<Sections> {
+        let mut s = Sections {
+            plain: false,
+            tls: false,
+            switch: false,
+        };
+        for name in list.split(',').map(str::trim) {
+            match name {
+                "plain" => s.plain = true,
+                "tls" => s.tls = true,
+                "switch" => s.switch = true,
+                other => {
+                    return Err(std::io::Error::other(format!(
+                        "--only: unknown section {other:?} (known: plain, tls, switch; e.g. --only tls)"
+                    )));
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Section 1: plain HTTP/1.1 through the router and the reference proxies, against direct.
+async fn plain_section(
+    router_addr: SocketAddr,
+    v1: SocketAddr,
+    host: &str,
+    (load, warmup): (Load, Load),
+    rounds: u64,
+    pinned: Option<usize>,
+    workers: usize,
+) -> std::io::Result<()> {
     let relay = tcp_relay(v1).await?;
     let mut externals = Vec::new();
     for kind in [Kind::Nginx, Kind::Haproxy] {
@@ -157,7 +216,7 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
     for _ in 0..rounds {
         for ((_, addr, serving), a) in targets.iter().zip(acc.iter_mut()) {
             let (proc_cpu, all_cpu, (mut samples, elapsed)) =
-                measure(*addr, &host, Wire::Plain, load, warmup, pinned, *serving).await?;
+                measure(*addr, host, Wire::Plain, load, warmup, pinned, *serving).await?;
             a.samples.append(&mut samples);
             a.elapsed += elapsed;
             a.proc_cpu += proc_cpu;
@@ -172,8 +231,8 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
             (
                 *name,
                 s,
-                per_req(Some(Duration::ZERO), Some(a.proc_cpu), s.requests),
-                per_req(Some(Duration::ZERO), Some(a.all_cpu), s.requests),
+                per_req(a.proc_cpu, s.requests),
+                per_req(a.all_cpu, s.requests),
             )
         })
         .collect();
@@ -228,14 +287,6 @@ async fn run(pinned: Option<usize>, cpus: usize, workers: usize) -> std::io::Res
             nginx_cpu.trim()
         );
     }
-
-    tls_section(&router, &host, v1, (load, warmup), rounds, pinned, workers).await?;
-    if pinned.is_some() {
-        // The switch section generates load in this process: every CPU again.
-        pin_self(&format!("0-{}", cpus - 1))?;
-    }
-    switch_under_load(&router, &route, router_addr, (v1, v2), conns).await;
-    drop(upstreams);
     Ok(())
 }
 
@@ -400,7 +451,7 @@ async fn tls_section(
             s.failures,
             micros(s.p50),
             micros(s.p99),
-            per_req(Some(Duration::ZERO), Some(acc[i].2), s.requests),
+            per_req(acc[i].2, s.requests),
             vs
         );
     }
@@ -409,10 +460,12 @@ async fn tls_section(
     Ok(())
 }
 
-fn per_req(a: Option<Duration>, b: Option<Duration>, n: usize) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if n > 0 => micros((b - a) / n as u32),
-        _ => "n/a".to_owned(),
+/// CPU time per request to a tenth of a µs (the CPU times are read to 10 ms; a round's
+/// tens of thousands of requests make a tenth meaningful).
+fn per_req(cpu: Duration, n: usize) -> String {
+    match n {
+        0 => "n/a".to_owned(),
+        n => format!("{:.1} µs", cpu.as_secs_f64() * 1e6 / n as f64),
     }
 }
 
