@@ -63,6 +63,7 @@ mod generation;
 mod head;
 mod hosts;
 mod metrics;
+mod outgoing;
 mod plain;
 mod proxy;
 mod route;

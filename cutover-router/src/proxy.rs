@@ -40,6 +40,7 @@ use crate::body::{ClientBody, RouterBody, UpstreamBody};
 use crate::dispatch::{self, Dispatch};
 use crate::forwarded::{client_address, set_forwarding_headers};
 use crate::generation::InFlightGuard;
+use crate::outgoing::{Outgoing, upstream_head};
 use crate::route::normalize_host;
 use crate::{Edge, Inner, RouterConfig};
 
@@ -307,10 +308,6 @@ async fn forward(
         Ok(h) => h,
         Err(why) => return text_response(StatusCode::BAD_REQUEST, why.into()),
     };
-    if let Some(h) = &host_header {
-        // The upstream sees the host the route was picked by.
-        req.headers_mut().insert(header::HOST, h.clone());
-    }
     let target = req
         .uri()
         .path_and_query()
@@ -325,6 +322,45 @@ async fn forward(
     let generation = Arc::clone(guard.generation());
 
     let upgrade = wants_upgrade(req.headers());
+    if let Some(host_header) = &host_header
+        && !upgrade
+        && req.body().is_end_stream()
+    {
+        // The common request: its upstream head written from the client's fields as they
+        // are (`outgoing`), sent by the router's own client.
+        let (parts, _) = req.into_parts();
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        let outgoing = Outgoing {
+            method: &parts.method,
+            target: &target,
+            host: host_header.as_bytes(),
+            hop: &ctx.hop,
+            proto: ctx.proto,
+            trusted: &edge.trusted_proxies,
+            flags: flags.as_ref(),
+        };
+        let head = upstream_head(&outgoing, &headers);
+        let dispatch = Dispatch {
+            ctx,
+            host: &host,
+            generation,
+            guard,
+            order,
+            method: parts.method,
+            path: target,
+            headers: HeaderMap::new(),
+            head: Some(head),
+        };
+        return match dispatch::via_own_client(dispatch, start, trace).await {
+            Ok(sent) => sent.into_response(),
+            Err(answer) => answer,
+        };
+    }
+    if let Some(h) = &host_header {
+        // The upstream sees the host the route was picked by.
+        req.headers_mut().insert(header::HOST, h.clone());
+    }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let upgrade_value = req.headers().get(header::UPGRADE).cloned();
     let (parts, body) = req.into_parts();

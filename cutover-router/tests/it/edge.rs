@@ -6,6 +6,33 @@ use http_body_util::BodyExt;
 
 use crate::support::*;
 
+/// The edge settings that send a bodyless request's head upstream each of the two ways it is
+/// written: from its raw fields (the router's own HTTP/1.1 path) and from a `HeaderMap`
+/// (`proxy::forward`, which every request takes while an access log is on, as HTTP/2 and
+/// unusual HTTP/1.1 requests always do). `dir`: where the access log goes.
+pub(crate) fn both_paths(
+    trusted: &TrustedProxies,
+    dir: &std::path::Path,
+) -> [(&'static str, EdgeSettings); 2] {
+    let edge = |access_log| EdgeSettings {
+        trusted_proxies: trusted.clone(),
+        access_log,
+        hosts: vec![],
+        tls: None,
+    };
+    [
+        ("raw fields", edge(None)),
+        (
+            "header map",
+            edge(Some(AccessLogTarget::File {
+                path: dir.join("access.log"),
+                max_size: 1 << 20,
+                keep: 1,
+            })),
+        ),
+    ]
+}
+
 async fn echoed_headers(c: &mut Conn, host: &str, extra: &[(&str, &str)]) -> String {
     let mut req = Request::get("/headers").header("host", host);
     for (k, v) in extra {
@@ -27,65 +54,65 @@ const SPOOFED: &[(&str, &str)] = &[
 async fn forwarding_headers_from_an_untrusted_peer_are_replaced() {
     let a = upstream(&sha('a')).await;
     let r = TestRouter::start(RouterConfig::default()).await;
-    // Trusting some other network must not make 127.0.0.1 trusted.
-    r.router
-        .set_edge(EdgeSettings {
-            trusted_proxies: TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]),
-            access_log: None,
-            hosts: vec![],
-            tls: None,
-        })
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
     r.switch("yves", &sha('a'), &[&a]);
     let host = r.host("yves");
-    let mut c = Conn::connect(r.addr).await;
-    let text = echoed_headers(&mut c, &host, SPOOFED).await;
-    assert!(!text.contains("198.51.100.7"), "{text}");
-    assert!(!text.contains("bank.example"), "{text}");
-    assert!(text.contains("x-forwarded-for: 127.0.0.1\n"), "{text}");
-    assert!(text.contains("x-forwarded-proto: http\n"), "{text}");
-    assert!(text.contains(&format!("x-forwarded-host: {host}\n")), "{text}");
-    assert!(
-        text.contains(&format!("forwarded: for=127.0.0.1;host=\"{host}\";proto=http\n")),
-        "{text}"
-    );
-    // Exactly one line per forwarding header: nothing of the client's survives beside it.
-    assert_eq!(text.matches("x-forwarded-for:").count(), 1, "{text}");
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("forwarded:")).count(),
-        1,
-        "{text}"
-    );
+    // Trusting some other network must not make 127.0.0.1 trusted.
+    let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    for (path, edge) in both_paths(&trusted, dir.path()) {
+        r.router.set_edge(edge).unwrap();
+        let mut c = Conn::connect(r.addr).await;
+        let text = echoed_headers(&mut c, &host, SPOOFED).await;
+        assert!(!text.contains("198.51.100.7"), "{path}: {text}");
+        assert!(!text.contains("bank.example"), "{path}: {text}");
+        assert!(text.contains("x-forwarded-for: 127.0.0.1\n"), "{path}: {text}");
+        assert!(text.contains("x-forwarded-proto: http\n"), "{path}: {text}");
+        assert!(
+            text.contains(&format!("x-forwarded-host: {host}\n")),
+            "{path}: {text}"
+        );
+        assert!(
+            text.contains(&format!("forwarded: for=127.0.0.1;host=\"{host}\";proto=http\n")),
+            "{path}: {text}"
+        );
+        // Exactly one line per forwarding header: nothing of the client's survives beside it.
+        assert_eq!(text.matches("x-forwarded-for:").count(), 1, "{path}: {text}");
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("forwarded:")).count(),
+            1,
+            "{path}: {text}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn forwarding_headers_from_a_trusted_proxy_are_appended() {
     let a = upstream(&sha('a')).await;
     let r = TestRouter::start(RouterConfig::default()).await;
-    r.router
-        .set_edge(EdgeSettings {
-            trusted_proxies: TrustedProxies::new(vec!["127.0.0.0/8".parse().unwrap()]),
-            access_log: None,
-            hosts: vec![],
-            tls: None,
-        })
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
     r.switch("yves", &sha('a'), &[&a]);
-    let mut c = Conn::connect(r.addr).await;
-    let text = echoed_headers(&mut c, &r.host("yves"), SPOOFED).await;
-    assert!(
-        text.contains("x-forwarded-for: 198.51.100.7, 127.0.0.1\n"),
-        "{text}"
-    );
-    assert!(text.contains("x-forwarded-proto: https\n"), "{text}");
-    assert!(text.contains("x-forwarded-host: bank.example\n"), "{text}");
-    assert!(
-        text.contains(&format!(
-            "forwarded: for=198.51.100.7;proto=https, for=127.0.0.1;host=\"{}\";proto=http\n",
-            r.host("yves")
-        )),
-        "{text}"
-    );
+    let trusted = TrustedProxies::new(vec!["127.0.0.0/8".parse().unwrap()]);
+    for (path, edge) in both_paths(&trusted, dir.path()) {
+        r.router.set_edge(edge).unwrap();
+        let mut c = Conn::connect(r.addr).await;
+        let text = echoed_headers(&mut c, &r.host("yves"), SPOOFED).await;
+        assert!(
+            text.contains("x-forwarded-for: 198.51.100.7, 127.0.0.1\n"),
+            "{path}: {text}"
+        );
+        assert!(text.contains("x-forwarded-proto: https\n"), "{path}: {text}");
+        assert!(
+            text.contains("x-forwarded-host: bank.example\n"),
+            "{path}: {text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "forwarded: for=198.51.100.7;proto=https, for=127.0.0.1;host=\"{}\";proto=http\n",
+                r.host("yves")
+            )),
+            "{path}: {text}"
+        );
+    }
 }
 
 fn log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {

@@ -252,3 +252,73 @@ async fn h2_answers_carry_date_and_hsts_and_no_connection_specific_field() {
     assert_eq!(resp.headers()["strict-transport-security"], "max-age=600");
     assert_eq!(resp.headers().get_all("date").iter().count(), 1);
 }
+
+#[tokio::test]
+async fn an_h2_request_reaches_the_upstream_with_the_authority_and_the_routers_own_fields() {
+    // An upstream that hands each request head it reads to the test.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (heads, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                loop {
+                    let head = read_head(&mut stream).await;
+                    let _ = heads.send(head);
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let (t, ca, _dir) = h2_router(upstream).await;
+    let mut client = h2_client::<Full<Bytes>>(&t, &ca, 65_535).await;
+    // Bodyless (the router's own client) and with a body (hyper's client): the same fields.
+    for (method, body) in [("GET", ""), ("POST", "x")] {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("https://{HOST}/p?q=1"))
+            .header("host", "evil.example")
+            .header("te", "trailers")
+            .header("cutover-flags", "admin=on")
+            .header("x-forwarded-for", "198.51.100.7")
+            .header("x-forwarded-host", "bank.example")
+            .header("forwarded", "for=198.51.100.7")
+            .header("x-app", "kept")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = client.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{method}");
+        let head = seen.recv().await.unwrap().to_ascii_lowercase();
+        assert!(
+            head.starts_with(&format!("{} /p?q=1 http/1.1\r\n", method.to_ascii_lowercase())),
+            "{head}"
+        );
+        let lines: Vec<&str> = head.lines().collect();
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("host:")).count(),
+            1,
+            "{head}"
+        );
+        for want in [
+            format!("host: {HOST}"),
+            "x-forwarded-for: 127.0.0.1".to_owned(),
+            format!("x-forwarded-host: {HOST}"),
+            "x-forwarded-proto: https".to_owned(),
+            format!("forwarded: for=127.0.0.1;host=\"{HOST}\";proto=https"),
+            "x-app: kept".to_owned(),
+        ] {
+            assert!(lines.contains(&want.as_str()), "{method}: no {want:?} in {head}");
+        }
+        for gone in ["evil", "198.51.100.7", "bank.example", "\r\nte:", "cutover-flags"] {
+            assert!(
+                !head.contains(gone),
+                "{method}: {gone:?} reached the upstream: {head}"
+            );
+        }
+    }
+}

@@ -67,30 +67,41 @@ async fn route_without_upstreams_is_503_and_remove_gives_404() {
 async fn sets_forwarded_headers_and_strips_hop_by_hop() {
     let a = upstream(&sha('a')).await;
     let r = TestRouter::start(RouterConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
     r.switch("yves", &sha('a'), &[&a]);
-    let mut c = Conn::connect(r.addr).await;
     let host = r.host("yves");
-    let req = Request::get("/headers")
-        .header("host", &host)
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("connection", "keep-alive, x-private")
-        .header("x-private", "secret")
-        .header("keep-alive", "timeout=5")
-        .header("x-app", "kept")
-        .body(Conn::body(""))
-        .unwrap();
-    let resp = c.send(req).await.unwrap();
-    assert_eq!(resp.headers()["x-cutover-version"], sha('a').as_str());
-    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-    // The client is no trusted proxy: its own X-Forwarded-For is replaced, not appended to.
-    assert!(text.contains("x-forwarded-for: 127.0.0.1\n"), "{text}");
-    assert!(!text.contains("203.0.113.9"), "{text}");
-    assert!(text.contains(&format!("x-forwarded-host: {host}\n")), "{text}");
-    assert!(text.contains("x-forwarded-proto: http\n"), "{text}");
-    assert!(text.contains(&format!("host: {host}\n")), "{text}");
-    assert!(text.contains("x-app: kept\n"), "{text}");
-    assert!(!text.contains("x-private"), "{text}");
-    assert!(!text.contains("keep-alive: timeout"), "{text}");
+    for (path, edge) in crate::edge::both_paths(&Default::default(), dir.path()) {
+        r.router.set_edge(edge).unwrap();
+        let mut c = Conn::connect(r.addr).await;
+        let req = Request::get("/headers")
+            .header("host", &host)
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("connection", "keep-alive, x-private")
+            .header("x-private", "secret")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("cutover-flags", "admin=on")
+            .header("x-app", "kept")
+            .body(Conn::body(""))
+            .unwrap();
+        let resp = c.send(req).await.unwrap();
+        assert_eq!(resp.headers()["x-cutover-version"], sha('a').as_str());
+        let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        // The client is no trusted proxy: its own X-Forwarded-For is replaced, not appended to.
+        assert!(text.contains("x-forwarded-for: 127.0.0.1\n"), "{path}: {text}");
+        assert!(!text.contains("203.0.113.9"), "{path}: {text}");
+        assert!(
+            text.contains(&format!("x-forwarded-host: {host}\n")),
+            "{path}: {text}"
+        );
+        assert!(text.contains("x-forwarded-proto: http\n"), "{path}: {text}");
+        assert!(text.contains(&format!("host: {host}\n")), "{path}: {text}");
+        assert!(text.contains("x-app: kept\n"), "{path}: {text}");
+        assert!(!text.contains("x-private"), "{path}: {text}");
+        assert!(!text.contains("keep-alive: timeout"), "{path}: {text}");
+        assert!(!text.contains("te: trailers"), "{path}: {text}");
+        assert!(!text.contains("cutover-flags"), "{path}: {text}");
+    }
 }
 
 #[tokio::test]
