@@ -7,9 +7,9 @@
 //! open keep theirs, nothing is dropped. A pair that fails to load (a key replaced before its
 //! certificate) keeps the previous pair, so a half-written renewal never takes a host offline.
 //!
-//! Connections offer ALPN `h2` and `http/1.1`; hyper-util's `auto` builder serves each in the
-//! protocol ALPN chose (HTTP/1.1, with upgrades, when the client named none). Requests go to instances over HTTP/1.1 keep-alive as on
-//! the plain listener; `X-Forwarded-Proto` is `https`. With HSTS on, every answer carries
+//! Connections offer ALPN `h2` and `http/1.1`: HTTP/1.1 (also when the client named none) takes
+//! the plain listener's path (`fast`, which hands anything unusual to hyper), HTTP/2 hyper's
+//! HTTP/2 server. Requests go to instances over HTTP/1.1 keep-alive as on the plain listener; `X-Forwarded-Proto` is `https`. With HSTS on, every answer carries
 //! `Strict-Transport-Security`.
 //!
 //! Rejected: `notify` for file changes (not in the dependency tree; a 1 s poll of a few `stat`
@@ -27,7 +27,6 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::pem::PemObject;
@@ -370,10 +369,11 @@ impl Router {
                     ..
                 } = conn;
                 let svc = crate::serve::service(ctx, Arc::clone(&requests), hsts);
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder = builder.http2_only();
-                builder.http2().timer(TokioTimer::new());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                // hyper's HTTP/2 server itself, not hyper-util's `auto` one: ALPN has chosen,
+                // so there is no preface to read and no wrapper to poll per frame.
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .serve_connection(TokioIo::new(stream), svc);
                 log_conn(drive(conn, |c| c.graceful_shutdown(), stop, &requests, last_call).await);
             }
         };
@@ -389,7 +389,7 @@ impl Router {
     }
 }
 
-fn log_conn(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+fn log_conn(result: Result<(), hyper::Error>) {
     if let Err(e) = result {
         tracing::debug!(error = %e, "TLS client connection ended with an error");
     }
