@@ -62,6 +62,7 @@ mod gate;
 mod generation;
 mod head;
 mod hosts;
+mod in_task;
 mod metrics;
 mod outgoing;
 mod plain;

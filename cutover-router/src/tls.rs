@@ -9,7 +9,7 @@
 //!
 //! Connections offer ALPN `h2` and `http/1.1`: HTTP/1.1 (also when the client named none) takes
 //! the plain listener's path (`fast`, which hands anything unusual to hyper), HTTP/2 hyper's
-//! HTTP/2 server. Requests go to instances over HTTP/1.1 keep-alive as on the plain listener; `X-Forwarded-Proto` is `https`. With HSTS on, every answer carries
+//! HTTP/2 server, its streams run in the connection's task (`in_task`). Requests go to instances over HTTP/1.1 keep-alive as on the plain listener; `X-Forwarded-Proto` is `https`. With HSTS on, every answer carries
 //! `Strict-Transport-Security`.
 //!
 //! Rejected: `notify` for file changes (not in the dependency tree; a 1 s poll of a few `stat`
@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::pem::PemObject;
@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::Router;
+use crate::in_task::{InTask, Streams};
 use crate::proxy::Target;
 use crate::serve::{Conn, drive};
 
@@ -371,10 +372,22 @@ impl Router {
                 let svc = crate::serve::service(ctx, Arc::clone(&requests), hsts);
                 // hyper's HTTP/2 server itself, not hyper-util's `auto` one: ALPN has chosen,
                 // so there is no preface to read and no wrapper to poll per frame.
-                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                // Its streams run in this task (`in_task`), not a task each.
+                let executor = InTask::default();
+                let conn = hyper::server::conn::http2::Builder::new(executor.clone())
                     .timer(TokioTimer::new())
                     .serve_connection(TokioIo::new(stream), svc);
-                log_conn(drive(conn, |c| c.graceful_shutdown(), stop, &requests, last_call).await);
+                let conn = Streams::new(conn, executor);
+                log_conn(
+                    drive(
+                        conn,
+                        |c| c.get_mut().conn().graceful_shutdown(),
+                        stop,
+                        &requests,
+                        last_call,
+                    )
+                    .await,
+                );
             }
         };
         self.accept_loop(
