@@ -185,27 +185,19 @@ mod tests {
         (line, v)
     }
 
-    /// The in-place path (what requests with a body take): `host` replaces the client's
-    /// `Host`, hop-by-hop fields go, `Expect` and the client's flags go, the router's flags
-    /// and forwarding fields come in, then `upstream::request_head`.
-    fn in_place(
-        method: &Method,
-        target: &PathAndQuery,
-        mut map: HeaderMap,
-        host: &HeaderValue,
-        hop: &Hop,
-        trusted: &TrustedProxies,
-        flags: Option<&HeaderValue>,
-    ) -> Vec<u8> {
+    /// The in-place path (what requests with a body take) for `req`: `host` replaces the
+    /// client's `Host`, hop-by-hop fields go, `Expect` and the client's flags go, the router's
+    /// flags and forwarding fields come in, then `upstream::request_head`.
+    fn in_place(req: &Outgoing<'_>, mut map: HeaderMap, host: &HeaderValue) -> Vec<u8> {
         map.insert(http::header::HOST, host.clone());
         crate::proxy::strip_hop_by_hop(&mut map);
         map.remove(http::header::EXPECT);
         map.remove(crate::FLAGS_HEADER);
-        if let Some(f) = flags {
+        if let Some(f) = req.flags {
             map.insert(crate::FLAGS_HEADER, f.clone());
         }
-        crate::forwarded::set_forwarding_headers(&mut map, hop, Some(host), "https", trusted);
-        crate::upstream::request_head(method, target.as_str(), "", &map)
+        crate::forwarded::set_forwarding_headers(&mut map, req.hop, Some(host), req.proto, req.trusted);
+        crate::upstream::request_head(req.method, req.target.as_str(), "", &map)
     }
 
     const REQUESTS: [&[u8]; 6] = [
@@ -221,20 +213,9 @@ mod tests {
     ];
 
     /// Every request of [`REQUESTS`] from every peer, trusted or not, with and without flags,
-    /// through `f` (method, target, the raw head, the host the request names, hop, trusted
-    /// proxies, flags, a label for messages).
-    fn each_case(
-        mut f: impl FnMut(
-            &Method,
-            &PathAndQuery,
-            &RawHead,
-            &HeaderValue,
-            &Hop,
-            &TrustedProxies,
-            Option<&HeaderValue>,
-            &str,
-        ),
-    ) {
+    /// through `f` (what goes upstream besides the fields, the raw head, the host the request
+    /// names, a label for messages).
+    fn each_case(mut f: impl FnMut(&Outgoing<'_>, &RawHead, &HeaderValue, &str)) {
         let flags = [None, Some(HeaderValue::from_static("beta=on"))];
         for text in REQUESTS {
             let (method, target, head) = raw(text);
@@ -257,16 +238,16 @@ mod tests {
                             "{:?} from {peer} (trusted: {trusted:?}, flags: {flag:?})",
                             String::from_utf8_lossy(text)
                         );
-                        f(
-                            &method,
-                            &target,
-                            &head,
-                            &host,
-                            &Hop::new(peer),
-                            &trusted,
-                            flag.as_ref(),
-                            &label,
-                        );
+                        let req = Outgoing {
+                            method: &method,
+                            target: &target,
+                            host: host.as_bytes(),
+                            hop: &Hop::new(peer),
+                            proto: "https",
+                            trusted: &trusted,
+                            flags: flag.as_ref(),
+                        };
+                        f(&req, &head, &host, &label);
                     }
                 }
             }
@@ -275,52 +256,21 @@ mod tests {
 
     #[test]
     fn a_raw_head_goes_upstream_as_the_in_place_path_sends_it() {
-        each_case(|method, target, head, host, hop, trusted, flags, label| {
-            let want = in_place(
-                method,
-                target,
-                head.to_header_map(6).unwrap(),
-                host,
-                hop,
-                trusted,
-                flags,
-            );
+        each_case(|req, head, host, label| {
+            let want = in_place(req, head.to_header_map(6).unwrap(), host);
             let mut head = RawHead::new(head.bytes.clone(), head.fields.clone());
             head.strip_hop_by_hop();
-            let req = Outgoing {
-                method,
-                target,
-                host: host.as_bytes(),
-                hop,
-                proto: "https",
-                trusted,
-                flags,
-            };
-            assert_eq!(
-                fields_of(&upstream_head(&req, &head)),
-                fields_of(&want),
-                "{label}"
-            );
+            assert_eq!(fields_of(&upstream_head(req, &head)), fields_of(&want), "{label}");
         });
     }
 
     #[test]
     fn a_header_map_goes_upstream_as_the_in_place_path_sends_it() {
-        each_case(|method, target, head, host, hop, trusted, flags, label| {
-            let map = head.to_header_map(6).unwrap();
-            let want = in_place(method, target, map.clone(), host, hop, trusted, flags);
-            let mut map = map;
+        each_case(|req, head, host, label| {
+            let mut map = head.to_header_map(6).unwrap();
+            let want = in_place(req, map.clone(), host);
             crate::proxy::strip_hop_by_hop(&mut map);
-            let req = Outgoing {
-                method,
-                target,
-                host: host.as_bytes(),
-                hop,
-                proto: "https",
-                trusted,
-                flags,
-            };
-            let got = upstream_head(&req, &map);
+            let got = upstream_head(req, &map);
             assert_eq!(fields_of(&got), fields_of(&want), "{label}");
             // The host the route was picked by, once, whatever the client's `Host` said.
             let (_, fields) = fields_of(&got);

@@ -286,7 +286,7 @@ impl Routed<'_> {
 async fn forward(
     ctx: &ConnCtx,
     edge: &Edge,
-    mut req: Request<ClientBody>,
+    req: Request<ClientBody>,
     start: Instant,
     trace: &mut Trace,
 ) -> Response<RouterBody> {
@@ -322,49 +322,77 @@ async fn forward(
     let generation = Arc::clone(guard.generation());
 
     let upgrade = wants_upgrade(req.headers());
-    if let Some(host_header) = &host_header
-        && !upgrade
-        && req.body().is_end_stream()
-    {
-        // The common request: its upstream head written from the client's fields as they
-        // are (`outgoing`), sent by the router's own client.
-        let (parts, _) = req.into_parts();
-        let mut headers = parts.headers;
-        strip_hop_by_hop(&mut headers);
-        let outgoing = Outgoing {
-            method: &parts.method,
-            target: &target,
-            host: host_header.as_bytes(),
-            hop: &ctx.hop,
-            proto: ctx.proto,
-            trusted: &edge.trusted_proxies,
-            flags: flags.as_ref(),
-        };
-        let head = upstream_head(&outgoing, &headers);
-        let dispatch = Dispatch {
-            ctx,
-            host: &host,
-            generation,
-            guard,
-            order,
-            method: parts.method,
-            path: target,
-            headers: HeaderMap::new(),
-            head: Some(head),
-        };
-        return match dispatch::via_own_client(dispatch, start, trace).await {
+    let (method, headers, head, slot, client_upgrade) = match &host_header {
+        Some(host_header) if !upgrade && req.body().is_end_stream() => {
+            // The common request: its upstream head written from the client's fields as they
+            // are (`outgoing`), sent by the router's own client.
+            let (parts, _) = req.into_parts();
+            let mut headers = parts.headers;
+            strip_hop_by_hop(&mut headers);
+            let outgoing = Outgoing {
+                method: &parts.method,
+                target: &target,
+                host: host_header.as_bytes(),
+                hop: &ctx.hop,
+                proto: ctx.proto,
+                trusted: &edge.trusted_proxies,
+                flags: flags.as_ref(),
+            };
+            let head = upstream_head(&outgoing, &headers);
+            (parts.method, HeaderMap::new(), Some(head), None, None)
+        }
+        _ => {
+            let (method, headers, slot, client_upgrade) =
+                rewrite_in_place(ctx, edge, req, host_header.as_ref(), flags, upgrade);
+            (method, headers, None, slot, client_upgrade)
+        }
+    };
+    let dispatch = Dispatch {
+        ctx,
+        host: &host,
+        generation,
+        guard,
+        order,
+        method,
+        path: target,
+        headers,
+        head,
+    };
+    if slot.is_none() && client_upgrade.is_none() {
+        match dispatch::via_own_client(dispatch, start, trace).await {
             Ok(sent) => sent.into_response(),
             Err(answer) => answer,
-        };
+        }
+    } else {
+        // Boxed: this path's future would otherwise make every request's future larger.
+        Box::pin(dispatch::via_hyper(dispatch, slot, client_upgrade, trace)).await
     }
-    if let Some(h) = &host_header {
+}
+
+/// A request with a body or an upgrade (or without a host, on a fixed-route listener), its
+/// headers rewritten in place for hyper's client: the route's host, hop-by-hop fields out, the
+/// router's flags and forwarding fields in (what `outgoing` writes for the others). Returns
+/// its method, headers, body slot (when it has a body) and the client's side of an upgrade.
+fn rewrite_in_place(
+    ctx: &ConnCtx,
+    edge: &Edge,
+    mut req: Request<ClientBody>,
+    host_header: Option<&HeaderValue>,
+    flags: Option<HeaderValue>,
+    upgrade: bool,
+) -> (
+    http::Method,
+    HeaderMap,
+    Option<dispatch::BodySlot>,
+    Option<hyper::upgrade::OnUpgrade>,
+) {
+    if let Some(h) = host_header {
         // The upstream sees the host the route was picked by.
         req.headers_mut().insert(header::HOST, h.clone());
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let upgrade_value = req.headers().get(header::UPGRADE).cloned();
     let (parts, body) = req.into_parts();
-    let method = parts.method;
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     // hyper answers `Expect: 100-continue` to the client itself when the body is first read
@@ -378,7 +406,7 @@ async fn forward(
     set_forwarding_headers(
         &mut headers,
         &ctx.hop,
-        host_header.as_ref(),
+        host_header,
         ctx.proto,
         &edge.trusted_proxies,
     );
@@ -386,30 +414,10 @@ async fn forward(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up);
     }
-
     // (slot, whether reading the client's body failed): only for a request with a body.
     let slot =
         (!body.is_end_stream()).then(|| (Arc::new(Mutex::new(Some(body))), Arc::new(AtomicBool::new(false))));
-    let dispatch = Dispatch {
-        ctx,
-        host: &host,
-        generation,
-        guard,
-        order,
-        method,
-        path: target,
-        headers,
-        head: None,
-    };
-    if slot.is_none() && client_upgrade.is_none() {
-        match dispatch::via_own_client(dispatch, start, trace).await {
-            Ok(sent) => sent.into_response(),
-            Err(answer) => answer,
-        }
-    } else {
-        // Boxed: this path's future would otherwise make every request's future larger.
-        Box::pin(dispatch::via_hyper(dispatch, slot, client_upgrade, trace)).await
-    }
+    (parts.method, headers, slot, client_upgrade)
 }
 
 /// Picks a request's route and gets it admitted to the route's generation (see `generation`),
