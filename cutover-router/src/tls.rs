@@ -9,8 +9,9 @@
 //!
 //! Connections offer ALPN `h2` and `http/1.1`: HTTP/1.1 (also when the client named none) takes
 //! the plain listener's path (`fast`, which hands anything unusual to hyper), HTTP/2 hyper's
-//! HTTP/2 server, its streams run in the connection's task (`in_task`). Requests go to instances over HTTP/1.1 keep-alive as on the plain listener; `X-Forwarded-Proto` is `https`. With HSTS on, every answer carries
-//! `Strict-Transport-Security`.
+//! HTTP/2 server, its streams run in the connection's task (`in_task`). Requests go to
+//! instances over HTTP/1.1 keep-alive as on the plain listener; `X-Forwarded-Proto` is
+//! `https`. With HSTS on, every answer carries `Strict-Transport-Security`.
 //!
 //! Rejected: `notify` for file changes (not in the dependency tree; a 1 s poll of a few `stat`
 //! calls costs nothing and also sees files replaced by rename, which inotify watches on the old
