@@ -515,7 +515,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
 }
 
 /// The `Date` value, formatted once a second per thread.
-mod date {
+pub(crate) mod date {
     use std::cell::RefCell;
     use std::time::{Duration, SystemTime};
 
@@ -530,7 +530,7 @@ mod date {
         };
     }
 
-    pub(super) fn extend(out: &mut Vec<u8>) {
+    pub(crate) fn extend(out: &mut Vec<u8>) {
         CACHED.with(|cached| {
             let mut cached = cached.borrow_mut();
             let now = SystemTime::now();

@@ -8,8 +8,8 @@
 //! certificate) keeps the previous pair, so a half-written renewal never takes a host offline.
 //!
 //! Connections offer ALPN `h2` and `http/1.1`: HTTP/1.1 (also when the client named none) takes
-//! the plain listener's path (`fast`, which hands anything unusual to hyper), HTTP/2 hyper's
-//! HTTP/2 server, its streams run in the connection's task (`in_task`). Requests go to
+//! the plain listener's path (`fast`, which hands anything unusual to hyper), HTTP/2 the
+//! router's own stream layer on h2's frame codec (`h2srv`). Requests go to
 //! instances over HTTP/1.1 keep-alive as on the plain listener; `X-Forwarded-Proto` is
 //! `https`. With HSTS on, every answer carries `Strict-Transport-Security`.
 //!
@@ -27,7 +27,6 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::pem::PemObject;
@@ -38,9 +37,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::Router;
-use crate::in_task::{InTask, Streams};
 use crate::proxy::Target;
-use crate::serve::{Conn, drive};
+use crate::serve::Conn;
 
 /// How often certificate files are checked for changes.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
@@ -356,39 +354,14 @@ impl Router {
                     return; // handshake failed or too slow
                 };
                 // ALPN already chose. HTTP/1.1 takes the plain listener's path (`fast`, which
-                // hands anything unusual to hyper); HTTP/2 is hyper's.
+                // hands anything unusual to hyper); HTTP/2 the router's own stream layer.
                 let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 if !h2 {
                     crate::fast::serve_stream(conn, stream).await;
                     return;
                 }
-                let crate::fast::Stream {
-                    ctx,
-                    stop,
-                    requests,
-                    last_call,
-                    hsts,
-                    ..
-                } = conn;
-                let svc = crate::serve::service(ctx, Arc::clone(&requests), hsts);
-                // hyper's HTTP/2 server itself, not hyper-util's `auto` one: ALPN has chosen,
-                // so there is no preface to read and no wrapper to poll per frame.
-                // Its streams run in this task (`in_task`), not a task each.
-                let executor = InTask::default();
-                let conn = hyper::server::conn::http2::Builder::new(executor.clone())
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(stream), svc);
-                let conn = Streams::new(conn, executor);
-                log_conn(
-                    drive(
-                        conn,
-                        |c| c.get_mut().conn().graceful_shutdown(),
-                        stop,
-                        &requests,
-                        last_call,
-                    )
-                    .await,
-                );
+                // The router's own stream layer on h2's codec (`h2srv`).
+                crate::h2srv::serve(conn, stream).await;
             }
         };
         self.accept_loop(
@@ -400,11 +373,5 @@ impl Router {
             serve_conn,
         )
         .await
-    }
-}
-
-fn log_conn(result: Result<(), hyper::Error>) {
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "TLS client connection ended with an error");
     }
 }

@@ -7,6 +7,7 @@ mod edge;
 mod fast;
 mod flags;
 mod gates;
+mod h2_frames;
 mod http2;
 mod routing;
 mod strict;

@@ -79,7 +79,8 @@ pub(crate) struct TlsRouter {
     pub(crate) router: cutover_router::Router,
     pub(crate) addr: SocketAddr,
     certs: Arc<TlsCerts>,
-    _stop: oneshot::Sender<()>,
+    /// Dropped or sent: the listener stops.
+    pub(crate) stop: oneshot::Sender<()>,
 }
 
 pub(crate) async fn tls_router(files: Vec<CertFiles>) -> TlsRouter {
@@ -103,7 +104,7 @@ pub(crate) async fn tls_router(files: Vec<CertFiles>) -> TlsRouter {
         router,
         addr,
         certs,
-        _stop: tx,
+        stop: tx,
     }
 }
 
