@@ -21,6 +21,7 @@
 //! itself resets for errors.
 
 mod recv;
+mod send;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -35,20 +36,19 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
 use h2::frame::{
-    self, Data, Frame, GoAway, Headers, Ping, Pseudo, Reason, Reset, Settings, StreamId, WindowUpdate,
+    self, Frame, GoAway, Headers, Ping, Pseudo, Reason, Reset, Settings, StreamId, WindowUpdate,
 };
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
-use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
 
 use crate::body::{ClientBody, RouterBody};
 use crate::proxy::{self, ConnCtx};
 use crate::serve::Requests;
-use crate::upstream::BoxError;
 
 pub(crate) use recv::RecvBody;
+use send::NextFrame;
 
 /// Streams open at once; more are refused (`REFUSED_STREAM`, the client may retry them).
 pub(crate) const MAX_STREAMS: u32 = 200;
@@ -142,29 +142,6 @@ impl<F: Future + Unpin> Future for Cancellable<F> {
 
 type Answering = Cancellable<Pin<Box<dyn Future<Output = (u32, Response<RouterBody>)> + Send>>>;
 
-/// The next frame of an answer's body.
-struct NextFrame {
-    id: u32,
-    body: Option<RouterBody>,
-}
-
-type Polled = (
-    u32,
-    RouterBody,
-    Option<Result<hyper::body::Frame<Bytes>, BoxError>>,
-);
-
-impl Future for NextFrame {
-    type Output = Polled;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Polled> {
-        let body = self.body.as_mut().expect("polled after its end");
-        let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
-        let body = self.body.take().expect("still here");
-        Poll::Ready((self.id, body, frame))
-    }
-}
-
 /// Where a stream's answer is.
 enum Phase {
     /// The request is on its way (its future is in `answering`).
@@ -172,7 +149,8 @@ enum Phase {
     /// The body's next frame is awaited (in `sending`).
     Polling,
     /// Data waits for window (the stream's or the connection's).
-    Blocked { body: RouterBody, data: Bytes },
+    /// (Boxed: rare, and every stream's entry would be its size.)
+    Blocked(Box<(RouterBody, Bytes)>),
     /// END_STREAM sent.
     Done,
 }
@@ -193,6 +171,8 @@ struct Entry {
     send: Phase,
     /// A HEAD request: its answer has no body.
     head: bool,
+    /// In `blocked` (once at most: a client's WINDOW_UPDATEs cannot grow it).
+    queued: bool,
     cancel: Arc<Cancel>,
 }
 
@@ -314,7 +294,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             e.cancel.cancel();
         }
         if let Some(shared) = e.recv {
-            let unread = shared.fail(reason);
+            // A stream that ended both ways leaves its body to its reader (an upstream call
+            // may still be sending it on after the answer came); any other fails it.
+            let unread = if e.recv_open || reason != Reason::NO_ERROR {
+                shared.fail(reason)
+            } else {
+                0
+            };
             let (released, _, _) = shared.take_marks();
             self.release_conn(unread + released);
         }
@@ -468,6 +454,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                 send_window: self.peer_window,
                 send: Phase::Answering,
                 head,
+                queued: false,
                 cancel: Arc::clone(&cancel),
             },
         );
@@ -482,66 +469,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                 (id, answer)
             }),
         });
-    }
-
-    fn on_data(&mut self, d: Data) {
-        let id = u32::from(d.stream_id());
-        let flow = flow_len(&d);
-        self.recv_window -= flow as i64;
-        if self.recv_window < 0 {
-            return self.conn_error(Reason::FLOW_CONTROL_ERROR, "DATA past the connection's window");
-        }
-        let Some(e) = self.streams.get_mut(&id) else {
-            if id > self.last_id {
-                return self.conn_error(Reason::PROTOCOL_ERROR, "DATA on an idle stream");
-            }
-            // A stream closed a moment ago (the client had not seen it yet).
-            return self.release_conn(flow);
-        };
-        if !e.recv_open {
-            self.stream_error(id, Reason::STREAM_CLOSED);
-            return self.release_conn(flow);
-        }
-        e.recv_window -= flow as i64;
-        if e.recv_window < 0 {
-            self.stream_error(id, Reason::FLOW_CONTROL_ERROR);
-            return self.release_conn(flow);
-        }
-        let end = d.is_end_stream();
-        let payload = d.into_payload();
-        e.received += payload.len() as u64;
-        let too_long = e.length.is_some_and(|n| e.received > n);
-        let too_short = end && e.length.is_some_and(|n| e.received < n);
-        if too_long || too_short {
-            self.stream_error(id, Reason::PROTOCOL_ERROR);
-            return self.release_conn(flow);
-        }
-        if end {
-            e.recv_open = false;
-        }
-        // Padding is given back at once; the data once it is read.
-        let mut now = flow - payload.len();
-        match &e.recv {
-            Some(shared) if payload.is_empty() => {
-                if end {
-                    shared.end();
-                }
-            }
-            Some(shared) => {
-                let len = payload.len();
-                if !shared.push(hyper::body::Frame::data(payload), end) {
-                    now += len;
-                }
-            }
-            None => now += payload.len(),
-        }
-        if now > 0 {
-            self.release_stream(id, now);
-            self.release_conn(now);
-        }
-        if end {
-            self.recv_ended(id);
-        }
     }
 
     /// The client ended its side: the stream goes once its answer is sent too.
@@ -565,6 +492,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             }
             while self.send_window > 0 {
                 let Some(id) = self.blocked.pop_front() else { break };
+                if let Some(e) = self.streams.get_mut(&id) {
+                    e.queued = false;
+                }
                 self.resume(id);
             }
             return;
@@ -634,141 +564,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                     "too many streams reset before their answer",
                 );
             }
-        }
-    }
-
-    /// A request's answer: its HEADERS, then its body.
-    fn on_answer(&mut self, id: u32, answer: Response<RouterBody>) {
-        let Some(e) = self.streams.get_mut(&id) else {
-            return; // reset meanwhile
-        };
-        let (parts, body) = answer.into_parts();
-        let mut fields = parts.headers;
-        answer_fields(&mut fields, parts.status, self.hsts.as_ref(), &body);
-        let end = e.head || body.is_end_stream();
-        let mut headers = Headers::new(StreamId::from(id), Pseudo::response(parts.status), fields);
-        if end {
-            headers.set_end_stream();
-            self.out.push_back(headers.into());
-            return self.send_done(id);
-        }
-        self.out.push_back(headers.into());
-        e.send = Phase::Polling;
-        self.sending.push(Cancellable {
-            cancel: Arc::clone(&e.cancel),
-            fut: NextFrame { id, body: Some(body) },
-        });
-    }
-
-    fn on_body(&mut self, (id, body, frame): Polled) {
-        if !self.streams.contains_key(&id) {
-            return;
-        }
-        match frame {
-            None => {
-                let mut last = Data::new(StreamId::from(id), Bytes::new());
-                last.set_end_stream(true);
-                self.out.push_back(last.into());
-                self.send_done(id);
-            }
-            Some(Err(e)) => {
-                tracing::debug!(id, error = %e, "an HTTP/2 answer's body failed");
-                self.out
-                    .push_back(Reset::new(StreamId::from(id), Reason::INTERNAL_ERROR).into());
-                self.remove(id, Reason::INTERNAL_ERROR);
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => self.send_data(id, body, data),
-                Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) => {
-                        self.out
-                            .push_back(Headers::trailers(StreamId::from(id), trailers).into());
-                        self.send_done(id);
-                    }
-                    Err(_) => self.poll_next_frame(id, body), // a frame kind h2 has no use for
-                },
-            },
-        }
-    }
-
-    fn poll_next_frame(&mut self, id: u32, body: RouterBody) {
-        if let Some(e) = self.streams.get_mut(&id) {
-            e.send = Phase::Polling;
-            self.sending.push(Cancellable {
-                cancel: Arc::clone(&e.cancel),
-                fut: NextFrame { id, body: Some(body) },
-            });
-        }
-    }
-
-    /// Sends what the windows allow of `data`; the rest waits for window.
-    fn send_data(&mut self, id: u32, body: RouterBody, mut data: Bytes) {
-        let Some(e) = self.streams.get_mut(&id) else {
-            return;
-        };
-        let end = body.is_end_stream();
-        if data.is_empty() && !end {
-            return self.poll_next_frame(id, body);
-        }
-        loop {
-            let room = e.send_window.min(self.send_window).min(self.max_frame as i64);
-            if room <= 0 && !data.is_empty() {
-                if self.send_window <= 0 {
-                    self.blocked.push_back(id);
-                }
-                e.send = Phase::Blocked { body, data };
-                return;
-            }
-            let chunk = data.split_to(data.len().min(usize::try_from(room).unwrap_or(0)));
-            e.send_window -= chunk.len() as i64;
-            self.send_window -= chunk.len() as i64;
-            let mut frame = Data::new(StreamId::from(id), chunk);
-            let last = data.is_empty();
-            frame.set_end_stream(last && end);
-            self.out.push_back(frame.into());
-            if last {
-                break;
-            }
-        }
-        if end {
-            drop(body);
-            self.send_done(id);
-        } else {
-            self.poll_next_frame(id, body);
-        }
-    }
-
-    /// Window came: a blocked stream sends on.
-    fn resume(&mut self, id: u32) {
-        let Some(e) = self.streams.get_mut(&id) else {
-            return;
-        };
-        if let Phase::Blocked { .. } = e.send {
-            let Phase::Blocked { body, data } = std::mem::replace(&mut e.send, Phase::Polling) else {
-                unreachable!("matched above");
-            };
-            self.send_data(id, body, data);
-        }
-    }
-
-    /// The answer is sent: the stream goes, unless the client is still sending to a reader.
-    fn send_done(&mut self, id: u32) {
-        let Some(e) = self.streams.get_mut(&id) else {
-            return;
-        };
-        e.send = Phase::Done;
-        if !e.recv_open {
-            return self.remove(id, Reason::NO_ERROR);
-        }
-        let reader_gone = e
-            .recv
-            .as_ref()
-            .is_none_or(|s| crate::body::lock(&s.state).dropped);
-        if reader_gone {
-            // Nobody reads the rest of the client's body: it may stop sending.
-            self.out
-                .push_back(Reset::new(StreamId::from(id), Reason::NO_ERROR).into());
-            self.remove(id, Reason::NO_ERROR);
         }
     }
 
@@ -888,11 +683,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                 Ok(w) => w,
                 Err(e) => return Poll::Ready(Err(e)),
             };
-            if self.closing.is_none() && self.streams.is_empty() {
-                if matches!(self.shutdown, Shutdown::Final(_)) || self.peer_gone {
-                    self.closing = Some(Ok(()));
-                    progress = true;
-                }
+            if self.closing.is_none()
+                && self.streams.is_empty()
+                && (matches!(self.shutdown, Shutdown::Final(_)) || self.peer_gone)
+            {
+                self.closing = Some(Ok(()));
+                progress = true;
             }
             if written && self.closing.is_some() {
                 std::task::ready!(self.codec.shutdown(cx)).ok();
@@ -921,106 +717,5 @@ impl<T> Drop for Conn<T> {
         // more; what is marked goes (the marks hold their bodies).
         self.notify.closed.store(true, Ordering::Release);
         crate::body::lock(&self.notify.dirty).clear();
-    }
-}
-
-/// The fields of an answer as HTTP/2 sends them: no connection-specific ones, a `Date`,
-/// HSTS when configured, a `content-length` when the body's size is known.
-fn answer_fields(fields: &mut HeaderMap, status: StatusCode, hsts: Option<&HeaderValue>, body: &RouterBody) {
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        header::HeaderName::from_static("keep-alive"),
-        header::HeaderName::from_static("proxy-connection"),
-    ] {
-        fields.remove(name);
-    }
-    if !fields.contains_key(header::DATE) {
-        let mut date = Vec::with_capacity(29);
-        crate::fast::date::extend(&mut date);
-        if let Ok(v) = HeaderValue::from_bytes(&date) {
-            fields.insert(header::DATE, v);
-        }
-    }
-    if let Some(v) = hsts {
-        fields.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
-    }
-    let bodyless = status.is_informational() || status == StatusCode::NO_CONTENT;
-    if !bodyless
-        && !fields.contains_key(header::CONTENT_LENGTH)
-        && let Some(n) = body.size_hint().exact()
-    {
-        fields.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
-}
-
-/// The bytes a DATA frame takes from the windows: its data, and its padding with the pad
-/// length's byte when it is padded. h2's codec keeps the padding's length to itself but shows
-/// it in the frame's `Debug` form (the unit test below pins that).
-fn flow_len(d: &Data) -> usize {
-    let len = d.payload().len();
-    if !d.is_padded() {
-        return len;
-    }
-    let shown = format!("{d:?}");
-    let pad = shown
-        .split("pad_len: ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse::<usize>().ok())
-        .unwrap_or(255);
-    len + pad + 1
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncWriteExt;
-
-    /// A padded DATA frame through h2's codec counts its padding and pad length's byte.
-    #[tokio::test]
-    async fn a_padded_data_frame_takes_its_padding_from_the_windows() {
-        let (mut client, server) = tokio::io::duplex(1024);
-        // DATA, 5 bytes of payload: pad length 2, "abc"... no: pad length byte, 3 data bytes, 2 pad.
-        let mut raw = vec![0, 0, 6, 0x0, 0x8, 0, 0, 0, 1];
-        raw.extend_from_slice(&[2, b'a', b'b', b'c', 0, 0]);
-        client.write_all(&raw).await.expect("written");
-        let mut codec: h2::Codec<_, Bytes> = h2::Codec::new(server);
-        let Some(Ok(Frame::Data(d))) = codec.next().await else {
-            panic!("a DATA frame");
-        };
-        assert_eq!(&d.payload()[..], b"abc");
-        assert_eq!(flow_len(&d), 6);
-        let plain = Data::new(StreamId::from(1), Bytes::from_static(b"abcd"));
-        assert_eq!(flow_len(&plain), 4);
-    }
-
-    #[test]
-    fn answer_fields_drop_connection_fields_and_add_date_and_length() {
-        let mut f = HeaderMap::new();
-        f.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        f.insert("keep-alive", HeaderValue::from_static("5"));
-        f.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        let body = RouterBody::local("hello");
-        answer_fields(
-            &mut f,
-            StatusCode::OK,
-            Some(&HeaderValue::from_static("max-age=1")),
-            &body,
-        );
-        assert!(!f.contains_key(header::CONNECTION) && !f.contains_key("keep-alive"));
-        assert!(!f.contains_key(header::TRANSFER_ENCODING));
-        assert!(f.contains_key(header::DATE));
-        assert_eq!(
-            f.get(header::CONTENT_LENGTH).map(HeaderValue::as_bytes),
-            Some(&b"5"[..])
-        );
-        assert_eq!(
-            f.get(header::STRICT_TRANSPORT_SECURITY)
-                .map(HeaderValue::as_bytes),
-            Some(&b"max-age=1"[..])
-        );
     }
 }

@@ -14,10 +14,13 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use h2::frame::{Pseudo, Reason};
+use h2::frame::{Data, Pseudo, Reason};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Uri, Version};
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Conn;
 
 use crate::body::lock;
 use crate::upstream::BoxError;
@@ -263,10 +266,94 @@ impl Drop for RecvBody {
     }
 }
 
+impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
+    /// DATA from the client: counted against the windows and the declared length, handed to
+    /// the body's reader (padding and what nobody reads any more are given back at once).
+    pub(super) fn on_data(&mut self, d: Data) {
+        let id = u32::from(d.stream_id());
+        let flow = flow_len(&d);
+        self.recv_window -= flow as i64;
+        if self.recv_window < 0 {
+            return self.conn_error(Reason::FLOW_CONTROL_ERROR, "DATA past the connection's window");
+        }
+        let Some(e) = self.streams.get_mut(&id) else {
+            if id > self.last_id {
+                return self.conn_error(Reason::PROTOCOL_ERROR, "DATA on an idle stream");
+            }
+            // A stream closed a moment ago (the client had not seen it yet).
+            return self.release_conn(flow);
+        };
+        if !e.recv_open {
+            self.stream_error(id, Reason::STREAM_CLOSED);
+            return self.release_conn(flow);
+        }
+        e.recv_window -= flow as i64;
+        if e.recv_window < 0 {
+            self.stream_error(id, Reason::FLOW_CONTROL_ERROR);
+            return self.release_conn(flow);
+        }
+        let end = d.is_end_stream();
+        let payload = d.into_payload();
+        e.received += payload.len() as u64;
+        let too_long = e.length.is_some_and(|n| e.received > n);
+        let too_short = end && e.length.is_some_and(|n| e.received < n);
+        if too_long || too_short {
+            self.stream_error(id, Reason::PROTOCOL_ERROR);
+            return self.release_conn(flow);
+        }
+        if end {
+            e.recv_open = false;
+        }
+        // Padding is given back at once; the data once it is read.
+        let mut now = flow - payload.len();
+        match &e.recv {
+            Some(shared) if payload.is_empty() => {
+                if end {
+                    shared.end();
+                }
+            }
+            Some(shared) => {
+                let len = payload.len();
+                if !shared.push(hyper::body::Frame::data(payload), end) {
+                    now += len;
+                }
+            }
+            None => now += payload.len(),
+        }
+        if now > 0 {
+            self.release_stream(id, now);
+            self.release_conn(now);
+        }
+        if end {
+            self.recv_ended(id);
+        }
+    }
+}
+
+/// The bytes a DATA frame takes from the windows: its data, and its padding with the pad
+/// length's byte when it is padded. h2's codec keeps the padding's length to itself but shows
+/// it in the frame's `Debug` form (the unit test below pins that).
+fn flow_len(d: &Data) -> usize {
+    let len = d.payload().len();
+    if !d.is_padded() {
+        return len;
+    }
+    let shown = format!("{d:?}");
+    let pad = shown
+        .split("pad_len: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(255);
+    len + pad + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use h2::frame::BytesStr;
+    use futures_util::StreamExt;
+    use h2::frame::{BytesStr, Frame as H2Frame, StreamId};
+    use tokio::io::AsyncWriteExt;
 
     fn pseudo(
         method: Option<Method>,
@@ -387,5 +474,23 @@ mod tests {
         );
         assert_eq!(shared.fail(Reason::CANCEL), 0);
         assert_eq!(reading.await.expect("joined"), Some(true));
+    }
+
+    /// A padded DATA frame through h2's codec counts its padding and pad length's byte.
+    #[tokio::test]
+    async fn a_padded_data_frame_takes_its_padding_from_the_windows() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        // DATA, 5 bytes of payload: pad length 2, "abc"... no: pad length byte, 3 data bytes, 2 pad.
+        let mut raw = vec![0, 0, 6, 0x0, 0x8, 0, 0, 0, 1];
+        raw.extend_from_slice(&[2, b'a', b'b', b'c', 0, 0]);
+        client.write_all(&raw).await.expect("written");
+        let mut codec: h2::Codec<_, Bytes> = h2::Codec::new(server);
+        let Some(Ok(H2Frame::Data(d))) = codec.next().await else {
+            panic!("a DATA frame");
+        };
+        assert_eq!(&d.payload()[..], b"abc");
+        assert_eq!(flow_len(&d), 6);
+        let plain = Data::new(StreamId::from(1), Bytes::from_static(b"abcd"));
+        assert_eq!(flow_len(&plain), 4);
     }
 }
