@@ -64,10 +64,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         }
         self.out.push_back(headers.into());
         e.send = Phase::Polling;
-        self.sending.push(Cancellable {
-            cancel: Arc::clone(&e.cancel),
-            fut: NextFrame { id, body: Some(body) },
-        });
+        self.sending.push(Cancellable::new(
+            Arc::clone(&e.cancel),
+            NextFrame { id, body: Some(body) },
+        ));
     }
 
     pub(super) fn on_body(&mut self, (id, body, frame): Polled) {
@@ -104,10 +104,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
     fn poll_next_frame(&mut self, id: u32, body: RouterBody) {
         if let Some(e) = self.streams.get_mut(&id) {
             e.send = Phase::Polling;
-            self.sending.push(Cancellable {
-                cancel: Arc::clone(&e.cancel),
-                fut: NextFrame { id, body: Some(body) },
-            });
+            self.sending.push(Cancellable::new(
+                Arc::clone(&e.cancel),
+                NextFrame { id, body: Some(body) },
+            ));
         }
     }
 
