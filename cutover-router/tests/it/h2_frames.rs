@@ -3,7 +3,9 @@
 //! body past its stream's window, its declared length or the connection's window is refused;
 //! streams past the limit are refused and streams reset before their answer, past their limit,
 //! close the connection; `100 Continue` comes when the body is first read; an oversized head
-//! gets a 431; the graceful shutdown goes in two steps and loses no stream. The client writes
+//! gets a 431; request trailers end a body, malformed ones are refused; an answer stays within
+//! the client's window and goes on when its SETTINGS widen it; the graceful shutdown goes in
+//! two steps and loses no stream. The client writes
 //! raw frames (HPACK literals of its own) and reads the router's with h2's codec.
 
 use std::time::Duration;
@@ -402,4 +404,83 @@ async fn the_graceful_shutdown_takes_streams_until_its_ping_comes_back() {
     assert_eq!(c.go_away().await, (3, Reason::NO_ERROR));
     assert!(c.next().await.is_none(), "then the connection closes");
     drop((router, ca));
+}
+
+#[tokio::test]
+async fn request_trailers_end_a_body_and_trailers_with_pseudo_fields_are_refused() {
+    let s = setup().await;
+    let mut c = Raw::connect(&s).await;
+    c.send(&headers(1, &request("POST", "/collect"), false)).await;
+    c.send(&frame(DATA, 0, 1, b"hello")).await;
+    c.send(&headers(1, &[("x-checksum", "5")], true)).await;
+    assert_eq!(c.status(1).await, 200);
+    let body = loop {
+        match c.next().await {
+            Some(Frame::Data(d)) if u32::from(d.stream_id()) == 1 => break d.into_payload(),
+            Some(_) => {}
+            None => panic!("closed before the body"),
+        }
+    };
+    assert_eq!(
+        &body[..],
+        b"5",
+        "the upstream read the 5 bytes before the trailers"
+    );
+    // Trailers must end the stream and carry no pseudo-field.
+    c.send(&headers(3, &request("POST", "/collect"), false)).await;
+    c.send(&headers(3, &[(":path", "/other")], true)).await;
+    assert_eq!(c.reset(3).await, Reason::PROTOCOL_ERROR);
+    c.send(&headers(5, &request("POST", "/collect"), false)).await;
+    c.send(&headers(5, &[("x-checksum", "0")], false)).await;
+    assert_eq!(c.reset(5).await, Reason::PROTOCOL_ERROR);
+    c.alive().await;
+}
+
+#[tokio::test]
+async fn an_answer_stays_within_the_clients_window_and_goes_on_when_settings_widen_it() {
+    let s = setup().await;
+    let mut c = Raw::connect(&s).await;
+    // The client's streams get 10 bytes of window: the answer (the request's fields, well
+    // over 10 bytes) stops after 10.
+    c.send(&frame(4, 0, 0, &[0, 4, 0, 0, 0, 10])).await; // SETTINGS_INITIAL_WINDOW_SIZE = 10
+    c.send(&headers(1, &request("GET", "/headers"), true)).await;
+    assert_eq!(c.status(1).await, 200);
+    let mut got = Vec::new();
+    let mut ended = false;
+    loop {
+        match c.next().await {
+            Some(Frame::Data(d)) => {
+                ended = d.is_end_stream();
+                got.extend_from_slice(d.payload());
+                if ended {
+                    break;
+                }
+            }
+            Some(Frame::Ping(p)) if p.is_ack() => break,
+            Some(_) => {}
+            None => panic!("closed"),
+        }
+        if got.len() >= 10 {
+            // Nothing more may come: a PING's answer comes first.
+            c.send(&frame(PING, 0, 0, b"windowed")).await;
+        }
+    }
+    assert!(!ended, "the answer was longer than the window");
+    assert_eq!(got.len(), 10, "exactly the window's worth");
+    // A wider initial window applies to the stream in flight: the rest comes.
+    c.send(&frame(4, 0, 0, &[0, 4, 0, 0, 0x40, 0])).await; // 16 KiB
+    loop {
+        match c.next().await {
+            Some(Frame::Data(d)) => {
+                got.extend_from_slice(d.payload());
+                if d.is_end_stream() {
+                    break;
+                }
+            }
+            Some(_) => {}
+            None => panic!("closed before the answer's end"),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("x-forwarded-proto: https"), "{text}");
 }

@@ -1,4 +1,5 @@
-//! HTTP/2 from clients (hyper's server on the TLS listener): streams of one connection served
+//! HTTP/2 from clients (the router's own stream layer, `h2srv`, on the TLS listener), through
+//! hyper's and h2's clients: streams of one connection served
 //! together, bodies both ways past the flow-control windows, a stream the client resets gives
 //! its upstream call up, and every answer carries `Date` and the listener's HSTS and no
 //! connection-specific field.
