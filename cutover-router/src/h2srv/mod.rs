@@ -157,7 +157,20 @@ impl<F: Future + Unpin> Future for Cancellable<F> {
     }
 }
 
-type Answering = Cancellable<Pin<Box<dyn Future<Output = (u32, Response<RouterBody>)> + Send>>>;
+/// A request's handling: its stream and its answer (`None`: it panicked).
+type Call = Pin<Box<dyn Future<Output = (u32, Option<Response<RouterBody>>)> + Send>>;
+type Answering = Cancellable<Call>;
+
+/// `fut`, a panic in it caught: `None` then (logged). A request whose handling panics is reset
+/// alone; its connection and other streams go on, as when each stream was a task.
+async fn alone<F: Future>(fut: F) -> Option<F::Output> {
+    use futures_util::FutureExt;
+    let caught = std::panic::AssertUnwindSafe(fut).catch_unwind().await;
+    if caught.is_err() {
+        tracing::error!("an HTTP/2 request's handling panicked; its stream is reset, its connection goes on");
+    }
+    caught.ok()
+}
 
 /// Where a stream's answer is.
 enum Phase {
@@ -482,8 +495,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         let ctx = Arc::clone(&self.ctx);
         // Boxed: the request's future is large, and moved once here instead of by value
         // through the set.
-        let call: Pin<Box<dyn Future<Output = (u32, Response<RouterBody>)> + Send>> = Box::pin(async move {
-            let Ok(answer) = proxy::handle(ctx, req).await;
+        let call: Call = Box::pin(async move {
+            let answer = alone(async move {
+                let Ok(answer) = proxy::handle(ctx, req).await;
+                answer
+            })
+            .await;
             (id, answer)
         });
         self.answering.push(Cancellable::new(cancel, call));
@@ -738,5 +755,21 @@ impl<T> Drop for Conn<T> {
         // more; what is marked goes (the marks hold their bodies).
         self.notify.closed.store(true, Ordering::Release);
         crate::body::lock(&self.notify.dirty).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_request_ends_alone() {
+        assert_eq!(alone(async { 7 }).await, Some(7));
+        let panicked = alone(async {
+            tokio::task::yield_now().await;
+            panic!("a request's bug");
+        })
+        .await;
+        assert_eq!(panicked, None::<()>);
     }
 }

@@ -35,7 +35,12 @@ impl Future for NextFrame {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Polled> {
         let body = self.body.as_mut().expect("polled after its end");
-        let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
+        // A panic in the body is its stream's error alone (see `alone`).
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Pin::new(body).poll_frame(cx)));
+        let frame = match polled {
+            Ok(polled) => std::task::ready!(polled),
+            Err(_) => Some(Err(BoxError::from("the answer's body panicked"))),
+        };
         let body = self.body.take().expect("still here");
         Poll::Ready((self.id, body, frame))
     }
@@ -43,9 +48,18 @@ impl Future for NextFrame {
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
     /// A request's answer: its HEADERS, then its body.
-    pub(super) fn on_answer(&mut self, id: u32, answer: Response<RouterBody>) {
-        let Some(e) = self.streams.get_mut(&id) else {
+    pub(super) fn on_answer(&mut self, id: u32, answer: Option<Response<RouterBody>>) {
+        if !self.streams.contains_key(&id) {
             return; // reset meanwhile
+        }
+        let Some(answer) = answer else {
+            // Its handling panicked (see `alone`).
+            self.out
+                .push_back(Reset::new(StreamId::from(id), Reason::INTERNAL_ERROR).into());
+            return self.remove(id, Reason::INTERNAL_ERROR);
+        };
+        let Some(e) = self.streams.get_mut(&id) else {
+            return;
         };
         let (parts, body) = answer.into_parts();
         let mut fields = parts.headers;
