@@ -41,7 +41,6 @@ use h2::frame::{
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::watch;
 
 use crate::body::{ClientBody, RouterBody};
 use crate::proxy::{self, ConnCtx};
@@ -90,7 +89,6 @@ where
         _ => return, // not HTTP/2, or too slow
     }
     let conn = Conn::new(io, ctx, Arc::clone(&requests), hsts);
-    let stop: watch::Receiver<bool> = stop;
     let ended = crate::serve::drive(
         conn,
         |c| c.get_mut().graceful_shutdown(),
