@@ -241,10 +241,10 @@ pub(crate) fn service(
         begun.begin();
         let ctx = Arc::clone(&ctx);
         let hsts = hsts.clone();
-        // Boxed: the request's future is 3.4 KiB (a test build's `size_of`), and hyper moves what this returns into its
-        // per-stream state and that into the stream's own box (HTTP/2, `in_task`), a copy
-        // each time; a box is one allocation (measured with `router_overhead`, HTTP/2: memcpy from 4.1 % to 2.6 %
-        // of the serving thread's time).
+        // Boxed: the request's future is 3.4 KiB (a test build's `size_of`) and hyper moves
+        // what this returns into its own state, a copy each time; a box is one allocation
+        // (measured with `router_overhead` when hyper served HTTP/2 too: memcpy from 4.1 % to
+        // 2.6 % of the serving thread's time).
         Box::pin(async move {
             let mut resp = proxy::handle(ctx, req.map(crate::body::ClientBody::Hyper)).await?;
             if let Some(v) = hsts {
