@@ -173,7 +173,9 @@ pub struct RouterConfig {
     pub suspect_for: Duration,
     /// Time allowed from sending a request upstream to receiving its response head.
     pub response_header_timeout: Duration,
-    /// Time a client has to send a complete request head.
+    /// Time a client has to send a complete request head; also how long a connection may be
+    /// without a request before it is closed (an idle HTTP/1.1 keep-alive connection, an HTTP/2
+    /// connection without a stream).
     pub client_header_timeout: Duration,
     /// How long idle pooled upstream connections are kept.
     pub pool_idle_timeout: Duration,

@@ -18,8 +18,11 @@
 //! the graceful shutdown in two steps (GOAWAY with the highest id and a PING, then GOAWAY with the
 //! last stream taken once the PING comes back, so no request in flight is lost); limits on
 //! streams reset by the client before their answer (rapid reset) and on the streams the router
-//! itself resets for errors.
+//! itself resets for errors; a connection without a stream for the client header timeout is
+//! closed (GOAWAY, as an idle HTTP/1.1 keep-alive connection is closed: a client cannot hold a
+//! connection, or half a frame, open forever; its PINGs do not count as use).
 
+mod cancel;
 mod recv;
 mod send;
 
@@ -28,13 +31,12 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::task::AtomicWaker;
 use h2::frame::{
     self, Frame, GoAway, Headers, Ping, Pseudo, Reason, Reset, Settings, StreamId, WindowUpdate,
 };
@@ -45,6 +47,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use crate::body::{ClientBody, RouterBody};
 use crate::proxy::{self, ConnCtx};
 use crate::serve::Requests;
+
+use cancel::{Cancel, Cancellable, alone};
 
 pub(crate) use recv::RecvBody;
 use send::NextFrame;
@@ -88,7 +92,7 @@ where
         Ok(Ok(_)) if &preface == PREFACE => {}
         _ => return, // not HTTP/2, or too slow
     }
-    let conn = Conn::new(io, ctx, Arc::clone(&requests), hsts);
+    let conn = Conn::new(io, ctx, Arc::clone(&requests), hsts, header_timeout);
     let ended = crate::serve::drive(
         conn,
         |c| c.get_mut().graceful_shutdown(),
@@ -102,73 +106,9 @@ where
     }
 }
 
-/// A stream's cancellation: set when the stream is reset; its answer's futures end at once.
-#[derive(Default)]
-struct Cancel {
-    flag: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl Cancel {
-    fn cancel(&self) {
-        self.flag.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-}
-
-/// A future that ends with `None` when its stream is cancelled (and is then dropped with what
-/// it holds: the upstream call, the upstream's body).
-struct Cancellable<F> {
-    cancel: Arc<Cancel>,
-    fut: F,
-    /// Its waker is with `cancel`: once is enough, the set it is in (`FuturesUnordered`)
-    /// wakes each of its futures with one waker of its own (registering on every poll was
-    /// ~1 % of the serving thread's time).
-    registered: bool,
-}
-
-impl<F> Cancellable<F> {
-    fn new(cancel: Arc<Cancel>, fut: F) -> Self {
-        Self {
-            cancel,
-            fut,
-            registered: false,
-        }
-    }
-}
-
-impl<F: Future + Unpin> Future for Cancellable<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
-        if self.cancel.flag.load(Ordering::Acquire) {
-            return Poll::Ready(None);
-        }
-        if !self.registered {
-            self.registered = true;
-            self.cancel.waker.register(cx.waker());
-            if self.cancel.flag.load(Ordering::Acquire) {
-                return Poll::Ready(None);
-            }
-        }
-        Pin::new(&mut self.fut).poll(cx).map(Some)
-    }
-}
-
 /// A request's handling: its stream and its answer (`None`: it panicked).
 type Call = Pin<Box<dyn Future<Output = (u32, Option<Response<RouterBody>>)> + Send>>;
 type Answering = Cancellable<Call>;
-
-/// `fut`, a panic in it caught: `None` then (logged). A request whose handling panics is reset
-/// alone; its connection and other streams go on, as when each stream was a task.
-async fn alone<F: Future>(fut: F) -> Option<F::Output> {
-    use futures_util::FutureExt;
-    let caught = std::panic::AssertUnwindSafe(fut).catch_unwind().await;
-    if caught.is_err() {
-        tracing::error!("an HTTP/2 request's handling panicked; its stream is reset, its connection goes on");
-    }
-    caught.ok()
-}
 
 /// Where a stream's answer is.
 enum Phase {
@@ -242,11 +182,23 @@ pub(crate) struct Conn<T> {
     peer_gone: bool,
     /// The connection ends once what is queued is written: how.
     closing: Option<io::Result<()>>,
+    /// How long the connection may be without a stream.
+    idle_timeout: Duration,
+    /// Since when it has been without one.
+    idle_from: tokio::time::Instant,
+    /// Fires at `idle_from + idle_timeout` or later; checked then (not reset per request).
+    idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
     /// A connection whose preface was read.
-    fn new(io: T, ctx: Arc<ConnCtx>, begun: Arc<Requests>, hsts: Option<HeaderValue>) -> Self {
+    fn new(
+        io: T,
+        ctx: Arc<ConnCtx>,
+        begun: Arc<Requests>,
+        hsts: Option<HeaderValue>,
+        idle_timeout: Duration,
+    ) -> Self {
         let mut codec = h2::Codec::new(io);
         codec.set_max_recv_header_list_size(MAX_HEADER_LIST);
         let mut ours = Settings::default();
@@ -282,7 +234,27 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             shutdown: Shutdown::No,
             peer_gone: false,
             closing: None,
+            idle_timeout,
+            idle_from: tokio::time::Instant::now(),
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
         }
+    }
+
+    /// The idle timer fired: the connection closes if it has been without a stream for the
+    /// idle timeout; otherwise the timer is set to when that could be.
+    fn on_idle_timer(&mut self) {
+        let now = tokio::time::Instant::now();
+        if !self.streams.is_empty() {
+            return self.idle.as_mut().reset(now + self.idle_timeout);
+        }
+        let due = self.idle_from + self.idle_timeout;
+        if due > now {
+            return self.idle.as_mut().reset(due);
+        }
+        tracing::debug!("HTTP/2 connection idle for {:?}: closed", self.idle_timeout);
+        self.out
+            .push_back(GoAway::new(StreamId::from(self.last_id), Reason::NO_ERROR).into());
+        self.closing = Some(Ok(()));
     }
 
     /// Starts the graceful shutdown (see the module documentation).
@@ -321,6 +293,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         let Some(e) = self.streams.remove(&id) else {
             return;
         };
+        if self.streams.is_empty() {
+            self.idle_from = tokio::time::Instant::now();
+        }
         if !matches!(e.send, Phase::Done) {
             e.cancel.cancel();
         }
@@ -731,7 +706,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                 return Poll::Ready(self.closing.take().unwrap_or(Ok(())));
             }
             if !progress {
-                return Poll::Pending;
+                if self.closing.is_some() || self.idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.on_idle_timer(); // and another round: a new timer is polled, or GOAWAY sent
             }
         }
         cx.waker().wake_by_ref();
@@ -753,21 +731,5 @@ impl<T> Drop for Conn<T> {
         // more; what is marked goes (the marks hold their bodies).
         self.notify.closed.store(true, Ordering::Release);
         crate::body::lock(&self.notify.dirty).clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panicking_request_ends_alone() {
-        assert_eq!(alone(async { 7 }).await, Some(7));
-        let panicked = alone(async {
-            tokio::task::yield_now().await;
-            panic!("a request's bug");
-        })
-        .await;
-        assert_eq!(panicked, None::<()>);
     }
 }

@@ -5,7 +5,8 @@
 //! close the connection; `100 Continue` comes when the body is first read; an oversized head
 //! gets a 431; request trailers end a body, malformed ones are refused; an answer stays within
 //! the client's window and goes on when its SETTINGS widen it; the graceful shutdown goes in
-//! two steps and loses no stream. The client writes
+//! two steps and loses no stream; a connection without a stream (or with half a frame) is
+//! closed after the client header timeout, its PINGs notwithstanding. The client writes
 //! raw frames (HPACK literals of its own) and reads the router's with h2's codec.
 
 use std::time::Duration;
@@ -19,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::support::*;
-use crate::tls::{TlsRouter, handshake, leaf, tls_router};
+use crate::tls::{TlsRouter, handshake, leaf, tls_router_with};
 
 const HOST: &str = "www.example.com";
 const DATA: u8 = 0;
@@ -41,11 +42,15 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(cutover_router::RouterConfig::default()).await
+}
+
+async fn setup_with(config: cutover_router::RouterConfig) -> Setup {
     let up = upstream(&sha('a')).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = crate::tls::ca();
     let (files, _) = leaf(&ca, &[HOST], dir.path(), "www");
-    let t = tls_router(vec![files]).await;
+    let t = tls_router_with(vec![files], config).await;
     t.router.switch(
         &key("yves"),
         cutover_router::Backend::new(sha('a'), vec![up.addr]),
@@ -483,4 +488,62 @@ async fn an_answer_stays_within_the_clients_window_and_goes_on_when_settings_wid
     }
     let text = String::from_utf8_lossy(&got);
     assert!(text.contains("x-forwarded-proto: https"), "{text}");
+}
+
+#[tokio::test]
+async fn a_connection_without_a_stream_is_closed_after_the_header_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(400);
+    let s = setup_with(cutover_router::RouterConfig {
+        client_header_timeout: TIMEOUT,
+        ..Default::default()
+    })
+    .await;
+    let closed_after = |began: std::time::Instant, what: &str| {
+        let waited = began.elapsed();
+        assert!(
+            waited >= TIMEOUT && waited < TIMEOUT * 5,
+            "{what}: closed after {waited:?}"
+        );
+    };
+    // Never a stream, only PINGs every 100 ms: they do not keep it open.
+    let began = std::time::Instant::now();
+    let mut c = Raw::connect(&s).await;
+    let gone = loop {
+        c.send(&frame(PING, 0, 0, b"pingping")).await;
+        let next = tokio::time::timeout(Duration::from_millis(100), c.next()).await;
+        match next {
+            Ok(Some(Frame::GoAway(g))) => break (u32::from(g.last_stream_id()), g.reason()),
+            Ok(Some(Frame::Ping(_))) | Err(_) => {}
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            began.elapsed() < TIMEOUT * 5,
+            "still open after {:?}",
+            began.elapsed()
+        );
+    };
+    assert_eq!(gone, (0, Reason::NO_ERROR));
+    closed_after(began, "PINGs only");
+    assert!(c.next().await.is_none(), "then the connection closes");
+
+    // A stream held longer than the timeout keeps its connection; once the client cancels it,
+    // the timeout counts from then.
+    hold(&s);
+    let mut c = Raw::connect(&s).await;
+    c.send(&headers(1, &request("GET", "/"), true)).await;
+    // (Two and a half timeouts: the cancel comes between two checks of the idle timer.)
+    tokio::time::sleep(TIMEOUT * 5 / 2).await;
+    c.alive().await;
+    c.send(&frame(RST_STREAM, 0, 1, &8u32.to_be_bytes())).await; // CANCEL
+    let began = std::time::Instant::now();
+    assert_eq!(c.go_away().await, (1, Reason::NO_ERROR));
+    closed_after(began, "after its stream");
+    assert!(c.next().await.is_none(), "then the connection closes");
+
+    // Half a frame, then nothing.
+    let began = std::time::Instant::now();
+    let mut c = Raw::connect(&s).await;
+    c.send(&frame(HEADERS, END_HEADERS, 1, &[0; 40])[..20]).await;
+    assert_eq!(c.go_away().await, (0, Reason::NO_ERROR));
+    closed_after(began, "half a frame");
 }

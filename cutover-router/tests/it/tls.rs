@@ -84,7 +84,11 @@ pub(crate) struct TlsRouter {
 }
 
 pub(crate) async fn tls_router(files: Vec<CertFiles>) -> TlsRouter {
-    let router = cutover_router::Router::new(RouterConfig::default());
+    tls_router_with(files, RouterConfig::default()).await
+}
+
+pub(crate) async fn tls_router_with(files: Vec<CertFiles>, config: RouterConfig) -> TlsRouter {
+    let router = cutover_router::Router::new(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let certs = Arc::new(TlsCerts::load(files).unwrap());
