@@ -77,6 +77,9 @@ pub(crate) struct Stream {
     pub(crate) requests: Arc<crate::serve::Requests>,
     pub(crate) last_call: Duration,
     pub(crate) header_timeout: Duration,
+    /// How long a write may wait for the client (the connection's stream enforces it; over
+    /// HTTP/2 also a stream's wait for window).
+    pub(crate) send_timeout: Duration,
     /// `Strict-Transport-Security` for every answer (an HTTPS listener's HSTS).
     pub(crate) hsts: Option<HeaderValue>,
 }

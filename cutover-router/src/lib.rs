@@ -68,6 +68,7 @@ mod outgoing;
 mod plain;
 mod proxy;
 mod route;
+mod send_timeout;
 mod serve;
 mod suspects;
 mod threads;
@@ -177,6 +178,11 @@ pub struct RouterConfig {
     /// without a request before it is closed (an idle HTTP/1.1 keep-alive connection, an HTTP/2
     /// connection without a stream).
     pub client_header_timeout: Duration,
+    /// How long a client may take no byte of what the router writes it before its connection
+    /// is closed (and the upstream call it holds dropped): a client that stops reading. A slow
+    /// client that keeps taking bytes is never cut; over HTTP/2 a stream whose answer waits
+    /// this long for the client's flow-control window is reset (`CANCEL`).
+    pub client_send_timeout: Duration,
     /// How long idle pooled upstream connections are kept.
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per upstream address.
@@ -197,6 +203,7 @@ impl Default for RouterConfig {
             suspect_for: Duration::from_secs(2),
             response_header_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(30),
+            client_send_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle_per_upstream: 256,
             max_connect_attempts: 64,

@@ -27,6 +27,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::proxy::{self, ConnCtx, Target};
+use crate::send_timeout::SendTimeout;
 use crate::{RouteKey, Router};
 
 impl Router {
@@ -121,6 +122,7 @@ impl Router {
                         requests: Arc::default(),
                         last_call: config.shutdown_grace.min(LAST_CALL),
                         header_timeout: config.client_header_timeout,
+                        send_timeout: config.client_send_timeout,
                     }));
                 }
             }
@@ -161,6 +163,7 @@ pub(crate) struct Conn {
     pub(crate) requests: Arc<Requests>,
     pub(crate) last_call: Duration,
     pub(crate) header_timeout: Duration,
+    pub(crate) send_timeout: Duration,
 }
 
 /// A connection's requests as its [`drive`] needs to know them: one begun after the stop ends
@@ -195,6 +198,7 @@ where
         last_call,
         header_timeout,
         hsts,
+        .. // the send timeout is the stream's
     } = conn;
     let svc = service(ctx, Arc::clone(&requests), hsts);
     let conn = http1::Builder::new()
@@ -210,16 +214,20 @@ where
 impl Conn {
     /// The connection's settings for serving it over its stream (or over TLS on top of it),
     /// with the listener's HSTS.
-    pub(crate) fn into_stream(self, hsts: Option<http::HeaderValue>) -> (crate::fast::Stream, TcpStream) {
+    pub(crate) fn into_stream(
+        self,
+        hsts: Option<http::HeaderValue>,
+    ) -> (crate::fast::Stream, SendTimeout<TcpStream>) {
         let stream = crate::fast::Stream {
             ctx: self.ctx,
             stop: self.stop,
             requests: self.requests,
             last_call: self.last_call,
             header_timeout: self.header_timeout,
+            send_timeout: self.send_timeout,
             hsts,
         };
-        (stream, self.stream)
+        (stream, SendTimeout::new(self.stream, self.send_timeout))
     }
 }
 

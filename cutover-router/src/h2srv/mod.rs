@@ -20,7 +20,9 @@
 //! streams reset by the client before their answer (rapid reset) and on the streams the router
 //! itself resets for errors; a connection without a stream for the client header timeout is
 //! closed (GOAWAY, as an idle HTTP/1.1 keep-alive connection is closed: a client cannot hold a
-//! connection, or half a frame, open forever; its PINGs do not count as use).
+//! connection, or half a frame, open forever; its PINGs do not count as use); a stream whose
+//! answer has waited for the client's window for the send timeout is reset (`CANCEL`: a client
+//! that opens streams with a window it never widens holds no upstream call for long).
 
 mod cancel;
 mod recv;
@@ -85,6 +87,7 @@ where
         last_call,
         hsts,
         header_timeout,
+        send_timeout,
         ..
     } = conn;
     let mut preface = [0u8; 24];
@@ -92,7 +95,11 @@ where
         Ok(Ok(_)) if &preface == PREFACE => {}
         _ => return, // not HTTP/2, or too slow
     }
-    let conn = Conn::new(io, ctx, Arc::clone(&requests), hsts, header_timeout);
+    let timeouts = Timeouts {
+        idle: header_timeout,
+        send: send_timeout,
+    };
+    let conn = Conn::new(io, ctx, Arc::clone(&requests), hsts, timeouts);
     let ended = crate::serve::drive(
         conn,
         |c| c.get_mut().graceful_shutdown(),
@@ -116,9 +123,9 @@ enum Phase {
     Answering,
     /// The body's next frame is awaited (in `sending`).
     Polling,
-    /// Data waits for window (the stream's or the connection's).
+    /// Data waits for window (the stream's or the connection's) since then.
     /// (Boxed: rare, and every stream's entry would be its size.)
-    Blocked(Box<(RouterBody, Bytes)>),
+    Blocked(Box<(RouterBody, Bytes, tokio::time::Instant)>),
     /// END_STREAM sent.
     Done,
 }
@@ -182,12 +189,20 @@ pub(crate) struct Conn<T> {
     peer_gone: bool,
     /// The connection ends once what is queued is written: how.
     closing: Option<io::Result<()>>,
-    /// How long the connection may be without a stream.
-    idle_timeout: Duration,
-    /// Since when it has been without one.
+    timeouts: Timeouts,
+    /// Since when it has been without a stream.
     idle_from: tokio::time::Instant,
-    /// Fires at `idle_from + idle_timeout` or later; checked then (not reset per request).
-    idle: Pin<Box<tokio::time::Sleep>>,
+    /// Fires when the connection may have been idle, or a stream blocked, too long; checked
+    /// then (not reset per request).
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    /// How long the connection may be without a stream.
+    idle: Duration,
+    /// How long a stream's answer may wait for the client's window.
+    send: Duration,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
@@ -197,7 +212,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         ctx: Arc<ConnCtx>,
         begun: Arc<Requests>,
         hsts: Option<HeaderValue>,
-        idle_timeout: Duration,
+        timeouts: Timeouts,
     ) -> Self {
         let mut codec = h2::Codec::new(io);
         codec.set_max_recv_header_list_size(MAX_HEADER_LIST);
@@ -234,27 +249,61 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             shutdown: Shutdown::No,
             peer_gone: false,
             closing: None,
-            idle_timeout,
+            timeouts,
             idle_from: tokio::time::Instant::now(),
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            timer: Box::pin(tokio::time::sleep(timeouts.idle)),
         }
     }
 
-    /// The idle timer fired: the connection closes if it has been without a stream for the
-    /// idle timeout; otherwise the timer is set to when that could be.
-    fn on_idle_timer(&mut self) {
+    /// The timer fired: streams blocked for the send timeout are reset; the connection closes
+    /// if it has been without a stream for the idle timeout; the timer is set to the next time
+    /// either could be due.
+    fn on_timer(&mut self) {
         let now = tokio::time::Instant::now();
-        if !self.streams.is_empty() {
-            return self.idle.as_mut().reset(now + self.idle_timeout);
+        let mut next = now + self.timeouts.idle;
+        let mut stalled = Vec::new();
+        for (&id, e) in &self.streams {
+            if let Phase::Blocked(b) = &e.send {
+                let due = b.2 + self.timeouts.send;
+                if due <= now {
+                    stalled.push(id);
+                } else {
+                    next = next.min(due);
+                }
+            }
         }
-        let due = self.idle_from + self.idle_timeout;
-        if due > now {
-            return self.idle.as_mut().reset(due);
+        for id in stalled {
+            tracing::debug!(
+                id,
+                "an HTTP/2 answer waited {:?} for the client's window: reset",
+                self.timeouts.send
+            );
+            self.out
+                .push_back(Reset::new(StreamId::from(id), Reason::CANCEL).into());
+            self.remove(id, Reason::CANCEL);
         }
-        tracing::debug!("HTTP/2 connection idle for {:?}: closed", self.idle_timeout);
-        self.out
-            .push_back(GoAway::new(StreamId::from(self.last_id), Reason::NO_ERROR).into());
-        self.closing = Some(Ok(()));
+        if self.streams.is_empty() {
+            let due = self.idle_from + self.timeouts.idle;
+            if due <= now {
+                tracing::debug!("HTTP/2 connection idle for {:?}: closed", self.timeouts.idle);
+                self.out
+                    .push_back(GoAway::new(StreamId::from(self.last_id), Reason::NO_ERROR).into());
+                self.closing = Some(Ok(()));
+                return;
+            }
+            next = due;
+        }
+        self.timer.as_mut().reset(next);
+    }
+
+    /// A stream's answer waits for window from now: the timer fires by its send timeout.
+    fn blocked_now(&mut self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let due = now + self.timeouts.send;
+        if due < self.timer.deadline() {
+            self.timer.as_mut().reset(due);
+        }
+        now
     }
 
     /// Starts the graceful shutdown (see the module documentation).
@@ -706,10 +755,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                 return Poll::Ready(self.closing.take().unwrap_or(Ok(())));
             }
             if !progress {
-                if self.closing.is_some() || self.idle.as_mut().poll(cx).is_pending() {
+                if self.closing.is_some() || self.timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                self.on_idle_timer(); // and another round: a new timer is polled, or GOAWAY sent
+                self.on_timer(); // and another round: the new timer is polled, or GOAWAY sent
             }
         }
         cx.waker().wake_by_ref();

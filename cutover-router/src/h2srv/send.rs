@@ -141,7 +141,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                     e.queued = true;
                     self.blocked.push_back(id);
                 }
-                e.send = Phase::Blocked(Box::new((body, data)));
+                let since = self.blocked_now();
+                if let Some(e) = self.streams.get_mut(&id) {
+                    e.send = Phase::Blocked(Box::new((body, data, since)));
+                }
                 return;
             }
             let chunk = data.split_to(data.len().min(usize::try_from(room).unwrap_or(0)));
@@ -172,7 +175,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             let Phase::Blocked(blocked) = std::mem::replace(&mut e.send, Phase::Polling) else {
                 unreachable!("matched above");
             };
-            let (body, data) = *blocked;
+            let (body, data, _) = *blocked;
             self.send_data(id, body, data);
         }
     }

@@ -6,7 +6,9 @@
 //! gets a 431; request trailers end a body, malformed ones are refused; an answer stays within
 //! the client's window and goes on when its SETTINGS widen it; the graceful shutdown goes in
 //! two steps and loses no stream; a connection without a stream (or with half a frame) is
-//! closed after the client header timeout, its PINGs notwithstanding. The client writes
+//! closed after the client header timeout, its PINGs notwithstanding; an answer that waits for
+//! a window the client never widens is reset after the send timeout, and a client that stops
+//! reading the connection loses it. The client writes
 //! raw frames (HPACK literals of its own) and reads the router's with h2's codec.
 
 use std::time::Duration;
@@ -38,7 +40,7 @@ struct Setup {
     t: TlsRouter,
     ca: crate::tls::Ca,
     _dir: tempfile::TempDir,
-    _up: Upstream,
+    up: Upstream,
 }
 
 async fn setup() -> Setup {
@@ -61,12 +63,7 @@ async fn setup_with(config: cutover_router::RouterConfig) -> Setup {
             ..Default::default()
         })
         .unwrap();
-    Setup {
-        t,
-        ca,
-        _dir: dir,
-        _up: up,
-    }
+    Setup { t, ca, _dir: dir, up }
 }
 
 /// Requests of the route wait at a hold: nothing reads their bodies, nothing answers them.
@@ -85,13 +82,22 @@ struct Raw {
 
 impl Raw {
     async fn connect(s: &Setup) -> Self {
+        Self::connect_with(s, &[]).await
+    }
+
+    /// With these SETTINGS (6-byte entries: id, value).
+    async fn connect_with(s: &Setup, settings: &[(u16, u32)]) -> Self {
         let (tls, _) = handshake(s.t.addr, &s.ca, HOST, b"h2").await.unwrap();
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         let mut raw = Raw {
             codec: h2::Codec::new(tls),
         };
         let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        hello.extend(frame(4, 0, 0, &[])); // SETTINGS, none changed
+        let entries: Vec<u8> = settings
+            .iter()
+            .flat_map(|(id, v)| id.to_be_bytes().into_iter().chain(v.to_be_bytes()))
+            .collect();
+        hello.extend(frame(4, 0, 0, &entries)); // SETTINGS
         raw.send(&hello).await;
         raw
     }
@@ -389,7 +395,7 @@ async fn the_graceful_shutdown_takes_streams_until_its_ping_comes_back() {
     let mut c = Raw::connect(&s).await;
     c.send(&headers(1, &request("GET", "/"), true)).await;
     assert_eq!(c.status(1).await, 200);
-    let Setup { t, ca, _dir, _up } = s;
+    let Setup { t, ca, _dir, up } = s;
     let TlsRouter { router, stop, .. } = t;
     drop(stop); // the listener stops
     // First GOAWAY: the highest id, with a PING.
@@ -408,7 +414,7 @@ async fn the_graceful_shutdown_takes_streams_until_its_ping_comes_back() {
     c.send(&frame(PING, 0x1, 0, &ping)).await;
     assert_eq!(c.go_away().await, (3, Reason::NO_ERROR));
     assert!(c.next().await.is_none(), "then the connection closes");
-    drop((router, ca));
+    drop((router, ca, up));
 }
 
 #[tokio::test]
@@ -546,4 +552,46 @@ async fn a_connection_without_a_stream_is_closed_after_the_header_timeout() {
     c.send(&frame(HEADERS, END_HEADERS, 1, &[0; 40])[..20]).await;
     assert_eq!(c.go_away().await, (0, Reason::NO_ERROR));
     closed_after(began, "half a frame");
+}
+
+#[tokio::test]
+async fn an_answer_the_client_gives_no_window_is_reset_and_a_client_that_stops_reading_is_cut() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let s = setup_with(cutover_router::RouterConfig {
+        client_send_timeout: TIMEOUT,
+        ..Default::default()
+    })
+    .await;
+    // A stream window of 0 that never widens: the answer's head comes, its body cannot.
+    let mut c = Raw::connect_with(&s, &[(0x4, 0)]).await;
+    let began = std::time::Instant::now();
+    c.send(&headers(1, &request("GET", "/endless"), true)).await;
+    assert_eq!(c.status(1).await, 200);
+    assert_eq!(c.reset(1).await, Reason::CANCEL);
+    let waited = began.elapsed();
+    assert!(
+        waited >= TIMEOUT && waited < TIMEOUT * 10,
+        "reset after {waited:?}"
+    );
+    wait_until(|| s.up.ended.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+    c.alive().await; // the connection serves on
+    c.send(&headers(3, &request("GET", "/"), true)).await;
+    assert_eq!(c.status(3).await, 200);
+
+    // Windows as wide as they go, and then the client reads nothing more: the router's writes
+    // wait, and the connection ends after the send timeout.
+    let mut c = Raw::connect_with(&s, &[(0x4, (1 << 31) - 1)]).await;
+    let mut grow = frame(8, 0, 0, &((1u32 << 31) - 1 - 65_535).to_be_bytes()); // WINDOW_UPDATE
+    grow.extend(headers(1, &request("GET", "/endless"), true));
+    c.send(&grow).await;
+    assert_eq!(c.status(1).await, 200);
+    wait_until(|| s.up.ended.load(std::sync::atomic::Ordering::SeqCst) == 2).await;
+    // What the router wrote before it gave up is still in the socket; then the end.
+    let rest = tokio::time::timeout(STEP, async {
+        while let Some(f) = c.next().await {
+            assert!(matches!(f, Frame::Data(_)), "{f:?}");
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "the connection stayed open");
 }

@@ -10,6 +10,7 @@ mod gates;
 mod h2_frames;
 mod http2;
 mod routing;
+mod slow_clients;
 mod strict;
 mod support;
 mod switching;

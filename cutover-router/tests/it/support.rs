@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,10 +34,13 @@ pub fn key(service: &str) -> RouteKey {
 /// A tiny upstream answering its version. Paths:
 /// `/` → version; `/slow?ms=N` → version after N ms; `/headers` → request headers as text;
 /// `/echo` → request body streamed back; `/stream` → "first\n", then waits for `release`, then
-/// "second\n"; any request with `Upgrade` → 101 then echoes bytes.
+/// "second\n"; `/big?kb=N` → N KiB in 64 KiB chunks; `/endless` → 64 KiB chunks until the
+/// router drops the body (counted in `ended`); any request with `Upgrade` → 101 then echoes bytes.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub release: Arc<Notify>,
+    /// `/endless` bodies the router dropped.
+    pub ended: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -55,8 +59,10 @@ pub async fn upstream_at(version: &str, addr: SocketAddr) -> Upstream {
     let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let release = Arc::new(Notify::new());
+    let ended = Arc::new(AtomicUsize::new(0));
     let version: Arc<str> = version.into();
     let rel = Arc::clone(&release);
+    let end = Arc::clone(&ended);
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -64,8 +70,11 @@ pub async fn upstream_at(version: &str, addr: SocketAddr) -> Upstream {
             };
             let version = Arc::clone(&version);
             let rel = Arc::clone(&rel);
+            let end = Arc::clone(&end);
             tokio::spawn(async move {
-                let svc = service_fn(move |req| upstream_handle(Arc::clone(&version), Arc::clone(&rel), req));
+                let svc = service_fn(move |req| {
+                    upstream_handle(Arc::clone(&version), (Arc::clone(&rel), Arc::clone(&end)), req)
+                });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades()
@@ -73,7 +82,12 @@ pub async fn upstream_at(version: &str, addr: SocketAddr) -> Upstream {
             });
         }
     });
-    Upstream { addr, release, task }
+    Upstream {
+        addr,
+        release,
+        ended,
+        task,
+    }
 }
 
 fn full(text: impl Into<Bytes>) -> TestBody {
@@ -84,7 +98,7 @@ fn full(text: impl Into<Bytes>) -> TestBody {
 
 async fn upstream_handle(
     version: Arc<str>,
-    release: Arc<Notify>,
+    (release, ended): (Arc<Notify>, Arc<AtomicUsize>),
     mut req: Request<Incoming>,
 ) -> Result<Response<TestBody>, Infallible> {
     if req.headers().contains_key(http::header::UPGRADE) {
@@ -123,6 +137,34 @@ async fn upstream_handle(
             full(text)
         }
         "/echo" => req.into_body().boxed(),
+        "/big" | "/endless" => {
+            let kb: Option<usize> = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("kb="))
+                .and_then(|v| v.parse().ok());
+            let endless = req.uri().path() == "/endless";
+            let (mut tx, body) = Channel::<Bytes, hyper::Error>::new(1);
+            tokio::spawn(async move {
+                let chunk = Bytes::from(vec![b'x'; 64 << 10]);
+                let mut left = kb.unwrap_or(0) << 10;
+                while endless || left > 0 {
+                    let piece = if endless {
+                        chunk.clone()
+                    } else {
+                        chunk.slice(..left.min(64 << 10))
+                    };
+                    left = left.saturating_sub(piece.len());
+                    if tx.send_data(piece).await.is_err() {
+                        if endless {
+                            ended.fetch_add(1, Ordering::SeqCst);
+                        }
+                        return;
+                    }
+                }
+            });
+            body.boxed()
+        }
         // Reads the whole body before answering (its length), as most applications do.
         "/collect" => match req.into_body().collect().await {
             Ok(b) => full(b.to_bytes().len().to_string()),
