@@ -2,10 +2,13 @@
 //! the generation's in-flight guard and the access-log line until it ends) and
 //! [`UpstreamBody`] towards upstreams (a client's body, retrievable until first read).
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -132,24 +135,83 @@ impl Body for ClientBody {
     }
 }
 
+/// How a client's request body is getting on, for the upstream call that sends it: whether
+/// it failed because of the client (an upstream call that fails then is the client's 400 or
+/// 408, not a 502), when it last moved (the upstream's time to answer counts from its end, not
+/// from the request's start: a long upload is not a slow upstream), whether it waits for the
+/// client now.
+pub(crate) struct BodyWatch {
+    /// How long the client may leave its body without a byte.
+    timeout: Duration,
+    state: Mutex<Progress>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    None,
+    /// Malformed (a bad chunk size, a length that does not match, an HTTP/2 stream error).
+    Malformed,
+    /// No byte for the body timeout.
+    Stalled,
+}
+
+struct Progress {
+    fault: Fault,
+    /// When the body last gave a frame (or ended, or was first asked for).
+    moved: Instant,
+    /// It waits for the client now.
+    waiting: bool,
+}
+
+impl BodyWatch {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            state: Mutex::new(Progress {
+                fault: Fault::None,
+                moved: Instant::now(),
+                waiting: false,
+            }),
+        }
+    }
+
+    pub(crate) fn fault(&self) -> Fault {
+        lock(&self.state).fault
+    }
+
+    /// When an upstream given `patience` to answer after the body's last move has had it:
+    /// `None` while the body waits for the client (its own timeout governs then).
+    pub(crate) fn answer_due(&self, patience: Duration) -> Option<Instant> {
+        let s = lock(&self.state);
+        (!s.waiting).then_some(s.moved + patience)
+    }
+
+    fn moved(&self) {
+        let mut s = lock(&self.state);
+        s.moved = Instant::now();
+        s.waiting = false;
+    }
+}
+
 /// Request body sent upstream. `Slot` keeps the client's body retrievable until first polled.
 pub(crate) enum UpstreamBody {
     Empty,
     Slot {
         slot: Arc<Mutex<Option<ClientBody>>>,
         body: Option<ClientBody>,
-        /// Set when reading the client's body failed (a malformed chunk size, say): the
-        /// upstream call then fails because of the client, which is a 400, not a 502.
-        client_failed: Arc<AtomicBool>,
+        watch: Arc<BodyWatch>,
+        /// Runs while the body waits for the client: the body timeout.
+        stalled: Option<Pin<Box<Sleep>>>,
     },
 }
 
 impl UpstreamBody {
-    pub(crate) fn with_slot(slot: &Arc<Mutex<Option<ClientBody>>>, client_failed: &Arc<AtomicBool>) -> Self {
+    pub(crate) fn with_slot(slot: &Arc<Mutex<Option<ClientBody>>>, watch: &Arc<BodyWatch>) -> Self {
         Self::Slot {
             slot: Arc::clone(slot),
             body: None,
-            client_failed: Arc::clone(client_failed),
+            watch: Arc::clone(watch),
+            stalled: None,
         }
     }
 }
@@ -171,20 +233,45 @@ impl Body for UpstreamBody {
             UpstreamBody::Slot {
                 slot,
                 body,
-                client_failed,
+                watch,
+                stalled,
             } => {
                 if body.is_none() {
                     *body = lock(slot).take();
+                    watch.moved();
                 }
-                match body {
-                    Some(b) => {
-                        let polled = Pin::new(b).poll_frame(cx);
-                        if matches!(polled, Poll::Ready(Some(Err(_)))) {
-                            client_failed.store(true, Ordering::Release);
+                let Some(b) = body else {
+                    return Poll::Ready(None);
+                };
+                match Pin::new(b).poll_frame(cx) {
+                    Poll::Ready(polled) => {
+                        let mut s = lock(&watch.state);
+                        s.moved = Instant::now();
+                        s.waiting = false;
+                        if matches!(polled, Some(Err(_))) {
+                            s.fault = Fault::Malformed;
                         }
-                        polled
+                        Poll::Ready(polled)
                     }
-                    None => Poll::Ready(None),
+                    Poll::Pending => {
+                        let timeout = watch.timeout;
+                        let timer = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                        {
+                            let mut s = lock(&watch.state);
+                            if !s.waiting {
+                                s.waiting = true;
+                                timer.as_mut().reset(Instant::now() + timeout);
+                            }
+                        }
+                        if timer.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        lock(&watch.state).fault = Fault::Stalled;
+                        Poll::Ready(Some(Err(format!(
+                            "the client sent no byte of its request body for {timeout:?}"
+                        )
+                        .into())))
+                    }
                 }
             }
         }

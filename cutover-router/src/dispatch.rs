@@ -3,7 +3,6 @@
 //! for a request without a body or upgrade, through hyper's client for the others.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -16,16 +15,15 @@ use hyper_util::rt::TokioIo;
 
 use crate::Inner;
 use crate::access_log::Trace;
-use crate::body::{ClientBody, Kind, RouterBody, UpstreamBody, lock};
+use crate::body::{BodyWatch, ClientBody, Fault, Kind, RouterBody, UpstreamBody, lock};
 use crate::generation::{GenInner, InFlightGuard};
 use crate::head::RawHead;
 use crate::proxy::{ConnCtx, X_CUTOVER_VERSION, strip_hop_by_hop, text_response};
 use crate::suspects::patient;
 use crate::upstream::{self, Failure};
 
-/// A client's body kept retrievable until first read, and whether reading it failed (see
-/// `proxy`).
-pub(crate) type BodySlot = (Arc<Mutex<Option<ClientBody>>>, Arc<AtomicBool>);
+/// A client's body kept retrievable until first read, and how it is getting on (see `proxy`).
+pub(crate) type BodySlot = (Arc<Mutex<Option<ClientBody>>>, Arc<BodyWatch>);
 
 /// A routed request, admitted to `generation` (held by `guard`), ready to be sent.
 pub(crate) struct Dispatch<'a> {
@@ -186,7 +184,7 @@ pub(crate) async fn via_hyper(
         };
         let last = attempt + 1 == attempts;
         let mut up_req = Request::new(match &slot {
-            Some((s, failed)) => UpstreamBody::with_slot(s, failed),
+            Some((s, watch)) => UpstreamBody::with_slot(s, watch),
             None => UpstreamBody::Empty,
         });
         *up_req.method_mut() = method.clone();
@@ -201,20 +199,35 @@ pub(crate) async fn via_hyper(
         } else {
             &ctx.upstreams.remote
         };
-        let sent = tokio::time::timeout(inner.config.response_header_timeout, client.request(up_req)).await;
+        let watch = slot.as_ref().map(|(_, w)| &**w);
+        let sent = answer_in_time(
+            client.request(up_req),
+            inner.config.response_header_timeout,
+            watch,
+        )
+        .await;
         let resp = match sent {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
                 let body_untouched = slot.as_ref().is_none_or(|(s, _)| lock(s).is_some());
                 tracing::debug!(%addr, error = ?e, "upstream request failed");
-                if slot
-                    .as_ref()
-                    .is_some_and(|(_, failed)| failed.load(Ordering::Acquire))
-                {
-                    return text_response(
-                        StatusCode::BAD_REQUEST,
-                        "cutover router: malformed request body\n".into(),
-                    );
+                match watch.map(BodyWatch::fault) {
+                    Some(Fault::Malformed) => {
+                        return text_response(
+                            StatusCode::BAD_REQUEST,
+                            "cutover router: malformed request body\n".into(),
+                        );
+                    }
+                    Some(Fault::Stalled) => {
+                        return text_response(
+                            StatusCode::REQUEST_TIMEOUT,
+                            format!(
+                                "cutover router: the request body stopped coming (no byte for {:?})\n",
+                                inner.config.client_body_timeout
+                            ),
+                        );
+                    }
+                    Some(Fault::None) | None => {}
                 }
                 if e.is_connect() {
                     connect_failed(inner, trace, addr);
@@ -232,6 +245,31 @@ pub(crate) async fn via_hyper(
         return respond(ctx, resp, guard, client_upgrade);
     }
     none_reachable(host, &last_err)
+}
+
+/// `call` (an upstream's answer head) within `patience`, counted from the end of the request's
+/// body when it has one (from its last move while it moves; not while it waits for the client,
+/// whose body timeout governs then): a long upload is not a slow upstream.
+async fn answer_in_time<F: std::future::Future>(
+    call: F,
+    patience: std::time::Duration,
+    body: Option<&BodyWatch>,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::pin!(call);
+    let mut due = tokio::time::Instant::now() + patience;
+    loop {
+        match tokio::time::timeout_at(due, call.as_mut()).await {
+            Ok(answer) => return Ok(answer),
+            Err(elapsed) => {
+                let now = tokio::time::Instant::now();
+                match body.map(|b| b.answer_due(patience)) {
+                    Some(None) => due = now + patience, // the client's turn
+                    Some(Some(later)) if later > now => due = later,
+                    _ => return Err(elapsed),
+                }
+            }
+        }
+    }
 }
 
 /// An upstream that failed to connect: suspect for a while, and counted.

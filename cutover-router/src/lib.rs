@@ -20,7 +20,13 @@
 //!   one), and connects to a non-loopback upstream are bounded by
 //!   [`RouterConfig::remote_connect_timeout`] (a dead node answers nothing); other
 //!   upstream failures answer `502`, an upstream that sends no response head within
-//!   [`RouterConfig::response_header_timeout`] answers `504`.
+//!   [`RouterConfig::response_header_timeout`] (from the end of the request's body) answers
+//!   `504`.
+//! * Slow clients are bounded, slow-but-steady ones are not cut: a request head within
+//!   [`RouterConfig::client_header_timeout`] (an idle connection is closed after it), a request
+//!   body that pauses past [`RouterConfig::client_body_timeout`] → `408`, a client that takes
+//!   no byte of its answer for [`RouterConfig::client_send_timeout`] loses its connection
+//!   (the `send_timeout` module).
 //! * Unknown host → a plain `404` that names no route; a route without upstreams → `503`.
 //! * Strict on public traffic: two `Host` headers → `400`; an absolute-form target's authority
 //!   wins over `Host` (and replaces it upstream); a client body that cannot be read (an
@@ -172,7 +178,8 @@ pub struct RouterConfig {
     /// How long an upstream that failed to connect is tried only after all the others (until
     /// health probes take it out of the route, or it answers again).
     pub suspect_for: Duration,
-    /// Time allowed from sending a request upstream to receiving its response head.
+    /// Time allowed from sending a request upstream (the end of its body, when it has one) to
+    /// receiving its response head.
     pub response_header_timeout: Duration,
     /// Time a client has to send a complete request head; also how long a connection may be
     /// without a request before it is closed (an idle HTTP/1.1 keep-alive connection, an HTTP/2
@@ -183,6 +190,11 @@ pub struct RouterConfig {
     /// client that keeps taking bytes is never cut; over HTTP/2 a stream whose answer waits
     /// this long for the client's flow-control window is reset (`CANCEL`).
     pub client_send_timeout: Duration,
+    /// How long a client may leave its request body without a byte before the request is
+    /// answered `408` (and its upstream call dropped). An upstream's time to answer
+    /// ([`Self::response_header_timeout`]) counts from the body's end: a long upload that keeps
+    /// coming is never cut.
+    pub client_body_timeout: Duration,
     /// How long idle pooled upstream connections are kept.
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per upstream address.
@@ -204,6 +216,7 @@ impl Default for RouterConfig {
             response_header_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(30),
             client_send_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle_per_upstream: 256,
             max_connect_attempts: 64,

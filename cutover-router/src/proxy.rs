@@ -22,7 +22,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -414,9 +413,11 @@ fn rewrite_in_place(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up);
     }
-    // (slot, whether reading the client's body failed): only for a request with a body.
-    let slot =
-        (!body.is_end_stream()).then(|| (Arc::new(Mutex::new(Some(body))), Arc::new(AtomicBool::new(false))));
+    // (slot, how the client's body is getting on): only for a request with a body.
+    let slot = (!body.is_end_stream()).then(|| {
+        let watch = crate::body::BodyWatch::new(ctx.inner.config.client_body_timeout);
+        (Arc::new(Mutex::new(Some(body))), Arc::new(watch))
+    });
     (parts.method, headers, slot, client_upgrade)
 }
 

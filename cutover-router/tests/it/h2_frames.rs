@@ -8,7 +8,8 @@
 //! two steps and loses no stream; a connection without a stream (or with half a frame) is
 //! closed after the client header timeout, its PINGs notwithstanding; an answer that waits for
 //! a window the client never widens is reset after the send timeout, and a client that stops
-//! reading the connection loses it. The client writes
+//! reading the connection loses it; a request body that stops coming gets a 408. The client
+//! writes
 //! raw frames (HPACK literals of its own) and reads the router's with h2's codec.
 
 use std::time::Duration;
@@ -594,4 +595,26 @@ async fn an_answer_the_client_gives_no_window_is_reset_and_a_client_that_stops_r
     })
     .await;
     assert!(rest.is_ok(), "the connection stayed open");
+}
+
+#[tokio::test]
+async fn a_request_body_that_stops_coming_gets_408_and_the_connection_serves_on() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let s = setup_with(cutover_router::RouterConfig {
+        client_body_timeout: TIMEOUT,
+        ..Default::default()
+    })
+    .await;
+    let mut c = Raw::connect(&s).await;
+    let mut post = request("POST", "/collect");
+    post.push(("content-length", "10"));
+    let mut sent = headers(1, &post, false);
+    sent.extend(data(1, 5, false));
+    c.send(&sent).await;
+    let began = std::time::Instant::now();
+    assert_eq!(c.status(1).await, 408);
+    let waited = began.elapsed();
+    assert!(waited >= TIMEOUT && waited < STEP, "answered after {waited:?}");
+    c.send(&headers(3, &request("GET", "/"), true)).await;
+    assert_eq!(c.status(3).await, 200);
 }

@@ -1,7 +1,9 @@
-//! Clients that stop reading what the router writes them: after the send timeout their
-//! connection is closed and the upstream call they held is dropped, on the router's own
-//! HTTP/1.1 path and on hyper's; a slow client that keeps reading gets its whole answer.
-//! (HTTP/2 over TLS: `h2_frames.rs`.)
+//! Slow clients. One that stops reading what the router writes it: after the send timeout its
+//! connection is closed and the upstream call it held is dropped, on the router's own HTTP/1.1
+//! path and on hyper's; a slow client that keeps reading gets its whole answer. One whose
+//! request body stops coming gets a 408 after the body timeout; an upload that keeps coming for
+//! longer than the upstream's time to answer is not cut (that time counts from the body's
+//! end). (HTTP/2 over TLS: `h2_frames.rs`.)
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -102,4 +104,86 @@ async fn a_slow_client_that_keeps_reading_gets_its_whole_answer() {
         "the answer took longer than the send timeout"
     );
     assert_eq!(a.ended.load(Ordering::SeqCst), 0);
+}
+
+/// A router whose upstream must answer within 500 ms of the request and whose clients may
+/// pause a body 300 ms.
+async fn impatient() -> (TestRouter, Upstream) {
+    let a = upstream(&sha('a')).await;
+    let r = TestRouter::start(RouterConfig {
+        response_header_timeout: Duration::from_millis(500),
+        client_body_timeout: TIMEOUT,
+        ..RouterConfig::default()
+    })
+    .await;
+    r.switch("yves", &sha('a'), &[&a]);
+    (r, a)
+}
+
+#[tokio::test]
+async fn an_upload_that_takes_longer_than_the_upstreams_answer_time_is_not_cut() {
+    let (r, _a) = impatient().await;
+    let host = r.host("yves");
+    let mut client = TcpStream::connect(r.addr).await.unwrap();
+    // 30 pieces of 1 KiB, one every 50 ms: 1.5 s of body, three times the upstream's time to
+    // answer, which counts from the body's end.
+    let head = format!("POST /collect HTTP/1.1\r\nhost: {host}\r\ncontent-length: 30720\r\n\r\n");
+    client.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(&[b'u'; 1024]).await.unwrap();
+    }
+    let answer = answer_of(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\n30720"),
+        "the upstream read the whole body: {answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_gets_408_after_the_body_timeout() {
+    let (r, _a) = impatient().await;
+    let host = r.host("yves");
+    let mut client = TcpStream::connect(r.addr).await.unwrap();
+    let head = format!("POST /collect HTTP/1.1\r\nhost: {host}\r\ncontent-length: 2048\r\n\r\n");
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&[b'u'; 1024]).await.unwrap();
+    let began = Instant::now();
+    let answer = answer_of(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request body"), "says why: {answer}");
+    let waited = began.elapsed();
+    assert!(waited >= TIMEOUT && waited < STEP, "answered after {waited:?}");
+}
+
+/// The first answer on `stream`, whole (the router closes after these).
+async fn answer_of(stream: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    let mut chunk = [0u8; 4096];
+    tokio::time::timeout(STEP, async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+            }
+            let text = String::from_utf8_lossy(&all);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|n| n.trim().parse::<usize>().ok());
+                if len.is_some_and(|n| all.len() >= end + 4 + n) {
+                    break;
+                }
+            }
+        }
+    })
+    .await
+    .expect("an answer in time");
+    String::from_utf8_lossy(&all).into_owned()
 }
