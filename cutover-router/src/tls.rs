@@ -334,7 +334,7 @@ impl Router {
     /// Serves HTTPS (HTTP/2 or HTTP/1.1 by ALPN) on `listener`, routing by `Host` (or
     /// `:authority`) like [`Router::serve`], until `shutdown` resolves; checks the certificate
     /// files every [`RELOAD_EVERY`]. The accept loop and shutdown are the plain listener's
-    /// ([`Router::accept_loop`]); on shutdown, connections finish their requests (bounded by
+    /// (`Router::accept_loop`); on shutdown, connections finish their requests (bounded by
     /// the shutdown grace).
     pub async fn serve_tls(
         &self,
