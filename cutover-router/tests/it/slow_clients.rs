@@ -16,20 +16,23 @@ use crate::support::*;
 
 const TIMEOUT: Duration = Duration::from_millis(300);
 
-async fn router(send_timeout: Duration) -> (TestRouter, Upstream) {
+async fn router(config: RouterConfig) -> (TestRouter, Upstream) {
     let a = upstream(&sha('a')).await;
-    let r = TestRouter::start(RouterConfig {
-        client_send_timeout: send_timeout,
-        ..RouterConfig::default()
-    })
-    .await;
+    let r = TestRouter::start(config).await;
     r.switch("yves", &sha('a'), &[&a]);
     (r, a)
 }
 
+fn send_timeout(t: Duration) -> RouterConfig {
+    RouterConfig {
+        client_send_timeout: t,
+        ..RouterConfig::default()
+    }
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_after_the_send_timeout_and_its_upstream_call_dropped() {
-    let (r, a) = router(TIMEOUT).await;
+    let (r, a) = router(send_timeout(TIMEOUT)).await;
     let host = r.host("yves");
     // The router's own path (a bodyless GET), then hyper's (a POST with a body).
     let requests = [
@@ -65,8 +68,8 @@ async fn a_slow_client_that_keeps_reading_gets_its_whole_answer() {
     // holds must drain first (up to 2 MB: its send buffer grows to 4 MB), a third of a second
     // at this pace. The timeout is longer than that and shorter than the router's writing
     // takes: the clock starts again with each byte taken, it does not bound the answer.
-    let send_timeout = Duration::from_millis(1500);
-    let (r, a) = router(send_timeout).await;
+    let timeout = Duration::from_millis(1500);
+    let (r, a) = router(send_timeout(timeout)).await;
     let host = r.host("yves");
     // A small receive buffer: the router's writes wait from the start, not once megabytes
     // are buffered on the way.
@@ -100,24 +103,21 @@ async fn a_slow_client_that_keeps_reading_gets_its_whole_answer() {
     let body = got[head_end..].iter().filter(|&&b| b == b'x').count();
     assert_eq!(body, 24 << 20, "the whole body, not cut");
     assert!(
-        began.elapsed() > send_timeout,
+        began.elapsed() > timeout,
         "the answer took longer than the send timeout"
     );
     assert_eq!(a.ended.load(Ordering::SeqCst), 0);
 }
 
-/// A router whose upstream must answer within 500 ms of the request and whose clients may
-/// pause a body 300 ms.
+/// A router whose upstream must answer within 500 ms of the request's body and whose
+/// clients may pause a body 300 ms.
 async fn impatient() -> (TestRouter, Upstream) {
-    let a = upstream(&sha('a')).await;
-    let r = TestRouter::start(RouterConfig {
+    router(RouterConfig {
         response_header_timeout: Duration::from_millis(500),
         client_body_timeout: TIMEOUT,
         ..RouterConfig::default()
     })
-    .await;
-    r.switch("yves", &sha('a'), &[&a]);
-    (r, a)
+    .await
 }
 
 #[tokio::test]
