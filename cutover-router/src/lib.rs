@@ -26,7 +26,8 @@
 //!   [`RouterConfig::client_header_timeout`] (an idle connection is closed after it), a request
 //!   body that pauses past [`RouterConfig::client_body_timeout`] → `408`, a client that takes
 //!   no byte of its answer for [`RouterConfig::client_send_timeout`] loses its connection
-//!   (the `send_timeout` module).
+//!   (the `client_stream` module); at most [`RouterConfig::max_client_connections`] client
+//!   connections are open at once, more wait in the listen backlog (the `limit` module).
 //! * Unknown host → a plain `404` that names no route; a route without upstreams → `503`.
 //! * Strict on public traffic: two `Host` headers → `400`; an absolute-form target's authority
 //!   wins over `Host` (and replaces it upstream); a client body that cannot be read (an
@@ -60,6 +61,7 @@ mod access_log;
 mod acme;
 mod body;
 mod chunked;
+mod client_stream;
 mod dispatch;
 mod fast;
 mod flags;
@@ -69,12 +71,12 @@ mod generation;
 mod h2srv;
 mod head;
 mod hosts;
+mod limit;
 mod metrics;
 mod outgoing;
 mod plain;
 mod proxy;
 mod route;
-mod send_timeout;
 mod serve;
 mod suspects;
 mod threads;
@@ -195,6 +197,9 @@ pub struct RouterConfig {
     /// ([`Self::response_header_timeout`]) counts from the body's end: a long upload that keeps
     /// coming is never cut.
     pub client_body_timeout: Duration,
+    /// Client connections open at once, across the router's listeners and threads; at the cap
+    /// new ones wait in the listen backlog until one closes.
+    pub max_client_connections: usize,
     /// How long idle pooled upstream connections are kept.
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per upstream address.
@@ -217,6 +222,7 @@ impl Default for RouterConfig {
             client_header_timeout: Duration::from_secs(30),
             client_send_timeout: Duration::from_secs(60),
             client_body_timeout: Duration::from_secs(60),
+            max_client_connections: 16_384,
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle_per_upstream: 256,
             max_connect_attempts: 64,
@@ -256,6 +262,8 @@ pub(crate) struct Inner {
     pub(crate) tls_certs: Arc<TlsCerts>,
     /// ACME's task and challenge answers (the `acme` module).
     pub(crate) acme: acme::Acme,
+    /// The cap on open client connections (the `limit` module).
+    pub(crate) conn_limit: Arc<limit::ConnLimit>,
 }
 
 /// The router: a routing table plus an upstream connection pool. Cheap to clone (an `Arc`);
@@ -280,6 +288,12 @@ impl std::fmt::Debug for Router {
 impl Router {
     /// Creates a router with an empty routing table.
     pub fn new(config: RouterConfig) -> Self {
+        let metrics = metrics::Metrics::new();
+        let conn_limit = Arc::new(limit::ConnLimit::new(
+            config.max_client_connections,
+            metrics.client_connections.clone(),
+            metrics.connection_waits.clone(),
+        ));
         Self {
             upstreams: Arc::new(proxy::Upstreams::new(&config)),
             inner: Arc::new(Inner {
@@ -291,9 +305,10 @@ impl Router {
                 flags: flags::FlagHeaders::default(),
                 suspects: suspects::Suspects::default(),
                 edge: ArcSwap::from_pointee(Edge::default()),
-                metrics: metrics::Metrics::new(),
+                metrics,
                 tls_certs: Arc::new(TlsCerts::empty()),
                 acme: acme::Acme::default(),
+                conn_limit,
             }),
         }
     }

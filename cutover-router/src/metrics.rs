@@ -9,6 +9,8 @@
 //! * `cutover_router_upstream_connect_errors_total{app,env,service}`: failed connects to an
 //!   instance (each attempt; the request may still succeed on the next upstream);
 //! * `cutover_router_response_bytes_total{app,env,service}`: response body bytes sent;
+//! * `cutover_router_client_connections`: client connections open (all listeners), and
+//!   `cutover_router_connection_limit_waits_total`: accepts that waited at the connection cap;
 //! * `cutover_build_info{version,component="router"}`.
 //!
 //! Requests for no route count under empty labels (`app=""`): a client choosing arbitrary
@@ -65,6 +67,8 @@ pub(crate) struct Metrics {
     in_flight: Family<RouteLabels, Gauge>,
     connect_errors: Family<RouteLabels, Counter>,
     bytes: Family<RouteLabels, Counter>,
+    pub(crate) client_connections: Gauge,
+    pub(crate) connection_waits: Counter,
     /// Requests that matched no route.
     pub(crate) unrouted: std::sync::Arc<RouteMetrics>,
 }
@@ -129,6 +133,18 @@ impl Metrics {
             "Response body bytes sent to clients",
             bytes.clone(),
         );
+        let client_connections = Gauge::default();
+        registry.register(
+            "cutover_router_client_connections",
+            "Client connections open",
+            client_connections.clone(),
+        );
+        let connection_waits = Counter::default();
+        registry.register(
+            "cutover_router_connection_limit_waits",
+            "Accepts that waited because max_client_connections were open",
+            connection_waits.clone(),
+        );
         registry.register(
             "cutover_build",
             "The running Cutover build",
@@ -144,6 +160,8 @@ impl Metrics {
             in_flight,
             connect_errors,
             bytes,
+            client_connections,
+            connection_waits,
             unrouted: std::sync::Arc::new(RouteMetrics::placeholder()),
         };
         metrics.unrouted =

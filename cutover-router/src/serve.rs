@@ -26,8 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use crate::client_stream::ClientStream;
 use crate::proxy::{self, ConnCtx, Target};
-use crate::send_timeout::SendTimeout;
 use crate::{RouteKey, Router};
 
 impl Router {
@@ -86,9 +86,13 @@ impl Router {
         let mut tick = tokio::time::interval(crate::RELOAD_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        // A place under the connection cap, taken before the next accept.
+        let mut slot = None;
+        let limit = &self.inner.conn_limit;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                taken = limit.take(), if slot.is_none() => slot = Some(taken),
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 _ = tick.tick(), if reload.is_some() => {
                     if let Some(certs) = &reload {
@@ -97,7 +101,7 @@ impl Router {
                         let _ = tokio::task::spawn_blocking(move || certs.reload_if_changed()).await;
                     }
                 }
-                accepted = listener.accept() => {
+                accepted = listener.accept(), if slot.is_some() => {
                     let (stream, peer) = match accepted {
                         Ok(a) => a,
                         Err(e) => {
@@ -123,6 +127,7 @@ impl Router {
                         last_call: config.shutdown_grace.min(LAST_CALL),
                         header_timeout: config.client_header_timeout,
                         send_timeout: config.client_send_timeout,
+                        slot: slot.take().expect("accepting only with a place"),
                     }));
                 }
             }
@@ -164,6 +169,8 @@ pub(crate) struct Conn {
     pub(crate) last_call: Duration,
     pub(crate) header_timeout: Duration,
     pub(crate) send_timeout: Duration,
+    /// Its place under the connection cap, held by its socket.
+    pub(crate) slot: crate::limit::Slot,
 }
 
 /// A connection's requests as its [`drive`] needs to know them: one begun after the stop ends
@@ -217,7 +224,7 @@ impl Conn {
     pub(crate) fn into_stream(
         self,
         hsts: Option<http::HeaderValue>,
-    ) -> (crate::fast::Stream, SendTimeout<TcpStream>) {
+    ) -> (crate::fast::Stream, ClientStream<TcpStream>) {
         let stream = crate::fast::Stream {
             ctx: self.ctx,
             stop: self.stop,
@@ -227,7 +234,10 @@ impl Conn {
             send_timeout: self.send_timeout,
             hsts,
         };
-        (stream, SendTimeout::new(self.stream, self.send_timeout))
+        (
+            stream,
+            ClientStream::new(self.stream, self.send_timeout, Some(self.slot)),
+        )
     }
 }
 

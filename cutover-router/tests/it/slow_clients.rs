@@ -3,7 +3,8 @@
 //! path and on hyper's; a slow client that keeps reading gets its whole answer. One whose
 //! request body stops coming gets a 408 after the body timeout; an upload that keeps coming for
 //! longer than the upstream's time to answer is not cut (that time counts from the body's
-//! end). (HTTP/2 over TLS: `h2_frames.rs`.)
+//! end). And many clients: past `max_client_connections` a new one waits in the listen backlog
+//! until a connection (an upgraded tunnel too) closes. (HTTP/2 over TLS: `h2_frames.rs`.)
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -186,4 +187,99 @@ async fn answer_of(stream: &mut TcpStream) -> String {
     .await
     .expect("an answer in time");
     String::from_utf8_lossy(&all).into_owned()
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    let (r, _a) = router(RouterConfig {
+        max_client_connections: 2,
+        ..RouterConfig::default()
+    })
+    .await;
+    let host = r.host("yves");
+    // Two keep-alive clients, served and then idle: both places are taken.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = Conn::connect(r.addr).await;
+        assert_eq!(c.get(&host, "/").await.unwrap().status, 200);
+        held.push(c);
+    }
+    let metrics = r.router.encode_metrics();
+    assert!(
+        metrics.contains("cutover_router_client_connections 2"),
+        "{metrics}"
+    );
+    // A third connects (the kernel's backlog takes it) but is not served while both stay.
+    let mut third = TcpStream::connect(r.addr).await.unwrap();
+    third
+        .write_all(format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read_to_end(&mut answer)).await;
+    assert!(
+        early.is_err(),
+        "served past the cap: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    let metrics = r.router.encode_metrics();
+    assert!(
+        metrics.contains("cutover_router_connection_limit_waits_total 1"),
+        "{metrics}"
+    );
+    // One closes: the third is accepted and answered.
+    drop(held.pop());
+    tokio::time::timeout(STEP, third.read_to_end(&mut answer))
+        .await
+        .expect("the third is served once a place is free")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn an_upgraded_tunnel_keeps_its_place_under_the_cap() {
+    let (r, _a) = router(RouterConfig {
+        max_client_connections: 1,
+        ..RouterConfig::default()
+    })
+    .await;
+    let host = r.host("yves");
+    let mut tunnel = TcpStream::connect(r.addr).await.unwrap();
+    let head = format!("GET /ws HTTP/1.1\r\nhost: {host}\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n");
+    tunnel.write_all(head.as_bytes()).await.unwrap();
+    let mut got = vec![0u8; 1024];
+    let n = tokio::time::timeout(STEP, tunnel.read(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        got[..n].starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&got[..n])
+    );
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(STEP, tunnel.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    // The tunnel is all that is open: a new client waits.
+    let mut next = TcpStream::connect(r.addr).await.unwrap();
+    next.write_all(format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let early = tokio::time::timeout(Duration::from_millis(500), next.read_to_end(&mut answer)).await;
+    assert!(early.is_err(), "served past the cap while a tunnel is open");
+    drop(tunnel);
+    tokio::time::timeout(STEP, next.read_to_end(&mut answer))
+        .await
+        .expect("served once the tunnel closed")
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
 }

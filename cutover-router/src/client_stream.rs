@@ -1,10 +1,12 @@
-//! A client connection whose writes fail once the client has taken no byte for the send
-//! timeout ([`crate::RouterConfig::client_send_timeout`]), as nginx's `send_timeout`: a client
+//! A client's accepted TCP stream as every protocol uses it (the own HTTP/1.1 path, hyper's,
+//! TLS, HTTP/2, an upgraded tunnel): it holds the connection's place under the connection cap
+//! ([`crate::limit`]) until the socket closes, and its writes fail once the client has taken no
+//! byte for the send timeout ([`crate::RouterConfig::client_send_timeout`]), as nginx's
+//! `send_timeout`: a client
 //! that stops reading (a slow-read attack, a vanished peer whose TCP window stays shut) would
 //! otherwise hold its connection, its TLS state and the upstream call whose answer it does not
 //! take, for ever. Only a write that cannot go on starts the clock; one byte taken stops it, so
-//! a slow client that keeps reading is never cut. Under everything a client connection speaks
-//! (the own HTTP/1.1 path, hyper's, TLS, HTTP/2, an upgraded tunnel).
+//! a slow client that keeps reading is never cut.
 
 use std::future::Future;
 use std::io;
@@ -15,8 +17,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-pub(crate) struct SendTimeout<IO> {
+pub(crate) struct ClientStream<IO> {
     io: IO,
+    /// The connection's place under the cap (`None`: not counted, unit tests).
+    _slot: Option<crate::limit::Slot>,
     timeout: Duration,
     /// Set while a write waits (created at the first wait, moved at the next).
     stalled: Option<Pin<Box<Sleep>>>,
@@ -24,10 +28,11 @@ pub(crate) struct SendTimeout<IO> {
     waiting: bool,
 }
 
-impl<IO> SendTimeout<IO> {
-    pub(crate) fn new(io: IO, timeout: Duration) -> Self {
+impl<IO> ClientStream<IO> {
+    pub(crate) fn new(io: IO, timeout: Duration, slot: Option<crate::limit::Slot>) -> Self {
         Self {
             io,
+            _slot: slot,
             timeout,
             stalled: None,
             waiting: false,
@@ -59,13 +64,13 @@ impl<IO> SendTimeout<IO> {
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for SendTimeout<IO> {
+impl<IO: AsyncRead + Unpin> AsyncRead for ClientStream<IO> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for SendTimeout<IO> {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for ClientStream<IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_write(cx, buf);
@@ -109,7 +114,7 @@ mod tests {
         let timeout = Duration::from_millis(200);
         // A pipe of 4 KiB: writes wait as soon as the reader is that far behind.
         let (ours, mut theirs) = tokio::io::duplex(4096);
-        let mut ours = SendTimeout::new(ours, timeout);
+        let mut ours = ClientStream::new(ours, timeout, None);
         // Slow but steady: 1 KiB every 50 ms, 32 KiB in all, past four timeouts' worth.
         let reader = tokio::spawn(async move {
             let mut got = 0;
