@@ -2,11 +2,10 @@
 //! TLS, HTTP/2, an upgraded tunnel): it holds the connection's place under the connection cap
 //! ([`crate::limit`]) until the socket closes, and its writes fail once the client has taken no
 //! byte for the send timeout ([`crate::RouterConfig::client_send_timeout`]), as nginx's
-//! `send_timeout`: a client
-//! that stops reading (a slow-read attack, a vanished peer whose TCP window stays shut) would
-//! otherwise hold its connection, its TLS state and the upstream call whose answer it does not
-//! take, for ever. Only a write that cannot go on starts the clock; one byte taken stops it, so
-//! a slow client that keeps reading is never cut.
+//! `send_timeout`: a client that stops reading (a slow-read attack, a vanished peer whose TCP
+//! window stays shut) would otherwise hold its connection, its TLS state and the upstream call
+//! whose answer it does not take, for ever. Only a write that cannot go on starts the clock;
+//! one byte taken stops it, so a slow client that keeps reading is never cut.
 
 use std::future::Future;
 use std::io;
@@ -17,6 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+/// An accepted client socket (see the module documentation).
 pub(crate) struct ClientStream<IO> {
     io: IO,
     /// The connection's place under the cap (`None`: not counted, unit tests).
