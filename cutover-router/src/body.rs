@@ -2,19 +2,19 @@
 //! the generation's in-flight guard and the access-log line until it ends) and
 //! [`UpstreamBody`] towards upstreams (a client's body, retrievable until first read).
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::access_log::Pending;
 use crate::generation::InFlightGuard;
+use crate::stall::StallClock;
 use crate::upstream::{BoxError, FastBody};
 
 /// Response body of the router: either a streamed upstream body (holding the generation's
@@ -201,7 +201,7 @@ pub(crate) enum UpstreamBody {
         body: Option<ClientBody>,
         watch: Arc<BodyWatch>,
         /// Runs while the body waits for the client: the body timeout.
-        stalled: Option<Pin<Box<Sleep>>>,
+        clock: StallClock,
     },
 }
 
@@ -211,7 +211,7 @@ impl UpstreamBody {
             slot: Arc::clone(slot),
             body: None,
             watch: Arc::clone(watch),
-            stalled: None,
+            clock: StallClock::new(watch.timeout),
         }
     }
 }
@@ -234,7 +234,7 @@ impl Body for UpstreamBody {
                 slot,
                 body,
                 watch,
-                stalled,
+                clock,
             } => {
                 if body.is_none() {
                     *body = lock(slot).take();
@@ -245,6 +245,7 @@ impl Body for UpstreamBody {
                 };
                 match Pin::new(b).poll_frame(cx) {
                     Poll::Ready(polled) => {
+                        clock.moved();
                         let mut s = lock(&watch.state);
                         s.moved = Instant::now();
                         s.waiting = false;
@@ -254,21 +255,14 @@ impl Body for UpstreamBody {
                         Poll::Ready(polled)
                     }
                     Poll::Pending => {
-                        let timeout = watch.timeout;
-                        let timer = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                        {
-                            let mut s = lock(&watch.state);
-                            if !s.waiting {
-                                s.waiting = true;
-                                timer.as_mut().reset(Instant::now() + timeout);
-                            }
-                        }
-                        if timer.as_mut().poll(cx).is_pending() {
+                        lock(&watch.state).waiting = true;
+                        if !clock.expired(cx) {
                             return Poll::Pending;
                         }
                         lock(&watch.state).fault = Fault::Stalled;
                         Poll::Ready(Some(Err(format!(
-                            "the client sent no byte of its request body for {timeout:?}"
+                            "the client sent no byte of its request body for {:?}",
+                            watch.timeout
                         )
                         .into())))
                     }

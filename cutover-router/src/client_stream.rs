@@ -7,25 +7,22 @@
 //! whose answer it does not take, for ever. Only a write that cannot go on starts the clock;
 //! one byte taken stops it, so a slow client that keeps reading is never cut.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+
+use crate::stall::StallClock;
 
 /// An accepted client socket (see the module documentation).
 pub(crate) struct ClientStream<IO> {
     io: IO,
     /// The connection's place under the cap (`None`: not counted, unit tests).
     _slot: Option<crate::limit::Slot>,
-    timeout: Duration,
-    /// Set while a write waits (created at the first wait, moved at the next).
-    stalled: Option<Pin<Box<Sleep>>>,
-    /// `stalled` runs for the current wait.
-    waiting: bool,
+    /// Runs while a write waits for the client.
+    clock: StallClock,
 }
 
 impl<IO> ClientStream<IO> {
@@ -33,9 +30,7 @@ impl<IO> ClientStream<IO> {
         Self {
             io,
             _slot: slot,
-            timeout,
-            stalled: None,
-            waiting: false,
+            clock: StallClock::new(timeout),
         }
     }
 
@@ -43,24 +38,19 @@ impl<IO> ClientStream<IO> {
     /// stops it; a wait past the timeout is an error.
     fn judge<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if polled.is_ready() {
-            self.waiting = false;
+            self.clock.moved();
             return polled;
         }
-        let timeout = self.timeout;
-        let timer = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if !self.waiting {
-            self.waiting = true;
-            timer.as_mut().reset(Instant::now() + timeout);
+        if !self.clock.expired(cx) {
+            return Poll::Pending;
         }
-        match timer.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("the client took no byte for {timeout:?} (send timeout)"),
-            ))),
-        }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the client took no byte for {:?} (send timeout)",
+                self.clock.timeout()
+            ),
+        )))
     }
 }
 

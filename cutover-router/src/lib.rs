@@ -78,6 +78,7 @@ mod plain;
 mod proxy;
 mod route;
 mod serve;
+mod stall;
 mod suspects;
 mod threads;
 mod tls;
