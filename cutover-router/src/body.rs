@@ -246,11 +246,9 @@ impl Body for UpstreamBody {
                 match Pin::new(b).poll_frame(cx) {
                     Poll::Ready(polled) => {
                         clock.moved();
-                        let mut s = lock(&watch.state);
-                        s.moved = Instant::now();
-                        s.waiting = false;
+                        watch.moved();
                         if matches!(polled, Some(Err(_))) {
-                            s.fault = Fault::Malformed;
+                            lock(&watch.state).fault = Fault::Malformed;
                         }
                         Poll::Ready(polled)
                     }
