@@ -336,8 +336,13 @@ async fn workers_converge_start_first_and_swarm_rolls_a_broken_version_back() {
         lines.iter().any(|l| l.starts_with("update rolled back: ")),
         "{lines:#?}"
     );
-    // Swarm's start-first rollback can list a third task (the one being replaced) for a moment
-    // after the update reports "rolled back": wait (bounded) for the two replicas of V2.
+    // Swarm's start-first rollback can list a third task (a second V2 task in the slot whose
+    // V3 task failed) after the update reports "rolled back"; usually for a moment, but now and
+    // then (one of fifteen runs here, and one CI run; Docker 20.10) for longer than this test
+    // waits. So:
+    // wait (bounded) for exactly the two replicas of V2, and if Swarm keeps its extra task,
+    // require what Cutover answers for: every running task is V2, both replicas are there, and
+    // nothing beyond the one leftover.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let status = loop {
         let status = f.rt.converged_status(&f.app, &env()).await.unwrap();
@@ -346,7 +351,16 @@ async fn workers_converge_start_first_and_swarm_rolls_a_broken_version_back() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
-    assert_eq!(versions(&status), [V2, V2], "{status:#?}");
+    if versions(&status) != [V2, V2] {
+        eprintln!("Swarm kept a leftover task of the rollback: {status:#?}");
+    }
+    assert!(
+        versions(&status).iter().all(|v| v == V2) && (2..=3).contains(&status.len()),
+        "{status:#?}"
+    );
+    let mut replicas: Vec<u32> = status.iter().map(|s| s.replica).collect();
+    replicas.dedup();
+    assert_eq!(replicas, [0, 1], "{status:#?}");
     assert!(
         status.iter().all(|s| s.requested_version.as_str() == V2),
         "{status:#?}"
